@@ -1,0 +1,515 @@
+//! The client: configuration, and the create and poll calls.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use secrecy::{ExposeSecret as _, SecretString};
+use tracing::Instrument as _;
+
+use crate::error::{ApiErrorBody, Error, Result, excerpt};
+use crate::model::{CreateRequest, Generation};
+use crate::poll::{PollPolicy, Watch, watch};
+use crate::retry::{RetryPolicy, retry_after};
+
+/// The AI/ML API's address.
+pub const DEFAULT_BASE_URL: &str = "https://api.aimlapi.com";
+
+const GENERATIONS_PATH: &str = "v2/video/generations";
+
+/// The environment variables read by [`Client::from_env`], first match wins.
+const KEY_VARS: [&str; 2] = ["AIMLAPI_API_KEY", "AIML_API_KEY"];
+const BASE_URL_VARS: [&str; 2] = ["AIMLAPI_BASE_URL", "AIMLAPI_API_BASE"];
+
+/// A client of the AI/ML API's video generation endpoints.
+///
+/// Cheap to clone: clones share one connection pool and configuration.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: url::Url,
+    endpoint: url::Url,
+    auth: HeaderValue,
+    poll: PollPolicy,
+    retry: RetryPolicy,
+    request_timeout: Duration,
+}
+
+/// The key is never shown: only the base URL and policies are.
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.base_url.as_str())
+            .field("api_key", &"[redacted]")
+            .field("poll", &self.inner.poll)
+            .field("retry", &self.inner.retry)
+            .field("request_timeout", &self.inner.request_timeout)
+            .finish()
+    }
+}
+
+/// Builds a [`Client`].
+pub struct ClientBuilder {
+    api_key: Option<SecretString>,
+    base_url: String,
+    poll: PollPolicy,
+    retry: RetryPolicy,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    read_timeout: Duration,
+    user_agent: String,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("base_url", &self.base_url)
+            .field("poll", &self.poll)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            api_key: None,
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            poll: PollPolicy::default(),
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(10),
+            // Creates may upload a clip of tens of megabytes inline.
+            request_timeout: Duration::from_secs(120),
+            read_timeout: Duration::from_secs(30),
+            user_agent: concat!("aimlvid/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Reads the key and base URL from the environment, leaving everything
+    /// else at its default: `AIMLAPI_API_KEY` (or `AIML_API_KEY`, the
+    /// official Python SDK's name) and `AIMLAPI_BASE_URL` (or
+    /// `AIMLAPI_API_BASE`). Variables that are unset or empty are ignored.
+    pub fn from_env() -> Self {
+        let mut builder = ClientBuilder::default();
+        if let Some(key) = first_env(&KEY_VARS) {
+            builder = builder.api_key(key);
+        }
+        if let Some(base) = first_env(&BASE_URL_VARS) {
+            builder = builder.base_url(base);
+        }
+        builder
+    }
+
+    /// Sets the API key.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(SecretString::from(key.into()));
+        self
+    }
+
+    /// Sets the server, such as a team proxy or a simulator. A trailing
+    /// `/v1` or `/v2`, as some SDKs' base URLs have, is accepted.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// Sets when to poll while waiting.
+    pub fn poll_policy(mut self, policy: PollPolicy) -> Self {
+        self.poll = policy;
+        self
+    }
+
+    /// Sets how polls and downloads are retried (creates are never retried
+    /// once they may have reached the API).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Sets the limit on establishing a connection.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Sets the limit on one API call, upload included.
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = d;
+        self
+    }
+
+    /// Sets the limit on silence while reading a response, downloads included.
+    pub fn read_timeout(mut self, d: Duration) -> Self {
+        self.read_timeout = d;
+        self
+    }
+
+    /// Sets the `User-Agent` header.
+    pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
+        self.user_agent = agent.into();
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> Result<Client> {
+        let key = self.api_key.ok_or(Error::MissingApiKey)?;
+        if key.expose_secret().trim().is_empty() {
+            return Err(Error::MissingApiKey);
+        }
+        let mut auth =
+            HeaderValue::from_str(&format!("Bearer {}", key.expose_secret().trim())).map_err(|_| {
+                Error::Config("the API key contains characters not allowed in an HTTP header".into())
+            })?;
+        // Keeps the key out of reqwest's and hyper's own debug output.
+        auth.set_sensitive(true);
+
+        let base_url = normalise_base_url(&self.base_url)?;
+        let endpoint = base_url
+            .join(GENERATIONS_PATH)
+            .map_err(|e| Error::Config(format!("base URL {:?}: {e}", self.base_url)))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.read_timeout)
+            .user_agent(self.user_agent)
+            .build()
+            .map_err(|e| Error::Config(format!("could not set up HTTP: {e}")))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                endpoint,
+                auth,
+                poll: self.poll,
+                retry: self.retry,
+                request_timeout: self.request_timeout,
+            }),
+        })
+    }
+}
+
+fn first_env(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+}
+
+fn normalise_base_url(raw: &str) -> Result<url::Url> {
+    let mut url = url::Url::parse(raw.trim()).map_err(|e| {
+        Error::Config(format!("base URL {raw:?} is not a URL ({e}); use something like {DEFAULT_BASE_URL}"))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::Config(format!(
+            "base URL {raw:?} must start with https:// (or http:// for a local server)"
+        )));
+    }
+    let path = url.path().trim_end_matches('/');
+    let path = path.strip_suffix("/v1").or_else(|| path.strip_suffix("/v2")).unwrap_or(path);
+    // A trailing slash makes `join` append rather than replace.
+    url.set_path(&format!("{path}/"));
+    url.set_query(None);
+    Ok(url)
+}
+
+/// How a failed call ended, for deciding whether to try again.
+struct Failure {
+    error: Error,
+    /// The request never left this machine (connection refused, DNS): safe
+    /// to repeat even when repeating costs money.
+    never_sent: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure { error, never_sent: false }
+    }
+}
+
+impl Client {
+    /// A client configured from the environment; see [`ClientBuilder::from_env`].
+    pub fn from_env() -> Result<Client> {
+        ClientBuilder::from_env().build()
+    }
+
+    /// A builder with every setting at its default.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The server this client talks to.
+    pub fn base_url(&self) -> &str {
+        self.inner.base_url.as_str()
+    }
+
+    /// The policy used while waiting.
+    pub fn poll_policy(&self) -> &PollPolicy {
+        &self.inner.poll
+    }
+
+    /// The policy used to retry polls and downloads.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// Starts a generation job and returns it as created (usually `queued`).
+    ///
+    /// This call costs money, so it is retried only when the API cannot
+    /// have accepted it: the connection was refused before anything was
+    /// sent, or the API answered 429. When the request may have been
+    /// accepted but the answer was lost (a timeout or 5xx after sending),
+    /// it fails with [`Error::CreateOutcomeUnknown`] instead of starting a
+    /// second, billed, job.
+    pub async fn create(&self, request: &impl CreateRequest) -> Result<Generation> {
+        let span =
+            tracing::info_span!("create", model = request.model(), generation_id = tracing::field::Empty);
+        async {
+            let body = serde_json::to_vec(request)
+                .map_err(|e| Error::InvalidInput(format!("the request could not be encoded as JSON: {e}")))?;
+            let body = Bytes::from(body);
+            let mut failures = 0;
+            loop {
+                let sent = self
+                    .inner
+                    .http
+                    .post(self.inner.endpoint.clone())
+                    .header(AUTHORIZATION, self.inner.auth.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .timeout(self.inner.request_timeout)
+                    .body(body.clone());
+                let failure = match self.send(sent, None).await {
+                    Ok((status, bytes)) => match decode::<Generation>(status, &bytes) {
+                        Ok(generation) => {
+                            tracing::Span::current().record("generation_id", generation.id.as_str());
+                            tracing::info!(status = %generation.status, "created");
+                            return Ok(generation);
+                        }
+                        // A 2xx we cannot read most likely means the job exists.
+                        Err(e) => {
+                            return Err(Error::CreateOutcomeUnknown { cause: e.to_string() });
+                        }
+                    },
+                    Err(failure) => failure,
+                };
+                let safe_to_repeat = failure.never_sent || matches!(failure.error, Error::RateLimited { .. });
+                if !safe_to_repeat {
+                    return Err(match failure.error {
+                        e @ (Error::Transport { .. } | Error::Decode { .. }) => {
+                            Error::CreateOutcomeUnknown { cause: e.to_string() }
+                        }
+                        Error::Upstream { status, message, request_id, .. } if status >= 500 => {
+                            let id = request_id.map(|id| format!(", request id {id}")).unwrap_or_default();
+                            Error::CreateOutcomeUnknown { cause: format!("HTTP {status} {message}{id}") }
+                        }
+                        other => other,
+                    });
+                }
+                failures += 1;
+                if failures >= self.inner.retry.max_attempts {
+                    return Err(failure.error);
+                }
+                let wait = self.inner.retry.backoff(failures, failure.error.retry_after());
+                tracing::warn!(error = %failure.error, wait_ms = wait.as_millis() as u64, "create not accepted; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Asks once how a generation is doing, retrying network errors,
+    /// timeouts, 429 and 5xx under the client's [`RetryPolicy`].
+    pub async fn get(&self, id: &str) -> Result<Generation> {
+        let mut failures = 0;
+        loop {
+            match self.get_once(id).await {
+                Ok(generation) => return Ok(generation),
+                Err(e) if e.is_transient() && failures + 1 < self.inner.retry.max_attempts => {
+                    failures += 1;
+                    let wait = self.inner.retry.backoff(failures, e.retry_after());
+                    tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "poll failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One poll, no retry.
+    pub(crate) async fn get_once(&self, id: &str) -> Result<Generation> {
+        let span = tracing::debug_span!("poll", generation_id = id);
+        async {
+            let request = self
+                .inner
+                .http
+                .get(self.inner.endpoint.clone())
+                .query(&[("generation_id", id)])
+                .header(AUTHORIZATION, self.inner.auth.clone())
+                .timeout(self.inner.request_timeout);
+            let (status, bytes) = self.send(request, Some(id)).await.map_err(|f| f.error)?;
+            let generation: Generation = decode(status, &bytes)?;
+            tracing::debug!(status = %generation.status, "polled");
+            Ok(generation)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Follows a generation known by its id until it finishes, polling at
+    /// once and then under the client's [`PollPolicy`]. Use this to resume
+    /// a job created earlier, even by another process.
+    pub fn watch(&self, id: impl Into<String>) -> Watch {
+        watch(self.clone(), id.into(), None)
+    }
+
+    /// Follows a job just returned by [`Client::create`]: reports it as
+    /// created, then polls from the policy's `first_delay` on.
+    pub fn watch_created(&self, created: Generation) -> Watch {
+        let id = created.id.clone();
+        watch(self.clone(), id, Some(created))
+    }
+
+    /// Waits for a generation known by its id to finish; see [`Client::watch`].
+    pub async fn wait(&self, id: impl Into<String>) -> Result<Generation> {
+        self.watch(id).finish().await
+    }
+
+    /// Creates a job and waits for it to finish. Returns the completed job,
+    /// or [`Error::GenerationFailed`], [`Error::TimedOut`] (the job keeps its
+    /// id, so it can be waited for again), or the create's own error.
+    pub async fn create_and_wait(&self, request: &impl CreateRequest) -> Result<Generation> {
+        let created = self.create(request).await?;
+        self.watch_created(created).finish().await
+    }
+
+    /// Sends one request and reads the whole answer, turning every non-2xx
+    /// status into its typed error.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        id: Option<&str>,
+    ) -> Result<(StatusCode, Bytes), Failure> {
+        let host = self.host();
+        let response = request.send().await.map_err(|e| Failure {
+            never_sent: e.is_connect(),
+            error: Error::Transport { host: host.clone(), source: e.without_url() },
+        })?;
+        let status = response.status();
+        let wait = retry_after(response.headers());
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Error::Transport { host: host.clone(), source: e.without_url() })?;
+        if status.is_success() {
+            return Ok((status, bytes));
+        }
+        Err(status_error(status, &bytes, wait, id).into())
+    }
+
+    fn host(&self) -> String {
+        let url = &self.inner.base_url;
+        match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            _ => url.as_str().to_owned(),
+        }
+    }
+}
+
+/// Maps an error answer to its typed error.
+pub(crate) fn status_error(
+    status: StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+    id: Option<&str>,
+) -> Error {
+    let parsed = ApiErrorBody::parse(body);
+    let message = parsed.message();
+    let request_id = parsed.request_id.clone();
+    match status.as_u16() {
+        400 | 422 => Error::InvalidRequest { message, details: parsed.details(), request_id },
+        401 => Error::Unauthorized { message, request_id },
+        403 => Error::OutOfCredits { message, request_id },
+        404 => Error::NotFound { id: id.unwrap_or("(none)").to_owned(), message },
+        413 => Error::InvalidRequest {
+            message,
+            details: vec![
+                "the request body is too large for the server; send the video as an https:// URL".into(),
+            ],
+            request_id,
+        },
+        429 => Error::RateLimited { message, retry_after },
+        code => Error::Upstream { status: code, message, request_id, retry_after },
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| Error::Decode {
+        status: status.as_u16(),
+        reason: e.to_string(),
+        excerpt: excerpt(body),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_normalised() {
+        for (raw, expected) in [
+            ("https://api.aimlapi.com", "https://api.aimlapi.com/v2/video/generations"),
+            ("https://api.aimlapi.com/", "https://api.aimlapi.com/v2/video/generations"),
+            ("https://api.aimlapi.com/v1", "https://api.aimlapi.com/v2/video/generations"),
+            ("https://api.aimlapi.com/v2/", "https://api.aimlapi.com/v2/video/generations"),
+            ("http://127.0.0.1:8787/team", "http://127.0.0.1:8787/team/v2/video/generations"),
+        ] {
+            let base = normalise_base_url(raw).unwrap();
+            assert_eq!(base.join(GENERATIONS_PATH).unwrap().as_str(), expected, "{raw}");
+        }
+        assert!(normalise_base_url("ftp://x").is_err());
+        assert!(normalise_base_url("api.aimlapi.com").is_err());
+    }
+
+    #[test]
+    fn the_key_never_shows_in_debug_output() {
+        let client = Client::builder().api_key("sk-very-secret").build().unwrap();
+        let shown = format!("{client:?} {:?}", Client::builder().api_key("sk-very-secret"));
+        assert!(!shown.contains("sk-very-secret"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn a_missing_or_blank_key_says_how_to_set_one() {
+        let err = Client::builder().build().unwrap_err();
+        assert!(matches!(err, Error::MissingApiKey));
+        assert!(err.to_string().contains("AIMLAPI_API_KEY"));
+        assert!(matches!(Client::builder().api_key("  ").build(), Err(Error::MissingApiKey)));
+    }
+
+    #[test]
+    fn statuses_map_to_their_errors() {
+        let body = br#"{"message":"Too many","statusCode":429,"requestId":"r"}"#;
+        let e = status_error(StatusCode::TOO_MANY_REQUESTS, body, Some(Duration::from_secs(2)), None);
+        assert!(matches!(e, Error::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(2)));
+        assert!(e.is_transient());
+        let e = status_error(StatusCode::GATEWAY_TIMEOUT, br#"{"message":"Generation timeout"}"#, None, None);
+        assert!(matches!(e, Error::Upstream { status: 504, .. }));
+        assert!(e.is_transient());
+        let e = status_error(StatusCode::NOT_FOUND, b"{}", None, Some("g1"));
+        assert!(matches!(&e, Error::NotFound { id, .. } if id == "g1"));
+        assert!(!e.is_transient());
+        let e = status_error(StatusCode::FORBIDDEN, br#"{"message":"Insufficient credits"}"#, None, None);
+        assert!(matches!(e, Error::OutOfCredits { .. }));
+    }
+}

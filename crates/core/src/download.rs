@@ -1,0 +1,241 @@
+//! Fetching the finished video to disk: streamed, resumable, never half-written.
+
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt as _;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use tokio::io::AsyncWriteExt as _;
+use tracing::Instrument as _;
+
+use crate::client::{Client, status_error};
+use crate::error::{Error, Result};
+use crate::model::Generation;
+use crate::retry::retry_after;
+
+/// How far a download has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadProgress {
+    /// Bytes on disk so far, a resumed part included.
+    pub received: u64,
+    /// The file's full size, when the server said.
+    pub total: Option<u64>,
+}
+
+/// A finished download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    /// Where the file now is.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Bytes that were already on disk from an earlier, interrupted try.
+    pub resumed_from: u64,
+}
+
+/// The file a download writes into before it is complete: the destination
+/// with `.part` appended. It is renamed into place only once whole.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    let mut name = dest.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+impl Client {
+    /// Downloads a completed generation's video to `dest`.
+    pub async fn download(&self, generation: &Generation, dest: impl AsRef<Path>) -> Result<Downloaded> {
+        let url = generation.video_url().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "generation {} has no video to download (status {}); wait for it to complete first",
+                generation.id, generation.status
+            ))
+        })?;
+        let span = tracing::info_span!("download", generation_id = %generation.id);
+        self.download_url(url, dest.as_ref(), |_| {}).instrument(span).await
+    }
+
+    /// Downloads `url` to `dest`, reporting progress as bytes arrive.
+    ///
+    /// The body streams to `dest` + `.part` in constant memory and is renamed
+    /// into place only once complete and as long as the server announced, so
+    /// `dest` is never half-written. If a `.part` file is already there, the
+    /// download resumes from its end with a `Range` request. Network errors,
+    /// 429 and 5xx are retried under the client's retry policy, each retry
+    /// resuming where the last stopped. The API key is not sent: result URLs
+    /// point at a file host, which must not see it.
+    pub async fn download_url<F>(&self, url: &str, dest: &Path, mut progress: F) -> Result<Downloaded>
+    where
+        F: FnMut(DownloadProgress) + Send,
+    {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::InvalidInput(format!("the video URL is not valid ({e})")))?;
+        let host = parsed.host_str().unwrap_or("the file host").to_owned();
+        let part = partial_path(dest);
+        let resumed_from = file_len(&part).await?;
+        let mut failures = 0;
+        let bytes = loop {
+            match self.download_once(&parsed, &host, &part, &mut progress).await {
+                Ok(bytes) => break bytes,
+                Err(e) if e.is_transient() && failures + 1 < self.retry_policy().max_attempts => {
+                    failures += 1;
+                    let wait = self.retry_policy().backoff(failures, e.retry_after());
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "download interrupted; resuming");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        tokio::fs::rename(&part, dest).await.map_err(|e| Error::Io {
+            action: "moving the finished download to",
+            path: dest.to_owned(),
+            source: e,
+        })?;
+        tracing::info!(bytes, resumed_from, "downloaded");
+        Ok(Downloaded { path: dest.to_owned(), bytes, resumed_from })
+    }
+
+    /// One request: appends to `part` what the server sends and returns the
+    /// file's length once it is complete.
+    async fn download_once<F>(&self, url: &url::Url, host: &str, part: &Path, progress: &mut F) -> Result<u64>
+    where
+        F: FnMut(DownloadProgress) + Send,
+    {
+        let offset = file_len(part).await?;
+        let mut request = self.http().get(url.clone());
+        if offset > 0 {
+            request = request.header(RANGE, format!("bytes={offset}-"));
+        }
+        let transport =
+            |e: reqwest::Error| Error::Transport { host: host.to_owned(), source: e.without_url() };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let range =
+            response.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).map(parse_content_range);
+
+        let (start, total) = match status {
+            StatusCode::PARTIAL_CONTENT => match range.flatten() {
+                Some(ContentRange { start: Some(start), total }) if start == offset => (offset, total),
+                // A range we did not ask for: start again from nothing.
+                _ => return Err(restart(part, host, offset).await?),
+            },
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                let total = range.flatten().and_then(|r| r.total);
+                if total == Some(offset) {
+                    // The part file already holds the whole video.
+                    return Ok(offset);
+                }
+                return Err(restart(part, host, offset).await?);
+            }
+            s if s.is_success() => (0, response.content_length()),
+            s => {
+                let wait = retry_after(response.headers());
+                let body = response.bytes().await.unwrap_or_default();
+                return Err(status_error(s, &body, wait, None));
+            }
+        };
+
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(start > 0)
+            .truncate(start == 0)
+            .open(part)
+            .await
+            .map_err(|e| Error::Io { action: "writing", path: part.to_owned(), source: e })?;
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut received = start;
+        progress(DownloadProgress { received, total });
+
+        let mut body = response.bytes_stream();
+        let streamed: Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(transport)?;
+                out.write_all(&chunk).await.map_err(|e| Error::Io {
+                    action: "writing",
+                    path: part.to_owned(),
+                    source: e,
+                })?;
+                received += chunk.len() as u64;
+                progress(DownloadProgress { received, total });
+            }
+            Ok(())
+        }
+        .await;
+        // Whatever arrived is kept, so that the next try resumes after it.
+        let flushed = async {
+            out.flush().await?;
+            out.get_ref().sync_all().await
+        }
+        .await
+        .map_err(|e| Error::Io { action: "writing", path: part.to_owned(), source: e });
+        streamed?;
+        flushed?;
+        match total {
+            Some(total) if received != total => {
+                Err(Error::IncompleteDownload { url_host: host.to_owned(), expected: total, received })
+            }
+            _ => Ok(received),
+        }
+    }
+}
+
+/// Drops a part file that cannot be resumed, and reports a retryable error.
+async fn restart(part: &Path, host: &str, offset: u64) -> Result<Error> {
+    match tokio::fs::remove_file(part).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::Io { action: "removing", path: part.to_owned(), source: e }),
+    }
+    Ok(Error::IncompleteDownload { url_host: host.to_owned(), expected: offset, received: 0 })
+}
+
+async fn file_len(path: &Path) -> Result<u64> {
+    match tokio::fs::metadata(path).await {
+        Ok(meta) => Ok(meta.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Error::Io { action: "reading", path: path.to_owned(), source: e }),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ContentRange {
+    start: Option<u64>,
+    total: Option<u64>,
+}
+
+/// Parses `bytes 100-199/1000`, `bytes 100-199/*` and `bytes */1000`.
+fn parse_content_range(value: &str) -> Option<ContentRange> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let total = match total {
+        "*" => None,
+        n => Some(n.parse().ok()?),
+    };
+    let start = match range {
+        "*" => None,
+        r => Some(r.split_once('-')?.0.parse().ok()?),
+    };
+    Some(ContentRange { start, total })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges_parse() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/1000"),
+            Some(ContentRange { start: Some(100), total: Some(1000) })
+        );
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some(ContentRange { start: Some(5), total: None }));
+        assert_eq!(parse_content_range("bytes */42"), Some(ContentRange { start: None, total: Some(42) }));
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+        assert_eq!(parse_content_range("bytes x-2/3"), None);
+    }
+
+    #[test]
+    fn the_part_file_sits_beside_the_destination() {
+        assert_eq!(partial_path(Path::new("out/clip.mp4")), PathBuf::from("out/clip.mp4.part"));
+    }
+}

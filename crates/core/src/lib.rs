@@ -1,0 +1,96 @@
+//! A typed client for the [AI/ML API](https://aimlapi.com)'s asynchronous
+//! video generation, built around extending clips with Google Veo 3.1.
+//!
+//! A job is created with `POST /v2/video/generations`, which answers with an
+//! id, and followed with `GET /v2/video/generations?generation_id=ID` as it
+//! moves `queued` → `generating` → `completed` or `error`. This crate does
+//! that dance for you, and does it carefully:
+//!
+//! - **Creating costs money**, so [`Client::create`] is retried only when the
+//!   API cannot have accepted the request. When it may have, the error says
+//!   so ([`Error::CreateOutcomeUnknown`]) instead of billing a second job.
+//! - **Waiting** follows a [`PollPolicy`] tuned for jobs of about two
+//!   minutes, honours `Retry-After`, rides out storms of 429s and 5xx, can
+//!   be watched as a [`Stream`](futures_util::Stream) of status changes
+//!   ([`Client::watch_created`]), and stops when dropped.
+//! - **Resuming** needs only the generation id: [`Client::wait`].
+//! - **Downloading** streams to disk in constant memory, resumes a partial
+//!   file, and never leaves a half-written one ([`Client::download_url`]).
+//! - **The key** is a secret: it never appears in `Debug` output, logs or errors.
+//!
+//! # Example
+//!
+//! Extend a local clip and save the result. (Here the client talks to the
+//! `aimlvid-sim` simulator; with `Client::from_env()` and `AIMLAPI_API_KEY`
+//! set, the same code talks to the real API.)
+//!
+//! ```
+//! use aimlvid::{Client, ExtendVideo, PollPolicy, VideoInput};
+//! # use aimlvid_sim::{SimConfig, Simulator, Spread};
+//! # use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let config = SimConfig {
+//! #     time_scale: 600.0,
+//! #     queue_time: Spread::Fixed(Duration::from_secs(3)),
+//! #     generation_time: Spread::Fixed(Duration::from_secs(110)),
+//! #     ..SimConfig::default()
+//! # };
+//! # let sim = Simulator::start(config).await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let clip = dir.path().join("clip.mp4");
+//! # std::fs::write(&clip, aimlvid_sim::SAMPLE_INPUT)?;
+//! # let output = dir.path().join("extended.mp4");
+//! let client = Client::builder()
+//!     .api_key("sim-key")
+//! #   .base_url(sim.base_url())
+//! #   .poll_policy(PollPolicy::default().time_scaled(600.0))
+//!     .build()?;
+//!
+//! let clip = VideoInput::from_file(&clip).await?; // or VideoInput::url("https://…")
+//! let request = ExtendVideo::new("The raccoon looks up at a passing owl", clip);
+//! let job = client.create_and_wait(&request).await?;
+//! println!("{} used {:?} credits", job.id, job.credits_used());
+//!
+//! let file = client.download(&job, &output).await?;
+//! assert_eq!(std::fs::read(&file.path)?, aimlvid_sim::SAMPLE_RESULT);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! To show progress, follow the job's status changes instead of waiting:
+//!
+//! ```no_run
+//! # async fn run(client: aimlvid::Client, request: aimlvid::ExtendVideo) -> aimlvid::Result<()> {
+//! use futures_util::StreamExt as _;
+//!
+//! let created = client.create(&request).await?;
+//! // Record `created.id` somewhere durable first: it is all that is needed
+//! // to find the job again with `client.wait(id)`.
+//! let mut changes = client.watch_created(created);
+//! while let Some(job) = changes.next().await {
+//!     println!("now {}", job?.status);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod download;
+mod error;
+mod input;
+mod model;
+mod poll;
+mod retry;
+
+pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL};
+pub use download::{DownloadProgress, Downloaded, partial_path};
+pub use error::{Error, Result};
+pub use input::{DEFAULT_MAX_INLINE_BYTES, VideoInput};
+pub use model::{
+    AspectRatio, CreateRequest, ExtendModel, ExtendVideo, Generation, GenerationError, GenericRequest, Meta,
+    Provider, Resolution, Status, Usage, Video,
+};
+pub use poll::{PollPolicy, Watch};
+pub use retry::RetryPolicy;
