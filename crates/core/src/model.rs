@@ -504,7 +504,7 @@ mod tests {
         let body = json!({"id": "g", "status": "error", "video": null,
             "error": {"name": "GenerationError", "message": "blocked"}, "meta": null});
         let generation: Generation = serde_json::from_value(body).unwrap();
-        assert_eq!(generation.error.unwrap().message, "blocked");
+        assert_eq!(generation.error.as_ref().unwrap().message, "blocked");
         assert_eq!(generation.credits_used(), None);
     }
 

@@ -263,3 +263,49 @@ async fn next_change(mut s: WatchState) -> Option<(Result<Generation>, WatchStat
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(d: Duration) -> f64 {
+        d.as_secs_f64()
+    }
+
+    #[test]
+    fn the_default_waits_out_most_of_a_two_minute_job_then_polls_often() {
+        let policy = PollPolicy::default().jitter(0.0);
+        assert_eq!(policy.delay_before(0, true), Duration::from_secs(85));
+        assert_eq!(policy.delay_before(1, true), Duration::from_millis(3500));
+        assert!((secs(policy.delay_before(2, true)) - 3.5 * 1.03).abs() < 1e-9);
+        // The interval grows slowly, so a job stuck in a queue is not hammered…
+        assert_eq!(policy.delay_before(200, true), Duration::from_secs(15));
+        // …and a resumed job, of unknown age, is asked about at once.
+        assert_eq!(policy.delay_before(0, false), Duration::ZERO);
+    }
+
+    #[test]
+    fn jitter_spreads_waits_within_its_bounds() {
+        let policy = PollPolicy::default();
+        for _ in 0..1000 {
+            let wait = secs(policy.delay_before(0, true));
+            assert!((76.5..=93.5).contains(&wait), "{wait}");
+        }
+    }
+
+    #[test]
+    fn the_fixed_loop_polls_at_once_then_evenly() {
+        let policy = PollPolicy::fixed(Duration::from_secs(15));
+        let waits: Vec<_> = (0..4).map(|i| policy.delay_before(i, true)).collect();
+        assert_eq!(waits, [0, 15, 15, 15].map(Duration::from_secs));
+    }
+
+    #[test]
+    fn scaling_divides_every_duration() {
+        let policy = PollPolicy::default().time_scaled(1000.0);
+        assert_eq!(policy.first_delay, Duration::from_millis(85));
+        assert_eq!(policy.interval, Duration::from_micros(3500));
+        assert_eq!(policy.max_interval, Duration::from_millis(15));
+        assert_eq!(policy.deadline, Duration::from_millis(1800));
+    }
+}
