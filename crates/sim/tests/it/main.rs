@@ -1,0 +1,8 @@
+//! Integration tests: the simulator served on 127.0.0.1, driven over HTTP.
+
+mod api;
+mod download;
+mod faults;
+mod lifecycle;
+mod limits;
+mod support;

@@ -1,0 +1,249 @@
+//! `cargo xtask codegen`: regenerate the simulator's model schema table.
+//!
+//! The inputs are the AI/ML API's public OpenAPI documents for its video
+//! models, from the public `aimlapi/api-docs` repository
+//! (`docs/api-references/video-models`), one JSON document per model page.
+//! Each document that describes `POST /v2/video/generations` contributes the
+//! request-body schema of its model to `crates/sim/src/models.json`, a JSON
+//! object keyed by model id. The simulator embeds that table and validates
+//! create requests against it, so it is exactly as strict as the documents.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value};
+
+/// The generated table, relative to the workspace root.
+const OUTPUT: &str = "crates/sim/src/models.json";
+
+/// The endpoint whose request bodies we collect; documents for older
+/// vendor-specific paths are legacy and skipped.
+const CREATE_PATH: &str = "/v2/video/generations";
+
+/// Schema keywords kept in the table: everything validation needs. The rest
+/// (`description`, `example`, `title`, `x-*`, ...) is prose that only bloats it.
+const KEPT_KEYWORDS: &[&str] = &[
+    "type",
+    "enum",
+    "const",
+    "default",
+    "format",
+    "properties",
+    "required",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "items",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "nullable",
+    "anyOf",
+    "oneOf",
+    "allOf",
+];
+
+/// `$ref` chains deeper than this are treated as a broken document.
+const MAX_REF_DEPTH: usize = 32;
+
+/// Regenerates `crates/sim/src/models.json` from the OpenAPI documents in
+/// `openapi_dir`, or with `check` only verifies that the committed file is up
+/// to date (and fails if not).
+pub(crate) fn run(openapi_dir: &Path, check: bool) -> Result<()> {
+    let table = build_table(openapi_dir)?;
+    let text = render(&table)?;
+
+    let output = workspace_root().join(OUTPUT);
+    if check {
+        let committed =
+            fs::read_to_string(&output).with_context(|| format!("reading {}", output.display()))?;
+        if committed != text {
+            bail!(
+                "{OUTPUT} is out of date with the OpenAPI documents in {}; \
+                 run `cargo xtask codegen --openapi-dir DIR` (DIR: a checkout of \
+                 aimlapi/api-docs at docs/api-references/video-models) and commit the result",
+                openapi_dir.display()
+            );
+        }
+        println!("{OUTPUT} is up to date ({} models)", table.len());
+    } else {
+        fs::write(&output, text).with_context(|| format!("writing {}", output.display()))?;
+        println!("wrote {OUTPUT} ({} models)", table.len());
+    }
+    Ok(())
+}
+
+/// One model per line: small, and diffs show which models changed.
+fn render(table: &Map<String, Value>) -> Result<String> {
+    let mut text = String::from("{\n");
+    for (i, (id, schema)) in table.iter().enumerate() {
+        let sep = if i + 1 == table.len() { "" } else { "," };
+        text.push_str(&format!(
+            "  {}: {}{sep}\n",
+            serde_json::to_string(id)?,
+            serde_json::to_string(schema)?
+        ));
+    }
+    text.push_str("}\n");
+    Ok(text)
+}
+
+/// The workspace root: xtask lives one level below it.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// One model's request schema and where it came from.
+struct Candidate {
+    file_name: String,
+    title_matches: bool,
+    schema: Value,
+}
+
+/// Reads every document and picks one schema per model id.
+fn build_table(openapi_dir: &Path) -> Result<Map<String, Value>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(openapi_dir)
+        .with_context(|| format!("reading {}", openapi_dir.display()))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    // Sorted so that every later tie-break is independent of directory order.
+    files.sort();
+
+    let mut by_model: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    for path in &files {
+        let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let doc: Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let Some(raw) =
+            doc.pointer("/paths/~1v2~1video~1generations/post/requestBody/content/application~1json/schema")
+        else {
+            continue;
+        };
+        let schema =
+            resolve_refs(&doc, raw, 0).with_context(|| format!("resolving $ref in {}", path.display()))?;
+        let ids = model_ids(&schema);
+        if ids.is_empty() {
+            eprintln!("warning: {} describes {CREATE_PATH} but names no model; skipped", path.display());
+            continue;
+        }
+        let title = schema.get("title").and_then(Value::as_str);
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let stripped = strip(&schema);
+        for id in ids {
+            by_model.entry(id.clone()).or_default().push(Candidate {
+                file_name: file_name.clone(),
+                title_matches: title == Some(id.as_str()),
+                schema: stripped.clone(),
+            });
+        }
+    }
+
+    // A few model ids are described by two documents (a page and its
+    // renamed copy). Pick deterministically: prefer the document whose schema
+    // `title` is the model id (the page written for that model), then the
+    // first file name in byte order.
+    let mut table = Map::new();
+    for (id, mut candidates) in by_model {
+        candidates.sort_by(|a, b| {
+            b.title_matches.cmp(&a.title_matches).then_with(|| a.file_name.cmp(&b.file_name))
+        });
+        if let Some(best) = candidates.into_iter().next() {
+            table.insert(id, best.schema);
+        }
+    }
+    if table.is_empty() {
+        bail!("no document in {} describes {CREATE_PATH}", openapi_dir.display());
+    }
+    Ok(table)
+}
+
+/// The model ids a request schema accepts (`properties.model.enum`/`const`).
+fn model_ids(schema: &Value) -> Vec<String> {
+    let Some(model) = schema.pointer("/properties/model") else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = model
+        .get("enum")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(model.get("const"))
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Inlines local `$ref`s (`#/...`) so the table is self-contained.
+fn resolve_refs(doc: &Value, value: &Value, depth: usize) -> Result<Value> {
+    if depth > MAX_REF_DEPTH {
+        bail!("$ref nesting deeper than {MAX_REF_DEPTH}");
+    }
+    Ok(match value {
+        Value::Object(map) => {
+            if let Some(Value::String(reference)) = map.get("$ref") {
+                let pointer =
+                    reference.strip_prefix('#').with_context(|| format!("non-local $ref {reference}"))?;
+                let target = doc.pointer(pointer).with_context(|| format!("dangling $ref {reference}"))?;
+                return resolve_refs(doc, target, depth + 1);
+            }
+            let mut out = Map::new();
+            for (k, v) in map {
+                out.insert(k.clone(), resolve_refs(doc, v, depth)?);
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| resolve_refs(doc, v, depth)).collect::<Result<_>>()?)
+        }
+        other => other.clone(),
+    })
+}
+
+/// Keeps only validation keywords, recursively, with keys in sorted order.
+///
+/// Keys are inserted sorted so the output is the same whether or not some
+/// crate in the build turns on serde_json's `preserve_order`.
+fn strip(schema: &Value) -> Value {
+    let Value::Object(map) = schema else {
+        return schema.clone();
+    };
+    let mut keys: Vec<&String> = map.keys().filter(|k| KEPT_KEYWORDS.contains(&k.as_str())).collect();
+    keys.sort();
+    let mut out = Map::new();
+    for key in keys {
+        let value = &map[key];
+        let kept = match key.as_str() {
+            // Property names are data, not keywords: keep them all.
+            "properties" => match value {
+                Value::Object(props) => {
+                    let mut names: Vec<&String> = props.keys().collect();
+                    names.sort();
+                    let mut kept = Map::new();
+                    for name in names {
+                        kept.insert(name.clone(), strip(&props[name]));
+                    }
+                    Value::Object(kept)
+                }
+                other => other.clone(),
+            },
+            "items" => strip(value),
+            "anyOf" | "oneOf" | "allOf" => match value {
+                Value::Array(branches) => Value::Array(branches.iter().map(strip).collect()),
+                other => other.clone(),
+            },
+            _ => value.clone(),
+        };
+        out.insert(key.clone(), kept);
+    }
+    Value::Object(out)
+}

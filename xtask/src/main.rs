@@ -1,0 +1,67 @@
+//! Project automation: `cargo xtask <command>`.
+//!
+//! - `ci`: everything CI checks: formatting, clippy, the tests, rustdoc.
+//! - `lint`: formatting and clippy only.
+//! - `bench client`: the polling benchmark (figures in docs/benchmarks.md).
+//! - `codegen --openapi-dir DIR [--check]`: regenerates the simulator's
+//!   model schemas from the upstream's OpenAPI documents.
+
+mod codegen;
+#[cfg(test)]
+mod tidy;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use xshell::{Shell, cmd};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["ci"] => {
+            lint(&sh)?;
+            test(&sh)?;
+            doc(&sh)
+        }
+        ["lint"] => lint(&sh),
+        ["test"] => test(&sh),
+        ["bench", "client"] => {
+            cmd!(sh, "cargo bench -p aimlvid --bench polling").run()?;
+            Ok(())
+        }
+        ["codegen", "--openapi-dir", dir, rest @ ..] => {
+            let check = match rest {
+                [] => false,
+                ["--check"] => true,
+                _ => bail!("usage: cargo xtask codegen --openapi-dir DIR [--check]"),
+            };
+            codegen::run(Path::new(dir), check)
+        }
+        _ => bail!(
+            "usage: cargo xtask <ci | lint | test | bench client | codegen --openapi-dir DIR [--check]>"
+        ),
+    }
+}
+
+fn lint(sh: &Shell) -> anyhow::Result<()> {
+    cmd!(sh, "cargo fmt --all -- --check").run().context("formatting differs: run `cargo fmt --all`")?;
+    cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
+    Ok(())
+}
+
+fn test(sh: &Shell) -> anyhow::Result<()> {
+    cmd!(sh, "cargo test --workspace --locked").run()?;
+    Ok(())
+}
+
+fn doc(sh: &Shell) -> anyhow::Result<()> {
+    cmd!(sh, "cargo doc --workspace --no-deps --locked").env("RUSTDOCFLAGS", "-D warnings").run()?;
+    Ok(())
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_owned()
+}
