@@ -1,0 +1,94 @@
+//! Waiting: status changes, storms, Retry-After, cancellation, resuming.
+
+use std::time::Duration;
+
+use aimlvid::Status;
+use aimlvid_sim::{Fault, Route};
+use futures_util::StreamExt as _;
+
+use crate::{config, extend_request, start};
+
+#[tokio::test]
+async fn a_watch_reports_each_status_change_once_in_order() {
+    let (sim, client) = start(config()).await;
+    let created = client.create(&extend_request()).await.unwrap();
+
+    let statuses: Vec<Status> =
+        client.watch_created(created.clone()).map(|g| g.unwrap().status).collect().await;
+
+    assert_eq!(statuses, [Status::Queued, Status::Generating, Status::Completed]);
+    let job = sim.job(&created.id).unwrap();
+    assert!(job.first_finished_answer_at.is_some());
+}
+
+#[tokio::test]
+async fn the_default_policy_waits_out_most_of_the_job_before_polling() {
+    let (sim, client) = start(config()).await;
+
+    let done = client.create_and_wait(&extend_request()).await.unwrap();
+
+    assert_eq!(done.status, Status::Completed);
+    assert_eq!(done.credits_used(), Some(120_000.0));
+    // 115 simulated seconds: first poll at ~85 s, then every ~3.5 s.
+    let polls = sim.job(&done.id).unwrap().polls;
+    assert!((5..=14).contains(&polls), "{polls} polls");
+}
+
+#[tokio::test]
+async fn storms_of_429_and_5xx_while_polling_still_complete() {
+    let (sim, client) = start(config()).await;
+    sim.set_fault_rate(Route::Poll, Fault::Status(503), 0.3);
+    sim.set_fault_rate(Route::Poll, Fault::Status(429), 0.2);
+    sim.set_fault_rate(Route::Poll, Fault::DropConnection, 0.1);
+
+    let done = client.create_and_wait(&extend_request()).await.unwrap();
+
+    assert_eq!(done.status, Status::Completed);
+    let failed = sim.requests().iter().filter(|r| r.route == Route::Poll && r.status != 200).count();
+    assert!(failed > 0, "the storm never hit");
+}
+
+#[tokio::test]
+async fn retry_after_is_respected_while_polling() {
+    let (sim, client) = start(config()).await;
+    let created = client.create(&extend_request()).await.unwrap();
+    sim.inject(Route::Poll, Fault::RateLimited { retry_after_secs: 1 }, 1);
+
+    client.watch_created(created).finish().await.unwrap();
+
+    let polls: Vec<_> = sim.requests().into_iter().filter(|r| r.route == Route::Poll).collect();
+    assert_eq!(polls[0].status, 429);
+    let gap = polls[1].at - polls[0].at;
+    assert!(gap >= Duration::from_secs(1), "polled again after {gap:?}");
+}
+
+#[tokio::test]
+async fn dropping_the_wait_stops_polling() {
+    let (sim, client) = start(config()).await;
+    let created = client.create(&extend_request()).await.unwrap();
+    let id = created.id.clone();
+    // Stop partway: the job needs 115 ms; give up at 100 ms.
+    let waited =
+        tokio::time::timeout(Duration::from_millis(100), client.watch_created(created).finish()).await;
+    assert!(waited.is_err(), "the job finished too soon for this test");
+
+    let polls_at_drop = sim.job(&id).unwrap().polls;
+    // Ten poll intervals later, nobody has asked again.
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_eq!(sim.job(&id).unwrap().polls, polls_at_drop);
+    assert!(sim.job(&id).unwrap().first_finished_answer_at.is_none());
+}
+
+#[tokio::test]
+async fn a_job_is_resumed_from_nothing_but_its_id() {
+    let (sim, client) = start(config()).await;
+    let id = client.create(&extend_request()).await.unwrap().id;
+    assert!(sim.complete_now(&id));
+
+    // A new client, as in another process, knowing only the id.
+    let other = crate::client_for(&sim);
+    let done = other.wait(id.clone()).await.unwrap();
+
+    assert_eq!((done.id.as_str(), done.status), (id.as_str(), Status::Completed));
+    assert_eq!(sim.job(&id).unwrap().polls, 1, "a resumed wait polls at once");
+}
