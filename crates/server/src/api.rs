@@ -1,0 +1,307 @@
+//! The member API: `POST` and `GET /v2/video/generations`, answering as
+//! the upstream does.
+
+use std::time::Duration;
+
+use aimlvid::CreateRequest;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse as _, Response};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+use crate::error::ApiError;
+use crate::keys::{KeyEntry, Refusal};
+use crate::state::{AppState, view_of};
+use crate::store::{Begun, JobRecord, NewJob, status};
+
+/// The status the upstream answers an accepted create with.
+pub const CREATE_STATUS: StatusCode = StatusCode::OK;
+
+/// The header that makes a create safe to repeat.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+const UNKNOWN_OUTCOME: &str = "The upstream may have accepted this create, but its answer was lost: \
+    a generation may exist and be billed. It was not retried, so that it is not paid for twice; \
+    ask the server's operator before creating it again.";
+
+/// The member's key, from `Authorization: Bearer KEY`.
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<KeyEntry>, ApiError> {
+    // The upstream's three answers, in its words.
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Missing API key: send it as `Authorization: Bearer <key>`",
+        ));
+    };
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, key) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+        })
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Malformed Authorization header: expected `Authorization: Bearer <key>`",
+            )
+        })?;
+    let key = state.keys().authenticate(presented).ok_or_else(ApiError::unauthorized)?;
+    if !key.record().enabled {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "This API key is disabled"));
+    }
+    key.take_request(Instant::now()).map_err(refused)?;
+    Ok(key)
+}
+
+fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Rate(wait) => ApiError::too_many("Too many requests for this API key; slow down", wait),
+        Refusal::Unfinished(max) => ApiError::too_many(
+            format!("This API key already has {max} unfinished generations; wait for one to finish"),
+            Duration::from_secs(5),
+        ),
+        Refusal::Budget => ApiError::new(StatusCode::FORBIDDEN, "This API key has used up its credit budget"),
+    }
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A create body passed on as the member sent it (as parsed JSON).
+#[derive(Debug)]
+struct RawBody {
+    model: String,
+    value: serde_json::Value,
+}
+
+impl Serialize for RawBody {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+impl CreateRequest for RawBody {
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// `POST /v2/video/generations`.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = authenticate(&state, &headers)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "Could not read the request body")
+        }
+    })?;
+    // As the upstream's parser does: a body not declared as JSON, or blank, reads as `{}`.
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+    let value: serde_json::Value = if !is_json || body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("Invalid JSON in the request body: {e}"))
+        })?
+    };
+    let model = value.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
+    let record = key.record();
+    if let Some(allowed) = &record.limits.allowed_models
+        && !allowed.contains(&model)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("This API key may not use model {model:?}"),
+        ));
+    }
+    let request_hash: [u8; 32] = Sha256::digest(&body).into();
+    let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                ));
+            }
+        },
+    };
+    if let Some(idem) = &idempotency_key
+        && let Some(existing) =
+            state.store().job_by_idempotency_key(record.id, idem).await.map_err(|e| ApiError::internal(&e))?
+    {
+        return replay(&state, &existing, &request_hash);
+    }
+
+    key.reserve_job().map_err(refused)?;
+    let local_id = uuid::Uuid::new_v4().to_string();
+    let new_job = NewJob {
+        local_id: local_id.clone(),
+        key_id: record.id,
+        model: model.clone(),
+        idempotency_key,
+        request_hash,
+    };
+    match state.store().begin_job(&new_job).await {
+        Ok(Begun::Inserted) => {}
+        Ok(Begun::Existing(existing)) => {
+            key.job_ended(0.0);
+            return replay(&state, &existing, &request_hash);
+        }
+        Err(e) => {
+            key.job_ended(0.0);
+            return Err(ApiError::internal(&e));
+        }
+    }
+
+    match state.upstream().create(&RawBody { model, value }).await {
+        Ok(generation) => {
+            let body = serde_json::to_string(&generation).map_err(|e| ApiError::internal(&e))?;
+            let answer = crate::view::encode(&generation);
+            if let Err(e) =
+                state.store().job_created(&local_id, &generation.id, generation.status.as_str(), &body).await
+            {
+                // The job exists upstream whatever happens here: answer with it, and
+                // let the restart logic report the row as unknown if this persists.
+                tracing::error!(generation_id = %generation.id, error = %e, "could not record a created job");
+            }
+            tracing::info!(generation_id = %generation.id, key = %record.name, "created");
+            if generation.status.is_finished() {
+                state.record(record.id, &generation).await;
+            } else {
+                state.jobs().put(&generation.id, crate::view::JobView::new(record.id, &generation));
+                state.follow(record.id, generation.id.clone(), Some(generation.clone()));
+            }
+            Ok(json(CREATE_STATUS, answer))
+        }
+        Err(aimlvid::Error::CreateOutcomeUnknown { cause }) => {
+            tracing::error!(local_id, cause, "create outcome unknown; not retried");
+            if let Err(e) = state.store().job_unknown(&local_id, &cause).await {
+                tracing::error!(local_id, error = %e, "could not record an unknown create");
+            }
+            key.job_ended(0.0);
+            Err(ApiError::new(StatusCode::BAD_GATEWAY, UNKNOWN_OUTCOME))
+        }
+        Err(e) => {
+            if let Err(e) = state.store().abandon_job(&local_id).await {
+                tracing::error!(local_id, error = %e, "could not forget a refused create");
+            }
+            key.job_ended(0.0);
+            Err(upstream_error(e))
+        }
+    }
+}
+
+/// The answer to a create repeated with the same `Idempotency-Key`.
+fn replay(state: &AppState, existing: &JobRecord, request_hash: &[u8; 32]) -> Result<Response, ApiError> {
+    if existing.request_hash.as_slice() != request_hash {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "This Idempotency-Key was already used with a different request body",
+        ));
+    }
+    if let Some(id) = &existing.generation_id {
+        let view = state.jobs().get(id);
+        let body = match view {
+            Some(view) => view.body.clone(),
+            None => view_of(existing).map(|(_, v)| v.body).unwrap_or_default(),
+        };
+        return Ok(json(CREATE_STATUS, body));
+    }
+    if existing.status == status::PENDING {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "A request with this Idempotency-Key is still in progress; try again shortly",
+        ));
+    }
+    Err(ApiError::new(StatusCode::BAD_GATEWAY, UNKNOWN_OUTCOME))
+}
+
+/// The query of `GET /v2/video/generations`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct GetQuery {
+    generation_id: Option<String>,
+}
+
+/// `GET /v2/video/generations?generation_id=ID`: answered from memory
+/// (storage only for a job not seen since start), never from upstream.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<GetQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let key = authenticate(&state, &headers)?;
+    let id =
+        query.ok().and_then(|Query(q)| q.generation_id).filter(|id| !id.is_empty()).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "Query validation error")
+                .with_errors(serde_json::json!([{"path": ["generation_id"], "message": "Required"}]))
+        })?;
+    let key_id = key.id();
+    if let Some(view) = state.jobs().get(&id) {
+        return if view.key_id == key_id {
+            Ok(json(StatusCode::OK, view.body.clone()))
+        } else {
+            Err(ApiError::not_found())
+        };
+    }
+    let stored = state.store().job_by_generation(&id).await.map_err(|e| ApiError::internal(&e))?;
+    match stored.as_ref().and_then(view_of) {
+        Some((id, view)) if view.key_id == key_id => {
+            let body = view.body.clone();
+            state.jobs().put(&id, view);
+            Ok(json(StatusCode::OK, body))
+        }
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+/// An upstream refusal as the member should see it: the upstream's own
+/// status and message where they concern the member's request, a 502
+/// where they concern this server.
+pub(crate) fn upstream_error(error: aimlvid::Error) -> ApiError {
+    use aimlvid::Error as E;
+    match error {
+        E::InvalidRequest { message, details, .. } => {
+            let errors: Vec<_> = details.into_iter().map(|d| serde_json::json!({ "message": d })).collect();
+            let error = ApiError::new(StatusCode::BAD_REQUEST, message);
+            if errors.is_empty() { error } else { error.with_errors(errors.into()) }
+        }
+        E::OutOfCredits { message, .. } => ApiError::new(StatusCode::FORBIDDEN, message),
+        E::NotFound { .. } => ApiError::not_found(),
+        E::RateLimited { message, retry_after } => {
+            ApiError::too_many(message, retry_after.unwrap_or(Duration::from_secs(1)))
+        }
+        E::Upstream { status, message, retry_after, .. } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            ApiError::new(status, message).with_retry_after(retry_after.map(|d| d.as_secs().max(1)))
+        }
+        E::Unauthorized { .. } => {
+            tracing::error!("the upstream refused this server's API key");
+            ApiError::new(StatusCode::BAD_GATEWAY, "The upstream refused this server's credentials")
+        }
+        other => {
+            tracing::warn!(error = %other, "upstream call failed");
+            ApiError::new(StatusCode::BAD_GATEWAY, "The upstream could not be reached")
+        }
+    }
+}

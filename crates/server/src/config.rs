@@ -1,0 +1,227 @@
+//! Configuration: a TOML file, then the environment, then flags, each
+//! overriding the one before. Secrets (the upstream key, the admin token)
+//! come only from the environment or from files, never from a flag's value
+//! (visible in `ps`) or the TOML file itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The address served by default: loopback only, so that exposing the
+/// server is a deliberate choice.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+/// The database file used by default, in the working directory.
+pub const DEFAULT_DATABASE: &str = "aimlvid-server.db";
+/// Where the upstream key is read from, first match wins.
+pub const UPSTREAM_KEY_VARS: [&str; 2] = ["AIMLAPI_API_KEY", "AIML_API_KEY"];
+/// Where the admin token is read from.
+pub const ADMIN_TOKEN_VAR: &str = "AIMLVID_ADMIN_TOKEN";
+
+/// The TOML file. Every field is optional.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// SQLite database file.
+    pub database: Option<PathBuf>,
+    /// The upstream's base URL.
+    pub upstream_url: Option<String>,
+    /// A file holding the upstream key.
+    pub upstream_key_file: Option<PathBuf>,
+    /// A file holding the admin token.
+    pub admin_token_file: Option<PathBuf>,
+    /// Largest request body, in bytes.
+    pub body_limit: Option<usize>,
+    /// Limit on one upstream call, in seconds.
+    pub upstream_timeout_secs: Option<u64>,
+    /// How often keys are reloaded from the database, in seconds.
+    pub key_refresh_secs: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// Where the database is, for every subcommand.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DbArgs {
+    /// TOML configuration file.
+    #[arg(long, short, env = "AIMLVID_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// SQLite database file [default: aimlvid-server.db].
+    #[arg(long, env = "AIMLVID_DATABASE", global = true)]
+    pub database: Option<PathBuf>,
+}
+
+impl DbArgs {
+    /// The file configuration, if a file was named.
+    pub fn file(&self) -> anyhow::Result<FileConfig> {
+        self.config.as_deref().map(FileConfig::load).transpose().map(Option::unwrap_or_default)
+    }
+
+    /// The database path: flag or environment, then file, then default.
+    pub fn database(&self, file: &FileConfig) -> PathBuf {
+        self.database.clone().or_else(|| file.database.clone()).unwrap_or_else(|| DEFAULT_DATABASE.into())
+    }
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8787].
+    #[arg(long, env = "AIMLVID_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The upstream's base URL [default: `https://api.aimlapi.com`].
+    #[arg(long, env = "AIMLAPI_BASE_URL")]
+    pub upstream_url: Option<String>,
+    /// A file holding the upstream key (otherwise AIMLAPI_API_KEY).
+    #[arg(long)]
+    pub upstream_key_file: Option<PathBuf>,
+    /// A file holding the admin API's bearer token (otherwise
+    /// AIMLVID_ADMIN_TOKEN; with neither, the admin API is off).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Largest request body in bytes [default: 67108864, 64 MiB].
+    #[arg(long, env = "AIMLVID_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Limit on one upstream call, in seconds [default: 120].
+    #[arg(long, env = "AIMLVID_UPSTREAM_TIMEOUT_SECS")]
+    pub upstream_timeout_secs: Option<u64>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// SQLite database file.
+    pub database: PathBuf,
+    /// The upstream's base URL.
+    pub upstream_url: String,
+    /// The upstream key.
+    pub upstream_key: SecretString,
+    /// The admin token, if the admin API is on.
+    pub admin_token: Option<SecretString>,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// Limit on one upstream call.
+    pub upstream_timeout: Duration,
+    /// How often keys are reloaded from the database.
+    pub key_refresh: Duration,
+}
+
+impl Settings {
+    /// Merges flags (and the environment, through them) over the file over
+    /// the defaults. `env` looks a secret's variable up.
+    pub fn resolve(
+        db: &DbArgs,
+        args: &ServeArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Settings> {
+        let file = db.file()?;
+        let upstream_key_file = args.upstream_key_file.clone().or(file.upstream_key_file.clone());
+        let upstream_key = match upstream_key_file {
+            Some(path) => read_secret(&path)?,
+            None => UPSTREAM_KEY_VARS
+                .iter()
+                .find_map(|name| env(name).filter(|v| !v.trim().is_empty()))
+                .map(|v| SecretString::from(v.trim().to_owned()))
+                .context("no upstream key: set AIMLAPI_API_KEY or pass --upstream-key-file")?,
+        };
+        let admin_token = match args.admin_token_file.clone().or(file.admin_token_file.clone()) {
+            Some(path) => Some(read_secret(&path)?),
+            None => env(ADMIN_TOKEN_VAR).filter(|v| !v.trim().is_empty()).map(|v| v.trim().to_owned().into()),
+        };
+        Ok(Settings {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            database: db.database(&file),
+            upstream_url: args
+                .upstream_url
+                .clone()
+                .or(file.upstream_url)
+                .unwrap_or_else(|| aimlvid::DEFAULT_BASE_URL.to_owned()),
+            upstream_key,
+            admin_token,
+            body_limit: args.body_limit.or(file.body_limit).unwrap_or(crate::DEFAULT_BODY_LIMIT),
+            upstream_timeout: Duration::from_secs(
+                args.upstream_timeout_secs.or(file.upstream_timeout_secs).unwrap_or(120),
+            ),
+            key_refresh: Duration::from_secs(file.key_refresh_secs.unwrap_or(5).max(1)),
+        })
+    }
+}
+
+/// A secret from a file, trimmed. The error names the file, never its content.
+fn read_secret(path: &Path) -> anyhow::Result<SecretString> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading secret file {}", path.display()))?;
+    let text = text.trim();
+    anyhow::ensure!(!text.is_empty(), "secret file {} is empty", path.display());
+    Ok(SecretString::from(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret as _;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("upstream.key");
+        std::fs::write(&key_file, "sk-from-file\n").unwrap();
+        let config = dir.path().join("server.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"0.0.0.0:9000\"\nbody_limit = 1024\nupstream_key_file = {:?}\nkey_refresh_secs = 2\n",
+                key_file.display().to_string()
+            ),
+        )
+        .unwrap();
+        let db = DbArgs { config: Some(config), database: None };
+        let args = ServeArgs { body_limit: Some(2048), ..ServeArgs::default() };
+        let settings = Settings::resolve(&db, &args, |_| Some("sk-from-env".into())).unwrap();
+        assert_eq!(settings.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(settings.body_limit, 2048);
+        assert_eq!(settings.database, PathBuf::from(DEFAULT_DATABASE));
+        assert_eq!(
+            settings.upstream_key.expose_secret(),
+            "sk-from-file",
+            "a named file wins over the environment"
+        );
+        assert_eq!(
+            settings.admin_token.as_ref().map(|t| t.expose_secret().to_owned()),
+            Some("sk-from-env".into())
+        );
+        assert_eq!(settings.key_refresh, Duration::from_secs(2));
+        assert_eq!(settings.upstream_url, aimlvid::DEFAULT_BASE_URL);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output_or_errors() {
+        let settings =
+            Settings::resolve(&DbArgs::default(), &ServeArgs::default(), |_| Some("sk-very-secret".into()))
+                .unwrap();
+        assert!(!format!("{settings:?}").contains("sk-very-secret"));
+        let err = Settings::resolve(&DbArgs::default(), &ServeArgs::default(), |_| None).unwrap_err();
+        assert!(err.to_string().contains("AIMLAPI_API_KEY"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_settings_are_refused() {
+        assert!(toml::from_str::<FileConfig>("upstream_key = \"sk\"").is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! Team keys: generating, hashing, and the in-memory table that
+//! authenticates every request without touching the database.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use tokio::time::Instant;
+
+use crate::store::{KeyId, KeyRecord};
+
+/// What every team key starts with, so a leaked one is easy to recognise.
+pub const KEY_PREFIX: &str = "amv_";
+
+/// A new random key: [`KEY_PREFIX`] and 256 bits from the OS, in hex.
+pub fn generate_key() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut key = String::with_capacity(KEY_PREFIX.len() + 64);
+    key.push_str(KEY_PREFIX);
+    for b in bytes {
+        key.push(char::from(HEX[usize::from(b >> 4)]));
+        key.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    Ok(key)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// SHA-256 of a key: the only form in which keys are stored or compared.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The start of a key, enough to tell keys apart in a listing.
+pub fn key_prefix(key: &str) -> String {
+    key.chars().take(KEY_PREFIX.len() + 6).collect()
+}
+
+/// A key known to the server, with its live counters.
+#[derive(Debug)]
+pub struct KeyEntry {
+    record: RwLock<Arc<KeyRecord>>,
+    counters: Mutex<Counters>,
+}
+
+#[derive(Debug)]
+struct Counters {
+    /// Token bucket for requests per minute.
+    tokens: f64,
+    refilled: Instant,
+    /// Jobs created and not finished (pending creates included).
+    unfinished: u32,
+    credits_used: f64,
+}
+
+/// Why a request was refused by a key's limits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// Over the requests-per-minute limit; retry after this long.
+    Rate(Duration),
+    /// Too many unfinished jobs.
+    Unfinished(u32),
+    /// The credit budget is spent.
+    Budget,
+}
+
+impl KeyEntry {
+    fn new(record: KeyRecord, unfinished: u32, now: Instant) -> Self {
+        let counters = Counters {
+            tokens: record.limits.rpm.map_or(0.0, f64::from),
+            refilled: now,
+            unfinished,
+            credits_used: record.credits_used,
+        };
+        KeyEntry { record: RwLock::new(Arc::new(record)), counters: Mutex::new(counters) }
+    }
+
+    /// The key's settings as last loaded.
+    pub fn record(&self) -> Arc<KeyRecord> {
+        self.record.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> KeyId {
+        self.record().id
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one request from the key's per-minute allowance.
+    pub fn take_request(&self, now: Instant) -> Result<(), Refusal> {
+        let Some(rpm) = self.record().limits.rpm else { return Ok(()) };
+        let capacity = f64::from(rpm);
+        let per_sec = capacity / 60.0;
+        let mut c = self.counters();
+        let elapsed = now.saturating_duration_since(c.refilled).as_secs_f64();
+        c.tokens = (c.tokens + elapsed * per_sec).min(capacity);
+        c.refilled = now;
+        if c.tokens >= 1.0 {
+            c.tokens -= 1.0;
+            return Ok(());
+        }
+        if per_sec <= 0.0 {
+            return Err(Refusal::Rate(Duration::from_secs(60)));
+        }
+        Err(Refusal::Rate(Duration::from_secs_f64((1.0 - c.tokens) / per_sec)))
+    }
+
+    /// Reserves a slot for a new job, checking the unfinished-jobs limit and
+    /// the budget; release it with [`KeyEntry::job_ended`].
+    pub fn reserve_job(&self) -> Result<(), Refusal> {
+        let record = self.record();
+        let mut c = self.counters();
+        if record.limits.credit_budget.is_some_and(|budget| c.credits_used >= budget) {
+            return Err(Refusal::Budget);
+        }
+        if let Some(max) = record.limits.max_unfinished
+            && c.unfinished >= max
+        {
+            return Err(Refusal::Unfinished(max));
+        }
+        c.unfinished += 1;
+        Ok(())
+    }
+
+    /// A job of this key finished or was never created; `credits` it cost.
+    pub fn job_ended(&self, credits: f64) {
+        let mut c = self.counters();
+        c.unfinished = c.unfinished.saturating_sub(1);
+        c.credits_used += credits;
+    }
+
+    /// Credits charged so far.
+    pub fn credits_used(&self) -> f64 {
+        self.counters().credits_used
+    }
+
+    /// Jobs created and not finished.
+    pub fn unfinished(&self) -> u32 {
+        self.counters().unfinished
+    }
+}
+
+/// Every usable key, by the SHA-256 of its secret. Revoked keys are absent.
+///
+/// Sharded maps, so authenticating takes no global lock.
+#[derive(Debug, Default)]
+pub struct KeyTable {
+    by_hash: DashMap<[u8; 32], Arc<KeyEntry>>,
+    by_id: DashMap<KeyId, Arc<KeyEntry>>,
+}
+
+impl KeyTable {
+    /// Finds the key a request presented. The table is searched by hash,
+    /// and the stored hash is then compared in constant time, so timing
+    /// says nothing about how much of a guess was right.
+    pub fn authenticate(&self, presented: &str) -> Option<Arc<KeyEntry>> {
+        let hash = hash_key(presented);
+        let entry = self.by_hash.get(&hash)?.clone();
+        let matches: bool = entry.record().hash.ct_eq(&hash).into();
+        matches.then_some(entry)
+    }
+
+    /// A key by id, revoked keys excluded.
+    pub fn get(&self, id: KeyId) -> Option<Arc<KeyEntry>> {
+        self.by_id.get(&id).map(|e| e.clone())
+    }
+
+    /// Brings the table in line with the stored keys, keeping the live
+    /// counters of keys it already has. `unfinished` gives a new key's count
+    /// of unfinished jobs.
+    pub fn sync(&self, records: Vec<KeyRecord>, unfinished: impl Fn(KeyId) -> u32) {
+        let now = Instant::now();
+        let mut live = std::collections::HashSet::new();
+        for record in records {
+            if record.revoked {
+                continue;
+            }
+            live.insert(record.id);
+            match self.by_id.get(&record.id).map(|e| e.clone()) {
+                Some(entry) => {
+                    // Credits are charged in storage first, so its figure is never behind ours.
+                    let stored_credits = record.credits_used;
+                    *entry.record.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(record);
+                    let mut c = entry.counters();
+                    c.credits_used = c.credits_used.max(stored_credits);
+                }
+                None => {
+                    let unfinished = unfinished(record.id);
+                    let (id, hash) = (record.id, record.hash);
+                    let entry = Arc::new(KeyEntry::new(record, unfinished, now));
+                    self.by_hash.insert(hash, entry.clone());
+                    self.by_id.insert(id, entry);
+                }
+            }
+        }
+        self.by_id.retain(|id, _| live.contains(id));
+        self.by_hash.retain(|_, entry| live.contains(&entry.id()));
+    }
+
+    /// Every usable key.
+    pub fn entries(&self) -> Vec<Arc<KeyEntry>> {
+        self.by_id.iter().map(|e| e.value().clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KeyLimits;
+
+    fn record(id: KeyId, key: &str, limits: KeyLimits) -> KeyRecord {
+        KeyRecord {
+            id,
+            name: format!("k{id}"),
+            hash: hash_key(key),
+            prefix: key_prefix(key),
+            limits,
+            credits_used: 0.0,
+            enabled: true,
+            revoked: false,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn keys_are_random_prefixed_and_hashed() {
+        let (a, b) = (generate_key().unwrap(), generate_key().unwrap());
+        assert_ne!(a, b);
+        assert!(a.starts_with(KEY_PREFIX) && a.len() == KEY_PREFIX.len() + 64, "{a}");
+        assert_eq!(hash_key(&a), hash_key(&a));
+        assert_ne!(hash_key(&a), hash_key(&b));
+        assert_eq!(key_prefix(&a).len(), 10);
+    }
+
+    #[test]
+    fn the_table_authenticates_by_hash_and_drops_revoked_keys() {
+        let table = KeyTable::default();
+        table.sync(vec![record(1, "amv_one", KeyLimits::default())], |_| 0);
+        assert_eq!(table.authenticate("amv_one").map(|e| e.id()), Some(1));
+        assert!(table.authenticate("amv_two").is_none());
+        let mut revoked = record(1, "amv_one", KeyLimits::default());
+        revoked.revoked = true;
+        table.sync(vec![revoked], |_| 0);
+        assert!(table.authenticate("amv_one").is_none());
+        assert!(table.get(1).is_none());
+    }
+
+    #[test]
+    fn the_rate_limit_is_a_token_bucket() {
+        let limits = KeyLimits { rpm: Some(2), ..KeyLimits::default() };
+        let entry = KeyEntry::new(record(1, "k", limits), 0, Instant::now());
+        let start = Instant::now();
+        assert_eq!(entry.take_request(start), Ok(()));
+        assert_eq!(entry.take_request(start), Ok(()));
+        let wait = |r: Result<(), Refusal>| match r {
+            Err(Refusal::Rate(d)) => d.as_secs_f64(),
+            other => panic!("not a rate refusal: {other:?}"),
+        };
+        assert!((wait(entry.take_request(start)) - 30.0).abs() < 1e-6);
+        // Half a token back after 15 s: 15 s more to go.
+        let later = start + Duration::from_secs(15);
+        assert!((wait(entry.take_request(later)) - 15.0).abs() < 1e-6);
+        assert_eq!(entry.take_request(start + Duration::from_secs(30)), Ok(()));
+    }
+
+    #[test]
+    fn unfinished_jobs_and_the_budget_are_limited() {
+        let limits = KeyLimits { max_unfinished: Some(1), credit_budget: Some(10.0), ..KeyLimits::default() };
+        let entry = KeyEntry::new(record(1, "k", limits), 0, Instant::now());
+        assert_eq!(entry.reserve_job(), Ok(()));
+        assert_eq!(entry.reserve_job(), Err(Refusal::Unfinished(1)));
+        entry.job_ended(4.0);
+        assert_eq!(entry.reserve_job(), Ok(()));
+        entry.job_ended(6.0);
+        assert_eq!(entry.credits_used(), 10.0);
+        assert_eq!(entry.reserve_job(), Err(Refusal::Budget));
+        assert_eq!(entry.unfinished(), 0);
+    }
+}

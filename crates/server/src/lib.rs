@@ -1,0 +1,97 @@
+//! `aimlvid-server`: a self-hosted team proxy for the AI/ML API's video
+//! generation.
+//!
+//! Members point any client at it instead of the upstream and get the same
+//! API — `POST` and `GET /v2/video/generations`, same bodies, same status
+//! codes, same error shape — with their own keys, limits and history. The
+//! upstream key stays on the server, and every upstream call goes through
+//! the [`aimlvid`] client.
+//!
+//! - [`store`]: what survives a restart (keys, jobs, usage), behind the
+//!   [`Store`](store::Store) traits; [`SqliteStore`](store::SqliteStore) by default.
+//! - [`keys`]: team keys, hashed, authenticated from memory, with their limits.
+//! - [`view`]: the in-memory jobs that answer status reads.
+//! - [`state`]: start-up, the one poller per unfinished job, key refresh.
+//! - [`app`] builds the router; [`serve`] runs it until a shutdown future resolves.
+
+pub mod admin;
+mod api;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod state;
+pub mod store;
+pub mod view;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::{get, patch};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use api::{CREATE_STATUS, IDEMPOTENCY_KEY};
+pub use error::ApiError;
+pub use state::{AppState, StateConfig};
+
+/// The request id header, set on every request that lacks one and echoed
+/// in every answer and error body.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The default body limit: 64 MiB, room for a real clip sent inline as a
+/// `data:` URI (base64 adds a third).
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The server's routes and middleware.
+pub fn app(state: AppState) -> Router {
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &axum::http::Request<_>| {
+            let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path = request.uri().path(), request_id = id)
+        })
+        .on_response(DefaultOnResponse::new().level(Level::INFO));
+    Router::new()
+        .route("/v2/video/generations", get(api::get).post(api::create))
+        .route("/admin/keys", get(admin::list).post(admin::create))
+        .route("/admin/keys/{name}", patch(admin::update).delete(admin::revoke))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.body_limit()))
+        .layer(axum::middleware::from_fn(error::render_errors))
+        .layer(trace)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Ready when storage answers.
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    match state.store().ping().await {
+        Ok(()) => Ok("ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "storage is not reachable");
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Storage is not reachable"))
+        }
+    }
+}
+
+/// The upstream's (NestJS's) answer to an unknown route.
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("Cannot {method} {}", uri.path()))
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish and stops the background tasks.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let result = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).await;
+    state.stop().await;
+    result
+}

@@ -1,0 +1,256 @@
+//! `aimlvid-server`: run the team proxy, or manage its keys.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use aimlvid_server::config::{DbArgs, ServeArgs, Settings};
+use aimlvid_server::store::{KeyLimits, KeyRecord, KeyStore as _, KeyUpdate, SqliteStore};
+use aimlvid_server::{AppState, StateConfig};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret as _;
+
+/// A self-hosted team proxy for the AI/ML API's video generation.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve(ServeArgs),
+    /// Manage team keys (works on the database directly; a running server
+    /// picks changes up within a few seconds).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Issue a key; it is printed once and stored only as a hash.
+    Create {
+        /// A unique name, such as the member's.
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// List keys (never the keys themselves).
+    List,
+    /// Revoke a key for good.
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
+    /// Change a key's limits, or enable or disable it.
+    Update {
+        /// The key's name.
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Let the key be used again.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Refuse the key (403) until enabled again.
+        #[arg(long)]
+        disable: bool,
+    },
+}
+
+/// A limit, or `unlimited`.
+#[derive(Debug, Clone)]
+struct Limit<T>(Option<T>);
+
+impl<T: FromStr> FromStr for Limit<T> {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if matches!(s, "unlimited" | "none" | "any") {
+            return Ok(Limit(None));
+        }
+        s.parse().map(|v| Limit(Some(v))).map_err(|_| format!("expected a number or `unlimited`, not {s:?}"))
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct LimitArgs {
+    /// Models the key may use, comma-separated, or `any`.
+    #[arg(long, value_name = "MODELS|any")]
+    models: Option<String>,
+    /// Requests per minute, or `unlimited`.
+    #[arg(long, value_name = "N|unlimited")]
+    rpm: Option<Limit<u32>>,
+    /// Unfinished jobs at once, or `unlimited`.
+    #[arg(long, value_name = "N|unlimited")]
+    max_unfinished: Option<Limit<u32>>,
+    /// Credits the key may spend, or `unlimited`.
+    #[arg(long, value_name = "CREDITS|unlimited")]
+    budget: Option<Limit<f64>>,
+}
+
+impl LimitArgs {
+    fn models(&self) -> Option<Option<Vec<String>>> {
+        self.models.as_deref().map(|m| {
+            (m != "any")
+                .then(|| m.split(',').map(str::trim).filter(|m| !m.is_empty()).map(str::to_owned).collect())
+        })
+    }
+
+    fn update(&self) -> KeyUpdate {
+        KeyUpdate {
+            allowed_models: self.models(),
+            rpm: self.rpm.clone().map(|l| l.0),
+            max_unfinished: self.max_unfinished.clone().map(|l| l.0),
+            credit_budget: self.budget.clone().map(|l| l.0),
+            enabled: None,
+        }
+    }
+
+    fn limits(&self) -> KeyLimits {
+        let mut limits = KeyLimits::default();
+        self.update().apply(&mut limits, &mut true);
+        limits
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(&cli.db, &args).await,
+        Command::Keys(command) => {
+            let database = cli.db.database(&cli.db.file()?);
+            let store = SqliteStore::open(&database)
+                .await
+                .with_context(|| format!("opening {}", database.display()))?;
+            let result = keys(&store, command).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(db, args, |name| std::env::var(name).ok())?;
+    let upstream = aimlvid::Client::builder()
+        .api_key(settings.upstream_key.expose_secret())
+        .base_url(&settings.upstream_url)
+        .request_timeout(settings.upstream_timeout)
+        .build()?;
+    let store = SqliteStore::open(&settings.database)
+        .await
+        .with_context(|| format!("opening {}", settings.database.display()))?;
+    let config = StateConfig {
+        admin_token: settings.admin_token,
+        body_limit: settings.body_limit,
+        key_refresh: settings.key_refresh,
+        ..StateConfig::new(upstream)
+    };
+    let state = AppState::start(Arc::new(store.clone()), config).await?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    tracing::info!(address = %listener.local_addr()?, database = %settings.database.display(), "serving");
+    aimlvid_server::serve(listener, state, shutdown_signal()).await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down; finishing requests in flight");
+}
+
+async fn keys(store: &SqliteStore, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create { name, limits } => {
+            let (key, record) = aimlvid_server::admin::issue_key(store, &name, limits.limits()).await?;
+            eprintln!("Created key {:?}. It is shown only now; store it safely:", record.name);
+            println!("{}", key.expose_secret());
+        }
+        KeysCommand::List => {
+            println!(
+                "{:<20} {:<12} {:<9} {:>6} {:>10} {:>12} {:>14}  MODELS",
+                "NAME", "PREFIX", "STATE", "RPM", "UNFINISHED", "BUDGET", "CREDITS USED"
+            );
+            for key in store.keys().await? {
+                print_key(&key);
+            }
+        }
+        KeysCommand::Revoke { name } => {
+            let record = store.revoke_key(&name).await?.with_context(|| format!("no key named {name:?}"))?;
+            eprintln!("Revoked key {:?}.", record.name);
+        }
+        KeysCommand::Update { name, limits, enable, disable } => {
+            let mut update = limits.update();
+            update.enabled = if enable {
+                Some(true)
+            } else if disable {
+                Some(false)
+            } else {
+                None
+            };
+            let record =
+                store.update_key(&name, &update).await?.with_context(|| format!("no key named {name:?}"))?;
+            print_key(&record);
+        }
+    }
+    Ok(())
+}
+
+fn print_key(key: &KeyRecord) {
+    let state = if key.revoked {
+        "revoked"
+    } else if key.enabled {
+        "enabled"
+    } else {
+        "disabled"
+    };
+    let show = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    println!(
+        "{:<20} {:<12} {:<9} {:>6} {:>10} {:>12} {:>14}  {}",
+        key.name,
+        format!("{}…", key.prefix),
+        state,
+        show(key.limits.rpm.map(|v| v.to_string())),
+        show(key.limits.max_unfinished.map(|v| v.to_string())),
+        show(key.limits.credit_budget.map(|v| v.to_string())),
+        key.credits_used,
+        key.limits.allowed_models.as_ref().map_or_else(|| "any".to_owned(), |m| m.join(",")),
+    );
+}

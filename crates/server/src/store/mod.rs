@@ -1,0 +1,260 @@
+//! Storage: what must survive a restart (keys, jobs, usage), behind traits
+//! so that another backend (PostgreSQL) can be added without touching the
+//! handlers. The hot path never reaches it: see [`crate::view`].
+
+mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use sqlite::SqliteStore;
+
+/// A key's row id.
+pub type KeyId = i64;
+
+/// A failed storage operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A unique value (such as a key name) is already taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The backend failed.
+    #[error("storage: {0}")]
+    Backend(#[from] sqlx::Error),
+    /// The backend could not be migrated.
+    #[error("storage migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back.
+    #[error("storage holds an unreadable value: {0}")]
+    Corrupt(String),
+}
+
+/// Shorthand for storage results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a key may do. `None` is unlimited everywhere.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyLimits {
+    /// Model ids the key may create jobs with; `None` allows every model.
+    #[serde(default)]
+    pub allowed_models: Option<Vec<String>>,
+    /// Requests per minute, creates and polls together.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    /// Jobs created and not yet finished, at once.
+    #[serde(default)]
+    pub max_unfinished: Option<u32>,
+    /// Credits the key may spend, counted from the upstream's `credits_used`.
+    #[serde(default)]
+    pub credit_budget: Option<f64>,
+}
+
+/// A team key as stored. The key itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyRecord {
+    /// Row id.
+    pub id: KeyId,
+    /// A unique name, such as the member's.
+    pub name: String,
+    /// SHA-256 of the key.
+    #[serde(skip)]
+    pub hash: [u8; 32],
+    /// The key's first characters, to tell keys apart.
+    pub prefix: String,
+    /// Its limits.
+    #[serde(flatten)]
+    pub limits: KeyLimits,
+    /// Credits charged so far.
+    pub credits_used: f64,
+    /// Whether the key may be used now (a disabled key can be enabled again).
+    pub enabled: bool,
+    /// Whether the key was revoked (for good).
+    pub revoked: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A key to add.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Its unique name.
+    pub name: String,
+    /// SHA-256 of the key.
+    pub hash: [u8; 32],
+    /// Its first characters.
+    pub prefix: String,
+    /// Its limits.
+    pub limits: KeyLimits,
+}
+
+/// Changes to a key; each `None` leaves a setting as it is, and an inner
+/// `None` (JSON `null`) lifts a limit.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUpdate {
+    /// New allowed models.
+    #[serde(default, deserialize_with = "present")]
+    pub allowed_models: Option<Option<Vec<String>>>,
+    /// New requests per minute.
+    #[serde(default, deserialize_with = "present")]
+    pub rpm: Option<Option<u32>>,
+    /// New maximum of unfinished jobs.
+    #[serde(default, deserialize_with = "present")]
+    pub max_unfinished: Option<Option<u32>>,
+    /// New credit budget.
+    #[serde(default, deserialize_with = "present")]
+    pub credit_budget: Option<Option<f64>>,
+    /// Enable or disable.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl KeyUpdate {
+    /// Applies the changes to a set of limits and an enabled flag.
+    pub fn apply(&self, limits: &mut KeyLimits, enabled: &mut bool) {
+        if let Some(v) = &self.allowed_models {
+            limits.allowed_models.clone_from(v);
+        }
+        if let Some(v) = self.rpm {
+            limits.rpm = v;
+        }
+        if let Some(v) = self.max_unfinished {
+            limits.max_unfinished = v;
+        }
+        if let Some(v) = self.credit_budget {
+            limits.credit_budget = v;
+        }
+        if let Some(v) = self.enabled {
+            *enabled = v;
+        }
+    }
+}
+
+/// Where a job is, as far as this server knows.
+pub mod status {
+    /// The create is on its way upstream; the row exists so that nothing is lost.
+    pub const PENDING: &str = "pending";
+    /// The create may have been accepted upstream, but its answer was lost.
+    pub const UNKNOWN: &str = "unknown";
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// This server's id for the job, known before the upstream's.
+    pub local_id: String,
+    /// The key that created it.
+    pub key_id: KeyId,
+    /// The upstream's id, once known.
+    pub generation_id: Option<String>,
+    /// `pending`, `unknown`, or the upstream's status.
+    pub status: String,
+    /// The model asked for.
+    pub model: String,
+    /// The generation as last reported upstream, as JSON.
+    pub body: Option<String>,
+    /// The member's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the create body.
+    pub request_hash: Vec<u8>,
+    /// Credits charged, once finished.
+    pub credits_charged: Option<f64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A create about to be sent upstream.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// This server's id for it.
+    pub local_id: String,
+    /// The key creating it.
+    pub key_id: KeyId,
+    /// The model asked for.
+    pub model: String,
+    /// The member's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the create body.
+    pub request_hash: [u8; 32],
+}
+
+/// The result of [`JobStore::begin_job`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begun {
+    /// The job was recorded as pending.
+    Inserted,
+    /// The key already used this `Idempotency-Key`: here is that job.
+    Existing(JobRecord),
+}
+
+/// Keys and their usage.
+#[async_trait]
+pub trait KeyStore: Send + Sync + std::fmt::Debug {
+    /// Adds a key.
+    async fn insert_key(&self, key: &NewKey) -> StoreResult<KeyRecord>;
+    /// Every key, revoked ones included.
+    async fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    /// Changes a key's limits or enabled flag; `None` if there is no such key.
+    async fn update_key(&self, name: &str, update: &KeyUpdate) -> StoreResult<Option<KeyRecord>>;
+    /// Revokes a key for good; `None` if there is no such key.
+    async fn revoke_key(&self, name: &str) -> StoreResult<Option<KeyRecord>>;
+}
+
+/// Jobs.
+#[async_trait]
+pub trait JobStore: Send + Sync + std::fmt::Debug {
+    /// Records a create before it is sent upstream, or finds the job an
+    /// earlier create with the same key and `Idempotency-Key` recorded.
+    async fn begin_job(&self, job: &NewJob) -> StoreResult<Begun>;
+    /// The job a key created with this `Idempotency-Key`, if any.
+    async fn job_by_idempotency_key(
+        &self,
+        key_id: KeyId,
+        idempotency_key: &str,
+    ) -> StoreResult<Option<JobRecord>>;
+    /// Records the upstream's answer to a create.
+    async fn job_created(
+        &self,
+        local_id: &str,
+        generation_id: &str,
+        status: &str,
+        body: &str,
+    ) -> StoreResult<()>;
+    /// Records that a create's fate is unknown.
+    async fn job_unknown(&self, local_id: &str, note: &str) -> StoreResult<()>;
+    /// Forgets a create the upstream definitely refused.
+    async fn abandon_job(&self, local_id: &str) -> StoreResult<()>;
+    /// Records a status change of an unfinished job.
+    async fn job_changed(&self, generation_id: &str, status: &str, body: &str) -> StoreResult<()>;
+    /// Records a job's end and charges its key `credits`, both at most once:
+    /// returns the key charged, or `None` if the job was already finished.
+    async fn job_finished(
+        &self,
+        generation_id: &str,
+        status: &str,
+        body: &str,
+        credits: f64,
+    ) -> StoreResult<Option<KeyId>>;
+    /// A job by the upstream's id.
+    async fn job_by_generation(&self, generation_id: &str) -> StoreResult<Option<JobRecord>>;
+    /// Jobs with an upstream id that have not finished, to be polled.
+    async fn unfinished_jobs(&self) -> StoreResult<Vec<JobRecord>>;
+    /// The most recently created jobs with an upstream id, newest first.
+    async fn recent_jobs(&self, limit: u32) -> StoreResult<Vec<JobRecord>>;
+    /// Marks creates left `pending` by a previous run as `unknown`: that
+    /// run may or may not have reached the upstream. Returns how many.
+    async fn pending_to_unknown(&self) -> StoreResult<u64>;
+}
+
+/// A complete storage backend.
+#[async_trait]
+pub trait Store: KeyStore + JobStore {
+    /// Whether the backend answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,486 @@
+//! The SQLite backend: one file, migrated on open, in WAL mode.
+//!
+//! WAL with `synchronous = NORMAL` makes every committed transaction
+//! survive the process being killed (`kill -9`): the log is in the OS's
+//! hands once a commit returns. Only a power cut may lose the last commits.
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row as _, Sqlite, Transaction};
+
+use super::{
+    Begun, JobRecord, JobStore, KeyId, KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, Store, StoreError,
+    StoreResult, status,
+};
+
+/// Statuses after which a job never changes, as SQL.
+// Column lists and the finished-status set are constants spliced into
+// queries; no member input is ever formatted into SQL (values are bound).
+const FINISHED: &str = "('completed', 'complete', 'error')";
+const JOB_COLUMNS: &str = "local_id, key_id, generation_id, status, model, body, idempotency_key, \
+                           request_hash, credits_charged, created_at";
+const KEY_COLUMNS: &str = "id, name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, \
+                           credits_used, enabled, revoked_at, created_at";
+
+/// Keys and jobs in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    ///
+    /// The pool is small on purpose: SQLite takes one writer at a time, and
+    /// the hot path never reaches it; a few readers cover `/readyz`, admin
+    /// calls and cache misses on a 2-core machine.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Closes every connection, checkpointing the log.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn key_by_name(&self, name: &str) -> StoreResult<Option<KeyRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?")))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| key_from_row(&r)).transpose()
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
+    let hash: Vec<u8> = row.try_get("hash")?;
+    let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| StoreError::Corrupt("key hash".into()))?;
+    let models: Option<String> = row.try_get("allowed_models")?;
+    let allowed_models = models
+        .map(|m| serde_json::from_str(&m))
+        .transpose()
+        .map_err(|_| StoreError::Corrupt("allowed_models".into()))?;
+    let rpm: Option<i64> = row.try_get("rpm")?;
+    let max_unfinished: Option<i64> = row.try_get("max_unfinished")?;
+    let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+    Ok(KeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        hash,
+        prefix: row.try_get("prefix")?,
+        limits: super::KeyLimits {
+            allowed_models,
+            rpm: rpm.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
+            max_unfinished: max_unfinished.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
+            credit_budget: row.try_get("credit_budget")?,
+        },
+        credits_used: row.try_get("credits_used")?,
+        enabled: row.try_get("enabled")?,
+        revoked: revoked_at.is_some(),
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
+    Ok(JobRecord {
+        local_id: row.try_get("local_id")?,
+        key_id: row.try_get("key_id")?,
+        generation_id: row.try_get("generation_id")?,
+        status: row.try_get("status")?,
+        model: row.try_get("model")?,
+        body: row.try_get("body")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        request_hash: row.try_get("request_hash")?,
+        credits_charged: row.try_get("credits_charged")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn models_json(models: &Option<Vec<String>>) -> Option<String> {
+    models.as_ref().map(|m| serde_json::Value::from(m.clone()).to_string())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn insert_key(&self, key: &NewKey) -> StoreResult<KeyRecord> {
+        let inserted = sqlx::query(
+            "INSERT INTO keys (name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.name)
+        .bind(key.hash.as_slice())
+        .bind(&key.prefix)
+        .bind(models_json(&key.limits.allowed_models))
+        .bind(key.limits.rpm.map(i64::from))
+        .bind(key.limits.max_unfinished.map(i64::from))
+        .bind(key.limits.credit_budget)
+        .bind(now())
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!("a key named {:?}", key.name)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.key_by_name(&key.name).await?.ok_or_else(|| StoreError::Corrupt("inserted key vanished".into()))
+    }
+
+    async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY id")))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn update_key(&self, name: &str, update: &KeyUpdate) -> StoreResult<Option<KeyRecord>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?")))
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut key = key_from_row(&row)?;
+        update.apply(&mut key.limits, &mut key.enabled);
+        sqlx::query(
+            "UPDATE keys SET allowed_models = ?, rpm = ?, max_unfinished = ?, credit_budget = ?, enabled = ? \
+             WHERE id = ?",
+        )
+        .bind(models_json(&key.limits.allowed_models))
+        .bind(key.limits.rpm.map(i64::from))
+        .bind(key.limits.max_unfinished.map(i64::from))
+        .bind(key.limits.credit_budget)
+        .bind(key.enabled)
+        .bind(key.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(key))
+    }
+
+    async fn revoke_key(&self, name: &str) -> StoreResult<Option<KeyRecord>> {
+        sqlx::query("UPDATE keys SET revoked_at = COALESCE(revoked_at, ?), enabled = 0 WHERE name = ?")
+            .bind(now())
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        self.key_by_name(name).await
+    }
+}
+
+async fn job_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    sql_where: &str,
+    bind: &str,
+) -> StoreResult<Option<JobRecord>> {
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {sql_where}")))
+        .bind(bind)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|r| job_from_row(&r)).transpose()
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn begin_job(&self, job: &NewJob) -> StoreResult<Begun> {
+        let now = now();
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&job.local_id)
+        .bind(job.key_id)
+        .bind(status::PENDING)
+        .bind(&job.model)
+        .bind(&job.idempotency_key)
+        .bind(job.request_hash.as_slice())
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(Begun::Inserted),
+            Err(e) if is_unique_violation(&e) => {
+                let key = job.idempotency_key.as_deref().unwrap_or_default();
+                match self.job_by_idempotency_key(job.key_id, key).await? {
+                    Some(existing) => Ok(Begun::Existing(existing)),
+                    None => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn job_by_idempotency_key(
+        &self,
+        key_id: KeyId,
+        idempotency_key: &str,
+    ) -> StoreResult<Option<JobRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE key_id = ? AND idempotency_key = ?"
+        )))
+        .bind(key_id)
+        .bind(idempotency_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    async fn job_created(
+        &self,
+        local_id: &str,
+        generation_id: &str,
+        status: &str,
+        body: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET generation_id = ?, status = ?, body = ?, updated_at = ? WHERE local_id = ?",
+        )
+        .bind(generation_id)
+        .bind(status)
+        .bind(body)
+        .bind(now())
+        .bind(local_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn job_unknown(&self, local_id: &str, note: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE jobs SET status = ?, note = ?, updated_at = ? WHERE local_id = ?")
+            .bind(status::UNKNOWN)
+            .bind(note)
+            .bind(now())
+            .bind(local_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn abandon_job(&self, local_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM jobs WHERE local_id = ? AND generation_id IS NULL")
+            .bind(local_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn job_changed(&self, generation_id: &str, status: &str, body: &str) -> StoreResult<()> {
+        // Never moves a finished job back: a late, reordered answer must not undo its end.
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE jobs SET status = ?, body = ?, updated_at = ? WHERE generation_id = ? AND status NOT IN {FINISHED}"
+        )))
+        .bind(status)
+        .bind(body)
+        .bind(now())
+        .bind(generation_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn job_finished(
+        &self,
+        generation_id: &str,
+        status: &str,
+        body: &str,
+        credits: f64,
+    ) -> StoreResult<Option<KeyId>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(job) = job_in(&mut tx, "generation_id = ?", generation_id).await? else {
+            return Ok(None);
+        };
+        let changed = sqlx::query(
+            "UPDATE jobs SET status = ?, body = ?, credits_charged = ?, updated_at = ? \
+             WHERE local_id = ? AND credits_charged IS NULL",
+        )
+        .bind(status)
+        .bind(body)
+        .bind(credits)
+        .bind(now())
+        .bind(&job.local_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        sqlx::query("UPDATE keys SET credits_used = credits_used + ? WHERE id = ?")
+            .bind(credits)
+            .bind(job.key_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(job.key_id))
+    }
+
+    async fn job_by_generation(&self, generation_id: &str) -> StoreResult<Option<JobRecord>> {
+        let row =
+            sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE generation_id = ?")))
+                .bind(generation_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    async fn unfinished_jobs(&self) -> StoreResult<Vec<JobRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE generation_id IS NOT NULL AND credits_charged IS NULL \
+             AND status NOT IN {FINISHED}"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn recent_jobs(&self, limit: u32) -> StoreResult<Vec<JobRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE generation_id IS NOT NULL ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        )))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn pending_to_unknown(&self) -> StoreResult<u64> {
+        let done = sqlx::query("UPDATE jobs SET status = ?, note = ?, updated_at = ? WHERE status = ?")
+            .bind(status::UNKNOWN)
+            .bind("the server stopped while the create was in flight")
+            .bind(now())
+            .bind(status::PENDING)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KeyLimits;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, store)
+    }
+
+    fn new_key(name: &str) -> NewKey {
+        NewKey {
+            name: name.into(),
+            hash: [name.len() as u8; 32],
+            prefix: "amv_x".into(),
+            limits: KeyLimits::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_round_trip_update_and_revoke() {
+        let (_dir, store) = store().await;
+        let mut key = new_key("alice");
+        key.limits = KeyLimits {
+            allowed_models: Some(vec!["m1".into()]),
+            rpm: Some(60),
+            max_unfinished: Some(2),
+            credit_budget: Some(10.0),
+        };
+        let alice = store.insert_key(&key).await.unwrap();
+        assert_eq!(alice.limits, key.limits);
+        assert!(alice.enabled && !alice.revoked);
+        assert!(matches!(store.insert_key(&new_key("alice")).await, Err(StoreError::Conflict(_))));
+
+        let update: KeyUpdate = serde_json::from_str(r#"{"rpm": null, "enabled": false}"#).unwrap();
+        let updated = store.update_key("alice", &update).await.unwrap().unwrap();
+        assert_eq!(updated.limits.rpm, None);
+        assert_eq!(updated.limits.max_unfinished, Some(2), "fields left out stay as they were");
+        assert!(!updated.enabled);
+        assert_eq!(store.update_key("bob", &update).await.unwrap(), None);
+
+        let revoked = store.revoke_key("alice").await.unwrap().unwrap();
+        assert!(revoked.revoked);
+        assert_eq!(store.keys().await.unwrap(), vec![revoked]);
+    }
+
+    #[tokio::test]
+    async fn a_job_is_charged_once_and_idempotency_keys_find_their_job() {
+        let (_dir, store) = store().await;
+        let key = store.insert_key(&new_key("k")).await.unwrap();
+        let job = NewJob {
+            local_id: "l1".into(),
+            key_id: key.id,
+            model: "m".into(),
+            idempotency_key: Some("idem".into()),
+            request_hash: [7; 32],
+        };
+        assert_eq!(store.begin_job(&job).await.unwrap(), Begun::Inserted);
+        let again = NewJob { local_id: "l2".into(), ..job.clone() };
+        let Begun::Existing(existing) = store.begin_job(&again).await.unwrap() else {
+            panic!("not deduplicated")
+        };
+        assert_eq!(existing.local_id, "l1");
+        assert_eq!(existing.status, status::PENDING);
+
+        store.job_created("l1", "g1", "queued", "{}").await.unwrap();
+        assert_eq!(store.unfinished_jobs().await.unwrap().len(), 1);
+        store.job_changed("g1", "generating", "{}").await.unwrap();
+        assert_eq!(store.job_finished("g1", "completed", "{}", 5.0).await.unwrap(), Some(key.id));
+        assert_eq!(store.job_finished("g1", "completed", "{}", 5.0).await.unwrap(), None);
+        store.job_changed("g1", "generating", "{}").await.unwrap();
+        let done = store.job_by_generation("g1").await.unwrap().unwrap();
+        assert_eq!((done.status.as_str(), done.credits_charged), ("completed", Some(5.0)));
+        assert!(store.unfinished_jobs().await.unwrap().is_empty());
+        assert_eq!(store.keys().await.unwrap()[0].credits_used, 5.0);
+    }
+
+    #[tokio::test]
+    async fn creates_in_flight_at_a_crash_become_unknown() {
+        let (_dir, store) = store().await;
+        let key = store.insert_key(&new_key("k")).await.unwrap();
+        let job = NewJob {
+            local_id: "l1".into(),
+            key_id: key.id,
+            model: "m".into(),
+            idempotency_key: None,
+            request_hash: [0; 32],
+        };
+        store.begin_job(&job).await.unwrap();
+        assert_eq!(store.pending_to_unknown().await.unwrap(), 1);
+        assert!(store.unfinished_jobs().await.unwrap().is_empty(), "an unknown job has no id to poll");
+        assert_eq!(store.pending_to_unknown().await.unwrap(), 0);
+    }
+}

@@ -1,0 +1,156 @@
+//! Jobs: idempotency, one poller for many readers, restarts, upstream faults.
+
+use std::time::Duration;
+
+use aimlvid_server::store::KeyLimits;
+use aimlvid_sim::{Fault, Route};
+use futures_util::future::join_all;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_returns_the_same_job_without_a_second_create() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("erin", KeyLimits::default()).await;
+    let other = proxy.key("frank", KeyLimits::default()).await;
+    let (http, endpoint, body) = (&proxy.http, proxy.endpoint(), create_body("once"));
+
+    let first = post_with(http, &endpoint, Some(&key), &body, Some("idem-1")).await;
+    let again = post_with(http, &endpoint, Some(&key), &body, Some("idem-1")).await;
+    assert_eq!((first.status, again.status), (200, 200));
+    assert_eq!(first.body["id"], again.body["id"]);
+    assert_eq!(sim.stats().create_requests, 1);
+
+    let changed = post_with(http, &endpoint, Some(&key), &create_body("twice"), Some("idem-1")).await;
+    assert_eq!(changed.status, 422, "{changed:?}");
+    // Another key's Idempotency-Keys are its own.
+    let theirs = post_with(http, &endpoint, Some(&other), &body, Some("idem-1")).await;
+    assert_eq!(theirs.status, 200);
+    assert_ne!(theirs.body["id"], first.body["id"]);
+    assert_eq!(sim.stats().create_requests, 2);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_members_polling_one_job_cost_no_more_upstream_polls_than_one() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("team", KeyLimits::default()).await;
+    let created = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("popular")).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+
+    // 50 members poll as fast as they can until they see the job finish.
+    let readers = (0..50).map(|_| {
+        let (http, endpoint, key, id) = (proxy.http.clone(), proxy.endpoint(), key.clone(), id.clone());
+        tokio::spawn(async move {
+            let mut reads = 0u64;
+            loop {
+                let answer = get(&http, &endpoint, Some(&key), Some(&id)).await;
+                assert_eq!(answer.status, 200);
+                reads += 1;
+                if answer.body["status"] == "completed" {
+                    return reads;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    });
+    let readers: Vec<_> = readers.collect();
+    // Let the members read a while (by counting their reads, not by sleeping a guess).
+    while proxy.state.jobs().get(&id).is_some() && sim.job(&id).unwrap().polls < 5 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(sim.complete_now(&id));
+    let reads: u64 = join_all(readers).await.into_iter().map(Result::unwrap).sum();
+    let upstream_polls = sim.job(&id).unwrap().polls;
+    assert_eq!(sim.stats().poll_requests, upstream_polls, "members never reach the upstream");
+    assert!(reads >= 50 && upstream_polls * 5 < reads, "{upstream_polls} upstream polls for {reads} reads");
+
+    // A finished job is never polled again, however often it is read.
+    for _ in 0..20 {
+        get(&proxy.http, &proxy.endpoint(), Some(&key), Some(&id)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await; // six of the poller's intervals
+    assert_eq!(sim.job(&id).unwrap().polls, upstream_polls);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_server_still_has_the_job_and_follows_it_to_the_end() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("gina", KeyLimits::default()).await;
+    let created = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("survivor")).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    proxy.stop().await;
+
+    assert!(sim.complete_now(&id));
+    let proxy = start_proxy(&sim, &db).await;
+    let done = proxy.client(&key).wait(id.clone()).await.unwrap();
+    assert_eq!(done.status, aimlvid::Status::Completed);
+    let keys = proxy.state.store().keys().await.unwrap();
+    assert_eq!(keys[0].credits_used, sim.config().credits_per_job);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_is_recorded_as_unknown_and_never_retried() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("hal", KeyLimits::default()).await;
+    sim.inject(Route::Create, Fault::AfterAccept(Box::new(Fault::Status(502))), 1);
+
+    let lost =
+        post_with(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("lost"), Some("idem")).await;
+    assert_eq!(lost.status, 502, "{lost:?}");
+    assert!(lost.body["message"].as_str().unwrap().contains("may have accepted"));
+    assert_eq!((sim.stats().create_requests, sim.stats().jobs_created), (1, 1));
+    let key_id = proxy.state.store().keys().await.unwrap()[0].id;
+    let row = proxy.state.store().job_by_idempotency_key(key_id, "idem").await.unwrap().unwrap();
+    assert_eq!(row.status, "unknown");
+
+    // Repeating it says the same and still does not create again.
+    let again =
+        post_with(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("lost"), Some("idem")).await;
+    assert_eq!(again.status, 502);
+    assert_eq!(sim.stats().create_requests, 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn refused_creates_pass_the_upstreams_answer_through() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("ivy", KeyLimits { max_unfinished: Some(1), ..KeyLimits::default() }).await;
+    sim.inject(Route::Create, Fault::Status(403), 1);
+    let refused = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("x")).await;
+    assert_eq!((refused.status, refused.body["message"].as_str()), (403, Some("Forbidden")));
+    // The refused create holds no slot and no row.
+    let created = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("x")).await;
+    assert_eq!(created.status, 200, "{created:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn polls_ride_out_upstream_errors_and_rate_limits() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("jay", KeyLimits::default()).await;
+    let created = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("bumpy")).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    sim.inject(Route::Poll, Fault::Status(503), 3);
+    sim.inject(Route::Poll, Fault::RateLimited { retry_after_secs: 0 }, 2);
+    sim.inject(Route::Poll, Fault::DropConnection, 1);
+    assert!(sim.complete_now(&id));
+    let done = proxy.client(&key).wait(id.clone()).await.unwrap();
+    assert_eq!(done.status, aimlvid::Status::Completed);
+    assert!(sim.stats().poll_requests >= 7, "the faults were met: {:?}", sim.stats());
+    proxy.stop().await;
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the proxy in-process (and, for `kill -9`, as a
+//! process) in front of the upstream simulator.
+
+mod compat;
+mod jobs;
+mod keys;
+mod process;
+mod support;

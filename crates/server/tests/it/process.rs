@@ -1,0 +1,85 @@
+//! The real binary: `keys create`, `serve`, and `kill -9`.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_aimlvid-server");
+
+/// Starts `aimlvid-server serve` on a free port; returns it and its address.
+fn spawn_server(sim_url: &str, db: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+        .arg(db)
+        .env("AIMLAPI_API_KEY", aimlvid_sim::DEFAULT_API_KEY)
+        .env("AIMLAPI_BASE_URL", sim_url)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = lines.next().expect("the server exited before serving").unwrap();
+        assert!(!line.contains(aimlvid_sim::DEFAULT_API_KEY), "a log line shows the upstream key: {line}");
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            assert!(!line.contains(aimlvid_sim::DEFAULT_API_KEY), "a log line shows the upstream key");
+        }
+    });
+    (child, format!("http://{address}"))
+}
+
+#[tokio::test]
+async fn nothing_is_lost_when_the_process_is_killed() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let output = Command::new(BIN)
+        .args(["keys", "create", "kim", "--rpm", "1000", "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("amv_"));
+
+    let (mut first, url) = spawn_server(&sim.base_url(), &db);
+    let endpoint = format!("{url}/v2/video/generations");
+    let http = reqwest::Client::new();
+    let created = post(&http, &endpoint, Some(&key), &create_body("kill me")).await;
+    assert_eq!(created.status, 200, "{created:?}");
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    first.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    first.wait().unwrap();
+
+    assert!(sim.complete_now(&id));
+    let (mut second, url) = spawn_server(&sim.base_url(), &db);
+    let endpoint = format!("{url}/v2/video/generations");
+    // The restarted server resumes polling at once; wait for it to notice.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        let answer = get(&http, &endpoint, Some(&key), Some(&id)).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        if answer.body["status"] == "completed" {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "the job never finished after the restart");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(done.body["meta"]["usage"]["credits_used"], sim.config().credits_per_job);
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    let listed = Command::new(BIN).args(["keys", "list", "--database"]).arg(&db).output().unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(listed.contains("kim") && !listed.contains(&key), "{listed}");
+    assert!(listed.contains(&sim.config().credits_per_job.to_string()), "{listed}");
+}

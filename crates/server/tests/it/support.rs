@@ -1,0 +1,187 @@
+//! Starting a simulator and a proxy, and talking to them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aimlvid::{PollPolicy, RetryPolicy};
+use aimlvid_server::store::{KeyLimits, SqliteStore};
+use aimlvid_server::{AppState, StateConfig};
+use aimlvid_sim::{RunningSim, SimConfig, Simulator, Spread};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub(crate) const ADMIN_TOKEN: &str = "admin-token-for-tests";
+
+/// A simulator whose time is frozen: jobs finish only when told to
+/// (`complete_now`), so tests decide when, without sleeping.
+pub(crate) async fn frozen_sim() -> RunningSim {
+    let config = SimConfig {
+        time_scale: 0.0,
+        queue_time: Spread::Fixed(Duration::from_secs(2)),
+        generation_time: Spread::Fixed(Duration::from_secs(100)),
+        ..SimConfig::default()
+    };
+    Simulator::start(config).await.unwrap()
+}
+
+/// A simulator 1000 times faster than real time: a job takes about 100 ms.
+pub(crate) async fn fast_sim() -> RunningSim {
+    let config = SimConfig {
+        time_scale: 1000.0,
+        queue_time: Spread::Fixed(Duration::from_secs(2)),
+        generation_time: Spread::Fixed(Duration::from_secs(100)),
+        ..SimConfig::default()
+    };
+    Simulator::start(config).await.unwrap()
+}
+
+/// A running proxy.
+pub(crate) struct Proxy {
+    pub(crate) url: String,
+    pub(crate) state: AppState,
+    pub(crate) http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// A proxy in front of `sim`, storing in `db`, polling every 5 ms (the
+/// simulator's time is frozen or fast, so real-time pacing would only slow tests).
+pub(crate) async fn start_proxy(sim: &RunningSim, db: &Path) -> Proxy {
+    let policy = PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
+    start_proxy_with(sim, db, policy).await
+}
+
+pub(crate) async fn start_proxy_with(sim: &RunningSim, db: &Path, policy: PollPolicy) -> Proxy {
+    let upstream = aimlvid::Client::builder()
+        .api_key(aimlvid_sim::DEFAULT_API_KEY)
+        .base_url(sim.base_url())
+        .poll_policy(policy)
+        .retry_policy(RetryPolicy::default().time_scaled(100.0))
+        .build()
+        .unwrap();
+    let store = SqliteStore::open(db).await.unwrap();
+    let config = StateConfig {
+        admin_token: Some(ADMIN_TOKEN.to_owned().into()),
+        key_refresh: Duration::from_millis(50),
+        ..StateConfig::new(upstream)
+    };
+    let state = AppState::start(Arc::new(store), config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(aimlvid_server::serve(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    Proxy { url, state, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+}
+
+impl Proxy {
+    /// Issues a key with these limits.
+    pub(crate) async fn key(&self, name: &str, limits: KeyLimits) -> String {
+        let (key, _) = aimlvid_server::admin::issue_key(self.state.store(), name, limits).await.unwrap();
+        self.state.reload_keys().await.unwrap();
+        secrecy::ExposeSecret::expose_secret(&key).to_owned()
+    }
+
+    /// Shuts down gracefully and waits until it has.
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub(crate) fn endpoint(&self) -> String {
+        format!("{}/v2/video/generations", self.url)
+    }
+
+    /// A client of the proxy, as a member would use it.
+    pub(crate) fn client(&self, key: &str) -> aimlvid::Client {
+        aimlvid::Client::builder()
+            .api_key(key)
+            .base_url(&self.url)
+            .poll_policy(PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(30)))
+            .build()
+            .unwrap()
+    }
+}
+
+/// A valid create body.
+pub(crate) fn create_body(prompt: &str) -> Value {
+    json!({
+        "model": "google/veo3-1-fast-extend-video",
+        "prompt": prompt,
+        "video_url": "https://example.com/clip.mp4",
+    })
+}
+
+/// An answer: status, `Retry-After` and JSON body.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) body: Value,
+}
+
+pub(crate) async fn post(http: &reqwest::Client, endpoint: &str, key: Option<&str>, body: &Value) -> Answer {
+    post_with(http, endpoint, key, body, None).await
+}
+
+pub(crate) async fn post_with(
+    http: &reqwest::Client,
+    endpoint: &str,
+    key: Option<&str>,
+    body: &Value,
+    idempotency_key: Option<&str>,
+) -> Answer {
+    let mut request = http.post(endpoint).json(body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(idem) = idempotency_key {
+        request = request.header("Idempotency-Key", idem);
+    }
+    answer(request.send().await.unwrap()).await
+}
+
+pub(crate) async fn get(
+    http: &reqwest::Client,
+    endpoint: &str,
+    key: Option<&str>,
+    id: Option<&str>,
+) -> Answer {
+    let mut request = http.get(endpoint);
+    if let Some(id) = id {
+        request = request.query(&[("generation_id", id)]);
+    }
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    answer(request.send().await.unwrap()).await
+}
+
+async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let bytes = response.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    Answer { status, retry_after, body }
+}
+
+/// The keys of an error body, sorted.
+pub(crate) fn shape(body: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = body.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+pub(crate) fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    (dir, db)
+}
