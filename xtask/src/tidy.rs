@@ -37,7 +37,11 @@ fn dependencies_come_from_the_workspace() {
                 );
             }
         }
-        assert!(manifest.contains("[lints]\nworkspace = true"), "{}: add `[lints] workspace = true`", dir.display());
+        assert!(
+            manifest.contains("[lints]\nworkspace = true"),
+            "{}: add `[lints] workspace = true`",
+            dir.display()
+        );
     }
 }
 

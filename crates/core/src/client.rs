@@ -400,16 +400,23 @@ impl Client {
         id: Option<&str>,
     ) -> Result<(StatusCode, Bytes), Failure> {
         let host = self.host();
-        let response = request.send().await.map_err(|e| Failure {
-            never_sent: e.is_connect(),
-            error: Error::Transport { host: host.clone(), source: e.without_url() },
-        })?;
+        let transport = |e: reqwest::Error| Error::Transport { host: host.clone(), source: e.without_url() };
+        let (http, request) = request.build_split();
+        let request = request.map_err(|e| Failure { never_sent: true, error: transport(e) })?;
+        let (method, url) = (request.method().clone(), request.url().clone());
+        let started = std::time::Instant::now();
+        let response = match http.execute(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                log_exchange(&method, &url, Err(&e), started);
+                return Err(Failure { never_sent: e.is_connect(), error: transport(e) });
+            }
+        };
         let status = response.status();
         let wait = retry_after(response.headers());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Error::Transport { host: host.clone(), source: e.without_url() })?;
+        let bytes = response.bytes().await;
+        log_exchange(&method, &url, bytes.as_ref().map(|_| status), started);
+        let bytes = bytes.map_err(transport)?;
         if status.is_success() {
             return Ok((status, bytes));
         }
@@ -424,6 +431,56 @@ impl Client {
             _ => url.as_str().to_owned(),
         }
     }
+}
+
+/// Logs one HTTP exchange (method, URL, status or error, time) at debug
+/// level on the `aimlvid::http` target, which `aimlvid -v` shows. The key
+/// travels only in a header and is never logged; see [`loggable_url`].
+pub(crate) fn log_exchange(
+    method: &reqwest::Method,
+    url: &url::Url,
+    outcome: std::result::Result<StatusCode, &reqwest::Error>,
+    started: std::time::Instant,
+) {
+    let ms = started.elapsed().as_millis() as u64;
+    let url = loggable_url(url);
+    match outcome {
+        Ok(status) => {
+            tracing::debug!(target: "aimlvid::http", "{method} {url} -> {} in {ms} ms", status.as_u16())
+        }
+        Err(e) => {
+            // reqwest's message embeds the full URL, signature and all.
+            let text = match e.url() {
+                Some(full) => e.to_string().replace(full.as_str(), &url),
+                None => e.to_string(),
+            };
+            tracing::debug!(target: "aimlvid::http", "{method} {url} -> failed after {ms} ms: {text}")
+        }
+    }
+}
+
+/// A URL as it may be logged: without user name or password, and with
+/// every query value but `generation_id` replaced, since a result URL may
+/// carry a signature.
+pub(crate) fn loggable_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if !shown.username().is_empty() || shown.password().is_some() {
+        let _ = shown.set_username("redacted");
+        let _ = shown.set_password(None);
+    }
+    let pairs: Vec<(String, String)> = shown
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "generation_id" { v.into_owned() } else { "redacted".to_owned() };
+            (k.into_owned(), v)
+        })
+        .collect();
+    if pairs.is_empty() {
+        shown.set_query(None);
+    } else {
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    shown.to_string()
 }
 
 /// Maps an error answer to its typed error.
@@ -479,6 +536,14 @@ mod tests {
         }
         assert!(normalise_base_url("ftp://x").is_err());
         assert!(normalise_base_url("api.aimlapi.com").is_err());
+    }
+
+    #[test]
+    fn logged_urls_carry_no_secrets() {
+        let url = url::Url::parse("https://user:pw@cdn.example/v.mp4?X-Sig=abc&generation_id=g1").unwrap();
+        assert_eq!(loggable_url(&url), "https://redacted@cdn.example/v.mp4?X-Sig=redacted&generation_id=g1");
+        let url = url::Url::parse("https://api.aimlapi.com/v2/video/generations").unwrap();
+        assert_eq!(loggable_url(&url), "https://api.aimlapi.com/v2/video/generations");
     }
 
     #[test]

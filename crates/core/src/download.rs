@@ -107,7 +107,15 @@ impl Client {
         }
         let transport =
             |e: reqwest::Error| Error::Transport { host: host.to_owned(), source: e.without_url() };
-        let response = request.send().await.map_err(transport)?;
+        let started = std::time::Instant::now();
+        let response = request.send().await;
+        crate::client::log_exchange(
+            &reqwest::Method::GET,
+            url,
+            response.as_ref().map(|r| r.status()),
+            started,
+        );
+        let response = response.map_err(transport)?;
         let status = response.status();
         let range =
             response.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).map(parse_content_range);

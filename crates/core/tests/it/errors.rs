@@ -73,7 +73,10 @@ async fn too_many_running_jobs_is_rate_limited_until_a_slot_frees() {
     let err = client.create(&extend_request()).await.unwrap_err();
 
     // The running job ends 3.6 s from now, real time.
-    assert!(matches!(err, Error::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(4)), "{err:?}");
+    assert!(
+        matches!(err, Error::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(4)),
+        "{err:?}"
+    );
     let stats = sim.stats();
     assert_eq!((stats.create_requests, stats.jobs_created), (2, 1));
 }
