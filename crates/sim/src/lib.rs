@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 mod config;
 mod files;
 mod http;
