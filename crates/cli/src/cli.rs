@@ -1,0 +1,269 @@
+//! The command line's grammar: every subcommand, flag and help text.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+/// The exit-code table, shown at the end of `--help` (README has the same).
+const AFTER_HELP: &str = "\
+Exit codes:
+  0    success
+  1    a local file could not be read or written
+  2    usage or bad input; nothing was sent
+  3    authentication: no API key, key refused, or out of credits
+  4    invalid request: the API refused the request, or no such generation
+  5    generation failed: the job ended in error
+  6    not finished: timed out waiting, or not ready to download; the job keeps running
+  7    network or upstream trouble, or a create whose outcome is unknown
+  130  interrupted (Ctrl-C); the job keeps running and the command that resumes it is printed
+
+Configuration: flags, then the environment (AIMLAPI_API_KEY, AIMLAPI_BASE_URL),
+then the config file (aimlvid.toml in the platform's config directory: base_url,
+model, output_dir). The API key is read from the environment only.";
+
+/// Extend a video clip with the AI/ML API's Veo 3.1 models and get a playable file back.
+///
+/// Every created job is recorded in a local journal before waiting starts, so a
+/// killed process, a crash or a lost network never loses a paid job: `aimlvid
+/// resume` picks them all up again.
+#[derive(Debug, Parser)]
+#[command(name = "aimlvid", version, after_help = AFTER_HELP, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Flags every subcommand accepts.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    // `help` rather than a doc comment: rustdoc would flag the bare URL.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help = "The API server, such as a team proxy [env: AIMLAPI_BASE_URL] [default: https://api.aimlapi.com]"
+    )]
+    pub(crate) base_url: Option<String>,
+
+    /// Directory of the job journal [default: the platform's state directory]
+    #[arg(long, global = true, value_name = "DIR", env = "AIMLVID_JOURNAL", hide_env_values = true)]
+    pub(crate) journal: Option<PathBuf>,
+
+    /// Config file [default: aimlvid.toml in the platform's config directory]
+    #[arg(long, global = true, value_name = "FILE", env = "AIMLVID_CONFIG", hide_env_values = true)]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Run against a simulator started in this process: no key, no network, a real MP4
+    #[arg(long, global = true)]
+    pub(crate) simulate: bool,
+
+    /// Show the HTTP exchanges (-v), then more detail (-vv, -vvv); secrets are redacted
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    /// No progress display; print only the result and errors
+    #[arg(short, long, global = true, conflicts_with = "json")]
+    pub(crate) quiet: bool,
+
+    /// Print one JSON object per event on stdout (NDJSON), ending with a `result` object
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Extend a clip: create the job, wait for it, and download the result
+    Extend(ExtendArgs),
+    /// Ask once how a generation is doing
+    Status {
+        /// The generation id
+        id: String,
+    },
+    /// Wait for a generation to finish, then download its result
+    Wait {
+        /// The generation id
+        id: String,
+        /// Where to write the video [default: the journal's path for the job, else ID.mp4]
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace the output file if it exists
+        #[arg(long)]
+        force: bool,
+    },
+    /// Download a completed generation's result (resuming a partial download)
+    Download {
+        /// The generation id
+        id: String,
+        /// Where to write the video
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Replace the output file if it exists
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the jobs recorded in the journal
+    Jobs,
+    /// Wait for and download every unfinished job in the journal, continuing chains
+    Resume {
+        /// Replace output files that exist
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the upstream simulator on a port
+    Sim(crate::sim::SimArgs),
+    /// Print a shell completion script
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `aimlvid extend`.
+#[derive(Debug, Args)]
+pub(crate) struct ExtendArgs {
+    /// The clip to extend: a local video file or an https:// URL [optional with --simulate]
+    // Checked when the command runs: clap cannot see a global `--simulate`
+    // given before the subcommand name.
+    #[arg(value_name = "VIDEO")]
+    pub(crate) video: Option<String>,
+
+    /// What should happen in the extension; repeat to extend several times in a chain
+    #[arg(short, long = "prompt", value_name = "TEXT", required = true)]
+    pub(crate) prompts: Vec<String>,
+
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        help = "Where to write the result [default: <VIDEO stem>-extended.mp4, or extended.mp4 for a URL]"
+    )]
+    pub(crate) output: Option<PathBuf>,
+
+    /// Replace the output file if it exists
+    #[arg(long)]
+    pub(crate) force: bool,
+
+    /// The extend model [default: fast, or the config file's `model`]
+    #[arg(short, long, value_enum)]
+    pub(crate) model: Option<ModelArg>,
+
+    /// Aspect ratio of the result [server default: auto]
+    #[arg(long, value_name = "RATIO", value_parser = ["auto", "16:9", "9:16"])]
+    pub(crate) aspect_ratio: Option<String>,
+
+    /// Length of the extension in seconds; the extend models accept only 7 [server default: 7]
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) duration: Option<u32>,
+
+    /// Resolution; the extend models accept only 720p [server default: 720p]
+    #[arg(long, value_name = "RES")]
+    pub(crate) resolution: Option<String>,
+
+    /// Do not generate sound
+    #[arg(long)]
+    pub(crate) no_audio: bool,
+
+    /// Let the API rewrite a prompt that fails its content checks
+    #[arg(long)]
+    pub(crate) auto_fix: bool,
+
+    /// Which provider runs the job [server default: auto]
+    #[arg(long, value_enum)]
+    pub(crate) provider: Option<ProviderArg>,
+
+    /// Extend this many times, each result becoming the next input (repeats the prompt list)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub(crate) times: u32,
+
+    /// Create the job, print its id and exit without waiting
+    #[arg(long, conflicts_with = "times")]
+    pub(crate) no_wait: bool,
+}
+
+/// `--model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ModelArg {
+    /// google/veo3-1-fast-extend-video: faster and cheaper
+    #[value(alias = "google/veo3-1-fast-extend-video")]
+    Fast,
+    /// google/veo3-1-extend-video
+    #[value(alias = "google/veo3-1-extend-video")]
+    Standard,
+}
+
+impl From<ModelArg> for aimlvid::ExtendModel {
+    fn from(m: ModelArg) -> Self {
+        match m {
+            ModelArg::Fast => aimlvid::ExtendModel::Fast,
+            ModelArg::Standard => aimlvid::ExtendModel::Standard,
+        }
+    }
+}
+
+/// `--provider`: the documented values only, so a typo fails here rather than upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProviderArg {
+    /// Google first, then fal.ai as fallback
+    Auto,
+    /// Google only
+    Google,
+    /// fal.ai only
+    Fal,
+}
+
+impl From<ProviderArg> for aimlvid::Provider {
+    fn from(p: ProviderArg) -> Self {
+        match p {
+            ProviderArg::Auto => aimlvid::Provider::Auto,
+            ProviderArg::Google => aimlvid::Provider::Google,
+            ProviderArg::Fal => aimlvid::Provider::Fal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_every_exit_code() {
+        let help = Cli::command().render_long_help().to_string();
+        for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "130 "] {
+            assert!(help.contains(&format!("\n  {code}")), "{code} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn simulate_is_accepted_before_or_after_the_subcommand() {
+        for args in
+            [["aimlvid", "extend", "-p", "x", "--simulate"], ["aimlvid", "--simulate", "extend", "-p", "x"]]
+        {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(cli.global.simulate);
+        }
+    }
+
+    #[test]
+    fn models_accept_their_full_ids() {
+        let cli = Cli::try_parse_from([
+            "aimlvid",
+            "extend",
+            "a.mp4",
+            "-p",
+            "x",
+            "-m",
+            "google/veo3-1-extend-video",
+        ])
+        .unwrap();
+        let Command::Extend(args) = cli.command else { panic!("not extend") };
+        assert_eq!(args.model, Some(ModelArg::Standard));
+    }
+}

@@ -1,0 +1,576 @@
+//! One function per subcommand. Each prints its own result and returns the
+//! exit code; an `Err` is printed by `main`.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use aimlvid::{AspectRatio, Resolution};
+use indicatif::HumanBytes;
+use serde_json::{Value, json};
+
+use crate::cli::ExtendArgs;
+use crate::exit::{self, Failure, Interrupted};
+use crate::jobs::{App, Finished, Input, Plan, absolute, ensure_free};
+use crate::journal::{JobRecord, JobState, RequestOptions};
+use crate::report::{secs, short_duration};
+
+/// `aimlvid extend`.
+pub(crate) async fn extend(app: &App<'_>, args: ExtendArgs) -> anyhow::Result<u8> {
+    let prompts = expand_prompts(&args.prompts, args.times)?;
+    let options = options_from(&args)?;
+    let output = match &args.output {
+        Some(path) => path.clone(),
+        None => default_output(args.video.as_deref(), &app.settings.output_dir),
+    };
+    let plan = Plan {
+        model: args.model.unwrap_or(app.settings.model).into(),
+        prompts,
+        options,
+        final_output: absolute(&output)?,
+        force: args.force,
+    };
+    for step in 1..=plan.prompts.len() as u32 {
+        ensure_free(&plan.output_of(step), args.force)?;
+    }
+    let client = app.client(None)?;
+    let input = match &args.video {
+        Some(video) => Input::parse(video).await?,
+        None if app.simulating() => Input::sample()?,
+        None => {
+            return Err(Failure::usage(
+                "give the VIDEO to extend (a local file or an https:// URL), or add --simulate to extend a sample clip",
+            )
+            .into());
+        }
+    };
+
+    if args.no_wait {
+        let (created, record) = app
+            .interruptible(async {
+                let mut record = app.record(&client, plan.output_of(1), JobState::Creating);
+                record.model = Some(plan.model.id().to_owned());
+                record.prompt = Some(plan.prompts[0].clone());
+                record.input = Some(input.label.clone());
+                record.options = plan.options.clone();
+                app.create(&client, &plan.request(1, input.video), record).await
+            })
+            .await?;
+        let id = created.id.clone();
+        app.report.result(
+            json!({
+                "event": "result",
+                "ok": true,
+                "id": id,
+                "status": created.status.as_str(),
+                "output": record.output,
+            }),
+            Some(format!("wait for it with: {}", app.resume_command(&record))),
+            Some(id),
+        )?;
+        return Ok(exit::OK);
+    }
+
+    let steps = app.interruptible(app.run_chain(&client, &plan, 1, input, None)).await?;
+    report_finished(app, &steps, true)?;
+    Ok(exit::OK)
+}
+
+/// Every step's prompt: the list given, `times` times over.
+fn expand_prompts(prompts: &[String], times: u32) -> anyhow::Result<Vec<String>> {
+    if let Some(position) = prompts.iter().position(|p| p.trim().is_empty()) {
+        let which =
+            if prompts.len() > 1 { format!("prompt {} is", position + 1) } else { "the prompt is".into() };
+        return Err(Failure::usage(format!(
+            "{which} empty; say what should happen in the extension, e.g. -p \"the camera pulls back\""
+        ))
+        .into());
+    }
+    Ok((0..times).flat_map(|_| prompts.iter().map(|p| p.trim().to_owned())).collect())
+}
+
+/// The request options, checked against what the extend models accept.
+fn options_from(args: &ExtendArgs) -> anyhow::Result<RequestOptions> {
+    let aspect_ratio =
+        args.aspect_ratio.as_deref().map(str::parse::<AspectRatio>).transpose().map_err(Failure::usage)?;
+    let duration = match args.duration {
+        None | Some(7) => args.duration,
+        Some(d) => {
+            return Err(Failure::usage(format!(
+                "the extend models accept only --duration 7 (seconds), not {d}"
+            ))
+            .into());
+        }
+    };
+    let resolution = match args.resolution.as_deref() {
+        None => None,
+        Some("720p") => Some(Resolution::P720),
+        Some(other) => {
+            return Err(Failure::usage(format!(
+                "the extend models accept only --resolution 720p, not {other:?}"
+            ))
+            .into());
+        }
+    };
+    Ok(RequestOptions {
+        aspect_ratio,
+        duration,
+        resolution,
+        generate_audio: args.no_audio.then_some(false),
+        auto_fix: args.auto_fix.then_some(true),
+        provider: args.provider.map(Into::into),
+    })
+}
+
+/// `<stem>-extended.mp4` for a local file, `extended.mp4` for a URL, in `dir`.
+fn default_output(video: Option<&str>, dir: &Path) -> PathBuf {
+    let name = video
+        .filter(|v| !v.contains("://") && !v.starts_with("data:"))
+        .and_then(|v| Path::new(v).file_stem())
+        .map_or_else(|| "extended.mp4".to_owned(), |stem| format!("{}-extended.mp4", stem.to_string_lossy()));
+    dir.join(name)
+}
+
+/// A generation id as a file name: ids are UUID-like, but nothing the API
+/// sends may pick a path.
+fn file_name_for(id: &str) -> String {
+    let safe: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    format!("{}.mp4", safe.trim_start_matches('.'))
+}
+
+/// Prints the result of jobs followed to their files.
+fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: bool) -> anyhow::Result<()> {
+    let last = steps.last().ok_or_else(|| anyhow::anyhow!("no job was run"))?;
+    let known: Vec<f64> = steps.iter().filter_map(|s| s.credits_used).collect();
+    let credits = (!known.is_empty()).then(|| known.iter().sum::<f64>());
+    let elapsed: std::time::Duration = steps.iter().map(|s| s.elapsed).sum();
+    let mut result = json!({
+        "event": "result",
+        "ok": true,
+        "id": last.id,
+        "status": "completed",
+        "output": last.output,
+        "bytes": last.bytes,
+        "credits_used": credits,
+        "elapsed_secs": secs(elapsed),
+    });
+    if with_steps {
+        result["steps"] = json!(steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>());
+    }
+    let mut summary = String::new();
+    if steps.len() > 1 {
+        let _ = write!(summary, "{} extensions", steps.len());
+    } else {
+        summary.push_str("done");
+    }
+    let _ = write!(summary, " in {}", short_duration(elapsed));
+    match credits {
+        Some(c) => {
+            let _ = write!(summary, " · {} credits used", format_credits(c));
+        }
+        None => summary.push_str(" · credits used not reported"),
+    }
+    let _ = write!(summary, " · {} · generation {}", HumanBytes(last.bytes), last.id);
+    app.report.result(result, Some(summary), Some(last.output.display().to_string()))?;
+    Ok(())
+}
+
+fn format_credits(c: f64) -> String {
+    if c.fract() == 0.0 && c.abs() < 1e15 { format!("{}", c as i64) } else { format!("{c:.2}") }
+}
+
+/// `aimlvid status ID`.
+pub(crate) async fn status(app: &App<'_>, id: &str) -> anyhow::Result<u8> {
+    let existing = app.journal.find(id)?;
+    let client = app.client(existing.as_ref().map(|r| r.base_url.as_str()))?;
+    app.report.set_current(Some(id));
+    let generation = app.interruptible(async { Ok(client.get(id).await?) }).await?;
+    if let Some(mut record) = existing {
+        let state = JobState::from_status(&generation.status);
+        let following = matches!(record.state, JobState::Queued | JobState::Generating | JobState::Completed);
+        if following && record.state != state {
+            record.state = state;
+            app.journal.save(&mut record)?;
+        }
+    }
+    let error = generation.error.as_ref().map(|e| format!("{}: {}", e.name, e.message));
+    let mut line = format!("{}  {}", generation.id, generation.status);
+    if let Some(c) = generation.credits_used() {
+        let _ = write!(line, "  {} credits used", format_credits(c));
+    }
+    if let Some(e) = &error {
+        let _ = write!(line, "  {e}");
+    }
+    app.report.result(
+        json!({
+            "event": "result",
+            "ok": true,
+            "id": generation.id,
+            "status": generation.status.as_str(),
+            "credits_used": generation.credits_used(),
+            "video_url": generation.video_url(),
+            "error": error,
+        }),
+        None,
+        Some(line),
+    )?;
+    Ok(exit::OK)
+}
+
+/// The journal record for `id` with its output set to `output` (or kept),
+/// adopting the job into the journal if it is not there yet.
+fn record_for(
+    app: &App<'_>,
+    client: &aimlvid::Client,
+    id: &str,
+    existing: Option<JobRecord>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<JobRecord> {
+    let default = || absolute(&app.settings.output_dir.join(file_name_for(id)));
+    let mut record = match existing {
+        Some(record) => record,
+        None => app.adopt(
+            client,
+            id,
+            match &output {
+                Some(path) => absolute(path)?,
+                None => default()?,
+            },
+        ),
+    };
+    if record.simulated && !app.simulating() {
+        return Err(Failure::new(
+            exit::INVALID,
+            format!(
+                "generation {id} ran on the in-process simulator of an earlier --simulate command, \
+                 which stopped with it"
+            ),
+        )
+        .into());
+    }
+    if let Some(path) = output {
+        let path = absolute(&path)?;
+        if path != record.output {
+            // The part file of a download started elsewhere is not this one's.
+            if record.state == JobState::Downloading {
+                record.state = JobState::Completed;
+            }
+            record.output = path;
+        }
+    }
+    record.base_url = client.base_url().to_owned();
+    Ok(record)
+}
+
+/// `aimlvid wait ID [-o FILE]`.
+pub(crate) async fn wait(
+    app: &App<'_>,
+    id: &str,
+    output: Option<PathBuf>,
+    force: bool,
+) -> anyhow::Result<u8> {
+    let existing = app.journal.find(id)?;
+    let client = app.client(existing.as_ref().map(|r| r.base_url.as_str()))?;
+    let mut record = record_for(app, &client, id, existing, output)?;
+    if record.state == JobState::Downloaded && record.output.exists() {
+        app.report.note(format!("generation {id} is already downloaded"));
+        let finished = Finished {
+            id: id.to_owned(),
+            output: record.output.clone(),
+            bytes: record.bytes.unwrap_or_default(),
+            credits_used: record.credits_used,
+            elapsed: std::time::Duration::ZERO,
+            video_url: None,
+        };
+        report_finished(app, &[finished], false)?;
+        return Ok(exit::OK);
+    }
+    if record.state == JobState::Downloaded {
+        // Its file is gone: fetch it again.
+        record.state = JobState::Completed;
+    }
+    ensure_free(&record.output, force)?;
+    // Journaled before waiting, like every job.
+    app.journal.save(&mut record)?;
+    let finished =
+        app.interruptible(app.follow(&client, &mut record, client.watch(id), force, false)).await?;
+    report_finished(app, &[finished], false)?;
+    Ok(exit::OK)
+}
+
+/// `aimlvid download ID -o FILE`.
+pub(crate) async fn download(app: &App<'_>, id: &str, output: PathBuf, force: bool) -> anyhow::Result<u8> {
+    let existing = app.journal.find(id)?;
+    let client = app.client(existing.as_ref().map(|r| r.base_url.as_str()))?;
+    // Where the job's result was going: a download that cannot start yet
+    // does not change it.
+    let planned = existing.as_ref().map(|r| r.output.clone());
+    let mut record = record_for(app, &client, id, existing, Some(output))?;
+    ensure_free(&record.output, force)?;
+    app.report.set_current(Some(id));
+    let generation = app.interruptible(async { Ok(client.get(id).await?) }).await?;
+    match &generation.status {
+        aimlvid::Status::Completed => {}
+        aimlvid::Status::Error => {
+            record.state = JobState::Failed;
+            app.journal.save(&mut record)?;
+            generation.into_result()?;
+            return Ok(exit::FAILED);
+        }
+        other => {
+            record.state = JobState::from_status(other);
+            let planned = planned.unwrap_or_else(|| record.output.clone());
+            let wanted = std::mem::replace(&mut record.output, planned);
+            app.journal.save(&mut record)?;
+            record.output = wanted;
+            return Err(Failure::new(
+                exit::NOT_FINISHED,
+                format!(
+                    "generation {id} is still {other}; wait for it with: {}",
+                    app.resume_command(&record)
+                ),
+            )
+            .into());
+        }
+    }
+    if record.state != JobState::Downloading {
+        record.state = JobState::Completed;
+    }
+    let bytes = app.interruptible(app.fetch(&client, &mut record, &generation, force)).await?;
+    let finished = Finished {
+        id: id.to_owned(),
+        output: record.output.clone(),
+        bytes,
+        credits_used: generation.credits_used(),
+        elapsed: std::time::Duration::ZERO,
+        video_url: generation.video_url().map(str::to_owned),
+    };
+    report_finished(app, &[finished], false)?;
+    Ok(exit::OK)
+}
+
+/// `aimlvid jobs`.
+pub(crate) fn jobs(app: &App<'_>) -> anyhow::Result<u8> {
+    let records = app.journal.load_all()?;
+    if app.report.mode() == crate::report::Mode::Json {
+        for record in &records {
+            app.report.event(job_event(record));
+        }
+        app.report.result(json!({"event": "result", "ok": true, "count": records.len()}), None, None)?;
+        return Ok(exit::OK);
+    }
+    if records.is_empty() {
+        app.report.note(format!("no jobs in the journal at {}", app.journal.dir().display()));
+        return Ok(exit::OK);
+    }
+    let rows: Vec<[String; 6]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.age().map_or_else(|| "?".into(), |a| format!("{} ago", short_duration(a))),
+                r.id.clone().unwrap_or_else(|| "-".into()),
+                r.state.as_str().to_owned(),
+                r.output.display().to_string(),
+                shorten(r.prompt.as_deref().unwrap_or(""), 40),
+                notes(r),
+            ]
+        })
+        .collect();
+    let headers = ["AGE", "ID", "STATE", "OUTPUT", "PROMPT", "NOTE"];
+    let mut widths = headers.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut table = String::new();
+    for row in std::iter::once(headers.map(str::to_owned)).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                let _ = write!(line, "{cell}{}  ", " ".repeat(pad));
+            }
+        }
+        table.push_str(line.trim_end());
+        table.push('\n');
+    }
+    app.report.result(Value::Null, None, Some(table.trim_end().to_owned()))?;
+    Ok(exit::OK)
+}
+
+fn job_event(r: &JobRecord) -> Value {
+    json!({
+        "event": "job",
+        "id": r.id,
+        "key": r.key,
+        "state": r.state.as_str(),
+        "model": r.model,
+        "prompt": r.prompt,
+        "input": r.input,
+        "output": r.output,
+        "base_url": r.base_url,
+        "created_at": r.created_at,
+        "simulated": r.simulated,
+        "step": r.chain.as_ref().map(|c| c.step),
+        "of": r.chain.as_ref().map(|c| c.of),
+        "credits_used": r.credits_used,
+        "error": r.error,
+    })
+}
+
+fn notes(r: &JobRecord) -> String {
+    let mut notes = Vec::new();
+    if let Some(c) = &r.chain {
+        notes.push(format!("step {}/{}", c.step, c.of));
+    }
+    if r.simulated {
+        notes.push("simulated".to_owned());
+    }
+    match r.state {
+        JobState::Creating | JobState::Unknown => {
+            notes.push("may exist: check https://aimlapi.com/app before creating it again".to_owned());
+        }
+        JobState::Failed => notes.push(shorten(r.error.as_deref().unwrap_or("failed"), 60)),
+        _ => {}
+    }
+    notes.join("; ")
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let mut cut: String = one_line.chars().take(max - 1).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// `aimlvid resume`.
+pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
+    app.set_resuming();
+    let records = app.journal.load_all()?;
+    let parents: HashSet<String> =
+        records.iter().filter_map(|r| r.chain.as_ref().and_then(|c| c.parent.clone())).collect();
+    let mut todo = Vec::new();
+    let (mut simulated, mut unknown) = (0, 0);
+    for record in records {
+        let Some(id) = record.id.clone() else {
+            if matches!(record.state, JobState::Creating | JobState::Unknown) && !record.simulated {
+                unknown += 1;
+            }
+            continue;
+        };
+        let has_next = parents.contains(&id);
+        let chain_pending = record.chain.as_ref().is_some_and(|c| c.step < c.of) && !has_next;
+        let pending = record.state.is_unfinished() || (record.state == JobState::Downloaded && chain_pending);
+        if !pending {
+            continue;
+        }
+        if record.simulated {
+            simulated += 1;
+            continue;
+        }
+        todo.push((record, has_next));
+    }
+    if simulated > 0 {
+        app.report.note(format!(
+            "skipping {simulated} simulated job(s): the in-process simulator they ran on stopped with its command"
+        ));
+    }
+    if unknown > 0 {
+        app.report.warn(format!(
+            "{unknown} create(s) had an unknown outcome and cannot be resumed; see `aimlvid jobs`, \
+             and check https://aimlapi.com/app before creating them again"
+        ));
+    }
+    if todo.is_empty() {
+        app.report.result(
+            json!({"event": "result", "ok": true, "resumed": 0, "completed": [], "failed": []}),
+            Some("nothing to resume".to_owned()),
+            None,
+        )?;
+        return Ok(exit::OK);
+    }
+    app.report.note(format!("resuming {} job(s)", todo.len()));
+    let total = todo.len();
+    let (mut completed, mut failed, mut outputs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut code = exit::OK;
+    for (mut record, has_next) in todo {
+        let id = record.id.clone().unwrap_or_default();
+        match app.interruptible(app.resume_one(&mut record, has_next, force)).await {
+            Ok(steps) => {
+                for step in &steps {
+                    completed.push(json!({"id": step.id, "output": step.output, "bytes": step.bytes}));
+                }
+                if let Some(last) = steps.last() {
+                    outputs.push(last.output.display().to_string());
+                }
+            }
+            Err(e) if e.chain().any(|c| c.is::<Interrupted>()) => return Err(e),
+            Err(e) => {
+                let c = exit::code_for(&e);
+                if code == exit::OK {
+                    code = c;
+                }
+                let message = crate::one_line(&e);
+                app.report.warn(format!("error: generation {id}: {message}"));
+                failed.push(json!({"id": id, "error": message, "exit_code": c}));
+            }
+        }
+    }
+    app.report.set_current(None);
+    let summary = format!("resumed {total} job(s): {} failed", failed.len());
+    app.report.result(
+        json!({
+            "event": "result",
+            "ok": failed.is_empty(),
+            "resumed": total,
+            "completed": completed,
+            "failed": failed,
+        }),
+        Some(summary),
+        (!outputs.is_empty()).then(|| outputs.join("\n")),
+    )?;
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_outputs_follow_the_input() {
+        let here = Path::new("");
+        assert_eq!(default_output(Some("clips/raccoon.mp4"), here), PathBuf::from("raccoon-extended.mp4"));
+        assert_eq!(default_output(Some("https://cdn.example/a.mp4"), here), PathBuf::from("extended.mp4"));
+        assert_eq!(default_output(None, Path::new("out")), PathBuf::from("out/extended.mp4"));
+    }
+
+    #[test]
+    fn prompts_repeat_and_must_say_something() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(expand_prompts(&p(&["a", "b"]), 2).unwrap(), p(&["a", "b", "a", "b"]));
+        let err = expand_prompts(&p(&["  "]), 1).unwrap_err().to_string();
+        assert!(err.starts_with("the prompt is empty"), "{err}");
+        let err = expand_prompts(&p(&["a", ""]), 1).unwrap_err().to_string();
+        assert!(err.starts_with("prompt 2 is empty"), "{err}");
+    }
+
+    #[test]
+    fn ids_cannot_pick_a_path() {
+        assert_eq!(file_name_for("60ac7c34-1f"), "60ac7c34-1f.mp4");
+        assert_eq!(file_name_for("../../etc/passwd"), "_.._etc_passwd.mp4");
+    }
+
+    #[test]
+    fn long_prompts_are_shortened_on_one_line() {
+        assert_eq!(shorten("a\nb", 10), "a b");
+        assert_eq!(shorten("abcdefghijkl", 5), "abcd…");
+    }
+}

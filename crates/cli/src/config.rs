@@ -1,0 +1,190 @@
+//! Where settings come from: flags, then the environment, then the config file.
+//!
+//! The config file (`aimlvid.toml`) holds only `base_url`, `model` and
+//! `output_dir`. It never holds the API key: a key belongs in the
+//! environment (or in whatever secret manager sets it), not in a file that is
+//! easy to commit, back up or share by accident.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use crate::cli::{Global, ModelArg};
+use crate::exit::Failure;
+
+/// The environment variables that name the server, as the library reads them.
+const BASE_URL_VARS: [&str; 2] = ["AIMLAPI_BASE_URL", "AIMLAPI_API_BASE"];
+/// The environment variables that hold the key, as the library reads them.
+pub(crate) const KEY_VARS: [&str; 2] = ["AIMLAPI_API_KEY", "AIML_API_KEY"];
+
+/// The contents of `aimlvid.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigFile {
+    /// The server, when neither `--base-url` nor the environment names one.
+    pub(crate) base_url: Option<String>,
+    /// The default `--model`.
+    pub(crate) model: Option<String>,
+    /// Where default output files go, instead of the current directory.
+    pub(crate) output_dir: Option<PathBuf>,
+    /// Present only to refuse it with a helpful message.
+    api_key: Option<toml::Value>,
+}
+
+/// Everything resolved from flags, environment and config file, before any
+/// command runs.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    /// The base URL given by a flag or the environment, if any: it beats a
+    /// job's journaled base URL.
+    explicit_base_url: Option<String>,
+    /// The config file's base URL, if any: a job's journaled one beats it.
+    file_base_url: Option<String>,
+    /// The journal directory.
+    pub(crate) journal_dir: PathBuf,
+    /// Whether `--journal` (not the environment) chose the journal, so
+    /// printed resume commands must repeat it.
+    pub(crate) journal_from_flag: bool,
+    /// The default model.
+    pub(crate) model: ModelArg,
+    /// Where default output files go.
+    pub(crate) output_dir: PathBuf,
+    /// Factor dividing poll and retry waits.
+    pub(crate) time_scale: f64,
+}
+
+impl Settings {
+    /// Resolves the settings, reading the config file if there is one.
+    pub(crate) fn resolve(global: &Global) -> anyhow::Result<Settings> {
+        let file = load_config(global.config.as_deref())?;
+        let model = match file.model.as_deref() {
+            None => ModelArg::Fast,
+            Some(name) => <ModelArg as clap::ValueEnum>::from_str(name, true).map_err(|_| {
+                Failure::usage(format!("the config file's model {name:?} is not one of fast, standard"))
+            })?,
+        };
+        let journal_dir = match &global.journal {
+            Some(dir) => dir.clone(),
+            None => default_journal_dir()?,
+        };
+        // Clap folds AIMLVID_JOURNAL into the same field; only a value that
+        // differs from the environment's came from the flag.
+        let journal_from_flag = global.journal.is_some()
+            && std::env::var_os("AIMLVID_JOURNAL").map(PathBuf::from) != global.journal;
+        let time_scale = time_scale_from_env()?;
+        let explicit_base_url = global.base_url.clone().or_else(|| first_env(&BASE_URL_VARS));
+        Ok(Settings {
+            explicit_base_url,
+            file_base_url: file.base_url,
+            journal_dir,
+            journal_from_flag,
+            model,
+            output_dir: file.output_dir.unwrap_or_default(),
+            time_scale,
+        })
+    }
+
+    /// The server to talk to about a job: the flag or environment, else the
+    /// server the job was created on (from the journal), else the config
+    /// file's, else the API.
+    pub(crate) fn base_url(&self, journaled: Option<&str>) -> String {
+        self.explicit_base_url
+            .clone()
+            .or_else(|| journaled.map(str::to_owned))
+            .or_else(|| self.file_base_url.clone())
+            .unwrap_or_else(|| aimlvid::DEFAULT_BASE_URL.to_owned())
+    }
+}
+
+/// `AIMLVID_TIME_SCALE` divides every poll and retry wait. It exists for
+/// tests and demos against a simulator started with the same `--time-scale`
+/// (against the real API it would only poll too often), so it is an
+/// environment variable and not a flag in `--help`.
+fn time_scale_from_env() -> anyhow::Result<f64> {
+    let Some(raw) = first_env(&["AIMLVID_TIME_SCALE"]) else { return Ok(1.0) };
+    match raw.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        _ => Err(Failure::usage(format!("AIMLVID_TIME_SCALE must be a number above 0, not {raw:?}")).into()),
+    }
+}
+
+/// The first of `names` set to something other than blanks.
+pub(crate) fn first_env(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+}
+
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("", "", "aimlvid")
+}
+
+/// `$XDG_STATE_HOME/aimlvid/jobs` on Linux; where the platform has no state
+/// directory, its local data directory instead.
+fn default_journal_dir() -> anyhow::Result<PathBuf> {
+    let dirs = project_dirs().ok_or_else(|| {
+        Failure::usage("cannot find a home directory for the job journal; pass --journal DIR")
+    })?;
+    let base = dirs.state_dir().unwrap_or_else(|| dirs.data_local_dir());
+    Ok(base.join("jobs"))
+}
+
+/// Reads the config file: the one named by `--config` (which must exist), or
+/// `aimlvid.toml` in the platform's config directory (which may not).
+fn load_config(explicit: Option<&Path>) -> anyhow::Result<ConfigFile> {
+    let (path, must_exist) = match explicit {
+        Some(path) => (path.to_owned(), true),
+        None => match project_dirs() {
+            Some(dirs) => (dirs.config_dir().join("aimlvid.toml"), false),
+            None => return Ok(ConfigFile::default()),
+        },
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => return Ok(ConfigFile::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Failure::usage(format!("config file {}: no such file", path.display())).into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading config file {}", path.display())),
+    };
+    parse_config(&text).map_err(|e| Failure::usage(format!("config file {}: {e}", path.display())).into())
+}
+
+fn parse_config(text: &str) -> Result<ConfigFile, String> {
+    // The message from toml spans lines (it quotes the source); keep it to one.
+    let file: ConfigFile =
+        toml::from_str(text).map_err(|e| e.message().trim().replace('\n', " ").to_string())?;
+    if file.api_key.is_some() {
+        return Err(format!(
+            "api_key is not read from files; set {} in the environment instead, and remove it from the file",
+            KEY_VARS[0]
+        ));
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_file_holds_three_settings() {
+        let file = parse_config(
+            "base_url = \"https://proxy.example\"\nmodel = \"standard\"\noutput_dir = \"videos\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.base_url.as_deref(), Some("https://proxy.example"));
+        assert_eq!(file.model.as_deref(), Some("standard"));
+        assert_eq!(file.output_dir, Some(PathBuf::from("videos")));
+        assert!(parse_config("").unwrap().base_url.is_none());
+    }
+
+    #[test]
+    fn keys_and_typos_in_the_config_file_are_refused() {
+        let err = parse_config("api_key = \"sk-secret\"\n").unwrap_err();
+        assert!(err.contains("set AIMLAPI_API_KEY in the environment"), "{err}");
+        assert!(!err.contains("sk-secret"), "{err}");
+        let err = parse_config("base_ulr = \"x\"\n").unwrap_err();
+        assert!(err.contains("base_ulr"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+}

@@ -1,0 +1,155 @@
+//! Exit codes, and which error earns which.
+//!
+//! The table is part of the interface: `--help` and README list it, and
+//! scripts branch on it. Change a number only with a major version.
+
+use std::fmt;
+
+/// Success.
+pub(crate) const OK: u8 = 0;
+/// A local file could not be read or written (or anything unforeseen).
+pub(crate) const LOCAL: u8 = 1;
+/// Usage or bad input: nothing was sent.
+pub(crate) const USAGE: u8 = 2;
+/// No key, key refused, or out of credits.
+pub(crate) const AUTH: u8 = 3;
+/// The API refused the request, or knows no such generation.
+pub(crate) const INVALID: u8 = 4;
+/// The generation ended in error.
+pub(crate) const FAILED: u8 = 5;
+/// Timed out waiting, or not ready to download: the job keeps running.
+pub(crate) const NOT_FINISHED: u8 = 6;
+/// Network or upstream trouble, or a create whose outcome is unknown.
+pub(crate) const NETWORK: u8 = 7;
+/// Ctrl-C; 128 + SIGINT, as shells report it.
+pub(crate) const INTERRUPTED: u8 = 130;
+
+/// An error the command line itself detected, with its exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// Bad input or usage (exit 2): said before any request is sent.
+    pub(crate) fn usage(message: impl Into<String>) -> Failure {
+        Failure { code: USAGE, message: message.into() }
+    }
+
+    /// A failure with the given exit code.
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure { code, message: message.into() }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Ctrl-C arrived: the message says what is still running and how to
+/// pick it up again. Printed as is, not as an error.
+#[derive(Debug)]
+pub(crate) struct Interrupted(pub(crate) String);
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// The exit code an error deserves: the first cause in its chain that says.
+pub(crate) fn code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(f) = cause.downcast_ref::<Failure>() {
+            return f.code;
+        }
+        if cause.is::<Interrupted>() {
+            return INTERRUPTED;
+        }
+        if let Some(e) = cause.downcast_ref::<aimlvid::Error>() {
+            return code_for_api(e);
+        }
+    }
+    LOCAL
+}
+
+fn code_for_api(e: &aimlvid::Error) -> u8 {
+    use aimlvid::Error as E;
+    match e {
+        E::MissingApiKey | E::Unauthorized { .. } | E::OutOfCredits { .. } => AUTH,
+        E::Config(_) | E::InvalidInput(_) => USAGE,
+        E::InvalidRequest { .. } | E::NotFound { .. } => INVALID,
+        E::GenerationFailed { .. } => FAILED,
+        E::TimedOut { .. } => NOT_FINISHED,
+        E::Io { .. } => LOCAL,
+        // Rate limits, 5xx, transport, decode, incomplete downloads, lost
+        // create answers, and whatever a later library version adds.
+        _ => NETWORK,
+    }
+}
+
+/// Whether the error is only that stdout was closed (`aimlvid jobs | head`),
+/// which is not a failure.
+pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn library_errors_map_to_their_documented_codes() {
+        let cases: Vec<(aimlvid::Error, u8)> = vec![
+            (aimlvid::Error::MissingApiKey, AUTH),
+            (aimlvid::Error::Unauthorized { message: "m".into(), request_id: None }, AUTH),
+            (aimlvid::Error::OutOfCredits { message: "m".into(), request_id: None }, AUTH),
+            (aimlvid::Error::InvalidInput("x".into()), USAGE),
+            (
+                aimlvid::Error::InvalidRequest { message: "m".into(), details: vec![], request_id: None },
+                INVALID,
+            ),
+            (aimlvid::Error::NotFound { id: "g".into(), message: "m".into() }, INVALID),
+            (
+                aimlvid::Error::GenerationFailed { id: "g".into(), name: "n".into(), message: "m".into() },
+                FAILED,
+            ),
+            (
+                aimlvid::Error::TimedOut {
+                    id: "g".into(),
+                    last_status: aimlvid::Status::Queued,
+                    waited: Duration::from_secs(1),
+                },
+                NOT_FINISHED,
+            ),
+            (aimlvid::Error::CreateOutcomeUnknown { cause: "c".into() }, NETWORK),
+            (aimlvid::Error::RateLimited { message: "m".into(), retry_after: None }, NETWORK),
+        ];
+        for (error, code) in cases {
+            let shown = error.to_string();
+            let err = anyhow::Error::new(error).context("while doing something");
+            assert_eq!(code_for(&err), code, "{shown}");
+        }
+    }
+
+    #[test]
+    fn cli_failures_and_interrupts_keep_their_codes() {
+        assert_eq!(code_for(&Failure::usage("bad").into()), USAGE);
+        assert_eq!(code_for(&Interrupted("stop".into()).into()), INTERRUPTED);
+        assert_eq!(code_for(&anyhow::anyhow!("something else")), LOCAL);
+        let pipe =
+            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("writing");
+        assert!(is_broken_pipe(&pipe));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("x")));
+    }
+}

@@ -1,0 +1,676 @@
+//! The work every command shares: creating a job with the journal kept
+//! ahead of it, following a job to a file, chains of extensions, and Ctrl-C.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aimlvid::{Client, ExtendModel, ExtendVideo, Generation, PollPolicy, RetryPolicy, VideoInput, Watch};
+use aimlvid_sim::RunningSim;
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use tracing::Instrument as _;
+
+use crate::config::{KEY_VARS, Settings};
+use crate::exit::{self, Failure, Interrupted};
+use crate::journal::{Chain, JobRecord, JobState, Journal, RequestOptions};
+use crate::report::{Reporter, short_duration};
+
+/// Resolves when Ctrl-C arrives; never, where signals cannot be watched.
+pub(crate) async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// What a command runs with.
+#[derive(Debug)]
+pub(crate) struct App<'r> {
+    pub(crate) settings: Settings,
+    pub(crate) journal: Journal,
+    pub(crate) report: &'r Reporter,
+    /// The in-process simulator of `--simulate`; it stops when dropped.
+    sim: Option<RunningSim>,
+    interrupt: InterruptState,
+}
+
+/// What Ctrl-C should do and say, kept current as the command goes on.
+#[derive(Debug, Default)]
+struct InterruptState {
+    /// A create request is in flight: its answer must not be lost.
+    creating: AtomicBool,
+    /// Ctrl-C arrived during a create; stop once its answer is journaled.
+    stop_requested: AtomicBool,
+    /// `aimlvid resume` is running: it is also what resumes each job.
+    resuming: AtomicBool,
+    /// What to print if interrupted now.
+    message: Mutex<String>,
+}
+
+/// A clip to extend, and how the journal names it.
+#[derive(Debug)]
+pub(crate) struct Input {
+    pub(crate) video: VideoInput,
+    /// The absolute path or the URL; never the inline bytes.
+    pub(crate) label: String,
+}
+
+impl Input {
+    /// A command-line VIDEO: an https:// URL or a local file, checked now.
+    pub(crate) async fn parse(arg: &str) -> anyhow::Result<Input> {
+        let video = VideoInput::parse(arg).await?;
+        let label = if arg.starts_with("data:") {
+            "(inline data: URI)".to_owned()
+        } else if arg.contains("://") {
+            arg.to_owned()
+        } else {
+            absolute(Path::new(arg))?.display().to_string()
+        };
+        Ok(Input { video, label })
+    }
+
+    /// The simulator's sample clip, for `--simulate` without a VIDEO.
+    pub(crate) fn sample() -> anyhow::Result<Input> {
+        Ok(Input {
+            video: VideoInput::from_bytes(aimlvid_sim::SAMPLE_INPUT)?,
+            label: "(the simulator's sample clip)".to_owned(),
+        })
+    }
+}
+
+/// A finished job: its result on disk.
+#[derive(Debug, Clone)]
+pub(crate) struct Finished {
+    pub(crate) id: String,
+    pub(crate) output: PathBuf,
+    pub(crate) bytes: u64,
+    pub(crate) credits_used: Option<f64>,
+    /// From creation (as far as known) to completion.
+    pub(crate) elapsed: Duration,
+    /// Where the result can be fetched again, when known.
+    pub(crate) video_url: Option<String>,
+}
+
+impl Finished {
+    /// A job the journal says is downloaded.
+    fn from_record(record: &JobRecord) -> anyhow::Result<Finished> {
+        let bytes = match record.bytes {
+            Some(bytes) => bytes,
+            None => std::fs::metadata(&record.output)
+                .with_context(|| format!("reading {}", record.output.display()))?
+                .len(),
+        };
+        Ok(Finished {
+            id: record.id.clone().unwrap_or_default(),
+            output: record.output.clone(),
+            bytes,
+            credits_used: record.credits_used,
+            elapsed: Duration::ZERO,
+            video_url: None,
+        })
+    }
+}
+
+/// One or more extensions, each result becoming the next input.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) model: ExtendModel,
+    /// One per step.
+    pub(crate) prompts: Vec<String>,
+    pub(crate) options: RequestOptions,
+    pub(crate) final_output: PathBuf,
+    pub(crate) force: bool,
+}
+
+impl Plan {
+    fn steps(&self) -> u32 {
+        self.prompts.len() as u32
+    }
+
+    /// Where step `step` (from 1) writes its result: the final output for
+    /// the last step, `<stem>.step<N>.<ext>` beside it for the others.
+    pub(crate) fn output_of(&self, step: u32) -> PathBuf {
+        if step >= self.steps() {
+            return self.final_output.clone();
+        }
+        let stem = self.final_output.file_stem().map_or_else(|| "extended".into(), |s| s.to_string_lossy());
+        let ext = self.final_output.extension().map_or_else(|| "mp4".into(), |s| s.to_string_lossy());
+        self.final_output.with_file_name(format!("{stem}.step{step}.{ext}"))
+    }
+
+    /// The request of step `step`.
+    pub(crate) fn request(&self, step: u32, video: VideoInput) -> ExtendVideo {
+        let o = &self.options;
+        let mut request = ExtendVideo::new(self.prompts[step as usize - 1].clone(), video).model(self.model);
+        request.aspect_ratio = o.aspect_ratio;
+        request.duration = o.duration;
+        request.resolution = o.resolution;
+        request.generate_audio = o.generate_audio;
+        request.auto_fix = o.auto_fix;
+        request.provider = o.provider.clone();
+        request
+    }
+
+    fn chain(&self, step: u32, parent: Option<String>) -> Option<Chain> {
+        (self.steps() > 1).then(|| Chain {
+            step,
+            of: self.steps(),
+            parent,
+            prompts: self.prompts.clone(),
+            final_output: self.final_output.clone(),
+        })
+    }
+
+    /// The rest of a journaled chain.
+    fn from_record(record: &JobRecord, chain: &Chain, force: bool) -> anyhow::Result<Plan> {
+        let model = record.model.as_deref().context("the journal does not say which model the chain uses")?;
+        let model: ExtendModel = serde_json::from_value(serde_json::Value::String(model.to_owned()))
+            .with_context(|| format!("the journal names an unknown extend model {model:?}"))?;
+        Ok(Plan {
+            model,
+            prompts: chain.prompts.clone(),
+            options: record.options.clone(),
+            final_output: chain.final_output.clone(),
+            force,
+        })
+    }
+}
+
+/// `path` made absolute against the current directory, so that the journal
+/// and printed commands work from anywhere.
+pub(crate) fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// Refuses to replace an existing file without `--force`.
+pub(crate) fn ensure_free(path: &Path, force: bool) -> anyhow::Result<()> {
+    if !force && path.exists() {
+        return Err(Failure::usage(format!(
+            "{} already exists; pass --force to replace it, or choose another file with -o",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Whether a step's result can go inline as the next step's input; larger
+/// ones are passed by their result URL instead.
+fn fits_inline(bytes: u64) -> bool {
+    bytes <= aimlvid::DEFAULT_MAX_INLINE_BYTES
+}
+
+/// Quotes an argument for a POSIX shell, only when it needs it.
+pub(crate) fn shell_quote(arg: &str) -> String {
+    let safe = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if safe { arg.to_owned() } else { format!("'{}'", arg.replace('\'', r"'\''")) }
+}
+
+impl<'r> App<'r> {
+    /// Sets up; with `simulate`, starts the in-process simulator.
+    pub(crate) async fn new(
+        settings: Settings,
+        report: &'r Reporter,
+        simulate: bool,
+    ) -> anyhow::Result<App<'r>> {
+        let sim = if simulate { Some(crate::sim::start_in_process().await?) } else { None };
+        let journal = Journal::new(settings.journal_dir.clone());
+        let interrupt = InterruptState {
+            message: Mutex::new("interrupted; no job had been created".to_owned()),
+            ..InterruptState::default()
+        };
+        Ok(App { settings, journal, report, sim, interrupt })
+    }
+
+    pub(crate) fn simulating(&self) -> bool {
+        self.sim.is_some()
+    }
+
+    /// A client for the server `journaled` (a job's base URL from the
+    /// journal) unless a flag or the environment names another.
+    pub(crate) fn client(&self, journaled: Option<&str>) -> anyhow::Result<Client> {
+        let scale = self.settings.time_scale;
+        let builder = match &self.sim {
+            Some(sim) => {
+                // Polls keep pace with the in-process simulator's own clock.
+                let scale = crate::sim::SIMULATE_TIME_SCALE;
+                Client::builder()
+                    .api_key(aimlvid_sim::DEFAULT_API_KEY)
+                    .base_url(sim.base_url())
+                    .poll_policy(PollPolicy::default().time_scaled(scale))
+                    .retry_policy(RetryPolicy::default().time_scaled(scale))
+            }
+            None => {
+                let mut builder =
+                    aimlvid::ClientBuilder::from_env().base_url(self.settings.base_url(journaled));
+                if scale != 1.0 {
+                    builder = builder
+                        .poll_policy(PollPolicy::default().time_scaled(scale))
+                        .retry_policy(RetryPolicy::default().time_scaled(scale));
+                }
+                builder
+            }
+        };
+        builder.build().map_err(|e| match e {
+            aimlvid::Error::MissingApiKey => Failure::new(
+                exit::AUTH,
+                format!(
+                    "no API key: set {} in the environment (export {}=<your key>; keys are at \
+                     https://aimlapi.com/app/keys), or add --simulate to try aimlvid without one",
+                    KEY_VARS[0], KEY_VARS[0]
+                ),
+            )
+            .into(),
+            other => other.into(),
+        })
+    }
+
+    /// A new journal record for a job on `client`'s server.
+    pub(crate) fn record(&self, client: &Client, output: PathBuf, state: JobState) -> JobRecord {
+        let mut record = JobRecord::new(client.base_url().to_owned(), output, state);
+        record.simulated = self.simulating();
+        record
+    }
+
+    /// A record for a job known only by its id (one created elsewhere).
+    pub(crate) fn adopt(&self, client: &Client, id: &str, output: PathBuf) -> JobRecord {
+        let mut record = self.record(client, output, JobState::Queued);
+        record.id = Some(id.to_owned());
+        record
+    }
+
+    /// The command that picks `record`'s job up again, as the user would type it.
+    pub(crate) fn resume_command(&self, record: &JobRecord) -> String {
+        let mut args: Vec<String> = vec!["aimlvid".into()];
+        let chained = record.chain.as_ref().is_some_and(|c| c.of > 1);
+        if self.interrupt.resuming.load(Ordering::SeqCst) || chained {
+            args.push("resume".into());
+        } else {
+            args.extend([
+                "wait".into(),
+                record.id.clone().unwrap_or_default(),
+                "-o".into(),
+                record.output.display().to_string(),
+            ]);
+        }
+        let default = aimlvid::DEFAULT_BASE_URL.trim_end_matches('/');
+        if record.base_url.trim_end_matches('/') != default {
+            args.extend(["--base-url".into(), record.base_url.clone()]);
+        }
+        if self.settings.journal_from_flag {
+            args.extend(["--journal".into(), self.journal.dir().display().to_string()]);
+        }
+        args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Sets what Ctrl-C says while `record`'s job runs.
+    fn set_hint(&self, record: &JobRecord) {
+        let id = record.id.as_deref().unwrap_or("(unknown)");
+        let message = if record.simulated {
+            format!(
+                "generation {id} ran on the in-process simulator, which stops with this command; \
+                 nothing is left running"
+            )
+        } else {
+            let step = match &record.chain {
+                Some(c) if c.of > 1 => format!(" (step {} of {})", c.step, c.of),
+                _ => String::new(),
+            };
+            format!("generation {id}{step} is still running; resume with: {}", self.resume_command(record))
+        };
+        self.set_message(message);
+    }
+
+    fn set_message(&self, message: String) {
+        *self.interrupt.message.lock().unwrap_or_else(|e| e.into_inner()) = message;
+    }
+
+    fn message(&self) -> String {
+        self.interrupt.message.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Marks this run as `aimlvid resume`, whose jobs it resumes itself.
+    pub(crate) fn set_resuming(&self) {
+        self.interrupt.resuming.store(true, Ordering::SeqCst);
+        self.set_message("interrupted; resume with: aimlvid resume".to_owned());
+    }
+
+    /// Runs `work` until it ends or Ctrl-C arrives. Ctrl-C during a create
+    /// lets the create finish first, so that the job it may have started is
+    /// journaled with its id; a second Ctrl-C abandons it.
+    pub(crate) async fn interruptible<T>(
+        &self,
+        work: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                result = &mut work => return result,
+                () = ctrl_c() => {
+                    let creating = self.interrupt.creating.load(Ordering::SeqCst);
+                    if creating && !self.interrupt.stop_requested.swap(true, Ordering::SeqCst) {
+                        self.report.warn(
+                            "Ctrl-C: finishing the create request so that its job is not lost; \
+                             press Ctrl-C again to abandon it",
+                        );
+                        continue;
+                    }
+                    return Err(Interrupted(self.message()).into());
+                }
+            }
+        }
+    }
+
+    /// Creates a job. The journal records the request before it is sent
+    /// and the id as soon as it is known, so a crash at any point leaves a
+    /// trace of a job that may be billed. A create the API refused leaves no
+    /// job, and its record is removed.
+    pub(crate) async fn create(
+        &self,
+        client: &Client,
+        request: &ExtendVideo,
+        mut record: JobRecord,
+    ) -> anyhow::Result<(Generation, JobRecord)> {
+        record.state = JobState::Creating;
+        self.journal.save(&mut record)?;
+        self.set_message(format!(
+            "interrupted while creating a job: it may exist and be billed. It is in the journal as \
+             `creating` (see `aimlvid jobs`); check https://aimlapi.com/app before creating it again \
+             [journal record {}]",
+            record.key
+        ));
+        self.interrupt.creating.store(true, Ordering::SeqCst);
+        let answer = client.create(request).await;
+        self.interrupt.creating.store(false, Ordering::SeqCst);
+        match answer {
+            Ok(created) => {
+                let id = created.id.clone();
+                record.id = Some(id.clone());
+                record.state = JobState::from_status(&created.status);
+                self.journal
+                    .save(&mut record)
+                    .with_context(|| format!("generation {id} was created but could not be journaled"))?;
+                self.report.set_current(Some(&id));
+                let step = record.chain.as_ref().map(|c| (c.step, c.of));
+                self.report.created(&id, request.model.id(), step);
+                self.set_hint(&record);
+                if self.interrupt.stop_requested.load(Ordering::SeqCst) {
+                    return Err(Interrupted(self.message()).into());
+                }
+                Ok((created, record))
+            }
+            Err(e @ aimlvid::Error::CreateOutcomeUnknown { .. }) => {
+                record.state = JobState::Unknown;
+                record.error = Some(e.to_string());
+                self.journal.save(&mut record)?;
+                self.report.warn(format!(
+                    "the request is recorded in the journal (aimlvid jobs) as record {}",
+                    record.key
+                ));
+                Err(e.into())
+            }
+            Err(e) => {
+                self.journal.remove(&record.key)?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Waits for a journaled job with `watch`, then downloads its result,
+    /// keeping the journal current all along. `fresh` says the job was
+    /// created by this command (so its age is the wait's).
+    pub(crate) async fn follow(
+        &self,
+        client: &Client,
+        record: &mut JobRecord,
+        watch: Watch,
+        force: bool,
+        fresh: bool,
+    ) -> anyhow::Result<Finished> {
+        let id = record.id.clone().context("a journaled job without an id cannot be followed")?;
+        self.report.set_current(Some(&id));
+        self.set_hint(record);
+        let since = if fresh { Duration::ZERO } else { record.age().unwrap_or_default() };
+        let label = match &record.chain {
+            Some(c) if c.of > 1 => format!("{id} (step {} of {})", c.step, c.of),
+            _ => id.clone(),
+        };
+        let waiting = self.report.waiting(&id, &label, since);
+        let mut watch = watch;
+        let outcome: anyhow::Result<Generation> = async {
+            let mut last = None;
+            while let Some(item) = watch.next().await {
+                let generation = item?;
+                waiting.status(&generation.status);
+                let state = JobState::from_status(&generation.status);
+                // A started download stays `downloading`: its part file is this job's.
+                let keep = record.state == JobState::Downloading && state == JobState::Completed;
+                if record.state != state && !keep {
+                    record.state = state;
+                    self.journal.save(record)?;
+                }
+                last = Some(generation);
+            }
+            Ok(last.context("the API reported nothing about the job")?.into_result()?)
+        }
+        .await;
+        let elapsed = waiting.elapsed();
+        let generation = match outcome {
+            Ok(generation) => {
+                waiting.finish(Some(format!("completed {label} in {}", short_duration(elapsed))));
+                generation
+            }
+            Err(e) => {
+                waiting.finish(None);
+                if matches!(e.downcast_ref::<aimlvid::Error>(), Some(aimlvid::Error::GenerationFailed { .. }))
+                {
+                    record.state = JobState::Failed;
+                }
+                record.error = Some(format!("{e:#}"));
+                self.journal.save(record)?;
+                return Err(e);
+            }
+        };
+        let bytes = self.fetch(client, record, &generation, force).await?;
+        Ok(Finished {
+            id,
+            output: record.output.clone(),
+            bytes,
+            credits_used: generation.credits_used(),
+            elapsed,
+            video_url: generation.video_url().map(str::to_owned),
+        })
+    }
+
+    /// Downloads a completed job's result to the record's output, resuming
+    /// the record's own partial download if there is one.
+    pub(crate) async fn fetch(
+        &self,
+        client: &Client,
+        record: &mut JobRecord,
+        generation: &Generation,
+        force: bool,
+    ) -> anyhow::Result<u64> {
+        let id = &generation.id;
+        let url = generation.video_url().ok_or_else(|| {
+            Failure::new(exit::NETWORK, format!("generation {id} completed without a video URL"))
+        })?;
+        let dest = record.output.clone();
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        if !force && dest.exists() {
+            return Err(Failure::usage(format!(
+                "{} already exists; pass --force to replace it, or choose another file with -o \
+                 (the result stays available: aimlvid download {id} -o FILE)",
+                dest.display()
+            ))
+            .into());
+        }
+        // A part file this job did not start belongs to another download:
+        // resuming it would splice two videos together.
+        let part = aimlvid::partial_path(&dest);
+        if record.state != JobState::Downloading && part.exists() {
+            tracing::info!("removing {}, left by another download", part.display());
+            std::fs::remove_file(&part).with_context(|| format!("removing {}", part.display()))?;
+        }
+        record.state = JobState::Downloading;
+        record.credits_used = generation.credits_used();
+        self.journal.save(record)?;
+        let bar = self.report.download(&dest);
+        let span = tracing::info_span!("download", generation_id = %id);
+        let result = client.download_url(url, &dest, |p| bar.update(p)).instrument(span).await;
+        drop(bar);
+        match result {
+            Ok(file) => {
+                record.state = JobState::Downloaded;
+                record.bytes = Some(file.bytes);
+                record.error = None;
+                self.journal.save(record)?;
+                self.report.downloaded(&file.path, file.bytes);
+                Ok(file.bytes)
+            }
+            Err(e) => {
+                record.error = Some(e.to_string());
+                self.journal.save(record)?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Runs steps `first..` of `plan`, starting from `input`; `parent` is
+    /// the id of the step before `first`, if any.
+    pub(crate) async fn run_chain(
+        &self,
+        client: &Client,
+        plan: &Plan,
+        first: u32,
+        input: Input,
+        parent: Option<String>,
+    ) -> anyhow::Result<Vec<Finished>> {
+        let mut input = Some(input);
+        let mut parent = parent;
+        let mut done = Vec::new();
+        for step in first..=plan.steps() {
+            let Input { video, label } = match input.take() {
+                Some(input) => input,
+                None => next_input(client, done.last().context("a chain step without an input")?).await?,
+            };
+            let mut record = self.record(client, plan.output_of(step), JobState::Creating);
+            record.model = Some(plan.model.id().to_owned());
+            record.prompt = Some(plan.prompts[step as usize - 1].clone());
+            record.input = Some(label);
+            record.options = plan.options.clone();
+            record.chain = plan.chain(step, parent.clone());
+            let request = plan.request(step, video);
+            let (created, mut record) = self.create(client, &request, record).await?;
+            // The inline video can be megabytes: do not hold it while waiting.
+            drop(request);
+            let finished =
+                self.follow(client, &mut record, client.watch_created(created), plan.force, true).await?;
+            parent = Some(finished.id.clone());
+            done.push(finished);
+        }
+        Ok(done)
+    }
+
+    /// Finishes one journaled job: waits for it and downloads it unless
+    /// that is done, then carries on with its chain if it has one that
+    /// `has_next` says was not continued yet.
+    pub(crate) async fn resume_one(
+        &self,
+        record: &mut JobRecord,
+        has_next: bool,
+        force: bool,
+    ) -> anyhow::Result<Vec<Finished>> {
+        let id = record.id.clone().context("a journaled job without an id cannot be resumed")?;
+        let client = self.client(Some(&record.base_url))?;
+        let first = if record.state == JobState::Downloaded {
+            Finished::from_record(record)?
+        } else {
+            self.follow(&client, record, client.watch(id.as_str()), force, false).await?
+        };
+        let mut done = vec![first.clone()];
+        if let Some(chain) = record.chain.clone().filter(|c| c.step < c.of && !has_next) {
+            let plan = Plan::from_record(record, &chain, force)?;
+            let input = next_input(&client, &first).await?;
+            done.extend(self.run_chain(&client, &plan, chain.step + 1, input, Some(id)).await?);
+        }
+        Ok(done)
+    }
+}
+
+/// The next chain step's input: the previous result, inline when small
+/// enough, else by its URL.
+async fn next_input(client: &Client, previous: &Finished) -> anyhow::Result<Input> {
+    if fits_inline(previous.bytes) {
+        let video = VideoInput::from_file(&previous.output).await?;
+        return Ok(Input { video, label: previous.output.display().to_string() });
+    }
+    let url = match &previous.video_url {
+        Some(url) => url.clone(),
+        None => client
+            .get(&previous.id)
+            .await?
+            .video_url()
+            .map(str::to_owned)
+            .with_context(|| format!("generation {} has no video URL to extend", previous.id))?,
+    };
+    Ok(Input { video: VideoInput::url(&url)?, label: url })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(steps: usize) -> Plan {
+        Plan {
+            model: ExtendModel::Fast,
+            prompts: (1..=steps).map(|i| format!("prompt {i}")).collect(),
+            options: RequestOptions { generate_audio: Some(false), ..RequestOptions::default() },
+            final_output: PathBuf::from("/videos/clip-extended.mp4"),
+            force: false,
+        }
+    }
+
+    #[test]
+    fn chain_steps_write_beside_the_final_output() {
+        let p = plan(3);
+        assert_eq!(p.output_of(1), PathBuf::from("/videos/clip-extended.step1.mp4"));
+        assert_eq!(p.output_of(2), PathBuf::from("/videos/clip-extended.step2.mp4"));
+        assert_eq!(p.output_of(3), PathBuf::from("/videos/clip-extended.mp4"));
+        assert_eq!(plan(1).output_of(1), PathBuf::from("/videos/clip-extended.mp4"));
+        assert!(plan(1).chain(1, None).is_none());
+        let chain = p.chain(2, Some("g1".into())).unwrap();
+        assert_eq!((chain.step, chain.of, chain.parent.as_deref()), (2, 3, Some("g1")));
+    }
+
+    #[test]
+    fn requests_carry_every_option() {
+        let video = VideoInput::url("https://example.com/a.mp4").unwrap();
+        let request = plan(2).request(2, video);
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(json["prompt"], "prompt 2");
+        assert_eq!(json["generate_audio"], false);
+        assert_eq!(json["model"], "google/veo3-1-fast-extend-video");
+        assert!(json.get("aspect_ratio").is_none());
+    }
+
+    #[test]
+    fn large_results_go_by_url() {
+        assert!(fits_inline(18_000));
+        assert!(fits_inline(aimlvid::DEFAULT_MAX_INLINE_BYTES));
+        assert!(!fits_inline(aimlvid::DEFAULT_MAX_INLINE_BYTES + 1));
+    }
+
+    #[test]
+    fn arguments_are_quoted_only_when_needed() {
+        assert_eq!(shell_quote("/tmp/out.mp4"), "/tmp/out.mp4");
+        assert_eq!(shell_quote("http://127.0.0.1:8787/"), "http://127.0.0.1:8787/");
+        assert_eq!(shell_quote("my clip.mp4"), "'my clip.mp4'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

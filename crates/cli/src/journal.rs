@@ -1,0 +1,371 @@
+//! The local job journal: every job this tool creates or follows, so that a
+//! paid job is never lost.
+//!
+//! It is a directory holding one JSON file per job. A record is rewritten as
+//! its job moves (creating → queued → … → downloaded), and each rewrite goes
+//! to a temporary file that is fsynced and then renamed over the record, so
+//! a kill at any instant leaves either the old or the new record, never a
+//! torn one. One file per job (rather than one JSON-lines log) also means
+//! that two processes, say an `extend` and a `resume`, write different files,
+//! and that nothing ever needs compacting.
+//!
+//! The API key is never written here; prompts and result paths are, so files
+//! are created readable by their owner only.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// Where a job is, as far as this tool knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum JobState {
+    /// The create request was about to be sent; if the record stays in this
+    /// state, the process died before the answer arrived.
+    Creating,
+    /// The create may have been accepted but its answer was lost.
+    Unknown,
+    /// Waiting for a worker upstream.
+    Queued,
+    /// Being generated upstream.
+    Generating,
+    /// Finished upstream; not yet downloaded.
+    Completed,
+    /// Its download has started: `<output>.part` holds what has arrived.
+    Downloading,
+    /// The result is at `output`.
+    Downloaded,
+    /// The job ended in error upstream.
+    Failed,
+}
+
+impl JobState {
+    /// The state matching a status the API reported.
+    pub(crate) fn from_status(status: &aimlvid::Status) -> JobState {
+        match status {
+            aimlvid::Status::Queued => JobState::Queued,
+            aimlvid::Status::Completed => JobState::Completed,
+            aimlvid::Status::Error => JobState::Failed,
+            // `generating`, and whatever in-progress status the API adds.
+            _ => JobState::Generating,
+        }
+    }
+
+    /// As shown by `aimlvid jobs`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            JobState::Creating => "creating",
+            JobState::Unknown => "unknown",
+            JobState::Queued => "queued",
+            JobState::Generating => "generating",
+            JobState::Completed => "completed",
+            JobState::Downloading => "downloading",
+            JobState::Downloaded => "downloaded",
+            JobState::Failed => "failed",
+        }
+    }
+
+    /// Whether the upstream may still be working on it, or its result is
+    /// still to be fetched.
+    pub(crate) fn is_unfinished(self) -> bool {
+        matches!(self, JobState::Queued | JobState::Generating | JobState::Completed | JobState::Downloading)
+    }
+}
+
+/// The request fields other than the model, prompt and video, as sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RequestOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) aspect_ratio: Option<aimlvid::AspectRatio>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) duration: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) resolution: Option<aimlvid::Resolution>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) generate_audio: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) auto_fix: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) provider: Option<aimlvid::Provider>,
+}
+
+/// A job's place in a chain of extensions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Chain {
+    /// This job's step, from 1.
+    pub(crate) step: u32,
+    /// Steps in all.
+    pub(crate) of: u32,
+    /// The previous step's generation id, whose result is this step's input.
+    pub(crate) parent: Option<String>,
+    /// Every step's prompt, so that `resume` can finish the chain.
+    pub(crate) prompts: Vec<String>,
+    /// Where the last step's result goes.
+    pub(crate) final_output: PathBuf,
+}
+
+/// One job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct JobRecord {
+    /// The record's own name (its file is `<key>.json`): a job whose create
+    /// answer never arrived has no generation id.
+    pub(crate) key: String,
+    /// The generation id.
+    pub(crate) id: Option<String>,
+    pub(crate) state: JobState,
+    /// The model id; `None` for a job this tool did not create.
+    pub(crate) model: Option<String>,
+    pub(crate) prompt: Option<String>,
+    /// The local file (absolute) or URL that was sent; never the inline bytes.
+    pub(crate) input: Option<String>,
+    #[serde(default)]
+    pub(crate) options: RequestOptions,
+    /// The server the job lives on.
+    pub(crate) base_url: String,
+    /// RFC 3339, UTC.
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+    /// Where the result is (to be) written; absolute.
+    pub(crate) output: PathBuf,
+    /// Created on an in-process simulator, which died with its process.
+    #[serde(default)]
+    pub(crate) simulated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) chain: Option<Chain>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) credits_used: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) bytes: Option<u64>,
+    /// The last error met while following the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
+impl JobRecord {
+    /// A new record, named after the current time.
+    pub(crate) fn new(base_url: String, output: PathBuf, state: JobState) -> JobRecord {
+        let now = SystemTime::now();
+        let stamp = humantime::format_rfc3339_millis(now).to_string();
+        let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+        JobRecord {
+            key: format!("{digits}-{:08x}", fastrand::u32(..)),
+            id: None,
+            state,
+            model: None,
+            prompt: None,
+            input: None,
+            options: RequestOptions::default(),
+            base_url,
+            created_at: stamp.clone(),
+            updated_at: stamp,
+            output,
+            simulated: false,
+            chain: None,
+            credits_used: None,
+            bytes: None,
+            error: None,
+        }
+    }
+
+    /// How long ago the record was made, if its time reads back.
+    pub(crate) fn age(&self) -> Option<Duration> {
+        let created = humantime::parse_rfc3339(&self.created_at).ok()?;
+        SystemTime::now().duration_since(created).ok()
+    }
+}
+
+/// The journal directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Journal {
+    dir: PathBuf,
+}
+
+impl Journal {
+    /// The journal in `dir`, which is created when the first record is saved.
+    pub(crate) fn new(dir: PathBuf) -> Journal {
+        Journal { dir }
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path_of(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.json"))
+    }
+
+    /// Writes a record durably, replacing its previous version atomically.
+    pub(crate) fn save(&self, record: &mut JobRecord) -> anyhow::Result<()> {
+        record.updated_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        // Keys are ours (digits, a dash, hex), so they cannot leave the directory.
+        anyhow::ensure!(
+            record.key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "invalid journal key {:?}",
+            record.key
+        );
+        self.create_dir()?;
+        let json = serde_json::to_vec_pretty(record).context("encoding a journal record")?;
+        let path = self.path_of(&record.key);
+        let tmp = self.dir.join(format!(".{}.{}.tmp", record.key, std::process::id()));
+        let written = (|| {
+            let mut file = private_file(&tmp)?;
+            file.write_all(&json)?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            sync_dir(&self.dir)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written.with_context(|| format!("writing the job journal at {}", path.display()))
+    }
+
+    /// Deletes a record: for a create the API refused, which left no job.
+    pub(crate) fn remove(&self, key: &str) -> anyhow::Result<()> {
+        match fs::remove_file(self.path_of(key)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing journal record {key}")),
+        }
+    }
+
+    /// Every record, oldest first. Files that do not parse are skipped with
+    /// a warning, so that one bad file cannot hide the others.
+    pub(crate) fn load_all(&self) -> anyhow::Result<Vec<JobRecord>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading the job journal at {}", self.dir.display()));
+            }
+        };
+        let mut records = Vec::new();
+        for entry in entries {
+            let path =
+                entry.with_context(|| format!("reading the job journal at {}", self.dir.display()))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            // Dot files are writes in progress, or left by a killed one.
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let parsed = fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| serde_json::from_slice::<JobRecord>(&bytes).map_err(Into::into));
+            match parsed {
+                Ok(record) => records.push(record),
+                Err(e) => tracing::warn!("skipping journal file {}: {e}", path.display()),
+            }
+        }
+        records.sort_by(|a, b| (&a.created_at, &a.key).cmp(&(&b.created_at, &b.key)));
+        Ok(records)
+    }
+
+    /// The newest record of generation `id`.
+    pub(crate) fn find(&self, id: &str) -> anyhow::Result<Option<JobRecord>> {
+        Ok(self.load_all()?.into_iter().rev().find(|r| r.id.as_deref() == Some(id)))
+    }
+
+    fn create_dir(&self) -> anyhow::Result<()> {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&self.dir)
+            .with_context(|| format!("creating the job journal at {}", self.dir.display()))
+    }
+}
+
+fn private_file(path: &Path) -> std::io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Makes a rename durable: on Unix the directory entry itself must be synced.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(journal: &Journal, id: &str) -> JobRecord {
+        let mut r =
+            JobRecord::new("http://127.0.0.1:1/".into(), PathBuf::from("/tmp/out.mp4"), JobState::Queued);
+        r.id = Some(id.to_owned());
+        r.prompt = Some("a prompt".into());
+        journal.save(&mut r).unwrap();
+        r
+    }
+
+    #[test]
+    fn records_round_trip_and_are_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().join("jobs"));
+        assert!(journal.load_all().unwrap().is_empty());
+        let mut first = record(&journal, "g1");
+        let second = record(&journal, "g2");
+        first.state = JobState::Downloaded;
+        first.bytes = Some(42);
+        journal.save(&mut first).unwrap();
+
+        let all = journal.load_all().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], first);
+        assert_eq!(all[1], second);
+        assert_eq!(journal.find("g2").unwrap().unwrap(), second);
+        assert!(journal.find("nope").unwrap().is_none());
+        let names: Vec<_> = fs::read_dir(journal.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
+
+        journal.remove(&first.key).unwrap();
+        journal.remove(&first.key).unwrap();
+        assert_eq!(journal.load_all().unwrap(), vec![second]);
+    }
+
+    #[test]
+    fn a_bad_file_hides_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().to_owned());
+        let good = record(&journal, "g1");
+        fs::write(dir.path().join("torn.json"), b"{\"key\": ").unwrap();
+        fs::write(dir.path().join(".x.1.tmp"), b"partial").unwrap();
+        assert_eq!(journal.load_all().unwrap(), vec![good]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn records_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().join("jobs"));
+        let r = record(&journal, "g1");
+        let mode = fs::metadata(journal.path_of(&r.key)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mode = fs::metadata(journal.dir()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn api_statuses_map_to_states() {
+        assert_eq!(JobState::from_status(&aimlvid::Status::Queued), JobState::Queued);
+        assert_eq!(JobState::from_status(&aimlvid::Status::Other("moderating".into())), JobState::Generating);
+        assert_eq!(JobState::from_status(&aimlvid::Status::Error), JobState::Failed);
+        assert!(JobState::Downloading.is_unfinished());
+        assert!(!JobState::Downloaded.is_unfinished());
+        assert!(!JobState::Unknown.is_unfinished());
+    }
+}

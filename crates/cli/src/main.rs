@@ -1,0 +1,145 @@
+//! `aimlvid`: extend a clip with the AI/ML API and get a playable file back.
+//!
+//! `main` parses the command line, sets up logging and a Tokio runtime, runs
+//! the command, and turns its outcome into one line on stderr (or a JSON
+//! `result` object) and an exit code from [`exit`].
+
+mod cli;
+mod commands;
+mod config;
+mod exit;
+mod jobs;
+mod journal;
+mod logging;
+mod report;
+mod sim;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory as _, Parser as _};
+use indicatif::{MultiProgress, ProgressDrawTarget};
+
+use crate::cli::{Cli, Command};
+use crate::config::Settings;
+use crate::exit::Interrupted;
+use crate::jobs::App;
+use crate::report::{Mode, Reporter};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let mode = Mode::detect(cli.global.quiet, cli.global.json);
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    logging::init(cli.global.verbose, cli.global.quiet || cli.global.json, multi.clone());
+    let report = Reporter::new(mode, multi);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            report.failure(&format!("cannot start the async runtime: {e}"), exit::LOCAL, false);
+            return ExitCode::from(exit::LOCAL);
+        }
+    };
+    let outcome = runtime.block_on(run(cli, &report));
+    // Whatever is still running (an in-process simulator's tasks) ends with us.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    let code = match outcome {
+        Ok(code) => code,
+        Err(err) if exit::is_broken_pipe(&err) => exit::OK,
+        Err(err) => {
+            let code = exit::code_for(&err);
+            let interrupted = err.chain().any(|c| c.is::<Interrupted>());
+            report.failure(&one_line(&err), code, interrupted);
+            code
+        }
+    };
+    ExitCode::from(code)
+}
+
+async fn run(cli: Cli, report: &Reporter) -> anyhow::Result<u8> {
+    let command = match cli.command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "aimlvid", &mut script);
+            let mut out = std::io::stdout().lock();
+            out.write_all(&script)?;
+            out.flush()?;
+            return Ok(exit::OK);
+        }
+        Command::Sim(args) => {
+            sim::serve(&args, report).await?;
+            return Ok(exit::OK);
+        }
+        command => command,
+    };
+    let settings = Settings::resolve(&cli.global)?;
+    let app = App::new(settings, report, cli.global.simulate).await?;
+    match command {
+        Command::Extend(args) => commands::extend(&app, args).await,
+        Command::Status { id } => commands::status(&app, &id).await,
+        Command::Wait { id, output, force } => commands::wait(&app, &id, output, force).await,
+        Command::Download { id, output, force } => commands::download(&app, &id, output, force).await,
+        Command::Jobs => commands::jobs(&app),
+        Command::Resume { force } => commands::resume(&app, force).await,
+        Command::Completions { .. } | Command::Sim(_) => unreachable!("handled above"),
+    }
+}
+
+/// An error on one line: the messages of its chain down to the library's
+/// error (whose message already includes its direct cause), then the
+/// deepest cause, which is often the useful one ("Connection refused").
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut chain = err.chain();
+    for cause in chain.by_ref() {
+        parts.push(cause.to_string());
+        if cause.is::<aimlvid::Error>() {
+            break;
+        }
+    }
+    let mut line = parts.join(": ");
+    if let Some(root) = chain.last() {
+        let root = root.to_string();
+        if !line.contains(&root) {
+            line.push_str(&format!(" (cause: {root})"));
+        }
+    }
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Clap's errors span several lines; scripts and people get the first
+/// paragraph on one line. Help and version go out as clap prints them.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(exit::USAGE);
+    }
+    let text = e.render().to_string();
+    let first: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+    let _ = writeln!(std::io::stderr(), "{} (see aimlvid --help)", first.join(" "));
+    ExitCode::from(exit::USAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_fit_on_one_line_without_repeating_themselves() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied\nreally");
+        let lib = aimlvid::Error::Io { action: "writing", path: "/x/out.mp4".into(), source: io };
+        let err = anyhow::Error::new(lib).context("saving the result");
+        assert_eq!(one_line(&err), "saving the result: writing /x/out.mp4: denied really");
+        let plain = anyhow::anyhow!("root").context("middle").context("top");
+        assert_eq!(one_line(&plain), "top: middle: root");
+    }
+}

@@ -1,0 +1,84 @@
+//! Bad input: a clear one-line error, exit 2, and no request at all.
+
+use crate::{Env, stderr};
+
+/// Runs `aimlvid extend ARGS` and checks it fails with exit 2, one line
+/// on stderr containing `message`, nothing on stdout and nothing sent.
+fn refused(env: &Env, args: &[&str], message: &str) {
+    let out = env.cmd().arg("extend").args(args).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: not one line: {err}");
+    assert!(err.contains(message), "{args:?}: {err:?} lacks {message:?}");
+    assert!(out.stdout.is_empty(), "{args:?}");
+    let requests = env.sim.requests();
+    assert!(requests.is_empty(), "{args:?} sent {requests:?}");
+    assert!(env.records().is_empty(), "{args:?} journaled a job");
+}
+
+#[test]
+fn bad_videos_are_refused_before_any_request() {
+    let env = Env::new();
+    std::fs::write(env.path("notes.mp4"), "not a video at all").unwrap();
+    refused(&env, &["missing.mp4", "-p", "x"], "missing.mp4: no such file");
+    refused(&env, &["notes.mp4", "-p", "x"], "notes.mp4 is not a video");
+    refused(&env, &["ftp://example.com/a.mp4", "-p", "x"], "only fetches videos over https, not ftp:");
+    refused(&env, &["http://example.com/a.mp4", "-p", "x"], "only fetches videos over https, not http:");
+    refused(&env, &["-p", "x"], "give the VIDEO to extend");
+}
+
+#[test]
+fn bad_prompts_and_options_are_refused_before_any_request() {
+    let env = Env::new();
+    env.clip();
+    refused(&env, &["clip.mp4", "-p", ""], "the prompt is empty");
+    refused(&env, &["clip.mp4", "-p", "   "], "the prompt is empty");
+    refused(&env, &["clip.mp4", "-p", "a", "-p", ""], "prompt 2 is empty");
+    refused(&env, &["clip.mp4", "-p", "x", "--duration", "8"], "accept only --duration 7");
+    refused(&env, &["clip.mp4", "-p", "x", "--resolution", "1080p"], "accept only --resolution 720p");
+    refused(
+        &env,
+        &["clip.mp4", "-p", "x", "--aspect-ratio", "4:3"],
+        "invalid value '4:3' for '--aspect-ratio",
+    );
+    refused(&env, &["clip.mp4", "-p", "x", "--provider", "acme"], "invalid value 'acme' for '--provider");
+    refused(&env, &["clip.mp4", "-p", "x", "--model", "turbo"], "invalid value 'turbo' for '--model");
+    refused(&env, &["clip.mp4", "-p", "x", "--times", "0"], "--times");
+    refused(&env, &["clip.mp4"], "--prompt");
+    refused(&env, &["clip.mp4", "-p", "x", "--no-wait", "--times", "2"], "cannot be used with");
+}
+
+#[test]
+fn a_missing_key_says_how_to_set_one() {
+    let env = Env::new();
+    env.clip();
+    let out =
+        env.cmd().env_remove("AIMLAPI_API_KEY").args(["extend", "clip.mp4", "-p", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no API key: set AIMLAPI_API_KEY in the environment (export AIMLAPI_API_KEY=<your key>"),
+        "{err}"
+    );
+    assert!(err.contains("--simulate"), "{err}");
+    assert!(env.sim.requests().is_empty());
+}
+
+#[test]
+fn a_bad_config_file_or_base_url_is_a_usage_error() {
+    let env = Env::new();
+    env.clip();
+    std::fs::write(env.path("aimlvid.toml"), "api_key = \"sk-in-a-file\"\n").unwrap();
+    let out = env.cmd().args(["--config", "aimlvid.toml", "jobs"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("api_key is not read from files; set AIMLAPI_API_KEY"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("sk-in-a-file"));
+
+    let out =
+        env.cmd().args(["--base-url", "api.example.com", "extend", "clip.mp4", "-p", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not a URL"), "{}", stderr(&out));
+    assert!(env.sim.requests().is_empty());
+}

@@ -1,0 +1,123 @@
+//! Each documented exit code, earned the way a user would earn it.
+
+use aimlvid_sim::{Fault, Route, SimConfig, Spread};
+use predicates::prelude::*;
+
+use crate::{Env, quick, stderr};
+
+#[test]
+fn a_refused_key_or_no_credits_exit_3() {
+    let env = Env::new();
+    env.clip();
+    env.cmd()
+        .env("AIMLAPI_API_KEY", "sk-wrong")
+        .args(["extend", "clip.mp4", "-p", "x"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("the API refused the key (401"));
+    // A refused create leaves no job, so nothing stays in the journal.
+    assert!(env.records().is_empty());
+
+    let broke = Env::with(SimConfig { credit_balance: Some(0.0), ..quick() });
+    broke.clip();
+    broke
+        .cmd()
+        .args(["extend", "clip.mp4", "-p", "x"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("out of credits (403"));
+}
+
+#[test]
+fn an_invalid_request_or_unknown_id_exits_4() {
+    let env = Env::new();
+    env.cmd()
+        .args(["status", "no-such-generation"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("generation no-such-generation not found (404"));
+    env.sim.inject(Route::Create, Fault::Status(400), 1);
+    env.clip();
+    env.cmd()
+        .args(["extend", "clip.mp4", "-p", "x"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("invalid request (400"));
+    assert!(env.records().is_empty());
+}
+
+#[test]
+fn a_failed_generation_exits_5_and_is_journaled() {
+    let env = Env::with(SimConfig { failure_rate: 1.0, ..quick() });
+    env.clip();
+    let out = env.cmd().args(["extend", "clip.mp4", "-p", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains(" failed: "), "{}", stderr(&out));
+    let record = &env.records()[0];
+    assert_eq!(record["state"], "failed");
+    assert!(record["error"].as_str().unwrap().contains("failed"), "{record}");
+    assert!(!env.path("clip-extended.mp4").exists());
+}
+
+#[test]
+fn a_wait_past_its_deadline_exits_6_and_the_job_stays_resumable() {
+    // The job takes an hour (3.6 s real); the client's 30-minute deadline,
+    // scaled 10 000 times, passes after 0.18 s.
+    let env = Env::with(SimConfig {
+        generation_time: Spread::Fixed(std::time::Duration::from_secs(3600)),
+        ..quick()
+    });
+    env.clip();
+    let out = env
+        .cmd()
+        .env("AIMLVID_TIME_SCALE", "10000")
+        .args(["extend", "clip.mp4", "-p", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("it keeps running upstream"), "{}", stderr(&out));
+    assert_eq!(env.records()[0]["state"], "generating");
+}
+
+#[test]
+fn network_trouble_exits_7() {
+    // Nothing listens there: refused connections are retried, then reported.
+    let env = Env::new();
+    env.clip();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    env.cmd()
+        .args(["--base-url", &url, "extend", "clip.mp4", "-p", "x"])
+        .assert()
+        .code(7)
+        .stderr(predicate::str::contains("network error talking to 127.0.0.1:"));
+    assert!(env.records().is_empty(), "nothing was created");
+}
+
+#[test]
+fn a_create_whose_answer_is_lost_exits_7_and_stays_findable() {
+    let env = Env::new();
+    env.clip();
+    env.sim.inject(Route::Create, Fault::AfterAccept(Box::new(Fault::DropConnection)), 1);
+    let out = env.cmd().args(["extend", "clip.mp4", "-p", "Find me"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the create request may have been accepted"), "{}", stderr(&out));
+    // Billed upstream, never repeated, and recorded with what was sent.
+    assert_eq!(env.sim.stats().jobs_created, 1);
+    assert_eq!(env.sim.stats().create_requests, 1);
+    let record = &env.records()[0];
+    assert_eq!(record["state"], "unknown");
+    assert_eq!(record["prompt"], "Find me");
+    assert_eq!(record["input"], env.path("clip.mp4").display().to_string());
+    env.cmd()
+        .arg("jobs")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("unknown").and(predicate::str::contains("may exist: check")));
+    env.cmd()
+        .arg("resume")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("1 create(s) had an unknown outcome"));
+}

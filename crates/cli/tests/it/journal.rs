@@ -1,0 +1,169 @@
+//! The journal: a killed or interrupted command never loses a paid job, and
+//! a partial download resumes.
+
+use aimlvid_sim::{Fault, Route, SimConfig};
+use predicates::prelude::*;
+
+use crate::{Env, assert_result_file, frozen, interrupt, stderr, stdout};
+
+#[test]
+fn a_killed_extend_is_listed_and_resume_finishes_it() {
+    let env = Env::with(frozen());
+    env.clip();
+    let mut child = env.spawn(&["extend", "clip.mp4", "-p", "Survive the kill"]);
+    let records = env.wait_for_ids(1, &mut child);
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    let id = records[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(records[0]["state"], "queued");
+
+    let out = env.cmd().arg("jobs").output().unwrap();
+    assert!(out.status.success());
+    let listing = stdout(&out);
+    let row = listing.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{id} not in {listing}"));
+    assert!(row.contains("queued") && row.contains("Survive the kill"), "{row}");
+
+    assert!(env.sim.complete_now(&id));
+    let out = env.cmd().arg("resume").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = env.path("clip-extended.mp4");
+    assert_eq!(stdout(&out).trim(), dest.display().to_string());
+    assert_result_file(&dest);
+    assert_eq!(env.records()[0]["state"], "downloaded");
+    assert_eq!(env.sim.stats().jobs_created, 1, "resume never creates the job again");
+
+    // Nothing is left to do.
+    env.cmd().arg("resume").assert().success().stderr(predicate::str::contains("nothing to resume"));
+}
+
+#[test]
+fn ctrl_c_prints_the_command_that_resumes_the_job() {
+    let env = Env::with(frozen());
+    env.clip();
+    let mut child = env.spawn(&["extend", "clip.mp4", "-p", "x"]);
+    let records = env.wait_for_ids(1, &mut child);
+    let id = records[0]["id"].as_str().unwrap().to_owned();
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let err = stderr(&out);
+    let dest = env.path("clip-extended.mp4");
+    let expected =
+        format!("generation {id} is still running; resume with: aimlvid wait {id} -o {}", dest.display());
+    let line = err.lines().last().unwrap();
+    assert!(line.starts_with(&expected), "{err}");
+
+    // The printed command works as printed.
+    env.sim.complete_now(&id);
+    let args: Vec<&str> = line.split_once("resume with: aimlvid ").unwrap().1.split(' ').collect();
+    env.cmd().env_remove("AIMLAPI_BASE_URL").args(&args).assert().success();
+    assert_result_file(&dest);
+}
+
+#[test]
+fn a_partial_download_resumes_on_the_next_command() {
+    let size: u64 = 4 * 1024 * 1024;
+    let env = Env::with(SimConfig { result_size: Some(size), ..frozen() });
+    env.clip();
+    let out = env.cmd().args(["extend", "clip.mp4", "-p", "x", "--no-wait", "-q"]).output().unwrap();
+    let id = stdout(&out).trim().to_owned();
+    env.sim.complete_now(&id);
+    // Every try of this `wait` is cut short (the client tries 6 times).
+    env.sim.inject(Route::Download, Fault::TruncatedBody, 6);
+    let out = env.cmd().args(["wait", &id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let dest = env.path("clip-extended.mp4");
+    let part = aimlvid::partial_path(&dest);
+    assert!(!dest.exists(), "never half-written");
+    let kept = std::fs::metadata(&part).unwrap().len();
+    assert!(kept > 0 && kept < size, "{kept}");
+    assert_eq!(env.records()[0]["state"], "downloading");
+
+    env.cmd().args(["download", &id, "-o", "clip-extended.mp4"]).assert().success();
+    let bytes = std::fs::read(&dest).unwrap();
+    assert_eq!(bytes.len() as u64, size);
+    assert!(bytes.starts_with(aimlvid_sim::SAMPLE_RESULT));
+    assert!(!part.exists());
+    let last = env.sim.requests().into_iter().rfind(|r| r.route == Route::Download).unwrap();
+    assert_eq!(last.range, Some(format!("bytes={kept}-")), "the download resumed where it stopped");
+}
+
+#[test]
+fn resume_finishes_an_interrupted_chain() {
+    let env = Env::with(frozen());
+    env.clip();
+    let mut child = env.spawn(&["extend", "clip.mp4", "-p", "one", "-p", "two", "-o", "story.mp4"]);
+    let first = env.wait_for_ids(1, &mut child)[0]["id"].as_str().unwrap().to_owned();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    env.sim.complete_now(&first);
+    let mut resume = env.spawn(&["resume"]);
+    // Resume finishes step 1, then creates step 2 from its result.
+    let records = env.wait_for_ids(2, &mut resume);
+    let second = records[1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(records[1]["chain"]["parent"], first.as_str());
+    env.sim.complete_now(&second);
+    let out = resume.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_result_file(&env.path("story.step1.mp4"));
+    assert_result_file(&env.path("story.mp4"));
+    assert_eq!(env.sim.stats().jobs_created, 2);
+    assert!(env.records().iter().all(|r| r["state"] == "downloaded"));
+}
+
+#[test]
+fn simulated_jobs_are_journaled_but_not_resumed() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .env_remove("AIMLAPI_API_KEY")
+        .env_remove("AIMLAPI_BASE_URL")
+        .env_remove("AIMLVID_TIME_SCALE")
+        .args(["extend", "--simulate", "-p", "The camera pulls back"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_result_file(&env.path("extended.mp4"));
+    assert!(env.sim.requests().is_empty(), "the in-process simulator did the work");
+    let record = &env.records()[0];
+    assert_eq!(record["simulated"], true);
+    assert_eq!(record["input"], "(the simulator's sample clip)");
+
+    // A simulated job left unfinished is skipped, with a note.
+    let mut record = record.clone();
+    record["state"] = "generating".into();
+    let file = env.journal_dir().join(format!("{}.json", record["key"].as_str().unwrap()));
+    std::fs::write(file, serde_json::to_vec(&record).unwrap()).unwrap();
+    env.cmd()
+        .arg("resume")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("skipping 1 simulated job(s)"));
+}
+
+#[test]
+fn ctrl_c_during_a_create_waits_for_its_answer() {
+    let env = Env::with(frozen());
+    env.clip();
+    env.sim.inject(Route::Create, Fault::Latency(std::time::Duration::from_millis(800)), 1);
+    let child = env.spawn(&["extend", "clip.mp4", "-p", "x"]);
+    // Once the request has reached the simulator, aimlvid is listening for Ctrl-C.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !env.sim.requests().iter().any(|r| r.route == Route::Create) {
+        assert!(std::time::Instant::now() < deadline, "the create never arrived");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(env.records()[0]["state"], "creating", "journaled before it was sent");
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("finishing the create request so that its job is not lost"), "{err}");
+    let id = crate::only_id(&env);
+    assert!(
+        err.contains(&format!("generation {id} is still running; resume with: aimlvid wait {id}")),
+        "{err}"
+    );
+    assert_eq!(env.records()[0]["state"], "queued");
+}
