@@ -14,9 +14,9 @@ use crate::cli::{Global, ModelArg};
 use crate::exit::Failure;
 
 /// The environment variables that name the server, as the library reads them.
-const BASE_URL_VARS: [&str; 2] = ["AIMLAPI_BASE_URL", "AIMLAPI_API_BASE"];
+const BASE_URL_VARS: [&str; 2] = aimlvid::BASE_URL_ENV_VARS;
 /// The environment variables that hold the key, as the library reads them.
-pub(crate) const KEY_VARS: [&str; 2] = ["AIMLAPI_API_KEY", "AIML_API_KEY"];
+pub(crate) const KEY_VARS: [&str; 2] = aimlvid::API_KEY_ENV_VARS;
 
 /// The contents of `aimlvid.toml`.
 #[derive(Debug, Default, Deserialize)]

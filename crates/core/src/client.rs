@@ -20,9 +20,13 @@ pub const DEFAULT_BASE_URL: &str = "https://api.aimlapi.com";
 
 const GENERATIONS_PATH: &str = "v2/video/generations";
 
-/// The environment variables read by [`Client::from_env`], first match wins.
-const KEY_VARS: [&str; 2] = ["AIMLAPI_API_KEY", "AIML_API_KEY"];
-const BASE_URL_VARS: [&str; 2] = ["AIMLAPI_BASE_URL", "AIMLAPI_API_BASE"];
+/// The environment variables [`Client::from_env`] reads the key from, first
+/// set one wins: ours, then the official Python SDK's.
+pub const API_KEY_ENV_VARS: [&str; 2] = ["AIMLAPI_API_KEY", "AIML_API_KEY"];
+
+/// The environment variables [`Client::from_env`] reads the base URL from,
+/// first set one wins: ours, then the official Python SDK's.
+pub const BASE_URL_ENV_VARS: [&str; 2] = ["AIMLAPI_BASE_URL", "AIMLAPI_API_BASE"];
 
 /// A client of the AI/ML API's video generation endpoints.
 ///
@@ -101,10 +105,10 @@ impl ClientBuilder {
     /// `AIMLAPI_API_BASE`). Variables that are unset or empty are ignored.
     pub fn from_env() -> Self {
         let mut builder = ClientBuilder::default();
-        if let Some(key) = first_env(&KEY_VARS) {
+        if let Some(key) = first_env(&API_KEY_ENV_VARS) {
             builder = builder.api_key(key);
         }
-        if let Some(base) = first_env(&BASE_URL_VARS) {
+        if let Some(base) = first_env(&BASE_URL_ENV_VARS) {
             builder = builder.base_url(base);
         }
         builder

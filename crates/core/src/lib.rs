@@ -86,7 +86,7 @@ mod model;
 mod poll;
 mod retry;
 
-pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL};
+pub use client::{API_KEY_ENV_VARS, BASE_URL_ENV_VARS, Client, ClientBuilder, DEFAULT_BASE_URL};
 pub use download::{DownloadProgress, Downloaded, partial_path};
 pub use error::{Error, Result};
 pub use input::{DEFAULT_MAX_INLINE_BYTES, VideoInput};
