@@ -19,6 +19,17 @@ use crate::report::{secs, short_duration};
 pub(crate) async fn extend(app: &App<'_>, args: ExtendArgs) -> anyhow::Result<u8> {
     let prompts = expand_prompts(&args.prompts, args.times)?;
     let options = options_from(&args)?;
+    // The input is checked first: a mistyped file name is the likeliest mistake.
+    let input = match &args.video {
+        Some(video) => Input::parse(video).await?,
+        None if app.simulating() => Input::sample()?,
+        None => {
+            return Err(Failure::usage(
+                "give the VIDEO to extend (a local file or an https:// URL), or add --simulate to extend a sample clip",
+            )
+            .into());
+        }
+    };
     let output = match &args.output {
         Some(path) => path.clone(),
         None => default_output(args.video.as_deref(), &app.settings.output_dir),
@@ -34,16 +45,6 @@ pub(crate) async fn extend(app: &App<'_>, args: ExtendArgs) -> anyhow::Result<u8
         ensure_free(&plan.output_of(step), args.force)?;
     }
     let client = app.client(None)?;
-    let input = match &args.video {
-        Some(video) => Input::parse(video).await?,
-        None if app.simulating() => Input::sample()?,
-        None => {
-            return Err(Failure::usage(
-                "give the VIDEO to extend (a local file or an https:// URL), or add --simulate to extend a sample clip",
-            )
-            .into());
-        }
-    };
 
     if args.no_wait {
         let (created, record) = app
