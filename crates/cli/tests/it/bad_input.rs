@@ -29,6 +29,15 @@ fn bad_videos_are_refused_before_any_request() {
 }
 
 #[test]
+fn a_mistyped_file_is_reported_before_a_missing_key() {
+    let env = Env::new();
+    let out =
+        env.cmd().env_remove("AIMLAPI_API_KEY").args(["extend", "missing.mp4", "-p", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing.mp4: no such file"), "{}", stderr(&out));
+}
+
+#[test]
 fn bad_prompts_and_options_are_refused_before_any_request() {
     let env = Env::new();
     env.clip();
