@@ -12,6 +12,7 @@ use tracing::Instrument as _;
 
 use crate::error::{ApiErrorBody, Error, Result, excerpt};
 use crate::model::{CreateRequest, Generation};
+use crate::observe::{CallKind, Exchange, Observer};
 use crate::poll::{PollPolicy, Watch, watch};
 use crate::retry::{RetryPolicy, retry_after};
 
@@ -44,6 +45,7 @@ struct Inner {
     poll: PollPolicy,
     retry: RetryPolicy,
     request_timeout: Duration,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 /// The key is never shown: only the base URL and policies are.
@@ -69,6 +71,7 @@ pub struct ClientBuilder {
     request_timeout: Duration,
     read_timeout: Duration,
     user_agent: String,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -94,6 +97,7 @@ impl Default for ClientBuilder {
             request_timeout: Duration::from_secs(120),
             read_timeout: Duration::from_secs(30),
             user_agent: concat!("aimlvid/", env!("CARGO_PKG_VERSION")).to_owned(),
+            observer: None,
         }
     }
 }
@@ -164,6 +168,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Reports every HTTP exchange, retries included, to `observer`.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Builds the client.
     pub fn build(self) -> Result<Client> {
         let key = self.api_key.ok_or(Error::MissingApiKey)?;
@@ -196,6 +206,7 @@ impl ClientBuilder {
                 poll: self.poll,
                 retry: self.retry,
                 request_timeout: self.request_timeout,
+                observer: self.observer,
             }),
         })
     }
@@ -291,7 +302,7 @@ impl Client {
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .timeout(self.inner.request_timeout)
                     .body(body.clone());
-                let failure = match self.send(sent, None).await {
+                let failure = match self.send(sent, CallKind::Create, None).await {
                     Ok((status, bytes)) => match decode::<Generation>(status, &bytes) {
                         Ok(generation) => {
                             tracing::Span::current().record("generation_id", generation.id.as_str());
@@ -360,7 +371,7 @@ impl Client {
                 .query(&[("generation_id", id)])
                 .header(AUTHORIZATION, self.inner.auth.clone())
                 .timeout(self.inner.request_timeout);
-            let (status, bytes) = self.send(request, Some(id)).await.map_err(|f| f.error)?;
+            let (status, bytes) = self.send(request, CallKind::Poll, Some(id)).await.map_err(|f| f.error)?;
             let generation: Generation = decode(status, &bytes)?;
             tracing::debug!(status = %generation.status, "polled");
             Ok(generation)
@@ -401,6 +412,7 @@ impl Client {
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
+        kind: CallKind,
         id: Option<&str>,
     ) -> Result<(StatusCode, Bytes), Failure> {
         let host = self.host();
@@ -413,6 +425,7 @@ impl Client {
             Ok(response) => response,
             Err(e) => {
                 log_exchange(&method, &url, Err(&e), started);
+                self.observe(kind, None, started);
                 return Err(Failure { never_sent: e.is_connect(), error: transport(e) });
             }
         };
@@ -420,11 +433,19 @@ impl Client {
         let wait = retry_after(response.headers());
         let bytes = response.bytes().await;
         log_exchange(&method, &url, bytes.as_ref().map(|_| status), started);
+        self.observe(kind, bytes.as_ref().ok().map(|_| status.as_u16()), started);
         let bytes = bytes.map_err(transport)?;
         if status.is_success() {
             return Ok((status, bytes));
         }
         Err(status_error(status, &bytes, wait, id).into())
+    }
+
+    /// Tells the observer, if any, about one exchange.
+    pub(crate) fn observe(&self, kind: CallKind, status: Option<u16>, started: std::time::Instant) {
+        if let Some(observer) = &self.inner.observer {
+            observer.exchange(&Exchange { kind, status, elapsed: started.elapsed() });
+        }
     }
 
     fn host(&self) -> String {

@@ -11,6 +11,7 @@ use tracing::Instrument as _;
 use crate::client::{Client, status_error};
 use crate::error::{Error, Result};
 use crate::model::Generation;
+use crate::observe::CallKind;
 use crate::retry::retry_after;
 
 /// How far a download has come.
@@ -115,6 +116,7 @@ impl Client {
             response.as_ref().map(|r| r.status()),
             started,
         );
+        self.observe(CallKind::Download, response.as_ref().ok().map(|r| r.status().as_u16()), started);
         let response = response.map_err(transport)?;
         let status = response.status();
         let range =

@@ -83,6 +83,7 @@ mod download;
 mod error;
 mod input;
 mod model;
+mod observe;
 mod poll;
 mod retry;
 
@@ -94,5 +95,6 @@ pub use model::{
     AspectRatio, CreateRequest, ExtendModel, ExtendVideo, Generation, GenerationError, GenericRequest, Meta,
     Provider, Resolution, Status, Usage, Video,
 };
+pub use observe::{CallKind, Exchange, Observer};
 pub use poll::{PollPolicy, Watch};
 pub use retry::RetryPolicy;

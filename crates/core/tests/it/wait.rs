@@ -103,3 +103,35 @@ async fn a_job_is_resumed_from_nothing_but_its_id() {
     assert_eq!((done.id.as_str(), done.status), (id.as_str(), Status::Completed));
     assert_eq!(sim.job(&id).unwrap().polls, 1, "a resumed wait polls at once");
 }
+
+/// Records every exchange it is told about.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<aimlvid::Exchange>>);
+
+impl aimlvid::Observer for Recorder {
+    fn exchange(&self, exchange: &aimlvid::Exchange) {
+        self.0.lock().unwrap().push(*exchange);
+    }
+}
+
+#[tokio::test]
+async fn an_observer_sees_every_exchange_retries_included() {
+    use aimlvid::CallKind;
+    let sim = aimlvid_sim::Simulator::start(config()).await.unwrap();
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let client = crate::builder_for(&sim).observer(recorder.clone()).build().unwrap();
+    sim.inject(Route::Poll, Fault::Status(503), 2);
+    sim.inject(Route::Poll, Fault::DropConnection, 1);
+
+    let done = client.create_and_wait(&extend_request()).await.unwrap();
+    assert_eq!(done.status, Status::Completed);
+
+    let seen = recorder.0.lock().unwrap().clone();
+    let served = sim.requests();
+    assert_eq!(seen.len(), served.len(), "one report per request the upstream saw");
+    assert_eq!((seen[0].kind, seen[0].status), (CallKind::Create, Some(200)));
+    let polls: Vec<_> = seen[1..].iter().map(|e| (e.kind, e.status)).collect();
+    assert!(polls.iter().all(|(kind, _)| *kind == CallKind::Poll));
+    assert_eq!(polls.iter().filter(|(_, s)| *s == Some(503)).count(), 2);
+    assert_eq!(polls.iter().filter(|(_, s)| s.is_none()).count(), 1, "the dropped connection has no status");
+}
