@@ -53,13 +53,17 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if !state.admin_enabled() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "The admin API is not enabled"));
     }
-    let token = headers
+    if state.is_admin(bearer(headers)) { Ok(()) } else { Err(ApiError::unauthorized()) }
+}
+
+/// The bearer token of a request, or `""`.
+pub(crate) fn bearer(headers: &HeaderMap) -> &str {
+    headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
-        .unwrap_or_default();
-    if state.is_admin(token) { Ok(()) } else { Err(ApiError::unauthorized()) }
+        .unwrap_or_default()
 }
 
 fn store_error(e: StoreError) -> ApiError {

@@ -196,6 +196,7 @@ pub(crate) async fn create(
         }
         Err(aimlvid::Error::CreateOutcomeUnknown { cause }) => {
             tracing::error!(local_id, cause, "create outcome unknown; not retried");
+            state.metrics().create_unknown();
             if let Err(e) = state.store().job_unknown(&local_id, &cause).await {
                 tracing::error!(local_id, error = %e, "could not record an unknown create");
             }
@@ -264,6 +265,7 @@ pub(crate) async fn get(
             Err(ApiError::not_found())
         };
     }
+    state.metrics().storage_read();
     let stored = state.store().job_by_generation(&id).await.map_err(|e| ApiError::internal(&e))?;
     match stored.as_ref().and_then(view_of) {
         Some((id, view)) if view.key_id == key_id => {

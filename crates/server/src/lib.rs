@@ -12,6 +12,7 @@
 //! - [`keys`]: team keys, hashed, authenticated from memory, with their limits.
 //! - [`view`]: the in-memory jobs that answer status reads.
 //! - [`state`]: start-up, the one poller per unfinished job, key refresh.
+//! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`app`] builds the router; [`serve`] runs it until a shutdown future resolves.
 
 pub mod admin;
@@ -19,6 +20,7 @@ mod api;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod state;
 pub mod store;
 pub mod view;
@@ -26,8 +28,11 @@ pub mod view;
 use std::future::Future;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header::{CONTENT_TYPE, HeaderValue};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, patch};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -59,13 +64,41 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/keys/{name}", patch(admin::update).delete(admin::revoke))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit()))
-        .layer(axum::middleware::from_fn(error::render_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(trace)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// Renders errors and counts every request under its route's pattern,
+/// status and latency. One middleware for both, so a request pays for one
+/// layer; it runs after routing, where the matched pattern is known.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = metrics::RouteId::of(
+        request.method(),
+        request.extensions().get::<MatchedPath>().map(MatchedPath::as_str),
+    );
+    let response = error::render_errors(request, next).await;
+    state.metrics().request(route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// `/metrics`, in the Prometheus text format. It names keys and their
+/// spending, so with an admin token configured it asks for that token.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if state.admin_enabled() && !state.is_admin(admin::bearer(&headers)) {
+        return Err(ApiError::unauthorized());
+    }
+    let mut response = state.render_metrics().into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(response)
 }
 
 /// Ready when storage answers.

@@ -149,8 +149,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let upstream = aimlvid::Client::builder()
         .api_key(settings.upstream_key.expose_secret())
         .base_url(&settings.upstream_url)
-        .request_timeout(settings.upstream_timeout)
-        .build()?;
+        .request_timeout(settings.upstream_timeout);
     let store = SqliteStore::open(&settings.database)
         .await
         .with_context(|| format!("opening {}", settings.database.display()))?;
@@ -158,7 +157,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         admin_token: settings.admin_token,
         body_limit: settings.body_limit,
         key_refresh: settings.key_refresh,
-        ..StateConfig::new(upstream)
+        ..StateConfig::from_builder(upstream)?
     };
     let state = AppState::start(Arc::new(store.clone()), config).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::keys::{KeyTable, hash_key};
+use crate::metrics::{KeyFigures, Metrics, Snapshot};
 use crate::store::{JobRecord, KeyId, Store, StoreResult};
 use crate::view::{JobView, JobViews};
 
@@ -30,6 +31,10 @@ pub struct StateConfig {
     pub key_refresh: Duration,
     /// How many finished jobs to load into memory at start.
     pub recent_jobs: u32,
+    /// Where requests, upstream calls and jobs are counted. The upstream
+    /// client reports its calls here only if it was built with it as its
+    /// observer, as [`StateConfig::from_builder`] does.
+    pub metrics: Arc<Metrics>,
 }
 
 impl StateConfig {
@@ -41,7 +46,16 @@ impl StateConfig {
             body_limit: crate::DEFAULT_BODY_LIMIT,
             key_refresh: Duration::from_secs(5),
             recent_jobs: 10_000,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Defaults around an upstream client built from `builder`, reporting
+    /// its calls to this configuration's metrics.
+    pub fn from_builder(builder: aimlvid::ClientBuilder) -> aimlvid::Result<Self> {
+        let metrics = Arc::<Metrics>::default();
+        let upstream = builder.observer(metrics.clone()).build()?;
+        Ok(StateConfig { metrics, ..StateConfig::new(upstream) })
     }
 }
 
@@ -59,6 +73,7 @@ struct Inner {
     jobs: JobViews,
     admin_token_hash: Option<[u8; 32]>,
     body_limit: usize,
+    metrics: Arc<Metrics>,
     /// Stops the background tasks.
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -97,6 +112,7 @@ impl AppState {
                 jobs,
                 admin_token_hash: config.admin_token.map(|t| hash_key(t.expose_secret())),
                 body_limit: config.body_limit,
+                metrics: config.metrics,
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -138,6 +154,28 @@ impl AppState {
     /// The jobs in memory.
     pub fn jobs(&self) -> &JobViews {
         &self.inner.jobs
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let keys = self
+            .inner
+            .keys
+            .entries()
+            .into_iter()
+            .map(|entry| KeyFigures {
+                name: entry.record().name.clone(),
+                unfinished: entry.unfinished(),
+                credits: entry.credits_used(),
+            })
+            .collect();
+        let snapshot = Snapshot { keys, jobs_in_memory: self.inner.jobs.counts().0 };
+        self.inner.metrics.render(&snapshot)
     }
 
     /// Largest accepted request body.
@@ -183,15 +221,23 @@ impl AppState {
     pub fn follow(&self, key_id: KeyId, id: String, created: Option<Generation>) {
         let state = self.clone();
         self.inner.tasks.spawn(async move {
+            let followed = Followed::new(state.inner.metrics.clone());
             let stop = state.inner.stop.clone();
             tokio::select! {
                 () = stop.cancelled() => {}
-                () = state.poll_until_finished(key_id, &id, created) => {}
+                () = state.poll_until_finished(key_id, &id, created, followed) => {}
             }
         });
     }
 
-    async fn poll_until_finished(&self, key_id: KeyId, id: &str, mut created: Option<Generation>) {
+    async fn poll_until_finished(
+        &self,
+        key_id: KeyId,
+        id: &str,
+        mut created: Option<Generation>,
+        followed: Followed,
+    ) {
+        let mut followed = Some(followed);
         // The create's answer is already recorded; only changes need writing.
         let mut last = created.as_ref().map(|g| g.status.clone());
         loop {
@@ -204,6 +250,11 @@ impl AppState {
                 match item {
                     Ok(generation) => {
                         let finished = generation.status.is_finished();
+                        if finished {
+                            // Uncounted before its end is shown, so a reader who sees
+                            // it finished never sees it still counted as unfinished.
+                            drop(followed.take());
+                        }
                         if last.as_ref() != Some(&generation.status) {
                             last = Some(generation.status.clone());
                             self.record(key_id, &generation).await;
@@ -270,6 +321,22 @@ impl AppState {
         }
         tracing::info!(generation_id = id, status, "job status");
         self.inner.jobs.put(id, JobView::new(key_id, generation));
+    }
+}
+
+/// Counts a followed job for as long as it lives, however its task ends.
+struct Followed(Arc<Metrics>);
+
+impl Followed {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.followed(1);
+        Followed(metrics)
+    }
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        self.0.followed(-1);
     }
 }
 

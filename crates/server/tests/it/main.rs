@@ -4,5 +4,6 @@
 mod compat;
 mod jobs;
 mod keys;
+mod metrics;
 mod process;
 mod support;

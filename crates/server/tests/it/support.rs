@@ -58,14 +58,12 @@ pub(crate) async fn start_proxy_with(sim: &RunningSim, db: &Path, policy: PollPo
         .api_key(aimlvid_sim::DEFAULT_API_KEY)
         .base_url(sim.base_url())
         .poll_policy(policy)
-        .retry_policy(RetryPolicy::default().time_scaled(100.0))
-        .build()
-        .unwrap();
+        .retry_policy(RetryPolicy::default().time_scaled(100.0));
     let store = SqliteStore::open(db).await.unwrap();
     let config = StateConfig {
         admin_token: Some(ADMIN_TOKEN.to_owned().into()),
         key_refresh: Duration::from_millis(50),
-        ..StateConfig::new(upstream)
+        ..StateConfig::from_builder(upstream).unwrap()
     };
     let state = AppState::start(Arc::new(store), config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
