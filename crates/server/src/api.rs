@@ -31,7 +31,7 @@ const UNKNOWN_OUTCOME: &str = "The upstream may have accepted this create, but i
     ask the server's operator before creating it again.";
 
 /// The member's key, from `Authorization: Bearer KEY`.
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<KeyEntry>, ApiError> {
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<KeyEntry>, ApiError> {
     // The upstream's three answers, in its words.
     let Some(value) = headers.get(AUTHORIZATION) else {
         return Err(ApiError::new(

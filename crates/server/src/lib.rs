@@ -3,7 +3,8 @@
 //!
 //! Members point any client at it instead of the upstream and get the same
 //! API — `POST` and `GET /v2/video/generations`, same bodies, same status
-//! codes, same error shape — with their own keys, limits and history. The
+//! codes, same error shape — with their own keys, limits and history, and
+//! a job's status changes as Server-Sent Events. The
 //! upstream key stays on the server, and every upstream call goes through
 //! the [`aimlvid`] client.
 //!
@@ -19,6 +20,7 @@ pub mod admin;
 mod api;
 pub mod config;
 pub mod error;
+mod events;
 pub mod keys;
 pub mod metrics;
 pub mod state;
@@ -60,6 +62,7 @@ pub fn app(state: AppState) -> Router {
         .on_response(DefaultOnResponse::new().level(Level::INFO));
     Router::new()
         .route("/v2/video/generations", get(api::get).post(api::create))
+        .route("/v2/video/generations/{id}/events", get(events::events))
         .route("/admin/keys", get(admin::list).post(admin::create))
         .route("/admin/keys/{name}", patch(admin::update).delete(admin::revoke))
         .route("/healthz", get(|| async { "ok" }))
@@ -124,6 +127,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let draining = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Event streams would otherwise hold their connections open until their jobs end.
+        draining.drain();
+    };
     let result = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).await;
     state.stop().await;
     result

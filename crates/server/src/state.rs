@@ -74,7 +74,10 @@ struct Inner {
     admin_token_hash: Option<[u8; 32]>,
     body_limit: usize,
     metrics: Arc<Metrics>,
-    /// Stops the background tasks.
+    /// Cancelled when shutdown begins: ends event streams, so that the
+    /// requests still in flight can finish.
+    draining: CancellationToken,
+    /// Stops the background tasks, once requests have finished.
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -113,6 +116,7 @@ impl AppState {
                 admin_token_hash: config.admin_token.map(|t| hash_key(t.expose_secret())),
                 body_limit: config.body_limit,
                 metrics: config.metrics,
+                draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -131,6 +135,7 @@ impl AppState {
     /// Stops polling and waits for the background tasks to end. Jobs stay
     /// unfinished in storage and are resumed by the next start.
     pub async fn stop(&self) {
+        self.inner.draining.cancel();
         self.inner.stop.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
@@ -159,6 +164,20 @@ impl AppState {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    pub(crate) fn metrics_arc(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// Begins shutdown: open event streams end. Requests in flight go on.
+    pub fn drain(&self) {
+        self.inner.draining.cancel();
+    }
+
+    /// Cancelled by [`AppState::drain`].
+    pub fn draining(&self) -> CancellationToken {
+        self.inner.draining.clone()
     }
 
     /// Every metric in the Prometheus text format.

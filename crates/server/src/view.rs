@@ -8,6 +8,8 @@ use std::sync::Arc;
 use aimlvid::{Generation, Status};
 use bytes::Bytes;
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::sync::watch;
 
 use crate::store::KeyId;
 
@@ -61,34 +63,91 @@ fn whole_numbers_as_integers(value: &mut serde_json::Value) {
 /// Every job the server has seen this run or loaded at start.
 #[derive(Debug, Default)]
 pub struct JobViews {
-    by_id: DashMap<String, Arc<JobView>>,
+    by_id: DashMap<String, Slot>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    view: Arc<JobView>,
+    /// The job's status changes, for event streams: made when the first
+    /// stream subscribes to an unfinished job, fed by every later
+    /// [`JobViews::put`], and dropped with the job's last change.
+    events: Option<watch::Sender<Arc<JobView>>>,
+}
+
+/// What a subscriber to a job's changes gets.
+#[derive(Debug)]
+pub enum Feed {
+    /// The job has finished: this is its last state.
+    Finished(Arc<JobView>),
+    /// The job is unfinished: its current state, then each change; the
+    /// channel closes after the job finishes.
+    Live(watch::Receiver<Arc<JobView>>),
+}
+
+impl Feed {
+    /// The key that owns the job.
+    pub fn key_id(&self) -> KeyId {
+        match self {
+            Feed::Finished(view) => view.key_id,
+            Feed::Live(changes) => changes.borrow().key_id,
+        }
+    }
 }
 
 impl JobViews {
     /// A job by generation id.
     pub fn get(&self, id: &str) -> Option<Arc<JobView>> {
-        self.by_id.get(id).map(|v| v.clone())
+        self.by_id.get(id).map(|slot| slot.view.clone())
     }
 
-    /// Sets a job's view. A finished job is never replaced by an unfinished
-    /// one, so a reordered update cannot undo its end.
+    /// Sets a job's view and tells its subscribers. A finished job is never
+    /// replaced by an unfinished one, so a reordered update cannot undo its end.
     pub fn put(&self, id: &str, view: JobView) {
         let view = Arc::new(view);
-        match self.by_id.get_mut(id) {
-            Some(mut current) => {
-                if !current.is_finished() || view.is_finished() {
-                    *current = view;
+        match self.by_id.entry(id.to_owned()) {
+            Entry::Occupied(mut slot) => {
+                let slot = slot.get_mut();
+                if slot.view.is_finished() && !view.is_finished() {
+                    return;
+                }
+                slot.view = view.clone();
+                if let Some(events) = &slot.events {
+                    events.send_replace(view);
+                }
+                if slot.view.is_finished() {
+                    // Subscribers still read the last value; then their channel closes.
+                    slot.events = None;
                 }
             }
-            None => {
-                self.by_id.insert(id.to_owned(), view);
+            Entry::Vacant(slot) => {
+                slot.insert(Slot { view, events: None });
             }
         }
     }
 
+    /// Subscribes to a job's changes; `None` if it is not in memory.
+    pub fn subscribe(&self, id: &str) -> Option<Feed> {
+        // Under the shard's write lock, so no change can slip between the
+        // current state and the subscription.
+        let mut slot = self.by_id.get_mut(id)?;
+        if slot.view.is_finished() {
+            return Some(Feed::Finished(slot.view.clone()));
+        }
+        let changes = match &slot.events {
+            Some(events) => events.subscribe(),
+            None => {
+                let (events, changes) = watch::channel(slot.view.clone());
+                slot.events = Some(events);
+                changes
+            }
+        };
+        Some(Feed::Live(changes))
+    }
+
     /// How many jobs are in view, and how many of them are unfinished.
     pub fn counts(&self) -> (usize, usize) {
-        let unfinished = self.by_id.iter().filter(|v| !v.is_finished()).count();
+        let unfinished = self.by_id.iter().filter(|slot| !slot.view.is_finished()).count();
         (self.by_id.len(), unfinished)
     }
 }
@@ -107,6 +166,23 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&view.body).unwrap();
         assert_eq!(body, serde_json::json!({"id": "g", "status": "completed"}));
         assert_eq!(views.counts(), (1, 0));
+    }
+
+    #[test]
+    fn subscribers_see_each_change_and_the_channel_closes_after_the_end() {
+        let views = JobViews::default();
+        assert!(views.subscribe("g").is_none());
+        views.put("g", JobView::new(7, &Generation::new("g", Status::Queued)));
+        let Some(Feed::Live(mut changes)) = views.subscribe("g") else { panic!("not live") };
+        assert_eq!(changes.borrow_and_update().status, Status::Queued);
+        views.put("g", JobView::new(7, &Generation::new("g", Status::Generating)));
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(changes.borrow_and_update().status, Status::Generating);
+        views.put("g", JobView::new(7, &Generation::new("g", Status::Completed)));
+        assert_eq!(changes.borrow_and_update().status, Status::Completed, "the last value stays readable");
+        assert!(changes.has_changed().is_err(), "and then the channel is closed");
+        let Some(Feed::Finished(view)) = views.subscribe("g") else { panic!("not finished") };
+        assert_eq!((view.key_id, view.status.clone()), (7, Status::Completed));
     }
 
     #[test]
