@@ -7,46 +7,91 @@ use axum::extract::{Path, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse as _, Response};
+use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
-use crate::error::ApiError;
-use crate::keys::{generate_key, hash_key, key_prefix};
-use crate::state::AppState;
-use crate::store::{KeyLimits, KeyRecord, KeyStore, KeyUpdate, NewKey, StoreError};
+use secrecy::SecretString;
 
-/// Why a key could not be issued.
+use crate::error::ApiError;
+use crate::keys::{WEBHOOK_SECRET_PREFIX, generate_key, generate_secret, hash_key, key_prefix};
+use crate::state::AppState;
+use crate::store::{KeyLimits, KeyRecord, KeyStore, KeyUpdate, NewKey, StoreError, Webhook};
+
+/// Why a key could not be issued or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
     /// The name is empty, too long or has characters other than
     /// letters, digits, `-`, `_`, `.` and `@`.
     #[error("a key name must be 1 to 64 letters, digits, '-', '_', '.' or '@'")]
     BadName,
+    /// The webhook URL is not an absolute `http` or `https` URL.
+    #[error("a webhook URL must be an absolute http:// or https:// URL")]
+    BadWebhookUrl,
     /// Storage refused.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The OS random source failed.
-    #[error("no randomness for a new key: {0}")]
+    #[error("no randomness for a new secret: {0}")]
     Random(#[from] std::io::Error),
 }
 
-/// Issues a key: stores its hash and returns the key, the only time it is
-/// ever available.
+/// A key just issued. Its secrets are available only here, once.
+#[derive(Debug)]
+pub struct Issued {
+    /// The key.
+    pub key: SecretString,
+    /// The webhook's signing secret, if a webhook URL was given.
+    pub webhook_secret: Option<SecretString>,
+    /// The key as stored.
+    pub record: KeyRecord,
+}
+
+/// Issues a key, with a webhook if `webhook_url` is given: stores the key's
+/// hash (and the webhook's secret, which signing needs) and returns the
+/// secrets, the only time they are ever available.
 pub async fn issue_key(
     store: &dyn KeyStore,
     name: &str,
     limits: KeyLimits,
-) -> Result<(secrecy::SecretString, KeyRecord), IssueError> {
+    webhook_url: Option<&str>,
+) -> Result<Issued, IssueError> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
     if !valid {
         return Err(IssueError::BadName);
     }
+    let webhook = webhook_url.map(new_webhook).transpose()?;
+    let webhook_secret = webhook.as_ref().map(|w| w.secret.clone());
     let key = generate_key()?;
-    let record = store
-        .insert_key(&NewKey { name: name.to_owned(), hash: hash_key(&key), prefix: key_prefix(&key), limits })
-        .await?;
-    Ok((key.into(), record))
+    let new_key =
+        NewKey { name: name.to_owned(), hash: hash_key(&key), prefix: key_prefix(&key), limits, webhook };
+    let record = store.insert_key(&new_key).await?;
+    Ok(Issued { key: key.into(), webhook_secret, record })
+}
+
+/// Changes a key; a new webhook URL gets a new secret, returned here once.
+/// `None` if there is no such key.
+pub async fn update_key(
+    store: &dyn KeyStore,
+    name: &str,
+    update: &KeyUpdate,
+) -> Result<Option<(KeyRecord, Option<SecretString>)>, IssueError> {
+    let secret = match &update.webhook_url {
+        Some(Some(url)) => Some(new_webhook(url)?.secret),
+        _ => None,
+    };
+    let record = store.update_key(name, update, secret.as_ref()).await?;
+    Ok(record.map(|record| (record, secret)))
+}
+
+/// A webhook for `url`, checked, with a new secret.
+fn new_webhook(url: &str) -> Result<Webhook, IssueError> {
+    let parsed = url::Url::parse(url).map_err(|_| IssueError::BadWebhookUrl)?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(IssueError::BadWebhookUrl);
+    }
+    Ok(Webhook { url: url.to_owned(), secret: generate_secret(WEBHOOK_SECRET_PREFIX)?.into() })
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -73,6 +118,16 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
+fn issue_error(e: IssueError) -> ApiError {
+    match e {
+        e @ (IssueError::BadName | IssueError::BadWebhookUrl) => {
+            ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        IssueError::Store(e) => store_error(e),
+        e @ IssueError::Random(_) => ApiError::internal(&e),
+    }
+}
+
 fn bad_json(rejection: JsonRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, format!("Body validation error: {}", rejection.body_text()))
 }
@@ -84,6 +139,8 @@ pub(crate) struct CreateKey {
     name: String,
     #[serde(flatten)]
     limits: KeyLimits,
+    #[serde(default)]
+    webhook_url: Option<String>,
 }
 
 /// `GET /admin/keys`: every key, with live counters; never a key itself.
@@ -102,7 +159,7 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap) -> R
     Ok(Json(listed).into_response())
 }
 
-/// `POST /admin/keys`: issues a key and shows it, once.
+/// `POST /admin/keys`: issues a key and shows it (and its webhook secret), once.
 pub(crate) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -110,21 +167,20 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let Json(body) = body.map_err(bad_json)?;
-    let (key, record) = match issue_key(state.store(), &body.name, body.limits).await {
-        Ok(issued) => issued,
-        Err(IssueError::BadName) => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueError::BadName.to_string()));
-        }
-        Err(IssueError::Store(e)) => return Err(store_error(e)),
-        Err(e) => return Err(ApiError::internal(&e)),
-    };
+    let issued = issue_key(state.store(), &body.name, body.limits, body.webhook_url.as_deref())
+        .await
+        .map_err(issue_error)?;
     state.reload_keys().await.map_err(store_error)?;
-    let mut value = serde_json::to_value(&record).map_err(|e| ApiError::internal(&e))?;
-    value["key"] = secrecy::ExposeSecret::expose_secret(&key).into();
+    let mut value = serde_json::to_value(&issued.record).map_err(|e| ApiError::internal(&e))?;
+    value["key"] = issued.key.expose_secret().into();
+    if let Some(secret) = &issued.webhook_secret {
+        value["webhook_secret"] = secret.expose_secret().into();
+    }
     Ok((StatusCode::CREATED, Json(value)).into_response())
 }
 
-/// `PATCH /admin/keys/{name}`: changes limits or the enabled flag.
+/// `PATCH /admin/keys/{name}`: changes limits, the enabled flag or the
+/// webhook; a new webhook URL's secret is shown in the answer, once.
 pub(crate) async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -133,11 +189,15 @@ pub(crate) async fn update(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let Json(update) = body.map_err(bad_json)?;
-    let record = state.store().update_key(&name, &update).await.map_err(store_error)?;
-    let record =
-        record.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No key named {name:?}")))?;
+    let updated = update_key(state.store(), &name, &update).await.map_err(issue_error)?;
+    let (record, secret) =
+        updated.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No key named {name:?}")))?;
     state.reload_keys().await.map_err(store_error)?;
-    Ok(Json(record).into_response())
+    let mut value = serde_json::to_value(&record).map_err(|e| ApiError::internal(&e))?;
+    if let Some(secret) = &secret {
+        value["webhook_secret"] = secret.expose_secret().into();
+    }
+    Ok(Json(value).into_response())
 }
 
 /// `DELETE /admin/keys/{name}`: revokes a key for good.

@@ -11,6 +11,8 @@ use anyhow::Context as _;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::webhooks::WebhookConfig;
+
 /// The address served by default: loopback only, so that exposing the
 /// server is a deliberate choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
@@ -41,6 +43,10 @@ pub struct FileConfig {
     pub upstream_timeout_secs: Option<u64>,
     /// How often keys are reloaded from the database, in seconds.
     pub key_refresh_secs: Option<u64>,
+    /// Attempts per webhook delivery, the first included.
+    pub webhook_max_attempts: Option<u32>,
+    /// Limit on one webhook attempt, in seconds.
+    pub webhook_timeout_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -117,6 +123,8 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// How often keys are reloaded from the database.
     pub key_refresh: Duration,
+    /// How webhook deliveries are retried.
+    pub webhooks: WebhookConfig,
 }
 
 impl Settings {
@@ -159,6 +167,16 @@ impl Settings {
                 args.upstream_timeout_secs.or(file.upstream_timeout_secs).unwrap_or(120),
             ),
             key_refresh: Duration::from_secs(file.key_refresh_secs.unwrap_or(5).max(1)),
+            webhooks: {
+                let defaults = WebhookConfig::default();
+                WebhookConfig {
+                    max_attempts: file.webhook_max_attempts.unwrap_or(defaults.max_attempts).max(1),
+                    timeout: file
+                        .webhook_timeout_secs
+                        .map_or(defaults.timeout, |s| Duration::from_secs(s.max(1))),
+                    ..defaults
+                }
+            },
         })
     }
 }
@@ -186,7 +204,8 @@ mod tests {
         std::fs::write(
             &config,
             format!(
-                "listen = \"0.0.0.0:9000\"\nbody_limit = 1024\nupstream_key_file = {:?}\nkey_refresh_secs = 2\n",
+                "listen = \"0.0.0.0:9000\"\nbody_limit = 1024\nupstream_key_file = {:?}\nkey_refresh_secs = 2\n\
+                 webhook_max_attempts = 3\n",
                 key_file.display().to_string()
             ),
         )
@@ -207,6 +226,8 @@ mod tests {
             Some("sk-from-env".into())
         );
         assert_eq!(settings.key_refresh, Duration::from_secs(2));
+        assert_eq!(settings.webhooks.max_attempts, 3);
+        assert_eq!(settings.webhooks.timeout, WebhookConfig::default().timeout);
         assert_eq!(settings.upstream_url, aimlvid::DEFAULT_BASE_URL);
     }
 

@@ -14,12 +14,20 @@ use crate::store::{KeyId, KeyRecord};
 /// What every team key starts with, so a leaked one is easy to recognise.
 pub const KEY_PREFIX: &str = "amv_";
 
+/// What every webhook signing secret starts with.
+pub const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
+
 /// A new random key: [`KEY_PREFIX`] and 256 bits from the OS, in hex.
 pub fn generate_key() -> std::io::Result<String> {
+    generate_secret(KEY_PREFIX)
+}
+
+/// A new random secret: `prefix` and 256 bits from the OS, in hex.
+pub fn generate_secret(prefix: &str) -> std::io::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let mut key = String::with_capacity(KEY_PREFIX.len() + 64);
-    key.push_str(KEY_PREFIX);
+    let mut key = String::with_capacity(prefix.len() + 64);
+    key.push_str(prefix);
     for b in bytes {
         key.push(char::from(HEX[usize::from(b >> 4)]));
         key.push(char::from(HEX[usize::from(b & 15)]));
@@ -225,6 +233,7 @@ mod tests {
             enabled: true,
             revoked: false,
             created_at: 0,
+            webhook_url: None,
         }
     }
 

@@ -14,6 +14,7 @@
 //! - [`view`]: the in-memory jobs that answer status reads.
 //! - [`state`]: start-up, the one poller per unfinished job, key refresh.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`webhooks`]: signed announcements of finished jobs, retried, recorded.
 //! - [`app`] builds the router; [`serve`] runs it until a shutdown future resolves.
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod state;
 pub mod store;
 pub mod view;
+pub mod webhooks;
 
 use std::future::Future;
 
@@ -42,7 +44,7 @@ use tracing::Level;
 
 pub use api::{CREATE_STATUS, IDEMPOTENCY_KEY};
 pub use error::ApiError;
-pub use state::{AppState, StateConfig};
+pub use state::{AppState, StartError, StateConfig};
 
 /// The request id header, set on every request that lacks one and echoed
 /// in every answer and error body.

@@ -90,6 +90,10 @@ struct LimitArgs {
     /// Credits the key may spend, or `unlimited`.
     #[arg(long, value_name = "CREDITS|unlimited")]
     budget: Option<Limit<f64>>,
+    /// POST the key's finished jobs to this URL, signed with a new secret
+    /// that is printed once; `none` removes the webhook.
+    #[arg(long, value_name = "URL|none")]
+    webhook_url: Option<String>,
 }
 
 impl LimitArgs {
@@ -107,6 +111,7 @@ impl LimitArgs {
             max_unfinished: self.max_unfinished.clone().map(|l| l.0),
             credit_budget: self.budget.clone().map(|l| l.0),
             enabled: None,
+            webhook_url: self.webhook_url.as_deref().map(|url| (url != "none").then(|| url.to_owned())),
         }
     }
 
@@ -157,6 +162,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         admin_token: settings.admin_token,
         body_limit: settings.body_limit,
         key_refresh: settings.key_refresh,
+        webhooks: settings.webhooks,
         ..StateConfig::from_builder(upstream)?
     };
     let state = AppState::start(Arc::new(store.clone()), config).await?;
@@ -198,14 +204,28 @@ async fn shutdown_signal() {
 async fn keys(store: &SqliteStore, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { name, limits } => {
-            let (key, record) = aimlvid_server::admin::issue_key(store, &name, limits.limits()).await?;
-            eprintln!("Created key {:?}. It is shown only now; store it safely:", record.name);
-            println!("{}", key.expose_secret());
+            let webhook_url = limits.update().webhook_url.flatten();
+            let issued =
+                aimlvid_server::admin::issue_key(store, &name, limits.limits(), webhook_url.as_deref())
+                    .await?;
+            if issued.webhook_secret.is_some() {
+                eprintln!(
+                    "Created key {:?}: the key, then its webhook's signing secret. They are shown only now; \
+                     store them safely:",
+                    issued.record.name
+                );
+            } else {
+                eprintln!("Created key {:?}. It is shown only now; store it safely:", issued.record.name);
+            }
+            println!("{}", issued.key.expose_secret());
+            if let Some(secret) = &issued.webhook_secret {
+                println!("{}", secret.expose_secret());
+            }
         }
         KeysCommand::List => {
             println!(
-                "{:<20} {:<12} {:<9} {:>6} {:>10} {:>12} {:>14}  MODELS",
-                "NAME", "PREFIX", "STATE", "RPM", "UNFINISHED", "BUDGET", "CREDITS USED"
+                "{:<20} {:<12} {:<9} {:>6} {:>10} {:>12} {:>14}  {:<24}  WEBHOOK",
+                "NAME", "PREFIX", "STATE", "RPM", "UNFINISHED", "BUDGET", "CREDITS USED", "MODELS"
             );
             for key in store.keys().await? {
                 print_key(&key);
@@ -224,9 +244,14 @@ async fn keys(store: &SqliteStore, command: KeysCommand) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let record =
-                store.update_key(&name, &update).await?.with_context(|| format!("no key named {name:?}"))?;
+            let (record, webhook_secret) = aimlvid_server::admin::update_key(store, &name, &update)
+                .await?
+                .with_context(|| format!("no key named {name:?}"))?;
             print_key(&record);
+            if let Some(secret) = webhook_secret {
+                eprintln!("The webhook's new signing secret, shown only now:");
+                println!("{}", secret.expose_secret());
+            }
         }
     }
     Ok(())
@@ -242,7 +267,7 @@ fn print_key(key: &KeyRecord) {
     };
     let show = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     println!(
-        "{:<20} {:<12} {:<9} {:>6} {:>10} {:>12} {:>14}  {}",
+        "{:<20} {:<12} {:<9} {:>6} {:>10} {:>12} {:>14}  {:<24}  {}",
         key.name,
         format!("{}…", key.prefix),
         state,
@@ -251,5 +276,6 @@ fn print_key(key: &KeyRecord) {
         show(key.limits.credit_budget.map(|v| v.to_string())),
         key.credits_used,
         key.limits.allowed_models.as_ref().map_or_else(|| "any".to_owned(), |m| m.join(",")),
+        key.webhook_url.as_deref().unwrap_or("-"),
     );
 }

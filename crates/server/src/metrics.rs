@@ -141,7 +141,13 @@ pub struct Metrics {
     creates_unknown: AtomicU64,
     storage_reads: AtomicU64,
     event_streams: AtomicI64,
+    webhook_attempts: [AtomicU64; WEBHOOK_OUTCOMES.len()],
+    webhooks_given_up: AtomicU64,
 }
+
+/// Outcomes of webhook attempts, as the `outcome` label.
+const WEBHOOK_OUTCOMES: [&str; 3] =
+    [crate::store::delivery::DELIVERED, crate::store::delivery::FAILED, crate::store::delivery::CANCELLED];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -153,6 +159,8 @@ impl Default for Metrics {
             creates_unknown: AtomicU64::new(0),
             storage_reads: AtomicU64::new(0),
             event_streams: AtomicI64::new(0),
+            webhook_attempts: Default::default(),
+            webhooks_given_up: AtomicU64::new(0),
         }
     }
 }
@@ -199,6 +207,18 @@ impl Metrics {
     /// An events stream opened (+1) or closed (-1).
     pub fn event_stream(&self, delta: i64) {
         self.event_streams.fetch_add(delta, Relaxed);
+    }
+
+    /// A webhook attempt ended in `outcome` (a [`delivery`](crate::store::delivery) state).
+    pub fn webhook_attempt(&self, outcome: &str) {
+        if let Some(i) = WEBHOOK_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.webhook_attempts[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A webhook delivery failed its last attempt.
+    pub fn webhook_given_up(&self) {
+        self.webhooks_given_up.fetch_add(1, Relaxed);
     }
 
     /// Jobs being followed upstream now.
@@ -313,6 +333,22 @@ impl Metrics {
             "# HELP aimlvid_event_streams Open event streams.\n# TYPE aimlvid_event_streams gauge\n",
         );
         let _ = writeln!(out, "aimlvid_event_streams {}", self.event_streams.load(Relaxed));
+        out.push_str(
+            "# HELP aimlvid_webhook_attempts_total Webhook attempts, by outcome.\n\
+             # TYPE aimlvid_webhook_attempts_total counter\n",
+        );
+        for (outcome, counter) in WEBHOOK_OUTCOMES.iter().zip(&self.webhook_attempts) {
+            let _ = writeln!(
+                out,
+                "aimlvid_webhook_attempts_total{{outcome=\"{outcome}\"}} {}",
+                counter.load(Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP aimlvid_webhooks_given_up_total Webhook deliveries whose every attempt failed.\n\
+             # TYPE aimlvid_webhooks_given_up_total counter\n",
+        );
+        let _ = writeln!(out, "aimlvid_webhooks_given_up_total {}", self.webhooks_given_up.load(Relaxed));
         out
     }
 }

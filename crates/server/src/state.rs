@@ -14,8 +14,20 @@ use tokio_util::task::TaskTracker;
 
 use crate::keys::{KeyTable, hash_key};
 use crate::metrics::{KeyFigures, Metrics, Snapshot};
-use crate::store::{JobRecord, KeyId, Store, StoreResult};
+use crate::store::{JobEnd, JobRecord, KeyId, Store, StoreError};
 use crate::view::{JobView, JobViews};
+use crate::webhooks::{WebhookConfig, Webhooks};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP client for webhooks could not be set up.
+    #[error("could not set up webhook delivery: {0}")]
+    Webhooks(#[from] reqwest::Error),
+}
 
 /// How the state behaves, apart from storage.
 #[derive(Debug, Clone)]
@@ -35,6 +47,8 @@ pub struct StateConfig {
     /// client reports its calls here only if it was built with it as its
     /// observer, as [`StateConfig::from_builder`] does.
     pub metrics: Arc<Metrics>,
+    /// How webhook deliveries are retried.
+    pub webhooks: WebhookConfig,
 }
 
 impl StateConfig {
@@ -47,6 +61,7 @@ impl StateConfig {
             key_refresh: Duration::from_secs(5),
             recent_jobs: 10_000,
             metrics: Arc::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 
@@ -74,6 +89,7 @@ struct Inner {
     admin_token_hash: Option<[u8; 32]>,
     body_limit: usize,
     metrics: Arc<Metrics>,
+    webhooks: Webhooks,
     /// Cancelled when shutdown begins: ends event streams, so that the
     /// requests still in flight can finish.
     draining: CancellationToken,
@@ -84,8 +100,9 @@ struct Inner {
 
 impl AppState {
     /// Loads keys and jobs from `store`, marks creates a previous run left
-    /// in flight as `unknown`, and starts polling every unfinished job.
-    pub async fn start(store: Arc<dyn Store>, config: StateConfig) -> StoreResult<AppState> {
+    /// in flight as `unknown`, starts polling every unfinished job, and
+    /// resumes pending webhook deliveries.
+    pub async fn start(store: Arc<dyn Store>, config: StateConfig) -> Result<AppState, StartError> {
         let orphans = store.pending_to_unknown().await?;
         if orphans > 0 {
             tracing::warn!(
@@ -116,6 +133,7 @@ impl AppState {
                 admin_token_hash: config.admin_token.map(|t| hash_key(t.expose_secret())),
                 body_limit: config.body_limit,
                 metrics: config.metrics,
+                webhooks: Webhooks::new(config.webhooks)?,
                 draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -129,6 +147,11 @@ impl AppState {
         }
         let refresher = state.clone();
         state.inner.tasks.spawn(async move { refresher.refresh_keys(config.key_refresh).await });
+        let deliverer = state.clone();
+        state.inner.tasks.spawn(async move {
+            let inner = &deliverer.inner;
+            inner.webhooks.run(inner.store.as_ref(), &inner.metrics, &inner.stop).await;
+        });
         Ok(state)
     }
 
@@ -214,7 +237,7 @@ impl AppState {
     }
 
     /// Reloads keys from storage now.
-    pub async fn reload_keys(&self) -> StoreResult<()> {
+    pub async fn reload_keys(&self) -> Result<(), StoreError> {
         let records = self.inner.store.keys().await?;
         // Keys new to this process have no jobs in flight here yet.
         self.inner.keys.sync(records, |_| 0);
@@ -313,14 +336,22 @@ impl AppState {
                 return;
             }
         };
+        let view = JobView::new(key_id, generation);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = if generation.status.is_finished() {
                 let credits = generation.credits_used().unwrap_or(0.0);
-                self.inner.store.job_finished(id, status, &body, credits).await.map(|charged| {
-                    if let Some(entry) = charged.and_then(|key| self.inner.keys.get(key)) {
+                // A webhook announces the job exactly as members read it.
+                let announcement = std::str::from_utf8(&view.body).unwrap_or_default();
+                let end = JobEnd { status, body: &body, credits, announcement };
+                self.inner.store.job_finished(id, &end).await.map(|charged| {
+                    let Some(charged) = charged else { return };
+                    if let Some(entry) = self.inner.keys.get(charged.key_id) {
                         entry.job_ended(credits);
+                    }
+                    if charged.webhook_queued {
+                        self.inner.webhooks.wake();
                     }
                 })
             } else {
@@ -339,7 +370,7 @@ impl AppState {
             }
         }
         tracing::info!(generation_id = id, status, "job status");
-        self.inner.jobs.put(id, JobView::new(key_id, generation));
+        self.inner.jobs.put(id, view);
     }
 }
 

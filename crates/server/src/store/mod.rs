@@ -5,6 +5,7 @@
 mod sqlite;
 
 use async_trait::async_trait;
+use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use sqlite::SqliteStore;
@@ -28,6 +29,9 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("storage holds an unreadable value: {0}")]
     Corrupt(String),
+    /// The change asked for is incomplete or contradictory.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Shorthand for storage results.
@@ -73,6 +77,19 @@ pub struct KeyRecord {
     pub revoked: bool,
     /// Unix seconds.
     pub created_at: i64,
+    /// Where the key's finished jobs are announced, if anywhere. (Its
+    /// secret is not part of the record, so it cannot be listed by mistake.)
+    pub webhook_url: Option<String>,
+}
+
+/// A key's webhook: where to announce its finished jobs, and the secret
+/// that signs the announcements.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// An `http` or `https` URL.
+    pub url: String,
+    /// The signing secret.
+    pub secret: SecretString,
 }
 
 /// A key to add.
@@ -86,6 +103,8 @@ pub struct NewKey {
     pub prefix: String,
     /// Its limits.
     pub limits: KeyLimits,
+    /// Its webhook, if any.
+    pub webhook: Option<Webhook>,
 }
 
 /// Changes to a key; each `None` leaves a setting as it is, and an inner
@@ -108,6 +127,10 @@ pub struct KeyUpdate {
     /// Enable or disable.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// A new webhook URL, which takes a new secret; `null` removes the
+    /// webhook and its secret.
+    #[serde(default, deserialize_with = "present")]
+    pub webhook_url: Option<Option<String>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
@@ -184,6 +207,28 @@ pub struct NewJob {
     pub request_hash: [u8; 32],
 }
 
+/// A job's end, as [`JobStore::job_finished`] records it.
+#[derive(Debug, Clone, Copy)]
+pub struct JobEnd<'a> {
+    /// The final status.
+    pub status: &'a str,
+    /// The generation as JSON, as stored.
+    pub body: &'a str,
+    /// Credits to charge.
+    pub credits: f64,
+    /// The JSON a webhook announces: the job as members read it.
+    pub announcement: &'a str,
+}
+
+/// What [`JobStore::job_finished`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Charged {
+    /// The key charged.
+    pub key_id: KeyId,
+    /// Whether a webhook delivery was queued.
+    pub webhook_queued: bool,
+}
+
 /// The result of [`JobStore::begin_job`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begun {
@@ -200,8 +245,15 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     async fn insert_key(&self, key: &NewKey) -> StoreResult<KeyRecord>;
     /// Every key, revoked ones included.
     async fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
-    /// Changes a key's limits or enabled flag; `None` if there is no such key.
-    async fn update_key(&self, name: &str, update: &KeyUpdate) -> StoreResult<Option<KeyRecord>>;
+    /// Changes a key's limits, enabled flag or webhook; `None` if there is
+    /// no such key. A new webhook URL is stored with `webhook_secret`, which
+    /// it requires ([`StoreError::Invalid`] without it).
+    async fn update_key(
+        &self,
+        name: &str,
+        update: &KeyUpdate,
+        webhook_secret: Option<&SecretString>,
+    ) -> StoreResult<Option<KeyRecord>>;
     /// Revokes a key for good; `None` if there is no such key.
     async fn revoke_key(&self, name: &str) -> StoreResult<Option<KeyRecord>>;
 }
@@ -232,15 +284,11 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn abandon_job(&self, local_id: &str) -> StoreResult<()>;
     /// Records a status change of an unfinished job.
     async fn job_changed(&self, generation_id: &str, status: &str, body: &str) -> StoreResult<()>;
-    /// Records a job's end and charges its key `credits`, both at most once:
-    /// returns the key charged, or `None` if the job was already finished.
-    async fn job_finished(
-        &self,
-        generation_id: &str,
-        status: &str,
-        body: &str,
-        credits: f64,
-    ) -> StoreResult<Option<KeyId>>;
+    /// Records a job's end and charges its key, both at most once, and in
+    /// the same transaction queues the first attempt of the webhook
+    /// delivery, if the key has a webhook. Returns what was charged, or
+    /// `None` if the job was already finished.
+    async fn job_finished(&self, generation_id: &str, end: &JobEnd<'_>) -> StoreResult<Option<Charged>>;
     /// A job by the upstream's id.
     async fn job_by_generation(&self, generation_id: &str) -> StoreResult<Option<JobRecord>>;
     /// Jobs with an upstream id that have not finished, to be polled.
@@ -252,9 +300,105 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn pending_to_unknown(&self) -> StoreResult<u64>;
 }
 
+/// The states of a webhook attempt.
+pub mod delivery {
+    /// Not made yet; due at its `due_at`.
+    pub const PENDING: &str = "pending";
+    /// Answered with a 2xx: the delivery is done.
+    pub const DELIVERED: &str = "delivered";
+    /// Refused or not answered; a later attempt follows unless this was the last.
+    pub const FAILED: &str = "failed";
+    /// Not made: the key's webhook was removed or the key revoked.
+    pub const CANCELLED: &str = "cancelled";
+}
+
+/// A webhook attempt that is due.
+#[derive(Debug)]
+pub struct DueWebhook {
+    /// The attempt's row id.
+    pub id: i64,
+    /// Shared by every attempt of one delivery.
+    pub delivery_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The job's key.
+    pub key_id: KeyId,
+    /// The job.
+    pub generation_id: String,
+    /// The JSON to send.
+    pub body: String,
+    /// The key's webhook as it is now; `None` if it was removed or the key revoked.
+    pub target: Option<Webhook>,
+}
+
+/// How an attempt went, to record.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    /// One of [`delivery`]'s states other than pending.
+    pub state: &'static str,
+    /// Where it was sent.
+    pub url: Option<String>,
+    /// The answer's status.
+    pub response_status: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Unix milliseconds.
+    pub attempted_at_ms: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// When to try again (unix milliseconds); `None` ends the delivery.
+    pub retry_at_ms: Option<i64>,
+}
+
+/// A recorded webhook attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookAttempt {
+    /// Row id.
+    pub id: i64,
+    /// Shared by every attempt of one delivery.
+    pub delivery_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The job's key.
+    pub key_id: KeyId,
+    /// The job.
+    pub generation_id: String,
+    /// The job's final status.
+    pub event: String,
+    /// One of [`delivery`]'s states.
+    pub state: String,
+    /// When it is or was due, unix milliseconds.
+    pub due_at_ms: i64,
+    /// Where it was sent.
+    pub url: Option<String>,
+    /// The answer's status.
+    pub response_status: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was made, unix milliseconds.
+    pub attempted_at_ms: Option<i64>,
+    /// How long it took.
+    pub duration_ms: Option<i64>,
+}
+
+/// Webhook deliveries: a queue that survives restarts, and the record of
+/// every attempt.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + std::fmt::Debug {
+    /// Pending attempts due by `now_ms`, oldest first, with their key's webhook.
+    async fn due_webhooks(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<DueWebhook>>;
+    /// When the next pending attempt is due, if any.
+    async fn next_webhook_due(&self) -> StoreResult<Option<i64>>;
+    /// Records an attempt's outcome and, in the same transaction, queues
+    /// the next attempt if the outcome asks for one.
+    async fn webhook_attempted(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()>;
+    /// Every attempt for a job, in order.
+    async fn webhook_attempts(&self, generation_id: &str) -> StoreResult<Vec<WebhookAttempt>>;
+}
+
 /// A complete storage backend.
 #[async_trait]
-pub trait Store: KeyStore + JobStore {
+pub trait Store: KeyStore + JobStore + WebhookStore {
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 }

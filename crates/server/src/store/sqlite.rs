@@ -9,14 +9,16 @@ use std::str::FromStr as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use secrecy::{ExposeSecret as _, SecretString};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row as _, Sqlite, Transaction};
 
 use super::{
-    Begun, JobRecord, JobStore, KeyId, KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, Store, StoreError,
-    StoreResult, status,
+    AttemptOutcome, Begun, Charged, DueWebhook, JobEnd, JobRecord, JobStore, KeyId, KeyRecord, KeyStore,
+    KeyUpdate, NewJob, NewKey, Store, StoreError, StoreResult, Webhook, WebhookAttempt, WebhookStore,
+    delivery, status,
 };
 
 /// Statuses after which a job never changes, as SQL.
@@ -25,8 +27,11 @@ use super::{
 const FINISHED: &str = "('completed', 'complete', 'error')";
 const JOB_COLUMNS: &str = "local_id, key_id, generation_id, status, model, body, idempotency_key, \
                            request_hash, credits_charged, created_at";
+// The webhook secret is deliberately absent: only `due_webhooks` reads it.
 const KEY_COLUMNS: &str = "id, name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, \
-                           credits_used, enabled, revoked_at, created_at";
+                           credits_used, enabled, revoked_at, created_at, webhook_url";
+const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, key_id, generation_id, event, state, due_at, url, \
+                               response_status, error, attempted_at, duration_ms";
 
 /// Keys and jobs in a SQLite file.
 #[derive(Debug, Clone)]
@@ -71,6 +76,10 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
     let hash: Vec<u8> = row.try_get("hash")?;
     let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| StoreError::Corrupt("key hash".into()))?;
@@ -97,6 +106,27 @@ fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
         enabled: row.try_get("enabled")?,
         revoked: revoked_at.is_some(),
         created_at: row.try_get("created_at")?,
+        webhook_url: row.try_get("webhook_url")?,
+    })
+}
+
+fn attempt_from_row(row: &SqliteRow) -> StoreResult<WebhookAttempt> {
+    let attempt: i64 = row.try_get("attempt")?;
+    let response_status: Option<i64> = row.try_get("response_status")?;
+    Ok(WebhookAttempt {
+        id: row.try_get("id")?,
+        delivery_id: row.try_get("delivery_id")?,
+        attempt: u32::try_from(attempt).map_err(|_| StoreError::Corrupt("webhook attempt".into()))?,
+        key_id: row.try_get("key_id")?,
+        generation_id: row.try_get("generation_id")?,
+        event: row.try_get("event")?,
+        state: row.try_get("state")?,
+        due_at_ms: row.try_get("due_at")?,
+        url: row.try_get("url")?,
+        response_status: response_status.and_then(|s| u16::try_from(s).ok()),
+        error: row.try_get("error")?,
+        attempted_at_ms: row.try_get("attempted_at")?,
+        duration_ms: row.try_get("duration_ms")?,
     })
 }
 
@@ -127,8 +157,8 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 impl KeyStore for SqliteStore {
     async fn insert_key(&self, key: &NewKey) -> StoreResult<KeyRecord> {
         let inserted = sqlx::query(
-            "INSERT INTO keys (name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO keys (name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, created_at, \
+             webhook_url, webhook_secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.name)
         .bind(key.hash.as_slice())
@@ -138,6 +168,8 @@ impl KeyStore for SqliteStore {
         .bind(key.limits.max_unfinished.map(i64::from))
         .bind(key.limits.credit_budget)
         .bind(now())
+        .bind(key.webhook.as_ref().map(|w| w.url.as_str()))
+        .bind(key.webhook.as_ref().map(|w| w.secret.expose_secret()))
         .execute(&self.pool)
         .await;
         match inserted {
@@ -157,7 +189,15 @@ impl KeyStore for SqliteStore {
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn update_key(&self, name: &str, update: &KeyUpdate) -> StoreResult<Option<KeyRecord>> {
+    async fn update_key(
+        &self,
+        name: &str,
+        update: &KeyUpdate,
+        webhook_secret: Option<&SecretString>,
+    ) -> StoreResult<Option<KeyRecord>> {
+        if matches!(update.webhook_url, Some(Some(_))) && webhook_secret.is_none() {
+            return Err(StoreError::Invalid("a new webhook URL needs a new secret".into()));
+        }
         let mut tx = self.pool.begin().await?;
         let Some(row) = sqlx::query(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?")))
             .bind(name)
@@ -180,6 +220,15 @@ impl KeyStore for SqliteStore {
         .bind(key.id)
         .execute(&mut *tx)
         .await?;
+        if let Some(url) = &update.webhook_url {
+            sqlx::query("UPDATE keys SET webhook_url = ?, webhook_secret = ? WHERE id = ?")
+                .bind(url)
+                .bind(url.as_ref().and(webhook_secret).map(|s| s.expose_secret()))
+                .bind(key.id)
+                .execute(&mut *tx)
+                .await?;
+            key.webhook_url.clone_from(url);
+        }
         tx.commit().await?;
         Ok(Some(key))
     }
@@ -305,13 +354,7 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
-    async fn job_finished(
-        &self,
-        generation_id: &str,
-        status: &str,
-        body: &str,
-        credits: f64,
-    ) -> StoreResult<Option<KeyId>> {
+    async fn job_finished(&self, generation_id: &str, end: &JobEnd<'_>) -> StoreResult<Option<Charged>> {
         let mut tx = self.pool.begin().await?;
         let Some(job) = job_in(&mut tx, "generation_id = ?", generation_id).await? else {
             return Ok(None);
@@ -320,9 +363,9 @@ impl JobStore for SqliteStore {
             "UPDATE jobs SET status = ?, body = ?, credits_charged = ?, updated_at = ? \
              WHERE local_id = ? AND credits_charged IS NULL",
         )
-        .bind(status)
-        .bind(body)
-        .bind(credits)
+        .bind(end.status)
+        .bind(end.body)
+        .bind(end.credits)
         .bind(now())
         .bind(&job.local_id)
         .execute(&mut *tx)
@@ -332,12 +375,29 @@ impl JobStore for SqliteStore {
             return Ok(None);
         }
         sqlx::query("UPDATE keys SET credits_used = credits_used + ? WHERE id = ?")
-            .bind(credits)
+            .bind(end.credits)
             .bind(job.key_id)
             .execute(&mut *tx)
             .await?;
+        let now = now_ms();
+        let queued = sqlx::query(
+            "INSERT INTO webhook_deliveries \
+             (delivery_id, attempt, key_id, generation_id, event, body, state, due_at, created_at) \
+             SELECT lower(hex(randomblob(16))), 1, id, ?, ?, ?, ?, ?, ? FROM keys \
+             WHERE id = ? AND webhook_url IS NOT NULL AND revoked_at IS NULL",
+        )
+        .bind(generation_id)
+        .bind(end.status)
+        .bind(end.announcement)
+        .bind(delivery::PENDING)
+        .bind(now)
+        .bind(now)
+        .bind(job.key_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        Ok(Some(job.key_id))
+        Ok(Some(Charged { key_id: job.key_id, webhook_queued: queued > 0 }))
     }
 
     async fn job_by_generation(&self, generation_id: &str) -> StoreResult<Option<JobRecord>> {
@@ -382,6 +442,93 @@ impl JobStore for SqliteStore {
 }
 
 #[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn due_webhooks(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<DueWebhook>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.delivery_id, d.attempt, d.key_id, d.generation_id, d.body, \
+             CASE WHEN k.revoked_at IS NULL THEN k.webhook_url END AS url, k.webhook_secret AS secret \
+             FROM webhook_deliveries d JOIN keys k ON k.id = d.key_id \
+             WHERE d.state = ? AND d.due_at <= ? ORDER BY d.due_at, d.id LIMIT ?",
+        )
+        .bind(delivery::PENDING)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let url: Option<String> = row.try_get("url")?;
+                let secret: Option<String> = row.try_get("secret")?;
+                let attempt: i64 = row.try_get("attempt")?;
+                Ok(DueWebhook {
+                    id: row.try_get("id")?,
+                    delivery_id: row.try_get("delivery_id")?,
+                    attempt: u32::try_from(attempt)
+                        .map_err(|_| StoreError::Corrupt("webhook attempt".into()))?,
+                    key_id: row.try_get("key_id")?,
+                    generation_id: row.try_get("generation_id")?,
+                    body: row.try_get("body")?,
+                    target: url.zip(secret).map(|(url, secret)| Webhook { url, secret: secret.into() }),
+                })
+            })
+            .collect()
+    }
+
+    async fn next_webhook_due(&self) -> StoreResult<Option<i64>> {
+        let due: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(due_at) FROM webhook_deliveries WHERE state = ?")
+                .bind(delivery::PENDING)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(due)
+    }
+
+    async fn webhook_attempted(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE webhook_deliveries SET state = ?, url = ?, response_status = ?, error = ?, \
+             attempted_at = ?, duration_ms = ? WHERE id = ? AND state = ?",
+        )
+        .bind(outcome.state)
+        .bind(&outcome.url)
+        .bind(outcome.response_status.map(i64::from))
+        .bind(&outcome.error)
+        .bind(outcome.attempted_at_ms)
+        .bind(outcome.duration_ms)
+        .bind(id)
+        .bind(delivery::PENDING)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(retry_at) = outcome.retry_at_ms {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries \
+                 (delivery_id, attempt, key_id, generation_id, event, body, state, due_at, created_at) \
+                 SELECT delivery_id, attempt + 1, key_id, generation_id, event, body, ?, ?, ? \
+                 FROM webhook_deliveries WHERE id = ?",
+            )
+            .bind(delivery::PENDING)
+            .bind(retry_at)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn webhook_attempts(&self, generation_id: &str) -> StoreResult<Vec<WebhookAttempt>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM webhook_deliveries WHERE generation_id = ? ORDER BY id"
+        )))
+        .bind(generation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+}
+
+#[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -406,7 +553,12 @@ mod tests {
             hash: [name.len() as u8; 32],
             prefix: "amv_x".into(),
             limits: KeyLimits::default(),
+            webhook: None,
         }
+    }
+
+    fn end<'a>(status: &'a str, credits: f64) -> JobEnd<'a> {
+        JobEnd { status, body: "{}", credits, announcement: "{\"id\":\"g1\"}" }
     }
 
     #[tokio::test]
@@ -425,11 +577,11 @@ mod tests {
         assert!(matches!(store.insert_key(&new_key("alice")).await, Err(StoreError::Conflict(_))));
 
         let update: KeyUpdate = serde_json::from_str(r#"{"rpm": null, "enabled": false}"#).unwrap();
-        let updated = store.update_key("alice", &update).await.unwrap().unwrap();
+        let updated = store.update_key("alice", &update, None).await.unwrap().unwrap();
         assert_eq!(updated.limits.rpm, None);
         assert_eq!(updated.limits.max_unfinished, Some(2), "fields left out stay as they were");
         assert!(!updated.enabled);
-        assert_eq!(store.update_key("bob", &update).await.unwrap(), None);
+        assert_eq!(store.update_key("bob", &update, None).await.unwrap(), None);
 
         let revoked = store.revoke_key("alice").await.unwrap().unwrap();
         assert!(revoked.revoked);
@@ -458,8 +610,9 @@ mod tests {
         store.job_created("l1", "g1", "queued", "{}").await.unwrap();
         assert_eq!(store.unfinished_jobs().await.unwrap().len(), 1);
         store.job_changed("g1", "generating", "{}").await.unwrap();
-        assert_eq!(store.job_finished("g1", "completed", "{}", 5.0).await.unwrap(), Some(key.id));
-        assert_eq!(store.job_finished("g1", "completed", "{}", 5.0).await.unwrap(), None);
+        let charged = Charged { key_id: key.id, webhook_queued: false };
+        assert_eq!(store.job_finished("g1", &end("completed", 5.0)).await.unwrap(), Some(charged));
+        assert_eq!(store.job_finished("g1", &end("completed", 5.0)).await.unwrap(), None);
         store.job_changed("g1", "generating", "{}").await.unwrap();
         let done = store.job_by_generation("g1").await.unwrap().unwrap();
         assert_eq!((done.status.as_str(), done.credits_charged), ("completed", Some(5.0)));
@@ -482,5 +635,77 @@ mod tests {
         assert_eq!(store.pending_to_unknown().await.unwrap(), 1);
         assert!(store.unfinished_jobs().await.unwrap().is_empty(), "an unknown job has no id to poll");
         assert_eq!(store.pending_to_unknown().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_finished_job_queues_its_webhook_and_each_attempt_queues_the_next() {
+        let (_dir, store) = store().await;
+        let mut with_hook = new_key("hooked");
+        with_hook.webhook =
+            Some(Webhook { url: "http://127.0.0.1:9/hook".into(), secret: "whsec_s".to_owned().into() });
+        let key = store.insert_key(&with_hook).await.unwrap();
+        assert_eq!(key.webhook_url.as_deref(), Some("http://127.0.0.1:9/hook"));
+        let job = NewJob {
+            local_id: "l1".into(),
+            key_id: key.id,
+            model: "m".into(),
+            idempotency_key: None,
+            request_hash: [0; 32],
+        };
+        store.begin_job(&job).await.unwrap();
+        store.job_created("l1", "g1", "queued", "{}").await.unwrap();
+        assert_eq!(store.next_webhook_due().await.unwrap(), None);
+        let charged = store.job_finished("g1", &end("completed", 1.0)).await.unwrap().unwrap();
+        assert!(charged.webhook_queued);
+
+        let due = store.due_webhooks(now_ms() + 1000, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        let first = &due[0];
+        assert_eq!((first.attempt, first.body.as_str()), (1, "{\"id\":\"g1\"}"));
+        let target = first.target.as_ref().unwrap();
+        assert_eq!(target.secret.expose_secret(), "whsec_s");
+        let retry_at = now_ms() + 60_000;
+        let failed = AttemptOutcome {
+            state: delivery::FAILED,
+            url: Some(target.url.clone()),
+            response_status: Some(500),
+            error: Some("answered 500".into()),
+            attempted_at_ms: now_ms(),
+            duration_ms: 3,
+            retry_at_ms: Some(retry_at),
+        };
+        store.webhook_attempted(first.id, &failed).await.unwrap();
+        assert!(
+            store.due_webhooks(now_ms() + 1000, 10).await.unwrap().is_empty(),
+            "the retry is not due yet"
+        );
+        assert_eq!(store.next_webhook_due().await.unwrap(), Some(retry_at));
+
+        // Once the key is revoked, the retry finds no webhook to go to.
+        store.revoke_key("hooked").await.unwrap();
+        let due = store.due_webhooks(retry_at, 10).await.unwrap();
+        assert_eq!((due[0].attempt, due[0].target.is_none()), (2, true));
+        let attempts = store.webhook_attempts("g1").await.unwrap();
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(attempts[0].delivery_id, attempts[1].delivery_id);
+        assert_eq!((attempts[0].state.as_str(), attempts[0].response_status), ("failed", Some(500)));
+        assert_eq!((attempts[1].state.as_str(), attempts[1].due_at_ms), ("pending", retry_at));
+    }
+
+    #[tokio::test]
+    async fn a_webhook_url_is_set_only_with_a_secret_and_removed_with_it() {
+        let (_dir, store) = store().await;
+        store.insert_key(&new_key("k")).await.unwrap();
+        let set: KeyUpdate = serde_json::from_str(r#"{"webhook_url": "https://example.com/h"}"#).unwrap();
+        assert!(matches!(store.update_key("k", &set, None).await, Err(StoreError::Invalid(_))));
+        let secret = SecretString::from("whsec_new".to_owned());
+        let updated = store.update_key("k", &set, Some(&secret)).await.unwrap().unwrap();
+        assert_eq!(updated.webhook_url.as_deref(), Some("https://example.com/h"));
+        let remove: KeyUpdate = serde_json::from_str(r#"{"webhook_url": null}"#).unwrap();
+        let updated = store.update_key("k", &remove, None).await.unwrap().unwrap();
+        assert_eq!(updated.webhook_url, None);
+        let secret: Option<String> =
+            sqlx::query_scalar("SELECT webhook_secret FROM keys").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(secret, None, "the secret goes with its URL");
     }
 }

@@ -8,3 +8,4 @@ mod keys;
 mod metrics;
 mod process;
 mod support;
+mod webhooks;

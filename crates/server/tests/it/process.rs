@@ -83,3 +83,36 @@ async fn nothing_is_lost_when_the_process_is_killed() {
     assert!(listed.contains("kim") && !listed.contains(&key), "{listed}");
     assert!(listed.contains(&sim.config().credits_per_job.to_string()), "{listed}");
 }
+
+#[test]
+fn a_webhook_secret_is_printed_once_and_never_listed() {
+    let (_dir, db) = temp_db();
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN).args(args).arg("--database").arg(&db).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let created = run(&["keys", "create", "hooked", "--webhook-url", "https://hooks.example.com/aimlvid"]);
+    let lines: Vec<&str> = created.lines().collect();
+    let [key, secret] = lines[..] else { panic!("expected the key, then the secret: {created}") };
+    assert!(key.starts_with("amv_") && secret.starts_with("whsec_"), "{created}");
+
+    let listed = run(&["keys", "list"]);
+    assert!(listed.contains("https://hooks.example.com/aimlvid"), "{listed}");
+    assert!(!listed.contains(secret) && !listed.contains(key), "{listed}");
+
+    // A new URL takes a new secret, printed once; `none` removes the webhook.
+    let updated = run(&["keys", "update", "hooked", "--webhook-url", "https://hooks.example.com/v2"]);
+    let new_secret = updated.lines().last().unwrap();
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret, "{updated}");
+    let removed = run(&["keys", "update", "hooked", "--webhook-url", "none"]);
+    assert!(!removed.contains("whsec_") && !removed.contains("hooks.example.com"), "{removed}");
+
+    let refused = Command::new(BIN)
+        .args(["keys", "create", "bad", "--webhook-url", "ftp://example.com", "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("http:// or https://"));
+}

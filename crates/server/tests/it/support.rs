@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aimlvid::{PollPolicy, RetryPolicy};
 use aimlvid_server::store::{KeyLimits, SqliteStore};
+use aimlvid_server::webhooks::WebhookConfig;
 use aimlvid_server::{AppState, StateConfig};
 use aimlvid_sim::{RunningSim, SimConfig, Simulator, Spread};
 use serde_json::{Value, json};
@@ -63,6 +64,13 @@ pub(crate) async fn start_proxy_with(sim: &RunningSim, db: &Path, policy: PollPo
     let config = StateConfig {
         admin_token: Some(ADMIN_TOKEN.to_owned().into()),
         key_refresh: Duration::from_millis(50),
+        // Retries within milliseconds, so tests see them without waiting long.
+        webhooks: WebhookConfig {
+            max_attempts: 4,
+            first_retry: Duration::from_millis(20),
+            max_retry: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+        },
         ..StateConfig::from_builder(upstream).unwrap()
     };
     let state = AppState::start(Arc::new(store), config).await.unwrap();
@@ -78,9 +86,25 @@ pub(crate) async fn start_proxy_with(sim: &RunningSim, db: &Path, policy: PollPo
 impl Proxy {
     /// Issues a key with these limits.
     pub(crate) async fn key(&self, name: &str, limits: KeyLimits) -> String {
-        let (key, _) = aimlvid_server::admin::issue_key(self.state.store(), name, limits).await.unwrap();
+        let issued = aimlvid_server::admin::issue_key(self.state.store(), name, limits, None).await.unwrap();
         self.state.reload_keys().await.unwrap();
-        secrecy::ExposeSecret::expose_secret(&key).to_owned()
+        secrecy::ExposeSecret::expose_secret(&issued.key).to_owned()
+    }
+
+    /// Issues a key whose finished jobs are announced to `webhook_url`;
+    /// returns the key and the webhook's secret.
+    pub(crate) async fn key_with_webhook(&self, name: &str, webhook_url: &str) -> (String, String) {
+        use secrecy::ExposeSecret as _;
+        let issued = aimlvid_server::admin::issue_key(
+            self.state.store(),
+            name,
+            KeyLimits::default(),
+            Some(webhook_url),
+        )
+        .await
+        .unwrap();
+        self.state.reload_keys().await.unwrap();
+        (issued.key.expose_secret().to_owned(), issued.webhook_secret.unwrap().expose_secret().to_owned())
     }
 
     /// Shuts down gracefully and waits until it has.

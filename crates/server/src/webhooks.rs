@@ -1,0 +1,336 @@
+//! Webhooks: when a job finishes, the server POSTs it to its key's webhook
+//! URL, signed with the key's webhook secret.
+//!
+//! A delivery is queued in storage in the transaction that finishes the job
+//! (see [`JobStore::job_finished`](crate::store::JobStore::job_finished)),
+//! and made by one background task, which retries failures with
+//! exponential backoff up to a bounded number of attempts and records
+//! every attempt. Pending deliveries are resumed at the next start, so
+//! delivery is at least once: receivers should ignore a repeated
+//! [`DELIVERY_HEADER`].
+//!
+//! # Verifying a delivery
+//!
+//! The [`SIGNATURE_HEADER`] is `t=<unix seconds>,v1=<hex>`, where `<hex>`
+//! is the HMAC-SHA256, keyed with the webhook secret (the whole string,
+//! `whsec_…`, as printed), of `"<t>.<body>"`: the timestamp, a dot, and the
+//! raw request body. Recompute it over the body as received, compare in
+//! constant time, and refuse a `t` far from now (say five minutes) to stop
+//! replays. [`verify`] does exactly that.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt as _;
+use hmac::{KeyInit as _, Mac as _};
+use secrecy::ExposeSecret as _;
+use sha2::Sha256;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::{AttemptOutcome, DueWebhook, Store, StoreResult, delivery};
+
+/// The signature header: `t=<unix seconds>,v1=<hex HMAC-SHA256>`.
+pub const SIGNATURE_HEADER: &str = "x-aimlvid-signature";
+/// Names the delivery; the same on every attempt of it.
+pub const DELIVERY_HEADER: &str = "x-aimlvid-delivery";
+/// The attempt's number, from 1.
+pub const ATTEMPT_HEADER: &str = "x-aimlvid-attempt";
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// How deliveries are retried.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Attempts per delivery, the first included.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; each later wait doubles.
+    pub first_retry: Duration,
+    /// The longest wait between attempts.
+    pub max_retry: Duration,
+    /// Limit on one attempt.
+    pub timeout: Duration,
+}
+
+impl Default for WebhookConfig {
+    /// Ten attempts over about an hour and a half: waits of 10 s, 20 s, … 42 min.
+    fn default() -> Self {
+        WebhookConfig {
+            max_attempts: 10,
+            first_retry: Duration::from_secs(10),
+            max_retry: Duration::from_secs(3600),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// The wait after failed attempt number `attempt` (from 1).
+    pub fn retry_after(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        self.first_retry.saturating_mul(1 << doublings).min(self.max_retry)
+    }
+}
+
+/// The [`SIGNATURE_HEADER`] value for `body` sent at `timestamp`.
+pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let digest = mac(secret, timestamp, body).finalize().into_bytes();
+    let mut header = format!("t={timestamp},v1=");
+    for byte in digest {
+        header.push(char::from(HEX[usize::from(byte >> 4)]));
+        header.push(char::from(HEX[usize::from(byte & 15)]));
+    }
+    header
+}
+
+/// Whether `header` is a valid signature of `body` under `secret`, made
+/// within `tolerance` of `now` (unix seconds). Compares in constant time.
+pub fn verify(secret: &str, header: &str, body: &[u8], now: i64, tolerance: Duration) -> bool {
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
+            Some(("v1", hex)) => signatures.extend(decode_hex(hex)),
+            _ => {}
+        }
+    }
+    let Some(timestamp) = timestamp else { return false };
+    if now.abs_diff(timestamp) > tolerance.as_secs() {
+        return false;
+    }
+    signatures.iter().any(|signature| mac(secret, timestamp, body).verify_slice(signature).is_ok())
+}
+
+fn mac(secret: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
+    // HMAC takes a key of any length, so this cannot fail.
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Attempts taken from storage at a time, and made at once.
+const BATCH: u32 = 32;
+const CONCURRENT: usize = 8;
+/// How long the worker sleeps with nothing pending and no wake-up: a
+/// safety net, since every queued delivery wakes it.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// The delivery worker's equipment.
+#[derive(Debug)]
+pub(crate) struct Webhooks {
+    http: reqwest::Client,
+    config: WebhookConfig,
+    wake: Notify,
+}
+
+impl Webhooks {
+    pub(crate) fn new(config: WebhookConfig) -> reqwest::Result<Self> {
+        let http = reqwest::Client::builder()
+            // A receiver that moved should be updated, not followed with a signed body.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.timeout)
+            .user_agent(concat!("aimlvid-server/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Webhooks { http, config, wake: Notify::new() })
+    }
+
+    /// Tells the worker that a delivery was queued.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Delivers whatever is due, then sleeps until the next attempt is due
+    /// or a delivery is queued, until `stop`. An attempt cut short by
+    /// `stop` stays pending and is made again at the next start.
+    pub(crate) async fn run(&self, store: &dyn Store, metrics: &Metrics, stop: &CancellationToken) {
+        loop {
+            let next_due = tokio::select! {
+                () = stop.cancelled() => return,
+                next = self.deliver_due(store, metrics) => next,
+            };
+            let pause = match next_due {
+                Ok(Some(due)) => Duration::from_millis(u64::try_from(due - unix_ms()).unwrap_or(0)),
+                Ok(None) => IDLE,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read webhook deliveries; will try again");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Makes every attempt due now; returns when the next one is due.
+    async fn deliver_due(&self, store: &dyn Store, metrics: &Metrics) -> StoreResult<Option<i64>> {
+        loop {
+            let due = store.due_webhooks(unix_ms(), BATCH).await?;
+            if due.is_empty() {
+                return store.next_webhook_due().await;
+            }
+            futures_util::stream::iter(due)
+                .for_each_concurrent(CONCURRENT, |due| self.attempt(due, store, metrics))
+                .await;
+        }
+    }
+
+    async fn attempt(&self, due: DueWebhook, store: &dyn Store, metrics: &Metrics) {
+        let attempted_at_ms = unix_ms();
+        let started = Instant::now();
+        let Some(target) = &due.target else {
+            tracing::info!(
+                generation_id = due.generation_id,
+                "webhook removed or key revoked; delivery cancelled"
+            );
+            let outcome = AttemptOutcome {
+                state: delivery::CANCELLED,
+                url: None,
+                response_status: None,
+                error: Some("the key's webhook was removed, or the key revoked".into()),
+                attempted_at_ms,
+                duration_ms: 0,
+                retry_at_ms: None,
+            };
+            metrics.webhook_attempt(delivery::CANCELLED);
+            self.record(store, &due, &outcome).await;
+            return;
+        };
+        let signature = sign(target.secret.expose_secret(), attempted_at_ms / 1000, due.body.as_bytes());
+        let sent = self
+            .http
+            .post(&target.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(SIGNATURE_HEADER, signature)
+            .header(DELIVERY_HEADER, &due.delivery_id)
+            .header(ATTEMPT_HEADER, due.attempt)
+            .body(due.body.clone())
+            .send()
+            .await;
+        let (response_status, error) = match sent {
+            Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None),
+            Ok(response) => {
+                (Some(response.status().as_u16()), Some(format!("answered {}", response.status())))
+            }
+            Err(e) => (None, Some(describe(&e))),
+        };
+        let delivered = error.is_none();
+        let last = due.attempt >= self.config.max_attempts;
+        let retry_at_ms = (!delivered && !last).then(|| {
+            unix_ms() + i64::try_from(self.config.retry_after(due.attempt).as_millis()).unwrap_or(i64::MAX)
+        });
+        // The host only: a URL may carry a token in its path or query.
+        let host = url::Url::parse(&target.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let (generation_id, attempt) = (due.generation_id.as_str(), due.attempt);
+        match (&error, retry_at_ms) {
+            (None, _) => tracing::info!(generation_id, attempt, host, "webhook delivered"),
+            (Some(error), Some(_)) => {
+                tracing::warn!(generation_id, attempt, host, error, "webhook failed; will retry")
+            }
+            (Some(error), None) => {
+                tracing::error!(generation_id, attempt, host, error, "webhook failed; giving up");
+                metrics.webhook_given_up();
+            }
+        }
+        let outcome = AttemptOutcome {
+            state: if delivered { delivery::DELIVERED } else { delivery::FAILED },
+            url: Some(target.url.clone()),
+            response_status,
+            error,
+            attempted_at_ms,
+            duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            retry_at_ms,
+        };
+        metrics.webhook_attempt(outcome.state);
+        self.record(store, &due, &outcome).await;
+    }
+
+    async fn record(&self, store: &dyn Store, due: &DueWebhook, outcome: &AttemptOutcome) {
+        if let Err(e) = store.webhook_attempted(due.id, outcome).await {
+            // The attempt stays pending and is made again: a duplicate, not a loss.
+            tracing::error!(generation_id = due.generation_id, error = %e, "could not record a webhook attempt");
+        }
+    }
+}
+
+/// Why a request failed, without its URL.
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".into();
+    }
+    let mut text =
+        if error.is_connect() { "could not connect".to_owned() } else { "request failed".to_owned() };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hmac_sha256_of_the_timestamp_and_body() {
+        // RFC 4231, test case 2: key "Jefe", data "what do ya want for nothing?".
+        let header = sign("Jefe", 0, b"what do ya want for nothing?");
+        assert!(header.starts_with("t=0,v1="), "{header}");
+        // The signed text is "0." followed by the body, so check it through the MAC itself.
+        let mut expected = HmacSha256::new_from_slice(b"Jefe").unwrap();
+        expected.update(b"0.what do ya want for nothing?");
+        assert_eq!(decode_hex(&header[7..]).unwrap(), expected.finalize().into_bytes().to_vec());
+        let mut rfc = HmacSha256::new_from_slice(b"Jefe").unwrap();
+        rfc.update(b"what do ya want for nothing?");
+        assert_eq!(
+            decode_hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843").unwrap(),
+            rfc.finalize().into_bytes().to_vec()
+        );
+    }
+
+    #[test]
+    fn verification_checks_secret_body_and_age() {
+        let tolerance = Duration::from_secs(300);
+        let header = sign("whsec_a", 1_000, b"{}");
+        assert!(verify("whsec_a", &header, b"{}", 1_100, tolerance));
+        assert!(!verify("whsec_b", &header, b"{}", 1_100, tolerance), "another secret");
+        assert!(!verify("whsec_a", &header, b"{ }", 1_100, tolerance), "another body");
+        assert!(!verify("whsec_a", &header, b"{}", 1_400, tolerance), "too old");
+        assert!(
+            !verify("whsec_a", &header.replace("t=1000", "t=1001"), b"{}", 1_000, tolerance),
+            "another time"
+        );
+        assert!(!verify("whsec_a", "v1=00", b"{}", 1_000, tolerance), "no time");
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_a_cap() {
+        let config = WebhookConfig::default();
+        let waits: Vec<u64> = (1..=10).map(|a| config.retry_after(a).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600]);
+        assert_eq!(config.retry_after(u32::MAX), config.max_retry);
+    }
+}

@@ -1,0 +1,273 @@
+//! Webhooks: signed announcements of finished jobs, retried with backoff,
+//! every attempt recorded, pending ones resumed after a restart.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aimlvid_server::store::{SqliteStore, WebhookAttempt, WebhookStore as _};
+use aimlvid_server::webhooks::{ATTEMPT_HEADER, DELIVERY_HEADER, SIGNATURE_HEADER, verify};
+use aimlvid_sim::{SimConfig, Simulator, Spread};
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use hmac::{KeyInit as _, Mac as _};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::support::*;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// How the receiver answers one request.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Status(u16),
+    /// Never answer: the request stays in flight.
+    Hold,
+}
+
+/// A request the receiver got.
+#[derive(Debug)]
+struct Received {
+    at: Instant,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).unwrap_or_else(|| panic!("no {name}")).to_str().unwrap()
+    }
+}
+
+/// A webhook receiver on loopback that reports each request on a channel
+/// and answers from a script (200 once the script runs out).
+struct Receiver {
+    url: String,
+    requests: mpsc::UnboundedReceiver<Received>,
+}
+
+impl Receiver {
+    async fn start(script: &[Reply]) -> Receiver {
+        let script = Arc::new(Mutex::new(script.iter().copied().collect::<VecDeque<_>>()));
+        let (tx, requests) = mpsc::unbounded_channel();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let (script, tx) = (script.clone(), tx.clone());
+                async move {
+                    let _ = tx.send(Received { at: Instant::now(), headers, body });
+                    let reply = script.lock().unwrap().pop_front().unwrap_or(Reply::Status(200));
+                    match reply {
+                        Reply::Status(code) => StatusCode::from_u16(code).unwrap(),
+                        Reply::Hold => std::future::pending().await,
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, requests }
+    }
+
+    async fn next(&mut self) -> Received {
+        tokio::time::timeout(PATIENCE, self.requests.recv()).await.expect("no webhook in time").unwrap()
+    }
+}
+
+/// Checks the signature as a receiver in any language would: HMAC-SHA256,
+/// keyed with the secret, of `"<t>.<body>"`, in hex.
+fn assert_signed(received: &Received, secret: &str) {
+    let header = received.header(SIGNATURE_HEADER);
+    let (t, v1) = header.split_once(',').unwrap();
+    let t: i64 = t.strip_prefix("t=").unwrap().parse().unwrap();
+    let v1 = v1.strip_prefix("v1=").unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(&received.body);
+    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(v1, expected, "the signature is HMAC-SHA256 of \"<t>.<body>\"");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((now - t).abs() <= 5, "the timestamp is the time of sending");
+    assert!(verify(secret, header, &received.body, now, Duration::from_secs(300)));
+}
+
+/// The job's attempts once `done` holds for them.
+async fn attempts_when(
+    proxy: &Proxy,
+    id: &str,
+    done: impl Fn(&[WebhookAttempt]) -> bool,
+) -> Vec<WebhookAttempt> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let attempts = proxy.state.store().webhook_attempts(id).await.unwrap();
+        if done(&attempts) {
+            return attempts;
+        }
+        assert!(Instant::now() < deadline, "attempts never settled: {attempts:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_finished_job_is_announced_to_its_keys_webhook_signed_with_its_secret() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let mut receiver = Receiver::start(&[]).await;
+
+    // The admin API sets the webhook and shows its secret once.
+    let created = proxy
+        .http
+        .post(format!("{}/admin/keys", proxy.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "hooked", "webhook_url": receiver.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let (key, secret) = (created["key"].as_str().unwrap(), created["webhook_secret"].as_str().unwrap());
+    assert!(secret.starts_with("whsec_") && secret.len() == 70, "{secret}");
+    let listed =
+        proxy.http.get(format!("{}/admin/keys", proxy.url)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let listed = listed.text().await.unwrap();
+    assert!(
+        listed.contains(&receiver.url) && !listed.contains(secret),
+        "the secret is never listed: {listed}"
+    );
+
+    let job = post(&proxy.http, &proxy.endpoint(), Some(key), &create_body("announce me")).await;
+    let id = job.body["id"].as_str().unwrap().to_owned();
+    assert!(sim.complete_now(&id));
+    let received = receiver.next().await;
+
+    assert_signed(&received, secret);
+    assert_eq!(received.header("content-type"), "application/json");
+    assert_eq!(received.header(ATTEMPT_HEADER), "1");
+    let announced: Value = serde_json::from_slice(&received.body).unwrap();
+    assert_eq!(announced, get(&proxy.http, &proxy.endpoint(), Some(key), Some(&id)).await.body);
+    assert_eq!(announced["status"], "completed");
+
+    let attempts = attempts_when(&proxy, &id, |a| a.iter().all(|a| a.state != "pending")).await;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!((attempts[0].state.as_str(), attempts[0].response_status), ("delivered", Some(200)));
+    assert_eq!(attempts[0].delivery_id, received.header(DELIVERY_HEADER));
+    assert_eq!(attempts[0].event, "completed");
+
+    // A new URL gets a new secret, shown in that answer only; a bad one is refused; null removes it.
+    let patch = |body: Value| {
+        proxy
+            .http
+            .patch(format!("{}/admin/keys/hooked", proxy.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let moved: Value =
+        patch(json!({"webhook_url": "https://example.com/new"})).await.unwrap().json().await.unwrap();
+    let new_secret = moved["webhook_secret"].as_str().unwrap();
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+    assert_eq!(moved["webhook_url"], "https://example.com/new");
+    assert_eq!(patch(json!({"webhook_url": "not a url"})).await.unwrap().status(), 400);
+    let removed: Value = patch(json!({"webhook_url": null})).await.unwrap().json().await.unwrap();
+    assert_eq!(removed["webhook_url"], Value::Null);
+    assert!(removed.get("webhook_secret").is_none());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_delivery_is_retried_with_growing_waits_until_it_succeeds() {
+    // Every job fails, about 100 ms after it is created: the error is announced too.
+    let config = SimConfig {
+        time_scale: 1000.0,
+        queue_time: Spread::Fixed(Duration::from_secs(2)),
+        generation_time: Spread::Fixed(Duration::from_secs(100)),
+        failure_rate: 1.0,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start(config).await.unwrap();
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let mut receiver = Receiver::start(&[Reply::Status(500), Reply::Status(503)]).await;
+    let (key, secret) = proxy.key_with_webhook("retried", &receiver.url).await;
+
+    let job = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("doomed")).await;
+    let id = job.body["id"].as_str().unwrap().to_owned();
+    let received = [receiver.next().await, receiver.next().await, receiver.next().await];
+
+    for (n, r) in received.iter().enumerate() {
+        assert_signed(r, &secret);
+        assert_eq!(r.header(ATTEMPT_HEADER), (n + 1).to_string());
+        assert_eq!(
+            r.header(DELIVERY_HEADER),
+            received[0].header(DELIVERY_HEADER),
+            "one delivery, three attempts"
+        );
+        assert_eq!(serde_json::from_slice::<Value>(&r.body).unwrap()["status"], "error");
+    }
+    // The test configuration waits 20 ms after the first failure, then 40 ms.
+    assert!(received[1].at - received[0].at >= Duration::from_millis(20));
+    assert!(received[2].at - received[1].at >= Duration::from_millis(40));
+
+    let attempts = attempts_when(&proxy, &id, |a| a.last().is_some_and(|a| a.state == "delivered")).await;
+    let outcomes: Vec<_> =
+        attempts.iter().map(|a| (a.attempt, a.state.as_str(), a.response_status)).collect();
+    assert_eq!(outcomes, [(1, "failed", Some(500)), (2, "failed", Some(503)), (3, "delivered", Some(200))]);
+    assert_eq!(attempts[0].error.as_deref(), Some("answered 500 Internal Server Error"));
+    assert!(attempts.iter().all(|a| a.url.as_deref() == Some(receiver.url.as_str()) && a.event == "error"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_gives_up_after_its_last_attempt() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let mut receiver = Receiver::start(&[Reply::Status(500); 10]).await;
+    let (key, _) = proxy.key_with_webhook("unlucky", &receiver.url).await;
+    let job = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("unheard")).await;
+    let id = job.body["id"].as_str().unwrap().to_owned();
+    assert!(sim.complete_now(&id));
+    for _ in 0..4 {
+        receiver.next().await;
+    }
+    // The test configuration allows four attempts; after the fourth nothing is left to do.
+    let attempts =
+        attempts_when(&proxy, &id, |a| a.len() == 4 && a.iter().all(|a| a.state == "failed")).await;
+    assert_eq!(attempts.last().unwrap().attempt, 4);
+    assert_eq!(proxy.state.store().next_webhook_due().await.unwrap(), None);
+    assert!(proxy.state.render_metrics().contains("aimlvid_webhooks_given_up_total 1"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_cut_short_by_a_restart_is_made_after_it() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let mut receiver = Receiver::start(&[Reply::Hold]).await;
+    let (key, secret) = proxy.key_with_webhook("patient", &receiver.url).await;
+    let job = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("interrupted")).await;
+    let id = job.body["id"].as_str().unwrap().to_owned();
+    assert!(sim.complete_now(&id));
+
+    // The first attempt is in flight when the server stops.
+    let cut = receiver.next().await;
+    tokio::time::timeout(PATIENCE, proxy.stop()).await.expect("a delivery in flight held up shutdown");
+    let stopped = SqliteStore::open(&db).await.unwrap();
+    let pending = stopped.webhook_attempts(&id).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].state, "pending", "an attempt cut short is not recorded as made");
+    stopped.close().await;
+
+    let proxy = start_proxy(&sim, &db).await;
+    let resumed = receiver.next().await;
+    assert_signed(&resumed, &secret);
+    assert_eq!(resumed.header(DELIVERY_HEADER), cut.header(DELIVERY_HEADER), "the same delivery, resumed");
+    assert_eq!(resumed.body, cut.body);
+    let attempts = attempts_when(&proxy, &id, |a| a.iter().all(|a| a.state == "delivered")).await;
+    assert_eq!(attempts.len(), 1);
+    proxy.stop().await;
+}
