@@ -47,6 +47,10 @@ pub struct FileConfig {
     pub webhook_max_attempts: Option<u32>,
     /// Limit on one webhook attempt, in seconds.
     pub webhook_timeout_secs: Option<u64>,
+    /// PEM certificate chain: serve HTTPS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -102,6 +106,21 @@ pub struct ServeArgs {
     /// Limit on one upstream call, in seconds [default: 120].
     #[arg(long, env = "AIMLVID_UPSTREAM_TIMEOUT_SECS")]
     pub upstream_timeout_secs: Option<u64>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "AIMLVID_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "AIMLVID_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The files of a TLS certificate and its key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// Everything `serve` needs, resolved.
@@ -125,6 +144,8 @@ pub struct Settings {
     pub key_refresh: Duration,
     /// How webhook deliveries are retried.
     pub webhooks: WebhookConfig,
+    /// Serve HTTPS with these, or plain HTTP without.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Settings {
@@ -149,7 +170,16 @@ impl Settings {
             Some(path) => Some(read_secret(&path)?),
             None => env(ADMIN_TOKEN_VAR).filter(|v| !v.trim().is_empty()).map(|v| v.trim().to_owned().into()),
         };
+        let tls = match (
+            args.tls_cert.clone().or(file.tls_cert.clone()),
+            args.tls_key.clone().or(file.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both a certificate and a key: pass --tls-cert and --tls-key"),
+        };
         Ok(Settings {
+            tls,
             listen: args
                 .listen
                 .or(file.listen)
@@ -211,7 +241,12 @@ mod tests {
         )
         .unwrap();
         let db = DbArgs { config: Some(config), database: None };
-        let args = ServeArgs { body_limit: Some(2048), ..ServeArgs::default() };
+        let args = ServeArgs {
+            body_limit: Some(2048),
+            tls_cert: Some("cert.pem".into()),
+            tls_key: Some("key.pem".into()),
+            ..ServeArgs::default()
+        };
         let settings = Settings::resolve(&db, &args, |_| Some("sk-from-env".into())).unwrap();
         assert_eq!(settings.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(settings.body_limit, 2048);
@@ -227,6 +262,7 @@ mod tests {
         );
         assert_eq!(settings.key_refresh, Duration::from_secs(2));
         assert_eq!(settings.webhooks.max_attempts, 3);
+        assert_eq!(settings.tls, Some(TlsFiles { cert: "cert.pem".into(), key: "key.pem".into() }));
         assert_eq!(settings.webhooks.timeout, WebhookConfig::default().timeout);
         assert_eq!(settings.upstream_url, aimlvid::DEFAULT_BASE_URL);
     }
@@ -239,6 +275,16 @@ mod tests {
         assert!(!format!("{settings:?}").contains("sk-very-secret"));
         let err = Settings::resolve(&DbArgs::default(), &ServeArgs::default(), |_| None).unwrap_err();
         assert!(err.to_string().contains("AIMLAPI_API_KEY"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_a_key() {
+        let args = ServeArgs { tls_cert: Some("cert.pem".into()), ..ServeArgs::default() };
+        let err = Settings::resolve(&DbArgs::default(), &args, |_| Some("sk".into())).unwrap_err();
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+        let plain =
+            Settings::resolve(&DbArgs::default(), &ServeArgs::default(), |_| Some("sk".into())).unwrap();
+        assert_eq!(plain.tls, None);
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! - [`state`]: start-up, the one poller per unfinished job, key refresh.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`webhooks`]: signed announcements of finished jobs, retried, recorded.
-//! - [`app`] builds the router; [`serve`] runs it until a shutdown future resolves.
+//! - [`app`] builds the router; [`serve`] runs it until a shutdown future
+//!   resolves, and [`tls::serve_tls`] does the same over TLS.
 
 pub mod admin;
 mod api;
@@ -26,6 +27,7 @@ pub mod keys;
 pub mod metrics;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod view;
 pub mod webhooks;
 

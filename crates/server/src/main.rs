@@ -155,6 +155,9 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         .api_key(settings.upstream_key.expose_secret())
         .base_url(&settings.upstream_url)
         .request_timeout(settings.upstream_timeout);
+    // Read before anything starts, so a bad certificate stops the server at once.
+    let tls =
+        settings.tls.as_ref().map(|files| aimlvid_server::tls::load(&files.cert, &files.key)).transpose()?;
     let store = SqliteStore::open(&settings.database)
         .await
         .with_context(|| format!("opening {}", settings.database.display()))?;
@@ -169,8 +172,16 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
-    tracing::info!(address = %listener.local_addr()?, database = %settings.database.display(), "serving");
-    aimlvid_server::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        database = %settings.database.display(),
+        tls = tls.is_some(),
+        "serving"
+    );
+    match tls {
+        Some(tls) => aimlvid_server::tls::serve_tls(listener, state, tls, shutdown_signal()).await?,
+        None => aimlvid_server::serve(listener, state, shutdown_signal()).await?,
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -8,4 +8,5 @@ mod keys;
 mod metrics;
 mod process;
 mod support;
+mod tls;
 mod webhooks;

@@ -10,8 +10,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_aimlvid-server");
 
 /// Starts `aimlvid-server serve` on a free port; returns it and its address.
 fn spawn_server(sim_url: &str, db: &std::path::Path) -> (Child, String) {
+    spawn_server_with(sim_url, db, &[])
+}
+
+/// [`spawn_server`] with more arguments to `serve`.
+fn spawn_server_with(sim_url: &str, db: &std::path::Path, extra: &[&std::ffi::OsStr]) -> (Child, String) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--database")
         .arg(db)
         .env("AIMLAPI_API_KEY", aimlvid_sim::DEFAULT_API_KEY)
         .env("AIMLAPI_BASE_URL", sim_url)
@@ -115,4 +122,44 @@ fn a_webhook_secret_is_printed_once_and_never_listed() {
         .unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("http:// or https://"));
+}
+
+#[tokio::test]
+async fn serve_takes_its_certificate_and_key_from_flags() {
+    let sim = frozen_sim().await;
+    let (dir, db) = temp_db();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let flags = [
+        std::ffi::OsStr::new("--tls-cert"),
+        cert.as_os_str(),
+        std::ffi::OsStr::new("--tls-key"),
+        key.as_os_str(),
+    ];
+    let (mut server, url) = spawn_server_with(&sim.base_url(), &db, &flags);
+
+    let address: std::net::SocketAddr = url.strip_prefix("http://").unwrap().parse().unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap()])
+        .resolve("localhost", address)
+        .build()
+        .unwrap();
+    let health = http.get(format!("https://localhost:{}/healthz", address.port())).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // Half a pair is refused before anything starts.
+    let output = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--database")
+        .arg(&db)
+        .env("AIMLAPI_API_KEY", aimlvid_sim::DEFAULT_API_KEY)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--tls-key"));
 }

@@ -55,6 +55,43 @@ pub(crate) async fn start_proxy(sim: &RunningSim, db: &Path) -> Proxy {
 }
 
 pub(crate) async fn start_proxy_with(sim: &RunningSim, db: &Path, policy: PollPolicy) -> Proxy {
+    let state = proxy_state(sim, db, policy).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(aimlvid_server::serve(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    Proxy { url, state, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+}
+
+/// A proxy serving HTTPS with `tls` at `https://localhost:PORT`, and a
+/// client that trusts only `ca_pem` and finds `localhost` on loopback.
+pub(crate) async fn start_tls_proxy(
+    sim: &RunningSim,
+    db: &Path,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    ca_pem: &str,
+) -> Proxy {
+    let policy = PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
+    let state = proxy_state(sim, db, policy).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(aimlvid_server::tls::serve_tls(listener, state.clone(), tls, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .resolve("localhost", address)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}", address.port());
+    Proxy { url, state, http, stop: Some(stop), task: Some(task) }
+}
+
+/// The state of a proxy in front of `sim`, storing in `db`.
+async fn proxy_state(sim: &RunningSim, db: &Path, policy: PollPolicy) -> AppState {
     let upstream = aimlvid::Client::builder()
         .api_key(aimlvid_sim::DEFAULT_API_KEY)
         .base_url(sim.base_url())
@@ -73,14 +110,7 @@ pub(crate) async fn start_proxy_with(sim: &RunningSim, db: &Path, policy: PollPo
         },
         ..StateConfig::from_builder(upstream).unwrap()
     };
-    let state = AppState::start(Arc::new(store), config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(aimlvid_server::serve(listener, state.clone(), async {
-        let _ = stopped.await;
-    }));
-    Proxy { url, state, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+    AppState::start(Arc::new(store), config).await.unwrap()
 }
 
 impl Proxy {
