@@ -51,6 +51,20 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// How log lines are written.
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, with the event's fields at the top level
+    /// and the request's span (method, path, request id) under `span`.
+    Json,
 }
 
 impl FileConfig {
@@ -70,6 +84,21 @@ pub struct DbArgs {
     /// SQLite database file [default: aimlvid-server.db].
     #[arg(long, env = "AIMLVID_DATABASE", global = true)]
     pub database: Option<PathBuf>,
+}
+
+/// How to log, for every subcommand.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LogArgs {
+    /// Log format [default: text].
+    #[arg(long, env = "AIMLVID_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl LogArgs {
+    /// The format: flag or environment, then file, then text.
+    pub fn format(&self, file: &FileConfig) -> LogFormat {
+        self.log_format.or(file.log_format).unwrap_or_default()
+    }
 }
 
 impl DbArgs {
@@ -285,6 +314,15 @@ mod tests {
         let plain =
             Settings::resolve(&DbArgs::default(), &ServeArgs::default(), |_| Some("sk".into())).unwrap();
         assert_eq!(plain.tls, None);
+    }
+
+    #[test]
+    fn the_log_format_comes_from_the_flag_then_the_file() {
+        let file: FileConfig = toml::from_str("log_format = \"json\"").unwrap();
+        assert_eq!(LogArgs::default().format(&file), LogFormat::Json);
+        assert_eq!(LogArgs::default().format(&FileConfig::default()), LogFormat::Text);
+        let flag = LogArgs { log_format: Some(LogFormat::Text) };
+        assert_eq!(flag.format(&file), LogFormat::Text);
     }
 
     #[test]

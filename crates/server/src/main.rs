@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use aimlvid_server::config::{DbArgs, ServeArgs, Settings};
+use aimlvid_server::config::{DbArgs, LogArgs, LogFormat, ServeArgs, Settings};
 use aimlvid_server::store::{KeyLimits, KeyRecord, KeyStore as _, KeyUpdate, SqliteStore};
 use aimlvid_server::{AppState, StateConfig};
 use anyhow::Context as _;
@@ -16,6 +16,8 @@ use secrecy::ExposeSecret as _;
 struct Cli {
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -124,12 +126,16 @@ impl LimitArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log.format(&cli.db.file()?) {
+        LogFormat::Text => logs.init(),
+        // The event's fields at the top level, the request's span (with its id) beside them.
+        LogFormat::Json => {
+            logs.json().flatten_event(true).with_current_span(true).with_span_list(false).init()
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli))
 }

@@ -15,6 +15,17 @@ fn spawn_server(sim_url: &str, db: &std::path::Path) -> (Child, String) {
 
 /// [`spawn_server`] with more arguments to `serve`.
 fn spawn_server_with(sim_url: &str, db: &std::path::Path, extra: &[&std::ffi::OsStr]) -> (Child, String) {
+    let (child, url, _log) = spawn_server_logged(sim_url, db, extra);
+    (child, url)
+}
+
+/// [`spawn_server_with`], also handing over every log line after the one
+/// that names the address.
+fn spawn_server_logged(
+    sim_url: &str,
+    db: &std::path::Path,
+    extra: &[&std::ffi::OsStr],
+) -> (Child, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
@@ -32,17 +43,24 @@ fn spawn_server_with(sim_url: &str, db: &std::path::Path, extra: &[&std::ffi::Os
     let address = loop {
         let line = lines.next().expect("the server exited before serving").unwrap();
         assert!(!line.contains(aimlvid_sim::DEFAULT_API_KEY), "a log line shows the upstream key: {line}");
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+            && let Some(address) = json["address"].as_str()
+        {
+            break address.to_owned();
+        }
         if let Some(rest) = line.split("address=").nth(1) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
+    let (tx, log) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             assert!(!line.contains(aimlvid_sim::DEFAULT_API_KEY), "a log line shows the upstream key");
+            let _ = tx.send(line);
         }
     });
-    (child, format!("http://{address}"))
+    (child, format!("http://{address}"), log)
 }
 
 #[tokio::test]
@@ -162,4 +180,32 @@ async fn serve_takes_its_certificate_and_key_from_flags() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--tls-key"));
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_request_id() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let (mut server, url, log) =
+        spawn_server_logged(&sim.base_url(), &db, &["--log-format".as_ref(), "json".as_ref()]);
+    let http = reqwest::Client::new();
+    let answer =
+        http.get(format!("{url}/readyz")).header("x-request-id", "trace-me-42").send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+
+    // The access log line of that request names its id in its span.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let line =
+            log.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("no access log line");
+        let json: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(json["level"].is_string() && json["timestamp"].is_string(), "{line}");
+        if json["span"]["request_id"] == "trace-me-42" && json["status"] == 200 {
+            break json;
+        }
+    };
+    assert_eq!(line["span"]["path"], "/readyz");
+    server.kill().unwrap();
+    server.wait().unwrap();
 }
