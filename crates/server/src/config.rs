@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// How log lines are written.
     pub log_format: Option<LogFormat>,
+    /// Finished jobs kept in memory.
+    pub recent_jobs: Option<u32>,
 }
 
 /// How log lines are written (to stderr).
@@ -141,6 +143,10 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "AIMLVID_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Finished jobs kept in memory, the most recently used; older ones
+    /// are read from the database when asked for [default: 10000].
+    #[arg(long, env = "AIMLVID_RECENT_JOBS", value_name = "N")]
+    pub recent_jobs: Option<u32>,
 }
 
 /// The files of a TLS certificate and its key.
@@ -175,6 +181,8 @@ pub struct Settings {
     pub webhooks: WebhookConfig,
     /// Serve HTTPS with these, or plain HTTP without.
     pub tls: Option<TlsFiles>,
+    /// Finished jobs kept in memory.
+    pub recent_jobs: u32,
 }
 
 impl Settings {
@@ -209,6 +217,10 @@ impl Settings {
         };
         Ok(Settings {
             tls,
+            recent_jobs: args
+                .recent_jobs
+                .or(file.recent_jobs)
+                .unwrap_or(crate::view::DEFAULT_RECENT_JOBS as u32),
             listen: args
                 .listen
                 .or(file.listen)
@@ -264,7 +276,7 @@ mod tests {
             &config,
             format!(
                 "listen = \"0.0.0.0:9000\"\nbody_limit = 1024\nupstream_key_file = {:?}\nkey_refresh_secs = 2\n\
-                 webhook_max_attempts = 3\n",
+                 webhook_max_attempts = 3\nrecent_jobs = 50\n",
                 key_file.display().to_string()
             ),
         )
@@ -291,6 +303,7 @@ mod tests {
         );
         assert_eq!(settings.key_refresh, Duration::from_secs(2));
         assert_eq!(settings.webhooks.max_attempts, 3);
+        assert_eq!(settings.recent_jobs, 50);
         assert_eq!(settings.tls, Some(TlsFiles { cert: "cert.pem".into(), key: "key.pem".into() }));
         assert_eq!(settings.webhooks.timeout, WebhookConfig::default().timeout);
         assert_eq!(settings.upstream_url, aimlvid::DEFAULT_BASE_URL);

@@ -172,6 +172,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         body_limit: settings.body_limit,
         key_refresh: settings.key_refresh,
         webhooks: settings.webhooks,
+        recent_jobs: settings.recent_jobs,
         ..StateConfig::from_builder(upstream)?
     };
     let state = AppState::start(Arc::new(store.clone()), config).await?;

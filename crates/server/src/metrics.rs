@@ -325,6 +325,11 @@ impl Metrics {
         );
         let _ = writeln!(out, "aimlvid_jobs_in_memory {}", extra.jobs_in_memory);
         out.push_str(
+            "# HELP aimlvid_jobs_evicted_total Finished jobs evicted from memory, least recently used first.\n\
+             # TYPE aimlvid_jobs_evicted_total counter\n",
+        );
+        let _ = writeln!(out, "aimlvid_jobs_evicted_total {}", extra.jobs_evicted);
+        out.push_str(
             "# HELP aimlvid_job_storage_reads_total Status reads of jobs not in memory, answered from \
              storage.\n# TYPE aimlvid_job_storage_reads_total counter\n",
         );
@@ -368,6 +373,8 @@ pub struct Snapshot {
     pub keys: Vec<KeyFigures>,
     /// Jobs in the in-memory view.
     pub jobs_in_memory: usize,
+    /// Finished jobs evicted from it so far.
+    pub jobs_evicted: u64,
 }
 
 /// One key's figures.

@@ -41,7 +41,8 @@ pub struct StateConfig {
     /// How often keys are reloaded from storage, to pick up changes made
     /// with the `keys` command while the server runs.
     pub key_refresh: Duration,
-    /// How many finished jobs to load into memory at start.
+    /// How many finished jobs to keep in memory (the most recently used),
+    /// and to load at start. Older ones are read from storage when asked for.
     pub recent_jobs: u32,
     /// Where requests, upstream calls and jobs are counted. The upstream
     /// client reports its calls here only if it was built with it as its
@@ -59,7 +60,7 @@ impl StateConfig {
             admin_token: None,
             body_limit: crate::DEFAULT_BODY_LIMIT,
             key_refresh: Duration::from_secs(5),
-            recent_jobs: 10_000,
+            recent_jobs: crate::view::DEFAULT_RECENT_JOBS as u32,
             metrics: Arc::default(),
             webhooks: WebhookConfig::default(),
         }
@@ -118,7 +119,7 @@ impl AppState {
         let keys = KeyTable::default();
         keys.sync(store.keys().await?, |id| per_key.get(&id).copied().unwrap_or(0));
 
-        let jobs = JobViews::default();
+        let jobs = JobViews::new(config.recent_jobs as usize);
         for job in store.recent_jobs(config.recent_jobs).await?.iter().chain(&unfinished) {
             if let Some((id, view)) = view_of(job) {
                 jobs.put(&id, view);
@@ -216,7 +217,11 @@ impl AppState {
                 credits: entry.credits_used(),
             })
             .collect();
-        let snapshot = Snapshot { keys, jobs_in_memory: self.inner.jobs.counts().0 };
+        let snapshot = Snapshot {
+            keys,
+            jobs_in_memory: self.inner.jobs.counts().0,
+            jobs_evicted: self.inner.jobs.evicted(),
+        };
         self.inner.metrics.render(&snapshot)
     }
 

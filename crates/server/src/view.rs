@@ -2,8 +2,12 @@
 //! sharded map from generation id to the job's last known state, its
 //! answer already encoded, so a read is a lookup and a reference-count
 //! increment — no lock held across shards, no disk, no upstream call.
+//! Memory is bounded: finished jobs beyond a configured count are evicted,
+//! least recently used first.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 use aimlvid::{Generation, Status};
 use bytes::Bytes;
@@ -60,10 +64,21 @@ fn whole_numbers_as_integers(value: &mut serde_json::Value) {
     }
 }
 
-/// Every job the server has seen this run or loaded at start.
-#[derive(Debug, Default)]
+/// The jobs in memory: every unfinished job, and the most recently read or
+/// changed finished ones, up to a bound. A finished job pushed out is still
+/// in storage, where a read that misses memory finds it (and brings it back).
+#[derive(Debug)]
 pub struct JobViews {
     by_id: DashMap<String, Slot>,
+    /// Finished jobs kept; beyond it, plus some slack, the least recently
+    /// used are evicted.
+    max_finished: usize,
+    finished: AtomicUsize,
+    /// A logical clock, ticked by every change; reads stamp their job with
+    /// it, so the sweep can tell recently used jobs from the rest.
+    clock: AtomicU64,
+    sweeping: AtomicBool,
+    evicted: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -73,7 +88,19 @@ struct Slot {
     /// stream subscribes to an unfinished job, fed by every later
     /// [`JobViews::put`], and dropped with the job's last change.
     events: Option<watch::Sender<Arc<JobView>>>,
+    /// The clock when the job was last read or changed.
+    used: AtomicU64,
 }
+
+impl Default for JobViews {
+    fn default() -> Self {
+        JobViews::new(DEFAULT_RECENT_JOBS)
+    }
+}
+
+/// How many finished jobs are kept in memory unless configured otherwise:
+/// about ten megabytes.
+pub const DEFAULT_RECENT_JOBS: usize = 10_000;
 
 /// What a subscriber to a job's changes gets.
 #[derive(Debug)]
@@ -96,22 +123,44 @@ impl Feed {
 }
 
 impl JobViews {
+    /// An empty view keeping at most about `max_finished` finished jobs.
+    pub fn new(max_finished: usize) -> Self {
+        JobViews {
+            by_id: DashMap::new(),
+            max_finished,
+            finished: AtomicUsize::new(0),
+            clock: AtomicU64::new(0),
+            sweeping: AtomicBool::new(false),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
     /// A job by generation id.
     pub fn get(&self, id: &str) -> Option<Arc<JobView>> {
-        self.by_id.get(id).map(|slot| slot.view.clone())
+        let slot = self.by_id.get(id)?;
+        let now = self.clock.load(Relaxed);
+        // Written only when stale, so that readers of a hot job do not keep
+        // bouncing its cache line between cores.
+        if slot.used.load(Relaxed) != now {
+            slot.used.store(now, Relaxed);
+        }
+        Some(slot.view.clone())
     }
 
     /// Sets a job's view and tells its subscribers. A finished job is never
     /// replaced by an unfinished one, so a reordered update cannot undo its end.
     pub fn put(&self, id: &str, view: JobView) {
         let view = Arc::new(view);
-        match self.by_id.entry(id.to_owned()) {
+        let now = self.clock.fetch_add(1, Relaxed) + 1;
+        let newly_finished = match self.by_id.entry(id.to_owned()) {
             Entry::Occupied(mut slot) => {
                 let slot = slot.get_mut();
                 if slot.view.is_finished() && !view.is_finished() {
                     return;
                 }
+                let newly_finished = !slot.view.is_finished() && view.is_finished();
                 slot.view = view.clone();
+                *slot.used.get_mut() = now;
                 if let Some(events) = &slot.events {
                     events.send_replace(view);
                 }
@@ -119,11 +168,47 @@ impl JobViews {
                     // Subscribers still read the last value; then their channel closes.
                     slot.events = None;
                 }
+                newly_finished
             }
             Entry::Vacant(slot) => {
-                slot.insert(Slot { view, events: None });
+                let finished = view.is_finished();
+                slot.insert(Slot { view, events: None, used: AtomicU64::new(now) });
+                finished
+            }
+        };
+        // The entry's shard lock is released here: the sweep takes shard locks itself.
+        if newly_finished {
+            let finished = self.finished.fetch_add(1, Relaxed) + 1;
+            if finished > self.max_finished + self.max_finished / 16 {
+                self.sweep();
             }
         }
+    }
+
+    /// Evicts the least recently used finished jobs down to the bound. One
+    /// sweep at a time; it costs a pass over the map, once per
+    /// `max_finished / 16` finished jobs.
+    fn sweep(&self) {
+        if self.sweeping.swap(true, Acquire) {
+            return;
+        }
+        let mut finished: Vec<(u64, String)> = self
+            .by_id
+            .iter()
+            .filter(|slot| slot.view.is_finished())
+            .map(|slot| (slot.used.load(Relaxed), slot.key().clone()))
+            .collect();
+        let excess = finished.len().saturating_sub(self.max_finished);
+        if excess > 0 {
+            finished.select_nth_unstable_by_key(excess - 1, |(used, _)| *used);
+            for (_, id) in &finished[..excess] {
+                if self.by_id.remove_if(id, |_, slot| slot.view.is_finished()).is_some() {
+                    self.finished.fetch_sub(1, Relaxed);
+                    self.evicted.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        self.sweeping.store(false, Release);
     }
 
     /// Subscribes to a job's changes; `None` if it is not in memory.
@@ -145,10 +230,14 @@ impl JobViews {
         Some(Feed::Live(changes))
     }
 
-    /// How many jobs are in view, and how many of them are unfinished.
+    /// How many jobs are in memory, and how many of them are finished.
     pub fn counts(&self) -> (usize, usize) {
-        let unfinished = self.by_id.iter().filter(|slot| !slot.view.is_finished()).count();
-        (self.by_id.len(), unfinished)
+        (self.by_id.len(), self.finished.load(Relaxed))
+    }
+
+    /// How many finished jobs were evicted so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Relaxed)
     }
 }
 
@@ -165,7 +254,7 @@ mod tests {
         assert_eq!(view.status, Status::Completed);
         let body: serde_json::Value = serde_json::from_slice(&view.body).unwrap();
         assert_eq!(body, serde_json::json!({"id": "g", "status": "completed"}));
-        assert_eq!(views.counts(), (1, 0));
+        assert_eq!(views.counts(), (1, 1));
     }
 
     #[test]
@@ -195,5 +284,38 @@ mod tests {
             std::str::from_utf8(&encode(&generation)).unwrap(),
             r#"{"extra":[1.5,2],"id":"g","meta":{"usage":{"credits_used":120000}},"status":"completed"}"#
         );
+    }
+
+    fn finished(id: &str) -> JobView {
+        JobView::new(1, &Generation::new(id, Status::Completed))
+    }
+
+    #[test]
+    fn the_least_recently_used_finished_jobs_are_evicted_beyond_the_bound() {
+        let views = JobViews::new(3);
+        for id in ["a", "b", "c"] {
+            views.put(id, finished(id));
+        }
+        assert!(views.get("a").is_some(), "read: now the most recently used");
+        views.put("d", finished("d"));
+        assert_eq!(views.counts(), (3, 3));
+        assert!(views.get("b").is_none(), "the least recently used went");
+        for id in ["a", "c", "d"] {
+            assert!(views.get(id).is_some(), "{id} stays");
+        }
+        assert_eq!(views.evicted(), 1);
+    }
+
+    #[test]
+    fn unfinished_jobs_are_never_evicted() {
+        let views = JobViews::new(0);
+        for id in ["a", "b", "c"] {
+            views.put(id, JobView::new(1, &Generation::new(id, Status::Generating)));
+        }
+        views.put("d", finished("d"));
+        assert_eq!(views.counts(), (3, 0), "the finished one went at once");
+        views.put("a", finished("a"));
+        assert!(views.get("a").is_none());
+        assert!(views.get("b").is_some() && views.get("c").is_some());
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use aimlvid::PollPolicy;
 use aimlvid_server::store::KeyLimits;
 use aimlvid_sim::{Fault, Route};
 use futures_util::future::join_all;
@@ -152,5 +153,72 @@ async fn polls_ride_out_upstream_errors_and_rate_limits() {
     let done = proxy.client(&key).wait(id.clone()).await.unwrap();
     assert_eq!(done.status, aimlvid::Status::Completed);
     assert!(sim.stats().poll_requests >= 7, "the faults were met: {:?}", sim.stats());
+    proxy.stop().await;
+}
+
+/// A counter from the proxy's metrics.
+fn metric(proxy: &Proxy, name: &str) -> f64 {
+    let text = proxy.state.render_metrics();
+    let line = text.lines().find(|l| l.split_once(' ').is_some_and(|(n, _)| n == name)).expect(name);
+    line.rsplit_once(' ').unwrap().1.parse().unwrap()
+}
+
+#[tokio::test]
+async fn finished_jobs_beyond_the_bound_leave_memory_and_come_back_from_storage_when_read() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let policy = PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
+    let proxy = start_proxy_tweaked(&sim, &db, policy, |config| config.recent_jobs = 2).await;
+    let key = proxy.key("many", KeyLimits::default()).await;
+    let other = proxy.key("other", KeyLimits::default()).await;
+    let (http, endpoint) = (&proxy.http, proxy.endpoint());
+
+    // Four jobs finish one after another; each is read as it finishes.
+    let mut finished = Vec::new();
+    for n in 0..4 {
+        let created = post(http, &endpoint, Some(&key), &create_body(&format!("job {n}"))).await;
+        let id = created.body["id"].as_str().unwrap().to_owned();
+        assert!(sim.complete_now(&id));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let done = loop {
+            let answer = get(http, &endpoint, Some(&key), Some(&id)).await;
+            if answer.body["status"] == "completed" {
+                break answer.body;
+            }
+            assert!(std::time::Instant::now() < deadline, "job {n} never finished");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        finished.push((id, done));
+    }
+    assert_eq!(proxy.state.jobs().counts(), (2, 2), "two finished jobs stay in memory");
+    assert_eq!(metric(&proxy, "aimlvid_jobs_evicted_total"), 2.0);
+    assert!(proxy.state.jobs().get(&finished[0].0).is_none(), "the least recently used left");
+    let misses = metric(&proxy, "aimlvid_job_storage_reads_total");
+
+    // The oldest is read from storage once, the same as before, then from memory again.
+    let (oldest, body) = &finished[0];
+    let read = get(http, &endpoint, Some(&key), Some(oldest)).await;
+    assert_eq!((read.status, &read.body), (200, body));
+    assert_eq!(metric(&proxy, "aimlvid_job_storage_reads_total"), misses + 1.0);
+    assert_eq!(get(http, &endpoint, Some(&key), Some(oldest)).await.body, *body);
+    assert_eq!(metric(&proxy, "aimlvid_job_storage_reads_total"), misses + 1.0, "now in memory again");
+    assert_eq!(proxy.state.jobs().counts(), (2, 2), "and another left in its place");
+
+    // An evicted job is still another key's 404, and still streams its last state.
+    let (evicted, body) = &finished[1];
+    assert!(proxy.state.jobs().get(evicted).is_none());
+    assert_eq!(get(http, &endpoint, Some(&other), Some(evicted)).await.status, 404);
+    let stream = http
+        .get(format!("{}/v2/video/generations/{evicted}/events", proxy.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<&str> = stream.lines().filter_map(|l| l.strip_prefix("data:")).collect();
+    assert_eq!(events.len(), 1, "{stream}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(events[0].trim()).unwrap(), *body);
     proxy.stop().await;
 }

@@ -55,7 +55,17 @@ pub(crate) async fn start_proxy(sim: &RunningSim, db: &Path) -> Proxy {
 }
 
 pub(crate) async fn start_proxy_with(sim: &RunningSim, db: &Path, policy: PollPolicy) -> Proxy {
-    let state = proxy_state(sim, db, policy).await;
+    start_proxy_tweaked(sim, db, policy, |_| {}).await
+}
+
+/// [`start_proxy_with`], with the state's configuration changed by `tweak`.
+pub(crate) async fn start_proxy_tweaked(
+    sim: &RunningSim,
+    db: &Path,
+    policy: PollPolicy,
+    tweak: impl FnOnce(&mut StateConfig),
+) -> Proxy {
+    let state = proxy_state(sim, db, policy, tweak).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -74,7 +84,7 @@ pub(crate) async fn start_tls_proxy(
     ca_pem: &str,
 ) -> Proxy {
     let policy = PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
-    let state = proxy_state(sim, db, policy).await;
+    let state = proxy_state(sim, db, policy, |_| {}).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -91,14 +101,19 @@ pub(crate) async fn start_tls_proxy(
 }
 
 /// The state of a proxy in front of `sim`, storing in `db`.
-async fn proxy_state(sim: &RunningSim, db: &Path, policy: PollPolicy) -> AppState {
+async fn proxy_state(
+    sim: &RunningSim,
+    db: &Path,
+    policy: PollPolicy,
+    tweak: impl FnOnce(&mut StateConfig),
+) -> AppState {
     let upstream = aimlvid::Client::builder()
         .api_key(aimlvid_sim::DEFAULT_API_KEY)
         .base_url(sim.base_url())
         .poll_policy(policy)
         .retry_policy(RetryPolicy::default().time_scaled(100.0));
     let store = SqliteStore::open(db).await.unwrap();
-    let config = StateConfig {
+    let mut config = StateConfig {
         admin_token: Some(ADMIN_TOKEN.to_owned().into()),
         key_refresh: Duration::from_millis(50),
         // Retries within milliseconds, so tests see them without waiting long.
@@ -110,6 +125,7 @@ async fn proxy_state(sim: &RunningSim, db: &Path, policy: PollPolicy) -> AppStat
         },
         ..StateConfig::from_builder(upstream).unwrap()
     };
+    tweak(&mut config);
     AppState::start(Arc::new(store), config).await.unwrap()
 }
 
