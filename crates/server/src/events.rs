@@ -35,6 +35,10 @@ pub(crate) async fn events(
             state.metrics().storage_read();
             let stored = state.store().job_by_generation(&id).await.map_err(|e| ApiError::internal(&e))?;
             match stored.as_ref().and_then(view_of) {
+                // A finished job is sent once and done: no need to hold it in memory.
+                Some((_, view)) if view.key_id == key_id && view.is_finished() => {
+                    Feed::Finished(Arc::new(view))
+                }
                 Some((id, view)) if view.key_id == key_id => {
                     state.jobs().put(&id, view);
                     state.jobs().subscribe(&id).ok_or_else(ApiError::not_found)?

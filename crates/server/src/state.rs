@@ -120,7 +120,8 @@ impl AppState {
         keys.sync(store.keys().await?, |id| per_key.get(&id).copied().unwrap_or(0));
 
         let jobs = JobViews::new(config.recent_jobs as usize);
-        for job in store.recent_jobs(config.recent_jobs).await?.iter().chain(&unfinished) {
+        // Oldest first, so that the newest count as the most recently used.
+        for job in store.recent_jobs(config.recent_jobs).await?.iter().rev().chain(&unfinished) {
             if let Some((id, view)) = view_of(job) {
                 jobs.put(&id, view);
             }

@@ -187,13 +187,18 @@ impl Webhooks {
             if due.is_empty() {
                 return store.next_webhook_due().await;
             }
-            futures_util::stream::iter(due)
-                .for_each_concurrent(CONCURRENT, |due| self.attempt(due, store, metrics))
+            let recorded: Vec<StoreResult<()>> = futures_util::stream::iter(due)
+                .map(|due| self.attempt(due, store, metrics))
+                .buffer_unordered(CONCURRENT)
+                .collect()
                 .await;
+            // An attempt that could not be recorded is still due: pause rather
+            // than send it again at once, and again, while storage is failing.
+            recorded.into_iter().collect::<StoreResult<()>>()?;
         }
     }
 
-    async fn attempt(&self, due: DueWebhook, store: &dyn Store, metrics: &Metrics) {
+    async fn attempt(&self, due: DueWebhook, store: &dyn Store, metrics: &Metrics) -> StoreResult<()> {
         let attempted_at_ms = unix_ms();
         let started = Instant::now();
         let Some(target) = &due.target else {
@@ -211,8 +216,7 @@ impl Webhooks {
                 retry_at_ms: None,
             };
             metrics.webhook_attempt(delivery::CANCELLED);
-            self.record(store, &due, &outcome).await;
-            return;
+            return self.record(store, &due, &outcome).await;
         };
         let signature = sign(target.secret.expose_secret(), attempted_at_ms / 1000, due.body.as_bytes());
         let sent = self
@@ -263,14 +267,16 @@ impl Webhooks {
             retry_at_ms,
         };
         metrics.webhook_attempt(outcome.state);
-        self.record(store, &due, &outcome).await;
+        self.record(store, &due, &outcome).await
     }
 
-    async fn record(&self, store: &dyn Store, due: &DueWebhook, outcome: &AttemptOutcome) {
-        if let Err(e) = store.webhook_attempted(due.id, outcome).await {
+    async fn record(&self, store: &dyn Store, due: &DueWebhook, outcome: &AttemptOutcome) -> StoreResult<()> {
+        let recorded = store.webhook_attempted(due.id, outcome).await;
+        if let Err(e) = &recorded {
             // The attempt stays pending and is made again: a duplicate, not a loss.
             tracing::error!(generation_id = due.generation_id, error = %e, "could not record a webhook attempt");
         }
+        recorded
     }
 }
 
