@@ -132,15 +132,34 @@ fn bad_json(rejection: JsonRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, format!("Body validation error: {}", rejection.body_text()))
 }
 
-/// The body of `POST /admin/keys`.
+/// The body of `POST /admin/keys`. The limits are spelled out rather than
+/// flattened from [`KeyLimits`]: serde cannot deny unknown fields through a
+/// flatten, and a misspelt limit must not silently mean "unlimited".
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateKey {
     name: String,
-    #[serde(flatten)]
-    limits: KeyLimits,
+    #[serde(default)]
+    allowed_models: Option<Vec<String>>,
+    #[serde(default)]
+    rpm: Option<u32>,
+    #[serde(default)]
+    max_unfinished: Option<u32>,
+    #[serde(default)]
+    credit_budget: Option<f64>,
     #[serde(default)]
     webhook_url: Option<String>,
+}
+
+impl CreateKey {
+    fn limits(&self) -> KeyLimits {
+        KeyLimits {
+            allowed_models: self.allowed_models.clone(),
+            rpm: self.rpm,
+            max_unfinished: self.max_unfinished,
+            credit_budget: self.credit_budget,
+        }
+    }
 }
 
 /// `GET /admin/keys`: every key, with live counters; never a key itself.
@@ -167,7 +186,7 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let Json(body) = body.map_err(bad_json)?;
-    let issued = issue_key(state.store(), &body.name, body.limits, body.webhook_url.as_deref())
+    let issued = issue_key(state.store(), &body.name, body.limits(), body.webhook_url.as_deref())
         .await
         .map_err(issue_error)?;
     state.reload_keys().await.map_err(store_error)?;
@@ -212,4 +231,19 @@ pub(crate) async fn revoke(
         record.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No key named {name:?}")))?;
     state.reload_keys().await.map_err(store_error)?;
     Ok(Json(record).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_limit_is_refused_not_ignored() {
+        let parsed: CreateKey =
+            serde_json::from_str(r#"{"name": "alice", "rpm": 60, "credit_budget": 5.0}"#).unwrap();
+        assert_eq!(parsed.limits().rpm, Some(60));
+        assert_eq!(parsed.limits().credit_budget, Some(5.0));
+        let err = serde_json::from_str::<CreateKey>(r#"{"name": "alice", "rmp": 60}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `rmp`"), "{err}");
+    }
 }
