@@ -557,6 +557,17 @@ mod tests {
         }
     }
 
+    /// Job `l1` of `key_id`, with no idempotency key.
+    fn new_job(key_id: KeyId) -> NewJob {
+        NewJob {
+            local_id: "l1".into(),
+            key_id,
+            model: "m".into(),
+            idempotency_key: None,
+            request_hash: [0; 32],
+        }
+    }
+
     fn end<'a>(status: &'a str, credits: f64) -> JobEnd<'a> {
         JobEnd { status, body: "{}", credits, announcement: "{\"id\":\"g1\"}" }
     }
@@ -592,13 +603,7 @@ mod tests {
     async fn a_job_is_charged_once_and_idempotency_keys_find_their_job() {
         let (_dir, store) = store().await;
         let key = store.insert_key(&new_key("k")).await.unwrap();
-        let job = NewJob {
-            local_id: "l1".into(),
-            key_id: key.id,
-            model: "m".into(),
-            idempotency_key: Some("idem".into()),
-            request_hash: [7; 32],
-        };
+        let job = NewJob { idempotency_key: Some("idem".into()), request_hash: [7; 32], ..new_job(key.id) };
         assert_eq!(store.begin_job(&job).await.unwrap(), Begun::Inserted);
         let again = NewJob { local_id: "l2".into(), ..job.clone() };
         let Begun::Existing(existing) = store.begin_job(&again).await.unwrap() else {
@@ -624,13 +629,7 @@ mod tests {
     async fn creates_in_flight_at_a_crash_become_unknown() {
         let (_dir, store) = store().await;
         let key = store.insert_key(&new_key("k")).await.unwrap();
-        let job = NewJob {
-            local_id: "l1".into(),
-            key_id: key.id,
-            model: "m".into(),
-            idempotency_key: None,
-            request_hash: [0; 32],
-        };
+        let job = new_job(key.id);
         store.begin_job(&job).await.unwrap();
         assert_eq!(store.pending_to_unknown().await.unwrap(), 1);
         assert!(store.unfinished_jobs().await.unwrap().is_empty(), "an unknown job has no id to poll");
@@ -645,13 +644,7 @@ mod tests {
             Some(Webhook { url: "http://127.0.0.1:9/hook".into(), secret: "whsec_s".to_owned().into() });
         let key = store.insert_key(&with_hook).await.unwrap();
         assert_eq!(key.webhook_url.as_deref(), Some("http://127.0.0.1:9/hook"));
-        let job = NewJob {
-            local_id: "l1".into(),
-            key_id: key.id,
-            model: "m".into(),
-            idempotency_key: None,
-            request_hash: [0; 32],
-        };
+        let job = new_job(key.id);
         store.begin_job(&job).await.unwrap();
         store.job_created("l1", "g1", "queued", "{}").await.unwrap();
         assert_eq!(store.next_webhook_due().await.unwrap(), None);
