@@ -360,6 +360,14 @@ impl Client {
         }
     }
 
+    /// Asks once how a generation is doing, with no retry: for callers
+    /// that run their own schedule and back-off across many jobs, such as
+    /// a proxy. Errors are as [`Client::get`]'s; [`Error::is_transient`]
+    /// tells which are worth another try later.
+    pub async fn poll_once(&self, id: &str) -> Result<Generation> {
+        self.get_once(id).await
+    }
+
     /// One poll, no retry.
     pub(crate) async fn get_once(&self, id: &str) -> Result<Generation> {
         let span = tracing::debug_span!("poll", generation_id = id);

@@ -15,10 +15,11 @@ use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use tokio::time::Instant;
 
+use crate::engine::scheduler::FollowJob;
 use crate::error::ApiError;
 use crate::keys::{KeyEntry, Refusal};
 use crate::state::{AppState, view_of};
-use crate::store::{Begun, JobRecord, NewJob, status};
+use crate::store::{Begun, JobRecord, JobWrite, NewJob, WriteOutcome, status};
 
 /// The status the upstream answers an accepted create with.
 pub const CREATE_STATUS: StatusCode = StatusCode::OK;
@@ -162,11 +163,15 @@ pub(crate) async fn create(
         idempotency_key,
         request_hash,
     };
-    match state.store().begin_job(&new_job).await {
-        Ok(Begun::Inserted) => {}
-        Ok(Begun::Existing(existing)) => {
+    match state.writer().write(JobWrite::Begin(new_job)).await {
+        Ok(WriteOutcome::Begun(Begun::Inserted)) => {}
+        Ok(WriteOutcome::Begun(Begun::Existing(existing))) => {
             key.job_ended(0.0);
             return replay(&state, &existing, &request_hash);
+        }
+        Ok(other) => {
+            key.job_ended(0.0);
+            return Err(ApiError::internal(&format!("a create was recorded as {other:?}")));
         }
         Err(e) => {
             key.job_ended(0.0);
@@ -174,37 +179,49 @@ pub(crate) async fn create(
         }
     }
 
-    match state.upstream().create(&RawBody { model, value }).await {
+    match state.upstream().create(&RawBody { model: model.clone(), value }).await {
         Ok(generation) => {
             let body = serde_json::to_string(&generation).map_err(|e| ApiError::internal(&e))?;
             let answer = crate::view::encode(&generation);
-            if let Err(e) =
-                state.store().job_created(&local_id, &generation.id, generation.status.as_str(), &body).await
-            {
-                // The job exists upstream whatever happens here: answer with it, and
-                // let the restart logic report the row as unknown if this persists.
-                tracing::error!(generation_id = %generation.id, error = %e, "could not record a created job");
+            let created = JobWrite::Created {
+                local_id: local_id.clone(),
+                generation_id: generation.id.clone(),
+                status: generation.status.as_str().to_owned(),
+                body,
+            };
+            // The writer retries until storage takes it; only a stopping server
+            // gets here without it, and then the id is in the error log.
+            if let Err(e) = state.writer().write(created).await {
+                tracing::error!(generation_id = %generation.id, local_id, error = %e, "could not record a created job");
             }
-            tracing::info!(generation_id = %generation.id, key = %record.name, "created");
+            tracing::debug!(generation_id = %generation.id, key = %record.name, "created");
             if generation.status.is_finished() {
                 state.record(record.id, &generation).await;
             } else {
                 state.jobs().put(&generation.id, crate::view::JobView::new(record.id, &generation));
-                state.follow(record.id, generation.id.clone(), Some(generation.clone()));
+                state.follow(FollowJob {
+                    id: generation.id.clone(),
+                    key_id: record.id,
+                    model,
+                    age: Duration::ZERO,
+                    status: generation.status.clone(),
+                    fresh: true,
+                });
             }
             Ok(json(CREATE_STATUS, answer))
         }
         Err(aimlvid::Error::CreateOutcomeUnknown { cause }) => {
             tracing::error!(local_id, cause, "create outcome unknown; not retried");
             state.metrics().create_unknown();
-            if let Err(e) = state.store().job_unknown(&local_id, &cause).await {
+            let unknown = JobWrite::Unknown { local_id: local_id.clone(), note: cause };
+            if let Err(e) = state.writer().write(unknown).await {
                 tracing::error!(local_id, error = %e, "could not record an unknown create");
             }
             key.job_ended(0.0);
             Err(ApiError::new(StatusCode::BAD_GATEWAY, UNKNOWN_OUTCOME))
         }
         Err(e) => {
-            if let Err(e) = state.store().abandon_job(&local_id).await {
+            if let Err(e) = state.writer().write(JobWrite::Abandon { local_id: local_id.clone() }).await {
                 tracing::error!(local_id, error = %e, "could not forget a refused create");
             }
             key.job_ended(0.0);

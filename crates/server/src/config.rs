@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::engine::timing::{ModelPolling, PollSettings};
 use crate::webhooks::WebhookConfig;
 
 /// The address served by default: loopback only, so that exposing the
@@ -29,8 +30,8 @@ pub const ADMIN_TOKEN_VAR: &str = "AIMLVID_ADMIN_TOKEN";
 pub struct FileConfig {
     /// Address to listen on.
     pub listen: Option<SocketAddr>,
-    /// SQLite database file.
-    pub database: Option<PathBuf>,
+    /// SQLite database: a path or a `sqlite:` URL.
+    pub database: Option<String>,
     /// The upstream's base URL.
     pub upstream_url: Option<String>,
     /// A file holding the upstream key.
@@ -41,7 +42,8 @@ pub struct FileConfig {
     pub body_limit: Option<usize>,
     /// Limit on one upstream call, in seconds.
     pub upstream_timeout_secs: Option<u64>,
-    /// How often keys are reloaded from the database, in seconds.
+    /// How often the database is checked for key changes, in seconds
+    /// (default: four times a second).
     pub key_refresh_secs: Option<u64>,
     /// Attempts per webhook delivery, the first included.
     pub webhook_max_attempts: Option<u32>,
@@ -55,6 +57,30 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// Finished jobs kept in memory.
     pub recent_jobs: Option<u32>,
+    /// How jobs are polled upstream.
+    pub poll: Option<PollFile>,
+}
+
+/// The `[poll]` table.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PollFile {
+    /// Seconds from create to the first poll, for a model not learned yet.
+    pub first_delay_secs: Option<f64>,
+    /// Seconds between polls after the first, for a model not learned yet.
+    pub interval_secs: Option<f64>,
+    /// The longest wait between two polls of a job, in seconds.
+    pub max_interval_secs: Option<f64>,
+    /// Polls in flight at once.
+    pub concurrency: Option<usize>,
+    /// Polls started per second, at most.
+    pub max_rate: Option<f64>,
+    /// Whether to learn each model's job durations (default true).
+    pub learn: Option<bool>,
+    /// Settings per model id (`[poll.models."google/veo3-1-fast-extend-video"]`);
+    /// a model named here follows them and is not learned.
+    #[serde(default)]
+    pub models: std::collections::HashMap<String, ModelPolling>,
 }
 
 /// How log lines are written (to stderr).
@@ -83,9 +109,10 @@ pub struct DbArgs {
     /// TOML configuration file.
     #[arg(long, short, env = "AIMLVID_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// SQLite database file [default: aimlvid-server.db].
-    #[arg(long, env = "AIMLVID_DATABASE", global = true)]
-    pub database: Option<PathBuf>,
+    /// SQLite database: a path, or a URL such as `sqlite:///var/lib/aimlvid/db`
+    /// (absolute) or `sqlite://data/db` (relative) [default: aimlvid-server.db].
+    #[arg(long, env = "AIMLVID_DATABASE", global = true, value_name = "PATH|URL")]
+    pub database: Option<String>,
 }
 
 /// How to log, for every subcommand.
@@ -109,10 +136,42 @@ impl DbArgs {
         self.config.as_deref().map(FileConfig::load).transpose().map(Option::unwrap_or_default)
     }
 
-    /// The database path: flag or environment, then file, then default.
-    pub fn database(&self, file: &FileConfig) -> PathBuf {
-        self.database.clone().or_else(|| file.database.clone()).unwrap_or_else(|| DEFAULT_DATABASE.into())
+    /// The database file: flag or environment, then file, then default.
+    pub fn database(&self, file: &FileConfig) -> anyhow::Result<PathBuf> {
+        let spec = self.database.as_deref().or(file.database.as_deref()).unwrap_or(DEFAULT_DATABASE);
+        sqlite_path(spec).map_err(|e| anyhow::anyhow!("--database {spec:?}: {e}"))
     }
+}
+
+/// The file of a database given as a path or a `sqlite:` URL:
+/// `sqlite:///abs/path`, `sqlite://rel/path` or `sqlite:rel/path`.
+pub fn sqlite_path(spec: &str) -> Result<PathBuf, String> {
+    let spec = spec.trim();
+    let lower = spec.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        return Err("PostgreSQL is not supported yet; give a SQLite file path or a sqlite: URL".into());
+    }
+    let Some(rest) = lower.starts_with("sqlite:").then(|| &spec["sqlite:".len()..]) else {
+        if spec.contains("://") {
+            return Err("not a database this server knows; give a file path or a sqlite: URL".into());
+        }
+        if spec.is_empty() {
+            return Err("empty; give a file path or a sqlite: URL".into());
+        }
+        return Ok(PathBuf::from(spec));
+    };
+    if rest.contains('?') {
+        return Err(
+            "options after `?` are not supported (the server sets its own); give the file only".into()
+        );
+    }
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    if path == ":memory:" || path.is_empty() {
+        return Err("an in-memory database loses every job and key when the server stops; \
+                    give a file, such as sqlite:///var/lib/aimlvid/db"
+            .into());
+    }
+    Ok(PathBuf::from(path))
 }
 
 /// Flags of `serve`.
@@ -147,6 +206,24 @@ pub struct ServeArgs {
     /// are read from the database when asked for [default: 10000].
     #[arg(long, env = "AIMLVID_RECENT_JOBS", value_name = "N")]
     pub recent_jobs: Option<u32>,
+    /// Seconds from create to a job's first poll, for a model whose job
+    /// durations the server has not learned yet [default: 85].
+    #[arg(long, value_name = "SECS")]
+    pub poll_first_delay: Option<f64>,
+    /// Seconds between polls after the first, for a model not learned yet
+    /// (growing 3% a poll) [default: 3.5].
+    #[arg(long, value_name = "SECS")]
+    pub poll_interval: Option<f64>,
+    /// The longest wait between two polls of a job, in seconds [default: 15].
+    #[arg(long, value_name = "SECS")]
+    pub poll_max_interval: Option<f64>,
+    /// Polls in flight at once [default: 64].
+    #[arg(long, value_name = "N")]
+    pub poll_concurrency: Option<usize>,
+    /// Polls started per second at most; upstream 429s and 5xx lower the
+    /// pace, which recovers by itself [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub poll_rate: Option<f64>,
 }
 
 /// The files of a TLS certificate and its key.
@@ -175,7 +252,7 @@ pub struct Settings {
     pub body_limit: usize,
     /// Limit on one upstream call.
     pub upstream_timeout: Duration,
-    /// How often keys are reloaded from the database.
+    /// How often the database is checked for key changes.
     pub key_refresh: Duration,
     /// How webhook deliveries are retried.
     pub webhooks: WebhookConfig,
@@ -183,6 +260,54 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     /// Finished jobs kept in memory.
     pub recent_jobs: u32,
+    /// How jobs are polled upstream.
+    pub poll: PollSettings,
+}
+
+/// Seconds from a flag or the file, checked.
+fn secs(name: &str, value: Option<f64>, default: Duration) -> anyhow::Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("{name} must be a number of seconds, 0 or more, not {s}"),
+    }
+}
+
+impl PollFile {
+    fn settings(&self, args: &ServeArgs) -> anyhow::Result<PollSettings> {
+        let defaults = PollSettings::default();
+        let first_delay =
+            secs("poll first delay", args.poll_first_delay.or(self.first_delay_secs), defaults.first_delay)?;
+        let interval = secs("poll interval", args.poll_interval.or(self.interval_secs), defaults.interval)?;
+        let max_interval = secs(
+            "poll max interval",
+            args.poll_max_interval.or(self.max_interval_secs),
+            defaults.max_interval,
+        )?;
+        anyhow::ensure!(
+            !interval.is_zero() && interval <= max_interval,
+            "the poll interval must be above 0 and at most the max interval ({}s)",
+            max_interval.as_secs_f64()
+        );
+        let max_rate = args.poll_rate.or(self.max_rate).unwrap_or(defaults.max_rate);
+        anyhow::ensure!(
+            max_rate.is_finite() && max_rate >= 1.0,
+            "the poll rate must be at least 1 per second"
+        );
+        let concurrency = args.poll_concurrency.or(self.concurrency).unwrap_or(defaults.concurrency);
+        anyhow::ensure!(concurrency >= 1, "poll concurrency must be at least 1");
+        Ok(PollSettings {
+            first_delay,
+            interval,
+            max_interval,
+            min_interval: defaults.min_interval.min(interval),
+            learn: self.learn.unwrap_or(true),
+            models: self.models.clone(),
+            concurrency,
+            max_rate,
+            ..defaults
+        })
+    }
 }
 
 impl Settings {
@@ -215,7 +340,9 @@ impl Settings {
             (None, None) => None,
             _ => anyhow::bail!("TLS needs both a certificate and a key: pass --tls-cert and --tls-key"),
         };
+        let poll = file.poll.as_ref().unwrap_or(&PollFile::default()).settings(args)?;
         Ok(Settings {
+            poll,
             tls,
             recent_jobs: args
                 .recent_jobs
@@ -225,7 +352,7 @@ impl Settings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
-            database: db.database(&file),
+            database: db.database(&file)?,
             upstream_url: args
                 .upstream_url
                 .clone()
@@ -237,7 +364,9 @@ impl Settings {
             upstream_timeout: Duration::from_secs(
                 args.upstream_timeout_secs.or(file.upstream_timeout_secs).unwrap_or(120),
             ),
-            key_refresh: Duration::from_secs(file.key_refresh_secs.unwrap_or(5).max(1)),
+            key_refresh: file
+                .key_refresh_secs
+                .map_or(crate::state::DEFAULT_KEY_REFRESH, |s| Duration::from_secs(s.max(1))),
             webhooks: {
                 let defaults = WebhookConfig::default();
                 WebhookConfig {
@@ -302,6 +431,7 @@ mod tests {
             Some("sk-from-env".into())
         );
         assert_eq!(settings.key_refresh, Duration::from_secs(2));
+        assert_eq!(settings.poll, PollSettings::default());
         assert_eq!(settings.webhooks.max_attempts, 3);
         assert_eq!(settings.recent_jobs, 50);
         assert_eq!(settings.tls, Some(TlsFiles { cert: "cert.pem".into(), key: "key.pem".into() }));
@@ -336,6 +466,46 @@ mod tests {
         assert_eq!(LogArgs::default().format(&FileConfig::default()), LogFormat::Text);
         let flag = LogArgs { log_format: Some(LogFormat::Text) };
         assert_eq!(flag.format(&file), LogFormat::Text);
+    }
+
+    #[test]
+    fn databases_are_paths_or_sqlite_urls() {
+        assert_eq!(sqlite_path("data/server.db"), Ok(PathBuf::from("data/server.db")));
+        assert_eq!(sqlite_path("sqlite:///var/lib/aimlvid/db"), Ok(PathBuf::from("/var/lib/aimlvid/db")));
+        assert_eq!(sqlite_path("sqlite://rel/db"), Ok(PathBuf::from("rel/db")));
+        assert_eq!(sqlite_path("sqlite:rel.db"), Ok(PathBuf::from("rel.db")));
+        for bad in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite:",
+            "sqlite://x.db?mode=ro",
+            "postgres://h/db",
+            "mysql://h/db",
+        ] {
+            assert!(sqlite_path(bad).is_err(), "{bad}");
+        }
+        assert!(sqlite_path("sqlite::memory:").unwrap_err().contains("in-memory"));
+        let db = DbArgs { config: None, database: Some("sqlite::memory:".into()) };
+        let err = db.database(&FileConfig::default()).unwrap_err().to_string();
+        assert!(err.contains("--database") && err.contains("sqlite:///"), "{err}");
+    }
+
+    #[test]
+    fn poll_settings_come_from_flags_then_the_file_with_models_apart() {
+        let file: FileConfig = toml::from_str(
+            "[poll]\nfirst_delay_secs = 30\ninterval_secs = 2\nmax_rate = 50\n\
+             [poll.models.\"google/veo3-1-fast-extend-video\"]\nfirst_delay_secs = 60\n",
+        )
+        .unwrap();
+        let args = ServeArgs { poll_interval: Some(4.0), poll_concurrency: Some(8), ..ServeArgs::default() };
+        let poll = file.poll.as_ref().unwrap().settings(&args).unwrap();
+        assert_eq!(poll.first_delay, Duration::from_secs(30));
+        assert_eq!(poll.interval, Duration::from_secs(4), "the flag wins");
+        assert_eq!((poll.concurrency, poll.max_rate), (8, 50.0));
+        assert_eq!(poll.models["google/veo3-1-fast-extend-video"].first_delay_secs, Some(60.0));
+        let bad = ServeArgs { poll_interval: Some(100.0), ..ServeArgs::default() };
+        assert!(PollFile::default().settings(&bad).is_err(), "interval above the max interval");
+        assert!(toml::from_str::<FileConfig>("[poll]\nfirst_delay = 3\n").is_err(), "misspelt");
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!   [`Store`](store::Store) traits; [`SqliteStore`](store::SqliteStore) by default.
 //! - [`keys`]: team keys, hashed, authenticated from memory, with their limits.
 //! - [`view`]: the in-memory jobs that answer status reads.
-//! - [`state`]: start-up, the one poller per unfinished job, key refresh.
+//! - [`engine`]: the one writer (batched, never giving up) and the one
+//!   scheduler that polls every unfinished job on a learned schedule.
+//! - [`state`]: start-up, resuming jobs, key refresh.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`webhooks`]: signed announcements of finished jobs, retried, recorded.
 //! - [`app`] builds the router; [`serve`] runs it until a shutdown future
@@ -21,6 +23,7 @@
 pub mod admin;
 mod api;
 pub mod config;
+pub mod engine;
 pub mod error;
 mod events;
 pub mod keys;
@@ -40,7 +43,10 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, patch};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -56,14 +62,41 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// `data:` URI (base64 adds a third).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
+/// Request ids: UUID-shaped, from a random per-process prefix and a
+/// counter, so that making one costs an atomic add rather than a system
+/// call for randomness.
+#[derive(Debug, Clone)]
+struct RequestIds(Arc<(u64, AtomicU64)>);
+
+impl RequestIds {
+    fn new() -> Self {
+        RequestIds(Arc::new((fastrand::u64(..), AtomicU64::new(0))))
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let (prefix, counter) = &*self.0;
+        let id = uuid::Uuid::from_u64_pair(*prefix, counter.fetch_add(1, Ordering::Relaxed));
+        HeaderValue::from_str(id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
 /// The server's routes and middleware.
+///
+/// Each request gets a debug-level span and access line: off by default
+/// (`RUST_LOG=aimlvid_server=debug,tower_http=debug` turns them on), since
+/// a line per request would cost more than the request; requests are
+/// counted in `/metrics` either way.
 pub fn app(state: AppState) -> Router {
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &axum::http::Request<_>| {
             let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), path = request.uri().path(), request_id = id)
+            tracing::debug_span!("request", method = %request.method(), path = request.uri().path(), request_id = id)
         })
-        .on_response(DefaultOnResponse::new().level(Level::INFO));
+        .on_response(DefaultOnResponse::new().level(Level::DEBUG));
     Router::new()
         .route("/v2/video/generations", get(api::get).post(api::create))
         .route("/v2/video/generations/{id}/events", get(events::events))
@@ -77,7 +110,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(trace)
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
         .with_state(state)
 }
 

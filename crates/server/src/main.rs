@@ -27,7 +27,7 @@ enum Command {
     /// Run the proxy.
     Serve(ServeArgs),
     /// Manage team keys (works on the database directly; a running server
-    /// picks changes up within a few seconds).
+    /// picks changes up within a second).
     #[command(subcommand)]
     Keys(KeysCommand),
 }
@@ -128,7 +128,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Lines go to stderr from a thread of their own, so a slow log sink never
+    // stalls the runtime; if it falls far behind, lines are dropped, not waited for.
+    let (stderr, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(stderr);
     match cli.log.format(&cli.db.file()?) {
         LogFormat::Text => logs.init(),
         // The event's fields at the top level, the request's span (with its id) beside them.
@@ -144,7 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&cli.db, &args).await,
         Command::Keys(command) => {
-            let database = cli.db.database(&cli.db.file()?);
+            let database = cli.db.database(&cli.db.file()?)?;
             let store = SqliteStore::open(&database)
                 .await
                 .with_context(|| format!("opening {}", database.display()))?;
@@ -173,6 +176,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         key_refresh: settings.key_refresh,
         webhooks: settings.webhooks,
         recent_jobs: settings.recent_jobs,
+        poll: settings.poll,
         ..StateConfig::from_builder(upstream)?
     };
     let state = AppState::start(Arc::new(store.clone()), config).await?;

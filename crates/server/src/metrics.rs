@@ -143,6 +143,9 @@ pub struct Metrics {
     event_streams: AtomicI64,
     webhook_attempts: [AtomicU64; WEBHOOK_OUTCOMES.len()],
     webhooks_given_up: AtomicU64,
+    storage_batches: AtomicU64,
+    storage_writes: AtomicU64,
+    storage_write_failures: AtomicU64,
 }
 
 /// Outcomes of webhook attempts, as the `outcome` label.
@@ -161,6 +164,9 @@ impl Default for Metrics {
             event_streams: AtomicI64::new(0),
             webhook_attempts: Default::default(),
             webhooks_given_up: AtomicU64::new(0),
+            storage_batches: AtomicU64::new(0),
+            storage_writes: AtomicU64::new(0),
+            storage_write_failures: AtomicU64::new(0),
         }
     }
 }
@@ -219,6 +225,22 @@ impl Metrics {
     /// A webhook delivery failed its last attempt.
     pub fn webhook_given_up(&self) {
         self.webhooks_given_up.fetch_add(1, Relaxed);
+    }
+
+    /// The writer committed a batch of `writes` job changes.
+    pub fn storage_batch(&self, writes: usize) {
+        self.storage_batches.fetch_add(1, Relaxed);
+        self.storage_writes.fetch_add(writes as u64, Relaxed);
+    }
+
+    /// A batch of job changes failed to commit (it is retried).
+    pub fn storage_write_failed(&self) {
+        self.storage_write_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Batches that failed to commit so far (each retried until it did).
+    pub fn storage_write_failures(&self) -> u64 {
+        self.storage_write_failures.load(Relaxed)
     }
 
     /// Jobs being followed upstream now.
@@ -290,7 +312,26 @@ impl Metrics {
         let _ = writeln!(out, "aimlvid_creates_outcome_unknown_total {}", self.creates_unknown.load(Relaxed));
 
         out.push_str(
-            "# HELP aimlvid_unfinished_jobs Jobs not yet finished upstream, each followed by one poller.\n\
+            "# HELP aimlvid_storage_write_batches_total Transactions the writer committed.\n\
+             # TYPE aimlvid_storage_write_batches_total counter\n",
+        );
+        let _ = writeln!(out, "aimlvid_storage_write_batches_total {}", self.storage_batches.load(Relaxed));
+        out.push_str(
+            "# HELP aimlvid_storage_writes_total Job changes stored (creates, status changes, ends).\n\
+             # TYPE aimlvid_storage_writes_total counter\n",
+        );
+        let _ = writeln!(out, "aimlvid_storage_writes_total {}", self.storage_writes.load(Relaxed));
+        out.push_str(
+            "# HELP aimlvid_storage_write_failures_total Batches that failed to commit; each is retried \
+             until it commits, never dropped.\n# TYPE aimlvid_storage_write_failures_total counter\n",
+        );
+        let _ = writeln!(
+            out,
+            "aimlvid_storage_write_failures_total {}",
+            self.storage_write_failures.load(Relaxed)
+        );
+        out.push_str(
+            "# HELP aimlvid_unfinished_jobs Jobs not yet finished upstream, each followed by the scheduler.\n\
              # TYPE aimlvid_unfinished_jobs gauge\n",
         );
         let _ = writeln!(out, "aimlvid_unfinished_jobs {}", self.followed.load(Relaxed));

@@ -1,22 +1,29 @@
 //! The server's shared state, its start-up (load keys and jobs, resume
-//! polling) and its background work: the one poller and the key refresher.
+//! polling) and its background work: the writer, the scheduler, the
+//! webhook deliverer and the key refresher.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aimlvid::{Generation, Status};
-use futures_util::StreamExt as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use subtle::ConstantTimeEq as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::engine::scheduler::{self, FollowJob, Scheduler};
+use crate::engine::timing::{PollSettings, Timings};
+use crate::engine::writer::{WriteError, Writer};
 use crate::keys::{KeyTable, hash_key};
 use crate::metrics::{KeyFigures, Metrics, Snapshot};
-use crate::store::{JobEnd, JobRecord, KeyId, Store, StoreError};
+use crate::store::{JobEnd, JobRecord, JobWrite, KeyId, Store, StoreError, WriteOutcome};
 use crate::view::{JobView, JobViews};
 use crate::webhooks::{WebhookConfig, Webhooks};
+
+/// How often a running server checks storage for key changes made by
+/// another process (the `keys` command), unless configured otherwise.
+pub const DEFAULT_KEY_REFRESH: Duration = Duration::from_millis(250);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +45,9 @@ pub struct StateConfig {
     pub admin_token: Option<SecretString>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
-    /// How often keys are reloaded from storage, to pick up changes made
-    /// with the `keys` command while the server runs.
+    /// How often storage is checked for key changes made with the `keys`
+    /// command while the server runs (a one-row read; keys are reloaded
+    /// only when they changed).
     pub key_refresh: Duration,
     /// How many finished jobs to keep in memory (the most recently used),
     /// and to load at start. Older ones are read from storage when asked for.
@@ -50,16 +58,21 @@ pub struct StateConfig {
     pub metrics: Arc<Metrics>,
     /// How webhook deliveries are retried.
     pub webhooks: WebhookConfig,
+    /// When and how fast jobs are polled upstream.
+    pub poll: PollSettings,
 }
 
 impl StateConfig {
-    /// Defaults around an upstream client: no admin API, 64 MiB bodies.
+    /// Defaults around an upstream client: no admin API, 64 MiB bodies,
+    /// polls scheduled from the client's poll policy until each model's
+    /// durations are learned.
     pub fn new(upstream: aimlvid::Client) -> Self {
         StateConfig {
+            poll: PollSettings::from_policy(upstream.poll_policy()),
             upstream,
             admin_token: None,
             body_limit: crate::DEFAULT_BODY_LIMIT,
-            key_refresh: Duration::from_secs(5),
+            key_refresh: DEFAULT_KEY_REFRESH,
             recent_jobs: crate::view::DEFAULT_RECENT_JOBS as u32,
             metrics: Arc::default(),
             webhooks: WebhookConfig::default(),
@@ -91,12 +104,17 @@ struct Inner {
     body_limit: usize,
     metrics: Arc<Metrics>,
     webhooks: Webhooks,
+    writer: Writer,
+    scheduler: Scheduler,
     /// Cancelled when shutdown begins: ends event streams, so that the
     /// requests still in flight can finish.
     draining: CancellationToken,
     /// Stops the background tasks, once requests have finished.
     stop: CancellationToken,
+    /// Stops the writer, once everything else has stopped writing.
+    stop_writer: CancellationToken,
     tasks: TaskTracker,
+    writer_task: TaskTracker,
 }
 
 impl AppState {
@@ -126,6 +144,12 @@ impl AppState {
                 jobs.put(&id, view);
             }
         }
+        let timings = Timings::load(store.model_timings().await?);
+        let metrics = config.metrics;
+        let stop_writer = CancellationToken::new();
+        let writer_task = TaskTracker::new();
+        let writer = Writer::start(store.clone(), metrics.clone(), stop_writer.clone(), &writer_task);
+        let (scheduler, follow_queue) = Scheduler::new();
         let state = AppState {
             inner: Arc::new(Inner {
                 store,
@@ -134,19 +158,36 @@ impl AppState {
                 jobs,
                 admin_token_hash: config.admin_token.map(|t| hash_key(t.expose_secret())),
                 body_limit: config.body_limit,
-                metrics: config.metrics,
+                metrics,
                 webhooks: Webhooks::new(config.webhooks)?,
+                writer,
+                scheduler,
                 draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
+                stop_writer,
                 tasks: TaskTracker::new(),
+                writer_task,
             }),
         };
         tracing::info!(unfinished = unfinished.len(), "resuming polls");
+        let now = unix_now();
         for job in unfinished {
             if let Some(id) = job.generation_id {
-                state.follow(job.key_id, id, None);
+                let age = Duration::from_secs(u64::try_from(now - job.created_at).unwrap_or(0));
+                let status = Status::from(job.status.as_str());
+                state.follow(FollowJob {
+                    id,
+                    key_id: job.key_id,
+                    model: job.model,
+                    age,
+                    status,
+                    fresh: false,
+                });
             }
         }
+        let polling = state.clone();
+        let stop = state.inner.stop.clone();
+        state.inner.tasks.spawn(scheduler::run(polling, config.poll, timings, follow_queue, stop));
         let refresher = state.clone();
         state.inner.tasks.spawn(async move { refresher.refresh_keys(config.key_refresh).await });
         let deliverer = state.clone();
@@ -164,6 +205,10 @@ impl AppState {
         self.inner.stop.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        // Last, so that what the pollers saw before stopping is stored.
+        self.inner.stop_writer.cancel();
+        self.inner.writer_task.close();
+        self.inner.writer_task.wait().await;
     }
 
     /// The storage backend.
@@ -184,6 +229,11 @@ impl AppState {
     /// The jobs in memory.
     pub fn jobs(&self) -> &JobViews {
         &self.inner.jobs
+    }
+
+    /// The one writer of job changes.
+    pub fn writer(&self) -> &Writer {
+        &self.inner.writer
     }
 
     /// The metrics registry.
@@ -253,85 +303,39 @@ impl AppState {
     async fn refresh_keys(&self, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = None;
         loop {
             tokio::select! {
                 () = self.inner.stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.reload_keys().await {
-                tracing::warn!(error = %e, "could not reload keys");
-            }
-        }
-    }
-
-    /// Starts following a job upstream until it finishes: the one poller
-    /// for that job, however many members read it.
-    pub fn follow(&self, key_id: KeyId, id: String, created: Option<Generation>) {
-        let state = self.clone();
-        self.inner.tasks.spawn(async move {
-            let followed = Followed::new(state.inner.metrics.clone());
-            let stop = state.inner.stop.clone();
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = state.poll_until_finished(key_id, &id, created, followed) => {}
-            }
-        });
-    }
-
-    async fn poll_until_finished(
-        &self,
-        key_id: KeyId,
-        id: &str,
-        mut created: Option<Generation>,
-        followed: Followed,
-    ) {
-        let mut followed = Some(followed);
-        // The create's answer is already recorded; only changes need writing.
-        let mut last = created.as_ref().map(|g| g.status.clone());
-        loop {
-            let mut watch = match created.take() {
-                Some(generation) => self.inner.upstream.watch_created(generation),
-                None => self.inner.upstream.watch(id),
-            };
-            let mut pause = None;
-            while let Some(item) = watch.next().await {
-                match item {
-                    Ok(generation) => {
-                        let finished = generation.status.is_finished();
-                        if finished {
-                            // Uncounted before its end is shown, so a reader who sees
-                            // it finished never sees it still counted as unfinished.
-                            drop(followed.take());
-                        }
-                        if last.as_ref() != Some(&generation.status) {
-                            last = Some(generation.status.clone());
-                            self.record(key_id, &generation).await;
-                        }
-                        if finished {
-                            return;
-                        }
-                    }
-                    // The job keeps running upstream after the watch's deadline: watch again.
-                    Err(aimlvid::Error::TimedOut { .. }) => break,
-                    Err(e) => {
-                        // Not transient (the watch retries those): a wrong upstream key, say.
-                        // Keep the job and try again later rather than lose it.
-                        tracing::warn!(generation_id = id, error = %e, "polling failed; will try again");
-                        pause = Some(
-                            self.inner.upstream.poll_policy().max_interval.max(Duration::from_millis(10)),
-                        );
-                        break;
-                    }
+            // A one-row read; the keys themselves only when they changed.
+            let version = match self.inner.store.keys_version().await {
+                Ok(version) => version,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not check keys for changes");
+                    continue;
                 }
+            };
+            if seen == Some(version) {
+                continue;
             }
-            if let Some(pause) = pause {
-                tokio::time::sleep(pause).await;
+            match self.reload_keys().await {
+                Ok(()) => seen = Some(version),
+                Err(e) => tracing::warn!(error = %e, "could not reload keys"),
             }
         }
     }
 
-    /// Records a job's new state: storage first, so that what members were
-    /// shown survives a crash, then the in-memory view.
+    /// Follows a job upstream until it finishes: the one scheduler polls
+    /// it, however many members read it.
+    pub(crate) fn follow(&self, job: FollowJob) {
+        self.inner.scheduler.follow(job);
+    }
+
+    /// Records a job's new state: storage first (through the writer, which
+    /// retries until storage takes it), then the in-memory view, so that
+    /// what members are shown is always what a restart would show.
     pub async fn record(&self, key_id: KeyId, generation: &Generation) {
         let id = generation.id.as_str();
         let status = generation.status.as_str();
@@ -343,57 +347,42 @@ impl AppState {
             }
         };
         let view = JobView::new(key_id, generation);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = if generation.status.is_finished() {
-                let credits = generation.credits_used().unwrap_or(0.0);
-                // A webhook announces the job exactly as members read it.
-                let announcement = std::str::from_utf8(&view.body).unwrap_or_default();
-                let end = JobEnd { status, body: &body, credits, announcement };
-                self.inner.store.job_finished(id, &end).await.map(|charged| {
-                    let Some(charged) = charged else { return };
-                    if let Some(entry) = self.inner.keys.get(charged.key_id) {
-                        entry.job_ended(credits);
-                    }
-                    if charged.webhook_queued {
-                        self.inner.webhooks.wake();
-                    }
-                })
-            } else {
-                self.inner.store.job_changed(id, status, &body).await
-            };
-            match result {
-                Ok(()) => break,
-                Err(e) if attempt < 5 => {
-                    tracing::warn!(generation_id = id, error = %e, "could not record a status; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+        let finished = generation.status.is_finished();
+        let credits = generation.credits_used().unwrap_or(0.0);
+        let write = if finished {
+            // A webhook announces the job exactly as members read it.
+            let announcement = String::from_utf8_lossy(&view.body).into_owned();
+            let end = JobEnd { status: status.to_owned(), body, credits, announcement };
+            JobWrite::Finished { generation_id: id.to_owned(), end }
+        } else {
+            JobWrite::Changed { generation_id: id.to_owned(), status: status.to_owned(), body }
+        };
+        match self.inner.writer.write(write).await {
+            Ok(WriteOutcome::Finished(Some(charged))) => {
+                if let Some(entry) = self.inner.keys.get(charged.key_id) {
+                    entry.job_ended(credits);
                 }
-                Err(e) => {
-                    tracing::error!(generation_id = id, error = %e, "could not record a status");
-                    break;
+                if charged.webhook_queued {
+                    self.inner.webhooks.wake();
                 }
             }
+            Ok(_) => {}
+            Err(WriteError::Stopped) => {
+                // Not stored, so not shown: the next start polls the job again.
+                return;
+            }
+            Err(e) => {
+                tracing::error!(generation_id = id, error = %e, "storage refused a status; not shown");
+                return;
+            }
         }
-        tracing::info!(generation_id = id, status, "job status");
+        tracing::debug!(generation_id = id, status, "job status");
         self.inner.jobs.put(id, view);
     }
 }
 
-/// Counts a followed job for as long as it lives, however its task ends.
-struct Followed(Arc<Metrics>);
-
-impl Followed {
-    fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.followed(1);
-        Followed(metrics)
-    }
-}
-
-impl Drop for Followed {
-    fn drop(&mut self) {
-        self.0.followed(-1);
-    }
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The view of a stored job, if it has an upstream id.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{DEFAULT_LOCK_WAIT, SqliteStore};
 
 /// A key's row id.
 pub type KeyId = i64;
@@ -193,7 +193,7 @@ pub struct JobRecord {
 }
 
 /// A create about to be sent upstream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
     /// This server's id for it.
     pub local_id: String,
@@ -208,16 +208,16 @@ pub struct NewJob {
 }
 
 /// A job's end, as [`JobStore::job_finished`] records it.
-#[derive(Debug, Clone, Copy)]
-pub struct JobEnd<'a> {
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEnd {
     /// The final status.
-    pub status: &'a str,
+    pub status: String,
     /// The generation as JSON, as stored.
-    pub body: &'a str,
+    pub body: String,
     /// Credits to charge.
     pub credits: f64,
     /// The JSON a webhook announces: the job as members read it.
-    pub announcement: &'a str,
+    pub announcement: String,
 }
 
 /// What [`JobStore::job_finished`] did.
@@ -238,6 +238,77 @@ pub enum Begun {
     Existing(JobRecord),
 }
 
+/// One change to the jobs. The server's writer gathers many of them, from
+/// every request and poll, into one transaction ([`JobStore::apply`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobWrite {
+    /// Record a create before it is sent upstream (or find the job an
+    /// earlier create with the same key and `Idempotency-Key` recorded).
+    Begin(NewJob),
+    /// Record the upstream's answer to a create.
+    Created {
+        /// This server's id for the job.
+        local_id: String,
+        /// The upstream's id.
+        generation_id: String,
+        /// Its status.
+        status: String,
+        /// The generation as JSON.
+        body: String,
+    },
+    /// Record that a create's fate is unknown.
+    Unknown {
+        /// This server's id for the job.
+        local_id: String,
+        /// Why.
+        note: String,
+    },
+    /// Forget a create the upstream definitely refused.
+    Abandon {
+        /// This server's id for the job.
+        local_id: String,
+    },
+    /// Record a status change of an unfinished job (never undoing an end).
+    Changed {
+        /// The upstream's id.
+        generation_id: String,
+        /// The new status.
+        status: String,
+        /// The generation as JSON.
+        body: String,
+    },
+    /// Record a job's end, charge its key and queue its webhook, all at most once.
+    Finished {
+        /// The upstream's id.
+        generation_id: String,
+        /// How it ended.
+        end: JobEnd,
+    },
+    /// Replace what the server learned of a model's job durations.
+    ModelTiming {
+        /// The model id.
+        model: String,
+        /// The learned figures, as JSON.
+        timing: String,
+    },
+}
+
+/// What one [`JobWrite`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// Done; nothing to report.
+    Done,
+    /// What [`JobWrite::Begin`] did.
+    Begun(Begun),
+    /// What [`JobWrite::Finished`] charged; `None` if the job had already finished.
+    Finished(Option<Charged>),
+}
+
+/// The result of [`JobStore::apply`]: `Err` if nothing was committed (try
+/// again), else one result per write, `Err` for a write refused for good
+/// (such as a broken uniqueness rule) while the others were committed.
+pub type BatchResult = StoreResult<Vec<StoreResult<WriteOutcome>>>;
+
 /// Keys and their usage.
 #[async_trait]
 pub trait KeyStore: Send + Sync + std::fmt::Debug {
@@ -245,6 +316,10 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     async fn insert_key(&self, key: &NewKey) -> StoreResult<KeyRecord>;
     /// Every key, revoked ones included.
     async fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    /// A number that changes whenever a key is added, revoked or has its
+    /// settings changed (not when it is charged), by any process: a cheap
+    /// check of whether [`KeyStore::keys`] needs reading again.
+    async fn keys_version(&self) -> StoreResult<i64>;
     /// Changes a key's limits, enabled flag or webhook; `None` if there is
     /// no such key. A new webhook URL is stored with `webhook_secret`, which
     /// it requires ([`StoreError::Invalid`] without it).
@@ -261,15 +336,18 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
 /// Jobs.
 #[async_trait]
 pub trait JobStore: Send + Sync + std::fmt::Debug {
+    /// Applies `writes` in order, in one transaction: one commit, one log
+    /// sync, however many writes. See [`BatchResult`].
+    async fn apply(&self, writes: &[JobWrite]) -> BatchResult;
+
     /// Records a create before it is sent upstream, or finds the job an
     /// earlier create with the same key and `Idempotency-Key` recorded.
-    async fn begin_job(&self, job: &NewJob) -> StoreResult<Begun>;
-    /// The job a key created with this `Idempotency-Key`, if any.
-    async fn job_by_idempotency_key(
-        &self,
-        key_id: KeyId,
-        idempotency_key: &str,
-    ) -> StoreResult<Option<JobRecord>>;
+    async fn begin_job(&self, job: &NewJob) -> StoreResult<Begun> {
+        match apply_one(self, JobWrite::Begin(job.clone())).await? {
+            WriteOutcome::Begun(begun) => Ok(begun),
+            other => Err(StoreError::Corrupt(format!("a create was recorded as {other:?}"))),
+        }
+    }
     /// Records the upstream's answer to a create.
     async fn job_created(
         &self,
@@ -277,18 +355,49 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         generation_id: &str,
         status: &str,
         body: &str,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        let write = JobWrite::Created {
+            local_id: local_id.into(),
+            generation_id: generation_id.into(),
+            status: status.into(),
+            body: body.into(),
+        };
+        apply_one(self, write).await.map(drop)
+    }
     /// Records that a create's fate is unknown.
-    async fn job_unknown(&self, local_id: &str, note: &str) -> StoreResult<()>;
+    async fn job_unknown(&self, local_id: &str, note: &str) -> StoreResult<()> {
+        apply_one(self, JobWrite::Unknown { local_id: local_id.into(), note: note.into() }).await.map(drop)
+    }
     /// Forgets a create the upstream definitely refused.
-    async fn abandon_job(&self, local_id: &str) -> StoreResult<()>;
+    async fn abandon_job(&self, local_id: &str) -> StoreResult<()> {
+        apply_one(self, JobWrite::Abandon { local_id: local_id.into() }).await.map(drop)
+    }
     /// Records a status change of an unfinished job.
-    async fn job_changed(&self, generation_id: &str, status: &str, body: &str) -> StoreResult<()>;
+    async fn job_changed(&self, generation_id: &str, status: &str, body: &str) -> StoreResult<()> {
+        let write = JobWrite::Changed {
+            generation_id: generation_id.into(),
+            status: status.into(),
+            body: body.into(),
+        };
+        apply_one(self, write).await.map(drop)
+    }
     /// Records a job's end and charges its key, both at most once, and in
     /// the same transaction queues the first attempt of the webhook
     /// delivery, if the key has a webhook. Returns what was charged, or
     /// `None` if the job was already finished.
-    async fn job_finished(&self, generation_id: &str, end: &JobEnd<'_>) -> StoreResult<Option<Charged>>;
+    async fn job_finished(&self, generation_id: &str, end: &JobEnd) -> StoreResult<Option<Charged>> {
+        let write = JobWrite::Finished { generation_id: generation_id.into(), end: end.clone() };
+        match apply_one(self, write).await? {
+            WriteOutcome::Finished(charged) => Ok(charged),
+            other => Err(StoreError::Corrupt(format!("a job's end was recorded as {other:?}"))),
+        }
+    }
+    /// The job a key created with this `Idempotency-Key`, if any.
+    async fn job_by_idempotency_key(
+        &self,
+        key_id: KeyId,
+        idempotency_key: &str,
+    ) -> StoreResult<Option<JobRecord>>;
     /// A job by the upstream's id.
     async fn job_by_generation(&self, generation_id: &str) -> StoreResult<Option<JobRecord>>;
     /// Jobs with an upstream id that have not finished, to be polled.
@@ -298,6 +407,18 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Marks creates left `pending` by a previous run as `unknown`: that
     /// run may or may not have reached the upstream. Returns how many.
     async fn pending_to_unknown(&self) -> StoreResult<u64>;
+    /// What was learned of each model's job durations, as
+    /// [`JobWrite::ModelTiming`] stored it: `(model, timing)` pairs.
+    async fn model_timings(&self) -> StoreResult<Vec<(String, String)>>;
+}
+
+/// Applies one write in a transaction of its own.
+async fn apply_one<S: JobStore + ?Sized>(store: &S, write: JobWrite) -> StoreResult<WriteOutcome> {
+    store
+        .apply(std::slice::from_ref(&write))
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Corrupt("a write went unanswered".into())))
 }
 
 /// The states of a webhook attempt.

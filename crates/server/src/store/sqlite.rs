@@ -16,9 +16,9 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row as _, Sqlite, Transaction};
 
 use super::{
-    AttemptOutcome, Begun, Charged, DueWebhook, JobEnd, JobRecord, JobStore, KeyId, KeyRecord, KeyStore,
-    KeyUpdate, NewJob, NewKey, Store, StoreError, StoreResult, Webhook, WebhookAttempt, WebhookStore,
-    delivery, status,
+    AttemptOutcome, BatchResult, Begun, Charged, DueWebhook, JobEnd, JobRecord, JobStore, JobWrite, KeyId,
+    KeyRecord, KeyStore, KeyUpdate, NewKey, Store, StoreError, StoreResult, Webhook, WebhookAttempt,
+    WebhookStore, WriteOutcome, delivery, status,
 };
 
 /// Statuses after which a job never changes, as SQL.
@@ -36,31 +36,48 @@ const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, key_id, generation_id, 
 /// Keys and jobs in a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Readers: WAL lets them run beside the writer.
     pool: SqlitePool,
+    /// The one connection that writes, so this process never contends
+    /// with itself for SQLite's single write lock, and reads (cache misses,
+    /// admin calls) can never take the connection a write needs.
+    writes: SqlitePool,
 }
+
+/// How long a write waits for another process (the `keys` command, say)
+/// to release SQLite's write lock before it fails and is retried.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `path`.
     ///
-    /// The pool is small on purpose: SQLite takes one writer at a time, and
-    /// the hot path never reaches it; a few readers cover `/readyz`, admin
-    /// calls and cache misses on a 2-core machine.
+    /// The read pool is small on purpose: the hot path never reaches it; a
+    /// few readers cover `/readyz`, admin calls and cache misses on a
+    /// 2-core machine.
     pub async fn open(path: &Path) -> StoreResult<Self> {
+        SqliteStore::open_with_lock_wait(path, DEFAULT_LOCK_WAIT).await
+    }
+
+    /// [`SqliteStore::open`], waiting at most `lock_wait` for another
+    /// process's write lock before a write fails.
+    pub async fn open_with_lock_wait(path: &Path, lock_wait: Duration) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(lock_wait);
+        let writes = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        sqlx::migrate!("./migrations").run(&writes).await?;
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writes })
     }
 
     /// Closes every connection, checkpointing the log.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writes.close().await;
     }
 
     async fn key_by_name(&self, name: &str) -> StoreResult<Option<KeyRecord>> {
@@ -153,6 +170,12 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// A write that breaks a rule of the schema fails the same way every time;
+/// anything else (a lock, a full disk, an I/O error) may pass later.
+fn is_constraint(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if !matches!(db.kind(), sqlx::error::ErrorKind::Other))
+}
+
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn insert_key(&self, key: &NewKey) -> StoreResult<KeyRecord> {
@@ -170,7 +193,7 @@ impl KeyStore for SqliteStore {
         .bind(now())
         .bind(key.webhook.as_ref().map(|w| w.url.as_str()))
         .bind(key.webhook.as_ref().map(|w| w.secret.expose_secret()))
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await;
         match inserted {
             Ok(_) => {}
@@ -189,6 +212,10 @@ impl KeyStore for SqliteStore {
         rows.iter().map(key_from_row).collect()
     }
 
+    async fn keys_version(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT version FROM key_changes").fetch_one(&self.pool).await?)
+    }
+
     async fn update_key(
         &self,
         name: &str,
@@ -198,7 +225,7 @@ impl KeyStore for SqliteStore {
         if matches!(update.webhook_url, Some(Some(_))) && webhook_secret.is_none() {
             return Err(StoreError::Invalid("a new webhook URL needs a new secret".into()));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = sqlx::query(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?")))
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -237,53 +264,179 @@ impl KeyStore for SqliteStore {
         sqlx::query("UPDATE keys SET revoked_at = COALESCE(revoked_at, ?), enabled = 0 WHERE name = ?")
             .bind(now())
             .bind(name)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?;
         self.key_by_name(name).await
     }
 }
 
-async fn job_in(
+/// One job write inside the batch's transaction. `Ok(Err(_))` is a write
+/// refused for good (the batch goes on); `Err(_)` aborts the batch.
+async fn apply_write(
     tx: &mut Transaction<'_, Sqlite>,
-    sql_where: &str,
-    bind: &str,
-) -> StoreResult<Option<JobRecord>> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {sql_where}")))
-        .bind(bind)
-        .fetch_optional(&mut **tx)
+    write: &JobWrite,
+    now: i64,
+) -> Result<StoreResult<WriteOutcome>, sqlx::Error> {
+    let done = Ok(WriteOutcome::Done);
+    Ok(match write {
+        JobWrite::Begin(job) => {
+            // Conflicts only on the key's Idempotency-Key (local ids are random):
+            // the earlier job is the answer.
+            let inserted = sqlx::query(
+                "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, created_at, \
+                 updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&job.local_id)
+            .bind(job.key_id)
+            .bind(status::PENDING)
+            .bind(&job.model)
+            .bind(&job.idempotency_key)
+            .bind(job.request_hash.as_slice())
+            .bind(now)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                Ok(WriteOutcome::Begun(Begun::Inserted))
+            } else {
+                let row = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE key_id = ? AND idempotency_key = ?"
+                )))
+                .bind(job.key_id)
+                .bind(&job.idempotency_key)
+                .fetch_optional(&mut **tx)
+                .await?;
+                match row {
+                    Some(row) => {
+                        job_from_row(&row).map(|existing| WriteOutcome::Begun(Begun::Existing(existing)))
+                    }
+                    None => Err(StoreError::Conflict(format!("a job with local id {:?}", job.local_id))),
+                }
+            }
+        }
+        JobWrite::Created { local_id, generation_id, status, body } => {
+            let updated = sqlx::query(
+                "UPDATE jobs SET generation_id = ?, status = ?, body = ?, updated_at = ? WHERE local_id = ?",
+            )
+            .bind(generation_id)
+            .bind(status)
+            .bind(body)
+            .bind(now)
+            .bind(local_id)
+            .execute(&mut **tx)
+            .await;
+            match updated {
+                Ok(_) => done,
+                Err(e) if is_constraint(&e) => Err(e.into()),
+                Err(e) => return Err(e),
+            }
+        }
+        JobWrite::Unknown { local_id, note } => {
+            sqlx::query("UPDATE jobs SET status = ?, note = ?, updated_at = ? WHERE local_id = ?")
+                .bind(status::UNKNOWN)
+                .bind(note)
+                .bind(now)
+                .bind(local_id)
+                .execute(&mut **tx)
+                .await?;
+            done
+        }
+        JobWrite::Abandon { local_id } => {
+            sqlx::query("DELETE FROM jobs WHERE local_id = ? AND generation_id IS NULL")
+                .bind(local_id)
+                .execute(&mut **tx)
+                .await?;
+            done
+        }
+        JobWrite::Changed { generation_id, status, body } => {
+            // Never moves a finished job back: a late, reordered answer must not undo its end.
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE jobs SET status = ?, body = ?, updated_at = ? WHERE generation_id = ? AND status NOT IN {FINISHED}"
+            )))
+            .bind(status)
+            .bind(body)
+            .bind(now)
+            .bind(generation_id)
+            .execute(&mut **tx)
+            .await?;
+            done
+        }
+        JobWrite::Finished { generation_id, end } => {
+            Ok(WriteOutcome::Finished(finish_job(tx, generation_id, end, now).await?))
+        }
+        JobWrite::ModelTiming { model, timing } => {
+            sqlx::query(
+                "INSERT INTO model_timings (model, timing, updated_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (model) DO UPDATE SET timing = excluded.timing, updated_at = excluded.updated_at",
+            )
+            .bind(model)
+            .bind(timing)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            done
+        }
+    })
+}
+
+/// Records a job's end and charges its key, at most once; queues its webhook.
+async fn finish_job(
+    tx: &mut Transaction<'_, Sqlite>,
+    generation_id: &str,
+    end: &JobEnd,
+    now: i64,
+) -> Result<Option<Charged>, sqlx::Error> {
+    let key_id: Option<KeyId> = sqlx::query_scalar(
+        "UPDATE jobs SET status = ?, body = ?, credits_charged = ?, updated_at = ? \
+         WHERE generation_id = ? AND credits_charged IS NULL RETURNING key_id",
+    )
+    .bind(&end.status)
+    .bind(&end.body)
+    .bind(end.credits)
+    .bind(now)
+    .bind(generation_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(key_id) = key_id else { return Ok(None) };
+    sqlx::query("UPDATE keys SET credits_used = credits_used + ? WHERE id = ?")
+        .bind(end.credits)
+        .bind(key_id)
+        .execute(&mut **tx)
         .await?;
-    row.map(|r| job_from_row(&r)).transpose()
+    let now_ms = now_ms();
+    let queued = sqlx::query(
+        "INSERT INTO webhook_deliveries \
+         (delivery_id, attempt, key_id, generation_id, event, body, state, due_at, created_at) \
+         SELECT lower(hex(randomblob(16))), 1, id, ?, ?, ?, ?, ?, ? FROM keys \
+         WHERE id = ? AND webhook_url IS NOT NULL AND revoked_at IS NULL",
+    )
+    .bind(generation_id)
+    .bind(&end.status)
+    .bind(&end.announcement)
+    .bind(delivery::PENDING)
+    .bind(now_ms)
+    .bind(now_ms)
+    .bind(key_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(Some(Charged { key_id, webhook_queued: queued > 0 }))
 }
 
 #[async_trait]
 impl JobStore for SqliteStore {
-    async fn begin_job(&self, job: &NewJob) -> StoreResult<Begun> {
+    async fn apply(&self, writes: &[JobWrite]) -> BatchResult {
+        // IMMEDIATE takes the write lock at once, waiting out `busy_timeout`
+        // for another process's writer; a plain BEGIN would fail with BUSY
+        // when it upgrades from a read, whatever the timeout.
+        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
         let now = now();
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&job.local_id)
-        .bind(job.key_id)
-        .bind(status::PENDING)
-        .bind(&job.model)
-        .bind(&job.idempotency_key)
-        .bind(job.request_hash.as_slice())
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await;
-        match inserted {
-            Ok(_) => Ok(Begun::Inserted),
-            Err(e) if is_unique_violation(&e) => {
-                let key = job.idempotency_key.as_deref().unwrap_or_default();
-                match self.job_by_idempotency_key(job.key_id, key).await? {
-                    Some(existing) => Ok(Begun::Existing(existing)),
-                    None => Err(e.into()),
-                }
-            }
-            Err(e) => Err(e.into()),
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for write in writes {
+            outcomes.push(apply_write(&mut tx, write, now).await?);
         }
+        tx.commit().await?;
+        Ok(outcomes)
     }
 
     async fn job_by_idempotency_key(
@@ -299,105 +452,6 @@ impl JobStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| job_from_row(&r)).transpose()
-    }
-
-    async fn job_created(
-        &self,
-        local_id: &str,
-        generation_id: &str,
-        status: &str,
-        body: &str,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE jobs SET generation_id = ?, status = ?, body = ?, updated_at = ? WHERE local_id = ?",
-        )
-        .bind(generation_id)
-        .bind(status)
-        .bind(body)
-        .bind(now())
-        .bind(local_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn job_unknown(&self, local_id: &str, note: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET status = ?, note = ?, updated_at = ? WHERE local_id = ?")
-            .bind(status::UNKNOWN)
-            .bind(note)
-            .bind(now())
-            .bind(local_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn abandon_job(&self, local_id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM jobs WHERE local_id = ? AND generation_id IS NULL")
-            .bind(local_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn job_changed(&self, generation_id: &str, status: &str, body: &str) -> StoreResult<()> {
-        // Never moves a finished job back: a late, reordered answer must not undo its end.
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE jobs SET status = ?, body = ?, updated_at = ? WHERE generation_id = ? AND status NOT IN {FINISHED}"
-        )))
-        .bind(status)
-        .bind(body)
-        .bind(now())
-        .bind(generation_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn job_finished(&self, generation_id: &str, end: &JobEnd<'_>) -> StoreResult<Option<Charged>> {
-        let mut tx = self.pool.begin().await?;
-        let Some(job) = job_in(&mut tx, "generation_id = ?", generation_id).await? else {
-            return Ok(None);
-        };
-        let changed = sqlx::query(
-            "UPDATE jobs SET status = ?, body = ?, credits_charged = ?, updated_at = ? \
-             WHERE local_id = ? AND credits_charged IS NULL",
-        )
-        .bind(end.status)
-        .bind(end.body)
-        .bind(end.credits)
-        .bind(now())
-        .bind(&job.local_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            return Ok(None);
-        }
-        sqlx::query("UPDATE keys SET credits_used = credits_used + ? WHERE id = ?")
-            .bind(end.credits)
-            .bind(job.key_id)
-            .execute(&mut *tx)
-            .await?;
-        let now = now_ms();
-        let queued = sqlx::query(
-            "INSERT INTO webhook_deliveries \
-             (delivery_id, attempt, key_id, generation_id, event, body, state, due_at, created_at) \
-             SELECT lower(hex(randomblob(16))), 1, id, ?, ?, ?, ?, ?, ? FROM keys \
-             WHERE id = ? AND webhook_url IS NOT NULL AND revoked_at IS NULL",
-        )
-        .bind(generation_id)
-        .bind(end.status)
-        .bind(end.announcement)
-        .bind(delivery::PENDING)
-        .bind(now)
-        .bind(now)
-        .bind(job.key_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(Some(Charged { key_id: job.key_id, webhook_queued: queued > 0 }))
     }
 
     async fn job_by_generation(&self, generation_id: &str) -> StoreResult<Option<JobRecord>> {
@@ -435,9 +489,16 @@ impl JobStore for SqliteStore {
             .bind("the server stopped while the create was in flight")
             .bind(now())
             .bind(status::PENDING)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn model_timings(&self) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT model, timing FROM model_timings ORDER BY model")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| Ok((row.try_get("model")?, row.try_get("timing")?))).collect()
     }
 }
 
@@ -484,7 +545,7 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn webhook_attempted(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "UPDATE webhook_deliveries SET state = ?, url = ?, response_status = ?, error = ?, \
              attempted_at = ?, duration_ms = ? WHERE id = ? AND state = ?",
@@ -539,7 +600,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::KeyLimits;
+    use crate::store::{KeyLimits, NewJob};
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -568,8 +629,8 @@ mod tests {
         }
     }
 
-    fn end<'a>(status: &'a str, credits: f64) -> JobEnd<'a> {
-        JobEnd { status, body: "{}", credits, announcement: "{\"id\":\"g1\"}" }
+    fn end(status: &str, credits: f64) -> JobEnd {
+        JobEnd { status: status.into(), body: "{}".into(), credits, announcement: "{\"id\":\"g1\"}".into() }
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ fn spawn_server(sim_url: &str, db: &std::path::Path) -> (Child, String) {
 
 /// [`spawn_server`] with more arguments to `serve`.
 fn spawn_server_with(sim_url: &str, db: &std::path::Path, extra: &[&std::ffi::OsStr]) -> (Child, String) {
-    let (child, url, _log) = spawn_server_logged(sim_url, db, extra);
+    let (child, url, _log) = spawn_server_logged(sim_url, db, extra, "info");
     (child, url)
 }
 
@@ -25,6 +25,7 @@ fn spawn_server_logged(
     sim_url: &str,
     db: &std::path::Path,
     extra: &[&std::ffi::OsStr],
+    rust_log: &str,
 ) -> (Child, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -33,7 +34,7 @@ fn spawn_server_logged(
         .arg(db)
         .env("AIMLAPI_API_KEY", aimlvid_sim::DEFAULT_API_KEY)
         .env("AIMLAPI_BASE_URL", sim_url)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -86,9 +87,11 @@ async fn nothing_is_lost_when_the_process_is_killed() {
     first.wait().unwrap();
 
     assert!(sim.complete_now(&id));
-    let (mut second, url) = spawn_server(&sim.base_url(), &db);
+    // A resumed job keeps its schedule (first poll 85 s after its create by
+    // default); a zero first delay has the restarted server poll it at once.
+    let (mut second, url) =
+        spawn_server_with(&sim.base_url(), &db, &["--poll-first-delay".as_ref(), "0".as_ref()]);
     let endpoint = format!("{url}/v2/video/generations");
-    // The restarted server resumes polling at once; wait for it to notice.
     let deadline = Instant::now() + Duration::from_secs(20);
     let done = loop {
         let answer = get(&http, &endpoint, Some(&key), Some(&id)).await;
@@ -186,8 +189,13 @@ async fn serve_takes_its_certificate_and_key_from_flags() {
 async fn json_logs_are_one_object_per_line_with_the_request_id() {
     let sim = frozen_sim().await;
     let (_dir, db) = temp_db();
-    let (mut server, url, log) =
-        spawn_server_logged(&sim.base_url(), &db, &["--log-format".as_ref(), "json".as_ref()]);
+    // Access lines are debug-level: off by default, on when asked for.
+    let (mut server, url, log) = spawn_server_logged(
+        &sim.base_url(),
+        &db,
+        &["--log-format".as_ref(), "json".as_ref()],
+        "info,aimlvid_server=debug,tower_http=debug",
+    );
     let http = reqwest::Client::new();
     let answer =
         http.get(format!("{url}/readyz")).header("x-request-id", "trace-me-42").send().await.unwrap();

@@ -65,7 +65,17 @@ pub(crate) async fn start_proxy_tweaked(
     policy: PollPolicy,
     tweak: impl FnOnce(&mut StateConfig),
 ) -> Proxy {
-    let state = proxy_state(sim, db, policy, tweak).await;
+    start_proxy_on(sim, SqliteStore::open(db).await.unwrap(), policy, tweak).await
+}
+
+/// [`start_proxy_tweaked`] on a store opened by the caller.
+pub(crate) async fn start_proxy_on(
+    sim: &RunningSim,
+    store: SqliteStore,
+    policy: PollPolicy,
+    tweak: impl FnOnce(&mut StateConfig),
+) -> Proxy {
+    let state = proxy_state(sim, store, policy, tweak).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -84,7 +94,7 @@ pub(crate) async fn start_tls_proxy(
     ca_pem: &str,
 ) -> Proxy {
     let policy = PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
-    let state = proxy_state(sim, db, policy, |_| {}).await;
+    let state = proxy_state(sim, SqliteStore::open(db).await.unwrap(), policy, |_| {}).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -103,7 +113,7 @@ pub(crate) async fn start_tls_proxy(
 /// The state of a proxy in front of `sim`, storing in `db`.
 async fn proxy_state(
     sim: &RunningSim,
-    db: &Path,
+    store: SqliteStore,
     policy: PollPolicy,
     tweak: impl FnOnce(&mut StateConfig),
 ) -> AppState {
@@ -112,7 +122,6 @@ async fn proxy_state(
         .base_url(sim.base_url())
         .poll_policy(policy)
         .retry_policy(RetryPolicy::default().time_scaled(100.0));
-    let store = SqliteStore::open(db).await.unwrap();
     let mut config = StateConfig {
         admin_token: Some(ADMIN_TOKEN.to_owned().into()),
         key_refresh: Duration::from_millis(50),
