@@ -146,13 +146,18 @@ pub(crate) struct JobRecord {
 }
 
 impl JobRecord {
-    /// A new record, named after the current time.
+    /// A new record, named after the current time. Records made in the
+    /// same millisecond by one process sort in the order they were made
+    /// (a sequence number follows the time); the random suffix keeps two
+    /// processes' records apart.
     pub(crate) fn new(base_url: String, output: PathBuf, state: JobState) -> JobRecord {
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let now = SystemTime::now();
         let stamp = humantime::format_rfc3339_millis(now).to_string();
         let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+        let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         JobRecord {
-            key: format!("{digits}-{:08x}", fastrand::u32(..)),
+            key: format!("{digits}-{sequence:010}-{:08x}", fastrand::u32(..)),
             id: None,
             state,
             model: None,
@@ -309,6 +314,15 @@ mod tests {
         r.prompt = Some("a prompt".into());
         journal.save(&mut r).unwrap();
         r
+    }
+
+    #[test]
+    fn records_made_in_the_same_millisecond_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().join("jobs"));
+        let made: Vec<String> = (0..200).map(|i| record(&journal, &format!("g{i}")).key).collect();
+        let listed: Vec<String> = journal.load_all().unwrap().into_iter().map(|r| r.key).collect();
+        assert_eq!(listed, made);
     }
 
     #[test]
