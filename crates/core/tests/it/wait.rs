@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use aimlvid::Status;
-use aimlvid_sim::{Fault, Route};
+use aimlvid_sim::{Fault, Route, SimConfig, Spread};
 use futures_util::StreamExt as _;
 
 use crate::{config, extend_request, start};
@@ -74,10 +74,12 @@ async fn retry_after_is_respected_while_polling() {
 
 #[tokio::test]
 async fn dropping_the_wait_stops_polling() {
-    let (sim, client) = start(config()).await;
+    // A job far longer than the wait, however slow the machine running this.
+    let long = SimConfig { generation_time: Spread::Fixed(Duration::from_secs(3600)), ..config() };
+    let (sim, client) = start(long).await;
     let created = client.create(&extend_request()).await.unwrap();
     let id = created.id.clone();
-    // Stop partway: the job needs 115 ms; give up at 100 ms.
+    // Stop partway: the job needs 3.6 s; give up at 100 ms, after the first polls.
     let waited =
         tokio::time::timeout(Duration::from_millis(100), client.watch_created(created).finish()).await;
     assert!(waited.is_err(), "the job finished too soon for this test");
