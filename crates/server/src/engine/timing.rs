@@ -221,12 +221,12 @@ impl Timings {
             Some(running_at) => (running_at + finished_at) / 2.0,
             None => {
                 timing.done_by = Some(timing.done_by.map_or(finished_at, |d| d.min(finished_at)));
-                // Shorter than `finished_at`, by how much unknown: count it short, so
-                // that the schedule errs towards an early poll rather than a late one.
+                // Shorter than `finished_at`, by how much unknown: count it a little
+                // short, so that the schedule errs towards an early first poll.
                 if timing.durations.is_empty() {
                     return timing;
                 }
-                finished_at / 2.0
+                finished_at * 0.9
             }
         };
         if timing.durations.len() == SAMPLES {

@@ -192,8 +192,9 @@ async fn a_quick_model_is_learned_and_noticed_within_seconds() {
     assert_eq!(first_polls, 1, "the library's default: one poll, at 85 s: {seen:?}");
     assert!(first_lag > Duration::from_secs(60), "{seen:?}");
     for (polls, lag) in &seen[8..] {
-        assert!(*lag <= Duration::from_millis(2500), "learned, so noticed soon: {seen:?}");
-        assert!(*polls <= 6, "{seen:?}");
+        assert!(*lag <= Duration::from_millis(3500), "learned, so noticed soon: {seen:?}");
+        // A fixed loop at the learned schedule's finest step (1 s) would make 10.
+        assert!(*polls < 10, "{seen:?}");
     }
 }
 
