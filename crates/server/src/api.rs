@@ -282,6 +282,10 @@ pub(crate) async fn get(
             Err(ApiError::not_found())
         };
     }
+    if state.unknown_ids().known_absent(&id) {
+        return Err(ApiError::not_found());
+    }
+    let _turn = state.unknown_ids().lookup().await;
     state.metrics().storage_read();
     let stored = state.store().job_by_generation(&id).await.map_err(|e| ApiError::internal(&e))?;
     match stored.as_ref().and_then(view_of) {
@@ -290,7 +294,11 @@ pub(crate) async fn get(
             state.jobs().put(&id, view);
             Ok(json(StatusCode::OK, body))
         }
-        _ => Err(ApiError::not_found()),
+        Some(_) => Err(ApiError::not_found()),
+        None => {
+            state.unknown_ids().remember_absent(&id);
+            Err(ApiError::not_found())
+        }
     }
 }
 

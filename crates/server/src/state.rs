@@ -18,7 +18,7 @@ use crate::engine::writer::{WriteError, Writer};
 use crate::keys::{KeyTable, hash_key};
 use crate::metrics::{KeyFigures, Metrics, Snapshot};
 use crate::store::{JobEnd, JobRecord, JobWrite, KeyId, Store, StoreError, WriteOutcome};
-use crate::view::{JobView, JobViews};
+use crate::view::{JobView, JobViews, UnknownIds};
 use crate::webhooks::{WebhookConfig, Webhooks};
 
 /// How often a running server checks storage for key changes made by
@@ -100,6 +100,7 @@ struct Inner {
     upstream: aimlvid::Client,
     keys: KeyTable,
     jobs: JobViews,
+    unknown_ids: UnknownIds,
     admin_token_hash: Option<[u8; 32]>,
     body_limit: usize,
     metrics: Arc<Metrics>,
@@ -156,6 +157,7 @@ impl AppState {
                 upstream: config.upstream,
                 keys,
                 jobs,
+                unknown_ids: UnknownIds::default(),
                 admin_token_hash: config.admin_token.map(|t| hash_key(t.expose_secret())),
                 body_limit: config.body_limit,
                 metrics,
@@ -229,6 +231,11 @@ impl AppState {
     /// The jobs in memory.
     pub fn jobs(&self) -> &JobViews {
         &self.inner.jobs
+    }
+
+    /// Ids recently found in neither memory nor storage.
+    pub fn unknown_ids(&self) -> &UnknownIds {
+        &self.inner.unknown_ids
     }
 
     /// The one writer of job changes.

@@ -241,6 +241,56 @@ impl JobViews {
     }
 }
 
+/// Reads of ids that are in neither memory nor storage: the ids recently
+/// looked up and not found, and a bound on look-ups running at once, so
+/// that requests for made-up ids cost storage at most one read per id per
+/// [`UnknownIds::REMEMBERED_FOR`], two at a time, and never hold up writes
+/// (which have a connection of their own).
+///
+/// Remembering an absent id is safe: a job this server creates is in
+/// memory before its id is answered, and memory is checked first.
+#[derive(Debug)]
+pub struct UnknownIds {
+    absent: DashMap<Box<str>, tokio::time::Instant>,
+    lookups: tokio::sync::Semaphore,
+}
+
+impl Default for UnknownIds {
+    fn default() -> Self {
+        UnknownIds { absent: DashMap::new(), lookups: tokio::sync::Semaphore::new(Self::CONCURRENT_LOOKUPS) }
+    }
+}
+
+impl UnknownIds {
+    /// How long an id found absent is answered 404 without a look-up.
+    pub const REMEMBERED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+    /// Look-ups of ids not in memory running at once, at most.
+    pub const CONCURRENT_LOOKUPS: usize = 2;
+    /// Absent ids remembered at most (about 10 MB).
+    const MAX_REMEMBERED: usize = 100_000;
+
+    /// Whether `id` was looked up lately and not found.
+    pub fn known_absent(&self, id: &str) -> bool {
+        self.absent.get(id).is_some_and(|at| at.elapsed() < Self::REMEMBERED_FOR)
+    }
+
+    /// Remembers that `id` is not in storage.
+    pub fn remember_absent(&self, id: &str) {
+        if self.absent.len() >= Self::MAX_REMEMBERED {
+            self.absent.retain(|_, at| at.elapsed() < Self::REMEMBERED_FOR);
+            if self.absent.len() >= Self::MAX_REMEMBERED {
+                self.absent.clear();
+            }
+        }
+        self.absent.insert(id.into(), tokio::time::Instant::now());
+    }
+
+    /// Waits for a turn to look an id up in storage.
+    pub async fn lookup(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.lookups.acquire().await.ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +354,16 @@ mod tests {
             assert!(views.get(id).is_some(), "{id} stays");
         }
         assert_eq!(views.evicted(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn absent_ids_are_remembered_for_a_while() {
+        let unknown = UnknownIds::default();
+        assert!(!unknown.known_absent("x"));
+        unknown.remember_absent("x");
+        assert!(unknown.known_absent("x") && !unknown.known_absent("y"));
+        tokio::time::advance(UnknownIds::REMEMBERED_FOR).await;
+        assert!(!unknown.known_absent("x"), "forgotten after a while");
     }
 
     #[test]

@@ -218,25 +218,45 @@ async fn a_key_made_or_revoked_by_the_keys_command_takes_effect_within_a_second(
         config.key_refresh = aimlvid_server::state::DEFAULT_KEY_REFRESH;
     })
     .await;
-    let bin = env!("CARGO_BIN_EXE_aimlvid-server");
-    let output = std::process::Command::new(bin)
-        .args(["keys", "create", "late", "--database"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let key = keys_command(&db, &["create", "late"]);
     let took = until_status(&proxy, &key, 404).await;
     assert!(took < Duration::from_secs(1), "a new key worked after {took:?}");
 
-    let output = std::process::Command::new(bin)
-        .args(["keys", "revoke", "late", "--database"])
-        .arg(&db)
+    keys_command(&db, &["revoke", "late"]);
+    let took = until_status(&proxy, &key, 401).await;
+    assert!(took < Duration::from_secs(1), "a revoked key still worked after {took:?}");
+    proxy.stop().await;
+}
+
+/// Runs `aimlvid-server keys ARGS… --database DB`, as an admin would while
+/// the server runs; its standard output.
+fn keys_command(db: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_aimlvid-server"))
+        .arg("keys")
+        .args(args)
+        .arg("--database")
+        .arg(db)
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let took = until_status(&proxy, &key, 401).await;
-    assert!(took < Duration::from_secs(1), "a revoked key still worked after {took:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn reads_of_an_unknown_id_reach_storage_once() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("curious", KeyLimits::default()).await;
+    let storage_reads = || metric(&proxy, "aimlvid_job_storage_reads_total");
+    for _ in 0..200 {
+        let answer = get(&proxy.http, &proxy.endpoint(), Some(&key), Some("made-up-id")).await;
+        assert_eq!(answer.status, 404);
+    }
+    assert_eq!(storage_reads(), 1.0, "the first miss is remembered");
+    let other = get(&proxy.http, &proxy.endpoint(), Some(&key), Some("another-made-up-id")).await;
+    assert_eq!(other.status, 404);
+    assert_eq!(storage_reads(), 2.0);
     proxy.stop().await;
 }
 

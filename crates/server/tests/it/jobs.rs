@@ -156,13 +156,6 @@ async fn polls_ride_out_upstream_errors_and_rate_limits() {
     proxy.stop().await;
 }
 
-/// A counter from the proxy's metrics.
-fn metric(proxy: &Proxy, name: &str) -> f64 {
-    let text = proxy.state.render_metrics();
-    let line = text.lines().find(|l| l.split_once(' ').is_some_and(|(n, _)| n == name)).expect(name);
-    line.rsplit_once(' ').unwrap().1.parse().unwrap()
-}
-
 #[tokio::test]
 async fn finished_jobs_beyond_the_bound_leave_memory_and_come_back_from_storage_when_read() {
     let sim = frozen_sim().await;

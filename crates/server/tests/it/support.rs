@@ -262,3 +262,10 @@ pub(crate) fn temp_db() -> (tempfile::TempDir, PathBuf) {
     let db = dir.path().join("server.db");
     (dir, db)
 }
+
+/// A counter or gauge without labels from the proxy's metrics.
+pub(crate) fn metric(proxy: &Proxy, name: &str) -> f64 {
+    let text = proxy.state.render_metrics();
+    let line = text.lines().find(|l| l.split_once(' ').is_some_and(|(n, _)| n == name)).expect(name);
+    line.rsplit_once(' ').unwrap().1.parse().unwrap()
+}
