@@ -31,10 +31,29 @@ const UNKNOWN_OUTCOME: &str = "The upstream may have accepted this create, but i
     a generation may exist and be billed. It was not retried, so that it is not paid for twice; \
     ask the server's operator before creating it again.";
 
+/// A request's `Authorization` header, and nothing else of its headers:
+/// taking the whole `HeaderMap` would copy it on every status read.
+#[derive(Debug)]
+pub(crate) struct Authorization(Option<HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Authorization {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Authorization(parts.headers.get(AUTHORIZATION).cloned()))
+    }
+}
+
 /// The member's key, from `Authorization: Bearer KEY`.
-pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<KeyEntry>, ApiError> {
+pub(crate) fn authenticate(
+    state: &AppState,
+    authorization: &Authorization,
+) -> Result<Arc<KeyEntry>, ApiError> {
     // The upstream's three answers, in its words.
-    let Some(value) = headers.get(AUTHORIZATION) else {
+    let Some(value) = &authorization.0 else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Missing API key: send it as `Authorization: Bearer <key>`",
@@ -54,11 +73,11 @@ pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<
                 "Malformed Authorization header: expected `Authorization: Bearer <key>`",
             )
         })?;
-    let key = state.keys().authenticate(presented).ok_or_else(ApiError::unauthorized)?;
-    if !key.record().enabled {
+    let (key, record) = state.keys().authenticate(presented).ok_or_else(ApiError::unauthorized)?;
+    if !record.enabled {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "This API key is disabled"));
     }
-    key.take_request(Instant::now()).map_err(refused)?;
+    key.take_request(&record, Instant::now()).map_err(refused)?;
     Ok(key)
 }
 
@@ -104,7 +123,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let key = authenticate(&state, &headers)?;
+    let key = authenticate(&state, &Authorization(headers.get(AUTHORIZATION).cloned()))?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
@@ -265,10 +284,10 @@ pub(crate) struct GetQuery {
 /// (storage only for a job not seen since start), never from upstream.
 pub(crate) async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    authorization: Authorization,
     query: Result<Query<GetQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let key = authenticate(&state, &headers)?;
+    let key = authenticate(&state, &authorization)?;
     let id =
         query.ok().and_then(|Query(q)| q.generation_id).filter(|id| !id.is_empty()).ok_or_else(|| {
             ApiError::new(StatusCode::BAD_REQUEST, "Query validation error")

@@ -102,12 +102,13 @@ impl IntoResponse for ApiError {
 /// Middleware that turns an [`ApiError`] left in a response into the
 /// upstream's error body, naming the request's path and id.
 pub async fn render_errors(request: Request<axum::body::Body>, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
+    // The URI shares its buffer: cloning it copies no bytes.
+    let uri = request.uri().clone();
     let request_id = request.headers().get(crate::REQUEST_ID).cloned();
     let mut response = next.run(request).await;
     if let Some(error) = response.extensions_mut().remove::<ApiError>() {
         let request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-        let body = error.body(&path, request_id, SystemTime::now());
+        let body = error.body(uri.path(), request_id, SystemTime::now());
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         *response.body_mut() = axum::body::Body::from(body);
     }

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use aimlvid::Status;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse as _, Response};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::authenticate;
+use crate::api::{Authorization, authenticate};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::state::{AppState, view_of};
@@ -24,10 +23,10 @@ use crate::view::{Feed, JobView};
 /// Each event's data is the job's JSON, exactly as a status read answers.
 pub(crate) async fn events(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    authorization: Authorization,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = authenticate(&state, &headers)?;
+    let key = authenticate(&state, &authorization)?;
     let key_id = key.id();
     let feed = match state.jobs().subscribe(&id) {
         Some(feed) => feed,

@@ -50,6 +50,8 @@ pub fn key_prefix(key: &str) -> String {
 /// A key known to the server, with its live counters.
 #[derive(Debug)]
 pub struct KeyEntry {
+    /// The key's id, which never changes (kept apart so reading it takes no lock).
+    id: KeyId,
     record: RwLock<Arc<KeyRecord>>,
     counters: Mutex<Counters>,
 }
@@ -83,7 +85,7 @@ impl KeyEntry {
             unfinished,
             credits_used: record.credits_used,
         };
-        KeyEntry { record: RwLock::new(Arc::new(record)), counters: Mutex::new(counters) }
+        KeyEntry { id: record.id, record: RwLock::new(Arc::new(record)), counters: Mutex::new(counters) }
     }
 
     /// The key's settings as last loaded.
@@ -93,16 +95,17 @@ impl KeyEntry {
 
     /// The key's id.
     pub fn id(&self) -> KeyId {
-        self.record().id
+        self.id
     }
 
     fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
         self.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes one request from the key's per-minute allowance.
-    pub fn take_request(&self, now: Instant) -> Result<(), Refusal> {
-        let Some(rpm) = self.record().limits.rpm else { return Ok(()) };
+    /// Takes one request from the key's per-minute allowance; `record` is
+    /// the key's settings as just read with [`KeyEntry::record`].
+    pub fn take_request(&self, record: &KeyRecord, now: Instant) -> Result<(), Refusal> {
+        let Some(rpm) = record.limits.rpm else { return Ok(()) };
         let capacity = f64::from(rpm);
         let per_sec = capacity / 60.0;
         let mut c = self.counters();
@@ -164,14 +167,16 @@ pub struct KeyTable {
 }
 
 impl KeyTable {
-    /// Finds the key a request presented. The table is searched by hash,
-    /// and the stored hash is then compared in constant time, so timing
-    /// says nothing about how much of a guess was right.
-    pub fn authenticate(&self, presented: &str) -> Option<Arc<KeyEntry>> {
+    /// Finds the key a request presented, with its settings as they are
+    /// now. The table is searched by hash, and the stored hash is then
+    /// compared in constant time, so timing says nothing about how much of
+    /// a guess was right.
+    pub fn authenticate(&self, presented: &str) -> Option<(Arc<KeyEntry>, Arc<KeyRecord>)> {
         let hash = hash_key(presented);
         let entry = self.by_hash.get(&hash)?.clone();
-        let matches: bool = entry.record().hash.ct_eq(&hash).into();
-        matches.then_some(entry)
+        let record = entry.record();
+        let matches: bool = record.hash.ct_eq(&hash).into();
+        matches.then_some((entry, record))
     }
 
     /// A key by id, revoked keys excluded.
@@ -251,7 +256,7 @@ mod tests {
     fn the_table_authenticates_by_hash_and_drops_revoked_keys() {
         let table = KeyTable::default();
         table.sync(vec![record(1, "amv_one", KeyLimits::default())], |_| 0);
-        assert_eq!(table.authenticate("amv_one").map(|e| e.id()), Some(1));
+        assert_eq!(table.authenticate("amv_one").map(|(e, _)| e.id()), Some(1));
         assert!(table.authenticate("amv_two").is_none());
         let mut revoked = record(1, "amv_one", KeyLimits::default());
         revoked.revoked = true;
@@ -264,18 +269,19 @@ mod tests {
     fn the_rate_limit_is_a_token_bucket() {
         let limits = KeyLimits { rpm: Some(2), ..KeyLimits::default() };
         let entry = KeyEntry::new(record(1, "k", limits), 0, Instant::now());
+        let record = entry.record();
         let start = Instant::now();
-        assert_eq!(entry.take_request(start), Ok(()));
-        assert_eq!(entry.take_request(start), Ok(()));
+        assert_eq!(entry.take_request(&record, start), Ok(()));
+        assert_eq!(entry.take_request(&record, start), Ok(()));
         let wait = |r: Result<(), Refusal>| match r {
             Err(Refusal::Rate(d)) => d.as_secs_f64(),
             other => panic!("not a rate refusal: {other:?}"),
         };
-        assert!((wait(entry.take_request(start)) - 30.0).abs() < 1e-6);
+        assert!((wait(entry.take_request(&record, start)) - 30.0).abs() < 1e-6);
         // Half a token back after 15 s: 15 s more to go.
         let later = start + Duration::from_secs(15);
-        assert!((wait(entry.take_request(later)) - 15.0).abs() < 1e-6);
-        assert_eq!(entry.take_request(start + Duration::from_secs(30)), Ok(()));
+        assert!((wait(entry.take_request(&record, later)) - 15.0).abs() < 1e-6);
+        assert_eq!(entry.take_request(&record, start + Duration::from_secs(30)), Ok(()));
     }
 
     #[test]
