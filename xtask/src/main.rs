@@ -3,9 +3,12 @@
 //! - `ci`: everything CI checks: formatting, clippy, the tests, rustdoc.
 //! - `lint`: formatting and clippy only.
 //! - `bench client`: the polling benchmark (figures in docs/benchmarks.md).
+//! - `bench proxy [--jobs N] [--seconds S] [-- SERVE ARGS]`: the proxy
+//!   against a static nginx, driven by oha (figures in docs/benchmarks.md).
 //! - `codegen --openapi-dir DIR [--check]`: regenerates the simulator's
 //!   model schemas from the upstream's OpenAPI documents.
 
+mod bench_proxy;
 mod codegen;
 #[cfg(test)]
 mod tidy;
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
             cmd!(sh, "cargo bench -p aimlvid --bench polling").run()?;
             Ok(())
         }
+        ["bench", "proxy", rest @ ..] => bench_proxy::run(&sh, &bench_proxy::Options::parse(rest)?),
         ["codegen", "--openapi-dir", dir, rest @ ..] => {
             let check = match rest {
                 [] => false,
@@ -41,7 +45,8 @@ fn main() -> anyhow::Result<()> {
             codegen::run(Path::new(dir), check)
         }
         _ => bail!(
-            "usage: cargo xtask <ci | lint | test | bench client | codegen --openapi-dir DIR [--check]>"
+            "usage: cargo xtask <ci | lint | test | bench client | bench proxy [--jobs N] [--seconds S] | \
+             codegen --openapi-dir DIR [--check]>"
         ),
     }
 }
