@@ -280,7 +280,7 @@ impl Nginx {
         for entry in std::fs::read_dir("/proc")? {
             let Some(pid) = entry?.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
             if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                && stat_field(&stat, 3) == Some(master.to_string().as_str())
+                && stat_field(&stat, 4) == Some(master.to_string().as_str())
             {
                 pids.push(pid);
             }

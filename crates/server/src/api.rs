@@ -217,7 +217,12 @@ pub(crate) async fn create(
             if generation.status.is_finished() {
                 state.record(record.id, &generation).await;
             } else {
-                state.jobs().put(&generation.id, crate::view::JobView::new(record.id, &generation));
+                let view = crate::view::JobView {
+                    key_id: record.id,
+                    status: generation.status.clone(),
+                    body: answer.clone(),
+                };
+                state.jobs().put(&generation.id, view);
                 state.follow(FollowJob {
                     id: generation.id.clone(),
                     key_id: record.id,

@@ -126,8 +126,10 @@ impl LimitArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
+    // The client library's line per create is off by default here: a busy
+    // proxy makes thousands a second, and each is in the database anyway.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn,aimlvid=warn".into());
     // Lines go to stderr from a thread of their own, so a slow log sink never
     // stalls the runtime; if it falls far behind, lines are dropped, not waited for.
     let (stderr, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());

@@ -17,7 +17,7 @@ use sqlx::{AssertSqlSafe, Row as _, Sqlite, Transaction};
 
 use super::{
     AttemptOutcome, BatchResult, Begun, Charged, DueWebhook, JobEnd, JobRecord, JobStore, JobWrite, KeyId,
-    KeyRecord, KeyStore, KeyUpdate, NewKey, Store, StoreError, StoreResult, Webhook, WebhookAttempt,
+    KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, Store, StoreError, StoreResult, Webhook, WebhookAttempt,
     WebhookStore, WriteOutcome, delivery, status,
 };
 
@@ -379,6 +379,78 @@ async fn apply_write(
     })
 }
 
+/// Rows in one multi-row statement at most (SQLite allows 32,766 bound values).
+const MAX_ROWS: usize = 1024;
+
+/// `count` groups of `columns` placeholders: `(?, ?), (?, ?)`.
+fn placeholders(count: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; count].join(", ")
+}
+
+/// A run of [`JobWrite::Begin`] in one `INSERT`; rows that conflict (an
+/// Idempotency-Key used before) are then looked up one by one.
+async fn begin_many(
+    tx: &mut Transaction<'_, Sqlite>,
+    writes: &[JobWrite],
+    now: i64,
+) -> Result<Option<Vec<StoreResult<WriteOutcome>>>, sqlx::Error> {
+    let jobs: Vec<&NewJob> =
+        writes.iter().filter_map(|w| if let JobWrite::Begin(j) = w { Some(j) } else { None }).collect();
+    let sql = format!(
+        "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, created_at, updated_at) \
+         VALUES {} ON CONFLICT DO NOTHING RETURNING local_id",
+        placeholders(jobs.len(), 8)
+    );
+    let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+    for job in &jobs {
+        query = query
+            .bind(&job.local_id)
+            .bind(job.key_id)
+            .bind(status::PENDING)
+            .bind(&job.model)
+            .bind(&job.idempotency_key)
+            .bind(job.request_hash.as_slice())
+            .bind(now)
+            .bind(now);
+    }
+    let inserted: std::collections::HashSet<String> = query.fetch_all(&mut **tx).await?.into_iter().collect();
+    let mut outcomes = Vec::with_capacity(writes.len());
+    for (write, job) in writes.iter().zip(&jobs) {
+        outcomes.push(if inserted.contains(&job.local_id) {
+            Ok(WriteOutcome::Begun(Begun::Inserted))
+        } else {
+            apply_write(tx, write, now).await?
+        });
+    }
+    Ok(Some(outcomes))
+}
+
+/// A run of [`JobWrite::Created`] in one `UPDATE … FROM (VALUES …)`; `None`
+/// if a row broke a rule, so that each is then applied (and refused) alone.
+async fn created_many(
+    tx: &mut Transaction<'_, Sqlite>,
+    writes: &[JobWrite],
+    now: i64,
+) -> Result<Option<Vec<StoreResult<WriteOutcome>>>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE jobs SET generation_id = v.column2, status = v.column3, body = v.column4, updated_at = ? \
+         FROM (VALUES {}) AS v WHERE jobs.local_id = v.column1",
+        placeholders(writes.len(), 4)
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now);
+    for write in writes {
+        if let JobWrite::Created { local_id, generation_id, status, body } = write {
+            query = query.bind(local_id).bind(generation_id).bind(status).bind(body);
+        }
+    }
+    match query.execute(&mut **tx).await {
+        Ok(_) => Ok(Some(writes.iter().map(|_| Ok(WriteOutcome::Done)).collect())),
+        Err(e) if is_constraint(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Records a job's end and charges its key, at most once; queues its webhook.
 async fn finish_job(
     tx: &mut Transaction<'_, Sqlite>,
@@ -432,8 +504,31 @@ impl JobStore for SqliteStore {
         let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
         let now = now();
         let mut outcomes = Vec::with_capacity(writes.len());
-        for write in writes {
-            outcomes.push(apply_write(&mut tx, write, now).await?);
+        // Runs of creates and of their answers go in one statement each: a
+        // statement is a round trip to SQLite's thread, which costs more
+        // than the row.
+        let mut rest = writes;
+        while let Some(first) = rest.first() {
+            let run = rest
+                .iter()
+                .take(MAX_ROWS)
+                .take_while(|w| std::mem::discriminant(*w) == std::mem::discriminant(first))
+                .count();
+            let (these, next) = rest.split_at(run);
+            rest = next;
+            let done = match first {
+                JobWrite::Begin(_) if run > 1 => begin_many(&mut tx, these, now).await?,
+                JobWrite::Created { .. } if run > 1 => created_many(&mut tx, these, now).await?,
+                _ => None,
+            };
+            match done {
+                Some(done) => outcomes.extend(done),
+                None => {
+                    for write in these {
+                        outcomes.push(apply_write(&mut tx, write, now).await?);
+                    }
+                }
+            }
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -600,7 +695,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{KeyLimits, NewJob};
+    use crate::store::KeyLimits;
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -684,6 +779,44 @@ mod tests {
         assert_eq!((done.status.as_str(), done.credits_charged), ("completed", Some(5.0)));
         assert!(store.unfinished_jobs().await.unwrap().is_empty());
         assert_eq!(store.keys().await.unwrap()[0].credits_used, 5.0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_stores_runs_of_creates_together_and_refuses_only_a_bad_row() {
+        let (_dir, store) = store().await;
+        let key = store.insert_key(&new_key("k")).await.unwrap();
+        let job = |local: &str, idem: Option<&str>| {
+            JobWrite::Begin(NewJob {
+                local_id: local.into(),
+                idempotency_key: idem.map(Into::into),
+                ..new_job(key.id)
+            })
+        };
+        let created = |local: &str, generation: &str| JobWrite::Created {
+            local_id: local.into(),
+            generation_id: generation.into(),
+            status: "queued".into(),
+            body: "{}".into(),
+        };
+        let outcomes = store
+            .apply(&[job("a", Some("i1")), job("b", None), job("c", Some("i1")), job("d", None)])
+            .await
+            .unwrap();
+        assert!(matches!(outcomes[0], Ok(WriteOutcome::Begun(Begun::Inserted))));
+        assert!(matches!(outcomes[1], Ok(WriteOutcome::Begun(Begun::Inserted))));
+        let Ok(WriteOutcome::Begun(Begun::Existing(first))) = &outcomes[2] else { panic!("{:?}", outcomes[2]) };
+        assert_eq!(first.local_id, "a", "the same Idempotency-Key finds the first job");
+        assert!(matches!(outcomes[3], Ok(WriteOutcome::Begun(Begun::Inserted))));
+
+        // `d` claims `b`'s upstream id: a broken rule, refused alone.
+        let outcomes = store.apply(&[created("a", "g1"), created("b", "g2"), created("d", "g2")]).await.unwrap();
+        assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "{outcomes:?}");
+        assert!(matches!(outcomes[2], Err(StoreError::Backend(_))), "{outcomes:?}");
+        assert_eq!(store.job_by_generation("g1").await.unwrap().unwrap().local_id, "a");
+        assert_eq!(store.job_by_generation("g2").await.unwrap().unwrap().local_id, "b");
+        let outcomes = store.apply(&[created("d", "g3"), created("c", "g4")]).await.unwrap();
+        assert!(outcomes.iter().all(Result::is_ok));
+        assert_eq!(store.unfinished_jobs().await.unwrap().len(), 3, "c was never inserted, so has no row");
     }
 
     #[tokio::test]
