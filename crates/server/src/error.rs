@@ -4,14 +4,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use axum::http::{Request, StatusCode};
-use axum::middleware::Next;
+use axum::http::StatusCode;
+use axum::http::header::{HeaderValue, RETRY_AFTER};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-/// An error answer. Handlers return it; [`render_errors`] fills in the
-/// request's path and id, which only the middleware sees.
+/// An error answer. Handlers return it; the middleware (`observe.rs`)
+/// fills in the request's path and id, which only it sees.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
@@ -72,7 +71,7 @@ impl ApiError {
         &self.message
     }
 
-    fn body(&self, path: &str, request_id: &str, now: SystemTime) -> Bytes {
+    pub(crate) fn body(&self, path: &str, request_id: &str, now: SystemTime) -> Bytes {
         let mut body = serde_json::json!({
             "message": self.message,
             "path": path,
@@ -93,26 +92,10 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }
-        // The body is written by `render_errors`, which knows the path and request id.
+        // The body is written by the middleware, which knows the path and request id.
         response.extensions_mut().insert(self);
         response
     }
-}
-
-/// Middleware that turns an [`ApiError`] left in a response into the
-/// upstream's error body, naming the request's path and id.
-pub async fn render_errors(request: Request<axum::body::Body>, next: Next) -> Response {
-    // The URI shares its buffer: cloning it copies no bytes.
-    let uri = request.uri().clone();
-    let request_id = request.headers().get(crate::REQUEST_ID).cloned();
-    let mut response = next.run(request).await;
-    if let Some(error) = response.extensions_mut().remove::<ApiError>() {
-        let request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-        let body = error.body(uri.path(), request_id, SystemTime::now());
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        *response.body_mut() = axum::body::Body::from(body);
-    }
-    response
 }
 
 /// Formats a time as the upstream's timestamps are: `2025-01-31T12:34:56.789Z`.

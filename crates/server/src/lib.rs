@@ -28,6 +28,7 @@ pub mod error;
 mod events;
 pub mod keys;
 pub mod metrics;
+mod observe;
 pub mod state;
 pub mod store;
 pub mod tls;
@@ -37,16 +38,11 @@ pub mod webhooks;
 use std::future::Future;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::{CONTENT_TYPE, HeaderValue};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, patch};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -62,28 +58,6 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// `data:` URI (base64 adds a third).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Request ids: UUID-shaped, from a random per-process prefix and a
-/// counter, so that making one costs an atomic add rather than a system
-/// call for randomness.
-#[derive(Debug, Clone)]
-struct RequestIds(Arc<(u64, AtomicU64)>);
-
-impl RequestIds {
-    fn new() -> Self {
-        RequestIds(Arc::new((fastrand::u64(..), AtomicU64::new(0))))
-    }
-}
-
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let (prefix, counter) = &*self.0;
-        let id = uuid::Uuid::from_u64_pair(*prefix, counter.fetch_add(1, Ordering::Relaxed));
-        HeaderValue::from_str(id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()))
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
 /// The server's routes and middleware.
 ///
 /// Each request gets a debug-level span and access line: off by default
@@ -91,12 +65,22 @@ impl MakeRequestId for RequestIds {
 /// a line per request would cost more than the request; requests are
 /// counted in `/metrics` either way.
 pub fn app(state: AppState) -> Router {
-    let trace = TraceLayer::new_for_http()
-        .make_span_with(|request: &axum::http::Request<_>| {
-            let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::debug_span!("request", method = %request.method(), path = request.uri().path(), request_id = id)
-        })
-        .on_response(DefaultOnResponse::new().level(Level::DEBUG));
+    // Built only when debug lines can be written at all, so that by default
+    // a request does not pay for a span and a timer nobody reads.
+    let debug =
+        tracing::enabled!(target: "tower_http::trace", Level::DEBUG) || tracing::enabled!(Level::DEBUG);
+    let trace = debug.then(|| {
+        let trace = TraceLayer::new_for_http()
+            .make_span_with(|request: &axum::http::Request<_>| {
+                let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::debug_span!("request", method = %request.method(), path = request.uri().path(), request_id = id)
+            })
+            .on_response(DefaultOnResponse::new().level(Level::DEBUG));
+        // The same response type with or without the layer.
+        tower::ServiceBuilder::new()
+            .map_response(|response: axum::http::Response<_>| response.map(axum::body::Body::new))
+            .layer(trace)
+    });
     Router::new()
         .route("/v2/video/generations", get(api::get).post(api::create))
         .route("/v2/video/generations/{id}/events", get(events::events))
@@ -107,25 +91,9 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit()))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .layer(trace)
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
+        .layer(tower::util::option_layer(trace))
+        .layer(observe::ObserveLayer::new(state.metrics_arc()))
         .with_state(state)
-}
-
-/// Renders errors and counts every request under its route's pattern,
-/// status and latency. One middleware for both, so a request pays for one
-/// layer; it runs after routing, where the matched pattern is known.
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let route = metrics::RouteId::of(
-        request.method(),
-        request.extensions().get::<MatchedPath>().map(MatchedPath::as_str),
-    );
-    let response = error::render_errors(request, next).await;
-    state.metrics().request(route, response.status().as_u16(), started.elapsed());
-    response
 }
 
 /// `/metrics`, in the Prometheus text format. It names keys and their
