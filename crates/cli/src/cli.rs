@@ -14,7 +14,9 @@ Exit codes:
   4    invalid request: the API refused the request, or no such generation
   5    generation failed: the job ended in error
   6    not finished: timed out waiting, or not ready to download; the job keeps running
-  7    network or upstream trouble, or a create whose outcome is unknown
+  7    network or upstream trouble; nothing was created, or the job keeps running
+  8    a create whose outcome is unknown: it may have been accepted and billed;
+       it is journaled (aimlvid jobs) and must not simply be retried
   130  interrupted (Ctrl-C); the job keeps running and the command that resumes it is printed
 
 Configuration: flags, then the environment (AIMLAPI_API_KEY, AIMLAPI_BASE_URL),
@@ -236,7 +238,7 @@ mod tests {
     #[test]
     fn help_lists_every_exit_code() {
         let help = Cli::command().render_long_help().to_string();
-        for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "130 "] {
+        for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "8 ", "130 "] {
             assert!(help.contains(&format!("\n  {code}")), "{code} missing from:\n{help}");
         }
     }

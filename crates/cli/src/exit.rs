@@ -19,8 +19,11 @@ pub(crate) const INVALID: u8 = 4;
 pub(crate) const FAILED: u8 = 5;
 /// Timed out waiting, or not ready to download: the job keeps running.
 pub(crate) const NOT_FINISHED: u8 = 6;
-/// Network or upstream trouble, or a create whose outcome is unknown.
+/// Network or upstream trouble: nothing was created, or a job that exists is fine.
 pub(crate) const NETWORK: u8 = 7;
+/// A create whose outcome is unknown: it may have been accepted and billed.
+/// Apart from 7 so that a retry loop on failure cannot pay twice.
+pub(crate) const OUTCOME_UNKNOWN: u8 = 8;
 /// Ctrl-C; 128 + SIGINT, as shells report it.
 pub(crate) const INTERRUPTED: u8 = 130;
 
@@ -89,9 +92,26 @@ fn code_for_api(e: &aimlvid::Error) -> u8 {
         E::GenerationFailed { .. } => FAILED,
         E::TimedOut { .. } => NOT_FINISHED,
         E::Io { .. } => LOCAL,
-        // Rate limits, 5xx, transport, decode, incomplete downloads, lost
-        // create answers, and whatever a later library version adds.
+        E::CreateOutcomeUnknown { .. } => OUTCOME_UNKNOWN,
+        // Rate limits, 5xx, transport, decode, incomplete downloads, and
+        // whatever a later library version adds.
         _ => NETWORK,
+    }
+}
+
+/// The name of an exit code's kind, as `--json` results give it.
+pub(crate) fn kind(code: u8) -> &'static str {
+    match code {
+        OK => "ok",
+        USAGE => "usage",
+        AUTH => "auth",
+        INVALID => "invalid_request",
+        FAILED => "generation_failed",
+        NOT_FINISHED => "not_finished",
+        NETWORK => "network",
+        OUTCOME_UNKNOWN => "create_outcome_unknown",
+        INTERRUPTED => "interrupted",
+        _ => "local",
     }
 }
 
@@ -132,7 +152,7 @@ mod tests {
                 },
                 NOT_FINISHED,
             ),
-            (aimlvid::Error::CreateOutcomeUnknown { cause: "c".into() }, NETWORK),
+            (aimlvid::Error::CreateOutcomeUnknown { cause: "c".into() }, OUTCOME_UNKNOWN),
             (aimlvid::Error::RateLimited { message: "m".into(), retry_after: None }, NETWORK),
         ];
         for (error, code) in cases {

@@ -405,6 +405,7 @@ impl<'r> App<'r> {
                 record.state = JobState::Unknown;
                 record.error = Some(e.to_string());
                 self.journal.save(&mut record)?;
+                self.report.set_unknown_record(&record.key);
                 self.report.warn(format!(
                     "the request is recorded in the journal (aimlvid jobs) as record {}",
                     record.key

@@ -49,6 +49,8 @@ pub(crate) struct Reporter {
     multi: MultiProgress,
     /// The job being worked on, named in a final error.
     current: Mutex<Option<String>>,
+    /// The journal record of a create whose outcome is unknown, if any.
+    unknown_record: Mutex<Option<String>>,
 }
 
 impl Reporter {
@@ -56,7 +58,7 @@ impl Reporter {
         if mode != Mode::Live {
             multi.set_draw_target(ProgressDrawTarget::hidden());
         }
-        Reporter { mode, multi, current: Mutex::new(None) }
+        Reporter { mode, multi, current: Mutex::new(None), unknown_record: Mutex::new(None) }
     }
 
     pub(crate) fn mode(&self) -> Mode {
@@ -74,6 +76,12 @@ impl Reporter {
 
     pub(crate) fn current(&self) -> Option<String> {
         self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Names the journal record of a create whose outcome is unknown, for
+    /// the failure result.
+    pub(crate) fn set_unknown_record(&self, key: &str) {
+        *self.unknown_record.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.to_owned());
     }
 
     /// A line for people on stderr, between progress redraws; nothing in
@@ -194,13 +202,17 @@ impl Reporter {
     /// Prints the error that ends the command, once.
     pub(crate) fn failure(&self, message: &str, code: u8, interrupted: bool) {
         if self.mode == Mode::Json {
-            let event = json!({
+            let mut event = json!({
                 "event": "result",
                 "ok": false,
                 "error": message,
                 "exit_code": code,
+                "kind": crate::exit::kind(code),
                 "id": self.current(),
             });
+            if let Some(key) = self.unknown_record.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+                event["journal_key"] = key.into();
+            }
             let _ = write_json_line(&event);
         } else if interrupted {
             self.stderr_line(message);

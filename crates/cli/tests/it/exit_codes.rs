@@ -80,6 +80,20 @@ fn a_wait_past_its_deadline_exits_6_and_the_job_stays_resumable() {
 }
 
 #[test]
+fn a_lost_create_answer_names_its_kind_and_journal_record_in_json() {
+    let env = Env::new();
+    env.clip();
+    env.sim.inject(Route::Create, Fault::AfterAccept(Box::new(Fault::DropConnection)), 1);
+    let out = env.cmd().args(["extend", "clip.mp4", "-p", "Find me", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(result["kind"], "create_outcome_unknown", "{result}");
+    assert_eq!(result["exit_code"], 8);
+    assert_eq!(result["journal_key"], env.records()[0]["key"], "{result}");
+}
+
+#[test]
 fn network_trouble_exits_7() {
     // Nothing listens there: refused connections are retried, then reported.
     let env = Env::new();
@@ -96,12 +110,12 @@ fn network_trouble_exits_7() {
 }
 
 #[test]
-fn a_create_whose_answer_is_lost_exits_7_and_stays_findable() {
+fn a_create_whose_answer_is_lost_exits_8_and_stays_findable() {
     let env = Env::new();
     env.clip();
     env.sim.inject(Route::Create, Fault::AfterAccept(Box::new(Fault::DropConnection)), 1);
     let out = env.cmd().args(["extend", "clip.mp4", "-p", "Find me"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(8), "not 7, which a retry loop would retry: {}", stderr(&out));
     assert!(stderr(&out).contains("the create request may have been accepted"), "{}", stderr(&out));
     // Billed upstream, never repeated, and recorded with what was sent.
     assert_eq!(env.sim.stats().jobs_created, 1);

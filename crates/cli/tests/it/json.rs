@@ -80,7 +80,7 @@ fn failures_end_with_a_result_object_too() {
     assert!(error.starts_with("generation nope not found (404"), "{error}");
     assert_eq!(
         events[0],
-        json!({"event": "result", "ok": false, "error": error, "exit_code": 4, "id": "<id>"})
+        json!({"event": "result", "ok": false, "error": error, "exit_code": 4, "kind": "invalid_request", "id": "<id>"})
     );
 }
 
