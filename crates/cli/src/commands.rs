@@ -211,6 +211,7 @@ pub(crate) async fn status(app: &App<'_>, id: &str) -> anyhow::Result<u8> {
             "status": generation.status.as_str(),
             "credits_used": generation.credits_used(),
             "video_url": generation.video_url(),
+            "video_urls": generation.video_urls(),
             "error": error,
         }),
         None,

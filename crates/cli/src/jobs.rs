@@ -498,6 +498,13 @@ impl<'r> App<'r> {
         let url = generation.video_url().ok_or_else(|| {
             Failure::new(exit::NETWORK, format!("generation {id} completed without a video URL"))
         })?;
+        let results = generation.video_urls().len();
+        if results > 1 {
+            self.report.warn(format!(
+                "generation {id} made {results} videos; downloading the first \
+                 (`aimlvid status {id} --json` lists them all)"
+            ));
+        }
         let dest = record.output.clone();
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;

@@ -93,7 +93,7 @@ pub use error::{Error, Result};
 pub use input::{DEFAULT_MAX_INLINE_BYTES, VideoInput};
 pub use model::{
     AspectRatio, CreateRequest, ExtendModel, ExtendVideo, Generation, GenerationError, GenericRequest, Meta,
-    Provider, Resolution, Status, Usage, Video,
+    Provider, Resolution, Status, Usage, Video, Videos,
 };
 pub use observe::{CallKind, Exchange, Observer};
 pub use poll::{PollPolicy, Watch};

@@ -375,9 +375,10 @@ pub struct Generation {
     pub id: String,
     /// Where the job is.
     pub status: Status,
-    /// The result, once completed.
+    /// The result, once completed: one video, or (for models that make
+    /// several, such as `bytedance/seedance-2-5`) a list of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub video: Option<Video>,
+    pub video: Option<Videos>,
     /// Why it failed, once failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<GenerationError>,
@@ -395,9 +396,18 @@ impl Generation {
         Generation { id: id.into(), status, video: None, error: None, meta: None, extra: Default::default() }
     }
 
-    /// The URL of the finished video, if there is one.
+    /// The URL of the finished video, the first if there are several.
     pub fn video_url(&self) -> Option<&str> {
-        self.video.as_ref().map(|v| v.url.as_str())
+        self.video_urls().into_iter().next()
+    }
+
+    /// The URLs of every finished video, in the API's order.
+    pub fn video_urls(&self) -> Vec<&str> {
+        match &self.video {
+            None => Vec::new(),
+            Some(Videos::One(video)) => vec![video.url.as_str()],
+            Some(Videos::Many(videos)) => videos.iter().map(|v| v.url.as_str()).collect(),
+        }
     }
 
     /// The job itself, or [`Error::GenerationFailed`](crate::Error::GenerationFailed)
@@ -415,8 +425,19 @@ impl Generation {
 
     /// Credits the job cost, once the API has said.
     pub fn credits_used(&self) -> Option<f64> {
-        self.meta.as_ref()?.usage.as_ref().map(|u| u.credits_used)
+        self.meta.as_ref()?.usage.as_ref()?.credits_used
     }
+}
+
+/// A generation's result: most models give one video, some a list. Kept in
+/// the shape the API used, so that it is written back the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Videos {
+    /// `"video": {"url": …}`.
+    One(Video),
+    /// `"video": [{"url": …}, …]`.
+    Many(Vec<Video>),
 }
 
 /// The finished video.
@@ -448,14 +469,36 @@ pub struct Meta {
 /// What a generation cost.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
-    /// Credits charged for the job.
-    pub credits_used: f64,
+    /// Credits charged for the job; `None` while the API has not said
+    /// (it may send `null`).
+    #[serde(default)]
+    pub credits_used: Option<f64>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_result_may_be_one_video_or_several_and_keeps_its_shape() {
+        let one: Generation = serde_json::from_value(
+            json!({"id": "g", "status": "completed", "video": {"url": "https://a/1.mp4"}}),
+        )
+        .unwrap();
+        assert_eq!(one.video_urls(), ["https://a/1.mp4"]);
+        let many: Generation = serde_json::from_value(json!({
+            "id": "g", "status": "completed",
+            "video": [{"url": "https://a/1.mp4"}, {"url": "https://a/2.mp4"}],
+            "meta": {"usage": {"credits_used": null}},
+        }))
+        .unwrap();
+        assert_eq!(many.video_urls(), ["https://a/1.mp4", "https://a/2.mp4"]);
+        assert_eq!(many.video_url(), Some("https://a/1.mp4"));
+        assert_eq!(many.credits_used(), None, "null credits read as not known yet");
+        let back = serde_json::to_value(&many).unwrap();
+        assert!(back["video"].is_array(), "written back as it came: {back}");
+    }
 
     #[test]
     fn statuses_parse_including_the_old_spelling_and_unknowns() {

@@ -137,7 +137,10 @@ impl PollPolicy {
 /// finishes (completed or error), fails to be reached, or times out.
 ///
 /// Each item is the job as reported when its status changed, the last one
-/// finished. Dropping the stream stops polling at once.
+/// finished. Dropping the stream stops polling at once. Passing trouble
+/// (429, 5xx, a dropped connection) is retried until the deadline; five
+/// unreadable answers in a row end the stream with [`Error::Decode`], whose
+/// excerpt shows what came back.
 /// [`Watch::finish`] drains it and returns the completed job.
 #[must_use = "a Watch does nothing unless polled"]
 pub struct Watch {
@@ -175,6 +178,11 @@ impl Watch {
     }
 }
 
+/// Unreadable answers in a row after which a wait ends with
+/// [`Error::Decode`]: one may be a proxy's hiccup, five are a shape this
+/// version cannot read.
+const MAX_UNDECODABLE: u32 = 5;
+
 struct WatchState {
     client: Client,
     id: String,
@@ -185,6 +193,8 @@ struct WatchState {
     started: Instant,
     polls: u32,
     failures: u32,
+    /// Answers in a row that could not be read.
+    undecodable: u32,
     /// The upstream's `Retry-After` from the last failed poll.
     retry_after: Option<Duration>,
     last_status: Option<Status>,
@@ -203,6 +213,7 @@ pub(crate) fn watch(client: Client, id: String, created: Option<Generation>) -> 
         started: Instant::now(),
         polls: 0,
         failures: 0,
+        undecodable: 0,
         retry_after: None,
         last_status: None,
         done: false,
@@ -242,6 +253,7 @@ async fn next_change(mut s: WatchState) -> Option<(Result<Generation>, WatchStat
             Ok(generation) => {
                 s.polls += 1;
                 s.failures = 0;
+                s.undecodable = 0;
                 s.retry_after = None;
                 if s.last_status.as_ref() != Some(&generation.status) {
                     s.last_status = Some(generation.status.clone());
@@ -249,12 +261,19 @@ async fn next_change(mut s: WatchState) -> Option<(Result<Generation>, WatchStat
                     return Some((Ok(generation), s));
                 }
             }
+            // An answer that keeps failing to decode is not a passing storm:
+            // say so, with its excerpt, rather than wait out the deadline.
+            Err(e @ Error::Decode { .. }) if s.undecodable + 1 >= MAX_UNDECODABLE => {
+                s.done = true;
+                return Some((Err(e), s));
+            }
             // A storm of 429s or 5xx does not end the wait: the job is
             // still running upstream, so keep asking until the deadline.
             Err(e) if e.is_transient() => {
                 tracing::debug!(error = %e, "poll failed; retrying");
                 s.failures += 1;
                 s.retry_after = e.retry_after();
+                s.undecodable = if matches!(e, Error::Decode { .. }) { s.undecodable + 1 } else { 0 };
             }
             Err(e) => {
                 s.done = true;

@@ -40,6 +40,11 @@ pub struct SimConfig {
     pub result_size: Option<u64>,
     /// Largest accepted create body; bigger ones get 413.
     pub max_body_bytes: usize,
+    /// `None` answers a completed job's `video` as one `{url}` object, as
+    /// most models do; `Some(n)` answers a list of `n` of them, as the
+    /// models that document `video` as an array (`bytedance/seedance-2-5`,
+    /// `klingai/video-v3-omni-*`, …) do.
+    pub results_per_job: Option<usize>,
     /// Seed of the one RNG behind durations, failures and fault rates, so a
     /// run is reproducible given the same sequence of requests.
     pub seed: u64,
@@ -62,6 +67,7 @@ impl Default for SimConfig {
             max_concurrent_jobs: None,
             result_size: None,
             max_body_bytes: 64 * 1024 * 1024,
+            results_per_job: None,
             seed: 0x5EED_A1A1_2025,
         }
     }

@@ -270,7 +270,16 @@ impl Simulator {
                 job.first_finished_answer_at = Some(now);
             }
         }
-        Some(job.answer(now, base))
+        let mut answer = job.answer(now, base);
+        // Models that make several results answer a list.
+        if let (Some(n), Some(one)) = (self.inner.config.results_per_job, answer.get("video").cloned()) {
+            let url = one["url"].as_str().unwrap_or_default().to_owned();
+            let list: Vec<Value> = (1..=n)
+                .map(|i| if i == 1 { one.clone() } else { json!({"url": format!("{url}?result={i}")}) })
+                .collect();
+            answer["video"] = Value::Array(list);
+        }
+        Some(answer)
     }
 
     /// Whether `id` is a completed job, i.e. has a file to serve.

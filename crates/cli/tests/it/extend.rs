@@ -33,6 +33,21 @@ fn extend_writes_the_result_and_prints_its_path() {
 }
 
 #[test]
+fn a_generation_with_several_videos_downloads_the_first_and_says_so() {
+    let env = Env::with(aimlvid_sim::SimConfig { results_per_job: Some(2), ..crate::quick() });
+    env.clip();
+    let out = env.cmd().args(["extend", "clip.mp4", "-p", "Twice"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_result_file(&env.path("clip-extended.mp4"));
+    let err = stderr(&out);
+    assert!(err.contains("made 2 videos; downloading the first"), "{err}");
+    let id = only_id(&env);
+    let status = env.cmd().args(["--json", "status", &id]).output().unwrap();
+    let result: serde_json::Value = serde_json::from_str(stdout(&status).trim()).unwrap();
+    assert_eq!(result["video_urls"].as_array().map(Vec::len), Some(2), "{result}");
+}
+
+#[test]
 fn every_documented_option_is_sent() {
     let env = Env::new();
     env.clip();

@@ -114,6 +114,7 @@ fn no_wait_status_and_jobs_have_stable_shapes() {
             "status": "queued",
             "credits_used": null,
             "video_url": null,
+            "video_urls": [],
             "error": null,
         })]
     );

@@ -137,3 +137,32 @@ async fn an_observer_sees_every_exchange_retries_included() {
     assert_eq!(polls.iter().filter(|(_, s)| *s == Some(503)).count(), 2);
     assert_eq!(polls.iter().filter(|(_, s)| s.is_none()).count(), 1, "the dropped connection has no status");
 }
+
+#[tokio::test]
+async fn answers_that_never_decode_end_the_wait_with_an_excerpt_not_at_the_deadline() {
+    let (sim, client) = start(config()).await;
+    let id = client.create(&extend_request()).await.unwrap().id;
+    sim.inject(Route::Poll, Fault::NonJson, 100);
+
+    let started = std::time::Instant::now();
+    let err = client.wait(id.clone()).await.unwrap_err();
+
+    let aimlvid::Error::Decode { excerpt, .. } = &err else { panic!("{err:?}") };
+    assert!(excerpt.starts_with("<html>"), "{excerpt}");
+    assert_eq!(sim.stats().poll_requests, 5, "five unreadable answers in a row, then the error");
+    // The policy's deadline is 1.8 s at this scale; the retries take a fraction of it.
+    assert!(started.elapsed() < client.poll_policy().deadline, "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_result_given_as_a_list_is_read_and_its_first_video_downloaded() {
+    let (sim, client) = start(SimConfig { results_per_job: Some(3), ..config() }).await;
+    let created = client.create(&extend_request()).await.unwrap();
+    let done = client.watch_created(created).finish().await.unwrap();
+    assert_eq!(done.video_urls().len(), 3, "{done:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("first.mp4");
+    client.download(&done, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), aimlvid_sim::SAMPLE_RESULT);
+    let _ = sim;
+}
