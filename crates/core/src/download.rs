@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, LAST_MODIFIED, RANGE};
 use tokio::io::AsyncWriteExt as _;
 use tracing::Instrument as _;
 
@@ -60,7 +60,13 @@ impl Client {
     /// The body streams to `dest` + `.part` in constant memory and is renamed
     /// into place only once complete and as long as the server announced, so
     /// `dest` is never half-written. If a `.part` file is already there, the
-    /// download resumes from its end with a `Range` request. Network errors,
+    /// download resumes from its end with a `Range` request, but only when
+    /// the part came from the same URL and the server's validator (ETag or
+    /// Last-Modified, kept in `.part.validator`) still matches (`If-Range`);
+    /// otherwise, and whenever the server answers with the whole file or a
+    /// range it was not asked for, it starts again from the beginning, so
+    /// two versions of a file are never spliced. An attempt that made
+    /// progress earns a fresh set of retries. Network errors,
     /// 429 and 5xx are retried under the client's retry policy, each retry
     /// resuming where the last stopped. The API key is not sent: result URLs
     /// point at a file host, which must not see it.
@@ -72,18 +78,25 @@ impl Client {
             .map_err(|e| Error::InvalidInput(format!("the video URL is not valid ({e})")))?;
         let host = parsed.host_str().unwrap_or("the file host").to_owned();
         let part = partial_path(dest);
-        let resumed_from = file_len(&part).await?;
         let mut failures = 0;
-        let bytes = loop {
+        let (resumed_from, bytes) = loop {
+            let before = file_len(&part).await?;
             match self.download_once(&parsed, &host, &part, &mut progress).await {
-                Ok(bytes) => break bytes,
-                Err(e) if e.is_transient() && failures + 1 < self.retry_policy().max_attempts => {
+                Ok(done) => break done,
+                Err(e) => {
+                    // An attempt that got somewhere earns a fresh set of retries:
+                    // a slow, flaky link still finishes.
+                    if file_len(&part).await? > before {
+                        failures = 0;
+                    }
+                    if !e.is_transient() || failures + 1 >= self.retry_policy().max_attempts {
+                        return Err(e);
+                    }
                     failures += 1;
                     let wait = self.retry_policy().backoff(failures, e.retry_after());
                     tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "download interrupted; resuming");
                     tokio::time::sleep(wait).await;
                 }
-                Err(e) => return Err(e),
             }
         };
         tokio::fs::rename(&part, dest).await.map_err(|e| Error::Io {
@@ -91,20 +104,37 @@ impl Client {
             path: dest.to_owned(),
             source: e,
         })?;
+        remove_if_there(&validator_path(&part)).await?;
         tracing::info!(bytes, resumed_from, "downloaded");
         Ok(Downloaded { path: dest.to_owned(), bytes, resumed_from })
     }
 
-    /// One request: appends to `part` what the server sends and returns the
-    /// file's length once it is complete.
-    async fn download_once<F>(&self, url: &url::Url, host: &str, part: &Path, progress: &mut F) -> Result<u64>
+    /// One request: appends to `part` what the server sends and returns,
+    /// once the file is complete, the bytes it kept from before and its length.
+    async fn download_once<F>(
+        &self,
+        url: &url::Url,
+        host: &str,
+        part: &Path,
+        progress: &mut F,
+    ) -> Result<(u64, u64)>
     where
         F: FnMut(DownloadProgress) + Send,
     {
-        let offset = file_len(part).await?;
+        let mut offset = file_len(part).await?;
         let mut request = self.http().get(url.clone());
         if offset > 0 {
-            request = request.header(RANGE, format!("bytes={offset}-"));
+            // Resume only a part of this very file: same source, and a
+            // validator the server will check (If-Range), or else start over.
+            match read_validator(part).await? {
+                Some(Validator { source, value }) if source == source_of(url) => {
+                    request = request.header(RANGE, format!("bytes={offset}-")).header(IF_RANGE, value);
+                }
+                _ => {
+                    tracing::info!(offset, "a part file of unknown origin; downloading from the start");
+                    offset = 0;
+                }
+            }
         }
         let transport =
             |e: reqwest::Error| Error::Transport { host: host.to_owned(), source: e.without_url() };
@@ -132,10 +162,12 @@ impl Client {
                 let total = range.flatten().and_then(|r| r.total);
                 if total == Some(offset) {
                     // The part file already holds the whole video.
-                    return Ok(offset);
+                    return Ok((offset, offset));
                 }
                 return Err(restart(part, host, offset).await?);
             }
+            // The whole file: a first try, a server that ignores Range, or
+            // (If-Range) a file that changed since the part was written.
             s if s.is_success() => (0, response.content_length()),
             s => {
                 let wait = retry_after(response.headers());
@@ -144,6 +176,9 @@ impl Client {
             }
         };
 
+        if start == 0 {
+            write_validator(part, &source_of(url), response.headers()).await?;
+        }
         let file = tokio::fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -184,19 +219,74 @@ impl Client {
             Some(total) if received != total => {
                 Err(Error::IncompleteDownload { url_host: host.to_owned(), expected: total, received })
             }
-            _ => Ok(received),
+            _ => Ok((start, received)),
         }
     }
 }
 
 /// Drops a part file that cannot be resumed, and reports a retryable error.
 async fn restart(part: &Path, host: &str, offset: u64) -> Result<Error> {
-    match tokio::fs::remove_file(part).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::Io { action: "removing", path: part.to_owned(), source: e }),
-    }
+    remove_if_there(part).await?;
+    remove_if_there(&validator_path(part)).await?;
     Ok(Error::IncompleteDownload { url_host: host.to_owned(), expected: offset, received: 0 })
+}
+
+async fn remove_if_there(path: &Path) -> Result<()> {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io { action: "removing", path: path.to_owned(), source: e }),
+    }
+}
+
+/// What a part file holds: where it came from (the URL without its query,
+/// which signed URLs change on every fetch) and the server's validator of
+/// that version (its ETag, or its Last-Modified date).
+#[derive(Debug, PartialEq, Eq)]
+struct Validator {
+    source: String,
+    value: String,
+}
+
+/// Beside the part file: `<dest>.part.validator`.
+fn validator_path(part: &Path) -> PathBuf {
+    let mut name = part.as_os_str().to_owned();
+    name.push(".validator");
+    PathBuf::from(name)
+}
+
+fn source_of(url: &url::Url) -> String {
+    let mut source = url.clone();
+    source.set_query(None);
+    source.set_fragment(None);
+    source.to_string()
+}
+
+async fn read_validator(part: &Path) -> Result<Option<Validator>> {
+    let path = validator_path(part);
+    match tokio::fs::read_to_string(&path).await {
+        Ok(text) => Ok(text.split_once('\n').map(|(source, value)| Validator {
+            source: source.to_owned(),
+            value: value.trim_end().to_owned(),
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io { action: "reading", path, source: e }),
+    }
+}
+
+/// Records what a fresh part file is a part of; without a validator from
+/// the server, removes any old record, so the part is never resumed blind.
+async fn write_validator(part: &Path, source: &str, headers: &HeaderMap) -> Result<()> {
+    let path = validator_path(part);
+    let value = headers.get(ETAG).or_else(|| headers.get(LAST_MODIFIED)).and_then(|v| v.to_str().ok());
+    match value {
+        Some(value) => tokio::fs::write(&path, format!("{source}\n{value}\n")).await.map_err(|e| Error::Io {
+            action: "writing",
+            path,
+            source: e,
+        }),
+        None => remove_if_there(&path).await,
+    }
 }
 
 async fn file_len(path: &Path) -> Result<u64> {

@@ -45,6 +45,8 @@ pub struct SimConfig {
     /// models that document `video` as an array (`bytedance/seedance-2-5`,
     /// `klingai/video-v3-omni-*`, …) do.
     pub results_per_job: Option<usize>,
+    /// A file host that ignores `Range` and always sends the whole file.
+    pub ignore_range: bool,
     /// Seed of the one RNG behind durations, failures and fault rates, so a
     /// run is reproducible given the same sequence of requests.
     pub seed: u64,
@@ -68,6 +70,7 @@ impl Default for SimConfig {
             result_size: None,
             max_body_bytes: 64 * 1024 * 1024,
             results_per_job: None,
+            ignore_range: false,
             seed: 0x5EED_A1A1_2025,
         }
     }

@@ -473,15 +473,19 @@ async fn file(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let Some(id) = file.strip_suffix(".mp4").filter(|id| sim.has_result(id)) else {
+    let Some((id, version)) =
+        file.strip_suffix(".mp4").and_then(|id| sim.result_version(id).map(|version| (id, version)))
+    else {
         return ApiError::new(404, "File not found").into_response();
     };
     let result = ResultFile::new(sim.config().result_size);
     let len = result.len();
-    let etag = format!("\"{id}-{len}\"");
-    // A range applies only if the client's copy is ours (If-Range).
+    let etag = format!("\"{id}-{len}-v{version}\"");
+    // A range applies only if the client's copy is ours (If-Range), and
+    // only on a host that honours ranges at all.
     let range = headers
         .get(header::RANGE)
+        .filter(|_| !sim.config().ignore_range)
         .and_then(|v| v.to_str().ok())
         .filter(|_| headers.get(header::IF_RANGE).is_none_or(|v| v.as_bytes() == etag.as_bytes()))
         .map_or(RangeRequest::Full, |r| parse_range(r, len));

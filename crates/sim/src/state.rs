@@ -72,6 +72,8 @@ pub(crate) struct Job {
     polls: u64,
     first_finished_answer_at: Option<Duration>,
     request: Value,
+    /// Bumped when the result is replaced, which changes its ETag.
+    result_version: u64,
 }
 
 impl Job {
@@ -250,6 +252,7 @@ impl Simulator {
             polls: 0,
             first_finished_answer_at: None,
             request: crate::validate::elide_data_uris(request),
+            result_version: 0,
         };
         let answer = json!({"id": id, "status": job.status(now).as_str()});
         state.jobs.insert(id.clone(), job);
@@ -282,10 +285,27 @@ impl Simulator {
         Some(answer)
     }
 
-    /// Whether `id` is a completed job, i.e. has a file to serve.
-    pub(crate) fn has_result(&self, id: &str) -> bool {
+    /// The version of a completed job's result (`None` without one: the
+    /// job has no file to serve).
+    pub(crate) fn result_version(&self, id: &str) -> Option<u64> {
         let now = self.virtual_now();
-        self.lock().jobs.get(id).is_some_and(|j| j.status(now) == Status::Completed)
+        self.lock().jobs.get(id).filter(|j| j.status(now) == Status::Completed).map(|j| j.result_version)
+    }
+
+    /// Test helper: a completed job's result is replaced by a new version,
+    /// as a file host may do: its ETag changes, so a download resumed with
+    /// the old one (`If-Range`) gets the whole new file. Returns `false` if
+    /// the job has no result.
+    pub fn replace_result(&self, id: &str) -> bool {
+        let now = self.virtual_now();
+        let mut state = self.lock();
+        match state.jobs.get_mut(id).filter(|j| j.status(now) == Status::Completed) {
+            Some(job) => {
+                job.result_version += 1;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Real seconds (at least 1) until virtual time `at`, for `Retry-After`.
@@ -329,6 +349,7 @@ mod tests {
             polls: 0,
             first_finished_answer_at: None,
             request: Value::Null,
+            result_version: 0,
         }
     }
 

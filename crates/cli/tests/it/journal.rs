@@ -68,8 +68,10 @@ fn a_partial_download_resumes_on_the_next_command() {
     let out = env.cmd().args(["extend", "clip.mp4", "-p", "x", "--no-wait", "-q"]).output().unwrap();
     let id = stdout(&out).trim().to_owned();
     env.sim.complete_now(&id);
-    // Every try of this `wait` is cut short (the client tries 6 times).
-    env.sim.inject(Route::Download, Fault::TruncatedBody, 6);
+    // The first try is cut short; the next ones fail without a byte (the
+    // client tries 6 times after the last that made progress).
+    env.sim.inject(Route::Download, Fault::TruncatedBody, 1);
+    env.sim.inject(Route::Download, Fault::Status(503), 6);
     let out = env.cmd().args(["wait", &id]).output().unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     let dest = env.path("clip-extended.mp4");
