@@ -339,6 +339,7 @@ pub(crate) async fn download(app: &App<'_>, id: &str, output: PathBuf, force: bo
     if record.state != JobState::Downloading {
         record.state = JobState::Completed;
     }
+    let _downloading = app.lock_record(&record, id)?;
     let bytes = app.interruptible(app.fetch(&client, &mut record, &generation, force)).await?;
     let finished = Finished {
         id: id.to_owned(),
@@ -501,7 +502,8 @@ pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
     }
     app.report.note(format!("resuming {} job(s)", todo.len()));
     let total = todo.len();
-    let (mut completed, mut failed, mut outputs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut completed, mut failed, mut outputs, mut skipped) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut code = exit::OK;
     for (mut record, has_next) in todo {
         let id = record.id.clone().unwrap_or_default();
@@ -515,6 +517,11 @@ pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
                 }
             }
             Err(e) if e.chain().any(|c| c.is::<Interrupted>()) => return Err(e),
+            // Another process is on it: not a failure of this one.
+            Err(e) if e.chain().any(|c| c.is::<exit::Busy>()) => {
+                app.report.note(format!("skipping: {}", crate::one_line(&e)));
+                skipped.push(json!({"id": id}));
+            }
             Err(e) => {
                 let c = exit::code_for(&e);
                 if code == exit::OK {
@@ -527,7 +534,12 @@ pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
         }
     }
     app.report.set_current(None);
-    let summary = format!("resumed {total} job(s): {} failed", failed.len());
+    let summary = match skipped.len() {
+        0 => format!("resumed {total} job(s): {} failed", failed.len()),
+        n => {
+            format!("resumed {total} job(s): {} failed, {n} left to the process following them", failed.len())
+        }
+    };
     app.report.result(
         json!({
             "event": "result",
@@ -535,6 +547,7 @@ pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
             "resumed": total,
             "completed": completed,
             "failed": failed,
+            "skipped": skipped,
         }),
         Some(summary),
         (!outputs.is_empty()).then(|| outputs.join("\n")),

@@ -54,6 +54,19 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// Another aimlvid process holds the job's journal record (it is following
+/// the job): this one leaves it alone.
+#[derive(Debug)]
+pub(crate) struct Busy(pub(crate) String);
+
+impl fmt::Display for Busy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Busy {}
+
 /// Ctrl-C arrived: the message says what is still running and how to
 /// pick it up again. Printed as is, not as an error.
 #[derive(Debug)]
@@ -75,6 +88,9 @@ pub(crate) fn code_for(err: &anyhow::Error) -> u8 {
         }
         if cause.is::<Interrupted>() {
             return INTERRUPTED;
+        }
+        if cause.is::<Busy>() {
+            return NOT_FINISHED;
         }
         if let Some(e) = cause.downcast_ref::<aimlvid::Error>() {
             return code_for_api(e);

@@ -14,8 +14,8 @@ use futures_util::StreamExt as _;
 use tracing::Instrument as _;
 
 use crate::config::{KEY_VARS, Settings};
-use crate::exit::{self, Failure, Interrupted};
-use crate::journal::{Chain, JobRecord, JobState, Journal, RequestOptions};
+use crate::exit::{self, Busy, Failure, Interrupted};
+use crate::journal::{Chain, JobRecord, JobState, Journal, RecordLock, RequestOptions};
 use crate::report::{Reporter, short_duration};
 
 /// Resolves when Ctrl-C arrives; never, where signals cannot be watched.
@@ -419,6 +419,19 @@ impl<'r> App<'r> {
         }
     }
 
+    /// Takes the job's journal lock for as long as the guard lives, so that
+    /// two processes never follow (and download) one job at once.
+    pub(crate) fn lock_record(&self, record: &JobRecord, id: &str) -> anyhow::Result<RecordLock> {
+        self.journal.lock(&record.key)?.ok_or_else(|| {
+            Busy(format!(
+                "generation {id} is being followed by another aimlvid process (journal record {}); \
+                 leaving it to that one",
+                record.key
+            ))
+            .into()
+        })
+    }
+
     /// Waits for a journaled job with `watch`, then downloads its result,
     /// keeping the journal current all along. `fresh` says the job was
     /// created by this command (so its age is the wait's).
@@ -431,6 +444,7 @@ impl<'r> App<'r> {
         fresh: bool,
     ) -> anyhow::Result<Finished> {
         let id = record.id.clone().context("a journaled job without an id cannot be followed")?;
+        let _following = self.lock_record(record, &id)?;
         self.report.set_current(Some(&id));
         self.set_hint(record);
         let since = if fresh { Duration::ZERO } else { record.age().unwrap_or_default() };

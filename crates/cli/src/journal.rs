@@ -183,6 +183,12 @@ impl JobRecord {
     }
 }
 
+/// A record's advisory lock; released when dropped.
+#[derive(Debug)]
+pub(crate) struct RecordLock {
+    _file: fs::File,
+}
+
 /// The journal directory.
 #[derive(Debug, Clone)]
 pub(crate) struct Journal {
@@ -231,6 +237,26 @@ impl Journal {
     }
 
     /// Deletes a record: for a create the API refused, which left no job.
+    /// Takes the advisory lock of a record, held until the returned guard
+    /// is dropped (or the process dies): the one process following that job.
+    /// `None` if another process holds it.
+    pub(crate) fn lock(&self, key: &str) -> anyhow::Result<Option<RecordLock>> {
+        let dir = self.dir.join("locks");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{key}.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(RecordLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
     pub(crate) fn remove(&self, key: &str) -> anyhow::Result<()> {
         match fs::remove_file(self.path_of(key)) {
             Ok(()) => Ok(()),
@@ -314,6 +340,17 @@ mod tests {
         r.prompt = Some("a prompt".into());
         journal.save(&mut r).unwrap();
         r
+    }
+
+    #[test]
+    fn a_record_is_locked_by_one_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().join("jobs"));
+        let held = journal.lock("k1").unwrap().expect("free at first");
+        assert!(journal.lock("k1").unwrap().is_none(), "held elsewhere");
+        assert!(journal.lock("k2").unwrap().is_some(), "other records are free");
+        drop(held);
+        assert!(journal.lock("k1").unwrap().is_some(), "released with its guard");
     }
 
     #[test]

@@ -169,3 +169,31 @@ fn ctrl_c_during_a_create_waits_for_its_answer() {
     );
     assert_eq!(env.records()[0]["state"], "queued");
 }
+
+#[test]
+fn a_job_another_process_is_following_is_left_to_it() {
+    let env = Env::with(frozen());
+    env.clip();
+    let out = env.cmd().args(["extend", "clip.mp4", "-p", "x", "--no-wait", "-q"]).output().unwrap();
+    let id = stdout(&out).trim().to_owned();
+    env.sim.complete_now(&id);
+    let key = env.records()[0]["key"].as_str().unwrap().to_owned();
+    // Another process follows the job: it holds the record's lock.
+    let locks = env.journal_dir().join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let held = std::fs::File::create(locks.join(format!("{key}.lock"))).unwrap();
+    held.try_lock().unwrap();
+
+    let out = env.cmd().args(["resume"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("being followed by another aimlvid process"), "{}", stderr(&out));
+    let out = env.cmd().args(["wait", &id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let dest = env.path("clip-extended.mp4");
+    assert!(!dest.exists() && !aimlvid::partial_path(&dest).exists(), "nothing touched its download");
+    assert_eq!(env.sim.stats().download_requests, 0);
+
+    drop(held);
+    env.cmd().args(["resume"]).assert().success();
+    assert_result_file(&dest);
+}
