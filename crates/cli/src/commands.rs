@@ -18,6 +18,15 @@ use crate::report::{secs, short_duration};
 /// `aimlvid extend`.
 pub(crate) async fn extend(app: &App<'_>, args: ExtendArgs) -> anyhow::Result<u8> {
     let prompts = expand_prompts(&args.prompts, args.times)?;
+    if args.no_wait && prompts.len() > 1 {
+        // A chain's next step needs the previous result: it cannot be created now.
+        return Err(Failure::usage(format!(
+            "--no-wait creates one job, but {} prompts make a chain whose steps wait for each other; \
+             give one -p, or drop --no-wait",
+            prompts.len()
+        ))
+        .into());
+    }
     let options = options_from(&args)?;
     // The input is checked first: a mistyped file name is the likeliest mistake.
     let input = match &args.video {

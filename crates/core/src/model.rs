@@ -165,7 +165,7 @@ impl<'de> Deserialize<'de> for Provider {
 /// assert_eq!(json["aspect_ratio"], "9:16");
 /// assert!(json.get("duration").is_none()); // unset: the server's default
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ExtendVideo {
     /// Which extend model runs the job.
@@ -192,6 +192,30 @@ pub struct ExtendVideo {
     /// Provider routing; server default `auto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<Provider>,
+}
+
+/// Inline clips are megabytes of base64: `Debug` shows their size, as
+/// [`VideoInput`]'s does, never their bytes.
+impl std::fmt::Debug for ExtendVideo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let video_url = match self.video_url.split_once(',') {
+            Some((header, _)) if header.starts_with("data:") => {
+                format!("{header},<{} bytes>", self.video_url.len())
+            }
+            _ => self.video_url.clone(),
+        };
+        f.debug_struct("ExtendVideo")
+            .field("model", &self.model)
+            .field("prompt", &self.prompt)
+            .field("video_url", &video_url)
+            .field("aspect_ratio", &self.aspect_ratio)
+            .field("duration", &self.duration)
+            .field("resolution", &self.resolution)
+            .field("generate_audio", &self.generate_audio)
+            .field("auto_fix", &self.auto_fix)
+            .field("provider", &self.provider)
+            .finish()
+    }
 }
 
 impl ExtendVideo {
@@ -479,6 +503,18 @@ pub struct Usage {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_inline_clip_is_shown_by_its_size_in_debug_output() {
+        let clip = format!("data:video/mp4;base64,{}", "A".repeat(10_000));
+        let request = ExtendVideo {
+            video_url: clip,
+            ..ExtendVideo::new("p", VideoInput::url("https://x/a.mp4").unwrap())
+        };
+        let shown = format!("{request:?}");
+        assert!(shown.contains("data:video/mp4;base64,<10022 bytes>"), "{shown}");
+        assert!(shown.len() < 400, "{shown}");
+    }
 
     #[test]
     fn a_result_may_be_one_video_or_several_and_keeps_its_shape() {

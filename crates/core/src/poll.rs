@@ -104,12 +104,14 @@ impl PollPolicy {
     }
 
     /// Divides every duration by `time_scale`, for a simulator that runs
-    /// `time_scale` times faster than real time.
+    /// `time_scale` times faster than real time. A scale that is not a
+    /// finite number above 0 leaves the policy as it is.
     pub fn time_scaled(mut self, time_scale: f64) -> Self {
-        self.first_delay = self.first_delay.div_f64(time_scale);
-        self.interval = self.interval.div_f64(time_scale);
-        self.max_interval = self.max_interval.div_f64(time_scale);
-        self.deadline = self.deadline.div_f64(time_scale);
+        use crate::retry::scaled;
+        self.first_delay = scaled(self.first_delay, time_scale);
+        self.interval = scaled(self.interval, time_scale);
+        self.max_interval = scaled(self.max_interval, time_scale);
+        self.deadline = scaled(self.deadline, time_scale);
         self
     }
 
@@ -117,19 +119,20 @@ impl PollPolicy {
     /// whose watch began when it was created (`fresh`) or later (a resumed
     /// job, whose first poll is immediate).
     pub fn delay_before(&self, index: u32, fresh: bool) -> Duration {
+        // The fields are public: read them through the same bounds the
+        // setters apply, so no value set by hand can make this panic.
+        let growth = if self.growth.is_finite() { self.growth.max(1.0) } else { 1.0 };
+        let jitter = if self.jitter.is_finite() { self.jitter.clamp(0.0, 1.0) } else { 0.0 };
         let base = match index {
             0 if fresh => self.first_delay,
             0 => Duration::ZERO,
             n => {
-                let grown = self.interval.as_secs_f64() * self.growth.powi(n.min(1000) as i32 - 1);
-                Duration::from_secs_f64(grown.min(self.max_interval.as_secs_f64()))
+                let grown = self.interval.as_secs_f64() * growth.powi(n.min(1000) as i32 - 1);
+                Duration::try_from_secs_f64(grown.min(self.max_interval.as_secs_f64()))
+                    .unwrap_or(self.max_interval)
             }
         };
-        if self.jitter == 0.0 {
-            base
-        } else {
-            base.mul_f64(1.0 + self.jitter * (2.0 * fastrand::f64() - 1.0))
-        }
+        if jitter == 0.0 { base } else { base.mul_f64(1.0 + jitter * (2.0 * fastrand::f64() - 1.0)) }
     }
 }
 
@@ -301,6 +304,22 @@ mod tests {
         assert_eq!(policy.delay_before(200, true), Duration::from_secs(15));
         // …and a resumed job, of unknown age, is asked about at once.
         assert_eq!(policy.delay_before(0, false), Duration::ZERO);
+    }
+
+    #[test]
+    fn no_policy_built_by_hand_can_panic() {
+        let wild = PollPolicy { jitter: 5.0, growth: -3.0, ..PollPolicy::default() };
+        for n in 0..5 {
+            let wait = wild.delay_before(n, true);
+            assert!(wait <= Duration::from_secs(170), "{wait:?}");
+        }
+        let nan = PollPolicy { jitter: f64::NAN, growth: f64::NAN, ..PollPolicy::default() };
+        assert_eq!(nan.delay_before(1, true), Duration::from_millis(3500));
+        for scale in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(PollPolicy::default().time_scaled(scale), PollPolicy::default(), "{scale}");
+            assert_eq!(crate::RetryPolicy::default().time_scaled(scale), crate::RetryPolicy::default());
+        }
+        assert_eq!(PollPolicy::default().time_scaled(1e-300).deadline, Duration::MAX, "saturates");
     }
 
     #[test]

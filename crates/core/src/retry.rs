@@ -46,11 +46,22 @@ impl RetryPolicy {
     }
 
     /// Divides every duration by `time_scale`, for a simulator that runs
-    /// `time_scale` times faster than real time.
+    /// `time_scale` times faster than real time. A scale that is not a
+    /// finite number above 0 leaves the policy as it is.
     pub fn time_scaled(mut self, time_scale: f64) -> Self {
-        self.initial_backoff = self.initial_backoff.div_f64(time_scale);
-        self.max_backoff = self.max_backoff.div_f64(time_scale);
+        self.initial_backoff = scaled(self.initial_backoff, time_scale);
+        self.max_backoff = scaled(self.max_backoff, time_scale);
         self
+    }
+}
+
+/// `d` divided by `time_scale`, or `d` itself for a scale that is not a
+/// finite number above 0 (which would divide by zero or go negative).
+pub(crate) fn scaled(d: Duration, time_scale: f64) -> Duration {
+    if time_scale.is_finite() && time_scale > 0.0 {
+        Duration::try_from_secs_f64(d.as_secs_f64() / time_scale).unwrap_or(Duration::MAX)
+    } else {
+        d
     }
 }
 

@@ -56,6 +56,11 @@ fn bad_prompts_and_options_are_refused_before_any_request() {
     refused(&env, &["clip.mp4", "-p", "x", "--times", "0"], "--times");
     refused(&env, &["clip.mp4"], "--prompt");
     refused(&env, &["clip.mp4", "-p", "x", "--no-wait", "--times", "2"], "cannot be used with");
+    refused(
+        &env,
+        &["clip.mp4", "-p", "a", "-p", "b", "--no-wait"],
+        "--no-wait creates one job, but 2 prompts",
+    );
 }
 
 #[test]
