@@ -243,12 +243,21 @@ impl<'r> App<'r> {
                     .retry_policy(RetryPolicy::default().time_scaled(scale))
             }
             None => {
+                let base_url = self.settings.base_url(journaled);
+                let allow_http = crate::config::first_env(&["AIMLVID_ALLOW_HTTP"])
+                    .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
                 let mut builder =
-                    aimlvid::ClientBuilder::from_env().base_url(self.settings.base_url(journaled));
-                if scale != 1.0 {
+                    aimlvid::ClientBuilder::from_env().base_url(&base_url).allow_plain_http(allow_http);
+                if scale != 1.0 && aimlvid::is_local_url(&base_url) {
                     builder = builder
                         .poll_policy(PollPolicy::default().time_scaled(scale))
                         .retry_policy(RetryPolicy::default().time_scaled(scale));
+                } else if scale != 1.0 {
+                    // Against the real API it would only poll too often.
+                    self.report.warn(format!(
+                        "ignoring AIMLVID_TIME_SCALE: it is for a simulator on this machine or network, \
+                         and {base_url} is neither"
+                    ));
                 }
                 builder
             }

@@ -72,6 +72,7 @@ pub struct ClientBuilder {
     read_timeout: Duration,
     user_agent: String,
     observer: Option<Arc<dyn Observer>>,
+    allow_plain_http: bool,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -98,6 +99,7 @@ impl Default for ClientBuilder {
             read_timeout: Duration::from_secs(30),
             user_agent: concat!("aimlvid/", env!("CARGO_PKG_VERSION")).to_owned(),
             observer: None,
+            allow_plain_http: false,
         }
     }
 }
@@ -121,6 +123,14 @@ impl ClientBuilder {
     /// Sets the API key.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(SecretString::from(key.into()));
+        self
+    }
+
+    /// Allows a plain `http://` base URL on any host. Without it, `http://`
+    /// is accepted only for loopback and private addresses (a simulator, a
+    /// team proxy on the local network), since it sends the key unencrypted.
+    pub fn allow_plain_http(mut self, allow: bool) -> Self {
+        self.allow_plain_http = allow;
         self
     }
 
@@ -188,6 +198,14 @@ impl ClientBuilder {
         auth.set_sensitive(true);
 
         let base_url = normalise_base_url(&self.base_url)?;
+        if base_url.scheme() == "http" && !self.allow_plain_http && !is_local(&base_url) {
+            return Err(Error::Config(format!(
+                "base URL {} would send the API key unencrypted over plain http://; use https://, or, for a \
+                 server on a network you trust, allow it (ClientBuilder::allow_plain_http; the aimlvid command: \
+                 AIMLVID_ALLOW_HTTP=1)",
+                base_url.as_str().trim_end_matches('/')
+            )));
+        }
         let endpoint = base_url
             .join(GENERATIONS_PATH)
             .map_err(|e| Error::Config(format!("base URL {:?}: {e}", self.base_url)))?;
@@ -214,6 +232,23 @@ impl ClientBuilder {
 
 fn first_env(names: &[&str]) -> Option<String> {
     names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+}
+
+/// Whether a base URL points at this machine or a private network
+/// (loopback, RFC 1918, link-local, IPv6 unique-local, or `localhost`):
+/// where a plain `http://` base URL is accepted without
+/// [`ClientBuilder::allow_plain_http`], and where a simulator may run.
+pub fn is_local_url(url: &str) -> bool {
+    url::Url::parse(url.trim()).is_ok_and(|url| is_local(&url))
+}
+
+fn is_local(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost" || name.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unique_local() || ip.is_unicast_link_local(),
+        None => false,
+    }
 }
 
 fn normalise_base_url(raw: &str) -> Result<url::Url> {
@@ -568,6 +603,28 @@ mod tests {
             assert_eq!(base.join(GENERATIONS_PATH).unwrap().as_str(), expected, "{raw}");
         }
         assert!(normalise_base_url("ftp://x").is_err());
+        let build = |url: &str, allow: bool| {
+            Client::builder().api_key("k").base_url(url).allow_plain_http(allow).build().map(drop)
+        };
+        for local in [
+            "http://127.0.0.1:8787",
+            "http://localhost:1",
+            "http://10.1.2.3",
+            "http://192.168.0.9",
+            "http://[::1]:80",
+        ] {
+            assert!(build(local, false).is_ok(), "{local}");
+        }
+        let err = build("http://proxy.example.com", false).unwrap_err().to_string();
+        assert!(err.contains("unencrypted") && err.contains("AIMLVID_ALLOW_HTTP=1"), "{err}");
+        assert!(build("http://proxy.example.com", true).is_ok(), "when allowed");
+        assert!(build("https://proxy.example.com", false).is_ok());
+        assert!(is_local_url("http://127.0.0.1:8787/") && is_local_url("https://172.16.0.1"));
+        assert!(
+            !is_local_url("https://api.aimlapi.com")
+                && !is_local_url("http://8.8.8.8")
+                && !is_local_url("nonsense")
+        );
         assert!(normalise_base_url("api.aimlapi.com").is_err());
     }
 

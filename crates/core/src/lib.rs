@@ -87,7 +87,9 @@ mod observe;
 mod poll;
 mod retry;
 
-pub use client::{API_KEY_ENV_VARS, BASE_URL_ENV_VARS, Client, ClientBuilder, DEFAULT_BASE_URL};
+pub use client::{
+    API_KEY_ENV_VARS, BASE_URL_ENV_VARS, Client, ClientBuilder, DEFAULT_BASE_URL, is_local_url,
+};
 pub use download::{DownloadProgress, Downloaded, partial_path};
 pub use error::{Error, Result};
 pub use input::{DEFAULT_MAX_INLINE_BYTES, VideoInput};
