@@ -39,6 +39,11 @@ pub struct Client {
 
 struct Inner {
     http: reqwest::Client,
+    /// For creates: no read timeout, whose timer would run while a large
+    /// clip is still being uploaded; the create's own deadline covers it.
+    uploads: reqwest::Client,
+    /// Bytes a second an upload is allowed, at the slowest.
+    min_upload_rate: u64,
     base_url: url::Url,
     endpoint: url::Url,
     auth: HeaderValue,
@@ -70,6 +75,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     request_timeout: Duration,
     read_timeout: Duration,
+    min_upload_rate: u64,
     user_agent: String,
     observer: Option<Arc<dyn Observer>>,
     allow_plain_http: bool,
@@ -97,6 +103,7 @@ impl Default for ClientBuilder {
             // Creates may upload a clip of tens of megabytes inline.
             request_timeout: Duration::from_secs(120),
             read_timeout: Duration::from_secs(30),
+            min_upload_rate: DEFAULT_MIN_UPLOAD_RATE,
             user_agent: concat!("aimlvid/", env!("CARGO_PKG_VERSION")).to_owned(),
             observer: None,
             allow_plain_http: false,
@@ -160,9 +167,20 @@ impl ClientBuilder {
         self
     }
 
-    /// Sets the limit on one API call, upload included.
+    /// Sets the limit on one API call. A create gets this long for its
+    /// answer, plus the time its body needs at [`ClientBuilder::min_upload_rate`].
     pub fn request_timeout(mut self, d: Duration) -> Self {
         self.request_timeout = d;
+        self
+    }
+
+    /// Sets the slowest upload allowed, in bytes a second (default 64 KiB/s,
+    /// about half a megabit: the largest inline clip, 27 MB of base64, gets
+    /// about seven minutes). A create is never cut off mid-upload on a link
+    /// at least this fast, so a slow uplink does not turn a create into one
+    /// whose outcome is unknown.
+    pub fn min_upload_rate(mut self, bytes_per_second: u64) -> Self {
+        self.min_upload_rate = bytes_per_second.max(1);
         self
     }
 
@@ -209,15 +227,16 @@ impl ClientBuilder {
         let endpoint = base_url
             .join(GENERATIONS_PATH)
             .map_err(|e| Error::Config(format!("base URL {:?}: {e}", self.base_url)))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .read_timeout(self.read_timeout)
-            .user_agent(self.user_agent)
-            .build()
-            .map_err(|e| Error::Config(format!("could not set up HTTP: {e}")))?;
+        let http_builder =
+            || reqwest::Client::builder().connect_timeout(self.connect_timeout).user_agent(&self.user_agent);
+        let setup = |e: reqwest::Error| Error::Config(format!("could not set up HTTP: {e}"));
+        let http = http_builder().read_timeout(self.read_timeout).build().map_err(setup)?;
+        let uploads = http_builder().build().map_err(setup)?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                uploads,
+                min_upload_rate: self.min_upload_rate,
                 base_url,
                 endpoint,
                 auth,
@@ -233,6 +252,9 @@ impl ClientBuilder {
 fn first_env(names: &[&str]) -> Option<String> {
     names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
 }
+
+/// The slowest upload a create is allowed by default, in bytes a second.
+pub const DEFAULT_MIN_UPLOAD_RATE: u64 = 64 * 1024;
 
 /// Whether a base URL points at this machine or a private network
 /// (loopback, RFC 1918, link-local, IPv6 unique-local, or `localhost`):
@@ -327,15 +349,18 @@ impl Client {
             let body = serde_json::to_vec(request)
                 .map_err(|e| Error::InvalidInput(format!("the request could not be encoded as JSON: {e}")))?;
             let body = Bytes::from(body);
+            // Time to upload the body on the slowest link allowed, then to answer.
+            let upload = Duration::from_secs_f64(body.len() as f64 / self.inner.min_upload_rate as f64);
+            let deadline = self.inner.request_timeout.saturating_add(upload);
             let mut failures = 0;
             loop {
                 let sent = self
                     .inner
-                    .http
+                    .uploads
                     .post(self.inner.endpoint.clone())
                     .header(AUTHORIZATION, self.inner.auth.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .timeout(self.inner.request_timeout)
+                    .timeout(deadline)
                     .body(body.clone());
                 let failure = match self.send(sent, CallKind::Create, None).await {
                     Ok((status, bytes)) => match decode::<Generation>(status, &bytes) {

@@ -88,7 +88,8 @@ mod poll;
 mod retry;
 
 pub use client::{
-    API_KEY_ENV_VARS, BASE_URL_ENV_VARS, Client, ClientBuilder, DEFAULT_BASE_URL, is_local_url,
+    API_KEY_ENV_VARS, BASE_URL_ENV_VARS, Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MIN_UPLOAD_RATE,
+    is_local_url,
 };
 pub use download::{DownloadProgress, Downloaded, partial_path};
 pub use error::{Error, Result};

@@ -47,6 +47,9 @@ pub struct SimConfig {
     pub results_per_job: Option<usize>,
     /// A file host that ignores `Range` and always sends the whole file.
     pub ignore_range: bool,
+    /// Reads create bodies at this many bytes a second (real time), as a
+    /// slow uplink would deliver them; `None` reads them at full speed.
+    pub upload_bytes_per_sec: Option<u64>,
     /// Seed of the one RNG behind durations, failures and fault rates, so a
     /// run is reproducible given the same sequence of requests.
     pub seed: u64,
@@ -71,6 +74,7 @@ impl Default for SimConfig {
             max_body_bytes: 64 * 1024 * 1024,
             results_per_job: None,
             ignore_range: false,
+            upload_bytes_per_sec: None,
             seed: 0x5EED_A1A1_2025,
         }
     }

@@ -142,6 +142,20 @@ fn classify(method: &Method, path: &str) -> Route {
 }
 
 /// Every request passes here: id, record, fault, error rendering, counting.
+/// Reads the request body at `rate` bytes a second, as a server behind a
+/// slow link would: the client's upload takes as long as it would there.
+fn slow_reader(req: Request, rate: u64) -> Request {
+    let (parts, body) = req.into_parts();
+    let rate = rate.max(1) as f64;
+    let slowed = body.into_data_stream().then(move |chunk| async move {
+        if let Ok(bytes) = &chunk {
+            tokio::time::sleep(Duration::from_secs_f64(bytes.len() as f64 / rate)).await;
+        }
+        chunk
+    });
+    Request::from_parts(parts, Body::from_stream(slowed))
+}
+
 async fn around(State(sim): State<Simulator>, mut req: Request, next: Next) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let method = req.method().clone();
@@ -161,6 +175,11 @@ async fn around(State(sim): State<Simulator>, mut req: Request, next: Next) -> R
     let index = sim.record_arrival(route, method.as_str(), generation_id, range);
     let started = tokio::time::Instant::now();
     req.extensions_mut().insert(RecordIndex(index));
+    if route == Route::Create
+        && let Some(rate) = sim.config().upload_bytes_per_sec
+    {
+        req = slow_reader(req, rate);
+    }
 
     let response = match sim.take_fault(route) {
         None => next.run(req).await,

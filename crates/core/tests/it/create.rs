@@ -104,3 +104,35 @@ async fn a_local_file_travels_as_a_data_uri() {
     let created = client.create(&aimlvid::ExtendVideo::new("Pan left", input)).await.unwrap();
     assert!(sim.job(&created.id).is_some(), "the simulator accepted the inline video");
 }
+
+#[tokio::test]
+async fn a_large_clip_on_a_slow_uplink_is_given_the_time_its_upload_needs() {
+    // About 8 MB of base64 read at 4 MiB/s: a two-second upload.
+    let rate = 4 * 1024 * 1024;
+    let (sim, _) = start(aimlvid_sim::SimConfig { upload_bytes_per_sec: Some(rate), ..config() }).await;
+    let mut clip = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom".to_vec();
+    clip.resize(6 * 1024 * 1024, 0);
+    let request = aimlvid::ExtendVideo::new("slowly", VideoInput::from_bytes(&clip).unwrap());
+
+    // Half a second for the answer, and the upload's own time at 1 MiB/s or
+    // faster; a read timeout far shorter than the upload does not apply to it.
+    let patient = builder_for(&sim)
+        .request_timeout(Duration::from_millis(500))
+        .read_timeout(Duration::from_millis(300))
+        .min_upload_rate(1024 * 1024)
+        .build()
+        .unwrap();
+    let created = patient.create(&request).await.unwrap();
+    assert_eq!(sim.stats().jobs_created, 1, "{created:?}");
+
+    // Without the upload's allowance the same create is cut off mid-upload,
+    // and can only be reported as a create whose outcome is unknown.
+    let hasty = builder_for(&sim)
+        .request_timeout(Duration::from_millis(500))
+        .min_upload_rate(u64::MAX)
+        .build()
+        .unwrap();
+    let err = hasty.create(&request).await.unwrap_err();
+    assert!(matches!(err, Error::CreateOutcomeUnknown { .. }), "{err:?}");
+    assert_eq!(sim.stats().jobs_created, 1, "the cut upload created nothing");
+}
