@@ -21,7 +21,8 @@ Exit codes:
 
 Configuration: flags, then the environment (AIMLAPI_API_KEY, AIMLAPI_BASE_URL),
 then the config file (aimlvid.toml in the platform's config directory: base_url,
-model, output_dir). The API key is read from the environment only.";
+model, output_dir). The API key is read from the environment only. A journaled
+job is always followed on the server that created it, unless --base-url says otherwise.";
 
 /// Extend a video clip with the AI/ML API's Veo 3.1 models and get a playable file back.
 ///

@@ -36,9 +36,11 @@ pub(crate) struct ConfigFile {
 /// command runs.
 #[derive(Debug)]
 pub(crate) struct Settings {
-    /// The base URL given by a flag or the environment, if any: it beats a
-    /// job's journaled base URL.
-    explicit_base_url: Option<String>,
+    /// The base URL given by `--base-url`, if any: it beats everything.
+    flag_base_url: Option<String>,
+    /// The environment's base URL: a job's journaled one beats it, since a
+    /// job exists only on the server that created it.
+    env_base_url: Option<String>,
     /// The config file's base URL, if any: a job's journaled one beats it.
     file_base_url: Option<String>,
     /// The journal directory.
@@ -73,9 +75,9 @@ impl Settings {
         let journal_from_flag = global.journal.is_some()
             && std::env::var_os("AIMLVID_JOURNAL").map(PathBuf::from) != global.journal;
         let time_scale = time_scale_from_env()?;
-        let explicit_base_url = global.base_url.clone().or_else(|| first_env(&BASE_URL_VARS));
         Ok(Settings {
-            explicit_base_url,
+            flag_base_url: global.base_url.clone(),
+            env_base_url: first_env(&BASE_URL_VARS),
             file_base_url: file.base_url,
             journal_dir,
             journal_from_flag,
@@ -85,13 +87,14 @@ impl Settings {
         })
     }
 
-    /// The server to talk to about a job: the flag or environment, else the
-    /// server the job was created on (from the journal), else the config
-    /// file's, else the API.
+    /// The server to talk to about a job: `--base-url`, else the server
+    /// the job was created on (from the journal; the job exists nowhere
+    /// else), else the environment's, else the config file's, else the API.
     pub(crate) fn base_url(&self, journaled: Option<&str>) -> String {
-        self.explicit_base_url
+        self.flag_base_url
             .clone()
             .or_else(|| journaled.map(str::to_owned))
+            .or_else(|| self.env_base_url.clone())
             .or_else(|| self.file_base_url.clone())
             .unwrap_or_else(|| aimlvid::DEFAULT_BASE_URL.to_owned())
     }

@@ -197,3 +197,20 @@ fn a_job_another_process_is_following_is_left_to_it() {
     env.cmd().args(["resume"]).assert().success();
     assert_result_file(&dest);
 }
+
+#[test]
+fn resume_follows_a_job_on_the_server_that_created_it_whatever_the_environment_says() {
+    let env = Env::with(frozen());
+    env.clip();
+    let out = env.cmd().args(["extend", "clip.mp4", "-p", "x", "--no-wait", "-q"]).output().unwrap();
+    let id = stdout(&out).trim().to_owned();
+    env.sim.complete_now(&id);
+    // The environment now names another server, where this job does not exist.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let elsewhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+
+    let out = env.cmd().env("AIMLAPI_BASE_URL", &elsewhere).args(["resume"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_result_file(&env.path("clip-extended.mp4"));
+}
