@@ -191,8 +191,27 @@ fn format_credits(c: f64) -> String {
 }
 
 /// `aimlvid status ID`.
+/// A job of an earlier `--simulate` command is gone with its simulator:
+/// asking the real API (or the environment's server) about it means nothing.
+fn refuse_simulated(app: &App<'_>, record: &JobRecord, id: &str) -> anyhow::Result<()> {
+    if record.simulated && !app.simulating() {
+        return Err(Failure::new(
+            exit::INVALID,
+            format!(
+                "generation {id} ran on the in-process simulator of an earlier --simulate command, \
+                 which stopped with it"
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 pub(crate) async fn status(app: &App<'_>, id: &str) -> anyhow::Result<u8> {
     let existing = app.journal.find(id)?;
+    if let Some(record) = &existing {
+        refuse_simulated(app, record, id)?;
+    }
     let client = app.client(existing.as_ref().map(|r| r.base_url.as_str()))?;
     app.report.set_current(Some(id));
     let generation = app.interruptible(async { Ok(client.get(id).await?) }).await?;
@@ -250,16 +269,7 @@ fn record_for(
             },
         ),
     };
-    if record.simulated && !app.simulating() {
-        return Err(Failure::new(
-            exit::INVALID,
-            format!(
-                "generation {id} ran on the in-process simulator of an earlier --simulate command, \
-                 which stopped with it"
-            ),
-        )
-        .into());
-    }
+    refuse_simulated(app, &record, id)?;
     if let Some(path) = output {
         let path = absolute(&path)?;
         if path != record.output {

@@ -142,6 +142,16 @@ fn simulated_jobs_are_journaled_but_not_resumed() {
         .assert()
         .success()
         .stderr(predicate::str::contains("skipping 1 simulated job(s)"));
+    // Nor is it looked up on a real server, by `status` as by `wait`.
+    let id = record["id"].as_str().unwrap().to_owned();
+    for command in ["status", "wait"] {
+        env.cmd()
+            .args([command, &id])
+            .assert()
+            .code(4)
+            .stderr(predicate::str::contains("ran on the in-process simulator"));
+    }
+    assert!(env.sim.requests().is_empty(), "nothing was asked of any server");
 }
 
 #[test]
