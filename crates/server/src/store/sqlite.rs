@@ -282,41 +282,10 @@ async fn apply_write(
 ) -> Result<StoreResult<WriteOutcome>, sqlx::Error> {
     let done = Ok(WriteOutcome::Done);
     Ok(match write {
-        JobWrite::Begin(job) => {
-            // Conflicts only on the key's Idempotency-Key (local ids are random):
-            // the earlier job is the answer.
-            let inserted = sqlx::query(
-                "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, created_at, \
-                 updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            )
-            .bind(&job.local_id)
-            .bind(job.key_id)
-            .bind(status::PENDING)
-            .bind(&job.model)
-            .bind(&job.idempotency_key)
-            .bind(job.request_hash.as_slice())
-            .bind(now)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            if inserted.rows_affected() == 1 {
-                Ok(WriteOutcome::Begun(Begun::Inserted))
-            } else {
-                let row = sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE key_id = ? AND idempotency_key = ?"
-                )))
-                .bind(job.key_id)
-                .bind(&job.idempotency_key)
-                .fetch_optional(&mut **tx)
-                .await?;
-                match row {
-                    Some(row) => {
-                        job_from_row(&row).map(|existing| WriteOutcome::Begun(Begun::Existing(existing)))
-                    }
-                    None => Err(StoreError::Conflict(format!("a job with local id {:?}", job.local_id))),
-                }
-            }
-        }
+        JobWrite::Begin(_) => begin_many(tx, std::slice::from_ref(write), now)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("a create went unrecorded".into()))),
         JobWrite::Created { local_id, generation_id, status, body } => {
             let updated = sqlx::query(
                 "UPDATE jobs SET generation_id = ?, status = ?, body = ?, updated_at = ? WHERE local_id = ?",
@@ -391,13 +360,13 @@ fn placeholders(count: usize, columns: usize) -> String {
     vec![row; count].join(", ")
 }
 
-/// A run of [`JobWrite::Begin`] in one `INSERT`; rows that conflict (an
+/// [`JobWrite::Begin`]s in one `INSERT`; rows that conflict (an
 /// Idempotency-Key used before) are then looked up one by one.
 async fn begin_many(
     tx: &mut Transaction<'_, Sqlite>,
     writes: &[JobWrite],
     now: i64,
-) -> Result<Option<Vec<StoreResult<WriteOutcome>>>, sqlx::Error> {
+) -> Result<Vec<StoreResult<WriteOutcome>>, sqlx::Error> {
     let jobs: Vec<&NewJob> =
         writes.iter().filter_map(|w| if let JobWrite::Begin(j) = w { Some(j) } else { None }).collect();
     let sql = format!(
@@ -418,15 +387,29 @@ async fn begin_many(
             .bind(now);
     }
     let inserted: std::collections::HashSet<String> = query.fetch_all(&mut **tx).await?.into_iter().collect();
-    let mut outcomes = Vec::with_capacity(writes.len());
-    for (write, job) in writes.iter().zip(&jobs) {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
         outcomes.push(if inserted.contains(&job.local_id) {
             Ok(WriteOutcome::Begun(Begun::Inserted))
         } else {
-            apply_write(tx, write, now).await?
+            // Conflicts only on the key's Idempotency-Key (local ids are
+            // random): the earlier job is the answer.
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE key_id = ? AND idempotency_key = ?"
+            )))
+            .bind(job.key_id)
+            .bind(&job.idempotency_key)
+            .fetch_optional(&mut **tx)
+            .await?;
+            match row {
+                Some(row) => {
+                    job_from_row(&row).map(|existing| WriteOutcome::Begun(Begun::Existing(existing)))
+                }
+                None => Err(StoreError::Conflict(format!("a job with local id {:?}", job.local_id))),
+            }
         });
     }
-    Ok(Some(outcomes))
+    Ok(outcomes)
 }
 
 /// A run of [`JobWrite::Created`] in one `UPDATE … FROM (VALUES …)`; `None`
@@ -520,7 +503,7 @@ impl JobStore for SqliteStore {
             let (these, next) = rest.split_at(run);
             rest = next;
             let done = match first {
-                JobWrite::Begin(_) if run > 1 => begin_many(&mut tx, these, now).await?,
+                JobWrite::Begin(_) if run > 1 => Some(begin_many(&mut tx, these, now).await?),
                 JobWrite::Created { .. } if run > 1 => created_many(&mut tx, these, now).await?,
                 _ => None,
             };
