@@ -466,9 +466,14 @@ fn http_post(url: &str, auth: &str) -> anyhow::Result<Value> {
     Ok(serde_json::from_slice(&output.stdout)?)
 }
 
+/// The server's `/metrics` text.
+fn metrics_text(url: &str) -> anyhow::Result<String> {
+    Ok(String::from_utf8(Command::new("curl").args(["-sf", url]).output()?.stdout)?)
+}
+
 /// An unlabelled series from `/metrics`.
 fn metric(url: &str, name: &str) -> anyhow::Result<f64> {
-    let text = String::from_utf8(Command::new("curl").args(["-sf", url]).output()?.stdout)?;
+    let text = metrics_text(url)?;
     let line = text
         .lines()
         .find(|l| l.split_once(' ').is_some_and(|(n, _)| n == name))
@@ -478,8 +483,7 @@ fn metric(url: &str, name: &str) -> anyhow::Result<f64> {
 
 /// The sum of every series of `/metrics` whose name and labels start with `prefix`.
 fn metric_sum(url: &str, prefix: &str) -> anyhow::Result<f64> {
-    let text = String::from_utf8(Command::new("curl").args(["-sf", url]).output()?.stdout)?;
-    Ok(text
+    Ok(metrics_text(url)?
         .lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))

@@ -3,8 +3,6 @@
 //! The table is part of the interface: `--help` and README list it, and
 //! scripts branch on it. Change a number only with a major version.
 
-use std::fmt;
-
 /// Success.
 pub(crate) const OK: u8 = 0;
 /// A local file could not be read or written (or anything unforeseen).
@@ -28,7 +26,8 @@ pub(crate) const OUTCOME_UNKNOWN: u8 = 8;
 pub(crate) const INTERRUPTED: u8 = 130;
 
 /// An error the command line itself detected, with its exit code.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub(crate) struct Failure {
     pub(crate) code: u8,
     message: String,
@@ -46,39 +45,17 @@ impl Failure {
     }
 }
 
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Failure {}
-
 /// Another aimlvid process holds the job's journal record (it is following
 /// the job): this one leaves it alone.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub(crate) struct Busy(pub(crate) String);
-
-impl fmt::Display for Busy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Busy {}
 
 /// Ctrl-C arrived: the message says what is still running and how to
 /// pick it up again. Printed as is, not as an error.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub(crate) struct Interrupted(pub(crate) String);
-
-impl fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Interrupted {}
 
 /// The exit code an error deserves: the first cause in its chain that says.
 pub(crate) fn code_for(err: &anyhow::Error) -> u8 {

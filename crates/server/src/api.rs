@@ -217,6 +217,7 @@ pub(crate) async fn create(
             }
             tracing::debug!(generation_id = %generation.id, key = %record.name, "created");
             if generation.status.is_finished() {
+                // Not stored only if the server is stopping; the answer still names the job.
                 state.record(record.id, &generation).await;
             } else {
                 let view = crate::view::JobView {

@@ -342,15 +342,17 @@ impl AppState {
 
     /// Records a job's new state: storage first (through the writer, which
     /// retries until storage takes it), then the in-memory view, so that
-    /// what members are shown is always what a restart would show.
-    pub async fn record(&self, key_id: KeyId, generation: &Generation) {
+    /// what members are shown is always what a restart would show. Returns
+    /// whether it was stored (only a stopping server, or a write storage
+    /// refuses for good, leaves it unstored).
+    pub async fn record(&self, key_id: KeyId, generation: &Generation) -> bool {
         let id = generation.id.as_str();
         let status = generation.status.as_str();
         let body = match serde_json::to_string(generation) {
             Ok(body) => body,
             Err(e) => {
                 tracing::error!(generation_id = id, error = %e, "could not encode a generation");
-                return;
+                return false;
             }
         };
         let view = JobView::new(key_id, generation);
@@ -376,15 +378,16 @@ impl AppState {
             Ok(_) => {}
             Err(WriteError::Stopped) => {
                 // Not stored, so not shown: the next start polls the job again.
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::error!(generation_id = id, error = %e, "storage refused a status; not shown");
-                return;
+                return false;
             }
         }
         tracing::debug!(generation_id = id, status, "job status");
         self.inner.jobs.put(id, view);
+        true
     }
 }
 

@@ -183,10 +183,7 @@ fn ctrl_c_during_a_create_waits_for_its_answer() {
 #[test]
 fn a_job_another_process_is_following_is_left_to_it() {
     let env = Env::with(frozen());
-    env.clip();
-    let out = env.cmd().args(["extend", "clip.mp4", "-p", "x", "--no-wait", "-q"]).output().unwrap();
-    let id = stdout(&out).trim().to_owned();
-    env.sim.complete_now(&id);
+    let id = completed_job(&env);
     let key = env.records()[0]["key"].as_str().unwrap().to_owned();
     // Another process follows the job: it holds the record's lock.
     let locks = env.journal_dir().join("locks");
@@ -211,10 +208,7 @@ fn a_job_another_process_is_following_is_left_to_it() {
 #[test]
 fn resume_follows_a_job_on_the_server_that_created_it_whatever_the_environment_says() {
     let env = Env::with(frozen());
-    env.clip();
-    let out = env.cmd().args(["extend", "clip.mp4", "-p", "x", "--no-wait", "-q"]).output().unwrap();
-    let id = stdout(&out).trim().to_owned();
-    env.sim.complete_now(&id);
+    completed_job(&env);
     // The environment now names another server, where this job does not exist.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let elsewhere = format!("http://{}", closed.local_addr().unwrap());
@@ -223,4 +217,15 @@ fn resume_follows_a_job_on_the_server_that_created_it_whatever_the_environment_s
     let out = env.cmd().env("AIMLAPI_BASE_URL", &elsewhere).args(["resume"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_result_file(&env.path("clip-extended.mp4"));
+}
+
+/// A job made with `extend --no-wait` and then completed upstream, not
+/// yet followed by anyone; its id.
+fn completed_job(env: &Env) -> String {
+    env.clip();
+    let out = env.cmd().args(["extend", "clip.mp4", "-p", "x", "--no-wait", "-q"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    assert!(env.sim.complete_now(&id));
+    id
 }

@@ -4,7 +4,7 @@
 //! succeed), instead of one task per job, each backing off on its own.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,8 +104,8 @@ enum Polled {
     Seen(Status),
     /// The upstream is struggling (429, 5xx, no answer): slow everyone down.
     Strained { retry_after: Option<Duration> },
-    /// Something about this job went wrong (an unreadable answer, a 404):
-    /// poll it again later, rarely.
+    /// Something about this job went wrong (an unreadable answer, a 404, a
+    /// status storage did not take): poll it again later, rarely.
     Failed,
 }
 
@@ -113,7 +113,7 @@ struct Engine {
     state: AppState,
     settings: PollSettings,
     timings: Timings,
-    models: HashMap<Arc<str>, ()>,
+    models: HashSet<Arc<str>>,
     jobs: HashMap<Arc<str>, Job>,
     due: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
     pace: Pace,
@@ -126,7 +126,7 @@ impl Engine {
             state,
             settings,
             timings,
-            models: HashMap::new(),
+            models: HashSet::new(),
             jobs: HashMap::new(),
             due: BinaryHeap::new(),
             pace,
@@ -176,13 +176,13 @@ impl Engine {
     }
 
     fn add(&mut self, job: FollowJob) {
+        if self.jobs.contains_key(job.id.as_str()) {
+            return;
+        }
         let now = Instant::now();
         let model = self.intern(&job.model);
         let plan = self.timings.plan(&self.settings, &model);
         let id: Arc<str> = job.id.into();
-        if self.jobs.contains_key(&id) {
-            return;
-        }
         let created = now.checked_sub(job.age).unwrap_or(now);
         let entry = Job {
             key_id: job.key_id,
@@ -205,11 +205,11 @@ impl Engine {
     }
 
     fn intern(&mut self, model: &str) -> Arc<str> {
-        if let Some((model, ())) = self.models.get_key_value(model) {
+        if let Some(model) = self.models.get(model) {
             return model.clone();
         }
         let model: Arc<str> = model.into();
-        self.models.insert(model.clone(), ());
+        self.models.insert(model.clone());
         model
     }
 
@@ -259,8 +259,9 @@ async fn poll(state: &AppState, id: &str, key_id: KeyId, last: Status) -> Polled
     use aimlvid::Error as E;
     match state.upstream().poll_once(id).await {
         Ok(generation) => {
-            if generation.status != last {
-                state.record(key_id, &generation).await;
+            if generation.status != last && !state.record(key_id, &generation).await {
+                // Not stored, so not the job's status yet: seen again at a later poll.
+                return Polled::Failed;
             }
             Polled::Seen(generation.status)
         }
