@@ -47,6 +47,25 @@ pub struct SimArgs {
     /// Credits available (creates get 403 once spent) [default: unlimited].
     #[arg(long, value_name = "CREDITS")]
     pub credit_balance: Option<f64>,
+    /// Virtual seconds a result stays downloadable (then its URL answers
+    /// 403) [default: for ever].
+    #[arg(long, value_name = "SECS")]
+    pub result_ttl_secs: Option<f64>,
+    /// Virtual seconds before a create shows in `GET /v2/logs`.
+    #[arg(long, value_name = "SECS")]
+    pub logs_delay_secs: Option<f64>,
+    /// Answer `video` as a list of N results, as some models do.
+    #[arg(long, value_name = "N")]
+    pub results_per_job: Option<usize>,
+    /// Serve results that ignore `Range` requests.
+    #[arg(long)]
+    pub ignore_range: bool,
+    /// Read create bodies at this many bytes a second (a slow uplink).
+    #[arg(long, value_name = "BYTES")]
+    pub upload_bytes_per_sec: Option<u64>,
+    /// Send result files at this many bytes a second (a slow downlink).
+    #[arg(long, value_name = "BYTES")]
+    pub download_bytes_per_sec: Option<u64>,
     /// Seed for durations, failures and fault rates.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -84,6 +103,17 @@ impl SimArgs {
         config.result_size = self.result_size;
         config.max_concurrent_jobs = self.max_concurrent_jobs;
         config.credit_balance = self.credit_balance;
+        let secs = |flag: &str, v: f64| {
+            Duration::try_from_secs_f64(v).map_err(|_| format!("--{flag} {v} is not a duration"))
+        };
+        config.result_ttl = self.result_ttl_secs.map(|v| secs("result-ttl-secs", v)).transpose()?;
+        if let Some(v) = self.logs_delay_secs {
+            config.logs_delay = secs("logs-delay-secs", v)?;
+        }
+        config.results_per_job = self.results_per_job;
+        config.ignore_range = self.ignore_range;
+        config.upload_bytes_per_sec = self.upload_bytes_per_sec;
+        config.download_bytes_per_sec = self.download_bytes_per_sec;
         if let Some(seed) = self.seed {
             config.seed = seed;
         }
@@ -165,6 +195,10 @@ mod tests {
             "7",
             "--result-size",
             "524288000",
+            "--result-ttl-secs",
+            "3600",
+            "--logs-delay-secs",
+            "2.5",
         ])
         .config()
         .unwrap();
@@ -172,6 +206,9 @@ mod tests {
         assert_eq!(built.time_scale, 60.0);
         assert_eq!(built.seed, 7);
         assert_eq!(built.result_size, Some(524_288_000));
+        assert_eq!(built.result_ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(built.logs_delay, Duration::from_millis(2500));
+        assert!(parse(&["--result-ttl-secs=-1"]).config().is_err());
         assert!(matches!(
             built.generation_time,
             Spread::Normal { mean, sd, min }

@@ -50,6 +50,19 @@ pub struct SimConfig {
     /// Reads create bodies at this many bytes a second (real time), as a
     /// slow uplink would deliver them; `None` reads them at full speed.
     pub upload_bytes_per_sec: Option<u64>,
+    /// Sends result files at this many bytes a second (real time), as a
+    /// slow downlink would; `None` sends them at full speed.
+    pub download_bytes_per_sec: Option<u64>,
+    /// Virtual time a completed job's result stays downloadable; after it
+    /// the URL answers 403 (`Request has expired`), as a signed storage URL
+    /// does. `None` keeps results for ever.
+    pub result_ttl: Option<Duration>,
+    /// Virtual time before a create shows in `GET /v2/logs`: the upstream's
+    /// analytics pipeline is not instant.
+    pub logs_delay: Duration,
+    /// `GET /v2/logs` calls allowed per key in any 60 s (real time); more
+    /// get 429. The upstream allows 200.
+    pub logs_requests_per_minute: usize,
     /// Seed of the one RNG behind durations, failures and fault rates, so a
     /// run is reproducible given the same sequence of requests.
     pub seed: u64,
@@ -75,6 +88,10 @@ impl Default for SimConfig {
             results_per_job: None,
             ignore_range: false,
             upload_bytes_per_sec: None,
+            download_bytes_per_sec: None,
+            result_ttl: None,
+            logs_delay: Duration::ZERO,
+            logs_requests_per_minute: 200,
             seed: 0x5EED_A1A1_2025,
         }
     }

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::files::{RangeRequest, ResultFile, parse_range};
+use crate::service::{Receipt, valid_client_request_id};
+use crate::state::ResultState;
 use crate::validate::validate_create;
 use crate::{Fault, Route, Simulator};
 
@@ -109,6 +111,13 @@ struct RecordIndex(usize);
 #[derive(Clone, Copy, Debug)]
 struct CreatedJob;
 
+/// The request's own id and the caller's valid `X-Client-Request-Id`.
+#[derive(Clone, Debug)]
+struct RequestMeta {
+    request_id: String,
+    client_request_id: Option<String>,
+}
+
 /// Marks a request whose answer will not reach the client, so a poll does
 /// not count as the client having seen the job's status.
 #[derive(Clone, Copy, Debug)]
@@ -122,6 +131,8 @@ pub(crate) fn router(sim: Simulator) -> Router {
     Router::new()
         .route("/v2/video/generations", get(poll).post(create))
         .route("/files/{file}", get(file))
+        .route("/v2/logs", get(crate::service::logs))
+        .route("/models/metrics", get(crate::service::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         // Bodies are limited by `max_body_bytes` in the create handler.
@@ -137,6 +148,8 @@ fn classify(method: &Method, path: &str) -> Route {
         _ if path.starts_with("/files/") && (method == Method::GET || method == Method::HEAD) => {
             Route::Download
         }
+        "/v2/logs" if method == Method::GET => Route::Logs,
+        "/models/metrics" if method == Method::GET => Route::Metrics,
         _ => Route::Any,
     }
 }
@@ -146,6 +159,11 @@ fn classify(method: &Method, path: &str) -> Route {
 /// slow link would: the client's upload takes as long as it would there.
 fn slow_reader(req: Request, rate: u64) -> Request {
     let (parts, body) = req.into_parts();
+    Request::from_parts(parts, throttled(body, rate))
+}
+
+/// `body`, delivered at `rate` bytes a second.
+fn throttled(body: Body, rate: u64) -> Body {
     let rate = rate.max(1) as f64;
     let slowed = body.into_data_stream().then(move |chunk| async move {
         if let Ok(bytes) = &chunk {
@@ -153,7 +171,7 @@ fn slow_reader(req: Request, rate: u64) -> Request {
         }
         chunk
     });
-    Request::from_parts(parts, Body::from_stream(slowed))
+    Body::from_stream(slowed)
 }
 
 async fn around(State(sim): State<Simulator>, mut req: Request, next: Next) -> Response {
@@ -166,7 +184,7 @@ async fn around(State(sim): State<Simulator>, mut req: Request, next: Next) -> R
         Route::Download => {
             path.strip_prefix("/files/").map(|f| f.strip_suffix(".mp4").unwrap_or(f).to_owned())
         }
-        Route::Create | Route::Any => None,
+        _ => None,
     };
     let range = (route == Route::Download)
         .then(|| req.headers().get(header::RANGE))
@@ -174,7 +192,10 @@ async fn around(State(sim): State<Simulator>, mut req: Request, next: Next) -> R
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let index = sim.record_arrival(route, method.as_str(), generation_id, range);
     let started = tokio::time::Instant::now();
+    let client_request_id = req.headers().get("x-client-request-id").and_then(valid_client_request_id);
     req.extensions_mut().insert(RecordIndex(index));
+    req.extensions_mut()
+        .insert(RequestMeta { request_id: request_id.clone(), client_request_id: client_request_id.clone() });
     if route == Route::Create
         && let Some(rate) = sim.config().upload_bytes_per_sec
     {
@@ -189,6 +210,7 @@ async fn around(State(sim): State<Simulator>, mut req: Request, next: Next) -> R
         }
     };
 
+    let receipt = response.extensions().get::<Receipt>().cloned();
     let mut response = match response.extensions().get::<ApiError>() {
         Some(error) => {
             let mut rendered = error.render(&path, &request_id);
@@ -212,6 +234,9 @@ async fn around(State(sim): State<Simulator>, mut req: Request, next: Next) -> R
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
+    }
+    if let Some(receipt) = receipt {
+        receipt.write(response.headers_mut(), client_request_id.as_deref());
     }
     sim.record_answer(index, status.as_u16());
     tracing::debug!(
@@ -366,7 +391,7 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
 }
 
 /// Bearer auth: the key's index, or the 401 to answer.
-fn authenticate(sim: &Simulator, headers: &HeaderMap) -> Result<usize, ApiError> {
+pub(crate) fn authenticate(sim: &Simulator, headers: &HeaderMap) -> Result<usize, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(ApiError::new(401, "Missing API key: send it as `Authorization: Bearer <key>`"));
     };
@@ -389,22 +414,46 @@ fn authenticate(sim: &Simulator, headers: &HeaderMap) -> Result<usize, ApiError>
 async fn create(
     State(sim): State<Simulator>,
     Extension(RecordIndex(index)): Extension<RecordIndex>,
+    Extension(meta): Extension<RequestMeta>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match try_create(&sim, &headers, body).await {
+    let mut caller = None;
+    let outcome = try_create(&sim, &headers, body, &mut caller).await;
+    // Every create the upstream could attribute to a key is in its logs,
+    // refused ones too (as `failed`, at no cost).
+    let logged = caller.map(|(key_index, model)| {
+        let job = outcome.as_ref().ok().map(|(id, _)| id.clone());
+        sim.log_create(key_index, model, meta.request_id.clone(), meta.client_request_id.clone(), job)
+    });
+    let mut response = match outcome {
         Ok((id, answer)) => {
             // Recorded now, so even an answer lost to a fault names its job.
             sim.record_generation(index, &id);
             let mut response = (StatusCode::OK, axum::Json(answer)).into_response();
             response.extensions_mut().insert(CreatedJob);
+            // The hold taken for the job is what this call cost.
             response
+                .extensions_mut()
+                .insert(Receipt { inference_id: Some(id), credits: Some(sim.config().credits_per_job) });
+            return response;
         }
         Err(error) => error.into_response(),
+    };
+    if let Some(inference_id) = logged {
+        response.extensions_mut().insert(Receipt { inference_id: Some(inference_id), credits: Some(0.0) });
     }
+    response
 }
 
-async fn try_create(sim: &Simulator, headers: &HeaderMap, body: Body) -> Result<(String, Value), ApiError> {
+/// Performs a create; `caller` is set to the key and model once the key
+/// is known, so that a refusal can be logged against it.
+async fn try_create(
+    sim: &Simulator,
+    headers: &HeaderMap,
+    body: Body,
+    caller: &mut Option<(usize, String)>,
+) -> Result<(String, Value), ApiError> {
     // As on the upstream (an Express app), the body is read and parsed before
     // the auth guard runs.
     let limit = sim.config().max_body_bytes;
@@ -437,6 +486,7 @@ async fn try_create(sim: &Simulator, headers: &HeaderMap, body: Body) -> Result<
     };
 
     let key_index = authenticate(sim, headers)?;
+    *caller = Some((key_index, body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned()));
     let model = validate_create(&body).map_err(|rejection| ApiError {
         errors: Some(rejection.issues.iter().map(|i| i.to_json()).collect()),
         ..ApiError::new(400, rejection.message)
@@ -468,10 +518,14 @@ async fn poll(
         }
         .into_response();
     };
-    match sim.poll_job(key_index, &id, &base_url(&headers, &uri), lost.is_none()) {
+    let mut response = match sim.poll_job(key_index, &id, &base_url(&headers, &uri), lost.is_none()) {
         Some(answer) => (StatusCode::OK, axum::Json(answer)).into_response(),
         None => ApiError::new(404, "Generation not found").into_response(),
-    }
+    };
+    // A poll costs nothing. An id that could not be ours gets no inference id.
+    let inference_id = uuid::Uuid::parse_str(&id).is_ok().then_some(id);
+    response.extensions_mut().insert(Receipt { inference_id, credits: Some(0.0) });
+    response
 }
 
 /// Where this server is reachable, as the client addressed it.
@@ -492,10 +546,20 @@ async fn file(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let Some((id, version)) =
-        file.strip_suffix(".mp4").and_then(|id| sim.result_version(id).map(|version| (id, version)))
-    else {
-        return ApiError::new(404, "File not found").into_response();
+    let id = file.strip_suffix(".mp4").unwrap_or(&file);
+    let version = match sim.result_file(id) {
+        ResultState::Ready { version } => version,
+        ResultState::Missing => return ApiError::new(404, "File not found").into_response(),
+        // As a storage bucket answers a signed URL past its expiry.
+        ResultState::Expired => {
+            return (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "application/xml")],
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>\
+                 <Message>Request has expired</Message></Error>",
+            )
+                .into_response();
+        }
     };
     let result = ResultFile::new(sim.config().result_size);
     let len = result.len();
@@ -521,7 +585,11 @@ async fn file(
     let body = if method == Method::HEAD || body_len == 0 {
         Body::empty()
     } else {
-        Body::from_stream(result.stream(start, end))
+        let body = Body::from_stream(result.stream(start, end));
+        match sim.config().download_bytes_per_sec {
+            Some(rate) => throttled(body, rate),
+            None => body,
+        }
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;

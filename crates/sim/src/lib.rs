@@ -31,6 +31,7 @@ mod config;
 mod files;
 mod http;
 mod server;
+mod service;
 mod state;
 mod validate;
 
@@ -66,6 +67,7 @@ pub const MIN_RESULT_SIZE: u64 = RESULT_BYTES.len() as u64 + 8;
 
 /// A route of the simulated upstream, for faults and request records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Route {
     /// `POST /v2/video/generations`.
     Create,
@@ -73,6 +75,10 @@ pub enum Route {
     Poll,
     /// `GET|HEAD /files/{id}.mp4`.
     Download,
+    /// `GET /v2/logs`.
+    Logs,
+    /// `GET /models/metrics`.
+    Metrics,
     /// Faults: every request. In a [`RequestRecord`]: a request that matched
     /// none of the routes above (it got a 404).
     Any,
@@ -80,6 +86,7 @@ pub enum Route {
 
 /// A scripted misbehaviour of the upstream.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Fault {
     /// An error-shaped body with this status (429 carries `Retry-After: 1`).
     Status(u16),
@@ -256,9 +263,21 @@ impl Simulator {
         self.lock().jobs.get_mut(id).is_some_and(|job| job.complete_now(now, credits))
     }
 
-    /// Credits left (`None`: unlimited).
+    /// Test helper: the job fails now (status `error`, no credits used; a
+    /// hold on the balance is given back). Returns `false` if there is no
+    /// such job or it had already finished.
+    pub fn fail_now(&self, id: &str) -> bool {
+        let now = self.virtual_now();
+        self.lock().jobs.get_mut(id).is_some_and(|job| job.fail_now(now))
+    }
+
+    /// Credits left (`None`: unlimited). Credits held for jobs that have
+    /// since failed are back.
     pub fn credit_balance(&self) -> Option<f64> {
-        self.lock().credit_balance
+        let now = self.virtual_now();
+        let mut state = self.lock();
+        state.refund_failed(now);
+        state.credit_balance
     }
 
     /// The configuration this simulator runs with.

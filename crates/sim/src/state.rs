@@ -18,6 +18,11 @@ pub(crate) struct State {
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) faults: Faults,
     pub(crate) credit_balance: Option<f64>,
+    /// `GET /v2/logs`: one row per authenticated create, in arrival order.
+    pub(crate) logs: Vec<LogRow>,
+    /// When each key's recent `GET /v2/logs` calls arrived (real time), for
+    /// its rate limit.
+    pub(crate) logs_calls: HashMap<usize, std::collections::VecDeque<Duration>>,
 }
 
 impl State {
@@ -29,8 +34,38 @@ impl State {
             requests: Vec::new(),
             faults: Faults::default(),
             credit_balance: config.credit_balance,
+            logs: Vec::new(),
+            logs_calls: HashMap::new(),
         }
     }
+
+    /// Gives back the credits held for jobs that have failed by `now`, as
+    /// the upstream rolls back a failed generation's hold.
+    pub(crate) fn refund_failed(&mut self, now: Duration) {
+        let Some(balance) = self.credit_balance.as_mut() else { return };
+        for job in self.jobs.values_mut() {
+            if job.held > 0.0 && job.status(now) == Status::Error {
+                *balance += job.held;
+                job.held = 0.0;
+            }
+        }
+    }
+}
+
+/// One row of `GET /v2/logs`: a create request, accepted or refused.
+#[derive(Debug)]
+pub(crate) struct LogRow {
+    /// Wall-clock time of the request.
+    pub(crate) created: std::time::SystemTime,
+    /// Virtual time from which the row is listed (the analytics lag).
+    pub(crate) visible_at: Duration,
+    pub(crate) key_index: usize,
+    pub(crate) model: String,
+    pub(crate) request_id: String,
+    pub(crate) inference_id: String,
+    pub(crate) client_request_id: Option<String>,
+    /// The job it created; `None`: the create was refused.
+    pub(crate) job: Option<String>,
 }
 
 /// Where a job is in its life.
@@ -69,6 +104,8 @@ pub(crate) struct Job {
     finishes_at: Duration,
     failed: bool,
     credits_used: f64,
+    /// Credits taken from the balance at create and not yet refunded.
+    held: f64,
     polls: u64,
     first_finished_answer_at: Option<Duration>,
     request: Value,
@@ -114,6 +151,38 @@ impl Job {
         true
     }
 
+    /// Fails the job at `now`, unless it already finished.
+    pub(crate) fn fail_now(&mut self, now: Duration) -> bool {
+        if self.status(now).is_finished() {
+            return false;
+        }
+        self.started_at = self.started_at.min(now);
+        self.finishes_at = now;
+        self.failed = true;
+        self.credits_used = 0.0;
+        true
+    }
+
+    /// The log row's status and cost at `now`: a job that failed is billed
+    /// nothing; one still running has not been charged yet.
+    pub(crate) fn outcome(&self, now: Duration) -> (&'static str, f64) {
+        match self.status(now) {
+            Status::Error => ("failed", 0.0),
+            Status::Completed => ("succeeded", self.credits_used),
+            Status::Queued | Status::Generating => ("succeeded", 0.0),
+        }
+    }
+
+    pub(crate) fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Virtual run time, creation to finish, of a job that completed by `now`.
+    pub(crate) fn completed_in(&self, now: Duration) -> Option<(Duration, Duration)> {
+        (self.status(now) == Status::Completed)
+            .then(|| (self.finishes_at, self.finishes_at.saturating_sub(self.created_at)))
+    }
+
     /// The poll answer at `now`; `base` is the URL the files are served under.
     fn answer(&self, now: Duration, base: &str) -> Value {
         let status = self.status(now);
@@ -151,7 +220,7 @@ impl Simulator {
             Route::Create => state.stats.create_requests += 1,
             Route::Poll => state.stats.poll_requests += 1,
             Route::Download => state.stats.download_requests += 1,
-            Route::Any => {}
+            Route::Logs | Route::Metrics | Route::Any => {}
         }
         state.requests.push(RequestRecord {
             route,
@@ -220,6 +289,7 @@ impl Simulator {
                 ));
             }
         }
+        state.refund_failed(now);
         if let Some(balance) = state.credit_balance {
             if balance < config.credits_per_job {
                 return Err(ApiError::new(
@@ -249,6 +319,7 @@ impl Simulator {
             finishes_at: started_at.saturating_add(generating),
             failed,
             credits_used: if failed { 0.0 } else { config.credits_per_job },
+            held: if state.credit_balance.is_some() { config.credits_per_job } else { 0.0 },
             polls: 0,
             first_finished_answer_at: None,
             request: crate::validate::elide_data_uris(request),
@@ -285,11 +356,17 @@ impl Simulator {
         Some(answer)
     }
 
-    /// The version of a completed job's result (`None` without one: the
-    /// job has no file to serve).
-    pub(crate) fn result_version(&self, id: &str) -> Option<u64> {
+    /// The file a completed job's result URL leads to.
+    pub(crate) fn result_file(&self, id: &str) -> ResultState {
         let now = self.virtual_now();
-        self.lock().jobs.get(id).filter(|j| j.status(now) == Status::Completed).map(|j| j.result_version)
+        let state = self.lock();
+        let Some(job) = state.jobs.get(id).filter(|j| j.status(now) == Status::Completed) else {
+            return ResultState::Missing;
+        };
+        match self.inner.config.result_ttl {
+            Some(ttl) if now >= job.finishes_at.saturating_add(ttl) => ResultState::Expired,
+            _ => ResultState::Ready { version: job.result_version },
+        }
     }
 
     /// Test helper: a completed job's result is replaced by a new version,
@@ -322,6 +399,17 @@ impl Simulator {
     }
 }
 
+/// What a result URL serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ResultState {
+    /// No such completed job.
+    Missing,
+    /// The job's result outlived [`SimConfig::result_ttl`].
+    Expired,
+    /// The file, at this version (its ETag changes with it).
+    Ready { version: u64 },
+}
+
 /// A number as JavaScript serializes it: `120000`, not `120000.0`.
 pub(crate) fn js_number(n: f64) -> Value {
     if n.fract() == 0.0 && n.abs() < 9.0e15 { Value::from(n as i64) } else { Value::from(n) }
@@ -346,6 +434,7 @@ mod tests {
             finishes_at: Duration::from_secs(finishes),
             failed,
             credits_used: 1.0,
+            held: 0.0,
             polls: 0,
             first_finished_answer_at: None,
             request: Value::Null,

@@ -5,4 +5,5 @@ mod download;
 mod faults;
 mod lifecycle;
 mod limits;
+mod service;
 mod support;
