@@ -145,7 +145,13 @@ mod tests {
                 },
                 NOT_FINISHED,
             ),
-            (aimlvid::Error::CreateOutcomeUnknown { cause: "c".into() }, OUTCOME_UNKNOWN),
+            (
+                aimlvid::Error::CreateOutcomeUnknown {
+                    cause: "c".into(),
+                    client_request_id: aimlvid::ClientRequestId::new("k").unwrap(),
+                },
+                OUTCOME_UNKNOWN,
+            ),
             (aimlvid::Error::RateLimited { message: "m".into(), retry_after: None }, NETWORK),
         ];
         for (error, code) in cases {

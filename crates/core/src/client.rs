@@ -15,6 +15,7 @@ use crate::model::{CreateRequest, Generation};
 use crate::observe::{CallKind, Exchange, Observer};
 use crate::poll::{PollPolicy, Watch, watch};
 use crate::retry::{RetryPolicy, retry_after};
+use crate::trace::{ClientRequestId, CreateLookup, LogPage, LogRow, Receipt, search_window};
 
 /// The AI/ML API's address.
 pub const DEFAULT_BASE_URL: &str = "https://api.aimlapi.com";
@@ -341,10 +342,28 @@ impl Client {
     /// sent, or the API answered 429. When the request may have been
     /// accepted but the answer was lost (a timeout or 5xx after sending),
     /// it fails with [`Error::CreateOutcomeUnknown`] instead of starting a
-    /// second, billed, job.
+    /// second, billed, job; that error names the fresh
+    /// [`ClientRequestId`] the create was sent with, by which
+    /// [`Client::find_create`] finds the job again.
     pub async fn create(&self, request: &impl CreateRequest) -> Result<Generation> {
-        let span =
-            tracing::info_span!("create", model = request.model(), generation_id = tracing::field::Empty);
+        self.create_with_id(request, &ClientRequestId::random()).await
+    }
+
+    /// [`Client::create`], sent with your own `X-Client-Request-Id` (an
+    /// order number, a job id): record it before calling, and a create whose
+    /// answer is lost can be found with [`Client::find_create`] even after a
+    /// crash. Use each id for one create only.
+    pub async fn create_with_id(
+        &self,
+        request: &impl CreateRequest,
+        client_request_id: &ClientRequestId,
+    ) -> Result<Generation> {
+        let span = tracing::info_span!(
+            "create",
+            model = request.model(),
+            client_request_id = client_request_id.as_str(),
+            generation_id = tracing::field::Empty
+        );
         async {
             let body = serde_json::to_vec(request)
                 .map_err(|e| Error::InvalidInput(format!("the request could not be encoded as JSON: {e}")))?;
@@ -360,18 +379,23 @@ impl Client {
                     .post(self.inner.endpoint.clone())
                     .header(AUTHORIZATION, self.inner.auth.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header("x-client-request-id", client_request_id.as_str())
                     .timeout(deadline)
                     .body(body.clone());
                 let failure = match self.send(sent, CallKind::Create, None).await {
-                    Ok((status, bytes)) => match decode::<Generation>(status, &bytes) {
-                        Ok(generation) => {
+                    Ok((status, bytes, receipt)) => match decode::<Generation>(status, &bytes) {
+                        Ok(mut generation) => {
+                            generation.receipt = receipt;
                             tracing::Span::current().record("generation_id", generation.id.as_str());
                             tracing::info!(status = %generation.status, "created");
                             return Ok(generation);
                         }
                         // A 2xx we cannot read most likely means the job exists.
                         Err(e) => {
-                            return Err(Error::CreateOutcomeUnknown { cause: e.to_string() });
+                            return Err(Error::CreateOutcomeUnknown {
+                                cause: e.to_string(),
+                                client_request_id: client_request_id.clone(),
+                            });
                         }
                     },
                     Err(failure) => failure,
@@ -379,12 +403,16 @@ impl Client {
                 let safe_to_repeat = failure.never_sent || matches!(failure.error, Error::RateLimited { .. });
                 if !safe_to_repeat {
                     return Err(match failure.error {
-                        e @ (Error::Transport { .. } | Error::Decode { .. }) => {
-                            Error::CreateOutcomeUnknown { cause: e.to_string() }
-                        }
+                        e @ (Error::Transport { .. } | Error::Decode { .. }) => Error::CreateOutcomeUnknown {
+                            cause: e.to_string(),
+                            client_request_id: client_request_id.clone(),
+                        },
                         Error::Upstream { status, message, request_id, .. } if status >= 500 => {
                             let id = request_id.map(|id| format!(", request id {id}")).unwrap_or_default();
-                            Error::CreateOutcomeUnknown { cause: format!("HTTP {status} {message}{id}") }
+                            Error::CreateOutcomeUnknown {
+                                cause: format!("HTTP {status} {message}{id}"),
+                                client_request_id: client_request_id.clone(),
+                            }
                         }
                         other => other,
                     });
@@ -439,8 +467,10 @@ impl Client {
                 .query(&[("generation_id", id)])
                 .header(AUTHORIZATION, self.inner.auth.clone())
                 .timeout(self.inner.request_timeout);
-            let (status, bytes) = self.send(request, CallKind::Poll, Some(id)).await.map_err(|f| f.error)?;
-            let generation: Generation = decode(status, &bytes)?;
+            let (status, bytes, receipt) =
+                self.send(request, CallKind::Poll, Some(id)).await.map_err(|f| f.error)?;
+            let mut generation: Generation = decode(status, &bytes)?;
+            generation.receipt = receipt;
             tracing::debug!(status = %generation.status, "polled");
             Ok(generation)
         }
@@ -475,6 +505,110 @@ impl Client {
         self.watch_created(created).finish().await
     }
 
+    /// Looks a create whose answer was lost up in the API's request logs
+    /// (`GET /v2/logs`) by the [`ClientRequestId`] it was sent with, and
+    /// returns the job as it is now, or that the create was refused, or
+    /// that the logs do not hold it (yet: they lag the API a little).
+    ///
+    /// `model` narrows the search; `sent_at` is when the create was sent
+    /// (the logs are searched from a little before it). Log queries are
+    /// retried under the client's [`RetryPolicy`]; the API allows 200 a minute.
+    pub async fn find_create(
+        &self,
+        client_request_id: &ClientRequestId,
+        model: Option<&str>,
+        sent_at: std::time::SystemTime,
+    ) -> Result<CreateLookup> {
+        let found = self.find_logged_creates(std::slice::from_ref(client_request_id), model, sent_at).await?;
+        let Some(row) = found.into_iter().next() else {
+            return Ok(CreateLookup::NotLogged);
+        };
+        match self.get(&row.inference_id).await {
+            Ok(generation) => Ok(CreateLookup::Accepted(Box::new(generation))),
+            // A refused create is logged as failed under an id no job has.
+            Err(Error::NotFound { .. }) if row.failed() => Ok(CreateLookup::Refused),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The request-log rows of the creates sent with any of `ids`, in one
+    /// pass over the logs from `sent_at` (the earliest of their sends) on:
+    /// for a caller with many creates to find at once, such as a proxy.
+    /// A create retried after a 429 can have several rows; the one that
+    /// made a job is preferred.
+    pub async fn find_logged_creates(
+        &self,
+        ids: &[ClientRequestId],
+        model: Option<&str>,
+        sent_at: std::time::SystemTime,
+    ) -> Result<Vec<LogRow>> {
+        let mut wanted: std::collections::HashMap<&str, Option<LogRow>> =
+            ids.iter().map(|id| (id.as_str(), None)).collect();
+        let (start, end) = search_window(sent_at);
+        let url = self.inner.base_url.join("v2/logs").map_err(|e| Error::Config(e.to_string()))?;
+        const PAGE: usize = 100;
+        let mut offset = 0;
+        loop {
+            let mut query = vec![
+                ("start", start.clone()),
+                ("end", end.clone()),
+                ("limit", PAGE.to_string()),
+                ("offset", offset.to_string()),
+            ];
+            if let Some(model) = model {
+                query.push(("model", model.to_owned()));
+            }
+            let page: LogPage = self.get_json(&url, &query, CallKind::Logs).await?;
+            let rows = page.data.len();
+            for row in page.data {
+                if let Some(slot) = row.client_request_id.as_deref().and_then(|id| wanted.get_mut(id))
+                    && slot.as_ref().is_none_or(|kept| kept.failed() && !row.failed())
+                {
+                    *slot = Some(row);
+                }
+            }
+            let all_found = wanted.values().all(|slot| slot.as_ref().is_some_and(|row| !row.failed()));
+            if all_found || !page.pagination.has_more || rows == 0 {
+                break;
+            }
+            offset += rows;
+        }
+        Ok(wanted.into_values().flatten().collect())
+    }
+
+    /// A GET of a JSON document, retried like a poll.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &url::Url,
+        query: &[(&str, String)],
+        kind: CallKind,
+    ) -> Result<T> {
+        let mut failures = 0;
+        loop {
+            let request = self
+                .inner
+                .http
+                .get(url.clone())
+                .query(query)
+                .header(AUTHORIZATION, self.inner.auth.clone())
+                .timeout(self.inner.request_timeout);
+            let answer = match self.send(request, kind, None).await {
+                Ok((status, bytes, _)) => decode::<T>(status, &bytes),
+                Err(failure) => Err(failure.error),
+            };
+            match answer {
+                Ok(value) => return Ok(value),
+                Err(e) if e.is_transient() && failures + 1 < self.inner.retry.max_attempts => {
+                    failures += 1;
+                    let wait = self.inner.retry.backoff(failures, e.retry_after());
+                    tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "request failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Sends one request and reads the whole answer, turning every non-2xx
     /// status into its typed error.
     async fn send(
@@ -482,7 +616,7 @@ impl Client {
         request: reqwest::RequestBuilder,
         kind: CallKind,
         id: Option<&str>,
-    ) -> Result<(StatusCode, Bytes), Failure> {
+    ) -> Result<(StatusCode, Bytes, Option<Receipt>), Failure> {
         let host = self.host();
         let transport = |e: reqwest::Error| Error::Transport { host: host.clone(), source: e.without_url() };
         let (http, request) = request.build_split();
@@ -499,12 +633,13 @@ impl Client {
         };
         let status = response.status();
         let wait = retry_after(response.headers());
+        let receipt = Receipt::from_headers(response.headers());
         let bytes = response.bytes().await;
         log_exchange(&method, &url, bytes.as_ref().map(|_| status), started);
         self.observe(kind, bytes.as_ref().ok().map(|_| status.as_u16()), started);
         let bytes = bytes.map_err(transport)?;
         if status.is_success() {
-            return Ok((status, bytes));
+            return Ok((status, bytes, receipt));
         }
         Err(status_error(status, &bytes, wait, id).into())
     }

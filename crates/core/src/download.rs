@@ -169,6 +169,16 @@ impl Client {
             // The whole file: a first try, a server that ignores Range, or
             // (If-Range) a file that changed since the part was written.
             s if s.is_success() => (0, response.content_length()),
+            // What a file host says of a URL that has expired or never was:
+            // asking again will not help.
+            s @ (StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE) => {
+                let body = response.bytes().await.unwrap_or_default();
+                return Err(Error::ResultUnavailable {
+                    url_host: host.to_owned(),
+                    status: s.as_u16(),
+                    message: crate::error::excerpt(&body),
+                });
+            }
             s => {
                 let wait = retry_after(response.headers());
                 let body = response.bytes().await.unwrap_or_default();

@@ -116,11 +116,16 @@ pub enum Error {
     #[error(
         "the create request may have been accepted, but its answer was lost ({cause}); \
          a job may exist and be billed. It was not retried, so that it is not paid twice: \
-         look for it in your generation history at https://aimlapi.com/app before creating it again"
+         find it by its client request id {client_request_id} in the API's request logs \
+         (`aimlvid resume`, or Client::find_create), or in your generation history at \
+         https://aimlapi.com/app, before creating it again"
     )]
     CreateOutcomeUnknown {
         /// What went wrong after the request was sent.
         cause: String,
+        /// The `X-Client-Request-Id` the create was sent with: the key to
+        /// [`Client::find_create`](crate::Client::find_create).
+        client_request_id: crate::ClientRequestId,
     },
 
     /// The generation finished with status `error`.
@@ -182,6 +187,21 @@ pub enum Error {
         expected: u64,
         /// Bytes on disk.
         received: u64,
+    },
+
+    /// The result's URL no longer serves the video (403, 404 or 410), as a
+    /// signed URL answers once it has expired.
+    #[error(
+        "the video at {url_host} is no longer available (HTTP {status}: {message}); results are \
+         kept for a limited time: poll the generation again for a fresh URL, or generate it again"
+    )]
+    ResultUnavailable {
+        /// Host the file was to come from.
+        url_host: String,
+        /// The HTTP status.
+        status: u16,
+        /// What the file host said, shortened.
+        message: String,
     },
 
     /// Reading or writing a local file failed.

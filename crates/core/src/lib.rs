@@ -86,6 +86,7 @@ mod model;
 mod observe;
 mod poll;
 mod retry;
+mod trace;
 
 pub use client::{
     API_KEY_ENV_VARS, BASE_URL_ENV_VARS, Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MIN_UPLOAD_RATE,
@@ -101,3 +102,4 @@ pub use model::{
 pub use observe::{CallKind, Exchange, Observer};
 pub use poll::{PollPolicy, Watch};
 pub use retry::RetryPolicy;
+pub use trace::{ClientRequestId, CreateLookup, LogCost, LogRow, Receipt};

@@ -412,12 +412,24 @@ pub struct Generation {
     /// Any other fields, as sent.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// What the response headers of the call that returned this said
+    /// (ids, cost), when there were any. Not part of the JSON.
+    #[serde(skip)]
+    pub receipt: Option<crate::Receipt>,
 }
 
 impl Generation {
     /// A generation known only by its id, in the given status.
     pub fn new(id: impl Into<String>, status: Status) -> Self {
-        Generation { id: id.into(), status, video: None, error: None, meta: None, extra: Default::default() }
+        Generation {
+            id: id.into(),
+            status,
+            video: None,
+            error: None,
+            meta: None,
+            extra: Default::default(),
+            receipt: None,
+        }
     }
 
     /// The URL of the finished video, the first if there are several.

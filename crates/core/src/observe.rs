@@ -15,15 +15,18 @@ pub enum CallKind {
     Poll,
     /// A request for a result file.
     Download,
+    /// `GET /v2/logs`, looking a lost create up.
+    Logs,
 }
 
 impl CallKind {
-    /// A short lowercase name: `create`, `poll` or `download`.
+    /// A short lowercase name: `create`, `poll`, `download` or `logs`.
     pub fn as_str(self) -> &'static str {
         match self {
             CallKind::Create => "create",
             CallKind::Poll => "poll",
             CallKind::Download => "download",
+            CallKind::Logs => "logs",
         }
     }
 }

@@ -237,7 +237,7 @@ pub(crate) async fn create(
             }
             Ok(json(CREATE_STATUS, answer))
         }
-        Err(aimlvid::Error::CreateOutcomeUnknown { cause }) => {
+        Err(aimlvid::Error::CreateOutcomeUnknown { cause, .. }) => {
             tracing::error!(local_id, cause, "create outcome unknown; not retried");
             state.metrics().create_unknown();
             let unknown = JobWrite::Unknown { local_id: local_id.clone(), note: cause };

@@ -3,6 +3,7 @@
 mod create;
 mod download;
 mod errors;
+mod recover;
 mod wait;
 
 use std::time::Duration;
