@@ -16,7 +16,8 @@ Exit codes:
   6    not finished: timed out waiting, or not ready to download; the job keeps running
   7    network or upstream trouble; nothing was created, or the job keeps running
   8    a create whose outcome is unknown: it may have been accepted and billed;
-       it is journaled (aimlvid jobs) and must not simply be retried
+       it is journaled (aimlvid jobs) and must not simply be retried: `aimlvid
+       resume` finds it in the API's request logs (and exits 8 while it cannot)
   130  interrupted (Ctrl-C); the job keeps running and the command that resumes it is printed
 
 Configuration: flags, then the environment (AIMLAPI_API_KEY, AIMLAPI_BASE_URL),

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aimlvid::{AspectRatio, Resolution};
 use indicatif::HumanBytes;
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::cli::ExtendArgs;
 use crate::exit::{self, Failure, Interrupted};
-use crate::jobs::{App, Finished, Input, Plan, absolute, ensure_free};
+use crate::jobs::{App, Finished, Input, Plan, Recovered, absolute, ensure_free};
 use crate::journal::{JobRecord, JobState, RequestOptions};
 use crate::report::{secs, short_duration};
 
@@ -473,6 +474,33 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
+/// How long a `creating` record may be a create still in flight in the
+/// process that sent it; older ones are looked up as lost.
+const CREATE_IN_FLIGHT: Duration = Duration::from_secs(10 * 60);
+
+/// How long the API's request logs may lag; a create missing for longer
+/// than this most likely never reached the API.
+const LOGS_LAG: Duration = Duration::from_secs(30 * 60);
+
+/// Why a lost create is still unknown, and what to do.
+fn unknown_reason(record: &JobRecord, outcome: &Recovered) -> String {
+    if *outcome == Recovered::Untraceable {
+        return "a create of unknown outcome made by an older aimlvid, which sent no client request id: \
+                check https://aimlapi.com/app before creating it again"
+            .to_owned();
+    }
+    match record.age() {
+        Some(age) if age > LOGS_LAG => format!(
+            "not in the API's request logs {} after it was sent: it most likely never reached the API \
+             and nothing was charged; remove it with `aimlvid jobs rm {}`",
+            short_duration(age),
+            record.key
+        ),
+        _ => "not in the API's request logs yet (they can lag a few minutes); run `aimlvid resume` again shortly"
+            .to_owned(),
+    }
+}
+
 /// `aimlvid resume`.
 pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
     app.set_resuming();
@@ -480,14 +508,48 @@ pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
     let parents: HashSet<String> =
         records.iter().filter_map(|r| r.chain.as_ref().and_then(|c| c.parent.clone())).collect();
     let mut todo = Vec::new();
-    let (mut simulated, mut unknown) = (0, 0);
-    for record in records {
-        let Some(id) = record.id.clone() else {
-            if matches!(record.state, JobState::Creating | JobState::Unknown) && !record.simulated {
-                unknown += 1;
+    let mut simulated = 0;
+    let (mut recovered, mut refused, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+    for mut record in records {
+        if record.id.is_none() {
+            let lost = matches!(record.state, JobState::Creating | JobState::Unknown) && !record.simulated;
+            // A create younger than its own deadline may still be in flight
+            // in the process that sent it.
+            let in_flight =
+                record.state == JobState::Creating && record.age().is_none_or(|age| age < CREATE_IN_FLIGHT);
+            if !lost || in_flight {
+                continue;
             }
-            continue;
-        };
+            let key = record.key.clone();
+            match app.recover_create(&mut record).await {
+                Ok(Recovered::Found(id)) => {
+                    app.report.note(format!(
+                        "found the create of journal record {key} in the API's request logs: generation {id}"
+                    ));
+                    recovered.push(json!({"journal_key": key, "id": id}));
+                }
+                Ok(Recovered::Refused) => {
+                    app.report.note(format!(
+                        "the create of journal record {key} was refused by the API: no job, nothing charged"
+                    ));
+                    refused.push(json!({"journal_key": key}));
+                    continue;
+                }
+                Ok(outcome) => {
+                    let reason = unknown_reason(&record, &outcome);
+                    app.report.warn(format!("journal record {key}: {reason}"));
+                    unknown.push(json!({"journal_key": key, "reason": reason}));
+                    continue;
+                }
+                Err(e) => {
+                    let reason = format!("could not search the API's request logs: {}", crate::one_line(&e));
+                    app.report.warn(format!("journal record {key}: {reason}"));
+                    unknown.push(json!({"journal_key": key, "reason": reason}));
+                    continue;
+                }
+            }
+        }
+        let Some(id) = record.id.clone() else { continue };
         let has_next = parents.contains(&id);
         let chain_pending = record.chain.as_ref().is_some_and(|c| c.step < c.of) && !has_next;
         let pending = record.state.is_unfinished() || (record.state == JobState::Downloaded && chain_pending);
@@ -505,25 +567,37 @@ pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
             "skipping {simulated} simulated job(s): the in-process simulator they ran on stopped with its command"
         ));
     }
-    if unknown > 0 {
-        app.report.warn(format!(
-            "{unknown} create(s) had an unknown outcome and cannot be resumed; see `aimlvid jobs`, \
-             and check https://aimlapi.com/app before creating them again"
-        ));
-    }
+    // Still unknown: must not simply be created again.
+    let unknown_code = if unknown.is_empty() { exit::OK } else { exit::OUTCOME_UNKNOWN };
     if todo.is_empty() {
         app.report.result(
-            json!({"event": "result", "ok": true, "resumed": 0, "completed": [], "failed": []}),
-            Some("nothing to resume".to_owned()),
+            json!({
+                "event": "result",
+                "ok": unknown.is_empty(),
+                "resumed": 0,
+                "completed": [],
+                "failed": [],
+                "recovered": recovered,
+                "refused": refused,
+                "unknown": unknown,
+            }),
+            Some(
+                if unknown.is_empty() {
+                    "nothing to resume"
+                } else {
+                    "nothing to resume; some creates are still unknown"
+                }
+                .to_owned(),
+            ),
             None,
         )?;
-        return Ok(exit::OK);
+        return Ok(unknown_code);
     }
     app.report.note(format!("resuming {} job(s)", todo.len()));
     let total = todo.len();
     let (mut completed, mut failed, mut outputs, mut skipped) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut code = exit::OK;
+    let mut code = unknown_code;
     for (mut record, has_next) in todo {
         let id = record.id.clone().unwrap_or_default();
         match app.interruptible(app.resume_one(&mut record, has_next, force)).await {
@@ -567,6 +641,9 @@ pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
             "completed": completed,
             "failed": failed,
             "skipped": skipped,
+            "recovered": recovered,
+            "refused": refused,
+            "unknown": unknown,
         }),
         Some(summary),
         (!outputs.is_empty()).then(|| outputs.join("\n")),

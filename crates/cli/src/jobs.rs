@@ -5,7 +5,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aimlvid::{Client, ExtendModel, ExtendVideo, Generation, PollPolicy, RetryPolicy, VideoInput, Watch};
 use aimlvid_sim::RunningSim;
@@ -383,6 +383,10 @@ impl<'r> App<'r> {
         mut record: JobRecord,
     ) -> anyhow::Result<(Generation, JobRecord)> {
         record.state = JobState::Creating;
+        // The key doubles as the create's X-Client-Request-Id, journaled
+        // before sending: a lost answer can then be found in the API's logs.
+        let client_request_id = aimlvid::ClientRequestId::new(record.key.clone())?;
+        record.client_request_id = Some(client_request_id.to_string());
         self.journal.save(&mut record)?;
         self.set_message(format!(
             "interrupted while creating a job: it may exist and be billed. It is in the journal as \
@@ -391,13 +395,14 @@ impl<'r> App<'r> {
             record.key
         ));
         self.interrupt.creating.store(true, Ordering::SeqCst);
-        let answer = client.create(request).await;
+        let answer = client.create_with_id(request, &client_request_id).await;
         self.interrupt.creating.store(false, Ordering::SeqCst);
         match answer {
             Ok(created) => {
                 let id = created.id.clone();
                 record.id = Some(id.clone());
                 record.state = JobState::from_status(&created.status);
+                record.receipt = created.receipt.as_ref().map(Into::into);
                 self.journal
                     .save(&mut record)
                     .with_context(|| format!("generation {id} was created but could not be journaled"))?;
@@ -416,7 +421,8 @@ impl<'r> App<'r> {
                 self.journal.save(&mut record)?;
                 self.report.set_unknown_record(&record.key);
                 self.report.warn(format!(
-                    "the request is recorded in the journal (aimlvid jobs) as record {}",
+                    "the request is recorded in the journal (aimlvid jobs) as record {}; \
+                     `aimlvid resume` looks it up in the API's request logs",
                     record.key
                 ));
                 Err(e.into())
@@ -607,6 +613,35 @@ impl<'r> App<'r> {
         Ok(done)
     }
 
+    /// Looks a create whose answer never arrived up in the API's request
+    /// logs by the client request id it was sent with, and updates its
+    /// record: found (it now has an id and is followed like any other),
+    /// refused (nothing was charged), or still unknown.
+    pub(crate) async fn recover_create(&self, record: &mut JobRecord) -> anyhow::Result<Recovered> {
+        let Some(client_request_id) = record.client_request_id.clone() else {
+            return Ok(Recovered::Untraceable);
+        };
+        let client_request_id = aimlvid::ClientRequestId::new(client_request_id)?;
+        let client = self.client(Some(&record.base_url))?;
+        let sent_at = humantime::parse_rfc3339(&record.created_at).unwrap_or_else(|_| SystemTime::now());
+        match client.find_create(&client_request_id, record.model.as_deref(), sent_at).await? {
+            aimlvid::CreateLookup::Accepted(job) => {
+                record.id = Some(job.id.clone());
+                record.state = JobState::from_status(&job.status);
+                record.error = None;
+                self.journal.save(record)?;
+                Ok(Recovered::Found(job.id))
+            }
+            aimlvid::CreateLookup::Refused => {
+                record.state = JobState::Failed;
+                record.error = Some("the API refused this create; nothing was charged".to_owned());
+                self.journal.save(record)?;
+                Ok(Recovered::Refused)
+            }
+            _ => Ok(Recovered::NotLogged),
+        }
+    }
+
     /// Finishes one journaled job: waits for it and downloads it unless
     /// that is done, then carries on with its chain if it has one that
     /// `has_next` says was not continued yet.
@@ -631,6 +666,19 @@ impl<'r> App<'r> {
         }
         Ok(done)
     }
+}
+
+/// What the API's logs said of a create whose outcome was unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Recovered {
+    /// It made this generation.
+    Found(String),
+    /// It was refused: no job, no charge.
+    Refused,
+    /// Not in the logs (yet).
+    NotLogged,
+    /// Journaled by a version that sent no client request id.
+    Untraceable,
 }
 
 /// The next chain step's input: the previous result, inline when small

@@ -143,6 +143,31 @@ pub(crate) struct JobRecord {
     /// The last error met while following the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// The `X-Client-Request-Id` the create was sent with (the record's
+    /// key): how a create whose answer was lost is found in the API's logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_request_id: Option<String>,
+    /// What the create's answer headers said: `x-inference-id`, and the
+    /// credits and US dollars the call cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) receipt: Option<Receipt>,
+}
+
+/// A create's receipt headers, as journaled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Receipt {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) inference_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) credits: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) usd: Option<f64>,
+}
+
+impl From<&aimlvid::Receipt> for Receipt {
+    fn from(r: &aimlvid::Receipt) -> Self {
+        Receipt { inference_id: r.inference_id.clone(), credits: r.credits_used, usd: r.usd_spent }
+    }
 }
 
 impl JobRecord {
@@ -173,6 +198,8 @@ impl JobRecord {
             credits_used: None,
             bytes: None,
             error: None,
+            client_request_id: None,
+            receipt: None,
         }
     }
 
@@ -236,7 +263,6 @@ impl Journal {
         written.with_context(|| format!("writing the job journal at {}", path.display()))
     }
 
-    /// Deletes a record: for a create the API refused, which left no job.
     /// Takes the advisory lock of a record, held until the returned guard
     /// is dropped (or the process dies): the one process following that job.
     /// `None` if another process holds it.
@@ -257,6 +283,8 @@ impl Journal {
         }
     }
 
+    /// Deletes a record (and its lock file): for a create the API refused,
+    /// which left no job, or at the user's request.
     pub(crate) fn remove(&self, key: &str) -> anyhow::Result<()> {
         match fs::remove_file(self.path_of(key)) {
             Ok(()) => Ok(()),

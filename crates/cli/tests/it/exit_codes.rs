@@ -1,9 +1,12 @@
 //! Each documented exit code, earned the way a user would earn it.
 
+use std::path::Path;
+use std::time::Duration;
+
 use aimlvid_sim::{Fault, Route, SimConfig, Spread};
 use predicates::prelude::*;
 
-use crate::{Env, quick, stderr};
+use crate::{Env, assert_result_file, quick, stderr, stdout};
 
 #[test]
 fn a_refused_key_or_no_credits_exit_3() {
@@ -129,9 +132,30 @@ fn a_create_whose_answer_is_lost_exits_8_and_stays_findable() {
         .assert()
         .success()
         .stdout(predicate::str::contains("unknown").and(predicate::str::contains("may exist: check")));
-    env.cmd()
-        .arg("resume")
-        .assert()
-        .success()
-        .stderr(predicate::str::contains("1 create(s) had an unknown outcome"));
+    // `resume` finds it in the API's request logs by its client request
+    // id (the journal key), then follows and downloads it: one paid job.
+    assert_eq!(record["client_request_id"], record["key"]);
+    let out = env.cmd().args(["resume", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let result: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(result["recovered"][0]["journal_key"], record["key"], "{result}");
+    assert_eq!(result["completed"].as_array().unwrap().len(), 1, "{result}");
+    assert_eq!(env.sim.stats().jobs_created, 1, "recovered, not created again");
+    let record = &env.records()[0];
+    assert_eq!(record["state"], "downloaded");
+    assert_result_file(Path::new(record["output"].as_str().unwrap()));
+}
+
+#[test]
+fn a_lost_create_missing_from_lagging_logs_stays_unknown_and_resume_exits_8() {
+    let env = Env::with(SimConfig { logs_delay: Duration::from_secs(3600 * 1000), ..quick() });
+    env.clip();
+    env.sim.inject(Route::Create, Fault::AfterAccept(Box::new(Fault::Status(502))), 1);
+    let out = env.cmd().args(["extend", "clip.mp4", "-p", "Lagging"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let out = env.cmd().arg("resume").output().unwrap();
+    assert_eq!(out.status.code(), Some(8), "still unknown: not to be created again");
+    assert!(stderr(&out).contains("not in the API's request logs yet"), "{}", stderr(&out));
+    assert_eq!(env.records()[0]["state"], "unknown");
+    assert_eq!(env.sim.stats().jobs_created, 1);
 }
