@@ -107,8 +107,11 @@ pub(crate) enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// List the jobs recorded in the journal
-    Jobs,
+    /// List the jobs recorded in the journal, or remove records from it
+    Jobs {
+        #[command(subcommand)]
+        action: Option<JobsAction>,
+    },
     /// Wait for and download every unfinished job in the journal, continuing chains
     Resume {
         /// Replace output files that exist
@@ -121,6 +124,33 @@ pub(crate) enum Command {
     Completions {
         /// The shell
         shell: clap_complete::Shell,
+    },
+}
+
+/// `aimlvid jobs …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobsAction {
+    /// Remove journal records, by record key or generation id
+    ///
+    /// A record whose job may still run or be billed (creating, unknown,
+    /// queued, generating, completed but not downloaded) is removed only
+    /// with --force: without its record, `aimlvid resume` no longer finds it.
+    Rm {
+        /// Record keys (as `aimlvid jobs --json` shows them) or generation ids
+        #[arg(required = true, value_name = "KEY|ID")]
+        records: Vec<String>,
+        /// Remove records of jobs that may still run or be billed
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove the records of finished jobs: downloaded, failed or refused
+    Prune {
+        /// Only records older than this, such as 30d or 12h
+        #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Say what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

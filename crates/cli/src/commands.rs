@@ -445,6 +445,103 @@ fn job_event(r: &JobRecord) -> Value {
     })
 }
 
+/// `aimlvid jobs rm`.
+pub(crate) fn jobs_rm(app: &App<'_>, wanted: &[String], force: bool) -> anyhow::Result<u8> {
+    let records = app.journal.load_all()?;
+    let mut chosen = Vec::new();
+    for name in wanted {
+        let record = records
+            .iter()
+            .find(|r| r.key == *name || r.id.as_deref() == Some(name.as_str()))
+            .ok_or_else(|| {
+                Failure::new(
+                    exit::USAGE,
+                    format!(
+                        "no journal record has the key or generation id {name:?}; `aimlvid jobs` lists them"
+                    ),
+                )
+            })?;
+        let live =
+            record.state.is_unfinished() || matches!(record.state, JobState::Creating | JobState::Unknown);
+        if live && !force {
+            let why = match record.state {
+                JobState::Creating | JobState::Unknown => {
+                    "its create may have been accepted and billed (`aimlvid resume` looks it up in the API's logs)"
+                }
+                JobState::Completed | JobState::Downloading => "its result has not been downloaded",
+                _ => "it may still be running",
+            };
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "journal record {} is `{}`: {why}; nothing was removed. Remove it anyway with --force",
+                    record.key,
+                    record.state.as_str()
+                ),
+            )
+            .into());
+        }
+        chosen.push(record);
+    }
+    let mut removed = Vec::new();
+    for record in chosen {
+        remove_record(app, record)?;
+        removed.push(record.key.clone());
+    }
+    app.report.result(
+        json!({"event": "result", "ok": true, "removed": removed}),
+        Some(format!("removed {} journal record(s)", removed.len())),
+        None,
+    )?;
+    Ok(exit::OK)
+}
+
+/// `aimlvid jobs prune`.
+pub(crate) fn jobs_prune(app: &App<'_>, older_than: Option<Duration>, dry_run: bool) -> anyhow::Result<u8> {
+    let records = app.journal.load_all()?;
+    let finished = |r: &JobRecord| matches!(r.state, JobState::Downloaded | JobState::Failed);
+    // A finished step whose chain still has steps to run is kept for `resume`.
+    let chain_open = |r: &JobRecord| {
+        r.chain.as_ref().is_some_and(|c| c.step < c.of)
+            && !records.iter().any(|o| o.chain.as_ref().and_then(|c| c.parent.as_deref()) == r.id.as_deref())
+    };
+    let old_enough = |r: &JobRecord| older_than.is_none_or(|min| r.age().is_some_and(|age| age >= min));
+    let chosen: Vec<&JobRecord> = records
+        .iter()
+        .filter(|r| finished(r) && !(r.state == JobState::Downloaded && chain_open(r)) && old_enough(r))
+        .collect();
+    let mut removed = Vec::new();
+    for record in chosen {
+        if !dry_run {
+            remove_record(app, record)?;
+        }
+        removed.push(record.key.clone());
+    }
+    let summary = match (dry_run, removed.len()) {
+        (true, n) => format!("would remove {n} journal record(s) of finished jobs"),
+        (false, n) => format!("removed {n} journal record(s) of finished jobs"),
+    };
+    app.report.result(
+        json!({"event": "result", "ok": true, "dry_run": dry_run, "removed": removed}),
+        Some(summary),
+        None,
+    )?;
+    Ok(exit::OK)
+}
+
+/// Removes a record under its lock, so that a record another process is
+/// following is left alone.
+fn remove_record(app: &App<'_>, record: &JobRecord) -> anyhow::Result<()> {
+    let Some(_lock) = app.journal.lock(&record.key)? else {
+        return Err(exit::Busy(format!(
+            "journal record {} is in use by another aimlvid process; nothing was removed",
+            record.key
+        ))
+        .into());
+    };
+    app.journal.remove(&record.key)
+}
+
 fn notes(r: &JobRecord) -> String {
     let mut notes = Vec::new();
     if let Some(c) = &r.chain {
@@ -455,7 +552,10 @@ fn notes(r: &JobRecord) -> String {
     }
     match r.state {
         JobState::Creating | JobState::Unknown => {
-            notes.push("may exist: check https://aimlapi.com/app before creating it again".to_owned());
+            notes.push(format!(
+                "record {}: may exist and be billed; `aimlvid resume` looks it up, so do not create it again",
+                r.key
+            ));
         }
         JobState::Failed => notes.push(shorten(r.error.as_deref().unwrap_or("failed"), 60)),
         _ => {}

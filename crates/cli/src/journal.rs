@@ -287,10 +287,13 @@ impl Journal {
     /// which left no job, or at the user's request.
     pub(crate) fn remove(&self, key: &str) -> anyhow::Result<()> {
         match fs::remove_file(self.path_of(key)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing journal record {key}")),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing journal record {key}")),
         }
+        // Its lock file goes too; a lock held on it still holds.
+        let _ = fs::remove_file(self.dir.join("locks").join(format!("{key}.lock")));
+        Ok(())
     }
 
     /// Every record, oldest first. Files that do not parse are skipped with

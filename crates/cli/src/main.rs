@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::{CommandFactory as _, Parser as _};
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, JobsAction};
 use crate::config::Settings;
 use crate::exit::Interrupted;
 use crate::jobs::App;
@@ -83,7 +83,13 @@ async fn run(cli: Cli, report: &Reporter) -> anyhow::Result<u8> {
         Command::Status { id } => commands::status(&app, &id).await,
         Command::Wait { id, output, force } => commands::wait(&app, &id, output, force).await,
         Command::Download { id, output, force } => commands::download(&app, &id, output, force).await,
-        Command::Jobs => commands::jobs(&app),
+        Command::Jobs { action: None } => commands::jobs(&app),
+        Command::Jobs { action: Some(JobsAction::Rm { records, force }) } => {
+            commands::jobs_rm(&app, &records, force)
+        }
+        Command::Jobs { action: Some(JobsAction::Prune { older_than, dry_run }) } => {
+            commands::jobs_prune(&app, older_than, dry_run)
+        }
         Command::Resume { force } => commands::resume(&app, force).await,
         Command::Completions { .. } | Command::Sim(_) => unreachable!("handled above"),
     }

@@ -131,7 +131,7 @@ fn a_create_whose_answer_is_lost_exits_8_and_stays_findable() {
         .arg("jobs")
         .assert()
         .success()
-        .stdout(predicate::str::contains("unknown").and(predicate::str::contains("may exist: check")));
+        .stdout(predicate::str::contains("unknown").and(predicate::str::contains("may exist and be billed")));
     // `resume` finds it in the API's request logs by its client request
     // id (the journal key), then follows and downloads it: one paid job.
     assert_eq!(record["client_request_id"], record["key"]);

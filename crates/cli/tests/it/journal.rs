@@ -229,3 +229,63 @@ fn completed_job(env: &Env) -> String {
     assert!(env.sim.complete_now(&id));
     id
 }
+
+#[test]
+fn jobs_rm_refuses_live_records_without_force_and_prune_keeps_them() {
+    let env = Env::with(frozen());
+    env.clip();
+    // One job downloaded, one still queued.
+    let mut child = env.spawn(&["extend", "clip.mp4", "-p", "Done", "-o", "done.mp4"]);
+    let done = env.wait_for_ids(1, &mut child)[0]["id"].as_str().unwrap().to_owned();
+    assert!(env.sim.complete_now(&done));
+    assert!(child.wait().unwrap().success());
+    let out = env.cmd().args(["extend", "clip.mp4", "-p", "Running", "--no-wait"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let running = stdout(&out).trim().to_owned();
+    assert_eq!(env.records().len(), 2);
+
+    // A live job's record is kept unless forced: resume needs it.
+    env.cmd()
+        .args(["jobs", "rm", &running])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is `queued`: it may still be running; nothing was removed"));
+    env.cmd().args(["jobs", "rm", "no-such-record"]).assert().code(2);
+    assert_eq!(env.records().len(), 2);
+
+    // Prune removes only the finished one; a dry run removes nothing.
+    env.cmd()
+        .args(["jobs", "prune", "--dry-run"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("would remove 1"));
+    assert_eq!(env.records().len(), 2);
+    env.cmd()
+        .args(["jobs", "prune", "--older-than", "1h"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("removed 0"));
+    env.cmd().args(["jobs", "prune"]).assert().success();
+    let left = env.records();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["id"], running.as_str());
+
+    env.cmd().args(["jobs", "rm", "--force", &running]).assert().success();
+    assert!(env.records().is_empty());
+    assert!(env.path("done.mp4").exists(), "pruning never touches results");
+}
+
+#[test]
+fn a_record_followed_by_another_process_is_not_removed() {
+    let env = Env::with(frozen());
+    env.clip();
+    let mut child = env.spawn(&["extend", "clip.mp4", "-p", "Busy"]);
+    let record = env.wait_for_ids(1, &mut child).remove(0);
+    let id = record["id"].as_str().unwrap().to_owned();
+    env.wait_until_locked(record["key"].as_str().unwrap());
+    let out = env.cmd().args(["jobs", "rm", "--force", &id]).output().unwrap();
+    assert!(stderr(&out).contains("in use by another aimlvid process"), "{}", stderr(&out));
+    assert_eq!(env.records().len(), 1);
+    assert!(env.sim.complete_now(&id));
+    assert!(child.wait().unwrap().success());
+}

@@ -135,6 +135,22 @@ impl Env {
         }
     }
 
+    /// Waits, up to a bound, until another process holds record `key`'s
+    /// lock: the process following its job has really started following.
+    fn wait_until_locked(&self, key: &str) {
+        let path = self.journal_dir().join("locks").join(format!("{key}.lock"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(file) = std::fs::File::open(&path)
+                && matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "record {key} was never locked");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Spawns the binary with piped output.
     fn spawn(&self, args: &[&str]) -> Child {
         self.std_cmd().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
