@@ -74,6 +74,48 @@ pub(crate) struct Global {
     /// Print one JSON object per event on stdout (NDJSON), ending with a `result` object
     #[arg(long, global = true)]
     pub(crate) json: bool,
+
+    /// When to use colours: auto (a terminal, and NO_COLOR unset), always or never
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub(crate) color: clap::ColorChoice,
+}
+
+/// Whether output uses colour: `--color`, then `NO_COLOR` (any non-empty
+/// value turns colour off, see no-color.org), then whether stderr is a terminal.
+pub(crate) fn use_colors(
+    choice: clap::ColorChoice,
+    no_color: Option<&std::ffi::OsStr>,
+    terminal: bool,
+) -> bool {
+    match choice {
+        clap::ColorChoice::Always => true,
+        clap::ColorChoice::Never => false,
+        clap::ColorChoice::Auto => terminal && no_color.is_none_or(|v| v.is_empty()),
+    }
+}
+
+/// The `--color` in `args`, read before clap parses them so that clap's own
+/// help and errors follow it too.
+pub(crate) fn color_in_args(args: &[std::ffi::OsString]) -> clap::ColorChoice {
+    let mut choice = clap::ColorChoice::Auto;
+    let mut args = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        let value = match arg.strip_prefix("--color") {
+            Some("") => args.next().map(|v| v.into_owned()),
+            Some(rest) => rest.strip_prefix('=').map(str::to_owned),
+            None => None,
+        };
+        match value.as_deref() {
+            Some("always") => choice = clap::ColorChoice::Always,
+            Some("never") => choice = clap::ColorChoice::Never,
+            Some("auto") => choice = clap::ColorChoice::Auto,
+            _ => {}
+        }
+    }
+    choice
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,6 @@
 //! `-v` and `RUST_LOG`: diagnostics on stderr, printed between progress redraws.
 
-use std::io::{IsTerminal as _, Write};
+use std::io::Write;
 
 use indicatif::MultiProgress;
 use tracing_subscriber::EnvFilter;
@@ -20,7 +20,7 @@ fn directives(verbose: u8, quiet: bool) -> &'static str {
 }
 
 /// Installs the subscriber: `RUST_LOG` if set, else the `-v` level.
-pub(crate) fn init(verbose: u8, quiet: bool, multi: MultiProgress) {
+pub(crate) fn init(verbose: u8, quiet: bool, colors: bool, multi: MultiProgress) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::new(spec),
         _ => EnvFilter::new(directives(verbose, quiet)),
@@ -28,7 +28,7 @@ pub(crate) fn init(verbose: u8, quiet: bool, multi: MultiProgress) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Suspending(multi))
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colors)
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .with_target(verbose >= 2)
         .try_init();

@@ -18,8 +18,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory as _, Parser as _};
+use clap::{CommandFactory as _, FromArgMatches as _};
 use indicatif::{MultiProgress, ProgressDrawTarget};
+use std::io::IsTerminal as _;
 
 use crate::cli::{Cli, Command, JobsAction};
 use crate::config::Settings;
@@ -28,14 +29,22 @@ use crate::jobs::App;
 use crate::report::{Mode, Reporter};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let choice = cli::color_in_args(&args);
+    let no_color = std::env::var_os("NO_COLOR");
+    let colors = cli::use_colors(choice, no_color.as_deref(), std::io::stderr().is_terminal());
+    let parsed = Cli::command()
+        .color(if colors { clap::ColorChoice::Always } else { clap::ColorChoice::Never })
+        .try_get_matches_from(&args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
-        Err(e) => return usage_error(&e),
+        Err(e) => return usage_error(&e, colors),
     };
     let mode = Mode::detect(cli.global.quiet, cli.global.json);
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-    logging::init(cli.global.verbose, cli.global.quiet || cli.global.json, multi.clone());
-    let report = Reporter::new(mode, multi);
+    logging::init(cli.global.verbose, cli.global.quiet || cli.global.json, colors, multi.clone());
+    let report = Reporter::new(mode, multi, colors);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
@@ -118,8 +127,9 @@ pub(crate) fn one_line(err: &anyhow::Error) -> String {
 }
 
 /// Clap's errors span several lines; scripts and people get the first
-/// paragraph on one line. Help and version go out as clap prints them.
-fn usage_error(e: &clap::Error) -> ExitCode {
+/// paragraph on one line, then clap's `tip:` lines (how to fix it) as they
+/// are. Help and version go out as clap prints them.
+fn usage_error(e: &clap::Error, colors: bool) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let _ = e.print();
@@ -129,15 +139,56 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::from(exit::USAGE);
     }
-    let text = e.render().to_string();
-    let first: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
-    let _ = writeln!(std::io::stderr(), "{} (see aimlvid --help)", first.join(" "));
+    let _ = std::io::stderr().write_all(usage_message(e, colors).as_bytes());
     ExitCode::from(exit::USAGE)
+}
+
+fn usage_message(e: &clap::Error, colors: bool) -> String {
+    let rendered = e.render();
+    let plain = rendered.to_string();
+    let styled = if colors { rendered.ansi().to_string() } else { plain.clone() };
+    // The styled text has the same lines as the plain one: match on the plain.
+    let lines: Vec<(&str, &str)> = plain.lines().map(str::trim).zip(styled.lines().map(str::trim)).collect();
+    let first: Vec<&str> = lines.iter().take_while(|(p, _)| !p.is_empty()).map(|(_, s)| *s).collect();
+    let mut out = format!("{} (see aimlvid --help)\n", first.join(" "));
+    for (_, tip) in lines.iter().filter(|(p, _)| p.starts_with("tip:")) {
+        out.push_str(&format!("  {tip}\n"));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_errors_are_one_line_and_keep_clap_tips() {
+        let e = Cli::command().try_get_matches_from(["aimlvid", "extend", "--prompt"]).unwrap_err();
+        let text = usage_message(&e, false);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let e = Cli::command().try_get_matches_from(["aimlvid", "--pormpt", "x", "extend"]).unwrap_err();
+        let text = usage_message(&e, false);
+        assert!(text.lines().next().unwrap().starts_with("error: unexpected argument '--pormpt'"), "{text}");
+        assert!(text.lines().skip(1).any(|l| l.trim_start().starts_with("tip:")), "{text}");
+        assert!(!text.contains('\x1b'), "no colour unless asked: {text:?}");
+        assert!(usage_message(&e, true).contains('\x1b'));
+    }
+
+    #[test]
+    fn colours_follow_the_flag_then_no_color_then_the_terminal() {
+        use clap::ColorChoice::{Always, Auto, Never};
+        let set = Some(std::ffi::OsStr::new("1"));
+        assert!(cli::use_colors(Always, set, false));
+        assert!(!cli::use_colors(Never, None, true));
+        assert!(cli::use_colors(Auto, None, true));
+        assert!(!cli::use_colors(Auto, set, true), "NO_COLOR");
+        assert!(cli::use_colors(Auto, Some(std::ffi::OsStr::new("")), true), "an empty NO_COLOR is unset");
+        assert!(!cli::use_colors(Auto, None, false));
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(cli::color_in_args(&args(&["aimlvid", "--color", "never", "jobs"])), Never);
+        assert_eq!(cli::color_in_args(&args(&["aimlvid", "jobs", "--color=always"])), Always);
+        assert_eq!(cli::color_in_args(&args(&["aimlvid", "--", "--color=always"])), Auto);
+    }
 
     #[test]
     fn errors_fit_on_one_line_without_repeating_themselves() {

@@ -51,14 +51,26 @@ pub(crate) struct Reporter {
     current: Mutex<Option<String>>,
     /// The journal record of a create whose outcome is unknown, if any.
     unknown_record: Mutex<Option<String>>,
+    /// Whether stderr gets colour (`--color`, `NO_COLOR`).
+    colors: bool,
 }
 
 impl Reporter {
-    pub(crate) fn new(mode: Mode, multi: MultiProgress) -> Reporter {
+    pub(crate) fn new(mode: Mode, multi: MultiProgress, colors: bool) -> Reporter {
         if mode != Mode::Live {
             multi.set_draw_target(ProgressDrawTarget::hidden());
         }
-        Reporter { mode, multi, current: Mutex::new(None), unknown_record: Mutex::new(None) }
+        Reporter { mode, multi, current: Mutex::new(None), unknown_record: Mutex::new(None), colors }
+    }
+
+    /// `label` in `colour`, bold, when colours are on.
+    fn tag(&self, label: &str, colour: anstyle::AnsiColor) -> String {
+        if self.colors {
+            let style = anstyle::Style::new().bold().fg_color(Some(colour.into()));
+            format!("{style}{label}{style:#}")
+        } else {
+            label.to_owned()
+        }
     }
 
     pub(crate) fn mode(&self) -> Mode {
@@ -95,7 +107,12 @@ impl Reporter {
     /// A line on stderr whatever the mode: warnings that must not be missed.
     pub(crate) fn warn(&self, line: impl fmt::Display) {
         if self.mode != Mode::Json {
-            self.stderr_line(&line.to_string());
+            let line = line.to_string();
+            let line = match line.strip_prefix("error: ") {
+                Some(rest) => format!("{} {rest}", self.tag("error:", anstyle::AnsiColor::Red)),
+                None => format!("{} {line}", self.tag("warning:", anstyle::AnsiColor::Yellow)),
+            };
+            self.stderr_line(&line);
         }
     }
 
@@ -134,12 +151,19 @@ impl Reporter {
             // would draw straight to stderr and leave a stale line behind.
             let bar = self.multi.add(ProgressBar::new_spinner().with_elapsed(origin.elapsed()));
             bar.set_style(
-                ProgressStyle::with_template("{spinner:.cyan} {msg:<11} {elapsed_short:>7}  {prefix}")
-                    .expect("the template is valid")
-                    .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
-                    .with_key("elapsed_short", |state: &ProgressState, w: &mut dyn fmt::Write| {
+                ProgressStyle::with_template(if self.colors {
+                    "{spinner:.cyan} {msg:<11} {elapsed_short:>7}  {prefix}"
+                } else {
+                    "{spinner} {msg:<11} {elapsed_short:>7}  {prefix}"
+                })
+                .expect("the template is valid")
+                .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
+                .with_key(
+                    "elapsed_short",
+                    |state: &ProgressState, w: &mut dyn fmt::Write| {
                         let _ = w.write_str(&short_duration(state.elapsed()));
-                    }),
+                    },
+                ),
             );
             bar.set_prefix(label.to_owned());
             bar.set_message("waiting");
@@ -154,9 +178,11 @@ impl Reporter {
         let bar = (self.mode == Mode::Live).then(|| {
             let bar = self.multi.add(ProgressBar::no_length());
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                )
+                ProgressStyle::with_template(if self.colors {
+                    "{msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"
+                } else {
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"
+                })
                 .expect("the template is valid")
                 .progress_chars("=> "),
             );
@@ -217,7 +243,7 @@ impl Reporter {
         } else if interrupted {
             self.stderr_line(message);
         } else {
-            self.stderr_line(&format!("error: {message}"));
+            self.stderr_line(&format!("{} {message}", self.tag("error:", anstyle::AnsiColor::Red)));
         }
     }
 }

@@ -162,3 +162,23 @@ fn the_live_display_renders_in_a_terminal() {
     assert!(screen.contains("credits used"), "{screen}");
     assert!(screen.contains("extended.mp4"), "{screen}");
 }
+
+#[test]
+fn color_is_off_unless_asked_for_and_always_forces_it() {
+    let env = crate::Env::new();
+    let run = |args: &[&str], no_color: bool| {
+        let mut cmd = env.cmd();
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.args(args).output().unwrap();
+        String::from_utf8(out.stderr).unwrap()
+    };
+    // Not a terminal: plain, whatever the log level.
+    let plain = run(&["-v", "status", "no-such-job"], false);
+    assert!(plain.contains("error:") && !plain.contains('\x1b'), "{plain:?}");
+    let forced = run(&["--color", "always", "-v", "status", "no-such-job"], true);
+    assert!(forced.contains("\x1b["), "--color always beats NO_COLOR: {forced:?}");
+    let never = run(&["--color=never", "extend", "--pormpt", "x"], false);
+    assert!(!never.contains('\x1b') && never.contains("tip:"), "{never:?}");
+}
