@@ -159,6 +159,10 @@ pub(crate) enum Command {
         /// Replace output files that exist
         #[arg(long)]
         force: bool,
+        /// Also run failed jobs again (a failed chain step continues its
+        /// chain), each once: a job already run again is not retried twice
+        #[arg(long)]
+        retry_failed: bool,
     },
     /// Run the upstream simulator on a port
     Sim(crate::sim::SimArgs),

@@ -574,6 +574,31 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
+/// What `resume` does with a record.
+enum Work {
+    /// Wait for it and download it; continue its chain unless `has_next`.
+    Follow { has_next: bool },
+    /// Run the failed job again (`--retry-failed`).
+    Retry,
+}
+
+/// Whether a failed job was already run again: a later record does the
+/// same step of the same chain (or writes the same output, for a single
+/// job). Derived from the journal, so a retry the API refused (whose record
+/// was removed) can be tried again, and one that may be billed is not.
+fn superseded(records: &[JobRecord], failed: &JobRecord) -> bool {
+    records.iter().any(|r| {
+        r.key > failed.key
+            && match (&r.chain, &failed.chain) {
+                (Some(a), Some(b)) => {
+                    a.step == b.step && a.parent == b.parent && a.final_output == b.final_output
+                }
+                (None, None) => r.output == failed.output,
+                _ => false,
+            }
+    })
+}
+
 /// How long a `creating` record may be a create still in flight in the
 /// process that sent it; older ones are looked up as lost.
 const CREATE_IN_FLIGHT: Duration = Duration::from_secs(10 * 60);
@@ -602,9 +627,10 @@ fn unknown_reason(record: &JobRecord, outcome: &Recovered) -> String {
 }
 
 /// `aimlvid resume`.
-pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
+pub(crate) async fn resume(app: &App<'_>, force: bool, retry_failed: bool) -> anyhow::Result<u8> {
     app.set_resuming();
     let records = app.journal.load_all()?;
+    let all = records.clone();
     let parents: HashSet<String> =
         records.iter().filter_map(|r| r.chain.as_ref().and_then(|c| c.parent.clone())).collect();
     let mut todo = Vec::new();
@@ -650,6 +676,11 @@ pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
             }
         }
         let Some(id) = record.id.clone() else { continue };
+        if retry_failed && record.state == JobState::Failed && !record.simulated && !superseded(&all, &record)
+        {
+            todo.push((record, Work::Retry));
+            continue;
+        }
         let has_next = parents.contains(&id);
         let chain_pending = record.chain.as_ref().is_some_and(|c| c.step < c.of) && !has_next;
         let pending = record.state.is_unfinished() || (record.state == JobState::Downloaded && chain_pending);
@@ -660,7 +691,7 @@ pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
             simulated += 1;
             continue;
         }
-        todo.push((record, has_next));
+        todo.push((record, Work::Follow { has_next }));
     }
     if simulated > 0 {
         app.report.note(format!(
@@ -698,9 +729,15 @@ pub(crate) async fn resume(app: &App<'_>, force: bool) -> anyhow::Result<u8> {
     let (mut completed, mut failed, mut outputs, mut skipped) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut code = unknown_code;
-    for (mut record, has_next) in todo {
+    for (mut record, work) in todo {
         let id = record.id.clone().unwrap_or_default();
-        match app.interruptible(app.resume_one(&mut record, has_next, force)).await {
+        let run = match work {
+            Work::Follow { has_next } => {
+                app.interruptible(app.resume_one(&mut record, has_next, force)).await
+            }
+            Work::Retry => app.interruptible(app.retry_failed(&all, &record, force)).await,
+        };
+        match run {
             Ok(steps) => {
                 for step in &steps {
                     completed.push(json!({"id": step.id, "output": step.output, "bytes": step.bytes}));

@@ -163,6 +163,19 @@ impl Plan {
         })
     }
 
+    /// A journaled single job, to run again.
+    fn single(record: &JobRecord, force: bool) -> anyhow::Result<Plan> {
+        let prompt = record.prompt.clone().context("the journal does not say what the prompt was")?;
+        let chain = Chain {
+            step: 1,
+            of: 1,
+            parent: None,
+            prompts: vec![prompt],
+            final_output: record.output.clone(),
+        };
+        Plan::from_record(record, &chain, force)
+    }
+
     /// The rest of a journaled chain.
     fn from_record(record: &JobRecord, chain: &Chain, force: bool) -> anyhow::Result<Plan> {
         let model = record.model.as_deref().context("the journal does not say which model the chain uses")?;
@@ -640,6 +653,45 @@ impl<'r> App<'r> {
             }
             _ => Ok(Recovered::NotLogged),
         }
+    }
+
+    /// Runs a failed job again with the same model, prompt and options:
+    /// a chain step gets its parent's result as input and continues the
+    /// chain; a single job gets its original input again.
+    pub(crate) async fn retry_failed(
+        &self,
+        records: &[JobRecord],
+        record: &JobRecord,
+        force: bool,
+    ) -> anyhow::Result<Vec<Finished>> {
+        let client = self.client(Some(&record.base_url))?;
+        let (plan, step, parent) = match &record.chain {
+            Some(chain) => (Plan::from_record(record, chain, force)?, chain.step, chain.parent.clone()),
+            None => (Plan::single(record, force)?, 1, None),
+        };
+        let input = match &parent {
+            Some(parent_id) => {
+                let parent =
+                    records.iter().find(|r| r.id.as_deref() == Some(parent_id.as_str())).with_context(
+                        || format!("the journal no longer holds the step before it ({parent_id})"),
+                    )?;
+                next_input(&client, &Finished::from_record(parent)?).await?
+            }
+            None => {
+                let label = record.input.as_deref().context("the journal does not say what the input was")?;
+                anyhow::ensure!(
+                    !label.starts_with('('),
+                    "its input was {label}, which cannot be read again; run the extend command again"
+                );
+                Input::parse(label).await?
+            }
+        };
+        self.report.note(format!(
+            "running failed generation {} again{}",
+            record.id.as_deref().unwrap_or("(no id)"),
+            record.chain.as_ref().map(|c| format!(" (step {} of {})", c.step, c.of)).unwrap_or_default()
+        ));
+        self.run_chain(&client, &plan, step, input, parent).await
     }
 
     /// Finishes one journaled job: waits for it and downloads it unless

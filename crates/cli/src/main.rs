@@ -99,7 +99,7 @@ async fn run(cli: Cli, report: &Reporter) -> anyhow::Result<u8> {
         Command::Jobs { action: Some(JobsAction::Prune { older_than, dry_run }) } => {
             commands::jobs_prune(&app, older_than, dry_run)
         }
-        Command::Resume { force } => commands::resume(&app, force).await,
+        Command::Resume { force, retry_failed } => commands::resume(&app, force, retry_failed).await,
         Command::Completions { .. } | Command::Sim(_) => unreachable!("handled above"),
     }
 }

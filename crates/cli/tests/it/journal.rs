@@ -289,3 +289,36 @@ fn a_record_followed_by_another_process_is_not_removed() {
     assert!(env.sim.complete_now(&id));
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_failed_chain_step_is_run_again_once_and_the_chain_finishes() {
+    let env = Env::with(frozen());
+    env.clip();
+    let mut child = env.spawn(&["extend", "clip.mp4", "-p", "one", "-p", "two", "-o", "story.mp4"]);
+    let first = env.wait_for_ids(1, &mut child)[0]["id"].as_str().unwrap().to_owned();
+    env.sim.complete_now(&first);
+    let second = env.wait_for_ids(2, &mut child)[1]["id"].as_str().unwrap().to_owned();
+    assert!(env.sim.fail_now(&second));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+
+    // A plain resume leaves failed jobs alone.
+    env.cmd().arg("resume").assert().success().stderr(predicate::str::contains("nothing to resume"));
+    assert_eq!(env.sim.stats().jobs_created, 2);
+
+    let mut retry = env.spawn(&["resume", "--retry-failed"]);
+    let records = env.wait_for_ids(3, &mut retry);
+    let again = &records[2];
+    assert_eq!(again["chain"]["step"], 2);
+    assert_eq!(again["chain"]["parent"], first.as_str(), "the step's input is step 1's result again");
+    assert_eq!(again["prompt"], "two");
+    env.sim.complete_now(again["id"].as_str().unwrap());
+    let out = retry.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_result_file(&env.path("story.mp4"));
+    assert_eq!(env.sim.stats().jobs_created, 3);
+
+    // Retried once: the failed record is superseded, nothing is paid again.
+    env.cmd().args(["resume", "--retry-failed"]).assert().success();
+    assert_eq!(env.sim.stats().jobs_created, 3);
+}
