@@ -28,8 +28,9 @@ pub const CREATE_STATUS: StatusCode = StatusCode::OK;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 const UNKNOWN_OUTCOME: &str = "The upstream may have accepted this create, but its answer was lost: \
-    a generation may exist and be billed. It was not retried, so that it is not paid for twice; \
-    ask the server's operator before creating it again.";
+    a generation may exist and be billed. It was not retried, so that it is not paid for twice. \
+    The server looks it up in the upstream's request logs: repeat this request with the same \
+    Idempotency-Key in a minute to get the job once it is found, and do not create it again without one.";
 
 /// A request's `Authorization` header, and nothing else of its headers:
 /// taking the whole `HeaderMap` would copy it on every status read.
@@ -200,7 +201,12 @@ pub(crate) async fn create(
         }
     }
 
-    match state.upstream().create(&RawBody { model: model.clone(), value }).await {
+    // Our job id goes upstream as X-Client-Request-Id, so that a create
+    // whose answer is lost can be found in the upstream's request logs.
+    let client_request_id =
+        aimlvid::ClientRequestId::new(local_id.clone()).map_err(|e| ApiError::internal(&e))?;
+    match state.upstream().create_with_id(&RawBody { model: model.clone(), value }, &client_request_id).await
+    {
         Ok(generation) => {
             let body = serde_json::to_string(&generation).map_err(|e| ApiError::internal(&e))?;
             let answer = crate::view::encode(&generation);
@@ -209,6 +215,7 @@ pub(crate) async fn create(
                 generation_id: generation.id.clone(),
                 status: generation.status.as_str().to_owned(),
                 body,
+                receipt: generation.receipt.as_ref().map(crate::engine::recover::receipt_json),
             };
             // The writer retries until storage takes it; only a stopping server
             // gets here without it, and then the id is in the error log.

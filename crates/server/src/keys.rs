@@ -140,6 +140,13 @@ impl KeyEntry {
     }
 
     /// A job of this key finished or was never created; `credits` it cost.
+    /// Counts a job again that had ended for this key: an unknown create
+    /// found upstream after its slot was released. Never refused: the job
+    /// exists and is paid for.
+    pub fn job_resumed(&self) {
+        self.counters().unfinished += 1;
+    }
+
     pub fn job_ended(&self, credits: f64) {
         let mut c = self.counters();
         c.unfinished = c.unfinished.saturating_sub(1);

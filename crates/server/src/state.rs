@@ -60,6 +60,9 @@ pub struct StateConfig {
     pub webhooks: WebhookConfig,
     /// When and how fast jobs are polled upstream.
     pub poll: PollSettings,
+    /// How often creates whose outcome is unknown are looked up in the
+    /// upstream's request logs.
+    pub recover_interval: Duration,
 }
 
 impl StateConfig {
@@ -76,6 +79,7 @@ impl StateConfig {
             recent_jobs: crate::view::DEFAULT_RECENT_JOBS as u32,
             metrics: Arc::default(),
             webhooks: WebhookConfig::default(),
+            recover_interval: crate::engine::recover::DEFAULT_RECOVER_INTERVAL,
         }
     }
 
@@ -190,6 +194,9 @@ impl AppState {
         let polling = state.clone();
         let stop = state.inner.stop.clone();
         state.inner.tasks.spawn(scheduler::run(polling, config.poll, timings, follow_queue, stop));
+        let recoverer = state.clone();
+        let stop = state.inner.stop.clone();
+        state.inner.tasks.spawn(crate::engine::recover::run(recoverer, config.recover_interval, stop));
         let refresher = state.clone();
         state.inner.tasks.spawn(async move { refresher.refresh_keys(config.key_refresh).await });
         let deliverer = state.clone();

@@ -1,8 +1,10 @@
 //! The job engine under the member API: the one writer that stores every
 //! job change in batches ([`writer`]), the one scheduler that polls every
 //! unfinished job (`scheduler`), and the per-model poll schedule it
-//! learns ([`timing`]).
+//! learns ([`timing`]), and the lookup of creates whose outcome is unknown
+//! in the upstream's request logs (`recover`).
 
+pub(crate) mod recover;
 pub(crate) mod scheduler;
 pub mod timing;
 pub mod writer;

@@ -190,6 +190,8 @@ pub struct JobRecord {
     pub credits_charged: Option<f64>,
     /// Unix seconds.
     pub created_at: i64,
+    /// What the create's answer headers said (inference id, cost), as JSON.
+    pub receipt: Option<String>,
 }
 
 /// A create about to be sent upstream.
@@ -235,7 +237,7 @@ pub enum Begun {
     /// The job was recorded as pending.
     Inserted,
     /// The key already used this `Idempotency-Key`: here is that job.
-    Existing(JobRecord),
+    Existing(Box<JobRecord>),
 }
 
 /// One change to the jobs. The server's writer gathers many of them, from
@@ -255,6 +257,8 @@ pub enum JobWrite {
         status: String,
         /// The generation as JSON.
         body: String,
+        /// The create's receipt headers as JSON, when there were any.
+        receipt: Option<String>,
     },
     /// Record that a create's fate is unknown.
     Unknown {
@@ -361,6 +365,7 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
             generation_id: generation_id.into(),
             status: status.into(),
             body: body.into(),
+            receipt: None,
         };
         apply_one(self, write).await.map(drop)
     }
@@ -402,6 +407,8 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn job_by_generation(&self, generation_id: &str) -> StoreResult<Option<JobRecord>>;
     /// Jobs with an upstream id that have not finished, to be polled.
     async fn unfinished_jobs(&self) -> StoreResult<Vec<JobRecord>>;
+    /// Creates whose outcome is unknown (no upstream id), oldest first.
+    async fn unknown_jobs(&self) -> StoreResult<Vec<JobRecord>>;
     /// The most recently created jobs with an upstream id, newest first.
     async fn recent_jobs(&self, limit: u32) -> StoreResult<Vec<JobRecord>>;
     /// Marks creates left `pending` by a previous run as `unknown`: that

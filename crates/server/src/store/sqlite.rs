@@ -26,7 +26,7 @@ use super::{
 // queries; no member input is ever formatted into SQL (values are bound).
 const FINISHED: &str = "('completed', 'complete', 'error')";
 const JOB_COLUMNS: &str = "local_id, key_id, generation_id, status, model, body, idempotency_key, \
-                           request_hash, credits_charged, created_at";
+                           request_hash, credits_charged, created_at, receipt";
 // The webhook secret is deliberately absent: only `due_webhooks` reads it.
 const KEY_COLUMNS: &str = "id, name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, \
                            credits_used, enabled, revoked_at, created_at, webhook_url";
@@ -162,6 +162,7 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
         request_hash: row.try_get("request_hash")?,
         credits_charged: row.try_get("credits_charged")?,
         created_at: row.try_get("created_at")?,
+        receipt: row.try_get("receipt")?,
     })
 }
 
@@ -286,13 +287,15 @@ async fn apply_write(
             .await?
             .pop()
             .unwrap_or_else(|| Err(StoreError::Corrupt("a create went unrecorded".into()))),
-        JobWrite::Created { local_id, generation_id, status, body } => {
+        JobWrite::Created { local_id, generation_id, status, body, receipt } => {
             let updated = sqlx::query(
-                "UPDATE jobs SET generation_id = ?, status = ?, body = ?, updated_at = ? WHERE local_id = ?",
+                "UPDATE jobs SET generation_id = ?, status = ?, body = ?, receipt = ?, updated_at = ? \
+                 WHERE local_id = ?",
             )
             .bind(generation_id)
             .bind(status)
             .bind(body)
+            .bind(receipt)
             .bind(now)
             .bind(local_id)
             .execute(&mut **tx)
@@ -402,9 +405,8 @@ async fn begin_many(
             .fetch_optional(&mut **tx)
             .await?;
             match row {
-                Some(row) => {
-                    job_from_row(&row).map(|existing| WriteOutcome::Begun(Begun::Existing(existing)))
-                }
+                Some(row) => job_from_row(&row)
+                    .map(|existing| WriteOutcome::Begun(Begun::Existing(Box::new(existing)))),
                 None => Err(StoreError::Conflict(format!("a job with local id {:?}", job.local_id))),
             }
         });
@@ -420,14 +422,14 @@ async fn created_many(
     now: i64,
 ) -> Result<Option<Vec<StoreResult<WriteOutcome>>>, sqlx::Error> {
     let sql = format!(
-        "UPDATE jobs SET generation_id = v.column2, status = v.column3, body = v.column4, updated_at = ? \
-         FROM (VALUES {}) AS v WHERE jobs.local_id = v.column1",
-        placeholders(writes.len(), 4)
+        "UPDATE jobs SET generation_id = v.column2, status = v.column3, body = v.column4, receipt = v.column5, \
+         updated_at = ? FROM (VALUES {}) AS v WHERE jobs.local_id = v.column1",
+        placeholders(writes.len(), 5)
     );
     let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now);
     for write in writes {
-        if let JobWrite::Created { local_id, generation_id, status, body } = write {
-            query = query.bind(local_id).bind(generation_id).bind(status).bind(body);
+        if let JobWrite::Created { local_id, generation_id, status, body, receipt } = write {
+            query = query.bind(local_id).bind(generation_id).bind(status).bind(body).bind(receipt);
         }
     }
     match query.execute(&mut **tx).await {
@@ -549,6 +551,16 @@ impl JobStore for SqliteStore {
             "SELECT {JOB_COLUMNS} FROM jobs WHERE generation_id IS NOT NULL AND credits_charged IS NULL \
              AND status NOT IN {FINISHED}"
         )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn unknown_jobs(&self) -> StoreResult<Vec<JobRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = ? AND generation_id IS NULL ORDER BY created_at, rowid"
+        )))
+        .bind(status::UNKNOWN)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()
@@ -783,6 +795,7 @@ mod tests {
             generation_id: generation.into(),
             status: "queued".into(),
             body: "{}".into(),
+            receipt: None,
         };
         let outcomes = store
             .apply(&[job("a", Some("i1")), job("b", None), job("c", Some("i1")), job("d", None)])

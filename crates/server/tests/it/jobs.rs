@@ -124,6 +124,84 @@ async fn a_create_whose_answer_is_lost_is_recorded_as_unknown_and_never_retried(
 }
 
 #[tokio::test]
+async fn an_unknown_create_is_found_in_the_upstream_logs_and_its_idempotency_key_then_gets_the_job() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
+    let proxy =
+        start_proxy_tweaked(&sim, &db, policy, |c| c.recover_interval = Duration::from_millis(20)).await;
+    let key = proxy.key("kim", KeyLimits { max_unfinished: Some(1), ..KeyLimits::default() }).await;
+    sim.inject(Route::Create, Fault::AfterAccept(Box::new(Fault::DropConnection)), 1);
+    let lost =
+        post_with(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("lost"), Some("idem")).await;
+    assert_eq!(lost.status, 502, "{lost:?}");
+    assert!(lost.body["message"].as_str().unwrap().contains("same Idempotency-Key"), "{lost:?}");
+
+    // The upstream logged the create under our job id: the recoverer finds
+    // it, and the member's retry with the same key gets the job.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let again =
+            post_with(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("lost"), Some("idem")).await;
+        if again.status == 200 {
+            break again;
+        }
+        assert_eq!(again.status, 502, "{again:?}");
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let id = found.body["id"].as_str().unwrap().to_owned();
+    let sim_job = sim.job(&id).expect("the job the lost create made");
+    let key_id = proxy.state.store().keys().await.unwrap()[0].id;
+    let row = proxy.state.store().job_by_idempotency_key(key_id, "idem").await.unwrap().unwrap();
+    assert_eq!(row.generation_id.as_deref(), Some(sim_job.id.as_str()));
+    // It counts against the key's limit again while it runs.
+    let blocked = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("second")).await;
+    assert_eq!(blocked.status, 429, "{blocked:?}");
+
+    // Followed and charged like any other job, once.
+    assert!(sim.complete_now(&id));
+    let done = proxy.client(&key).wait(id.clone()).await.unwrap();
+    assert_eq!(done.status, aimlvid::Status::Completed);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while proxy.state.store().keys().await.unwrap()[0].credits_used == 0.0 {
+        assert!(tokio::time::Instant::now() < deadline, "never charged");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.state.store().keys().await.unwrap()[0].credits_used, sim.config().credits_per_job);
+    assert_eq!((sim.stats().create_requests, sim.stats().jobs_created), (1, 1));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_created_job_keeps_its_receipt() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("lee", KeyLimits::default()).await;
+    let created =
+        post_with(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("r"), Some("idem-r")).await;
+    assert_eq!(created.status, 200);
+    let key_id = proxy.state.store().keys().await.unwrap()[0].id;
+    let row = proxy.state.store().job_by_idempotency_key(key_id, "idem-r").await.unwrap().unwrap();
+    let receipt: serde_json::Value = serde_json::from_str(row.receipt.as_deref().unwrap()).unwrap();
+    assert_eq!(receipt["inference_id"], created.body["id"]);
+    assert_eq!(receipt["credits"], 120_000);
+    // The upstream logged it under our job id.
+    let logs: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v2/logs?period=1h", sim.base_url()))
+        .bearer_auth(aimlvid_sim::DEFAULT_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(logs["data"][0]["client_request_id"], row.local_id.as_str());
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn refused_creates_pass_the_upstreams_answer_through() {
     let sim = frozen_sim().await;
     let (_dir, db) = temp_db();
