@@ -21,6 +21,7 @@ pub trait CreateRequest: Serialize + Send + Sync {
 
 /// The two Veo 3.1 models that extend an existing clip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ExtendModel {
     /// `google/veo3-1-fast-extend-video`: the faster, cheaper one.
     #[default]
@@ -49,6 +50,7 @@ impl fmt::Display for ExtendModel {
 
 /// Aspect ratio of the generated video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum AspectRatio {
     /// Follow the input clip (the server's default).
     #[default]
@@ -88,6 +90,7 @@ impl FromStr for AspectRatio {
 
 /// Output resolution. The extend models accept only 720p.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Resolution {
     /// 720p.
     #[default]
@@ -100,6 +103,7 @@ pub enum Resolution {
 /// The API reads this case-insensitively; unknown values are kept so a
 /// provider added upstream can still be named.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Provider {
     /// Google first, then fal.ai as fallback (the server's default).
     #[default]
@@ -326,6 +330,7 @@ impl CreateRequest for GenericRequest {
 
 /// Where a generation is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Status {
     /// Waiting for a worker.
     Queued,
