@@ -9,9 +9,14 @@
 //!   `queued` → `generating` → `completed` | `error` as virtual time passes,
 //! - `GET|HEAD /files/{id}.mp4` serves the result like a CDN (ranges, no auth),
 //!
-//! with the upstream's error bodies, plus scriptable faults (status codes,
-//! rate limits, latency, dropped connections, truncated bodies, HTML error
-//! pages, creates whose answer is lost) and introspection for tests.
+//! - `GET /v2/logs` and `GET /models/metrics`, the service endpoints a
+//!   client uses to find a lost create and to see how long models take,
+//!
+//! with the upstream's error bodies and receipt headers, plus scriptable
+//! faults (status codes, rate limits, latency, dropped connections,
+//! truncated bodies, HTML error pages, creates whose answer is lost, failed
+//! jobs, expiring results, slow links) and introspection for tests. The
+//! crate's README shows how to use it in your own test suite.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -25,6 +30,11 @@
 //! ```
 
 #![warn(missing_docs)]
+
+// The README's examples compile as doctests, so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
 
 pub mod cli;
 mod config;
