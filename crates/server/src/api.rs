@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use aimlvid::CreateRequest;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use axum::http::{HeaderMap, StatusCode};
@@ -119,19 +119,19 @@ impl CreateRequest for RawBody {
 }
 
 /// `POST /v2/video/generations`.
+///
+/// The key is checked before the body is read, so an unauthenticated upload
+/// is refused without being received. Once the checks pass, the create runs
+/// in a task of its own that the request only waits on: a member who
+/// disconnects (or a reverse proxy that times out) cannot cut a paid create
+/// short, and a retry with the same `Idempotency-Key` gets the job.
 pub(crate) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let key = authenticate(&state, &Authorization(headers.get(AUTHORIZATION).cloned()))?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "Could not read the request body")
-        }
-    })?;
+    let body = read_body(body, &headers, state.body_limit()).await?;
     // As the upstream's parser does: a body not declared as JSON, or blank, reads as `{}`.
     let is_json = headers
         .get(CONTENT_TYPE)
@@ -174,7 +174,81 @@ pub(crate) async fn create(
         return replay(&state, &existing, &request_hash);
     }
 
-    key.reserve_job().map_err(refused)?;
+    let slot = Slot::reserve(key).map_err(refused)?;
+    let accepted = AcceptCreate { record, model, value, idempotency_key, request_hash };
+    let task = state.spawn_create(accept(state.clone(), slot, accepted));
+    task.await.map_err(|e| ApiError::internal(&format!("a create task ended abnormally: {e}")))?
+}
+
+/// Reads a create's body, refusing one over `limit` by its declared length
+/// before reading it, or as soon as it grows past `limit`.
+async fn read_body(body: axum::body::Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body is too large: the limit is {limit} bytes; send the video as an https URL"),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut chunks).await {
+        let chunk =
+            chunk.map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "Could not read the request body"))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// A key's slot for one unfinished job, given back when dropped unless the
+/// job was handed to the scheduler (which gives it back when the job ends).
+/// A guard, so that no early return, refusal or panic can leak it.
+struct Slot {
+    key: Arc<KeyEntry>,
+    kept: bool,
+}
+
+impl Slot {
+    fn reserve(key: Arc<KeyEntry>) -> Result<Slot, Refusal> {
+        key.reserve_job()?;
+        Ok(Slot { key, kept: false })
+    }
+
+    /// The job runs upstream now; its end releases the slot.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.key.job_ended(0.0);
+        }
+    }
+}
+
+/// A create that passed the checks.
+struct AcceptCreate {
+    record: Arc<crate::store::KeyRecord>,
+    model: String,
+    value: serde_json::Value,
+    idempotency_key: Option<String>,
+    request_hash: [u8; 32],
+}
+
+/// Records, sends and follows one create; runs in its own task.
+async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Response, ApiError> {
+    let AcceptCreate { record, model, value, idempotency_key, request_hash } = create;
     // Time-ordered, so each new row goes at the end of the table's index
     // rather than on a random page that the commit must then rewrite.
     let local_id = uuid::Uuid::now_v7().to_string();
@@ -188,15 +262,12 @@ pub(crate) async fn create(
     match state.writer().write(JobWrite::Begin(new_job)).await {
         Ok(WriteOutcome::Begun(Begun::Inserted)) => {}
         Ok(WriteOutcome::Begun(Begun::Existing(existing))) => {
-            key.job_ended(0.0);
             return replay(&state, &existing, &request_hash);
         }
         Ok(other) => {
-            key.job_ended(0.0);
             return Err(ApiError::internal(&format!("a create was recorded as {other:?}")));
         }
         Err(e) => {
-            key.job_ended(0.0);
             return Err(ApiError::internal(&e));
         }
     }
@@ -217,11 +288,24 @@ pub(crate) async fn create(
                 body,
                 receipt: generation.receipt.as_ref().map(crate::engine::recover::receipt_json),
             };
-            // The writer retries until storage takes it; only a stopping server
-            // gets here without it, and then the id is in the error log.
+            // The writer retries until storage takes it. Only a stopping
+            // server (or a write storage refuses) gets here without it: then
+            // the row stays `pending`, becomes `unknown` at the next start
+            // and is found again in the upstream's logs; the member is told,
+            // never answered 200 for a job the server has not stored.
             if let Err(e) = state.writer().write(created).await {
                 tracing::error!(generation_id = %generation.id, local_id, error = %e, "could not record a created job");
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "The upstream accepted this create as generation {}, but the server could not \
+                         record it yet; it will be found again after a restart. Ask the server's operator, \
+                         and do not create it again.",
+                        generation.id
+                    ),
+                ));
             }
+            slot.keep();
             tracing::debug!(generation_id = %generation.id, key = %record.name, "created");
             if generation.status.is_finished() {
                 // Not stored only if the server is stopping; the answer still names the job.
@@ -251,14 +335,12 @@ pub(crate) async fn create(
             if let Err(e) = state.writer().write(unknown).await {
                 tracing::error!(local_id, error = %e, "could not record an unknown create");
             }
-            key.job_ended(0.0);
             Err(ApiError::new(StatusCode::BAD_GATEWAY, UNKNOWN_OUTCOME))
         }
         Err(e) => {
             if let Err(e) = state.writer().write(JobWrite::Abandon { local_id: local_id.clone() }).await {
                 tracing::error!(local_id, error = %e, "could not forget a refused create");
             }
-            key.job_ended(0.0);
             Err(upstream_error(e))
         }
     }

@@ -139,7 +139,6 @@ impl KeyEntry {
         Ok(())
     }
 
-    /// A job of this key finished or was never created; `credits` it cost.
     /// Counts a job again that had ended for this key: an unknown create
     /// found upstream after its slot was released. Never refused: the job
     /// exists and is paid for.
@@ -147,6 +146,7 @@ impl KeyEntry {
         self.counters().unfinished += 1;
     }
 
+    /// A job of this key finished or was never created; `credits` it cost.
     pub fn job_ended(&self, credits: f64) {
         let mut c = self.counters();
         c.unfinished = c.unfinished.saturating_sub(1);

@@ -119,6 +119,9 @@ struct Inner {
     /// Stops the writer, once everything else has stopped writing.
     stop_writer: CancellationToken,
     tasks: TaskTracker,
+    /// Creates in flight, each in a task of its own so that a member's
+    /// disconnect cannot cut one short; shutdown waits for them.
+    creates: TaskTracker,
     writer_task: TaskTracker,
 }
 
@@ -172,6 +175,7 @@ impl AppState {
                 stop: CancellationToken::new(),
                 stop_writer,
                 tasks: TaskTracker::new(),
+                creates: TaskTracker::new(),
                 writer_task,
             }),
         };
@@ -211,6 +215,9 @@ impl AppState {
     /// unfinished in storage and are resumed by the next start.
     pub async fn stop(&self) {
         self.inner.draining.cancel();
+        // A create in flight finishes (and is recorded) even if its member left.
+        self.inner.creates.close();
+        self.inner.creates.wait().await;
         self.inner.stop.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
@@ -339,6 +346,16 @@ impl AppState {
                 Err(e) => tracing::warn!(error = %e, "could not reload keys"),
             }
         }
+    }
+
+    /// Runs a create in a task of its own, which the request only waits
+    /// on: dropping the request (a member who disconnects) does not stop it.
+    pub(crate) fn spawn_create<F>(&self, create: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.creates.spawn(create)
     }
 
     /// Follows a job upstream until it finishes: the one scheduler polls

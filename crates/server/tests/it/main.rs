@@ -2,6 +2,7 @@
 //! process) in front of the upstream simulator.
 
 mod compat;
+mod edges;
 mod engine;
 mod events;
 mod jobs;
