@@ -89,7 +89,13 @@ fn refused(refusal: Refusal) -> ApiError {
             format!("This API key already has {max} unfinished generations; wait for one to finish"),
             Duration::from_secs(5),
         ),
-        Refusal::Budget => ApiError::new(StatusCode::FORBIDDEN, "This API key has used up its credit budget"),
+        Refusal::Budget { remaining, expected } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "This API key's credit budget does not cover this generation: about {expected:.0} credits \
+                 expected, {remaining:.0} left once the generations in progress are paid for"
+            ),
+        ),
     }
 }
 
@@ -174,7 +180,7 @@ pub(crate) async fn create(
         return replay(&state, &existing, &request_hash);
     }
 
-    let slot = Slot::reserve(key).map_err(refused)?;
+    let slot = Slot::reserve(key, state.costs().estimate(&model)).map_err(refused)?;
     let accepted = AcceptCreate { record, model, value, idempotency_key, request_hash };
     let task = state.spawn_create(accept(state.clone(), slot, accepted));
     task.await.map_err(|e| ApiError::internal(&format!("a create task ended abnormally: {e}")))?
@@ -214,17 +220,21 @@ async fn read_body(body: axum::body::Body, headers: &HeaderMap, limit: usize) ->
 /// A guard, so that no early return, refusal or panic can leak it.
 struct Slot {
     key: Arc<KeyEntry>,
+    /// The credits reserved against the key's budget.
+    expected: f64,
     kept: bool,
 }
 
 impl Slot {
-    fn reserve(key: Arc<KeyEntry>) -> Result<Slot, Refusal> {
-        key.reserve_job()?;
-        Ok(Slot { key, kept: false })
+    fn reserve(key: Arc<KeyEntry>, expected: f64) -> Result<Slot, Refusal> {
+        key.reserve_job(expected)?;
+        Ok(Slot { key, expected, kept: false })
     }
 
-    /// The job runs upstream now; its end releases the slot.
-    fn keep(mut self) {
+    /// The job runs upstream now as `generation_id`; its end settles the
+    /// reservation and releases the slot.
+    fn keep(mut self, state: &AppState, generation_id: &str, model: &str) {
+        state.costs().hold(generation_id, model, self.expected);
         self.kept = true;
     }
 }
@@ -232,7 +242,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if !self.kept {
-            self.key.job_ended(0.0);
+            self.key.job_ended(0.0, self.expected);
         }
     }
 }
@@ -305,7 +315,7 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Res
                     ),
                 ));
             }
-            slot.keep();
+            slot.keep(&state, &generation.id, &model);
             tracing::debug!(generation_id = %generation.id, key = %record.name, "created");
             if generation.status.is_finished() {
                 // Not stored only if the server is stopping; the answer still names the job.

@@ -59,6 +59,20 @@ pub struct FileConfig {
     pub recent_jobs: Option<u32>,
     /// How jobs are polled upstream.
     pub poll: Option<PollFile>,
+    /// What creates are expected to cost, reserved against keys' budgets.
+    pub budget: Option<BudgetFile>,
+}
+
+/// The `[budget]` table.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetFile {
+    /// Credits a create of a model not configured nor learned yet reserves.
+    pub default_estimate: Option<f64>,
+    /// Credits per model id (`[budget.estimates]`, `"model" = 120000`),
+    /// used instead of the average of its finished jobs.
+    #[serde(default)]
+    pub estimates: std::collections::HashMap<String, f64>,
 }
 
 /// The `[poll]` table.
@@ -224,6 +238,11 @@ pub struct ServeArgs {
     /// pace, which recovers by itself [default: 1000].
     #[arg(long, value_name = "N")]
     pub poll_rate: Option<f64>,
+    /// Credits a create reserves against its key's budget when its model's
+    /// cost is neither configured nor learned from finished jobs yet
+    /// [default: 1000000].
+    #[arg(long, value_name = "CREDITS")]
+    pub default_job_estimate: Option<f64>,
 }
 
 /// The files of a TLS certificate and its key.
@@ -262,6 +281,8 @@ pub struct Settings {
     pub recent_jobs: u32,
     /// How jobs are polled upstream.
     pub poll: PollSettings,
+    /// What creates are expected to cost.
+    pub costs: crate::budget::CostSettings,
 }
 
 /// Seconds from a flag or the file, checked.
@@ -318,7 +339,7 @@ impl Settings {
         args: &ServeArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Settings> {
-        let file = db.file()?;
+        let mut file = db.file()?;
         let upstream_key_file = args.upstream_key_file.clone().or(file.upstream_key_file.clone());
         let upstream_key = match upstream_key_file {
             Some(path) => read_secret(&path)?,
@@ -341,8 +362,21 @@ impl Settings {
             _ => anyhow::bail!("TLS needs both a certificate and a key: pass --tls-cert and --tls-key"),
         };
         let poll = file.poll.as_ref().unwrap_or(&PollFile::default()).settings(args)?;
+        let costs = {
+            let budget = file.budget.take().unwrap_or_default();
+            let default_estimate = args
+                .default_job_estimate
+                .or(budget.default_estimate)
+                .unwrap_or(crate::budget::DEFAULT_JOB_ESTIMATE);
+            let bad = |v: f64| !v.is_finite() || v < 0.0;
+            if bad(default_estimate) || budget.estimates.values().any(|v| bad(*v)) {
+                anyhow::bail!("job cost estimates must be numbers of credits, 0 or more");
+            }
+            crate::budget::CostSettings { default_estimate, estimates: budget.estimates }
+        };
         Ok(Settings {
             poll,
+            costs,
             tls,
             recent_jobs: args
                 .recent_jobs

@@ -64,6 +64,8 @@ struct Counters {
     /// Jobs created and not finished (pending creates included).
     unfinished: u32,
     credits_used: f64,
+    /// Credits reserved by jobs in flight, at their expected cost.
+    reserved: f64,
 }
 
 /// Why a request was refused by a key's limits.
@@ -73,8 +75,13 @@ pub enum Refusal {
     Rate(Duration),
     /// Too many unfinished jobs.
     Unfinished(u32),
-    /// The credit budget is spent.
-    Budget,
+    /// The credit budget would be exceeded.
+    Budget {
+        /// Credits left of the budget, reservations of jobs in flight taken off.
+        remaining: f64,
+        /// What the create was expected to cost.
+        expected: f64,
+    },
 }
 
 impl KeyEntry {
@@ -84,6 +91,7 @@ impl KeyEntry {
             refilled: now,
             unfinished,
             credits_used: record.credits_used,
+            reserved: 0.0,
         };
         KeyEntry { id: record.id, record: RwLock::new(Arc::new(record)), counters: Mutex::new(counters) }
     }
@@ -122,13 +130,18 @@ impl KeyEntry {
         Err(Refusal::Rate(Duration::from_secs_f64((1.0 - c.tokens) / per_sec)))
     }
 
-    /// Reserves a slot for a new job, checking the unfinished-jobs limit and
-    /// the budget; release it with [`KeyEntry::job_ended`].
-    pub fn reserve_job(&self) -> Result<(), Refusal> {
+    /// Reserves a slot for a new job expected to cost `expected` credits,
+    /// checking the unfinished-jobs limit and that the budget covers what
+    /// is spent, what jobs in flight reserved and this one; release it
+    /// with [`KeyEntry::job_ended`].
+    pub fn reserve_job(&self, expected: f64) -> Result<(), Refusal> {
         let record = self.record();
         let mut c = self.counters();
-        if record.limits.credit_budget.is_some_and(|budget| c.credits_used >= budget) {
-            return Err(Refusal::Budget);
+        if let Some(budget) = record.limits.credit_budget {
+            let remaining = budget - c.credits_used - c.reserved;
+            if expected > remaining || remaining <= 0.0 {
+                return Err(Refusal::Budget { remaining: remaining.max(0.0), expected });
+            }
         }
         if let Some(max) = record.limits.max_unfinished
             && c.unfinished >= max
@@ -136,21 +149,31 @@ impl KeyEntry {
             return Err(Refusal::Unfinished(max));
         }
         c.unfinished += 1;
+        c.reserved += expected;
         Ok(())
     }
 
-    /// Counts a job again that had ended for this key: an unknown create
-    /// found upstream after its slot was released. Never refused: the job
-    /// exists and is paid for.
-    pub fn job_resumed(&self) {
-        self.counters().unfinished += 1;
+    /// Counts a job again that had ended for this key, reserving `expected`
+    /// for it: an unknown create found upstream after its slot was released.
+    /// Never refused: the job exists and is paid for.
+    pub fn job_resumed(&self, expected: f64) {
+        let mut c = self.counters();
+        c.unfinished += 1;
+        c.reserved += expected;
     }
 
-    /// A job of this key finished or was never created; `credits` it cost.
-    pub fn job_ended(&self, credits: f64) {
+    /// A job of this key finished, or was never created: it cost `credits`,
+    /// and the `reserved` credits held for it are given back.
+    pub fn job_ended(&self, credits: f64, reserved: f64) {
         let mut c = self.counters();
         c.unfinished = c.unfinished.saturating_sub(1);
         c.credits_used += credits;
+        c.reserved = (c.reserved - reserved).max(0.0);
+    }
+
+    /// Credits reserved by this key's jobs in flight.
+    pub fn credits_reserved(&self) -> f64 {
+        self.counters().reserved
     }
 
     /// Credits charged so far.
@@ -193,8 +216,8 @@ impl KeyTable {
 
     /// Brings the table in line with the stored keys, keeping the live
     /// counters of keys it already has. `unfinished` gives a new key's count
-    /// of unfinished jobs.
-    pub fn sync(&self, records: Vec<KeyRecord>, unfinished: impl Fn(KeyId) -> u32) {
+    /// of unfinished jobs and the credits they reserve.
+    pub fn sync(&self, records: Vec<KeyRecord>, unfinished: impl Fn(KeyId) -> (u32, f64)) {
         let now = Instant::now();
         let mut live = std::collections::HashSet::new();
         for record in records {
@@ -211,9 +234,10 @@ impl KeyTable {
                     c.credits_used = c.credits_used.max(stored_credits);
                 }
                 None => {
-                    let unfinished = unfinished(record.id);
+                    let (unfinished, reserved) = unfinished(record.id);
                     let (id, hash) = (record.id, record.hash);
                     let entry = Arc::new(KeyEntry::new(record, unfinished, now));
+                    entry.counters().reserved = reserved;
                     self.by_hash.insert(hash, entry.clone());
                     self.by_id.insert(id, entry);
                 }
@@ -262,12 +286,12 @@ mod tests {
     #[test]
     fn the_table_authenticates_by_hash_and_drops_revoked_keys() {
         let table = KeyTable::default();
-        table.sync(vec![record(1, "amv_one", KeyLimits::default())], |_| 0);
+        table.sync(vec![record(1, "amv_one", KeyLimits::default())], |_| (0, 0.0));
         assert_eq!(table.authenticate("amv_one").map(|(e, _)| e.id()), Some(1));
         assert!(table.authenticate("amv_two").is_none());
         let mut revoked = record(1, "amv_one", KeyLimits::default());
         revoked.revoked = true;
-        table.sync(vec![revoked], |_| 0);
+        table.sync(vec![revoked], |_| (0, 0.0));
         assert!(table.authenticate("amv_one").is_none());
         assert!(table.get(1).is_none());
     }
@@ -295,13 +319,33 @@ mod tests {
     fn unfinished_jobs_and_the_budget_are_limited() {
         let limits = KeyLimits { max_unfinished: Some(1), credit_budget: Some(10.0), ..KeyLimits::default() };
         let entry = KeyEntry::new(record(1, "k", limits), 0, Instant::now());
-        assert_eq!(entry.reserve_job(), Ok(()));
-        assert_eq!(entry.reserve_job(), Err(Refusal::Unfinished(1)));
-        entry.job_ended(4.0);
-        assert_eq!(entry.reserve_job(), Ok(()));
-        entry.job_ended(6.0);
+        assert_eq!(entry.reserve_job(3.0), Ok(()));
+        assert_eq!(entry.reserve_job(3.0), Err(Refusal::Unfinished(1)));
+        entry.job_ended(4.0, 3.0);
+        assert_eq!(entry.credits_reserved(), 0.0);
+        assert_eq!(entry.reserve_job(3.0), Ok(()));
+        entry.job_ended(6.0, 3.0);
         assert_eq!(entry.credits_used(), 10.0);
-        assert_eq!(entry.reserve_job(), Err(Refusal::Budget));
+        assert_eq!(entry.reserve_job(0.0), Err(Refusal::Budget { remaining: 0.0, expected: 0.0 }));
         assert_eq!(entry.unfinished(), 0);
+    }
+
+    #[test]
+    fn reservations_keep_parallel_creates_within_the_budget() {
+        let limits = KeyLimits { credit_budget: Some(100.0), ..KeyLimits::default() };
+        let entry = KeyEntry::new(record(1, "k", limits), 0, Instant::now());
+        let accepted = (0..50).filter(|_| entry.reserve_job(30.0).is_ok()).count();
+        assert_eq!(accepted, 3, "3 x 30 fits in 100, a fourth would not");
+        assert_eq!(entry.reserve_job(30.0), Err(Refusal::Budget { remaining: 10.0, expected: 30.0 }));
+        // Settled at the real price, 20 each: room for two more at 30.
+        for _ in 0..3 {
+            entry.job_ended(20.0, 30.0);
+        }
+        assert_eq!(entry.credits_used(), 60.0);
+        assert!(entry.reserve_job(30.0).is_ok());
+        assert!(entry.reserve_job(30.0).is_err(), "60 spent + 30 reserved + 30 > 100");
+        // A refused create gives its reservation back.
+        entry.job_ended(0.0, 30.0);
+        assert!(entry.reserve_job(30.0).is_ok());
     }
 }

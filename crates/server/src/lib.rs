@@ -22,6 +22,7 @@
 
 pub mod admin;
 mod api;
+pub mod budget;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -179,6 +179,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         webhooks: settings.webhooks,
         recent_jobs: settings.recent_jobs,
         poll: settings.poll,
+        costs: settings.costs,
         ..StateConfig::from_builder(upstream)?
     };
     let state = AppState::start(Arc::new(store.clone()), config).await?;

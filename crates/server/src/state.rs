@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::{CostEstimates, CostSettings};
 use crate::engine::scheduler::{self, FollowJob, Scheduler};
 use crate::engine::timing::{PollSettings, Timings};
 use crate::engine::writer::{WriteError, Writer};
@@ -63,6 +64,8 @@ pub struct StateConfig {
     /// How often creates whose outcome is unknown are looked up in the
     /// upstream's request logs.
     pub recover_interval: Duration,
+    /// What creates are expected to cost, reserved against keys' budgets.
+    pub costs: CostSettings,
 }
 
 impl StateConfig {
@@ -80,6 +83,7 @@ impl StateConfig {
             metrics: Arc::default(),
             webhooks: WebhookConfig::default(),
             recover_interval: crate::engine::recover::DEFAULT_RECOVER_INTERVAL,
+            costs: CostSettings::default(),
         }
     }
 
@@ -111,6 +115,7 @@ struct Inner {
     webhooks: Webhooks,
     writer: Writer,
     scheduler: Scheduler,
+    costs: Arc<CostEstimates>,
     /// Cancelled when shutdown begins: ends event streams, so that the
     /// requests still in flight can finish.
     draining: CancellationToken,
@@ -138,12 +143,21 @@ impl AppState {
             );
         }
         let unfinished = store.unfinished_jobs().await?;
-        let mut per_key: HashMap<KeyId, u32> = HashMap::new();
+        let costs = Arc::new(CostEstimates::from_settings(config.costs));
+        costs.seed(store.model_costs().await?);
+        // Each unfinished job holds its expected cost against its key's budget.
+        let mut per_key: HashMap<KeyId, (u32, f64)> = HashMap::new();
         for job in &unfinished {
-            *per_key.entry(job.key_id).or_default() += 1;
+            let expected = costs.estimate(&job.model);
+            if let Some(id) = &job.generation_id {
+                costs.hold(id, &job.model, expected);
+            }
+            let entry = per_key.entry(job.key_id).or_default();
+            entry.0 += 1;
+            entry.1 += expected;
         }
         let keys = KeyTable::default();
-        keys.sync(store.keys().await?, |id| per_key.get(&id).copied().unwrap_or(0));
+        keys.sync(store.keys().await?, |id| per_key.get(&id).copied().unwrap_or_default());
 
         let jobs = JobViews::new(config.recent_jobs as usize);
         // Oldest first, so that the newest count as the most recently used.
@@ -171,6 +185,7 @@ impl AppState {
                 webhooks: Webhooks::new(config.webhooks)?,
                 writer,
                 scheduler,
+                costs,
                 draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
                 stop_writer,
@@ -252,6 +267,11 @@ impl AppState {
         &self.inner.unknown_ids
     }
 
+    /// What creates are expected to cost, and the reservations of jobs in flight.
+    pub fn costs(&self) -> &CostEstimates {
+        &self.inner.costs
+    }
+
     /// The one writer of job changes.
     pub fn writer(&self) -> &Writer {
         &self.inner.writer
@@ -317,7 +337,7 @@ impl AppState {
     pub async fn reload_keys(&self) -> Result<(), StoreError> {
         let records = self.inner.store.keys().await?;
         // Keys new to this process have no jobs in flight here yet.
-        self.inner.keys.sync(records, |_| 0);
+        self.inner.keys.sync(records, |_| (0, 0.0));
         Ok(())
     }
 
@@ -392,8 +412,14 @@ impl AppState {
         };
         match self.inner.writer.write(write).await {
             Ok(WriteOutcome::Finished(Some(charged))) => {
+                // The reservation gives way to the real charge, which also
+                // teaches the model's expected cost.
+                let hold = self.inner.costs.release(id);
+                if let Some(hold) = &hold {
+                    self.inner.costs.learn(&hold.model, credits);
+                }
                 if let Some(entry) = self.inner.keys.get(charged.key_id) {
-                    entry.job_ended(credits);
+                    entry.job_ended(credits, hold.map_or(0.0, |h| h.credits));
                 }
                 if charged.webhook_queued {
                     self.inner.webhooks.wake();

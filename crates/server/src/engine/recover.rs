@@ -123,9 +123,12 @@ async fn adopt(state: &AppState, job: &JobRecord, generation: Generation) {
         return;
     }
     tracing::info!(local_id = %job.local_id, generation_id = %generation.id, "recovered an unknown create");
-    // Its slot was released when the create failed; it runs again now.
+    // Its slot and reservation were released when the create failed; it
+    // runs again now.
+    let expected = state.costs().estimate(&job.model);
+    state.costs().hold(&generation.id, &job.model, expected);
     if let Some(key) = state.keys().get(job.key_id) {
-        key.job_resumed();
+        key.job_resumed(expected);
     }
     if generation.status.is_finished() {
         state.record(job.key_id, &generation).await;

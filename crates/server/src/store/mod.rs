@@ -409,6 +409,9 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn unfinished_jobs(&self) -> StoreResult<Vec<JobRecord>>;
     /// Creates whose outcome is unknown (no upstream id), oldest first.
     async fn unknown_jobs(&self) -> StoreResult<Vec<JobRecord>>;
+    /// Per model, the average charge of its charged jobs and their number:
+    /// `(model, average credits, jobs)`.
+    async fn model_costs(&self) -> StoreResult<Vec<(String, f64, u64)>>;
     /// The most recently created jobs with an upstream id, newest first.
     async fn recent_jobs(&self, limit: u32) -> StoreResult<Vec<JobRecord>>;
     /// Marks creates left `pending` by a previous run as `unknown`: that

@@ -566,6 +566,18 @@ impl JobStore for SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
+    async fn model_costs(&self) -> StoreResult<Vec<(String, f64, u64)>> {
+        let rows: Vec<(String, f64, i64)> = sqlx::query_as(
+            "SELECT model, AVG(credits_charged), COUNT(*) FROM jobs WHERE credits_charged > 0 GROUP BY model",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(model, average, n)| (model, average, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     async fn recent_jobs(&self, limit: u32) -> StoreResult<Vec<JobRecord>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE generation_id IS NOT NULL ORDER BY created_at DESC, rowid DESC LIMIT ?"

@@ -118,3 +118,83 @@ async fn an_upload_is_refused_before_its_body_unless_the_key_is_good_and_it_fits
     assert_eq!(sim.stats().create_requests, 0);
     proxy.stop().await;
 }
+
+/// Sends `n` creates at once with `key`; returns how many were accepted
+/// and checks that the rest were refused for the budget.
+async fn parallel_creates(proxy: &Proxy, key: &str, n: usize) -> Vec<String> {
+    let endpoint = proxy.endpoint();
+    let bodies: Vec<_> = (0..n).map(|i| create_body(&format!("p{i}"))).collect();
+    let answers = futures_util::future::join_all(
+        bodies.iter().map(|body| post(&proxy.http, &endpoint, Some(key), body)),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for answer in answers {
+        match answer.status {
+            200 => ids.push(answer.body["id"].as_str().unwrap().to_owned()),
+            403 => assert!(answer.body["message"].as_str().unwrap().contains("budget"), "{answer:?}"),
+            _ => panic!("unexpected {answer:?}"),
+        }
+    }
+    ids
+}
+
+/// Completes `ids` upstream and waits until the proxy has charged them.
+async fn finish_all(proxy: &Proxy, sim: &aimlvid_sim::RunningSim, name: &str, ids: &[String], before: f64) {
+    for id in ids {
+        assert!(sim.complete_now(id));
+    }
+    let entry = proxy.state.keys().entries().into_iter().find(|e| e.record().name == name).unwrap();
+    let expected = before + ids.len() as f64 * sim.config().credits_per_job;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while entry.credits_used() < expected {
+        assert!(tokio::time::Instant::now() < deadline, "not all charged: {}", entry.credits_used());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(entry.credits_used(), expected);
+    assert_eq!(entry.credits_reserved(), 0.0, "every reservation settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_parallel_creates_stay_within_the_budget() {
+    let sim = frozen_sim().await; // 120,000 credits a job
+    let (_dir, db) = temp_db();
+    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
+    let proxy = start_proxy_tweaked(&sim, &db, policy, |c| {
+        c.costs.estimates.insert("google/veo3-1-fast-extend-video".into(), 150_000.0);
+    })
+    .await;
+    let budget = 2_000_000.0;
+    let key = proxy.key("xia", KeyLimits { credit_budget: Some(budget), ..KeyLimits::default() }).await;
+
+    // 13 reservations of 150,000 fit in 2,000,000; a 14th would not.
+    let ids = parallel_creates(&proxy, &key, 100).await;
+    assert_eq!(ids.len(), 13);
+    assert_eq!(sim.stats().jobs_created, 13, "the refused ones never reached the upstream");
+
+    // Settled at the real 120,000 each: 440,000 left, room for two more.
+    finish_all(&proxy, &sim, "xia", &ids, 0.0).await;
+    let more = parallel_creates(&proxy, &key, 10).await;
+    assert_eq!(more.len(), 2);
+    finish_all(&proxy, &sim, "xia", &more, 13.0 * 120_000.0).await;
+    let spent = proxy.state.store().keys().await.unwrap()[0].credits_used;
+    assert!(spent <= budget, "{spent} over {budget}");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_models_cost_is_learned_from_its_finished_jobs() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
+    let proxy = start_proxy_tweaked(&sim, &db, policy, |c| c.costs.default_estimate = 1_000_000.0).await;
+    let key = proxy.key("yan", KeyLimits { credit_budget: Some(2_000_000.0), ..KeyLimits::default() }).await;
+    // Nothing known: each create reserves the cautious default.
+    let first = parallel_creates(&proxy, &key, 20).await;
+    assert_eq!(first.len(), 2);
+    finish_all(&proxy, &sim, "yan", &first, 0.0).await;
+    // Learned: 120,000 a job, so 1,760,000 left covers 14 more.
+    let second = parallel_creates(&proxy, &key, 20).await;
+    assert_eq!(second.len(), 14);
+    proxy.stop().await;
+}

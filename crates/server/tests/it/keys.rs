@@ -102,13 +102,18 @@ async fn requests_per_minute_are_limited_with_retry_after() {
 async fn models_unfinished_jobs_and_the_budget_are_limited() {
     let sim = frozen_sim().await;
     let (_dir, db) = temp_db();
-    let proxy = start_proxy(&sim, &db).await;
-    let http = &proxy.http;
     let per_job = sim.config().credits_per_job;
+    let policy = aimlvid::PollPolicy::fixed(std::time::Duration::from_millis(5))
+        .deadline(std::time::Duration::from_secs(60));
+    let proxy = start_proxy_tweaked(&sim, &db, policy, |c| {
+        c.costs.estimates.insert("google/veo3-1-fast-extend-video".into(), per_job);
+    })
+    .await;
+    let http = &proxy.http;
     let limits = KeyLimits {
         allowed_models: Some(vec!["google/veo3-1-fast-extend-video".into()]),
         max_unfinished: Some(1),
-        credit_budget: Some(per_job * 1.5),
+        credit_budget: Some(per_job * 2.5),
         ..KeyLimits::default()
     };
     let key = proxy.key("dave", limits).await;
@@ -134,12 +139,12 @@ async fn models_unfinished_jobs_and_the_budget_are_limited() {
         get(http, &proxy.endpoint(), Some(&key), Some(id)).await;
     }
     let second = post(http, &proxy.endpoint(), Some(&key), &create_body("2")).await;
-    assert_eq!(second.status, 200, "a slot is free again and 1 of 1.5 jobs' credits is spent");
+    assert_eq!(second.status, 200, "a slot is free again and 1 of 2.5 jobs' credits is spent");
     let id2 = second.body["id"].as_str().unwrap();
     assert!(sim.complete_now(id2));
     client.wait(id2).await.unwrap();
     let broke = post(http, &proxy.endpoint(), Some(&key), &create_body("3")).await;
-    assert_eq!(broke.status, 403, "{broke:?}");
+    assert_eq!(broke.status, 403, "half a job's credits left does not cover a job: {broke:?}");
     let keys = proxy.state.store().keys().await.unwrap();
     assert_eq!(keys[0].credits_used, 2.0 * per_job, "charged once per job, never per poll");
     proxy.stop().await;
