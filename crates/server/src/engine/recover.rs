@@ -41,7 +41,9 @@ pub(crate) fn receipt_json(receipt: &Receipt) -> String {
 /// Looks unknown creates up every `every` until `stop`.
 pub(crate) async fn run(state: AppState, every: Duration, stop: CancellationToken) {
     let mut reported = std::collections::HashSet::new();
-    let mut tick = tokio::time::interval(every);
+    // The first round one interval after start: a create that just failed
+    // is not in the logs yet anyway.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
