@@ -178,6 +178,31 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap) -> R
     Ok(Json(listed).into_response())
 }
 
+/// `GET /admin/jobs/unknown`: creates whose outcome is unknown and jobs the
+/// upstream says it does not know, oldest first. The server keeps looking
+/// them up by itself; these are for an operator to know about.
+pub(crate) async fn unknown_jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let jobs = state.store().jobs_needing_attention().await.map_err(store_error)?;
+    let listed: Vec<_> = jobs
+        .into_iter()
+        .map(|job| {
+            serde_json::json!({
+                "local_id": job.local_id,
+                "key_id": job.key_id,
+                "generation_id": job.generation_id,
+                "model": job.model,
+                "note": job.note,
+                "created_at": job.created_at,
+            })
+        })
+        .collect();
+    Ok(Json(listed).into_response())
+}
+
 /// `POST /admin/keys`: issues a key and shows it (and its webhook secret), once.
 pub(crate) async fn create(
     State(state): State<AppState>,

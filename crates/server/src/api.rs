@@ -180,10 +180,24 @@ pub(crate) async fn create(
         return replay(&state, &existing, &request_hash);
     }
 
+    if let Some(left) = state.breaker().open_for() {
+        return Err(key_refused_upstream(left));
+    }
     let slot = Slot::reserve(key, state.costs().estimate(&model)).map_err(refused)?;
     let accepted = AcceptCreate { record, model, value, idempotency_key, request_hash };
     let task = state.spawn_create(accept(state.clone(), slot, accepted));
     task.await.map_err(|e| ApiError::internal(&format!("a create task ended abnormally: {e}")))?
+}
+
+/// The answer while the upstream refuses this server's key: the member
+/// can do nothing about it but wait; the operator must replace the key.
+fn key_refused_upstream(retry_after: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The upstream refuses this server's API key, so creates are paused; the server's operator \
+         must replace it. Nothing was created.",
+    )
+    .with_retry_after(Some(retry_after.as_secs().max(1)))
 }
 
 /// Reads a create's body, refusing one over `limit` by its declared length
@@ -289,6 +303,7 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Res
     match state.upstream().create_with_id(&RawBody { model: model.clone(), value }, &client_request_id).await
     {
         Ok(generation) => {
+            state.breaker().succeeded();
             let body = serde_json::to_string(&generation).map_err(|e| ApiError::internal(&e))?;
             let answer = crate::view::encode(&generation);
             let created = JobWrite::Created {
@@ -348,6 +363,9 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Res
             Err(ApiError::new(StatusCode::BAD_GATEWAY, UNKNOWN_OUTCOME))
         }
         Err(e) => {
+            if matches!(e, aimlvid::Error::Unauthorized { .. }) {
+                state.breaker().trip();
+            }
             if let Err(e) = state.writer().write(JobWrite::Abandon { local_id: local_id.clone() }).await {
                 tracing::error!(local_id, error = %e, "could not forget a refused create");
             }
@@ -448,10 +466,7 @@ pub(crate) fn upstream_error(error: aimlvid::Error) -> ApiError {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             ApiError::new(status, message).with_retry_after(retry_after.map(|d| d.as_secs().max(1)))
         }
-        E::Unauthorized { .. } => {
-            tracing::error!("the upstream refused this server's API key");
-            ApiError::new(StatusCode::BAD_GATEWAY, "The upstream refused this server's credentials")
-        }
+        E::Unauthorized { .. } => key_refused_upstream(crate::engine::breaker::DEFAULT_BREAKER_WINDOW),
         other => {
             tracing::warn!(error = %other, "upstream call failed");
             ApiError::new(StatusCode::BAD_GATEWAY, "The upstream could not be reached")

@@ -87,6 +87,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/video/generations/{id}/events", get(events::events))
         .route("/admin/keys", get(admin::list).post(admin::create))
         .route("/admin/keys/{name}", patch(admin::update).delete(admin::revoke))
+        .route("/admin/jobs/unknown", get(admin::unknown_jobs))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -112,6 +113,12 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
 
 /// Ready when storage answers.
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if state.breaker().open_for().is_some() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The upstream refuses this server's API key",
+        ));
+    }
     match state.store().ping().await {
         Ok(()) => Ok("ready"),
         Err(e) => {

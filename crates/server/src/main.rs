@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use aimlvid_server::config::{DbArgs, LogArgs, LogFormat, ServeArgs, Settings};
-use aimlvid_server::store::{KeyLimits, KeyRecord, KeyStore as _, KeyUpdate, SqliteStore};
+use aimlvid_server::store::{JobStore as _, KeyLimits, KeyRecord, KeyStore as _, KeyUpdate, SqliteStore};
 use aimlvid_server::{AppState, StateConfig};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -30,6 +30,13 @@ enum Command {
     /// picks changes up within a second).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// List jobs that need an operator's attention.
+    Jobs {
+        /// Creates whose outcome is unknown, and jobs the upstream says it
+        /// does not know (the server keeps looking them up by itself)
+        #[arg(long, required = true)]
+        unknown: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +163,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let result = keys(&store, command).await;
             store.close().await;
             result
+        }
+        Command::Jobs { unknown: _ } => {
+            let database = cli.db.database(&cli.db.file()?)?;
+            let store = SqliteStore::open(&database)
+                .await
+                .with_context(|| format!("opening {}", database.display()))?;
+            let jobs = store.jobs_needing_attention().await;
+            store.close().await;
+            let jobs = jobs?;
+            if jobs.is_empty() {
+                eprintln!("no jobs need attention");
+            }
+            for job in jobs {
+                println!(
+                    "{}\tkey {}\t{}\t{}\t{}",
+                    job.local_id,
+                    job.key_id,
+                    job.generation_id.as_deref().unwrap_or("(no generation id)"),
+                    job.model,
+                    job.note.as_deref().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ")
+                );
+            }
+            Ok(())
         }
     }
 }

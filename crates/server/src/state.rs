@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::{CostEstimates, CostSettings};
+use crate::engine::breaker::UpstreamBreaker;
 use crate::engine::scheduler::{self, FollowJob, Scheduler};
 use crate::engine::timing::{PollSettings, Timings};
 use crate::engine::writer::{WriteError, Writer};
@@ -66,6 +67,9 @@ pub struct StateConfig {
     pub recover_interval: Duration,
     /// What creates are expected to cost, reserved against keys' budgets.
     pub costs: CostSettings,
+    /// How long creates are refused and polls paused after the upstream
+    /// refuses this server's key, before trying again.
+    pub breaker_window: Duration,
 }
 
 impl StateConfig {
@@ -84,6 +88,7 @@ impl StateConfig {
             webhooks: WebhookConfig::default(),
             recover_interval: crate::engine::recover::DEFAULT_RECOVER_INTERVAL,
             costs: CostSettings::default(),
+            breaker_window: crate::engine::breaker::DEFAULT_BREAKER_WINDOW,
         }
     }
 
@@ -116,6 +121,7 @@ struct Inner {
     writer: Writer,
     scheduler: Scheduler,
     costs: Arc<CostEstimates>,
+    breaker: UpstreamBreaker,
     /// Cancelled when shutdown begins: ends event streams, so that the
     /// requests still in flight can finish.
     draining: CancellationToken,
@@ -186,6 +192,7 @@ impl AppState {
                 writer,
                 scheduler,
                 costs,
+                breaker: UpstreamBreaker::new(config.breaker_window),
                 draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
                 stop_writer,
@@ -270,6 +277,11 @@ impl AppState {
     /// What creates are expected to cost, and the reservations of jobs in flight.
     pub fn costs(&self) -> &CostEstimates {
         &self.inner.costs
+    }
+
+    /// Whether the upstream is refusing this server's key.
+    pub fn breaker(&self) -> &UpstreamBreaker {
+        &self.inner.breaker
     }
 
     /// The one writer of job changes.

@@ -4,6 +4,7 @@
 //! learns ([`timing`]), and the lookup of creates whose outcome is unknown
 //! in the upstream's request logs (`recover`).
 
+pub mod breaker;
 pub(crate) mod recover;
 pub(crate) mod scheduler;
 pub mod timing;

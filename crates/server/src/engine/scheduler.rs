@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::timing::{Plan, PollSettings, Timings};
 use crate::state::AppState;
-use crate::store::{JobWrite, KeyId};
+use crate::store::{JobWrite, KeyId, status};
 
 /// The slowest pace the scheduler falls to, in polls per second.
 const MIN_RATE: f64 = 1.0;
@@ -89,6 +89,8 @@ struct Job {
     running_at: Option<f64>,
     status: Status,
     fresh: bool,
+    /// The upstream said it does not know the job ([`Polled::Gone`]).
+    gone: bool,
 }
 
 impl Job {
@@ -104,10 +106,17 @@ enum Polled {
     Seen(Status),
     /// The upstream is struggling (429, 5xx, no answer): slow everyone down.
     Strained { retry_after: Option<Duration> },
-    /// Something about this job went wrong (an unreadable answer, a 404, a
+    /// Something about this job went wrong (an unreadable answer, a
     /// status storage did not take): poll it again later, rarely.
     Failed,
+    /// The upstream says the job is not there (404) or cannot be asked
+    /// about (400, 403): that will not change by itself. Recorded for an
+    /// admin, and asked again only hourly, never given up.
+    Gone(String),
 }
+
+/// How often a job the upstream does not know is asked about again.
+const GONE_INTERVAL: Duration = Duration::from_secs(3600);
 
 struct Engine {
     state: AppState,
@@ -164,7 +173,10 @@ impl Engine {
                         let Some(Reverse((_, id))) = self.due.pop() else { break };
                         let Some(job) = self.jobs.get_mut(&id) else { continue };
                         job.polls += 1;
-                        let (state, key_id, status) = (self.state.clone(), job.key_id, job.status.clone());
+                        // A job marked gone is recorded again whatever it says: its row says `unknown`.
+                        let status =
+                            if job.gone { Status::Other(status::UNKNOWN.into()) } else { job.status.clone() };
+                        let (state, key_id) = (self.state.clone(), job.key_id);
                         in_flight.spawn(async move {
                             let polled = poll(&state, &id, key_id, status).await;
                             (id, polled)
@@ -193,6 +205,7 @@ impl Engine {
             running_at: None,
             status: job.status,
             fresh: job.fresh,
+            gone: false,
         };
         let mut wait = plan.next_wait(0, entry.age(now));
         if !job.fresh {
@@ -239,6 +252,10 @@ impl Engine {
                     }
                     return;
                 }
+                if job.gone {
+                    job.gone = false;
+                    tracing::info!(generation_id = %id, "a job the upstream did not know is back");
+                }
                 job.running_at = Some(age);
                 job.status = status;
                 job.plan.next_wait(job.polls, age)
@@ -249,6 +266,15 @@ impl Engine {
                 wait.max(retry_after.map_or(0.0, |d| d.as_secs_f64()))
             }
             Polled::Failed => self.settings.max_interval.as_secs_f64(),
+            Polled::Gone(note) => {
+                if !job.gone {
+                    job.gone = true;
+                    tracing::warn!(generation_id = %id, note, "the upstream does not know a followed job; \
+                        marked unknown for an admin, asked again hourly");
+                    self.state.writer().write_later(JobWrite::Gone { generation_id: id.to_string(), note });
+                }
+                GONE_INTERVAL.as_secs_f64()
+            }
         };
         self.schedule(id, now, wait);
     }
@@ -259,6 +285,7 @@ async fn poll(state: &AppState, id: &str, key_id: KeyId, last: Status) -> Polled
     use aimlvid::Error as E;
     match state.upstream().poll_once(id).await {
         Ok(generation) => {
+            state.breaker().succeeded();
             if generation.status != last && !state.record(key_id, &generation).await {
                 // Not stored, so not the job's status yet: seen again at a later poll.
                 return Polled::Failed;
@@ -269,6 +296,14 @@ async fn poll(state: &AppState, id: &str, key_id: KeyId, last: Status) -> Polled
             Polled::Strained { retry_after: e.retry_after() }
         }
         Err(e @ E::Upstream { .. }) if e.is_transient() => Polled::Strained { retry_after: e.retry_after() },
+        // Nothing works until the key is replaced: pause everyone.
+        Err(E::Unauthorized { .. }) => {
+            state.breaker().trip();
+            Polled::Strained { retry_after: Some(state.breaker().window()) }
+        }
+        Err(e @ (E::NotFound { .. } | E::InvalidRequest { .. } | E::OutOfCredits { .. })) => {
+            Polled::Gone(e.to_string())
+        }
         Err(e) => {
             // Never given up: a paid job is polled until it ends, however long that takes.
             tracing::warn!(generation_id = id, error = %e, "polling failed; will poll this job again later");

@@ -192,6 +192,8 @@ pub struct JobRecord {
     pub created_at: i64,
     /// What the create's answer headers said (inference id, cost), as JSON.
     pub receipt: Option<String>,
+    /// Why a job is `unknown`.
+    pub note: Option<String>,
 }
 
 /// A create about to be sent upstream.
@@ -265,6 +267,14 @@ pub enum JobWrite {
         /// This server's id for the job.
         local_id: String,
         /// Why.
+        note: String,
+    },
+    /// Mark a followed job the upstream says it does not know (`unknown`,
+    /// with why), for an admin to look at; it is still asked about.
+    Gone {
+        /// The upstream's id.
+        generation_id: String,
+        /// What the upstream answered.
         note: String,
     },
     /// Forget a create the upstream definitely refused.
@@ -409,6 +419,9 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn unfinished_jobs(&self) -> StoreResult<Vec<JobRecord>>;
     /// Creates whose outcome is unknown (no upstream id), oldest first.
     async fn unknown_jobs(&self) -> StoreResult<Vec<JobRecord>>;
+    /// Every job marked `unknown`, with or without an upstream id: lost
+    /// creates and jobs the upstream does not know. Oldest first.
+    async fn jobs_needing_attention(&self) -> StoreResult<Vec<JobRecord>>;
     /// Per model, the average charge of its charged jobs and their number:
     /// `(model, average credits, jobs)`.
     async fn model_costs(&self) -> StoreResult<Vec<(String, f64, u64)>>;

@@ -26,7 +26,7 @@ use super::{
 // queries; no member input is ever formatted into SQL (values are bound).
 const FINISHED: &str = "('completed', 'complete', 'error')";
 const JOB_COLUMNS: &str = "local_id, key_id, generation_id, status, model, body, idempotency_key, \
-                           request_hash, credits_charged, created_at, receipt";
+                           request_hash, credits_charged, created_at, receipt, note";
 // The webhook secret is deliberately absent: only `due_webhooks` reads it.
 const KEY_COLUMNS: &str = "id, name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, \
                            credits_used, enabled, revoked_at, created_at, webhook_url";
@@ -163,6 +163,7 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
         credits_charged: row.try_get("credits_charged")?,
         created_at: row.try_get("created_at")?,
         receipt: row.try_get("receipt")?,
+        note: row.try_get("note")?,
     })
 }
 
@@ -314,6 +315,18 @@ async fn apply_write(
                 .bind(local_id)
                 .execute(&mut **tx)
                 .await?;
+            done
+        }
+        JobWrite::Gone { generation_id, note } => {
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE jobs SET status = ?, note = ?, updated_at = ? WHERE generation_id = ? AND status NOT IN {FINISHED}"
+            )))
+            .bind(status::UNKNOWN)
+            .bind(note)
+            .bind(now)
+            .bind(generation_id)
+            .execute(&mut **tx)
+            .await?;
             done
         }
         JobWrite::Abandon { local_id } => {
@@ -559,6 +572,16 @@ impl JobStore for SqliteStore {
     async fn unknown_jobs(&self) -> StoreResult<Vec<JobRecord>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE status = ? AND generation_id IS NULL ORDER BY created_at, rowid"
+        )))
+        .bind(status::UNKNOWN)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn jobs_needing_attention(&self) -> StoreResult<Vec<JobRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = ? ORDER BY created_at, rowid"
         )))
         .bind(status::UNKNOWN)
         .fetch_all(&self.pool)

@@ -198,3 +198,66 @@ async fn an_unknown_models_cost_is_learned_from_its_finished_jobs() {
     assert_eq!(second.len(), 14);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_upstream_does_not_know_is_marked_for_an_admin_not_polled_every_few_seconds() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await; // polls every 5 ms
+    let key = proxy.key("zed", KeyLimits::default()).await;
+    let created = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("lost upstream")).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    sim.inject(Route::Poll, Fault::Status(404), 1_000);
+
+    let admin = format!("{}/admin/jobs/unknown", proxy.url);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let listed: serde_json::Value =
+            proxy.http.get(&admin).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+        if listed.as_array().is_some_and(|l| !l.is_empty()) {
+            break listed;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never marked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(listed[0]["generation_id"], id.as_str());
+    assert!(listed[0]["note"].as_str().unwrap().contains("not found"), "{listed}");
+    // Asked again only hourly: 200 ms of a 5 ms schedule bring no more polls.
+    let polls = sim.stats().poll_requests;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sim.stats().poll_requests, polls, "not polled again every few ms");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upstream_key_trips_the_breaker_for_creates_polls_and_readiness() {
+    // The simulator knows another key than the one the proxy holds.
+    let config =
+        aimlvid_sim::SimConfig { api_keys: vec!["the-real-key".into()], ..aimlvid_sim::SimConfig::fast() };
+    let sim = aimlvid_sim::Simulator::start(config).await.unwrap();
+    let (_dir, db) = temp_db();
+    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
+    let proxy =
+        start_proxy_tweaked(&sim, &db, policy, |c| c.breaker_window = Duration::from_millis(300)).await;
+    let key = proxy.key("amy", KeyLimits::default()).await;
+    let ready = format!("{}/readyz", proxy.url);
+    assert_eq!(proxy.http.get(&ready).send().await.unwrap().status(), 200);
+
+    let first = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("a")).await;
+    assert_eq!(first.status, 503, "{first:?}");
+    assert!(first.body["message"].as_str().unwrap().contains("operator must replace it"), "{first:?}");
+    assert!(first.retry_after.is_some());
+    assert_eq!(proxy.http.get(&ready).send().await.unwrap().status(), 503);
+    // While open, creates never reach the upstream.
+    for _ in 0..5 {
+        let refused = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("b")).await;
+        assert_eq!(refused.status, 503);
+    }
+    assert_eq!(sim.stats().create_requests, 1);
+    // After the window, one create probes again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let probe = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("c")).await;
+    assert_eq!(probe.status, 503);
+    assert_eq!(sim.stats().create_requests, 2);
+    proxy.stop().await;
+}
