@@ -457,7 +457,15 @@ pub(crate) fn upstream_error(error: aimlvid::Error) -> ApiError {
             let error = ApiError::new(StatusCode::BAD_REQUEST, message);
             if errors.is_empty() { error } else { error.with_errors(errors.into()) }
         }
-        E::OutOfCredits { message, .. } => ApiError::new(StatusCode::FORBIDDEN, message),
+        // The team's balance is the operator's business, not the member's.
+        E::OutOfCredits { message, .. } => {
+            tracing::error!(upstream_message = %message, "the upstream refused a create for the team's credits");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The upstream refused this create for the team's account (credits or billing); the \
+                 server's operator has been told. Nothing was created.",
+            )
+        }
         E::NotFound { .. } => ApiError::not_found(),
         E::RateLimited { message, retry_after } => {
             ApiError::too_many(message, retry_after.unwrap_or(Duration::from_secs(1)))

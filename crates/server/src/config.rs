@@ -23,6 +23,11 @@ pub const DEFAULT_DATABASE: &str = "aimlvid-server.db";
 pub const UPSTREAM_KEY_VARS: [&str; 2] = ["AIMLAPI_API_KEY", "AIML_API_KEY"];
 /// Where the admin token is read from.
 pub const ADMIN_TOKEN_VAR: &str = "AIMLVID_ADMIN_TOKEN";
+/// Where the read-only `/metrics` token is read from.
+pub const METRICS_TOKEN_VAR: &str = "AIMLVID_METRICS_TOKEN";
+/// The shortest admin or metrics token accepted: 32 characters, such as
+/// `openssl rand -hex 16` makes, so that it cannot be guessed.
+pub const MIN_TOKEN_LEN: usize = 32;
 
 /// The TOML file. Every field is optional.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -38,6 +43,8 @@ pub struct FileConfig {
     pub upstream_key_file: Option<PathBuf>,
     /// A file holding the admin token.
     pub admin_token_file: Option<PathBuf>,
+    /// A file holding the read-only token for `/metrics`.
+    pub metrics_token_file: Option<PathBuf>,
     /// Largest request body, in bytes.
     pub body_limit: Option<usize>,
     /// Limit on one upstream call, in seconds.
@@ -204,6 +211,10 @@ pub struct ServeArgs {
     /// AIMLVID_ADMIN_TOKEN; with neither, the admin API is off).
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
+    /// A file holding a read-only token for `/metrics` (otherwise
+    /// AIMLVID_METRICS_TOKEN), so that Prometheus need not hold the admin token.
+    #[arg(long)]
+    pub metrics_token_file: Option<PathBuf>,
     /// Largest request body in bytes [default: 67108864, 64 MiB].
     #[arg(long, env = "AIMLVID_BODY_LIMIT")]
     pub body_limit: Option<usize>,
@@ -267,6 +278,8 @@ pub struct Settings {
     pub upstream_key: SecretString,
     /// The admin token, if the admin API is on.
     pub admin_token: Option<SecretString>,
+    /// The read-only token for `/metrics`, if any.
+    pub metrics_token: Option<SecretString>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
     /// Limit on one upstream call.
@@ -349,10 +362,26 @@ impl Settings {
                 .map(|v| SecretString::from(v.trim().to_owned()))
                 .context("no upstream key: set AIMLAPI_API_KEY or pass --upstream-key-file")?,
         };
-        let admin_token = match args.admin_token_file.clone().or(file.admin_token_file.clone()) {
-            Some(path) => Some(read_secret(&path)?),
-            None => env(ADMIN_TOKEN_VAR).filter(|v| !v.trim().is_empty()).map(|v| v.trim().to_owned().into()),
+        let token = |path: Option<PathBuf>, var: &str| -> anyhow::Result<Option<SecretString>> {
+            let token = match path {
+                Some(path) => Some(read_secret(&path)?),
+                None => env(var).filter(|v| !v.trim().is_empty()).map(|v| v.trim().to_owned().into()),
+            };
+            if let Some(token) = &token {
+                use secrecy::ExposeSecret as _;
+                anyhow::ensure!(
+                    token.expose_secret().chars().count() >= MIN_TOKEN_LEN,
+                    "the {} is too short: use at least {MIN_TOKEN_LEN} random characters \
+                     (for example `openssl rand -hex 16`)",
+                    if var == ADMIN_TOKEN_VAR { "admin token" } else { "metrics token" }
+                );
+            }
+            Ok(token)
         };
+        let admin_token =
+            token(args.admin_token_file.clone().or(file.admin_token_file.clone()), ADMIN_TOKEN_VAR)?;
+        let metrics_token =
+            token(args.metrics_token_file.clone().or(file.metrics_token_file.clone()), METRICS_TOKEN_VAR)?;
         let tls = match (
             args.tls_cert.clone().or(file.tls_cert.clone()),
             args.tls_key.clone().or(file.tls_key.clone()),
@@ -394,6 +423,7 @@ impl Settings {
                 .unwrap_or_else(|| aimlvid::DEFAULT_BASE_URL.to_owned()),
             upstream_key,
             admin_token,
+            metrics_token,
             body_limit: args.body_limit.or(file.body_limit).unwrap_or(crate::DEFAULT_BODY_LIMIT),
             upstream_timeout: Duration::from_secs(
                 args.upstream_timeout_secs.or(file.upstream_timeout_secs).unwrap_or(120),
@@ -430,6 +460,24 @@ mod tests {
     use secrecy::ExposeSecret as _;
 
     #[test]
+    fn short_admin_and_metrics_tokens_are_refused() {
+        let db = DbArgs { config: None, database: None };
+        let env = |short: &'static str| {
+            move |name: &str| match name {
+                ADMIN_TOKEN_VAR | METRICS_TOKEN_VAR if name == short => Some("hunter2".to_owned()),
+                _ => Some("x".repeat(MIN_TOKEN_LEN)),
+            }
+        };
+        for var in [ADMIN_TOKEN_VAR, METRICS_TOKEN_VAR] {
+            let err = Settings::resolve(&db, &ServeArgs::default(), env(var)).unwrap_err().to_string();
+            assert!(err.contains("too short") && err.contains("32"), "{err}");
+            assert!(!err.contains("hunter2"), "a secret never reaches an error: {err}");
+        }
+        let ok = Settings::resolve(&db, &ServeArgs::default(), |_| Some("x".repeat(MIN_TOKEN_LEN))).unwrap();
+        assert!(ok.metrics_token.is_some());
+    }
+
+    #[test]
     fn flags_override_the_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("upstream.key");
@@ -451,7 +499,8 @@ mod tests {
             tls_key: Some("key.pem".into()),
             ..ServeArgs::default()
         };
-        let settings = Settings::resolve(&db, &args, |_| Some("sk-from-env".into())).unwrap();
+        let settings =
+            Settings::resolve(&db, &args, |_| Some("sk-from-env-0123456789abcdef0123456789".into())).unwrap();
         assert_eq!(settings.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(settings.body_limit, 2048);
         assert_eq!(settings.database, PathBuf::from(DEFAULT_DATABASE));
@@ -462,7 +511,7 @@ mod tests {
         );
         assert_eq!(
             settings.admin_token.as_ref().map(|t| t.expose_secret().to_owned()),
-            Some("sk-from-env".into())
+            Some("sk-from-env-0123456789abcdef0123456789".into())
         );
         assert_eq!(settings.key_refresh, Duration::from_secs(2));
         assert_eq!(settings.poll, PollSettings::default());
@@ -475,10 +524,12 @@ mod tests {
 
     #[test]
     fn secrets_never_show_in_debug_output_or_errors() {
-        let settings =
-            Settings::resolve(&DbArgs::default(), &ServeArgs::default(), |_| Some("sk-very-secret".into()))
-                .unwrap();
+        let settings = Settings::resolve(&DbArgs::default(), &ServeArgs::default(), |_| {
+            Some("sk-very-secret-0123456789abcdef0123".into())
+        })
+        .unwrap();
         assert!(!format!("{settings:?}").contains("sk-very-secret"));
+        assert!(settings.metrics_token.is_some() && settings.admin_token.is_some());
         let err = Settings::resolve(&DbArgs::default(), &ServeArgs::default(), |_| None).unwrap_err();
         assert!(err.to_string().contains("AIMLAPI_API_KEY"), "{err}");
     }
@@ -486,10 +537,15 @@ mod tests {
     #[test]
     fn tls_needs_a_certificate_and_a_key() {
         let args = ServeArgs { tls_cert: Some("cert.pem".into()), ..ServeArgs::default() };
-        let err = Settings::resolve(&DbArgs::default(), &args, |_| Some("sk".into())).unwrap_err();
+        let err = Settings::resolve(&DbArgs::default(), &args, |_| {
+            Some("sk-0123456789abcdef0123456789abcdef".into())
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("--tls-key"), "{err}");
-        let plain =
-            Settings::resolve(&DbArgs::default(), &ServeArgs::default(), |_| Some("sk".into())).unwrap();
+        let plain = Settings::resolve(&DbArgs::default(), &ServeArgs::default(), |_| {
+            Some("sk-0123456789abcdef0123456789abcdef".into())
+        })
+        .unwrap();
         assert_eq!(plain.tls, None);
     }
 

@@ -101,7 +101,7 @@ pub fn app(state: AppState) -> Router {
 /// `/metrics`, in the Prometheus text format. It names keys and their
 /// spending, so with an admin token configured it asks for that token.
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    if state.admin_enabled() && !state.is_admin(admin::bearer(&headers)) {
+    if !state.may_read_metrics(admin::bearer(&headers)) {
         return Err(ApiError::unauthorized());
     }
     let mut response = state.render_metrics().into_response();

@@ -204,6 +204,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", settings.database.display()))?;
     let config = StateConfig {
         admin_token: settings.admin_token,
+        metrics_token: settings.metrics_token,
         body_limit: settings.body_limit,
         key_refresh: settings.key_refresh,
         webhooks: settings.webhooks,

@@ -70,7 +70,9 @@ where
         let started = Instant::now();
         let route =
             RouteId::of(request.method(), request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
-        let request_id = match request.headers().get(&REQUEST_ID) {
+        // A caller's id is kept only if it is a plain token: it is echoed
+        // and logged, so it must not carry a log line or markup of its own.
+        let request_id = match request.headers().get(&REQUEST_ID).filter(|id| is_plain_id(id.as_bytes())) {
             Some(id) => id.clone(),
             None => {
                 let id = self.ids.next();
@@ -94,6 +96,12 @@ where
             Ok(response)
         })
     }
+}
+
+/// 1–128 characters of `A-Za-z0-9._:-`, as the upstream allows for its
+/// client request ids.
+fn is_plain_id(id: &[u8]) -> bool {
+    (1..=128).contains(&id.len()) && id.iter().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(b))
 }
 
 /// Request ids: UUID-shaped, from a random per-process prefix and a
@@ -121,6 +129,15 @@ impl RequestIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_request_ids_are_kept() {
+        assert!(is_plain_id(b"req-1.2:3_x"));
+        assert!(!is_plain_id(b""));
+        assert!(!is_plain_id(&[b'a'; 129]));
+        assert!(!is_plain_id(b"a b"));
+        assert!(!is_plain_id(b"<script>"));
+    }
 
     #[test]
     fn request_ids_are_distinct_uuids() {

@@ -45,6 +45,8 @@ pub struct StateConfig {
     pub upstream: aimlvid::Client,
     /// The bearer token of the admin API; `None` turns the admin API off.
     pub admin_token: Option<SecretString>,
+    /// A read-only bearer token for `/metrics` alone.
+    pub metrics_token: Option<SecretString>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     /// How often storage is checked for key changes made with the `keys`
@@ -81,6 +83,7 @@ impl StateConfig {
             poll: PollSettings::from_policy(upstream.poll_policy()),
             upstream,
             admin_token: None,
+            metrics_token: None,
             body_limit: crate::DEFAULT_BODY_LIMIT,
             key_refresh: DEFAULT_KEY_REFRESH,
             recent_jobs: crate::view::DEFAULT_RECENT_JOBS as u32,
@@ -115,6 +118,7 @@ struct Inner {
     jobs: JobViews,
     unknown_ids: UnknownIds,
     admin_token_hash: Option<[u8; 32]>,
+    metrics_token_hash: Option<[u8; 32]>,
     body_limit: usize,
     metrics: Arc<Metrics>,
     webhooks: Webhooks,
@@ -186,6 +190,7 @@ impl AppState {
                 jobs,
                 unknown_ids: UnknownIds::default(),
                 admin_token_hash: config.admin_token.map(|t| hash_key(t.expose_secret())),
+                metrics_token_hash: config.metrics_token.map(|t| hash_key(t.expose_secret())),
                 body_limit: config.body_limit,
                 metrics,
                 webhooks: Webhooks::new(config.webhooks)?,
@@ -338,6 +343,18 @@ impl AppState {
     /// Always false when no admin token is configured.
     pub fn is_admin(&self, token: &str) -> bool {
         self.inner.admin_token_hash.is_some_and(|expected| expected.ct_eq(&hash_key(token)).into())
+    }
+
+    /// Whether `token` may read `/metrics`: the metrics token or the admin
+    /// token. Open to all when neither is configured.
+    pub fn may_read_metrics(&self, token: &str) -> bool {
+        let inner = &self.inner;
+        if inner.admin_token_hash.is_none() && inner.metrics_token_hash.is_none() {
+            return true;
+        }
+        let hash = hash_key(token);
+        let matches = |h: &Option<[u8; 32]>| h.is_some_and(|expected| bool::from(expected.ct_eq(&hash)));
+        matches(&inner.metrics_token_hash) || matches(&inner.admin_token_hash)
     }
 
     /// Whether the admin API is on.

@@ -61,6 +61,7 @@ impl SqliteStore {
     /// [`SqliteStore::open`], waiting at most `lock_wait` for another
     /// process's write lock before a write fails.
     pub async fn open_with_lock_wait(path: &Path, lock_wait: Duration) -> StoreResult<Self> {
+        create_private(path)?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)
@@ -148,6 +149,24 @@ fn attempt_from_row(row: &SqliteRow) -> StoreResult<WebhookAttempt> {
         attempted_at_ms: row.try_get("attempted_at")?,
         duration_ms: row.try_get("duration_ms")?,
     })
+}
+
+/// Creates the database file readable by its owner only (SQLite gives its
+/// `-wal` and `-shm` files the same mode): it holds key hashes, webhook
+/// secrets and members' prompts. An existing file is left as it is.
+fn create_private(path: &Path) -> StoreResult<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Backend(sqlx::Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot create the database {}: {e}", path.display()),
+        )))),
+    }
 }
 
 fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {

@@ -261,3 +261,78 @@ async fn a_refused_upstream_key_trips_the_breaker_for_creates_polls_and_readines
     assert_eq!(sim.stats().create_requests, 2);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_have_a_read_only_token_of_their_own() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
+    let metrics_token = "m".repeat(40);
+    let token = metrics_token.clone();
+    let proxy = start_proxy_tweaked(&sim, &db, policy, move |c| c.metrics_token = Some(token.into())).await;
+    let url = format!("{}/metrics", proxy.url);
+    let status = |token: Option<&str>| {
+        let mut request = proxy.http.get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(Some(&metrics_token)).await, 200);
+    assert_eq!(status(Some(ADMIN_TOKEN)).await, 200, "the admin token still reads them");
+    assert_eq!(status(None).await, 401);
+    assert_eq!(status(Some("guess")).await, 401);
+    // It opens nothing else.
+    let keys =
+        proxy.http.get(format!("{}/admin/keys", proxy.url)).bearer_auth(&metrics_token).send().await.unwrap();
+    assert_eq!(keys.status(), 401);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn the_database_is_created_readable_by_its_owner_only() {
+    let (_dir, db) = temp_db();
+    let store = aimlvid_server::store::SqliteStore::open(&db).await.unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_echoed_only_when_plain_and_billing_trouble_stays_with_the_operator() {
+    let config = aimlvid_sim::SimConfig { credit_balance: Some(0.0), ..aimlvid_sim::SimConfig::fast() };
+    let sim = aimlvid_sim::Simulator::start(config).await.unwrap();
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("bea", KeyLimits::default()).await;
+    let id_of =
+        |response: &reqwest::Response| response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let plain = proxy
+        .http
+        .get(format!("{}/healthz", proxy.url))
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id_of(&plain), "trace-42");
+    let odd = proxy
+        .http
+        .get(format!("{}/healthz", proxy.url))
+        .header("x-request-id", "<b>hi</b>")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(id_of(&odd), "<b>hi</b>");
+    assert_eq!(id_of(&odd).len(), 36, "replaced by one of ours");
+
+    // The upstream's 403 names the team's balance: the member is not told it.
+    let refused = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("broke")).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    let message = refused.body["message"].as_str().unwrap();
+    assert!(message.contains("operator") && !message.contains("balance"), "{message}");
+    proxy.stop().await;
+}

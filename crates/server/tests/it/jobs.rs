@@ -207,9 +207,13 @@ async fn refused_creates_pass_the_upstreams_answer_through() {
     let (_dir, db) = temp_db();
     let proxy = start_proxy(&sim, &db).await;
     let key = proxy.key("ivy", KeyLimits { max_unfinished: Some(1), ..KeyLimits::default() }).await;
-    sim.inject(Route::Create, Fault::Status(403), 1);
+    sim.inject(Route::Create, Fault::Status(400), 1);
     let refused = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("x")).await;
-    assert_eq!((refused.status, refused.body["message"].as_str()), (403, Some("Forbidden")));
+    assert_eq!((refused.status, refused.body["message"].as_str()), (400, Some("Bad request")));
+    // A 403 is about the team's account: the member is told it is the operator's to fix.
+    sim.inject(Route::Create, Fault::Status(403), 1);
+    let billing = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("x")).await;
+    assert_eq!(billing.status, 503, "{billing:?}");
     // The refused create holds no slot and no row.
     let created = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("x")).await;
     assert_eq!(created.status, 200, "{created:?}");
