@@ -137,7 +137,7 @@ pub(crate) async fn create(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let key = authenticate(&state, &Authorization(headers.get(AUTHORIZATION).cloned()))?;
-    let body = read_body(body, &headers, state.body_limit()).await?;
+    let body = read_body(body, &headers, state.body_limit(), state.front_limits()).await?;
     // As the upstream's parser does: a body not declared as JSON, or blank, reads as `{}`.
     let is_json = headers
         .get(CONTENT_TYPE)
@@ -201,8 +201,15 @@ fn key_refused_upstream(retry_after: Duration) -> ApiError {
 }
 
 /// Reads a create's body, refusing one over `limit` by its declared length
-/// before reading it, or as soon as it grows past `limit`.
-async fn read_body(body: axum::body::Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+/// before reading it, or as soon as it grows past `limit`; and one that
+/// pauses too long or arrives too slowly, so that a slow sender cannot hold
+/// a connection and its memory for ever.
+async fn read_body(
+    body: axum::body::Body,
+    headers: &HeaderMap,
+    limit: usize,
+    front: &crate::front::FrontLimits,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -216,9 +223,23 @@ async fn read_body(body: axum::body::Body, headers: &HeaderMap, limit: usize) ->
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
+    let expected = declared.unwrap_or(limit as u64);
+    let deadline = tokio::time::Instant::now()
+        + front.body_idle_timeout
+        + Duration::from_secs_f64(expected as f64 / front.min_body_rate.max(1) as f64);
+    let too_slow = || {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "The request body arrived too slowly; send it again, or send the video as an https URL",
+        )
+    };
     let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize));
     let mut chunks = body.into_data_stream();
-    while let Some(chunk) = futures_util::StreamExt::next(&mut chunks).await {
+    loop {
+        let wait =
+            front.body_idle_timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let next = tokio::time::timeout(wait, futures_util::StreamExt::next(&mut chunks)).await;
+        let Some(chunk) = next.map_err(|_| too_slow())? else { break };
         let chunk =
             chunk.map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "Could not read the request body"))?;
         if bytes.len() + chunk.len() > limit {
@@ -256,7 +277,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if !self.kept {
-            self.key.job_ended(0.0, self.expected);
+            self.key.job_ended(self.expected);
         }
     }
 }

@@ -162,12 +162,22 @@ impl KeyEntry {
         c.reserved += expected;
     }
 
-    /// A job of this key finished, or was never created: it cost `credits`,
-    /// and the `reserved` credits held for it are given back.
-    pub fn job_ended(&self, credits: f64, reserved: f64) {
+    /// A job of this key was never created (or ended without a charge):
+    /// the `reserved` credits held for it are given back.
+    pub fn job_ended(&self, reserved: f64) {
         let mut c = self.counters();
         c.unfinished = c.unfinished.saturating_sub(1);
-        c.credits_used += credits;
+        c.reserved = (c.reserved - reserved).max(0.0);
+    }
+
+    /// A job of this key was charged: storage says the key has now used
+    /// `key_total` credits. The stored total is taken, never added to, so
+    /// that a reload of the key from storage (which holds the charge
+    /// already) cannot count it twice.
+    pub fn job_charged(&self, key_total: f64, reserved: f64) {
+        let mut c = self.counters();
+        c.unfinished = c.unfinished.saturating_sub(1);
+        c.credits_used = c.credits_used.max(key_total);
         c.reserved = (c.reserved - reserved).max(0.0);
     }
 
@@ -321,12 +331,29 @@ mod tests {
         let entry = KeyEntry::new(record(1, "k", limits), 0, Instant::now());
         assert_eq!(entry.reserve_job(3.0), Ok(()));
         assert_eq!(entry.reserve_job(3.0), Err(Refusal::Unfinished(1)));
-        entry.job_ended(4.0, 3.0);
+        entry.job_charged(4.0, 3.0);
         assert_eq!(entry.credits_reserved(), 0.0);
         assert_eq!(entry.reserve_job(3.0), Ok(()));
-        entry.job_ended(6.0, 3.0);
+        entry.job_charged(10.0, 3.0);
         assert_eq!(entry.credits_used(), 10.0);
         assert_eq!(entry.reserve_job(0.0), Err(Refusal::Budget { remaining: 0.0, expected: 0.0 }));
+        assert_eq!(entry.unfinished(), 0);
+    }
+
+    #[test]
+    fn a_reload_between_a_charge_and_its_notice_does_not_count_it_twice() {
+        let table = KeyTable::default();
+        let limits = KeyLimits { credit_budget: Some(100.0), ..KeyLimits::default() };
+        table.sync(vec![record(1, "k", limits.clone())], |_| (1, 30.0));
+        let entry = table.get(1).unwrap();
+        // Storage charged the job (the key now holds 20), and a reload
+        // reads that before the job's end reaches the entry.
+        let stored = KeyRecord { credits_used: 20.0, ..record(1, "k", limits) };
+        table.sync(vec![stored], |_| (0, 0.0));
+        assert_eq!(entry.credits_used(), 20.0);
+        entry.job_charged(20.0, 30.0);
+        assert_eq!(entry.credits_used(), 20.0, "counted once");
+        assert_eq!(entry.credits_reserved(), 0.0);
         assert_eq!(entry.unfinished(), 0);
     }
 
@@ -338,14 +365,14 @@ mod tests {
         assert_eq!(accepted, 3, "3 x 30 fits in 100, a fourth would not");
         assert_eq!(entry.reserve_job(30.0), Err(Refusal::Budget { remaining: 10.0, expected: 30.0 }));
         // Settled at the real price, 20 each: room for two more at 30.
-        for _ in 0..3 {
-            entry.job_ended(20.0, 30.0);
+        for total in [20.0, 40.0, 60.0] {
+            entry.job_charged(total, 30.0);
         }
         assert_eq!(entry.credits_used(), 60.0);
         assert!(entry.reserve_job(30.0).is_ok());
         assert!(entry.reserve_job(30.0).is_err(), "60 spent + 30 reserved + 30 > 100");
         // A refused create gives its reservation back.
-        entry.job_ended(0.0, 30.0);
+        entry.job_ended(30.0);
         assert!(entry.reserve_job(30.0).is_ok());
     }
 }

@@ -27,6 +27,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 mod events;
+pub mod front;
 pub mod keys;
 pub mod metrics;
 mod observe;
@@ -140,13 +141,5 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let draining = state.clone();
-    let shutdown = async move {
-        shutdown.await;
-        // Event streams would otherwise hold their connections open until their jobs end.
-        draining.drain();
-    };
-    let result = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).await;
-    state.stop().await;
-    result
+    front::serve(listener, state, None, shutdown).await
 }

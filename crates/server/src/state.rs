@@ -72,6 +72,8 @@ pub struct StateConfig {
     /// How long creates are refused and polls paused after the upstream
     /// refuses this server's key, before trying again.
     pub breaker_window: Duration,
+    /// The HTTP front's timeouts and caps.
+    pub front: crate::front::FrontLimits,
 }
 
 impl StateConfig {
@@ -92,6 +94,7 @@ impl StateConfig {
             recover_interval: crate::engine::recover::DEFAULT_RECOVER_INTERVAL,
             costs: CostSettings::default(),
             breaker_window: crate::engine::breaker::DEFAULT_BREAKER_WINDOW,
+            front: crate::front::FrontLimits::default(),
         }
     }
 
@@ -126,6 +129,7 @@ struct Inner {
     scheduler: Scheduler,
     costs: Arc<CostEstimates>,
     breaker: UpstreamBreaker,
+    front: crate::front::FrontLimits,
     /// Cancelled when shutdown begins: ends event streams, so that the
     /// requests still in flight can finish.
     draining: CancellationToken,
@@ -198,6 +202,7 @@ impl AppState {
                 scheduler,
                 costs,
                 breaker: UpstreamBreaker::new(config.breaker_window),
+                front: config.front,
                 draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
                 stop_writer,
@@ -282,6 +287,11 @@ impl AppState {
     /// What creates are expected to cost, and the reservations of jobs in flight.
     pub fn costs(&self) -> &CostEstimates {
         &self.inner.costs
+    }
+
+    /// The HTTP front's timeouts and caps.
+    pub fn front_limits(&self) -> &crate::front::FrontLimits {
+        &self.inner.front
     }
 
     /// Whether the upstream is refusing this server's key.
@@ -448,7 +458,7 @@ impl AppState {
                     self.inner.costs.learn(&hold.model, credits);
                 }
                 if let Some(entry) = self.inner.keys.get(charged.key_id) {
-                    entry.job_ended(credits, hold.map_or(0.0, |h| h.credits));
+                    entry.job_charged(charged.key_credits_used, hold.map_or(0.0, |h| h.credits));
                 }
                 if charged.webhook_queued {
                     self.inner.webhooks.wake();

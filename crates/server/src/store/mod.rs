@@ -231,6 +231,8 @@ pub struct Charged {
     pub key_id: KeyId,
     /// Whether a webhook delivery was queued.
     pub webhook_queued: bool,
+    /// The key's credits used, this charge included, as stored.
+    pub key_credits_used: f64,
 }
 
 /// The result of [`JobStore::begin_job`].

@@ -490,11 +490,13 @@ async fn finish_job(
     .fetch_optional(&mut **tx)
     .await?;
     let Some(key_id) = key_id else { return Ok(None) };
-    sqlx::query("UPDATE keys SET credits_used = credits_used + ? WHERE id = ?")
-        .bind(end.credits)
-        .bind(key_id)
-        .execute(&mut **tx)
-        .await?;
+    let key_credits_used: f64 = sqlx::query_scalar(
+        "UPDATE keys SET credits_used = credits_used + ? WHERE id = ? RETURNING credits_used",
+    )
+    .bind(end.credits)
+    .bind(key_id)
+    .fetch_one(&mut **tx)
+    .await?;
     let now_ms = now_ms();
     let queued = sqlx::query(
         "INSERT INTO webhook_deliveries \
@@ -512,7 +514,7 @@ async fn finish_job(
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    Ok(Some(Charged { key_id, webhook_queued: queued > 0 }))
+    Ok(Some(Charged { key_id, webhook_queued: queued > 0, key_credits_used }))
 }
 
 #[async_trait]
@@ -823,7 +825,7 @@ mod tests {
         store.job_created("l1", "g1", "queued", "{}").await.unwrap();
         assert_eq!(store.unfinished_jobs().await.unwrap().len(), 1);
         store.job_changed("g1", "generating", "{}").await.unwrap();
-        let charged = Charged { key_id: key.id, webhook_queued: false };
+        let charged = Charged { key_id: key.id, webhook_queued: false, key_credits_used: 5.0 };
         assert_eq!(store.job_finished("g1", &end("completed", 5.0)).await.unwrap(), Some(charged));
         assert_eq!(store.job_finished("g1", &end("completed", 5.0)).await.unwrap(), None);
         store.job_changed("g1", "generating", "{}").await.unwrap();

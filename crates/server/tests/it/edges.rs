@@ -336,3 +336,103 @@ async fn request_ids_are_echoed_only_when_plain_and_billing_trouble_stays_with_t
     assert!(message.contains("operator") && !message.contains("balance"), "{message}");
     proxy.stop().await;
 }
+
+/// A proxy whose front has these limits.
+async fn proxy_with_front(
+    sim: &aimlvid_sim::RunningSim,
+    db: &std::path::Path,
+    front: aimlvid_server::front::FrontLimits,
+) -> Proxy {
+    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
+    start_proxy_tweaked(sim, db, policy, move |c| c.front = front).await
+}
+
+/// Reads until the server closes the connection or sends a status line;
+/// the status line, or `None` if it closed without one. Fails after 5 s.
+async fn answer_or_close(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if answer.windows(2).any(|w| w == b"\r\n") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server neither answered nor closed the connection");
+    (!answer.is_empty())
+        .then(|| String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_connection_is_closed_by_the_header_timeout() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let front = aimlvid_server::front::FrontLimits {
+        header_read_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let proxy = proxy_with_front(&sim, &db, front).await;
+    let address = proxy.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    // Never finished: the server gives up on it.
+    let answer = answer_or_close(&mut stream).await;
+    assert!(answer.as_deref().is_none_or(|line| line.contains(" 408 ")), "{answer:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_body_that_stops_arriving_is_refused() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let front = aimlvid_server::front::FrontLimits {
+        body_idle_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let proxy = proxy_with_front(&sim, &db, front).await;
+    let key = proxy.key("cal", KeyLimits::default()).await;
+    let address = proxy.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /v2/video/generations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"model\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = answer_or_close(&mut stream).await;
+    assert!(answer.as_deref().is_some_and(|line| line.contains(" 408 ")), "{answer:?}");
+    assert_eq!(sim.stats().create_requests, 0);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_wait_for_a_free_slot() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let front = aimlvid_server::front::FrontLimits { max_connections: 2, ..Default::default() };
+    let proxy = proxy_with_front(&sim, &db, front).await;
+    let address = proxy.url.trim_start_matches("http://").to_owned();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(&address).await.unwrap();
+    for stream in [&mut first, &mut second] {
+        stream.write_all(request).await.unwrap();
+        assert!(answer_or_close(stream).await.unwrap().contains(" 200 "));
+    }
+    // Both kept alive: a third waits in the backlog, unanswered...
+    let mut third = tokio::net::TcpStream::connect(&address).await.unwrap();
+    third.write_all(request).await.unwrap();
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
+    assert!(early.is_err(), "answered over the cap");
+    // ...until one closes.
+    drop(first);
+    assert!(answer_or_close(&mut third).await.unwrap().contains(" 200 "));
+    drop(second);
+    proxy.stop().await;
+}
