@@ -56,6 +56,11 @@ pub struct FileConfig {
     pub webhook_max_attempts: Option<u32>,
     /// Limit on one webhook attempt, in seconds.
     pub webhook_timeout_secs: Option<u64>,
+    /// Deliver webhooks to loopback, private and link-local addresses too
+    /// (default false).
+    pub webhook_allow_private_targets: Option<bool>,
+    /// Deliver webhooks over plain http too (default false).
+    pub webhook_allow_plain_http: Option<bool>,
     /// PEM certificate chain: serve HTTPS (with `tls_key`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
@@ -438,6 +443,8 @@ impl Settings {
                     timeout: file
                         .webhook_timeout_secs
                         .map_or(defaults.timeout, |s| Duration::from_secs(s.max(1))),
+                    allow_private_targets: file.webhook_allow_private_targets.unwrap_or(false),
+                    allow_plain_http: file.webhook_allow_plain_http.unwrap_or(false),
                     ..defaults
                 }
             },

@@ -18,6 +18,7 @@
 //! constant time, and refuse a `t` far from now (say five minutes) to stop
 //! replays. [`verify`] does exactly that.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
@@ -50,6 +51,12 @@ pub struct WebhookConfig {
     pub max_retry: Duration,
     /// Limit on one attempt.
     pub timeout: Duration,
+    /// Deliver to loopback, private, link-local (cloud metadata) and
+    /// unique-local addresses too. Off by default: a key's webhook URL is a
+    /// member's to set, and must not reach into the server's network.
+    pub allow_private_targets: bool,
+    /// Deliver over plain `http://` too. Off by default.
+    pub allow_plain_http: bool,
 }
 
 impl Default for WebhookConfig {
@@ -60,6 +67,8 @@ impl Default for WebhookConfig {
             first_retry: Duration::from_secs(10),
             max_retry: Duration::from_secs(3600),
             timeout: Duration::from_secs(10),
+            allow_private_targets: false,
+            allow_plain_http: false,
         }
     }
 }
@@ -113,6 +122,97 @@ fn mac(secret: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Whether `ip` is an address on the public internet: not loopback,
+/// private, link-local (where cloud metadata services live), shared,
+/// unique-local, multicast, documentation or unspecified.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+                || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+        }
+    }
+}
+
+/// A resolver that hands reqwest only public addresses.
+#[derive(Debug)]
+struct PublicAddressesOnly;
+
+impl reqwest::dns::Resolve for PublicAddressesOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> =
+                found.iter().copied().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                let message = format!(
+                    "refused: {host} resolves only to addresses that are not public \
+                     (webhook_allow_private_targets allows them)"
+                );
+                return Err(message.into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::is_public;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+}
+
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     if !hex.len().is_multiple_of(2) {
         return None;
@@ -141,12 +241,17 @@ pub(crate) struct Webhooks {
 
 impl Webhooks {
     pub(crate) fn new(config: WebhookConfig) -> reqwest::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             // A receiver that moved should be updated, not followed with a signed body.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
-            .user_agent(concat!("aimlvid-server/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("aimlvid-server/", env!("CARGO_PKG_VERSION")));
+        if !config.allow_private_targets {
+            // Checked where the connection is made, so a name that resolves
+            // to a private address (or is re-pointed to one) never gets one.
+            http = http.dns_resolver(Arc::new(PublicAddressesOnly));
+        }
+        let http = http.build()?;
         Ok(Webhooks { http, config, wake: Notify::new() })
     }
 
@@ -218,6 +323,10 @@ impl Webhooks {
             metrics.webhook_attempt(delivery::CANCELLED);
             return self.record(store, &due, &outcome).await;
         };
+        if let Err(refusal) = self.check_target(&target.url) {
+            let sent: Result<reqwest::Response, String> = Err(refusal);
+            return self.settle(&due, target, sent, attempted_at_ms, started, store, metrics).await;
+        }
         let signature = sign(target.secret.expose_secret(), attempted_at_ms / 1000, due.body.as_bytes());
         let sent = self
             .http
@@ -228,13 +337,52 @@ impl Webhooks {
             .header(ATTEMPT_HEADER, due.attempt)
             .body(due.body.clone())
             .send()
-            .await;
+            .await
+            .map_err(|e| describe(&e));
+        self.settle(&due, target, sent, attempted_at_ms, started, store, metrics).await
+    }
+
+    /// Refuses a target the configuration does not allow, before any
+    /// connection: plain http, or an address literal that is not public.
+    fn check_target(&self, url: &str) -> Result<(), String> {
+        let parsed = url::Url::parse(url).map_err(|_| "refused: not a valid URL".to_owned())?;
+        if parsed.scheme() != "https" && !self.config.allow_plain_http {
+            return Err("refused: webhooks go over https only (webhook_allow_plain_http allows http)".into());
+        }
+        let literal = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal
+            && !self.config.allow_private_targets
+            && !is_public(ip)
+        {
+            return Err(format!(
+                "refused: {ip} is not a public address (webhook_allow_private_targets allows it)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records an attempt's outcome and plans the next.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        due: &DueWebhook,
+        target: &crate::store::Webhook,
+        sent: Result<reqwest::Response, String>,
+        attempted_at_ms: i64,
+        started: Instant,
+        store: &dyn Store,
+        metrics: &Metrics,
+    ) -> StoreResult<()> {
         let (response_status, error) = match sent {
             Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None),
             Ok(response) => {
                 (Some(response.status().as_u16()), Some(format!("answered {}", response.status())))
             }
-            Err(e) => (None, Some(describe(&e))),
+            Err(e) => (None, Some(e)),
         };
         let delivered = error.is_none();
         let last = due.attempt >= self.config.max_attempts;
@@ -267,7 +415,7 @@ impl Webhooks {
             retry_at_ms,
         };
         metrics.webhook_attempt(outcome.state);
-        self.record(store, &due, &outcome).await
+        self.record(store, due, &outcome).await
     }
 
     async fn record(&self, store: &dyn Store, due: &DueWebhook, outcome: &AttemptOutcome) -> StoreResult<()> {

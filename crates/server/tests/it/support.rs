@@ -131,6 +131,9 @@ async fn proxy_state(
             first_retry: Duration::from_millis(20),
             max_retry: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
+            // The test receivers listen on loopback, over plain http.
+            allow_private_targets: true,
+            allow_plain_http: true,
         },
         ..StateConfig::from_builder(upstream).unwrap()
     };

@@ -271,3 +271,36 @@ async fn a_delivery_cut_short_by_a_restart_is_made_after_it() {
     assert_eq!(attempts.len(), 1);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn webhooks_to_private_addresses_or_plain_http_are_refused_unless_allowed() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
+    // The defaults: https only, public addresses only.
+    let proxy = start_proxy_tweaked(&sim, &db, policy, |c| {
+        c.webhooks.allow_private_targets = false;
+        c.webhooks.allow_plain_http = false;
+    })
+    .await;
+    let mut receiver = Receiver::start(&[]).await;
+    let port = receiver.url.trim_start_matches("http://127.0.0.1:").split('/').next().unwrap().to_owned();
+    for (name, url, says) in [
+        ("plain", receiver.url.clone(), "https only"),
+        ("literal", format!("https://127.0.0.1:{port}/hook"), "not a public address"),
+        ("metadata", "https://169.254.169.254/latest/meta-data".to_owned(), "not a public address"),
+        ("named", format!("https://localhost:{port}/hook"), "resolves only to addresses that are not public"),
+    ] {
+        let (key, _) = proxy.key_with_webhook(name, &url).await;
+        let job = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body(name)).await;
+        let id = job.body["id"].as_str().unwrap().to_owned();
+        assert!(sim.complete_now(&id));
+        let attempts = attempts_when(&proxy, &id, |a| !a.is_empty()).await;
+        let error = attempts[0].error.clone().unwrap_or_default();
+        assert_eq!(attempts[0].state, "failed", "{name}: {attempts:?}");
+        assert!(error.contains(says), "{name}: {error}");
+    }
+    // Not one request reached the receiver on loopback.
+    assert!(receiver.requests.try_recv().is_err());
+    proxy.stop().await;
+}
