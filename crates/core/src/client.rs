@@ -80,6 +80,7 @@ pub struct ClientBuilder {
     user_agent: String,
     observer: Option<Arc<dyn Observer>>,
     allow_plain_http: bool,
+    max_retry_after: Option<Duration>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -108,6 +109,7 @@ impl Default for ClientBuilder {
             user_agent: concat!("aimlvid/", env!("CARGO_PKG_VERSION")).to_owned(),
             observer: None,
             allow_plain_http: false,
+            max_retry_after: None,
         }
     }
 }
@@ -165,6 +167,13 @@ impl ClientBuilder {
     /// Sets the limit on establishing a connection.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
+        self
+    }
+
+    /// The longest `Retry-After` waited out, whatever retry policy is set
+    /// (see [`RetryPolicy::max_retry_after`]).
+    pub fn max_retry_after(mut self, d: Duration) -> Self {
+        self.max_retry_after = Some(d);
         self
     }
 
@@ -242,7 +251,10 @@ impl ClientBuilder {
                 endpoint,
                 auth,
                 poll: self.poll,
-                retry: self.retry,
+                retry: RetryPolicy {
+                    max_retry_after: self.max_retry_after.unwrap_or(self.retry.max_retry_after),
+                    ..self.retry
+                },
                 request_timeout: self.request_timeout,
                 observer: self.observer,
             }),
@@ -418,7 +430,8 @@ impl Client {
                     });
                 }
                 failures += 1;
-                if failures >= self.inner.retry.max_attempts {
+                if failures >= self.inner.retry.max_attempts || self.inner.retry.too_long(failure.error.retry_after())
+                {
                     return Err(failure.error);
                 }
                 let wait = self.inner.retry.backoff(failures, failure.error.retry_after());
@@ -437,7 +450,11 @@ impl Client {
         loop {
             match self.get_once(id).await {
                 Ok(generation) => return Ok(generation),
-                Err(e) if e.is_transient() && failures + 1 < self.inner.retry.max_attempts => {
+                Err(e)
+                    if e.is_transient()
+                        && failures + 1 < self.inner.retry.max_attempts
+                        && !self.inner.retry.too_long(e.retry_after()) =>
+                {
                     failures += 1;
                     let wait = self.inner.retry.backoff(failures, e.retry_after());
                     tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "poll failed; retrying");
@@ -598,7 +615,11 @@ impl Client {
             };
             match answer {
                 Ok(value) => return Ok(value),
-                Err(e) if e.is_transient() && failures + 1 < self.inner.retry.max_attempts => {
+                Err(e)
+                    if e.is_transient()
+                        && failures + 1 < self.inner.retry.max_attempts
+                        && !self.inner.retry.too_long(e.retry_after()) =>
+                {
                     failures += 1;
                     let wait = self.inner.retry.backoff(failures, e.retry_after());
                     tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "request failed; retrying");

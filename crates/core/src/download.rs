@@ -89,7 +89,10 @@ impl Client {
                     if file_len(&part).await? > before {
                         failures = 0;
                     }
-                    if !e.is_transient() || failures + 1 >= self.retry_policy().max_attempts {
+                    if !e.is_transient()
+                        || failures + 1 >= self.retry_policy().max_attempts
+                        || self.retry_policy().too_long(e.retry_after())
+                    {
                         return Err(e);
                     }
                     failures += 1;

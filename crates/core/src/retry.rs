@@ -18,6 +18,13 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// The longest wait between attempts, unless `Retry-After` asks for more.
     pub max_backoff: Duration,
+    /// The longest `Retry-After` waited out. When the API asks for a longer
+    /// wait, the call fails at once with its error (whose
+    /// [`retry_after`](crate::Error::retry_after) says how long), for a
+    /// caller that must not hold its own caller that long, such as a proxy
+    /// answering a member. Real seconds: [`RetryPolicy::time_scaled`]
+    /// leaves it alone.
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -26,6 +33,7 @@ impl Default for RetryPolicy {
             max_attempts: 6,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(3600),
         }
     }
 }
@@ -45,7 +53,13 @@ impl RetryPolicy {
         jittered.max(retry_after.unwrap_or_default())
     }
 
-    /// Divides every duration by `time_scale`, for a simulator that runs
+    /// Whether a wait of `retry_after` asked by the API is longer than this
+    /// policy waits out.
+    pub(crate) fn too_long(&self, retry_after: Option<Duration>) -> bool {
+        retry_after.is_some_and(|wait| wait > self.max_retry_after)
+    }
+
+    /// Divides every duration but `max_retry_after` by `time_scale`, for a simulator that runs
     /// `time_scale` times faster than real time. A scale that is not a
     /// finite number above 0 leaves the policy as it is.
     pub fn time_scaled(mut self, time_scale: f64) -> Self {

@@ -100,12 +100,18 @@ impl StateConfig {
 
     /// Defaults around an upstream client built from `builder`, reporting
     /// its calls to this configuration's metrics.
+    /// Its creates wait out an upstream `Retry-After` of
+    /// [`MAX_CREATE_RETRY_AFTER`] at most: a longer one is answered to the
+    /// member as a 429 with that `Retry-After`, rather than held open.
     pub fn from_builder(builder: aimlvid::ClientBuilder) -> aimlvid::Result<Self> {
         let metrics = Arc::<Metrics>::default();
-        let upstream = builder.observer(metrics.clone()).build()?;
+        let upstream = builder.observer(metrics.clone()).max_retry_after(MAX_CREATE_RETRY_AFTER).build()?;
         Ok(StateConfig { metrics, ..StateConfig::new(upstream) })
     }
 }
+
+/// The longest upstream `Retry-After` a member's create waits out.
+pub const MAX_CREATE_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Everything the handlers and background tasks share. Cheap to clone.
 #[derive(Clone, Debug)]

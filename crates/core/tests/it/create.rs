@@ -73,6 +73,7 @@ async fn a_create_refused_at_connect_is_retried_once_the_server_is_up() {
             max_attempts: 10,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(400),
+            ..RetryPolicy::default()
         })
         .build()
         .unwrap();
@@ -135,4 +136,17 @@ async fn a_large_clip_on_a_slow_uplink_is_given_the_time_its_upload_needs() {
     let err = hasty.create(&request).await.unwrap_err();
     assert!(matches!(err, Error::CreateOutcomeUnknown { .. }), "{err:?}");
     assert_eq!(sim.stats().jobs_created, 1, "the cut upload created nothing");
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_the_policy_waits_out_fails_at_once() {
+    let (sim, _) = start(config()).await;
+    let client = builder_for(&sim).max_retry_after(Duration::from_secs(10)).build().unwrap();
+    sim.inject(Route::Create, Fault::RateLimited { retry_after_secs: 3600 }, 1);
+    let started = std::time::Instant::now();
+    let err = client.create(&extend_request()).await.unwrap_err();
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+    assert!(started.elapsed() < Duration::from_secs(5), "did not wait the hour");
+    assert_eq!(sim.stats().create_requests, 1);
 }

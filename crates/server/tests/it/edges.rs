@@ -436,3 +436,21 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     drop(second);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_upstream_rate_limit_is_answered_not_waited_out_in_the_members_request() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("dan", KeyLimits { max_unfinished: Some(1), ..KeyLimits::default() }).await;
+    sim.inject(Route::Create, Fault::RateLimited { retry_after_secs: 3600 }, 1);
+    let started = tokio::time::Instant::now();
+    let limited = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("later")).await;
+    assert_eq!(limited.status, 429, "{limited:?}");
+    assert_eq!(limited.retry_after.as_deref(), Some("3600"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Its slot was given back.
+    let created = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("now")).await;
+    assert_eq!(created.status, 200, "{created:?}");
+    proxy.stop().await;
+}
