@@ -70,6 +70,19 @@ pub async fn issue_key(
     Ok(Issued { key: key.into(), webhook_secret, record })
 }
 
+/// Gives the key `name` a new secret, returned here once, for the same key
+/// identity: its jobs, webhook, spend and limits stay. The old secret stops
+/// working (on every server sharing the database within a second) and the
+/// streams opened with it end. `None` if there is no such usable key.
+pub async fn rotate_key(
+    store: &dyn KeyStore,
+    name: &str,
+) -> Result<Option<(KeyRecord, SecretString)>, IssueError> {
+    let key = generate_key()?;
+    let record = store.rotate_key(name, &hash_key(&key), &key_prefix(&key)).await?;
+    Ok(record.map(|record| (record, key.into())))
+}
+
 /// Changes a key; a new webhook URL gets a new secret, returned here once.
 /// `None` if there is no such key.
 pub async fn update_key(
@@ -143,20 +156,43 @@ pub(crate) struct CreateKey {
     allowed_models: Option<Vec<String>>,
     #[serde(default)]
     rpm: Option<u32>,
+    /// A number, or `"unlimited"`; absent, [`DEFAULT_MAX_UNFINISHED`].
     #[serde(default)]
-    max_unfinished: Option<u32>,
+    max_unfinished: Option<NumberOrUnlimited>,
     #[serde(default)]
     credit_budget: Option<f64>,
     #[serde(default)]
     webhook_url: Option<String>,
 }
 
+/// A limit given as a number, or as the word `unlimited`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+enum NumberOrUnlimited {
+    Number(u32),
+    Word(Unlimited),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Unlimited {
+    Unlimited,
+}
+
+/// Unfinished jobs a new key may have at once unless its issuer says
+/// otherwise: a leaked key cannot start thousands of paid jobs at once.
+pub const DEFAULT_MAX_UNFINISHED: u32 = 10;
+
 impl CreateKey {
     fn limits(&self) -> KeyLimits {
         KeyLimits {
             allowed_models: self.allowed_models.clone(),
             rpm: self.rpm,
-            max_unfinished: self.max_unfinished,
+            max_unfinished: match self.max_unfinished {
+                None => Some(DEFAULT_MAX_UNFINISHED),
+                Some(NumberOrUnlimited::Number(n)) => Some(n),
+                Some(NumberOrUnlimited::Word(Unlimited::Unlimited)) => None,
+            },
             credit_budget: self.credit_budget,
         }
     }
@@ -258,6 +294,22 @@ pub(crate) async fn revoke(
     Ok(Json(record).into_response())
 }
 
+/// `POST /admin/keys/{name}/rotate`: a new secret for the same key, shown once.
+pub(crate) async fn rotate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let rotated = rotate_key(state.store(), &name).await.map_err(issue_error)?;
+    let (record, key) = rotated
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No usable key named {name:?}")))?;
+    state.reload_keys().await.map_err(store_error)?;
+    let mut body = serde_json::to_value(&record).unwrap_or_default();
+    body["key"] = key.expose_secret().into();
+    Ok(Json(body).into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +320,12 @@ mod tests {
             serde_json::from_str(r#"{"name": "alice", "rpm": 60, "credit_budget": 5.0}"#).unwrap();
         assert_eq!(parsed.limits().rpm, Some(60));
         assert_eq!(parsed.limits().credit_budget, Some(5.0));
+        assert_eq!(parsed.limits().max_unfinished, Some(DEFAULT_MAX_UNFINISHED), "finite unless asked");
+        let unlimited: CreateKey =
+            serde_json::from_str(r#"{"name": "bob", "max_unfinished": "unlimited"}"#).unwrap();
+        assert_eq!(unlimited.limits().max_unfinished, None);
+        let three: CreateKey = serde_json::from_str(r#"{"name": "cy", "max_unfinished": 3}"#).unwrap();
+        assert_eq!(three.limits().max_unfinished, Some(3));
         let err = serde_json::from_str::<CreateKey>(r#"{"name": "alice", "rmp": 60}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `rmp`"), "{err}");
     }

@@ -28,6 +28,15 @@ pub(crate) async fn events(
 ) -> Result<Response, ApiError> {
     let key = authenticate(&state, &authorization)?;
     let key_id = key.id();
+    // Each open stream holds a connection; one key cannot hold them all.
+    if !key.stream_opened(MAX_STREAMS_PER_KEY) {
+        return Err(ApiError::too_many(
+            format!("This API key already has {MAX_STREAMS_PER_KEY} event streams open; close one first"),
+            std::time::Duration::from_secs(5),
+        ));
+    }
+    let slot = StreamSlot(key.clone());
+    let epoch = key.epoch();
     let feed = match state.jobs().subscribe(&id) {
         Some(feed) => feed,
         None => {
@@ -59,7 +68,9 @@ pub(crate) async fn events(
         last: None,
         done: false,
         draining: state.draining(),
+        epoch,
         _open: OpenStream::new(state.metrics_arc()),
+        _slot: slot,
     };
     let stream = futures_util::stream::unfold(listener, |mut listener| async move {
         let view = listener.next().await?;
@@ -83,7 +94,22 @@ struct Listener {
     /// Cancelled when the server starts shutting down, so that open
     /// streams end and graceful shutdown is not held up by them.
     draining: CancellationToken,
+    /// Changes when the key is revoked, disabled or rotated: the stream ends.
+    epoch: watch::Receiver<u64>,
     _open: OpenStream,
+    _slot: StreamSlot,
+}
+
+/// Event streams open at once per key.
+pub(crate) const MAX_STREAMS_PER_KEY: u32 = 100;
+
+/// A key's count of open streams, given back when the stream is dropped.
+struct StreamSlot(Arc<crate::keys::KeyEntry>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.stream_closed();
+    }
 }
 
 impl Listener {
@@ -98,6 +124,7 @@ impl Listener {
             Source::Live(changes) => loop {
                 tokio::select! {
                     () = self.draining.cancelled() => return None,
+                    _ = self.epoch.changed() => return None,
                     changed = changes.changed() => changed.ok()?,
                 }
                 let view = changes.borrow_and_update().clone();

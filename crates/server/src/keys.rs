@@ -54,6 +54,11 @@ pub struct KeyEntry {
     id: KeyId,
     record: RwLock<Arc<KeyRecord>>,
     counters: Mutex<Counters>,
+    /// Bumped when the key is revoked, disabled or rotated: whatever was
+    /// opened with it before (event streams) ends.
+    epoch: tokio::sync::watch::Sender<u64>,
+    /// Event streams open with this key.
+    streams: std::sync::atomic::AtomicU32,
 }
 
 #[derive(Debug)]
@@ -93,7 +98,34 @@ impl KeyEntry {
             credits_used: record.credits_used,
             reserved: 0.0,
         };
-        KeyEntry { id: record.id, record: RwLock::new(Arc::new(record)), counters: Mutex::new(counters) }
+        KeyEntry {
+            id: record.id,
+            record: RwLock::new(Arc::new(record)),
+            counters: Mutex::new(counters),
+            epoch: tokio::sync::watch::Sender::new(0),
+            streams: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// Changes when the key is revoked, disabled or rotated.
+    pub fn epoch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.epoch.subscribe()
+    }
+
+    fn end_epoch(&self) {
+        self.epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Counts an event stream opened with this key, unless `max` are open;
+    /// give it back with [`KeyEntry::stream_closed`].
+    pub fn stream_opened(&self, max: u32) -> bool {
+        use std::sync::atomic::Ordering;
+        self.streams.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    /// An event stream of this key closed.
+    pub fn stream_closed(&self) {
+        self.streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The key's settings as last loaded.
@@ -204,13 +236,17 @@ impl KeyEntry {
 pub struct KeyTable {
     by_hash: DashMap<[u8; 32], Arc<KeyEntry>>,
     by_id: DashMap<KeyId, Arc<KeyEntry>>,
+    /// One sync at a time, so that two reloads cannot each make an entry
+    /// for a new key and leave the two maps holding different ones.
+    syncing: Mutex<()>,
 }
 
 impl KeyTable {
     /// Finds the key a request presented, with its settings as they are
-    /// now. The table is searched by hash, and the stored hash is then
-    /// compared in constant time, so timing says nothing about how much of
-    /// a guess was right.
+    /// now. The table is searched by the SHA-256 of what was presented (so
+    /// timing depends on a hash, not on how much of a guess was right);
+    /// the entry's current hash is then compared again, so a secret rotated
+    /// away while a lookup raced the reload cannot authenticate.
     pub fn authenticate(&self, presented: &str) -> Option<(Arc<KeyEntry>, Arc<KeyRecord>)> {
         let hash = hash_key(presented);
         let entry = self.by_hash.get(&hash)?.clone();
@@ -228,6 +264,7 @@ impl KeyTable {
     /// counters of keys it already has. `unfinished` gives a new key's count
     /// of unfinished jobs and the credits they reserve.
     pub fn sync(&self, records: Vec<KeyRecord>, unfinished: impl Fn(KeyId) -> (u32, f64)) {
+        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let mut live = std::collections::HashSet::new();
         for record in records {
@@ -239,9 +276,21 @@ impl KeyTable {
                 Some(entry) => {
                     // Credits are charged in storage first, so its figure is never behind ours.
                     let stored_credits = record.credits_used;
+                    let old = entry.record();
+                    if old.hash != record.hash {
+                        // Rotated: the new secret finds the entry, the old one nothing.
+                        self.by_hash.remove(&old.hash);
+                        self.by_hash.insert(record.hash, entry.clone());
+                    }
+                    let ended = old.hash != record.hash || (old.enabled && !record.enabled);
                     *entry.record.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(record);
-                    let mut c = entry.counters();
-                    c.credits_used = c.credits_used.max(stored_credits);
+                    {
+                        let mut c = entry.counters();
+                        c.credits_used = c.credits_used.max(stored_credits);
+                    }
+                    if ended {
+                        entry.end_epoch();
+                    }
                 }
                 None => {
                     let (unfinished, reserved) = unfinished(record.id);
@@ -253,8 +302,14 @@ impl KeyTable {
                 }
             }
         }
-        self.by_id.retain(|id, _| live.contains(id));
-        self.by_hash.retain(|_, entry| live.contains(&entry.id()));
+        self.by_id.retain(|id, entry| {
+            let keep = live.contains(id);
+            if !keep {
+                entry.end_epoch();
+            }
+            keep
+        });
+        self.by_hash.retain(|hash, entry| live.contains(&entry.id()) && entry.record().hash == *hash);
     }
 
     /// Every usable key.

@@ -88,6 +88,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/video/generations/{id}/events", get(events::events))
         .route("/admin/keys", get(admin::list).post(admin::create))
         .route("/admin/keys/{name}", patch(admin::update).delete(admin::revoke))
+        .route("/admin/keys/{name}/rotate", axum::routing::post(admin::rotate))
         .route("/admin/jobs/unknown", get(admin::unknown_jobs))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

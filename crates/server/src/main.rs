@@ -55,6 +55,12 @@ enum KeysCommand {
         /// The key's name.
         name: String,
     },
+    /// Give a key a new secret, printed once; its jobs, webhook, spend and
+    /// limits stay, and the old secret stops working.
+    Rotate {
+        /// The key's name.
+        name: String,
+    },
     /// Change a key's limits, or enable or disable it.
     Update {
         /// The key's name.
@@ -93,7 +99,7 @@ struct LimitArgs {
     /// Requests per minute, or `unlimited`.
     #[arg(long, value_name = "N|unlimited")]
     rpm: Option<Limit<u32>>,
-    /// Unfinished jobs at once, or `unlimited`.
+    /// Unfinished jobs at once, or `unlimited` [default for a new key: 10].
     #[arg(long, value_name = "N|unlimited")]
     max_unfinished: Option<Limit<u32>>,
     /// Credits the key may spend, or `unlimited`.
@@ -124,8 +130,13 @@ impl LimitArgs {
         }
     }
 
+    /// A new key's limits: a finite concurrency limit unless `unlimited`
+    /// was asked for.
     fn limits(&self) -> KeyLimits {
-        let mut limits = KeyLimits::default();
+        let mut limits = KeyLimits {
+            max_unfinished: Some(aimlvid_server::admin::DEFAULT_MAX_UNFINISHED),
+            ..KeyLimits::default()
+        };
         self.update().apply(&mut limits, &mut true);
         limits
     }
@@ -286,6 +297,16 @@ async fn keys(store: &SqliteStore, command: KeysCommand) -> anyhow::Result<()> {
             for key in store.keys().await? {
                 print_key(&key);
             }
+        }
+        KeysCommand::Rotate { name } => {
+            let (record, key) = aimlvid_server::admin::rotate_key(store, &name)
+                .await?
+                .with_context(|| format!("no usable key named {name:?}"))?;
+            println!("{}", key.expose_secret());
+            eprintln!(
+                "Rotated key {:?}: the line above is its new secret, shown once; the old one no longer works.",
+                record.name
+            );
         }
         KeysCommand::Revoke { name } => {
             let record = store.revoke_key(&name).await?.with_context(|| format!("no key named {name:?}"))?;

@@ -347,6 +347,10 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Option<KeyRecord>>;
     /// Revokes a key for good; `None` if there is no such key.
     async fn revoke_key(&self, name: &str) -> StoreResult<Option<KeyRecord>>;
+    /// Gives a key a new secret (its hash and prefix), keeping its id and so
+    /// its jobs, webhook, spend and limits; `None` if there is no such
+    /// usable key.
+    async fn rotate_key(&self, name: &str, hash: &[u8; 32], prefix: &str) -> StoreResult<Option<KeyRecord>>;
 }
 
 /// Jobs.

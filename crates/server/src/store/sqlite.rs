@@ -284,6 +284,21 @@ impl KeyStore for SqliteStore {
         Ok(Some(key))
     }
 
+    async fn rotate_key(&self, name: &str, hash: &[u8; 32], prefix: &str) -> StoreResult<Option<KeyRecord>> {
+        let rotated =
+            sqlx::query("UPDATE keys SET hash = ?, prefix = ? WHERE name = ? AND revoked_at IS NULL")
+                .bind(hash.as_slice())
+                .bind(prefix)
+                .bind(name)
+                .execute(&self.writes)
+                .await?
+                .rows_affected();
+        if rotated == 0 {
+            return Ok(None);
+        }
+        self.key_by_name(name).await
+    }
+
     async fn revoke_key(&self, name: &str) -> StoreResult<Option<KeyRecord>> {
         sqlx::query("UPDATE keys SET revoked_at = COALESCE(revoked_at, ?), enabled = 0 WHERE name = ?")
             .bind(now())
@@ -656,7 +671,7 @@ impl WebhookStore for SqliteStore {
     async fn due_webhooks(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<DueWebhook>> {
         let rows = sqlx::query(
             "SELECT d.id, d.delivery_id, d.attempt, d.key_id, d.generation_id, d.body, \
-             CASE WHEN k.revoked_at IS NULL THEN k.webhook_url END AS url, k.webhook_secret AS secret \
+             CASE WHEN k.revoked_at IS NULL AND k.enabled = 1 THEN k.webhook_url END AS url, k.webhook_secret AS secret \
              FROM webhook_deliveries d JOIN keys k ON k.id = d.key_id \
              WHERE d.state = ? AND d.due_at <= ? ORDER BY d.due_at, d.id LIMIT ?",
         )

@@ -163,3 +163,76 @@ async fn shutting_down_ends_open_streams() {
     tokio::time::timeout(PATIENCE, proxy.stop()).await.expect("an open stream held up shutdown");
     assert_eq!(events.next().await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_or_revoking_a_key_ends_its_streams_and_rotation_keeps_its_jobs() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let old = proxy.key("rota", KeyLimits::default()).await;
+    let created = post(&proxy.http, &proxy.endpoint(), Some(&old), &create_body("keep me")).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let mut stream = Events::open(&proxy, &old, &id).await.unwrap();
+    assert_eq!(stream.next().await.unwrap()["status"], "queued");
+
+    // A leaked secret is rotated: its stream ends, it stops working, the job stays.
+    let rotated: Value = proxy
+        .http
+        .post(format!("{}/admin/keys/rota/rotate", proxy.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new = rotated["key"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(stream.next().await, None, "the old secret's stream ended");
+    assert_eq!(get(&proxy.http, &proxy.endpoint(), Some(&old), Some(&id)).await.status, 401);
+    let read = get(&proxy.http, &proxy.endpoint(), Some(&new), Some(&id)).await;
+    assert_eq!(read.status, 200, "the same key identity keeps its jobs: {read:?}");
+
+    // Revoked: the new secret's stream ends too.
+    let mut stream = Events::open(&proxy, &new, &id).await.unwrap();
+    stream.next().await.unwrap();
+    let revoked = proxy
+        .http
+        .delete(format!("{}/admin/keys/rota", proxy.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(stream.next().await, None, "the revoked key's stream ended");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_cannot_hold_more_than_its_share_of_streams() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("many", KeyLimits::default()).await;
+    let created = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("watched")).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let mut open = Vec::new();
+    for _ in 0..100 {
+        open.push(Events::open(&proxy, &key, &id).await.unwrap());
+    }
+    let Err((status, _)) = Events::open(&proxy, &key, &id).await else { panic!("a 101st stream opened") };
+    assert_eq!(status, 429);
+    // Closing one frees its place.
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match Events::open(&proxy, &key, &id).await {
+            Ok(_) => break,
+            Err((429, _)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    proxy.stop().await;
+}
