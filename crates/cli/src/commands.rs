@@ -334,7 +334,7 @@ pub(crate) async fn download(app: &App<'_>, id: &str, output: PathBuf, force: bo
     let generation = app.interruptible(async { Ok(client.get(id).await?) }).await?;
     match &generation.status {
         aimlvid::Status::Completed => {}
-        aimlvid::Status::Error => {
+        s if s.is_failure() => {
             record.state = JobState::Failed;
             app.journal.save(&mut record)?;
             generation.into_result()?;

@@ -49,7 +49,7 @@ impl JobState {
         match status {
             aimlvid::Status::Queued => JobState::Queued,
             aimlvid::Status::Completed => JobState::Completed,
-            aimlvid::Status::Error => JobState::Failed,
+            s if s.is_failure() => JobState::Failed,
             // `generating`, and whatever in-progress status the API adds.
             _ => JobState::Generating,
         }

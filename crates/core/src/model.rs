@@ -356,9 +356,21 @@ impl Status {
         }
     }
 
-    /// Whether the job has finished, well or badly: nothing will change any more.
+    /// Whether the job has finished, well or badly: nothing will change any
+    /// more. Besides `completed` and `error`, the words some models use for
+    /// an end (`failed`, `cancelled`) count.
     pub fn is_finished(&self) -> bool {
-        matches!(self, Status::Completed | Status::Error)
+        matches!(self, Status::Completed) || self.is_failure()
+    }
+
+    /// Whether the job ended without a result: `error`, or `failed`,
+    /// `cancelled` (`canceled`) as some models say.
+    pub fn is_failure(&self) -> bool {
+        match self {
+            Status::Error => true,
+            Status::Other(s) => matches!(s.as_str(), "failed" | "cancelled" | "canceled"),
+            _ => false,
+        }
     }
 }
 
@@ -452,9 +464,10 @@ impl Generation {
     }
 
     /// The job itself, or [`Error::GenerationFailed`](crate::Error::GenerationFailed)
-    /// with the API's reason if its status is `error`.
+    /// with the API's reason if it ended without a result (`error`,
+    /// `failed`, `cancelled`).
     pub fn into_result(self) -> crate::Result<Generation> {
-        if self.status != Status::Error {
+        if !self.status.is_failure() {
             return Ok(self);
         }
         let (name, message) = match self.error {
@@ -531,6 +544,21 @@ mod tests {
         let shown = format!("{request:?}");
         assert!(shown.contains("data:video/mp4;base64,<10022 bytes>"), "{shown}");
         assert!(shown.len() < 400, "{shown}");
+    }
+
+    #[test]
+    fn failed_and_cancelled_end_a_job_as_failures_and_keep_their_words() {
+        for word in ["failed", "cancelled", "canceled", "error"] {
+            let status = Status::from(word);
+            assert!(status.is_finished() && status.is_failure(), "{word}");
+            assert_eq!(status.as_str(), word);
+            let generation: Generation = serde_json::from_value(json!({"id": "g", "status": word})).unwrap();
+            assert!(matches!(generation.into_result(), Err(crate::Error::GenerationFailed { .. })), "{word}");
+        }
+        for word in ["queued", "generating", "rendering"] {
+            assert!(!Status::from(word).is_finished(), "{word}");
+        }
+        assert!(Status::from("completed").is_finished() && !Status::from("completed").is_failure());
     }
 
     #[test]

@@ -30,6 +30,8 @@ enum Command {
     /// picks changes up within a second).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Bring the database's schema up to this version (`serve` does it too).
+    Migrate,
     /// List jobs that need an operator's attention.
     Jobs {
         /// Creates whose outcome is unknown, and jobs the upstream says it
@@ -168,16 +170,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(&cli.db, &args).await,
         Command::Keys(command) => {
             let database = cli.db.database(&cli.db.file()?)?;
-            let store = SqliteStore::open(&database)
+            let store = SqliteStore::open_beside_server(&database)
                 .await
                 .with_context(|| format!("opening {}", database.display()))?;
             let result = keys(&store, command).await;
             store.close().await;
             result
         }
-        Command::Jobs { unknown: _ } => {
+        Command::Migrate => {
             let database = cli.db.database(&cli.db.file()?)?;
             let store = SqliteStore::open(&database)
+                .await
+                .with_context(|| format!("migrating {}", database.display()))?;
+            store.close().await;
+            eprintln!("{} is up to date.", database.display());
+            Ok(())
+        }
+        Command::Jobs { unknown: _ } => {
+            let database = cli.db.database(&cli.db.file()?)?;
+            let store = SqliteStore::open_beside_server(&database)
                 .await
                 .with_context(|| format!("opening {}", database.display()))?;
             let jobs = store.jobs_needing_attention().await;

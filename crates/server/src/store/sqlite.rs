@@ -24,7 +24,15 @@ use super::{
 /// Statuses after which a job never changes, as SQL.
 // Column lists and the finished-status set are constants spliced into
 // queries; no member input is ever formatted into SQL (values are bound).
-const FINISHED: &str = "('completed', 'complete', 'error')";
+/// Unfinished jobs, through their partial index: named, since without
+/// statistics the planner would pick the `generation_id` index and read
+/// every job ever made.
+const UNFINISHED_JOBS: &str =
+    "jobs INDEXED BY jobs_unfinished WHERE generation_id IS NOT NULL AND credits_charged IS NULL";
+/// Jobs with an id, newest first, read backwards along `jobs_by_created`.
+const RECENT_JOBS: &str =
+    "jobs INDEXED BY jobs_by_created WHERE generation_id IS NOT NULL ORDER BY created_at DESC, rowid DESC";
+const FINISHED: &str = "('completed', 'complete', 'error', 'failed', 'cancelled', 'canceled')";
 const JOB_COLUMNS: &str = "local_id, key_id, generation_id, status, model, body, idempotency_key, \
                            request_hash, credits_charged, created_at, receipt, note";
 // The webhook secret is deliberately absent: only `due_webhooks` reads it.
@@ -76,6 +84,39 @@ impl SqliteStore {
         sqlx::migrate!("./migrations").run(&writes).await?;
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         Ok(SqliteStore { pool, writes })
+    }
+
+    /// [`SqliteStore::open`] for a command that works beside a running
+    /// server (`keys`, `jobs`): it migrates only a new, empty database, and
+    /// refuses one whose schema is older or newer than this build's, rather
+    /// than changing the schema under a server that runs another version.
+    pub async fn open_beside_server(path: &Path) -> StoreResult<Self> {
+        if !path.exists() {
+            return SqliteStore::open(path).await;
+        }
+        let options =
+            SqliteConnectOptions::from_str("sqlite:")?.filename(path).busy_timeout(DEFAULT_LOCK_WAIT);
+        let probe = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let applied: Result<Vec<i64>, sqlx::Error> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
+                .fetch_all(&probe)
+                .await;
+        probe.close().await;
+        let known: Vec<i64> = sqlx::migrate!("./migrations").iter().map(|m| m.version).collect();
+        match applied {
+            // No migrations table: an empty file nothing else uses yet.
+            Err(_) => SqliteStore::open(path).await,
+            Ok(applied) if applied.iter().any(|v| !known.contains(v)) => Err(StoreError::Invalid(format!(
+                "{} was migrated by a newer aimlvid-server; use that version's commands",
+                path.display()
+            ))),
+            Ok(applied) if known.iter().any(|v| !applied.contains(v)) => Err(StoreError::Invalid(format!(
+                "{} has an older schema than this aimlvid-server; stop the server using it and run \
+                 `aimlvid-server migrate` (or start this version's `serve`) first",
+                path.display()
+            ))),
+            Ok(_) => SqliteStore::open(path).await,
+        }
     }
 
     /// Closes every connection, checkpointing the log.
@@ -596,12 +637,12 @@ impl JobStore for SqliteStore {
     }
 
     async fn unfinished_jobs(&self) -> StoreResult<Vec<JobRecord>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE generation_id IS NOT NULL AND credits_charged IS NULL \
-             AND status NOT IN {FINISHED}"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
+        // A finished job always has its charge set (0 for a failure), so an
+        // unfinished one is one with an id and no charge: the partial index
+        // `jobs_unfinished` holds exactly these, however many jobs finished.
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM {UNFINISHED_JOBS}")))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -638,12 +679,10 @@ impl JobStore for SqliteStore {
     }
 
     async fn recent_jobs(&self, limit: u32) -> StoreResult<Vec<JobRecord>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE generation_id IS NOT NULL ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        )))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM {RECENT_JOBS} LIMIT ?")))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -890,6 +929,61 @@ mod tests {
         let outcomes = store.apply(&[created("d", "g3"), created("c", "g4")]).await.unwrap();
         assert!(outcomes.iter().all(Result::is_ok));
         assert_eq!(store.unfinished_jobs().await.unwrap().len(), 3, "c was never inserted, so has no row");
+    }
+
+    #[tokio::test]
+    async fn commands_beside_a_server_never_migrate_its_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        // A new database is set up.
+        SqliteStore::open_beside_server(&path).await.unwrap().close().await;
+        // One an older server runs on (its last migration not applied) is refused.
+        let store = SqliteStore::open(&path).await.unwrap();
+        sqlx::query(
+            "DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)",
+        )
+        .execute(&store.writes)
+        .await
+        .unwrap();
+        store.close().await;
+        let err = SqliteStore::open_beside_server(&path).await.unwrap_err().to_string();
+        assert!(err.contains("older schema") && err.contains("aimlvid-server migrate"), "{err}");
+        // One this build migrated opens.
+        let current = dir.path().join("current.sqlite");
+        SqliteStore::open(&current).await.unwrap().close().await;
+        SqliteStore::open_beside_server(&current).await.unwrap().close().await;
+        // One a newer server migrated is refused too.
+        let store = SqliteStore::open(&current).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
+             VALUES (99999, 'future', CURRENT_TIMESTAMP, 1, x'00', 0)",
+        )
+        .execute(&store.writes)
+        .await
+        .unwrap();
+        store.close().await;
+        let err = SqliteStore::open_beside_server(&current).await.unwrap_err().to_string();
+        assert!(err.contains("newer aimlvid-server"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn start_up_reads_use_their_indexes_not_a_table_scan() {
+        let (_dir, store) = store().await;
+        let plan = |sql: String| {
+            let pool = store.pool.clone();
+            async move {
+                let rows: Vec<(i64, i64, i64, String)> =
+                    sqlx::query_as(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; ")
+            }
+        };
+        let unfinished = plan(format!("SELECT local_id FROM {UNFINISHED_JOBS}")).await;
+        assert!(unfinished.contains("jobs_unfinished"), "{unfinished}");
+        let recent = plan(format!("SELECT local_id FROM {RECENT_JOBS} LIMIT 10")).await;
+        assert!(recent.contains("jobs_by_created") && !recent.contains("TEMP B-TREE"), "{recent}");
     }
 
     #[tokio::test]
