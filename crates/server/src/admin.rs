@@ -161,6 +161,9 @@ pub(crate) struct CreateKey {
     max_unfinished: Option<NumberOrUnlimited>,
     #[serde(default)]
     credit_budget: Option<f64>,
+    /// `day`, `week` or `month`; absent or `null`, one budget for life.
+    #[serde(default)]
+    budget_period: Option<crate::store::BudgetPeriod>,
     #[serde(default)]
     webhook_url: Option<String>,
 }
@@ -194,6 +197,7 @@ impl CreateKey {
                 Some(NumberOrUnlimited::Word(Unlimited::Unlimited)) => None,
             },
             credit_budget: self.credit_budget,
+            budget_period: self.budget_period,
         }
     }
 }
@@ -326,6 +330,11 @@ mod tests {
         assert_eq!(unlimited.limits().max_unfinished, None);
         let three: CreateKey = serde_json::from_str(r#"{"name": "cy", "max_unfinished": 3}"#).unwrap();
         assert_eq!(three.limits().max_unfinished, Some(3));
+        let monthly: CreateKey =
+            serde_json::from_str(r#"{"name": "dee", "credit_budget": 9.0, "budget_period": "month"}"#)
+                .unwrap();
+        assert_eq!(monthly.limits().budget_period, Some(crate::store::BudgetPeriod::Month));
+        assert!(serde_json::from_str::<CreateKey>(r#"{"name": "e", "budget_period": "fortnight"}"#).is_err());
         let err = serde_json::from_str::<CreateKey>(r#"{"name": "alice", "rmp": 60}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `rmp`"), "{err}");
     }

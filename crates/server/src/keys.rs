@@ -71,6 +71,28 @@ struct Counters {
     credits_used: f64,
     /// Credits reserved by jobs in flight, at their expected cost.
     reserved: f64,
+    /// For a key whose budget renews: the current period's start (unix
+    /// seconds) and its spend, as storage last said.
+    period: Option<(i64, f64)>,
+}
+
+impl Counters {
+    /// Takes a stored period figure: a later period replaces, the same
+    /// period can only grow (storage is never behind a charge we saw).
+    fn merge_period(&mut self, stored: Option<(i64, f64)>) {
+        match (self.period, stored) {
+            (_, None) => {}
+            (Some((ours, credits)), Some((theirs, stored))) if ours == theirs => {
+                self.period = Some((ours, credits.max(stored)));
+            }
+            (Some((ours, _)), Some((theirs, _))) if ours > theirs => {}
+            (_, stored) => self.period = stored,
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Why a request was refused by a key's limits.
@@ -97,6 +119,7 @@ impl KeyEntry {
             unfinished,
             credits_used: record.credits_used,
             reserved: 0.0,
+            period: record.period_start.map(|start| (start, record.period_credits)),
         };
         KeyEntry {
             id: record.id,
@@ -167,10 +190,24 @@ impl KeyEntry {
     /// is spent, what jobs in flight reserved and this one; release it
     /// with [`KeyEntry::job_ended`].
     pub fn reserve_job(&self, expected: f64) -> Result<(), Refusal> {
+        self.reserve_job_at(expected, unix_now())
+    }
+
+    /// [`KeyEntry::reserve_job`] at `now` (unix seconds): a budget that
+    /// renews counts only the current period's spend.
+    pub fn reserve_job_at(&self, expected: f64, now: i64) -> Result<(), Refusal> {
         let record = self.record();
         let mut c = self.counters();
         if let Some(budget) = record.limits.credit_budget {
-            let remaining = budget - c.credits_used - c.reserved;
+            let spent = match record.limits.budget_period {
+                None => c.credits_used,
+                Some(period) => match c.period {
+                    Some((start, credits)) if start == period.start_of(now) => credits,
+                    // Nothing charged yet in this period.
+                    _ => 0.0,
+                },
+            };
+            let remaining = budget - spent - c.reserved;
             if expected > remaining || remaining <= 0.0 {
                 return Err(Refusal::Budget { remaining: remaining.max(0.0), expected });
             }
@@ -206,10 +243,11 @@ impl KeyEntry {
     /// `key_total` credits. The stored total is taken, never added to, so
     /// that a reload of the key from storage (which holds the charge
     /// already) cannot count it twice.
-    pub fn job_charged(&self, key_total: f64, reserved: f64) {
+    pub fn job_charged(&self, key_total: f64, key_period: Option<(i64, f64)>, reserved: f64) {
         let mut c = self.counters();
         c.unfinished = c.unfinished.saturating_sub(1);
         c.credits_used = c.credits_used.max(key_total);
+        c.merge_period(key_period);
         c.reserved = (c.reserved - reserved).max(0.0);
     }
 
@@ -276,6 +314,7 @@ impl KeyTable {
                 Some(entry) => {
                     // Credits are charged in storage first, so its figure is never behind ours.
                     let stored_credits = record.credits_used;
+                    let stored_period = record.period_start.map(|start| (start, record.period_credits));
                     let old = entry.record();
                     if old.hash != record.hash {
                         // Rotated: the new secret finds the entry, the old one nothing.
@@ -287,6 +326,7 @@ impl KeyTable {
                     {
                         let mut c = entry.counters();
                         c.credits_used = c.credits_used.max(stored_credits);
+                        c.merge_period(stored_period);
                     }
                     if ended {
                         entry.end_epoch();
@@ -331,6 +371,8 @@ mod tests {
             prefix: key_prefix(key),
             limits,
             credits_used: 0.0,
+            period_credits: 0.0,
+            period_start: None,
             enabled: true,
             revoked: false,
             created_at: 0,
@@ -386,10 +428,10 @@ mod tests {
         let entry = KeyEntry::new(record(1, "k", limits), 0, Instant::now());
         assert_eq!(entry.reserve_job(3.0), Ok(()));
         assert_eq!(entry.reserve_job(3.0), Err(Refusal::Unfinished(1)));
-        entry.job_charged(4.0, 3.0);
+        entry.job_charged(4.0, None, 3.0);
         assert_eq!(entry.credits_reserved(), 0.0);
         assert_eq!(entry.reserve_job(3.0), Ok(()));
-        entry.job_charged(10.0, 3.0);
+        entry.job_charged(10.0, None, 3.0);
         assert_eq!(entry.credits_used(), 10.0);
         assert_eq!(entry.reserve_job(0.0), Err(Refusal::Budget { remaining: 0.0, expected: 0.0 }));
         assert_eq!(entry.unfinished(), 0);
@@ -406,10 +448,50 @@ mod tests {
         let stored = KeyRecord { credits_used: 20.0, ..record(1, "k", limits) };
         table.sync(vec![stored], |_| (0, 0.0));
         assert_eq!(entry.credits_used(), 20.0);
-        entry.job_charged(20.0, 30.0);
+        entry.job_charged(20.0, None, 30.0);
         assert_eq!(entry.credits_used(), 20.0, "counted once");
         assert_eq!(entry.credits_reserved(), 0.0);
         assert_eq!(entry.unfinished(), 0);
+    }
+
+    #[test]
+    fn a_budget_that_renews_counts_only_its_period() {
+        use crate::store::BudgetPeriod;
+        let limits = KeyLimits {
+            credit_budget: Some(100.0),
+            budget_period: Some(BudgetPeriod::Day),
+            ..KeyLimits::default()
+        };
+        let entry = KeyEntry::new(record(1, "k", limits), 0, Instant::now());
+        let monday_noon = 1_795_996_800 + 12 * 3600; // 2026-11-30T12:00:00Z
+        let day = BudgetPeriod::Day.start_of(monday_noon);
+        assert!(entry.reserve_job_at(80.0, monday_noon).is_ok());
+        entry.job_charged(80.0, Some((day, 80.0)), 80.0);
+        assert_eq!(
+            entry.reserve_job_at(30.0, monday_noon),
+            Err(Refusal::Budget { remaining: 20.0, expected: 30.0 }),
+            "today's budget is mostly spent"
+        );
+        // Tomorrow the budget is whole again; the lifetime figure still counts.
+        assert!(entry.reserve_job_at(90.0, monday_noon + 86_400).is_ok());
+        assert_eq!(entry.credits_used(), 80.0);
+        // A stale period figure from a reload does not bring yesterday back.
+        entry.job_charged(170.0, Some((day + 86_400, 90.0)), 90.0);
+        entry.counters().merge_period(Some((day, 80.0)));
+        assert_eq!(entry.counters().period, Some((day + 86_400, 90.0)));
+    }
+
+    #[test]
+    fn periods_start_at_midnight_utc_on_monday_and_the_first() {
+        use crate::store::BudgetPeriod;
+        // 2026-11-29T15:30:00Z, a Sunday.
+        let now = 1_795_996_800 - 86_400 + 15 * 3600 + 1800;
+        assert_eq!(BudgetPeriod::Day.start_of(now), 1_795_996_800 - 86_400); // 2026-11-29T00:00Z
+        assert_eq!(BudgetPeriod::Week.start_of(now), 1_795_996_800 - 7 * 86_400); // Mon 2026-11-23
+        assert_eq!(BudgetPeriod::Month.start_of(now), 1_793_491_200); // 2026-11-01T00:00Z
+        assert_eq!(BudgetPeriod::Month.start_of(0), 0);
+        assert_eq!(BudgetPeriod::Week.start_of(0), -3 * 86_400, "1970-01-01 was a Thursday");
+        assert_eq!(BudgetPeriod::Month.start_of(951_868_800), 951_868_800, "2000-03-01, after a leap day");
     }
 
     #[test]
@@ -421,7 +503,7 @@ mod tests {
         assert_eq!(entry.reserve_job(30.0), Err(Refusal::Budget { remaining: 10.0, expected: 30.0 }));
         // Settled at the real price, 20 each: room for two more at 30.
         for total in [20.0, 40.0, 60.0] {
-            entry.job_charged(total, 30.0);
+            entry.job_charged(total, None, 30.0);
         }
         assert_eq!(entry.credits_used(), 60.0);
         assert!(entry.reserve_job(30.0).is_ok());

@@ -107,6 +107,10 @@ struct LimitArgs {
     /// Credits the key may spend, or `unlimited`.
     #[arg(long, value_name = "CREDITS|unlimited")]
     budget: Option<Limit<f64>>,
+    /// Renew the budget every `day`, `week` (from Monday) or `month` (UTC),
+    /// or `none` for one budget for the key's life.
+    #[arg(long, value_name = "day|week|month|none")]
+    budget_period: Option<Limit<aimlvid_server::store::BudgetPeriod>>,
     /// POST the key's finished jobs to this URL, signed with a new secret
     /// that is printed once; `none` removes the webhook.
     #[arg(long, value_name = "URL|none")]
@@ -127,6 +131,7 @@ impl LimitArgs {
             rpm: self.rpm.clone().map(|l| l.0),
             max_unfinished: self.max_unfinished.clone().map(|l| l.0),
             credit_budget: self.budget.clone().map(|l| l.0),
+            budget_period: self.budget_period.clone().map(|l| l.0),
             enabled: None,
             webhook_url: self.webhook_url.as_deref().map(|url| (url != "none").then(|| url.to_owned())),
         }

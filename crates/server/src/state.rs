@@ -464,7 +464,11 @@ impl AppState {
                     self.inner.costs.learn(&hold.model, credits);
                 }
                 if let Some(entry) = self.inner.keys.get(charged.key_id) {
-                    entry.job_charged(charged.key_credits_used, hold.map_or(0.0, |h| h.credits));
+                    entry.job_charged(
+                        charged.key_credits_used,
+                        charged.key_period,
+                        hold.map_or(0.0, |h| h.credits),
+                    );
                 }
                 if charged.webhook_queued {
                     self.inner.webhooks.wake();

@@ -52,6 +52,88 @@ pub struct KeyLimits {
     /// Credits the key may spend, counted from the upstream's `credits_used`.
     #[serde(default)]
     pub credit_budget: Option<f64>,
+    /// The budget renews each period (UTC); `None` is one budget for the
+    /// key's whole life.
+    #[serde(default)]
+    pub budget_period: Option<BudgetPeriod>,
+}
+
+/// How often a key's budget renews, at midnight UTC (weeks from Monday,
+/// months from the 1st).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    /// Every day.
+    Day,
+    /// Every week, from Monday.
+    Week,
+    /// Every calendar month.
+    Month,
+}
+
+impl BudgetPeriod {
+    /// As stored and typed: `day`, `week`, `month`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetPeriod::Day => "day",
+            BudgetPeriod::Week => "week",
+            BudgetPeriod::Month => "month",
+        }
+    }
+
+    /// The start (unix seconds) of the period holding `now` (unix seconds).
+    pub fn start_of(self, now: i64) -> i64 {
+        const DAY: i64 = 86_400;
+        let day = now.div_euclid(DAY);
+        match self {
+            BudgetPeriod::Day => day * DAY,
+            // 1970-01-01 was a Thursday: Monday is three days later.
+            BudgetPeriod::Week => (day - (day + 3).rem_euclid(7)) * DAY,
+            BudgetPeriod::Month => {
+                let (year, month, _) = civil_from_days(day);
+                days_from_civil(year, month, 1) * DAY
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for BudgetPeriod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "day" | "daily" => Ok(BudgetPeriod::Day),
+            "week" | "weekly" => Ok(BudgetPeriod::Week),
+            "month" | "monthly" => Ok(BudgetPeriod::Month),
+            other => Err(format!("expected day, week, month or none, not {other:?}")),
+        }
+    }
+}
+
+/// The date of a day number (days since 1970-01-01), after Howard Hinnant's
+/// `civil_from_days`.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The day number of a date, after Howard Hinnant's `days_from_civil`.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// A team key as stored. The key itself is never stored, only its SHA-256.
@@ -71,6 +153,11 @@ pub struct KeyRecord {
     pub limits: KeyLimits,
     /// Credits charged so far.
     pub credits_used: f64,
+    /// Credits charged in the budget period that began at `period_start`.
+    pub period_credits: f64,
+    /// When the period `period_credits` counts began (unix seconds), if the
+    /// key has a budget period and has been charged in one.
+    pub period_start: Option<i64>,
     /// Whether the key may be used now (a disabled key can be enabled again).
     pub enabled: bool,
     /// Whether the key was revoked (for good).
@@ -124,6 +211,9 @@ pub struct KeyUpdate {
     /// New credit budget.
     #[serde(default, deserialize_with = "present")]
     pub credit_budget: Option<Option<f64>>,
+    /// New budget period.
+    #[serde(default, deserialize_with = "present")]
+    pub budget_period: Option<Option<BudgetPeriod>>,
     /// Enable or disable.
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -152,6 +242,9 @@ impl KeyUpdate {
         }
         if let Some(v) = self.credit_budget {
             limits.credit_budget = v;
+        }
+        if let Some(v) = self.budget_period {
+            limits.budget_period = v;
         }
         if let Some(v) = self.enabled {
             *enabled = v;
@@ -233,6 +326,9 @@ pub struct Charged {
     pub webhook_queued: bool,
     /// The key's credits used, this charge included, as stored.
     pub key_credits_used: f64,
+    /// The key's credits used in its current budget period, and when that
+    /// period began; `None` for a key without a period.
+    pub key_period: Option<(i64, f64)>,
 }
 
 /// The result of [`JobStore::begin_job`].

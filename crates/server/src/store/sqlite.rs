@@ -37,7 +37,8 @@ const JOB_COLUMNS: &str = "local_id, key_id, generation_id, status, model, body,
                            request_hash, credits_charged, created_at, receipt, note";
 // The webhook secret is deliberately absent: only `due_webhooks` reads it.
 const KEY_COLUMNS: &str = "id, name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, \
-                           credits_used, enabled, revoked_at, created_at, webhook_url";
+                           budget_period, period_start, period_credits, credits_used, enabled, revoked_at, \
+                           created_at, webhook_url";
 const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, key_id, generation_id, event, state, due_at, url, \
                                response_status, error, attempted_at, duration_ms";
 
@@ -153,6 +154,11 @@ fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
     let rpm: Option<i64> = row.try_get("rpm")?;
     let max_unfinished: Option<i64> = row.try_get("max_unfinished")?;
     let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+    let budget_period: Option<String> = row.try_get("budget_period")?;
+    let budget_period = budget_period
+        .map(|p| p.parse::<super::BudgetPeriod>())
+        .transpose()
+        .map_err(|_| StoreError::Corrupt("budget_period".into()))?;
     Ok(KeyRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -163,8 +169,11 @@ fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
             rpm: rpm.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
             max_unfinished: max_unfinished.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
             credit_budget: row.try_get("credit_budget")?,
+            budget_period,
         },
         credits_used: row.try_get("credits_used")?,
+        period_credits: row.try_get("period_credits")?,
+        period_start: row.try_get("period_start")?,
         enabled: row.try_get("enabled")?,
         revoked: revoked_at.is_some(),
         created_at: row.try_get("created_at")?,
@@ -245,8 +254,8 @@ fn is_constraint(e: &sqlx::Error) -> bool {
 impl KeyStore for SqliteStore {
     async fn insert_key(&self, key: &NewKey) -> StoreResult<KeyRecord> {
         let inserted = sqlx::query(
-            "INSERT INTO keys (name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, created_at, \
-             webhook_url, webhook_secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO keys (name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, budget_period, \
+             created_at, webhook_url, webhook_secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.name)
         .bind(key.hash.as_slice())
@@ -255,6 +264,7 @@ impl KeyStore for SqliteStore {
         .bind(key.limits.rpm.map(i64::from))
         .bind(key.limits.max_unfinished.map(i64::from))
         .bind(key.limits.credit_budget)
+        .bind(key.limits.budget_period.map(|p| p.as_str()))
         .bind(now())
         .bind(key.webhook.as_ref().map(|w| w.url.as_str()))
         .bind(key.webhook.as_ref().map(|w| w.secret.expose_secret()))
@@ -301,13 +311,14 @@ impl KeyStore for SqliteStore {
         let mut key = key_from_row(&row)?;
         update.apply(&mut key.limits, &mut key.enabled);
         sqlx::query(
-            "UPDATE keys SET allowed_models = ?, rpm = ?, max_unfinished = ?, credit_budget = ?, enabled = ? \
-             WHERE id = ?",
+            "UPDATE keys SET allowed_models = ?, rpm = ?, max_unfinished = ?, credit_budget = ?, budget_period = ?, \
+             enabled = ? WHERE id = ?",
         )
         .bind(models_json(&key.limits.allowed_models))
         .bind(key.limits.rpm.map(i64::from))
         .bind(key.limits.max_unfinished.map(i64::from))
         .bind(key.limits.credit_budget)
+        .bind(key.limits.budget_period.map(|p| p.as_str()))
         .bind(key.enabled)
         .bind(key.id)
         .execute(&mut *tx)
@@ -546,13 +557,30 @@ async fn finish_job(
     .fetch_optional(&mut **tx)
     .await?;
     let Some(key_id) = key_id else { return Ok(None) };
-    let key_credits_used: f64 = sqlx::query_scalar(
-        "UPDATE keys SET credits_used = credits_used + ? WHERE id = ? RETURNING credits_used",
-    )
-    .bind(end.credits)
-    .bind(key_id)
-    .fetch_one(&mut **tx)
-    .await?;
+    // The lifetime figure, and the current period's: a charge in a new
+    // period starts its count afresh.
+    let starts = [
+        super::BudgetPeriod::Day.start_of(now),
+        super::BudgetPeriod::Week.start_of(now),
+        super::BudgetPeriod::Month.start_of(now),
+    ];
+    let (key_credits_used, period, period_start, period_credits): (f64, Option<String>, Option<i64>, f64) =
+        sqlx::query_as(
+            "UPDATE keys SET credits_used = credits_used + ?1, \
+             period_credits = CASE WHEN budget_period IS NULL THEN 0 \
+                 WHEN period_start IS (CASE budget_period WHEN 'day' THEN ?2 WHEN 'week' THEN ?3 ELSE ?4 END) \
+                 THEN period_credits + ?1 ELSE ?1 END, \
+             period_start = CASE budget_period WHEN 'day' THEN ?2 WHEN 'week' THEN ?3 WHEN 'month' THEN ?4 END \
+             WHERE id = ?5 RETURNING credits_used, budget_period, period_start, period_credits",
+        )
+        .bind(end.credits)
+        .bind(starts[0])
+        .bind(starts[1])
+        .bind(starts[2])
+        .bind(key_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let key_period = period.and(period_start).map(|start| (start, period_credits));
     let now_ms = now_ms();
     let queued = sqlx::query(
         "INSERT INTO webhook_deliveries \
@@ -570,7 +598,7 @@ async fn finish_job(
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    Ok(Some(Charged { key_id, webhook_queued: queued > 0, key_credits_used }))
+    Ok(Some(Charged { key_id, webhook_queued: queued > 0, key_credits_used, key_period }))
 }
 
 #[async_trait]
@@ -837,6 +865,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn charges_count_towards_the_current_budget_period_only() {
+        let (_dir, store) = store().await;
+        let mut key = new_key("pat");
+        key.limits.budget_period = Some(crate::store::BudgetPeriod::Day);
+        let key = store.insert_key(&key).await.unwrap();
+        let finish = |local: &'static str, generation: &'static str, credits: f64| {
+            let store = store.clone();
+            async move {
+                store.begin_job(&NewJob { local_id: local.into(), ..new_job(key.id) }).await.unwrap();
+                store.job_created(local, generation, "queued", "{}").await.unwrap();
+                store.job_finished(generation, &end("completed", credits)).await.unwrap().unwrap()
+            }
+        };
+        let today = crate::store::BudgetPeriod::Day.start_of(now());
+        assert_eq!(finish("a", "ga", 5.0).await.key_period, Some((today, 5.0)));
+        assert_eq!(finish("b", "gb", 7.0).await.key_period, Some((today, 12.0)));
+        // The period turned over since: the next charge starts it afresh.
+        sqlx::query("UPDATE keys SET period_start = period_start - 86400 WHERE id = ?")
+            .bind(key.id)
+            .execute(&store.writes)
+            .await
+            .unwrap();
+        let charged = finish("c", "gc", 3.0).await;
+        assert_eq!(charged.key_period, Some((today, 3.0)));
+        assert_eq!(charged.key_credits_used, 15.0, "the lifetime figure keeps counting");
+        let stored = store.keys().await.unwrap().into_iter().find(|k| k.id == key.id).unwrap();
+        assert_eq!((stored.period_start, stored.period_credits), (Some(today), 3.0));
+    }
+
+    #[tokio::test]
     async fn keys_round_trip_update_and_revoke() {
         let (_dir, store) = store().await;
         let mut key = new_key("alice");
@@ -845,6 +903,7 @@ mod tests {
             rpm: Some(60),
             max_unfinished: Some(2),
             credit_budget: Some(10.0),
+            budget_period: Some(crate::store::BudgetPeriod::Week),
         };
         let alice = store.insert_key(&key).await.unwrap();
         assert_eq!(alice.limits, key.limits);
@@ -879,7 +938,8 @@ mod tests {
         store.job_created("l1", "g1", "queued", "{}").await.unwrap();
         assert_eq!(store.unfinished_jobs().await.unwrap().len(), 1);
         store.job_changed("g1", "generating", "{}").await.unwrap();
-        let charged = Charged { key_id: key.id, webhook_queued: false, key_credits_used: 5.0 };
+        let charged =
+            Charged { key_id: key.id, webhook_queued: false, key_credits_used: 5.0, key_period: None };
         assert_eq!(store.job_finished("g1", &end("completed", 5.0)).await.unwrap(), Some(charged));
         assert_eq!(store.job_finished("g1", &end("completed", 5.0)).await.unwrap(), None);
         store.job_changed("g1", "generating", "{}").await.unwrap();
