@@ -73,6 +73,8 @@ pub struct FileConfig {
     pub poll: Option<PollFile>,
     /// What creates are expected to cost, reserved against keys' budgets.
     pub budget: Option<BudgetFile>,
+    /// Days finished jobs are kept (default: for ever).
+    pub retention_days: Option<u32>,
 }
 
 /// The `[budget]` table.
@@ -259,6 +261,11 @@ pub struct ServeArgs {
     /// [default: 1000000].
     #[arg(long, value_name = "CREDITS")]
     pub default_job_estimate: Option<f64>,
+    /// Forget finished jobs (and their webhook attempts) this many days
+    /// after they were created; their charges stay on their keys
+    /// [default: keep them for ever].
+    #[arg(long, value_name = "DAYS")]
+    pub retention_days: Option<u32>,
 }
 
 /// The files of a TLS certificate and its key.
@@ -301,6 +308,8 @@ pub struct Settings {
     pub poll: PollSettings,
     /// What creates are expected to cost.
     pub costs: crate::budget::CostSettings,
+    /// How long finished jobs are kept; `None`: for ever.
+    pub retention: Option<Duration>,
 }
 
 /// Seconds from a flag or the file, checked.
@@ -408,9 +417,14 @@ impl Settings {
             }
             crate::budget::CostSettings { default_estimate, estimates: budget.estimates }
         };
+        let retention = args
+            .retention_days
+            .or(file.retention_days)
+            .map(|days| Duration::from_secs(u64::from(days.max(1)) * 86_400));
         Ok(Settings {
             poll,
             costs,
+            retention,
             tls,
             recent_jobs: args
                 .recent_jobs

@@ -238,6 +238,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         recent_jobs: settings.recent_jobs,
         poll: settings.poll,
         costs: settings.costs,
+        retention: settings.retention,
         ..StateConfig::from_builder(upstream)?
     };
     let state = AppState::start(Arc::new(store.clone()), config).await?;

@@ -74,6 +74,9 @@ pub struct StateConfig {
     pub breaker_window: Duration,
     /// The HTTP front's timeouts and caps.
     pub front: crate::front::FrontLimits,
+    /// How long finished jobs (and their webhook attempts) are kept;
+    /// `None` keeps them for ever.
+    pub retention: Option<Duration>,
 }
 
 impl StateConfig {
@@ -95,6 +98,7 @@ impl StateConfig {
             costs: CostSettings::default(),
             breaker_window: crate::engine::breaker::DEFAULT_BREAKER_WINDOW,
             front: crate::front::FrontLimits::default(),
+            retention: None,
         }
     }
 
@@ -236,6 +240,11 @@ impl AppState {
         let polling = state.clone();
         let stop = state.inner.stop.clone();
         state.inner.tasks.spawn(scheduler::run(polling, config.poll, timings, follow_queue, stop));
+        if let Some(keep) = config.retention {
+            let pruner = state.clone();
+            let stop = state.inner.stop.clone();
+            state.inner.tasks.spawn(crate::engine::retention::run(pruner, keep, stop));
+        }
         let recoverer = state.clone();
         let stop = state.inner.stop.clone();
         state.inner.tasks.spawn(crate::engine::recover::run(recoverer, config.recover_interval, stop));

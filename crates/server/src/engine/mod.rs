@@ -6,6 +6,7 @@
 
 pub mod breaker;
 pub(crate) mod recover;
+pub(crate) mod retention;
 pub(crate) mod scheduler;
 pub mod timing;
 pub mod writer;

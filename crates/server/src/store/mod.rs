@@ -403,6 +403,16 @@ pub enum JobWrite {
         /// The learned figures, as JSON.
         timing: String,
     },
+    /// Forget up to `limit` finished jobs created before `before` (unix
+    /// seconds), and their delivered, failed or cancelled webhook attempts.
+    /// Jobs with a delivery still pending stay. Their charges stay on
+    /// their keys.
+    Prune {
+        /// Unix seconds.
+        before: i64,
+        /// Jobs at most, to keep the transaction short.
+        limit: u32,
+    },
 }
 
 /// What one [`JobWrite`] did.
@@ -414,6 +424,8 @@ pub enum WriteOutcome {
     Begun(Begun),
     /// What [`JobWrite::Finished`] charged; `None` if the job had already finished.
     Finished(Option<Charged>),
+    /// How many jobs [`JobWrite::Prune`] forgot.
+    Pruned(u64),
 }
 
 /// The result of [`JobStore::apply`]: `Err` if nothing was committed (try

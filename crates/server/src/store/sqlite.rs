@@ -438,6 +438,28 @@ async fn apply_write(
         JobWrite::Finished { generation_id, end } => {
             Ok(WriteOutcome::Finished(finish_job(tx, generation_id, end, now).await?))
         }
+        JobWrite::Prune { before, limit } => {
+            let doomed = "SELECT generation_id FROM jobs INDEXED BY jobs_by_created \
+                 WHERE created_at < ?1 AND credits_charged IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+                     WHERE d.generation_id = jobs.generation_id AND d.state = 'pending') \
+                 ORDER BY created_at LIMIT ?2";
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM webhook_deliveries WHERE generation_id IN ({doomed})"
+            )))
+            .bind(before)
+            .bind(i64::from(*limit))
+            .execute(&mut **tx)
+            .await?;
+            let pruned =
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM jobs WHERE generation_id IN ({doomed})")))
+                    .bind(before)
+                    .bind(i64::from(*limit))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+            Ok(WriteOutcome::Pruned(pruned))
+        }
         JobWrite::ModelTiming { model, timing } => {
             sqlx::query(
                 "INSERT INTO model_timings (model, timing, updated_at) VALUES (?, ?, ?) \
@@ -892,6 +914,41 @@ mod tests {
         assert_eq!(charged.key_credits_used, 15.0, "the lifetime figure keeps counting");
         let stored = store.keys().await.unwrap().into_iter().find(|k| k.id == key.id).unwrap();
         assert_eq!((stored.period_start, stored.period_credits), (Some(today), 3.0));
+    }
+
+    #[tokio::test]
+    async fn pruning_forgets_old_finished_jobs_but_not_running_ones_or_pending_deliveries() {
+        let (_dir, store) = store().await;
+        let key = store.insert_key(&new_key("ret")).await.unwrap();
+        for (local, generation) in
+            [("a", "old-done"), ("b", "old-running"), ("c", "new-done"), ("d", "old-pending")]
+        {
+            store.begin_job(&NewJob { local_id: local.into(), ..new_job(key.id) }).await.unwrap();
+            store.job_created(local, generation, "queued", "{}").await.unwrap();
+        }
+        for generation in ["old-done", "new-done", "old-pending"] {
+            store.job_finished(generation, &end("completed", 1.0)).await.unwrap();
+        }
+        sqlx::query("INSERT INTO webhook_deliveries (delivery_id, attempt, key_id, generation_id, event, body, state, due_at, created_at) VALUES ('x', 1, ?, 'old-pending', 'completed', '{}', 'pending', 0, 0)")
+            .bind(key.id)
+            .execute(&store.writes)
+            .await
+            .unwrap();
+        let month_ago = now() - 40 * 86_400;
+        sqlx::query("UPDATE jobs SET created_at = ? WHERE generation_id LIKE 'old-%'")
+            .bind(month_ago)
+            .execute(&store.writes)
+            .await
+            .unwrap();
+        let outcome =
+            store.apply(&[JobWrite::Prune { before: now() - 30 * 86_400, limit: 100 }]).await.unwrap();
+        assert!(matches!(outcome[0], Ok(WriteOutcome::Pruned(1))), "{outcome:?}");
+        assert!(store.job_by_generation("old-done").await.unwrap().is_none());
+        for kept in ["old-running", "new-done", "old-pending"] {
+            assert!(store.job_by_generation(kept).await.unwrap().is_some(), "{kept}");
+        }
+        let keys = store.keys().await.unwrap();
+        assert_eq!(keys[0].credits_used, 3.0, "charges stay on the key");
     }
 
     #[tokio::test]
