@@ -17,6 +17,9 @@ use crate::poll::{PollPolicy, Watch, watch};
 use crate::retry::{RetryPolicy, retry_after};
 use crate::trace::{ClientRequestId, CreateLookup, LogPage, LogRow, Receipt, search_window};
 
+/// How long an idle connection is kept for reuse.
+const IDLE_CONNECTION_REUSE: Duration = Duration::from_secs(20);
+
 /// The AI/ML API's address.
 pub const DEFAULT_BASE_URL: &str = "https://api.aimlapi.com";
 
@@ -237,8 +240,16 @@ impl ClientBuilder {
         let endpoint = base_url
             .join(GENERATIONS_PATH)
             .map_err(|e| Error::Config(format!("base URL {:?}: {e}", self.base_url)))?;
-        let http_builder =
-            || reqwest::Client::builder().connect_timeout(self.connect_timeout).user_agent(&self.user_agent);
+        let http_builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(self.connect_timeout)
+                .user_agent(&self.user_agent)
+                // Shorter than the idle limits servers and load balancers
+                // commonly keep (30 s and up), so that a request, a create
+                // above all, is never sent on a connection the server is
+                // closing, which would leave its outcome unknown.
+                .pool_idle_timeout(IDLE_CONNECTION_REUSE)
+        };
         let setup = |e: reqwest::Error| Error::Config(format!("could not set up HTTP: {e}"));
         let http = http_builder().read_timeout(self.read_timeout).build().map_err(setup)?;
         let uploads = http_builder().build().map_err(setup)?;

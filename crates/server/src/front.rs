@@ -25,7 +25,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrontLimits {
     /// Time to send a request's headers, from connecting or from the end of
-    /// the previous request; a connection that takes longer is closed.
+    /// the previous request: a connection that takes longer is closed, so
+    /// this is also how long a keep-alive connection may sit idle. Longer
+    /// than the 20 s the `aimlvid` client keeps idle connections, so that a
+    /// client never sends on a connection this server is closing.
     pub header_read_timeout: Duration,
     /// Connections open at once; further ones wait to be accepted.
     pub max_connections: usize,
@@ -46,7 +49,7 @@ pub struct FrontLimits {
 impl Default for FrontLimits {
     fn default() -> Self {
         FrontLimits {
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_streams_per_connection: 100,
             body_idle_timeout: Duration::from_secs(30),
