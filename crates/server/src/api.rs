@@ -294,6 +294,12 @@ struct AcceptCreate {
 /// Records, sends and follows one create; runs in its own task.
 async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Response, ApiError> {
     let AcceptCreate { record, model, value, idempotency_key, request_hash } = create;
+    // Fair shares of the upstream: a key waits for one of its own places,
+    // then for one of the server's, so a key sending thousands of creates
+    // at once holds a few places, and the others' creates go between its.
+    let key = slot.key.clone();
+    let _key_turn = key.create_turn().await;
+    let _turn = state.upstream_create_turn().await;
     // Time-ordered, so each new row goes at the end of the table's index
     // rather than on a random page that the commit must then rewrite.
     let local_id = uuid::Uuid::now_v7().to_string();

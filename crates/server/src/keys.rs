@@ -59,7 +59,13 @@ pub struct KeyEntry {
     epoch: tokio::sync::watch::Sender<u64>,
     /// Event streams open with this key.
     streams: std::sync::atomic::AtomicU32,
+    /// Its creates on their way upstream: at most [`CREATES_PER_KEY`] at
+    /// once, so that one key cannot take every place the server has.
+    creates: tokio::sync::Semaphore,
 }
+
+/// A key's creates on their way upstream at once.
+pub const CREATES_PER_KEY: usize = 8;
 
 #[derive(Debug)]
 struct Counters {
@@ -127,7 +133,13 @@ impl KeyEntry {
             counters: Mutex::new(counters),
             epoch: tokio::sync::watch::Sender::new(0),
             streams: std::sync::atomic::AtomicU32::new(0),
+            creates: tokio::sync::Semaphore::new(CREATES_PER_KEY),
         }
+    }
+
+    /// This key's turn to send a create upstream (first come, first served).
+    pub async fn create_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.creates.acquire().await.expect("the semaphore is never closed")
     }
 
     /// Changes when the key is revoked, disabled or rotated.

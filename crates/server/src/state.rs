@@ -77,6 +77,9 @@ pub struct StateConfig {
     /// How long finished jobs (and their webhook attempts) are kept;
     /// `None` keeps them for ever.
     pub retention: Option<Duration>,
+    /// Creates on their way upstream at once, all keys together (each key
+    /// has at most `keys::CREATES_PER_KEY` of them).
+    pub max_creates_in_flight: usize,
 }
 
 impl StateConfig {
@@ -99,6 +102,7 @@ impl StateConfig {
             breaker_window: crate::engine::breaker::DEFAULT_BREAKER_WINDOW,
             front: crate::front::FrontLimits::default(),
             retention: None,
+            max_creates_in_flight: 64,
         }
     }
 
@@ -140,6 +144,7 @@ struct Inner {
     costs: Arc<CostEstimates>,
     breaker: UpstreamBreaker,
     front: crate::front::FrontLimits,
+    upstream_creates: tokio::sync::Semaphore,
     /// Cancelled when shutdown begins: ends event streams, so that the
     /// requests still in flight can finish.
     draining: CancellationToken,
@@ -213,6 +218,7 @@ impl AppState {
                 costs,
                 breaker: UpstreamBreaker::new(config.breaker_window),
                 front: config.front,
+                upstream_creates: tokio::sync::Semaphore::new(config.max_creates_in_flight.max(1)),
                 draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
                 stop_writer,
@@ -302,6 +308,12 @@ impl AppState {
     /// What creates are expected to cost, and the reservations of jobs in flight.
     pub fn costs(&self) -> &CostEstimates {
         &self.inner.costs
+    }
+
+    /// A turn to send a create upstream, all keys together, first come
+    /// first served.
+    pub(crate) async fn upstream_create_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.inner.upstream_creates.acquire().await.expect("the semaphore is never closed")
     }
 
     /// The HTTP front's timeouts and caps.

@@ -454,3 +454,37 @@ async fn a_long_upstream_rate_limit_is_answered_not_waited_out_in_the_members_re
     assert_eq!(created.status, 200, "{created:?}");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_keys_flood_of_creates_does_not_hold_up_anothers() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let greedy = proxy.key("greedy", KeyLimits { max_unfinished: None, ..KeyLimits::default() }).await;
+    let modest = proxy.key("modest", KeyLimits::default()).await;
+    // Every create takes the upstream half a second.
+    sim.inject(Route::Create, Fault::Latency(Duration::from_millis(500)), 41);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut flood = Vec::new();
+    for i in 0..40 {
+        let (http, endpoint, key, done) =
+            (proxy.http.clone(), proxy.endpoint(), greedy.clone(), done.clone());
+        flood.push(tokio::spawn(async move {
+            let answer = post(&http, &endpoint, Some(&key), &create_body(&format!("flood {i}"))).await;
+            assert_eq!(answer.status, 200, "{answer:?}");
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+    }
+    // The flood is in; now one create of another key.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let answer = post(&proxy.http, &proxy.endpoint(), Some(&modest), &create_body("mine")).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let before = done.load(std::sync::atomic::Ordering::SeqCst);
+    // The greedy key had 8 places: its creates go 8 at a time, the other key's between them.
+    assert!(before <= 16, "{before} of the flood's 40 creates went first");
+    for task in flood {
+        task.await.unwrap();
+    }
+    assert_eq!(sim.stats().jobs_created, 41);
+    proxy.stop().await;
+}
