@@ -75,6 +75,8 @@ pub struct FileConfig {
     pub budget: Option<BudgetFile>,
     /// Days finished jobs are kept (default: for ever).
     pub retention_days: Option<u32>,
+    /// Creates on their way upstream at once, all keys together (default 64).
+    pub max_creates_in_flight: Option<usize>,
 }
 
 /// The `[budget]` table.
@@ -310,6 +312,8 @@ pub struct Settings {
     pub costs: crate::budget::CostSettings,
     /// How long finished jobs are kept; `None`: for ever.
     pub retention: Option<Duration>,
+    /// Creates on their way upstream at once, all keys together.
+    pub max_creates_in_flight: usize,
 }
 
 /// Seconds from a flag or the file, checked.
@@ -425,6 +429,7 @@ impl Settings {
             poll,
             costs,
             retention,
+            max_creates_in_flight: file.max_creates_in_flight.unwrap_or(64).max(1),
             tls,
             recent_jobs: args
                 .recent_jobs

@@ -239,6 +239,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         poll: settings.poll,
         costs: settings.costs,
         retention: settings.retention,
+        max_creates_in_flight: settings.max_creates_in_flight,
         ..StateConfig::from_builder(upstream)?
     };
     let state = AppState::start(Arc::new(store.clone()), config).await?;
