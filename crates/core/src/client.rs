@@ -457,10 +457,20 @@ impl Client {
     /// Asks once how a generation is doing, retrying network errors,
     /// timeouts, 429 and 5xx under the client's [`RetryPolicy`].
     pub async fn get(&self, id: &str) -> Result<Generation> {
+        self.retrying("poll", || self.get_once(id)).await
+    }
+
+    /// Runs `call` again after a transient failure, under the client's
+    /// [`RetryPolicy`], for calls that are safe to repeat.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let mut failures = 0;
         loop {
-            match self.get_once(id).await {
-                Ok(generation) => return Ok(generation),
+            match call().await {
+                Ok(value) => return Ok(value),
                 Err(e)
                     if e.is_transient()
                         && failures + 1 < self.inner.retry.max_attempts
@@ -468,7 +478,7 @@ impl Client {
                 {
                     failures += 1;
                     let wait = self.inner.retry.backoff(failures, e.retry_after());
-                    tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "poll failed; retrying");
+                    tracing::debug!(call = what, error = %e, wait_ms = wait.as_millis() as u64, "failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
@@ -611,8 +621,7 @@ impl Client {
         query: &[(&str, String)],
         kind: CallKind,
     ) -> Result<T> {
-        let mut failures = 0;
-        loop {
+        self.retrying(kind.as_str(), || async {
             let request = self
                 .inner
                 .http
@@ -620,25 +629,10 @@ impl Client {
                 .query(query)
                 .header(AUTHORIZATION, self.inner.auth.clone())
                 .timeout(self.inner.request_timeout);
-            let answer = match self.send(request, kind, None).await {
-                Ok((status, bytes, _)) => decode::<T>(status, &bytes),
-                Err(failure) => Err(failure.error),
-            };
-            match answer {
-                Ok(value) => return Ok(value),
-                Err(e)
-                    if e.is_transient()
-                        && failures + 1 < self.inner.retry.max_attempts
-                        && !self.inner.retry.too_long(e.retry_after()) =>
-                {
-                    failures += 1;
-                    let wait = self.inner.retry.backoff(failures, e.retry_after());
-                    tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "request failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+            let (status, bytes, _) = self.send(request, kind, None).await.map_err(|f| f.error)?;
+            decode::<T>(status, &bytes)
+        })
+        .await
     }
 
     /// Sends one request and reads the whole answer, turning every non-2xx
