@@ -23,6 +23,7 @@
 pub mod admin;
 mod api;
 pub mod budget;
+mod calendar;
 pub mod config;
 pub mod engine;
 pub mod error;
