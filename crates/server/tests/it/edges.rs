@@ -27,19 +27,17 @@ async fn a_member_who_disconnects_mid_create_gets_the_job_on_retry() {
     assert!(gone.is_err(), "the member left before the answer");
 
     // The create carries on without them; the retry gets the job.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let job = loop {
+    let job = eventually("the create was lost with its member", || async {
         let again =
             post_with(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("patience"), Some("once"))
                 .await;
         match again.status {
-            200 => break again.body,
-            409 => {}
+            200 => Some(again.body),
+            409 => None,
             other => panic!("unexpected {other}: {again:?}"),
         }
-        assert!(tokio::time::Instant::now() < deadline, "the create was lost with its member");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     let id = job["id"].as_str().unwrap().to_owned();
     assert_eq!((sim.stats().create_requests, sim.stats().jobs_created), (1, 1));
     // Followed, charged, and its slot given back at the end: no leak.
@@ -48,11 +46,7 @@ async fn a_member_who_disconnects_mid_create_gets_the_job_on_retry() {
     assert!(sim.complete_now(&id));
     let done = proxy.client(&key).wait(id).await.unwrap();
     assert_eq!(done.status, aimlvid::Status::Completed);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while entry.unfinished() != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the slot was never given back");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the slot was never given back", || async { (entry.unfinished() == 0).then_some(()) }).await;
     assert_eq!(entry.credits_used(), sim.config().credits_per_job);
     proxy.stop().await;
 }
@@ -146,11 +140,7 @@ async fn finish_all(proxy: &Proxy, sim: &aimlvid_sim::RunningSim, name: &str, id
     }
     let entry = proxy.state.keys().entries().into_iter().find(|e| e.record().name == name).unwrap();
     let expected = before + ids.len() as f64 * sim.config().credits_per_job;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while entry.credits_used() < expected {
-        assert!(tokio::time::Instant::now() < deadline, "not all charged: {}", entry.credits_used());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("not all charged", || async { (entry.credits_used() >= expected).then_some(()) }).await;
     assert_eq!(entry.credits_used(), expected);
     assert_eq!(entry.credits_reserved(), 0.0, "every reservation settled");
 }
@@ -159,8 +149,7 @@ async fn finish_all(proxy: &Proxy, sim: &aimlvid_sim::RunningSim, name: &str, id
 async fn a_hundred_parallel_creates_stay_within_the_budget() {
     let sim = frozen_sim().await; // 120,000 credits a job
     let (_dir, db) = temp_db();
-    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
-    let proxy = start_proxy_tweaked(&sim, &db, policy, |c| {
+    let proxy = start_proxy_configured(&sim, &db, |c| {
         c.costs.estimates.insert("google/veo3-1-fast-extend-video".into(), 150_000.0);
     })
     .await;
@@ -186,8 +175,7 @@ async fn a_hundred_parallel_creates_stay_within_the_budget() {
 async fn an_unknown_models_cost_is_learned_from_its_finished_jobs() {
     let sim = frozen_sim().await;
     let (_dir, db) = temp_db();
-    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
-    let proxy = start_proxy_tweaked(&sim, &db, policy, |c| c.costs.default_estimate = 1_000_000.0).await;
+    let proxy = start_proxy_configured(&sim, &db, |c| c.costs.default_estimate = 1_000_000.0).await;
     let key = proxy.key("yan", KeyLimits { credit_budget: Some(2_000_000.0), ..KeyLimits::default() }).await;
     // Nothing known: each create reserves the cautious default.
     let first = parallel_creates(&proxy, &key, 20).await;
@@ -210,16 +198,12 @@ async fn a_job_the_upstream_does_not_know_is_marked_for_an_admin_not_polled_ever
     sim.inject(Route::Poll, Fault::Status(404), 1_000);
 
     let admin = format!("{}/admin/jobs/unknown", proxy.url);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let listed = loop {
+    let listed = eventually("never marked", || async {
         let listed: serde_json::Value =
             proxy.http.get(&admin).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
-        if listed.as_array().is_some_and(|l| !l.is_empty()) {
-            break listed;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never marked");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+        listed.as_array().is_some_and(|l| !l.is_empty()).then_some(listed)
+    })
+    .await;
     assert_eq!(listed[0]["generation_id"], id.as_str());
     assert!(listed[0]["note"].as_str().unwrap().contains("not found"), "{listed}");
     // Asked again only hourly: 200 ms of a 5 ms schedule bring no more polls.
@@ -236,9 +220,7 @@ async fn a_refused_upstream_key_trips_the_breaker_for_creates_polls_and_readines
         aimlvid_sim::SimConfig { api_keys: vec!["the-real-key".into()], ..aimlvid_sim::SimConfig::fast() };
     let sim = aimlvid_sim::Simulator::start(config).await.unwrap();
     let (_dir, db) = temp_db();
-    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
-    let proxy =
-        start_proxy_tweaked(&sim, &db, policy, |c| c.breaker_window = Duration::from_millis(300)).await;
+    let proxy = start_proxy_configured(&sim, &db, |c| c.breaker_window = Duration::from_millis(300)).await;
     let key = proxy.key("amy", KeyLimits::default()).await;
     let ready = format!("{}/readyz", proxy.url);
     assert_eq!(proxy.http.get(&ready).send().await.unwrap().status(), 200);
@@ -266,10 +248,9 @@ async fn a_refused_upstream_key_trips_the_breaker_for_creates_polls_and_readines
 async fn metrics_have_a_read_only_token_of_their_own() {
     let sim = frozen_sim().await;
     let (_dir, db) = temp_db();
-    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
     let metrics_token = "m".repeat(40);
     let token = metrics_token.clone();
-    let proxy = start_proxy_tweaked(&sim, &db, policy, move |c| c.metrics_token = Some(token.into())).await;
+    let proxy = start_proxy_configured(&sim, &db, move |c| c.metrics_token = Some(token.into())).await;
     let url = format!("{}/metrics", proxy.url);
     let status = |token: Option<&str>| {
         let mut request = proxy.http.get(&url);
@@ -343,8 +324,7 @@ async fn proxy_with_front(
     db: &std::path::Path,
     front: aimlvid_server::front::FrontLimits,
 ) -> Proxy {
-    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
-    start_proxy_tweaked(sim, db, policy, move |c| c.front = front).await
+    start_proxy_configured(sim, db, move |c| c.front = front).await
 }
 
 /// Reads until the server closes the connection or sends a status line;

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use aimlvid::PollPolicy;
 use aimlvid_server::store::KeyLimits;
 use aimlvid_sim::{Fault, Route};
 use futures_util::future::join_all;
@@ -127,9 +126,7 @@ async fn a_create_whose_answer_is_lost_is_recorded_as_unknown_and_never_retried(
 async fn an_unknown_create_is_found_in_the_upstream_logs_and_its_idempotency_key_then_gets_the_job() {
     let sim = frozen_sim().await;
     let (_dir, db) = temp_db();
-    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
-    let proxy =
-        start_proxy_tweaked(&sim, &db, policy, |c| c.recover_interval = Duration::from_millis(20)).await;
+    let proxy = start_proxy_configured(&sim, &db, |c| c.recover_interval = Duration::from_millis(20)).await;
     let key = proxy.key("kim", KeyLimits { max_unfinished: Some(1), ..KeyLimits::default() }).await;
     sim.inject(Route::Create, Fault::AfterAccept(Box::new(Fault::DropConnection)), 1);
     let lost =
@@ -139,17 +136,13 @@ async fn an_unknown_create_is_found_in_the_upstream_logs_and_its_idempotency_key
 
     // The upstream logged the create under our job id: the recoverer finds
     // it, and the member's retry with the same key gets the job.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let found = loop {
+    let found = eventually("never recovered", || async {
         let again =
             post_with(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("lost"), Some("idem")).await;
-        if again.status == 200 {
-            break again;
-        }
-        assert_eq!(again.status, 502, "{again:?}");
-        assert!(tokio::time::Instant::now() < deadline, "never recovered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        assert!(matches!(again.status, 200 | 502), "{again:?}");
+        (again.status == 200).then_some(again)
+    })
+    .await;
     let id = found.body["id"].as_str().unwrap().to_owned();
     let sim_job = sim.job(&id).expect("the job the lost create made");
     let key_id = proxy.state.store().keys().await.unwrap()[0].id;
@@ -163,11 +156,10 @@ async fn an_unknown_create_is_found_in_the_upstream_logs_and_its_idempotency_key
     assert!(sim.complete_now(&id));
     let done = proxy.client(&key).wait(id.clone()).await.unwrap();
     assert_eq!(done.status, aimlvid::Status::Completed);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while proxy.state.store().keys().await.unwrap()[0].credits_used == 0.0 {
-        assert!(tokio::time::Instant::now() < deadline, "never charged");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("never charged", || async {
+        (proxy.state.store().keys().await.unwrap()[0].credits_used != 0.0).then_some(())
+    })
+    .await;
     assert_eq!(proxy.state.store().keys().await.unwrap()[0].credits_used, sim.config().credits_per_job);
     assert_eq!((sim.stats().create_requests, sim.stats().jobs_created), (1, 1));
     proxy.stop().await;
@@ -242,8 +234,7 @@ async fn polls_ride_out_upstream_errors_and_rate_limits() {
 async fn finished_jobs_beyond_the_bound_leave_memory_and_come_back_from_storage_when_read() {
     let sim = frozen_sim().await;
     let (_dir, db) = temp_db();
-    let policy = PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
-    let proxy = start_proxy_tweaked(&sim, &db, policy, |config| config.recent_jobs = 2).await;
+    let proxy = start_proxy_configured(&sim, &db, |config| config.recent_jobs = 2).await;
     let key = proxy.key("many", KeyLimits::default()).await;
     let other = proxy.key("other", KeyLimits::default()).await;
     let (http, endpoint) = (&proxy.http, proxy.endpoint());

@@ -103,9 +103,7 @@ async fn models_unfinished_jobs_and_the_budget_are_limited() {
     let sim = frozen_sim().await;
     let (_dir, db) = temp_db();
     let per_job = sim.config().credits_per_job;
-    let policy = aimlvid::PollPolicy::fixed(std::time::Duration::from_millis(5))
-        .deadline(std::time::Duration::from_secs(60));
-    let proxy = start_proxy_tweaked(&sim, &db, policy, |c| {
+    let proxy = start_proxy_configured(&sim, &db, |c| {
         c.costs.estimates.insert("google/veo3-1-fast-extend-video".into(), per_job);
     })
     .await;

@@ -50,8 +50,38 @@ pub(crate) struct Proxy {
 /// A proxy in front of `sim`, storing in `db`, polling every 5 ms (the
 /// simulator's time is frozen or fast, so real-time pacing would only slow tests).
 pub(crate) async fn start_proxy(sim: &RunningSim, db: &Path) -> Proxy {
-    let policy = PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
-    start_proxy_with(sim, db, policy).await
+    start_proxy_with(sim, db, quick_polls()).await
+}
+
+/// Polls every 5 ms, for a minute at most.
+pub(crate) fn quick_polls() -> PollPolicy {
+    PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60))
+}
+
+/// [`start_proxy`], with the state's configuration changed by `tweak`.
+pub(crate) async fn start_proxy_configured(
+    sim: &RunningSim,
+    db: &Path,
+    tweak: impl FnOnce(&mut StateConfig),
+) -> Proxy {
+    start_proxy_tweaked(sim, db, quick_polls(), tweak).await
+}
+
+/// Asks `check` every 10 ms until it answers `Some`, and returns that;
+/// fails the test after 20 s, saying `what` never happened.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 pub(crate) async fn start_proxy_with(sim: &RunningSim, db: &Path, policy: PollPolicy) -> Proxy {
@@ -93,8 +123,7 @@ pub(crate) async fn start_tls_proxy(
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
     ca_pem: &str,
 ) -> Proxy {
-    let policy = PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
-    let state = proxy_state(sim, SqliteStore::open(db).await.unwrap(), policy, |_| {}).await;
+    let state = proxy_state(sim, SqliteStore::open(db).await.unwrap(), quick_polls(), |_| {}).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

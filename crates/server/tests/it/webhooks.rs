@@ -276,9 +276,8 @@ async fn a_delivery_cut_short_by_a_restart_is_made_after_it() {
 async fn webhooks_to_private_addresses_or_plain_http_are_refused_unless_allowed() {
     let sim = frozen_sim().await;
     let (_dir, db) = temp_db();
-    let policy = aimlvid::PollPolicy::fixed(Duration::from_millis(5)).deadline(Duration::from_secs(60));
     // The defaults: https only, public addresses only.
-    let proxy = start_proxy_tweaked(&sim, &db, policy, |c| {
+    let proxy = start_proxy_configured(&sim, &db, |c| {
         c.webhooks.allow_private_targets = false;
         c.webhooks.allow_plain_http = false;
     })
