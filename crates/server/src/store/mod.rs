@@ -510,8 +510,9 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Every job marked `unknown`, with or without an upstream id: lost
     /// creates and jobs the upstream does not know. Oldest first.
     async fn jobs_needing_attention(&self) -> StoreResult<Vec<JobRecord>>;
-    /// Per model, the average charge of its charged jobs and their number:
-    /// `(model, average credits, jobs)`.
+    /// Per model, the average charge of its jobs charged in the last 30
+    /// days and their number: `(model, average credits, jobs)`. Recent
+    /// prices are the ones that matter, and start-up reads only them.
     async fn model_costs(&self) -> StoreResult<Vec<(String, f64, u64)>>;
     /// The most recently created jobs with an upstream id, newest first.
     async fn recent_jobs(&self, limit: u32) -> StoreResult<Vec<JobRecord>>;
