@@ -143,6 +143,7 @@ pub struct Metrics {
     event_streams: AtomicI64,
     webhook_attempts: [AtomicU64; WEBHOOK_OUTCOMES.len()],
     webhooks_given_up: AtomicU64,
+    webhook_hosts_resting: AtomicI64,
     storage_batches: AtomicU64,
     storage_writes: AtomicU64,
     storage_write_failures: AtomicU64,
@@ -164,6 +165,7 @@ impl Default for Metrics {
             event_streams: AtomicI64::new(0),
             webhook_attempts: Default::default(),
             webhooks_given_up: AtomicU64::new(0),
+            webhook_hosts_resting: AtomicI64::new(0),
             storage_batches: AtomicU64::new(0),
             storage_writes: AtomicU64::new(0),
             storage_write_failures: AtomicU64::new(0),
@@ -220,6 +222,11 @@ impl Metrics {
         if let Some(i) = WEBHOOK_OUTCOMES.iter().position(|o| *o == outcome) {
             self.webhook_attempts[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// A webhook host started (+1) or stopped (-1) resting after failures.
+    pub fn webhook_hosts_resting(&self, delta: i64) {
+        self.webhook_hosts_resting.fetch_add(delta, Relaxed);
     }
 
     /// A webhook delivery failed its last attempt.
@@ -395,6 +402,11 @@ impl Metrics {
              # TYPE aimlvid_webhooks_given_up_total counter\n",
         );
         let _ = writeln!(out, "aimlvid_webhooks_given_up_total {}", self.webhooks_given_up.load(Relaxed));
+        out.push_str(
+            "# HELP aimlvid_webhook_hosts_resting Webhook hosts resting after failing in a row.\n\
+             # TYPE aimlvid_webhook_hosts_resting gauge\n",
+        );
+        let _ = writeln!(out, "aimlvid_webhook_hosts_resting {}", self.webhook_hosts_resting.load(Relaxed));
         out
     }
 }

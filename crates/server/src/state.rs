@@ -259,7 +259,7 @@ impl AppState {
         let deliverer = state.clone();
         state.inner.tasks.spawn(async move {
             let inner = &deliverer.inner;
-            inner.webhooks.run(inner.store.as_ref(), &inner.metrics, &inner.stop).await;
+            inner.webhooks.run(&deliverer, &inner.stop).await;
         });
         Ok(state)
     }
@@ -281,6 +281,11 @@ impl AppState {
     }
 
     /// The storage backend.
+    /// The webhook delivery worker.
+    pub(crate) fn webhooks(&self) -> &Webhooks {
+        &self.inner.webhooks
+    }
+
     pub fn store(&self) -> &dyn Store {
         self.inner.store.as_ref()
     }

@@ -9,6 +9,13 @@
 //! delivery is at least once: receivers should ignore a repeated
 //! [`DELIVERY_HEADER`].
 //!
+//! One slow or dead receiver does not hold up the others: each host gets
+//! at most [`WebhookConfig::per_host`] attempts at a time, and a host that
+//! fails [`WebhookConfig::breaker_failures`] times in a row (no answer, a
+//! timeout, a 5xx or 429) rests: its deliveries wait, without spending
+//! attempts, until one probe shows it answering again. Each rest is twice
+//! the last, up to [`WebhookConfig::breaker_max_rest`].
+//!
 //! # Verifying a delivery
 //!
 //! The [`SIGNATURE_HEADER`] is `t=<unix seconds>,v1=<hex>`, where `<hex>`
@@ -18,18 +25,20 @@
 //! constant time, and refuse a `t` far from now (say five minutes) to stop
 //! replays. [`verify`] does exactly that.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt as _;
 use hmac::{KeyInit as _, Mac as _};
 use secrecy::ExposeSecret as _;
 use sha2::Sha256;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{AttemptOutcome, DueWebhook, Store, StoreResult, delivery};
+use crate::state::AppState;
+use crate::store::{AttemptOutcome, DueWebhook, KeyId, Store, StoreResult, delivery};
 
 /// The signature header: `t=<unix seconds>,v1=<hex HMAC-SHA256>`.
 pub const SIGNATURE_HEADER: &str = "x-aimlvid-signature";
@@ -57,6 +66,14 @@ pub struct WebhookConfig {
     pub allow_private_targets: bool,
     /// Deliver over plain `http://` too. Off by default.
     pub allow_plain_http: bool,
+    /// Attempts in flight to one host (name and port) at a time.
+    pub per_host: usize,
+    /// Failures in a row after which a host rests.
+    pub breaker_failures: u32,
+    /// A host's first rest; each later one doubles.
+    pub breaker_rest: Duration,
+    /// The longest rest.
+    pub breaker_max_rest: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -69,6 +86,10 @@ impl Default for WebhookConfig {
             timeout: Duration::from_secs(10),
             allow_private_targets: false,
             allow_plain_http: false,
+            per_host: 4,
+            breaker_failures: 5,
+            breaker_rest: Duration::from_secs(30),
+            breaker_max_rest: Duration::from_secs(600),
         }
     }
 }
@@ -224,12 +245,14 @@ fn unix_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Attempts taken from storage at a time, and made at once.
-const BATCH: u32 = 32;
-const CONCURRENT: usize = 8;
+/// Attempts in flight at once, to all hosts.
+const CONCURRENT: usize = 32;
 /// How long the worker sleeps with nothing pending and no wake-up: a
 /// safety net, since every queued delivery wakes it.
 const IDLE: Duration = Duration::from_secs(60);
+/// Beyond the attempt's timeout, how long a claimed attempt is held before
+/// it is due again (if this process died making it).
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
 
 /// The delivery worker's equipment.
 #[derive(Debug)]
@@ -237,6 +260,111 @@ pub(crate) struct Webhooks {
     http: reqwest::Client,
     config: WebhookConfig,
     wake: Notify,
+}
+
+/// How an attempt went for its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    /// The host answered in time (whatever it said, short of 5xx or 429).
+    Answered,
+    /// No answer, a timeout, a 5xx or a 429.
+    Failing,
+    /// Nothing was sent (refused target, cancelled delivery).
+    NotAsked,
+}
+
+/// What the worker knows of one receiving host.
+#[derive(Debug, Default)]
+struct Host {
+    in_flight: usize,
+    /// Failures in a row.
+    failures: u32,
+    /// Resting until then (unix ms); after it, one probe at a time.
+    rest_until: Option<i64>,
+    /// The next rest.
+    next_rest: Option<Duration>,
+}
+
+/// The hosts the worker has seen, and which keys deliver to which.
+#[derive(Debug, Default)]
+struct Hosts {
+    hosts: HashMap<String, Host>,
+    keys: HashMap<KeyId, String>,
+}
+
+impl Hosts {
+    /// Attempts `host` may start now.
+    fn room(&self, host: &str, config: &WebhookConfig, now_ms: i64) -> usize {
+        let Some(state) = self.hosts.get(host) else { return config.per_host.max(1) };
+        let limit = match state.rest_until {
+            Some(until) if until > now_ms => 0,
+            // Rested: one probe decides whether it is back.
+            Some(_) => 1,
+            None => config.per_host.max(1),
+        };
+        limit.saturating_sub(state.in_flight)
+    }
+
+    /// Keys whose host can take no attempt now: not claimed until it can.
+    fn full_keys(&self, config: &WebhookConfig, now_ms: i64) -> Vec<KeyId> {
+        let mut keys: Vec<KeyId> = self
+            .keys
+            .iter()
+            .filter(|(_, host)| self.room(host, config, now_ms) == 0)
+            .map(|(key, _)| *key)
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// When the first resting host may be probed.
+    fn next_probe(&self, now_ms: i64) -> Option<i64> {
+        self.hosts.values().filter_map(|h| h.rest_until).filter(|&until| until > now_ms).min()
+    }
+
+    /// Takes an attempt's outcome into account; returns how the number of
+    /// resting hosts changed.
+    fn settled(&mut self, host: &str, health: Health, config: &WebhookConfig, now_ms: i64) -> i64 {
+        let Some(state) = self.hosts.get_mut(host) else { return 0 };
+        state.in_flight = state.in_flight.saturating_sub(1);
+        match health {
+            Health::NotAsked => 0,
+            Health::Answered => {
+                state.failures = 0;
+                state.next_rest = None;
+                if state.rest_until.take().is_some() {
+                    tracing::info!(host, "webhook receiver answers again; deliveries resume");
+                    return -1;
+                }
+                0
+            }
+            Health::Failing => {
+                state.failures = state.failures.saturating_add(1);
+                let resting = state.rest_until.is_some_and(|until| until > now_ms);
+                if state.failures < config.breaker_failures.max(1) || resting {
+                    return 0;
+                }
+                let first = state.rest_until.is_none();
+                let rest = state.next_rest.unwrap_or(config.breaker_rest);
+                state.next_rest = Some(rest.saturating_mul(2).min(config.breaker_max_rest));
+                state.rest_until = Some(now_ms + i64::try_from(rest.as_millis()).unwrap_or(i64::MAX / 2));
+                tracing::warn!(
+                    host,
+                    failures = state.failures,
+                    rest_secs = rest.as_secs_f64(),
+                    "webhook receiver keeps failing; its deliveries wait, without spending attempts, \
+                     until it answers a probe"
+                );
+                i64::from(first)
+            }
+        }
+    }
+}
+
+/// The host (name and port) a webhook URL delivers to.
+fn host_of(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    Some(format!("{}:{}", url.host_str()?, url.port_or_known_default()?))
 }
 
 impl Webhooks {
@@ -260,50 +388,117 @@ impl Webhooks {
         self.wake.notify_one();
     }
 
-    /// Delivers whatever is due, then sleeps until the next attempt is due
-    /// or a delivery is queued, until `stop`. An attempt cut short by
-    /// `stop` stays pending and is made again at the next start.
-    pub(crate) async fn run(&self, store: &dyn Store, metrics: &Metrics, stop: &CancellationToken) {
+    /// Delivers whatever is due, keeping each host within its limits, then
+    /// sleeps until the next attempt is due, an attempt ends or a delivery
+    /// is queued, until `stop`. Attempts cut short by `stop` are released,
+    /// to be made again at the next start.
+    pub(crate) async fn run(&self, state: &AppState, stop: &CancellationToken) {
+        let (store, metrics) = (state.store(), state.metrics());
+        let mut hosts = Hosts::default();
+        // Tasks, not futures polled here: an attempt recording its outcome
+        // must not wait on this loop, which may itself wait on storage.
+        let mut in_flight: JoinSet<(i64, Option<String>, Health)> = JoinSet::new();
+        let mut claimed: HashSet<i64> = HashSet::new();
         loop {
-            let next_due = tokio::select! {
-                () = stop.cancelled() => return,
-                next = self.deliver_due(store, metrics) => next,
-            };
-            let pause = match next_due {
-                Ok(Some(due)) => Duration::from_millis(u64::try_from(due - unix_ms()).unwrap_or(0)),
-                Ok(None) => IDLE,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read webhook deliveries; will try again");
-                    Duration::from_secs(1)
+            let now = unix_ms();
+            let free = CONCURRENT.saturating_sub(in_flight.len());
+            let mut pause = IDLE;
+            if free > 0 {
+                let next = match self.claim_due(store, &mut hosts, free, now).await {
+                    Ok(due) => {
+                        for (due, host) in due {
+                            claimed.insert(due.id);
+                            let state = state.clone();
+                            in_flight.spawn(async move {
+                                let id = due.id;
+                                let health =
+                                    state.webhooks().attempt(due, state.store(), state.metrics()).await;
+                                (id, host, health)
+                            });
+                        }
+                        store.next_webhook_due(&hosts.full_keys(&self.config, unix_ms())).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match next {
+                    Ok(next) => {
+                        if let Some(next) = next.into_iter().chain(hosts.next_probe(unix_ms())).min() {
+                            pause = Duration::from_millis(u64::try_from(next - unix_ms()).unwrap_or(0));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read webhook deliveries; will try again");
+                        pause = Duration::from_secs(1);
+                    }
                 }
-            };
+            }
+            // With every slot taken, only an attempt ending makes room.
+            let timer = in_flight.len() < CONCURRENT;
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => match done {
+                    Ok((id, host, health)) => {
+                        claimed.remove(&id);
+                        if let Some(host) = host {
+                            metrics.webhook_hosts_resting(hosts.settled(&host, health, &self.config, unix_ms()));
+                        }
+                    }
+                    // Its claim lapses and the attempt is made again.
+                    Err(e) => tracing::error!(error = %e, "a webhook attempt failed"),
+                },
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep(pause), if timer => {}
             }
+        }
+        in_flight.abort_all();
+        while in_flight.join_next().await.is_some() {}
+        let cut: Vec<i64> = claimed.into_iter().collect();
+        if let Err(e) = store.release_webhooks(&cut, unix_ms()).await {
+            // Made again once their claim lapses instead.
+            tracing::warn!(error = %e, "could not release webhook attempts cut short by the stop");
         }
     }
 
-    /// Makes every attempt due now; returns when the next one is due.
-    async fn deliver_due(&self, store: &dyn Store, metrics: &Metrics) -> StoreResult<Option<i64>> {
-        loop {
-            let due = store.due_webhooks(unix_ms(), BATCH).await?;
-            if due.is_empty() {
-                return store.next_webhook_due().await;
+    /// Claims what is due for hosts with room; what a host cannot take now
+    /// goes back, due when it can.
+    async fn claim_due(
+        &self,
+        store: &dyn Store,
+        hosts: &mut Hosts,
+        free: usize,
+        now: i64,
+    ) -> StoreResult<Vec<(DueWebhook, Option<String>)>> {
+        let full = hosts.full_keys(&self.config, now);
+        let lease =
+            now + i64::try_from((self.config.timeout + LEASE_MARGIN).as_millis()).unwrap_or(i64::MAX / 2);
+        let due =
+            store.claim_due_webhooks(now, u32::try_from(free).unwrap_or(u32::MAX), &full, lease).await?;
+        let mut started = Vec::with_capacity(due.len());
+        let mut later: HashMap<i64, Vec<i64>> = HashMap::new();
+        for due in due {
+            let host = due.target.as_ref().and_then(|t| host_of(&t.url));
+            if let Some(host) = &host {
+                hosts.keys.insert(due.key_id, host.clone());
+                if hosts.room(host, &self.config, now) == 0 {
+                    let when =
+                        hosts.hosts.get(host).and_then(|h| h.rest_until).filter(|&t| t > now).unwrap_or(now);
+                    later.entry(when).or_default().push(due.id);
+                    continue;
+                }
+                hosts.hosts.entry(host.clone()).or_default().in_flight += 1;
             }
-            let recorded: Vec<StoreResult<()>> = futures_util::stream::iter(due)
-                .map(|due| self.attempt(due, store, metrics))
-                .buffer_unordered(CONCURRENT)
-                .collect()
-                .await;
-            // An attempt that could not be recorded is still due: pause rather
-            // than send it again at once, and again, while storage is failing.
-            recorded.into_iter().collect::<StoreResult<()>>()?;
+            started.push((due, host));
         }
+        for (when, ids) in later {
+            if let Err(e) = store.release_webhooks(&ids, when).await {
+                // Due again once their claim lapses instead.
+                tracing::warn!(error = %e, "could not put back webhook attempts for a busy host");
+            }
+        }
+        Ok(started)
     }
 
-    async fn attempt(&self, due: DueWebhook, store: &dyn Store, metrics: &Metrics) -> StoreResult<()> {
+    async fn attempt(&self, due: DueWebhook, store: &dyn Store, metrics: &Metrics) -> Health {
         let attempted_at_ms = unix_ms();
         let started = Instant::now();
         let Some(target) = &due.target else {
@@ -321,11 +516,13 @@ impl Webhooks {
                 retry_at_ms: None,
             };
             metrics.webhook_attempt(delivery::CANCELLED);
-            return self.record(store, &due, &outcome).await;
+            self.record(store, &due, &outcome).await;
+            return Health::NotAsked;
         };
         if let Err(refusal) = self.check_target(&target.url) {
             let sent: Result<reqwest::Response, String> = Err(refusal);
-            return self.settle(&due, target, sent, attempted_at_ms, started, store, metrics).await;
+            self.settle(&due, target, sent, attempted_at_ms, started, store, metrics).await;
+            return Health::NotAsked;
         }
         let signature = sign(target.secret.expose_secret(), attempted_at_ms / 1000, due.body.as_bytes());
         let sent = self
@@ -339,7 +536,15 @@ impl Webhooks {
             .send()
             .await
             .map_err(|e| describe(&e));
-        self.settle(&due, target, sent, attempted_at_ms, started, store, metrics).await
+        let health = match &sent {
+            Ok(answer) if answer.status().is_server_error() || answer.status() == 429 => Health::Failing,
+            Ok(_) => Health::Answered,
+            // The resolver's refusal of a private address says nothing of the host.
+            Err(e) if e.contains("not public") => Health::NotAsked,
+            Err(_) => Health::Failing,
+        };
+        self.settle(&due, target, sent, attempted_at_ms, started, store, metrics).await;
+        health
     }
 
     /// Refuses a target the configuration does not allow, before any
@@ -376,7 +581,7 @@ impl Webhooks {
         started: Instant,
         store: &dyn Store,
         metrics: &Metrics,
-    ) -> StoreResult<()> {
+    ) {
         let (response_status, error) = match sent {
             Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None),
             Ok(response) => {
@@ -418,13 +623,12 @@ impl Webhooks {
         self.record(store, due, &outcome).await
     }
 
-    async fn record(&self, store: &dyn Store, due: &DueWebhook, outcome: &AttemptOutcome) -> StoreResult<()> {
-        let recorded = store.webhook_attempted(due.id, outcome).await;
-        if let Err(e) = &recorded {
-            // The attempt stays pending and is made again: a duplicate, not a loss.
+    async fn record(&self, store: &dyn Store, due: &DueWebhook, outcome: &AttemptOutcome) {
+        if let Err(e) = store.webhook_attempted(due.id, outcome).await {
+            // The attempt stays pending and is made again once its claim
+            // lapses: a duplicate, not a loss.
             tracing::error!(generation_id = due.generation_id, error = %e, "could not record a webhook attempt");
         }
-        recorded
     }
 }
 
@@ -478,6 +682,54 @@ mod tests {
             "another time"
         );
         assert!(!verify("whsec_a", "v1=00", b"{}", 1_000, tolerance), "no time");
+    }
+
+    #[test]
+    fn a_host_that_keeps_failing_rests_then_takes_one_probe() {
+        let config = WebhookConfig {
+            per_host: 2,
+            breaker_failures: 3,
+            breaker_rest: Duration::from_secs(10),
+            breaker_max_rest: Duration::from_secs(25),
+            ..WebhookConfig::default()
+        };
+        let mut hosts = Hosts::default();
+        hosts.keys.insert(7, "hooks.example:443".into());
+        let host = "hooks.example:443";
+        assert_eq!(hosts.room(host, &config, 0), 2);
+        let state = hosts.hosts.entry(host.into()).or_default();
+        state.in_flight = 2;
+        assert_eq!(hosts.full_keys(&config, 0), [7], "two in flight fill it");
+
+        let mut changes = 0;
+        for _ in 0..2 {
+            changes += hosts.settled(host, Health::Failing, &config, 0);
+        }
+        assert_eq!((changes, hosts.room(host, &config, 0)), (0, 2), "two failures are not enough");
+        hosts.hosts.get_mut(host).unwrap().in_flight = 2;
+        assert_eq!(hosts.settled(host, Health::Failing, &config, 1_000), 1, "the third rests it");
+        assert_eq!(hosts.settled(host, Health::Failing, &config, 1_000), 0, "once");
+        assert_eq!(hosts.room(host, &config, 10_999), 0);
+        assert_eq!(hosts.next_probe(1_000), Some(11_000));
+        assert_eq!(hosts.room(host, &config, 11_000), 1, "one probe after the rest");
+
+        hosts.hosts.get_mut(host).unwrap().in_flight = 1;
+        assert_eq!(hosts.settled(host, Health::Failing, &config, 11_500), 0, "a failed probe rests it again");
+        assert_eq!(hosts.next_probe(11_500), Some(31_500), "for twice as long");
+        hosts.hosts.get_mut(host).unwrap().in_flight = 1;
+        assert_eq!(hosts.settled(host, Health::Failing, &config, 31_500), 0);
+        assert_eq!(hosts.next_probe(31_500), Some(56_500), "up to the longest rest");
+        hosts.hosts.get_mut(host).unwrap().in_flight = 1;
+        assert_eq!(hosts.settled(host, Health::Answered, &config, 57_000), -1, "an answer ends the rest");
+        assert_eq!(hosts.room(host, &config, 57_000), 2);
+        assert!(hosts.full_keys(&config, 57_000).is_empty());
+    }
+
+    #[test]
+    fn hosts_are_told_apart_by_name_and_port() {
+        assert_eq!(host_of("https://hooks.example/a?token=x").as_deref(), Some("hooks.example:443"));
+        assert_eq!(host_of("http://127.0.0.1:8080/hook").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(host_of("not a url"), None);
     }
 
     #[test]

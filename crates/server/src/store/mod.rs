@@ -618,10 +618,23 @@ pub struct WebhookAttempt {
 /// every attempt.
 #[async_trait]
 pub trait WebhookStore: Send + Sync + std::fmt::Debug {
-    /// Pending attempts due by `now_ms`, oldest first, with their key's webhook.
-    async fn due_webhooks(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<DueWebhook>>;
-    /// When the next pending attempt is due, if any.
-    async fn next_webhook_due(&self) -> StoreResult<Option<i64>>;
+    /// Claims up to `limit` pending attempts due by `now_ms`, oldest first,
+    /// with their key's webhook, skipping the keys in `skip`: each claimed
+    /// attempt is due again only at `lease_until_ms`, so it is not taken
+    /// twice while it is being made, and is made again if whoever took it
+    /// never records it.
+    async fn claim_due_webhooks(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        skip: &[KeyId],
+        lease_until_ms: i64,
+    ) -> StoreResult<Vec<DueWebhook>>;
+    /// Makes claimed attempts that were not made (`ids`) due at `due_ms`:
+    /// at once when a stop cut them short, later when their host is resting.
+    async fn release_webhooks(&self, ids: &[i64], due_ms: i64) -> StoreResult<()>;
+    /// When the next pending attempt of a key not in `skip` is due, if any.
+    async fn next_webhook_due(&self, skip: &[KeyId]) -> StoreResult<Option<i64>>;
     /// Records an attempt's outcome and, in the same transaction, queues
     /// the next attempt if the outcome asks for one.
     async fn webhook_attempted(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()>;

@@ -760,19 +760,27 @@ impl JobStore for SqliteStore {
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
-    async fn due_webhooks(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<DueWebhook>> {
-        let rows = sqlx::query(
+    async fn claim_due_webhooks(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        skip: &[KeyId],
+        lease_until_ms: i64,
+    ) -> StoreResult<Vec<DueWebhook>> {
+        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT d.id, d.delivery_id, d.attempt, d.key_id, d.generation_id, d.body, \
              CASE WHEN k.revoked_at IS NULL AND k.enabled = 1 THEN k.webhook_url END AS url, k.webhook_secret AS secret \
              FROM webhook_deliveries d JOIN keys k ON k.id = d.key_id \
-             WHERE d.state = ? AND d.due_at <= ? ORDER BY d.due_at, d.id LIMIT ?",
-        )
+             WHERE d.state = ? AND d.due_at <= ?{} ORDER BY d.due_at, d.id LIMIT ?",
+            not_in("d.key_id", skip.len())
+        )))
         .bind(delivery::PENDING)
-        .bind(now_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
+        .bind(now_ms);
+        let rows =
+            skip.iter().fold(rows, |q, key| q.bind(key)).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
+        let claimed: Vec<DueWebhook> = rows
+            .iter()
             .map(|row| {
                 let url: Option<String> = row.try_get("url")?;
                 let secret: Option<String> = row.try_get("secret")?;
@@ -788,21 +796,36 @@ impl WebhookStore for SqliteStore {
                     target: url.zip(secret).map(|(url, secret)| Webhook { url, secret: secret.into() }),
                 })
             })
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        let ids: Vec<i64> = claimed.iter().map(|due| due.id).collect();
+        set_webhooks_due(&mut tx, &ids, lease_until_ms).await?;
+        tx.commit().await?;
+        Ok(claimed)
     }
 
-    async fn next_webhook_due(&self) -> StoreResult<Option<i64>> {
-        let due: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(due_at) FROM webhook_deliveries WHERE state = ?")
-                .bind(delivery::PENDING)
-                .fetch_one(&self.pool)
-                .await?;
+    async fn release_webhooks(&self, ids: &[i64], due_ms: i64) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
+        set_webhooks_due(&mut tx, ids, due_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_webhook_due(&self, skip: &[KeyId]) -> StoreResult<Option<i64>> {
+        let query = AssertSqlSafe(format!(
+            "SELECT MIN(due_at) FROM webhook_deliveries WHERE state = ?{}",
+            not_in("key_id", skip.len())
+        ));
+        let due = sqlx::query_scalar(query).bind(delivery::PENDING);
+        let due: Option<i64> = skip.iter().fold(due, |q, key| q.bind(key)).fetch_one(&self.pool).await?;
         Ok(due)
     }
 
     async fn webhook_attempted(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()> {
         let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
+        let recorded = sqlx::query(
             "UPDATE webhook_deliveries SET state = ?, url = ?, response_status = ?, error = ?, \
              attempted_at = ?, duration_ms = ? WHERE id = ? AND state = ?",
         )
@@ -815,8 +838,10 @@ impl WebhookStore for SqliteStore {
         .bind(id)
         .bind(delivery::PENDING)
         .execute(&mut *tx)
-        .await?;
-        if let Some(retry_at) = outcome.retry_at_ms {
+        .await?
+        .rows_affected();
+        // Recorded already (an attempt made twice after its claim lapsed): one retry is queued, not two.
+        if let (1, Some(retry_at)) = (recorded, outcome.retry_at_ms) {
             sqlx::query(
                 "INSERT INTO webhook_deliveries \
                  (delivery_id, attempt, key_id, generation_id, event, body, state, due_at, created_at) \
@@ -851,6 +876,34 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// `?, ?, …` for an `IN (…)` list of `n` values.
+fn value_list(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// ` AND column NOT IN (?, …)` for `n` values; nothing for none.
+fn not_in(column: &str, n: usize) -> String {
+    if n == 0 { String::new() } else { format!(" AND {column} NOT IN ({})", value_list(n)) }
+}
+
+/// Sets when pending attempts `ids` are due.
+async fn set_webhooks_due(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ids: &[i64],
+    due_ms: i64,
+) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let query = AssertSqlSafe(format!(
+        "UPDATE webhook_deliveries SET due_at = ? WHERE state = ? AND id IN ({})",
+        value_list(ids.len())
+    ));
+    let update = sqlx::query(query).bind(due_ms).bind(delivery::PENDING);
+    ids.iter().fold(update, |q, id| q.bind(id)).execute(&mut **tx).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1128,12 +1181,20 @@ mod tests {
         let job = new_job(key.id);
         store.begin_job(&job).await.unwrap();
         store.job_created("l1", "g1", "queued", "{}").await.unwrap();
-        assert_eq!(store.next_webhook_due().await.unwrap(), None);
+        assert_eq!(store.next_webhook_due(&[]).await.unwrap(), None);
         let charged = store.job_finished("g1", &end("completed", 1.0)).await.unwrap().unwrap();
         assert!(charged.webhook_queued);
 
-        let due = store.due_webhooks(now_ms() + 1000, 10).await.unwrap();
+        let lease = now_ms() + 30_000;
+        assert!(store.claim_due_webhooks(now_ms() + 1000, 10, &[key.id], lease).await.unwrap().is_empty());
+        assert_eq!(store.next_webhook_due(&[key.id]).await.unwrap(), None, "the key is skipped");
+        let due = store.claim_due_webhooks(now_ms() + 1000, 10, &[], lease).await.unwrap();
         assert_eq!(due.len(), 1);
+        assert!(
+            store.claim_due_webhooks(now_ms() + 1000, 10, &[], lease).await.unwrap().is_empty(),
+            "a claimed attempt is not taken twice"
+        );
+        assert_eq!(store.next_webhook_due(&[]).await.unwrap(), Some(lease), "due again if never recorded");
         let first = &due[0];
         assert_eq!((first.attempt, first.body.as_str()), (1, "{\"id\":\"g1\"}"));
         let target = first.target.as_ref().unwrap();
@@ -1150,20 +1211,23 @@ mod tests {
         };
         store.webhook_attempted(first.id, &failed).await.unwrap();
         assert!(
-            store.due_webhooks(now_ms() + 1000, 10).await.unwrap().is_empty(),
+            store.claim_due_webhooks(now_ms() + 1000, 10, &[], lease).await.unwrap().is_empty(),
             "the retry is not due yet"
         );
-        assert_eq!(store.next_webhook_due().await.unwrap(), Some(retry_at));
+        assert_eq!(store.next_webhook_due(&[]).await.unwrap(), Some(retry_at));
 
         // Once the key is revoked, the retry finds no webhook to go to.
         store.revoke_key("hooked").await.unwrap();
-        let due = store.due_webhooks(retry_at, 10).await.unwrap();
+        let due = store.claim_due_webhooks(retry_at, 10, &[], retry_at + 30_000).await.unwrap();
         assert_eq!((due[0].attempt, due[0].target.is_none()), (2, true));
+        // Released, it is due when asked: at once after a stop, later for a resting host.
+        store.release_webhooks(&[due[0].id], retry_at + 5).await.unwrap();
+        assert_eq!(store.next_webhook_due(&[]).await.unwrap(), Some(retry_at + 5));
         let attempts = store.webhook_attempts("g1").await.unwrap();
         assert_eq!(attempts.len(), 2);
         assert_eq!(attempts[0].delivery_id, attempts[1].delivery_id);
         assert_eq!((attempts[0].state.as_str(), attempts[0].response_status), ("failed", Some(500)));
-        assert_eq!((attempts[1].state.as_str(), attempts[1].due_at_ms), ("pending", retry_at));
+        assert_eq!((attempts[1].state.as_str(), attempts[1].due_at_ms), ("pending", retry_at + 5));
     }
 
     #[tokio::test]

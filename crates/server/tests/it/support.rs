@@ -163,6 +163,7 @@ async fn proxy_state(
             // The test receivers listen on loopback, over plain http.
             allow_private_targets: true,
             allow_plain_http: true,
+            ..WebhookConfig::default()
         },
         ..StateConfig::from_builder(upstream).unwrap()
     };

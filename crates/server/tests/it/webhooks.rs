@@ -237,7 +237,7 @@ async fn a_delivery_gives_up_after_its_last_attempt() {
     let attempts =
         attempts_when(&proxy, &id, |a| a.len() == 4 && a.iter().all(|a| a.state == "failed")).await;
     assert_eq!(attempts.last().unwrap().attempt, 4);
-    assert_eq!(proxy.state.store().next_webhook_due().await.unwrap(), None);
+    assert_eq!(proxy.state.store().next_webhook_due(&[]).await.unwrap(), None);
     assert!(proxy.state.render_metrics().contains("aimlvid_webhooks_given_up_total 1"));
     proxy.stop().await;
 }
@@ -326,5 +326,84 @@ async fn a_disabled_keys_webhook_stops_at_once() {
     let attempts = attempts_when(&proxy, &id, |a| a.iter().any(|a| a.state != "pending")).await;
     assert_eq!(attempts[0].state, "cancelled", "{attempts:?}");
     assert!(receiver.requests.try_recv().is_err(), "nothing was sent");
+    proxy.stop().await;
+}
+
+/// Creates a job on `key` and finishes it at once; returns its id.
+async fn finished_job(proxy: &Proxy, sim: &Simulator, key: &str, prompt: &str) -> String {
+    let job = post(&proxy.http, &proxy.endpoint(), Some(key), &create_body(prompt)).await;
+    let id = job.body["id"].as_str().unwrap().to_owned();
+    assert!(sim.complete_now(&id));
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_never_answers_does_not_hold_up_anothers() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    // Long enough that waiting out the stuck attempts would fail this test.
+    let proxy = start_proxy_configured(&sim, &db, |c| c.webhooks.timeout = Duration::from_secs(120)).await;
+    let mut stuck = Receiver::start(&[Reply::Hold; 40]).await;
+    let mut quick = Receiver::start(&[]).await;
+    let (stuck_key, _) = proxy.key_with_webhook("stuck", &stuck.url).await;
+    let (quick_key, _) = proxy.key_with_webhook("quick", &quick.url).await;
+    for n in 0..30 {
+        finished_job(&proxy, &sim, &stuck_key, &format!("stuck {n}")).await;
+    }
+    let per_host = aimlvid_server::webhooks::WebhookConfig::default().per_host;
+    for _ in 0..per_host {
+        stuck.next().await;
+    }
+
+    let id = finished_job(&proxy, &sim, &quick_key, "quick").await;
+    let received = quick.next().await;
+    assert_eq!(serde_json::from_slice::<Value>(&received.body).unwrap()["id"], id.as_str());
+    attempts_when(&proxy, &id, |a| a.iter().any(|a| a.state == "delivered")).await;
+    // The stuck host never had more than its share in flight.
+    assert!(stuck.requests.try_recv().is_err(), "more than {per_host} attempts at once to one host");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_rests_and_its_deliveries_wait_without_spending_attempts() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let rest = Duration::from_millis(1500);
+    let proxy = start_proxy_configured(&sim, &db, |c| {
+        c.webhooks.per_host = 1;
+        c.webhooks.breaker_failures = 3;
+        c.webhooks.breaker_rest = rest;
+    })
+    .await;
+    // Three failures in a row, then it answers again.
+    let mut receiver = Receiver::start(&[Reply::Status(503); 3]).await;
+    let (key, _) = proxy.key_with_webhook("flaky", &receiver.url).await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(finished_job(&proxy, &sim, &key, &format!("flaky {n}")).await);
+    }
+    let failed = [receiver.next().await, receiver.next().await, receiver.next().await];
+    let probe = receiver.next().await;
+    assert!(
+        probe.at - failed[2].at >= rest,
+        "the host rested {:?} after three failures, not {rest:?}",
+        probe.at - failed[2].at
+    );
+    let mut made = Vec::new();
+    for id in &ids {
+        made.extend(attempts_when(&proxy, id, |a| a.last().is_some_and(|a| a.state == "delivered")).await);
+    }
+    let outcomes: Vec<_> = made
+        .iter()
+        .map(|a| (a.generation_id.as_str(), a.attempt, a.state.as_str(), a.response_status))
+        .collect();
+    assert_eq!(
+        made.len(),
+        ids.len() + 3,
+        "one delivery each, and only the three failures before the rest: {outcomes:?}"
+    );
+    let metrics = proxy.state.render_metrics();
+    assert!(metrics.contains("aimlvid_webhook_attempts_total{outcome=\"failed\"} 3"), "{metrics}");
+    assert!(metrics.contains("aimlvid_webhook_hosts_resting 0"), "{metrics}");
     proxy.stop().await;
 }
