@@ -2,9 +2,11 @@
 //! next poll, and due polls run with bounded concurrency at a pace that
 //! upstream 429s and 5xx lower for everyone (and that recovers as polls
 //! succeed), instead of one task per job, each backing off on its own.
+//! Due jobs take their turn by key, so one key's backlog cannot starve
+//! another's polls.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,7 +127,46 @@ struct Engine {
     models: HashSet<Arc<str>>,
     jobs: HashMap<Arc<str>, Job>,
     due: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+    ready: Ready,
     pace: Pace,
+}
+
+/// Jobs due for a poll and waiting for the pace to allow it, taken in
+/// turn by key: when polls are scarce (the upstream straining, a low
+/// `--poll-rate`), one key's 10,000 due jobs delay another key's next poll
+/// by one turn, not by 10,000 polls.
+#[derive(Debug, Default)]
+struct Ready {
+    queues: HashMap<KeyId, VecDeque<Arc<str>>>,
+    /// Keys with jobs waiting, in the order they take their next turn.
+    turns: VecDeque<KeyId>,
+}
+
+impl Ready {
+    fn push(&mut self, key: KeyId, id: Arc<str>) {
+        let queue = self.queues.entry(key).or_default();
+        if queue.is_empty() {
+            self.turns.push_back(key);
+        }
+        queue.push_back(id);
+    }
+
+    /// The next key's oldest waiting job.
+    fn pop(&mut self) -> Option<Arc<str>> {
+        let key = self.turns.pop_front()?;
+        let queue = self.queues.get_mut(&key)?;
+        let id = queue.pop_front();
+        if queue.is_empty() {
+            self.queues.remove(&key);
+        } else {
+            self.turns.push_back(key);
+        }
+        id
+    }
+
+    fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
 }
 
 impl Engine {
@@ -138,6 +179,7 @@ impl Engine {
             models: HashSet::new(),
             jobs: HashMap::new(),
             due: BinaryHeap::new(),
+            ready: Ready::default(),
             pace,
         }
     }
@@ -148,10 +190,10 @@ impl Engine {
         loop {
             let now = Instant::now();
             let wake = match self.due.peek() {
-                Some(Reverse((at, _))) if in_flight.len() < concurrency => {
-                    Some((*at).max(self.pace.ready_at(now)))
-                }
-                _ => None,
+                _ if in_flight.len() >= concurrency => None,
+                _ if !self.ready.is_empty() => Some(self.pace.ready_at(now)),
+                Some(Reverse((at, _))) => Some((*at).max(self.pace.ready_at(now))),
+                None => None,
             };
             tokio::select! {
                 biased;
@@ -166,11 +208,15 @@ impl Engine {
                 Some(job) = commands.recv() => self.add(job),
                 () = tokio::time::sleep_until(wake.unwrap_or(now)), if wake.is_some() => {
                     let now = Instant::now();
-                    while in_flight.len() < concurrency
-                        && self.due.peek().is_some_and(|Reverse((at, _))| *at <= now)
-                        && self.pace.take(now)
-                    {
+                    while self.due.peek().is_some_and(|Reverse((at, _))| *at <= now) {
                         let Some(Reverse((_, id))) = self.due.pop() else { break };
+                        // A job that finished meanwhile has left `jobs`.
+                        if let Some(job) = self.jobs.get(&id) {
+                            self.ready.push(job.key_id, id);
+                        }
+                    }
+                    while in_flight.len() < concurrency && !self.ready.is_empty() && self.pace.take(now) {
+                        let Some(id) = self.ready.pop() else { break };
                         let Some(job) = self.jobs.get_mut(&id) else { continue };
                         job.polls += 1;
                         // A job marked gone is recorded again whatever it says: its row says `unknown`.
@@ -402,6 +448,22 @@ impl Pace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn due_jobs_are_taken_in_turn_by_key() {
+        let mut ready = Ready::default();
+        for n in 0..10_000 {
+            ready.push(1, format!("a{n}").into());
+        }
+        ready.push(2, "b0".into());
+        ready.push(2, "b1".into());
+        ready.push(3, "c0".into());
+        let first: Vec<String> = (0..7).map(|_| ready.pop().unwrap().to_string()).collect();
+        assert_eq!(first, ["a0", "b0", "c0", "a1", "b1", "a2", "a3"]);
+        let rest = std::iter::from_fn(|| ready.pop()).count();
+        assert_eq!(rest, 10_000 - 4);
+        assert!(ready.is_empty() && ready.queues.is_empty());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_pace_halves_when_strained_and_recovers() {

@@ -273,3 +273,33 @@ async fn until_status(proxy: &Proxy, key: &str, status: u16) -> Duration {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_keys_backlog_does_not_delay_anothers_polls() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    // Polls are scarce: 20 a second, one at a time, each job first polled a second after its create.
+    let proxy = start_proxy_tweaked(&sim, &db, PollPolicy::default(), |config| {
+        eager(config);
+        config.poll.first_delay = Duration::from_secs(1);
+        config.poll.concurrency = 1;
+        config.poll.max_rate = 20.0;
+    })
+    .await;
+    let busy = proxy.key("busy", KeyLimits::default()).await;
+    let quiet = proxy.key("quiet", KeyLimits::default()).await;
+    let backlog = create_many(&proxy, &busy, 200, 16).await;
+    let mine = create_many(&proxy, &quiet, 1, 1).await;
+    for id in backlog.iter().chain(&mine) {
+        assert!(sim.complete_now(id));
+    }
+
+    // The quiet key's job is due last, but waits one turn, not 200 polls (10 s at this pace).
+    all_completed(&proxy, &mine, Duration::from_secs(30)).await;
+    let polled_before = backlog
+        .iter()
+        .filter(|id| proxy.state.jobs().get(id).is_some_and(|view| view.status == Status::Completed))
+        .count();
+    assert!(polled_before <= 100, "{polled_before} of the busy key's 200 polls went first");
+    proxy.stop().await;
+}
