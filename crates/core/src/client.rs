@@ -14,6 +14,7 @@ use crate::error::{ApiErrorBody, Error, Result, excerpt};
 use crate::model::{CreateRequest, Generation};
 use crate::observe::{CallKind, Exchange, Observer};
 use crate::poll::{PollPolicy, Watch, watch};
+use crate::pricing::{ModelList, ModelListing, ModelQuery};
 use crate::retry::{RetryPolicy, retry_after};
 use crate::trace::{ClientRequestId, CreateLookup, LogPage, LogRow, Receipt, search_window};
 
@@ -612,6 +613,26 @@ impl Client {
             offset += rows;
         }
         Ok(wanted.into_values().flatten().collect())
+    }
+
+    /// The API's model catalogue (`GET /v1/models`), filtered and
+    /// expanded as `query` asks; retried like a poll.
+    ///
+    /// ```no_run
+    /// # async fn run(client: aimlvid::Client) -> aimlvid::Result<()> {
+    /// use aimlvid::ModelQuery;
+    /// let models = client.models(&ModelQuery::video().with_pricing()).await?;
+    /// for model in &models {
+    ///     let price = model.pricing.as_ref().and_then(|p| p.quote_usd(&serde_json::json!({})));
+    ///     println!("{}: {price:?} USD", model.id);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn models(&self, query: &ModelQuery) -> Result<Vec<ModelListing>> {
+        let url = self.inner.base_url.join("v1/models").map_err(|e| Error::Config(e.to_string()))?;
+        let list: ModelList = self.get_json(&url, &query.to_query(), CallKind::Models).await?;
+        Ok(list.data)
     }
 
     /// A GET of a JSON document, retried like a poll.

@@ -85,6 +85,7 @@ mod input;
 mod model;
 mod observe;
 mod poll;
+mod pricing;
 mod retry;
 mod trace;
 
@@ -101,5 +102,6 @@ pub use model::{
 };
 pub use observe::{CallKind, Exchange, Observer};
 pub use poll::{PollPolicy, Watch};
+pub use pricing::{CREDITS_PER_USD, ModelListing, ModelQuery, Pricing, Rate};
 pub use retry::RetryPolicy;
 pub use trace::{ClientRequestId, CreateLookup, LogCost, LogRow, Receipt};

@@ -17,16 +17,19 @@ pub enum CallKind {
     Download,
     /// `GET /v2/logs`, looking a lost create up.
     Logs,
+    /// `GET /v1/models`, the model catalogue.
+    Models,
 }
 
 impl CallKind {
-    /// A short lowercase name: `create`, `poll`, `download` or `logs`.
+    /// A short lowercase name: `create`, `poll`, `download`, `logs` or `models`.
     pub fn as_str(self) -> &'static str {
         match self {
             CallKind::Create => "create",
             CallKind::Poll => "poll",
             CallKind::Download => "download",
             CallKind::Logs => "logs",
+            CallKind::Models => "models",
         }
     }
 }

@@ -133,6 +133,7 @@ pub(crate) fn router(sim: Simulator) -> Router {
         .route("/files/{file}", get(file))
         .route("/v2/logs", get(crate::service::logs))
         .route("/models/metrics", get(crate::service::metrics))
+        .route("/v1/models", get(crate::catalogue::models))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         // Bodies are limited by `max_body_bytes` in the create handler.
@@ -150,6 +151,7 @@ fn classify(method: &Method, path: &str) -> Route {
         }
         "/v2/logs" if method == Method::GET => Route::Logs,
         "/models/metrics" if method == Method::GET => Route::Metrics,
+        "/v1/models" if method == Method::GET => Route::Models,
         _ => Route::Any,
     }
 }

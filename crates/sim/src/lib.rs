@@ -11,6 +11,7 @@
 //!
 //! - `GET /v2/logs` and `GET /models/metrics`, the service endpoints a
 //!   client uses to find a lost create and to see how long models take,
+//! - `GET /v1/models`, the model catalogue, with each model's price,
 //!
 //! with the upstream's error bodies and receipt headers, plus scriptable
 //! faults (status codes, rate limits, latency, dropped connections,
@@ -36,6 +37,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeExamples;
 
+mod catalogue;
 pub mod cli;
 mod config;
 mod files;
@@ -89,6 +91,8 @@ pub enum Route {
     Logs,
     /// `GET /models/metrics`.
     Metrics,
+    /// `GET /v1/models`.
+    Models,
     /// Faults: every request. In a [`RequestRecord`]: a request that matched
     /// none of the routes above (it got a 404).
     Any,

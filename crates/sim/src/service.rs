@@ -16,7 +16,7 @@ use crate::state::{LogRow, js_number};
 
 /// Credits per US dollar, as the upstream's documented figures imply
 /// (500,000 credits = $0.25).
-const CREDITS_PER_USD: f64 = 2_000_000.0;
+pub(crate) const CREDITS_PER_USD: f64 = 2_000_000.0;
 
 /// The sliding window `GET /models/metrics` reports on, in virtual seconds.
 pub(crate) const METRICS_WINDOW_SECS: u64 = 300;

@@ -233,7 +233,7 @@ impl Simulator {
             Route::Create => state.stats.create_requests += 1,
             Route::Poll => state.stats.poll_requests += 1,
             Route::Download => state.stats.download_requests += 1,
-            Route::Logs | Route::Metrics | Route::Any => {}
+            Route::Logs | Route::Metrics | Route::Models | Route::Any => {}
         }
         state.requests.push(RequestRecord {
             route,

@@ -3,6 +3,7 @@
 mod create;
 mod download;
 mod errors;
+mod models;
 mod recover;
 mod wait;
 

@@ -1,0 +1,260 @@
+//! The API's model catalogue (`GET /v1/models`) and what its prices say a
+//! request will cost, before it is sent.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Credits per US dollar: the API bills in credits and reports both
+/// (`x-aimlapi-credits-used`, `x-aimlapi-usd-spent`); its documented
+/// figures put 2,480 credits at $0.00124.
+pub const CREDITS_PER_USD: f64 = 2_000_000.0;
+
+/// One model of the catalogue.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct ModelListing {
+    /// Canonical id, such as `google/veo3-1-fast-extend-video`.
+    pub id: String,
+    /// Other names it can still be requested under.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The endpoint type it is served through.
+    #[serde(rename = "type", default)]
+    pub endpoint_type: String,
+    /// Name, developer, links: which keys are present varies by model.
+    #[serde(default)]
+    pub info: Map<String, Value>,
+    /// Free-form tags, such as `playground:video`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Its price, when asked for ([`ModelQuery::with_pricing`]).
+    #[serde(default)]
+    pub pricing: Option<Pricing>,
+}
+
+/// What a model costs. Read [`Pricing::quote_usd`] rather than the parts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Pricing {
+    /// One rate per unit (per generation, per second of video, …).
+    Fixed {
+        /// Usually `USD`.
+        #[serde(default)]
+        currency: String,
+        /// The rates; a request costs their sum.
+        #[serde(default)]
+        units: Vec<Rate>,
+    },
+    /// A rate per combination of request parameters.
+    Variants {
+        /// Usually `USD`.
+        #[serde(default)]
+        currency: String,
+        /// The request parameters the rate depends on.
+        #[serde(default)]
+        dimensions: Vec<String>,
+        /// One rate per combination: each object holds the dimensions'
+        /// values beside `price` and `per`.
+        #[serde(default)]
+        variants: Vec<Map<String, Value>>,
+    },
+    /// Cannot be quoted before the request is made.
+    Variable {
+        /// Usually `USD`.
+        #[serde(default)]
+        currency: String,
+    },
+    /// A kind this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// One rate: `price` for each `per`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct Rate {
+    /// In the pricing's currency.
+    pub price: f64,
+    /// The unit: `generation`, `request`, `video`, `second`, ….
+    #[serde(default)]
+    pub per: String,
+}
+
+impl Rate {
+    /// The rate applied to one request with `params`, if its unit is one
+    /// this crate can count: a whole request (`generation`, `request`,
+    /// `video`, `job`) or a second of video (the request's `duration`).
+    fn apply(&self, params: &Value) -> Option<f64> {
+        let per = self.per.to_ascii_lowercase();
+        match per.trim_end_matches('s') {
+            "generation" | "request" | "video" | "job" | "call" | "" => Some(self.price),
+            "second" => number(params.get("duration")?).map(|seconds| self.price * seconds),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON number, or a string holding one (the API's documents mix them).
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().trim_end_matches('s').parse().ok(),
+        _ => None,
+    }
+}
+
+/// Whether a variant's value and a request's agree, `5` and `"5"` alike.
+fn same(variant: &Value, asked: &Value) -> bool {
+    variant == asked || matches!((number(variant), number(asked)), (Some(a), Some(b)) if a == b)
+}
+
+impl Pricing {
+    /// What one request with `params` (the create body) is expected to
+    /// cost, in the pricing's currency, or `None` where it cannot be said
+    /// (`variable`, or units this crate cannot count). For `variants`, the
+    /// variant the request's parameters pick, or the dearest one when they
+    /// pick none: a budget should err high.
+    pub fn quote_usd(&self, params: &Value) -> Option<f64> {
+        match self {
+            Pricing::Fixed { units, .. } if !units.is_empty() => {
+                units.iter().map(|rate| rate.apply(params)).sum::<Option<f64>>()
+            }
+            Pricing::Variants { dimensions, variants, .. } => {
+                let rate = |variant: &Map<String, Value>| {
+                    let rate = Rate {
+                        price: number(variant.get("price")?)?,
+                        per: variant.get("per").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    };
+                    rate.apply(params)
+                };
+                let picked = variants.iter().find(|variant| {
+                    dimensions.iter().all(|dimension| match (variant.get(dimension), params.get(dimension)) {
+                        (Some(wanted), Some(asked)) => same(wanted, asked),
+                        _ => false,
+                    })
+                });
+                match picked {
+                    Some(variant) => rate(variant),
+                    None => variants.iter().filter_map(rate).reduce(f64::max),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Pricing::quote_usd`] in credits ([`CREDITS_PER_USD`]), for a
+    /// price in US dollars.
+    pub fn quote_credits(&self, params: &Value) -> Option<f64> {
+        let currency = match self {
+            Pricing::Fixed { currency, .. } | Pricing::Variants { currency, .. } => currency,
+            _ => return None,
+        };
+        if !(currency.is_empty() || currency.eq_ignore_ascii_case("USD")) {
+            return None;
+        }
+        self.quote_usd(params).map(|usd| usd * CREDITS_PER_USD)
+    }
+}
+
+/// Which models to list, and what to say of each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ModelQuery {
+    /// Attach each model's [`Pricing`].
+    pub pricing: bool,
+    /// Only these ids (or aliases); empty for all.
+    pub ids: Vec<String>,
+    /// Only models producing this modality, such as `video`.
+    pub output_modality: Option<String>,
+}
+
+impl ModelQuery {
+    /// The video models.
+    pub fn video() -> Self {
+        ModelQuery { output_modality: Some("video".into()), ..ModelQuery::default() }
+    }
+
+    /// With each model's price.
+    pub fn with_pricing(mut self) -> Self {
+        self.pricing = true;
+        self
+    }
+
+    /// Only `id` (and any other ids added).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.ids.push(id.into());
+        self
+    }
+
+    pub(crate) fn to_query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        if self.pricing {
+            query.push(("include", "pricing".to_owned()));
+        }
+        if !self.ids.is_empty() {
+            query.push(("id", self.ids.join(",")));
+        }
+        if let Some(modality) = &self.output_modality {
+            query.push(("output_modalities", modality.clone()));
+        }
+        query
+    }
+}
+
+/// The catalogue's answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ModelList {
+    pub(crate) data: Vec<ModelListing>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pricing(value: Value) -> Pricing {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn fixed_prices_count_whole_requests_and_seconds() {
+        let per_job = pricing(
+            json!({"kind": "fixed", "currency": "USD", "units": [{"price": 0.06, "per": "generation"}]}),
+        );
+        assert_eq!(per_job.quote_usd(&json!({})), Some(0.06));
+        assert_eq!(per_job.quote_credits(&json!({})), Some(120_000.0));
+        let per_second =
+            pricing(json!({"kind": "fixed", "currency": "USD", "units": [{"price": 0.1, "per": "second"}]}));
+        assert_eq!(per_second.quote_usd(&json!({"duration": "8"})), Some(0.8));
+        assert_eq!(per_second.quote_usd(&json!({})), None, "no duration, no quote");
+        let odd = pricing(json!({"kind": "fixed", "units": [{"price": 1.0, "per": "megapixel"}]}));
+        assert_eq!(odd.quote_usd(&json!({})), None);
+    }
+
+    #[test]
+    fn variants_are_picked_by_the_request_or_the_dearest_is_quoted() {
+        let by_resolution = pricing(json!({
+            "kind": "variants", "currency": "USD", "dimensions": ["resolution", "duration"],
+            "variants": [
+                {"resolution": "720p", "duration": 5, "price": 0.2, "per": "generation"},
+                {"resolution": "1080p", "duration": 5, "price": 0.5, "per": "generation"},
+            ],
+        }));
+        assert_eq!(by_resolution.quote_usd(&json!({"resolution": "720p", "duration": "5"})), Some(0.2));
+        assert_eq!(
+            by_resolution.quote_usd(&json!({"resolution": "720p"})),
+            Some(0.5),
+            "unpicked: the dearest"
+        );
+    }
+
+    #[test]
+    fn variable_and_unknown_kinds_cannot_be_quoted() {
+        assert_eq!(pricing(json!({"kind": "variable", "currency": "USD"})).quote_usd(&json!({})), None);
+        assert_eq!(pricing(json!({"kind": "per-token"})), Pricing::Unknown);
+        let euros =
+            pricing(json!({"kind": "fixed", "currency": "EUR", "units": [{"price": 1.0, "per": "request"}]}));
+        assert_eq!(euros.quote_credits(&json!({})), None, "credits are quoted from dollars only");
+    }
+}

@@ -1,0 +1,205 @@
+//! `GET /v1/models`: the live model catalogue, as the upstream serves it
+//! (no key needed, filters, `include` sections, an ETag), listing the video
+//! models the simulator validates. With `include=pricing` each carries a
+//! `fixed` price per generation: what the simulator charges a create, in
+//! US dollars.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::Simulator;
+use crate::service::CREDITS_PER_USD;
+use crate::validate::MODELS;
+
+/// The endpoint type the universal video endpoint's models carry.
+const VIDEO_TYPE: &str = "video";
+
+/// Optional sections a request asked for.
+#[derive(Debug, Default)]
+struct Sections {
+    pricing: bool,
+    modalities: bool,
+    capabilities: bool,
+}
+
+/// A parsed query: sections and filters (each filter a set of accepted values).
+#[derive(Debug, Default)]
+struct Query {
+    sections: Sections,
+    ids: Vec<String>,
+    types: Vec<String>,
+    tags: Vec<String>,
+    modalities: Vec<String>,
+    input_modalities: Vec<String>,
+    output_modalities: Vec<String>,
+    capabilities: Vec<String>,
+}
+
+impl Query {
+    fn parse(uri: &Uri) -> Query {
+        let mut query = Query::default();
+        let pairs =
+            uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<Vec<_>>());
+        for (name, value) in pairs.unwrap_or_default() {
+            // Comma-separated and repeated values are both accepted.
+            let values = value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+            let list = match name.as_str() {
+                "include" => {
+                    for section in values {
+                        match section.as_str() {
+                            "pricing" => query.sections.pricing = true,
+                            "modalities" => query.sections.modalities = true,
+                            "capabilities" => query.sections.capabilities = true,
+                            "all" => {
+                                query.sections =
+                                    Sections { pricing: true, modalities: true, capabilities: true }
+                            }
+                            // Unknown sections are ignored, not refused.
+                            _ => {}
+                        }
+                    }
+                    continue;
+                }
+                "details" if matches!(value.as_str(), "true" | "1") => {
+                    query.sections = Sections { pricing: true, modalities: true, capabilities: true };
+                    continue;
+                }
+                "id" => &mut query.ids,
+                "type" => &mut query.types,
+                "tags" => &mut query.tags,
+                "modalities" => &mut query.modalities,
+                "input_modalities" => &mut query.input_modalities,
+                "output_modalities" => &mut query.output_modalities,
+                "capabilities" => &mut query.capabilities,
+                _ => continue,
+            };
+            list.extend(values);
+        }
+        query
+    }
+}
+
+/// What the catalogue says of one model, whatever was asked.
+struct Entry {
+    id: String,
+    alias: String,
+    input: Vec<&'static str>,
+    capabilities: Vec<&'static str>,
+}
+
+impl Entry {
+    fn of(id: &str, schema: &Value) -> Entry {
+        let has = |name: &str| schema["properties"].get(name).is_some();
+        let mut input = vec!["text"];
+        let mut capabilities = Vec::new();
+        if has("image_url") || has("reference_image_urls") || has("first_frame_image") {
+            input.push("image");
+            capabilities.push("image_to_video");
+        }
+        if has("video_url") {
+            input.push("video");
+            capabilities.push("video_to_video");
+        }
+        if has("audio_url") {
+            input.push("audio");
+        }
+        if capabilities.is_empty() {
+            capabilities.push("text_to_video");
+        }
+        let alias = id.split_once('/').map_or(id, |(_, alias)| alias).to_owned();
+        Entry { id: id.to_owned(), alias, input, capabilities }
+    }
+
+    fn keep(&self, query: &Query) -> bool {
+        let any = |wanted: &[String], have: &[&str]| {
+            wanted.is_empty() || wanted.iter().any(|w| have.contains(&w.as_str()))
+        };
+        (query.ids.is_empty() || query.ids.iter().any(|w| *w == self.id || *w == self.alias))
+            && any(&query.types, &[VIDEO_TYPE])
+            && any(&query.tags, &["playground:video"])
+            && any(&query.modalities, &[&self.input[..], &["video"]].concat())
+            && any(&query.input_modalities, &self.input)
+            && any(&query.output_modalities, &["video"])
+            && any(&query.capabilities, &self.capabilities)
+    }
+
+    fn render(&self, sections: &Sections, usd_per_job: f64) -> Value {
+        let developer = self.id.split_once('/').map_or("", |(vendor, _)| vendor);
+        let mut entry = json!({
+            "id": self.id,
+            "aliases": [self.alias],
+            "type": VIDEO_TYPE,
+            "info": {
+                "name": self.alias,
+                "developer": developer,
+                "docsJson": format!(
+                    "https://api.aimlapi.com/docs-json?model={}&endpoint=video",
+                    url::form_urlencoded::byte_serialize(self.id.as_bytes()).collect::<String>()
+                ),
+            },
+            "tags": ["playground:video"],
+        });
+        if sections.modalities {
+            entry["modalities"] = json!({"input": self.input, "output": ["video"]});
+        }
+        if sections.capabilities {
+            entry["capabilities"] = json!(self.capabilities);
+        }
+        if sections.pricing {
+            entry["pricing"] = json!({
+                "kind": "fixed",
+                "currency": "USD",
+                "units": [{"price": usd_per_job, "per": "generation"}],
+            });
+        }
+        entry
+    }
+}
+
+/// `GET /v1/models`: no key needed; answers 304 to a matching `If-None-Match`.
+pub(crate) async fn models(State(sim): State<Simulator>, headers: HeaderMap, uri: Uri) -> Response {
+    let query = Query::parse(&uri);
+    let usd_per_job = sim.config().credits_per_job / CREDITS_PER_USD;
+    let data: Vec<Value> = MODELS
+        .iter()
+        .map(|(id, schema)| Entry::of(id, schema))
+        .filter(|entry| entry.keep(&query))
+        .map(|entry| entry.render(&query.sections, usd_per_job))
+        .collect();
+    let body = json!({"object": "list", "data": data}).to_string();
+    let digest = sha2::Sha256::digest(body.as_bytes());
+    let etag = format!("\"{}\"", digest[..8].iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (StatusCode::OK, [(header::ETAG, etag), (header::CONTENT_TYPE, "application/json".to_owned())], body)
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_and_sections_follow_the_query() {
+        let uri: Uri =
+            "/v1/models?include=pricing&include=bogus&id=veo3-1-fast-extend-video,nope".parse().unwrap();
+        let query = Query::parse(&uri);
+        assert!(query.sections.pricing && !query.sections.modalities);
+        let extend = Entry::of("google/veo3-1-fast-extend-video", &MODELS["google/veo3-1-fast-extend-video"]);
+        assert!(extend.keep(&query), "matched by its alias");
+        assert_eq!(extend.capabilities, ["video_to_video"]);
+        let rendered = extend.render(&query.sections, 0.06);
+        assert_eq!(rendered["pricing"]["units"][0], json!({"price": 0.06, "per": "generation"}));
+        assert!(rendered.get("modalities").is_none());
+        let chat: Uri = "/v1/models?type=openai/chat-completions".parse().unwrap();
+        assert!(!extend.keep(&Query::parse(&chat)), "only video models are served here");
+    }
+}
