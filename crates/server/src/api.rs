@@ -183,7 +183,7 @@ pub(crate) async fn create(
     if let Some(left) = state.breaker().open_for() {
         return Err(key_refused_upstream(left));
     }
-    let slot = Slot::reserve(key, state.costs().estimate(&model)).map_err(refused)?;
+    let slot = Slot::reserve(key, state.costs().estimate(&model, &value)).map_err(refused)?;
     let accepted = AcceptCreate { record, model, value, idempotency_key, request_hash };
     let task = state.spawn_create(accept(state.clone(), slot, accepted));
     task.await.map_err(|e| ApiError::internal(&format!("a create task ended abnormally: {e}")))?

@@ -7,14 +7,21 @@
 //! create that made no job). Overspend is therefore bounded by the jobs in
 //! flight's misestimates, not by how many creates arrive at once.
 //!
-//! The expected cost of a model is, in order: the figure configured for it
-//! (`[budget.estimates]`), the average charge of its finished jobs (learned
-//! as they finish, and from storage at start), or the configured default.
+//! The expected cost of a create is, in order: the model's price from the
+//! upstream's catalogue (`GET /v1/models?include=pricing`, read at start and
+//! daily) for the request's parameters; the average charge of the model's
+//! finished jobs (learned as they finish, and from storage at start); the
+//! figure configured for the model (`[budget.estimates]`); or the
+//! configured default.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
 
+use aimlvid::{ModelListing, ModelQuery, Pricing};
 use dashmap::DashMap;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 /// Credits a create of a model nothing is known about is expected to cost,
 /// by default: on the high side of video models' prices, so that a key's
@@ -27,7 +34,8 @@ pub const DEFAULT_JOB_ESTIMATE: f64 = 1_000_000.0;
 pub struct CostSettings {
     /// Credits for a model neither configured nor learned yet.
     pub default_estimate: f64,
-    /// Credits per model id, used instead of what is learned.
+    /// Credits per model id, for a model without a price that no job has
+    /// finished yet.
     pub estimates: HashMap<String, f64>,
 }
 
@@ -40,6 +48,8 @@ impl Default for CostSettings {
 /// Expected costs per model, and the reservations of jobs in flight.
 #[derive(Debug)]
 pub struct CostEstimates {
+    /// Per model id and alias: its price, as the catalogue last said.
+    prices: RwLock<HashMap<String, Pricing>>,
     configured: HashMap<String, f64>,
     default: f64,
     /// Per model: the sum and count of finished jobs' charges.
@@ -65,7 +75,13 @@ impl Default for CostEstimates {
 impl CostEstimates {
     /// `default` for models not configured nor learned; `configured` per model.
     pub fn new(default: f64, configured: HashMap<String, f64>) -> Self {
-        CostEstimates { configured, default, learned: Mutex::default(), holds: DashMap::new() }
+        CostEstimates {
+            prices: RwLock::default(),
+            configured,
+            default,
+            learned: Mutex::default(),
+            holds: DashMap::new(),
+        }
     }
 
     /// Estimates starting from `settings`, nothing learned yet.
@@ -73,16 +89,36 @@ impl CostEstimates {
         CostEstimates::new(settings.default_estimate, settings.estimates)
     }
 
-    /// The credits a create of `model` is expected to cost.
-    pub fn estimate(&self, model: &str) -> f64 {
-        if let Some(credits) = self.configured.get(model) {
-            return *credits;
+    /// The credits a create of `model` with body `params` is expected to cost.
+    pub fn estimate(&self, model: &str, params: &Value) -> f64 {
+        let priced = self.prices.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(credits) = priced.get(model).and_then(|p| p.quote_credits(params)) {
+            return credits;
         }
+        drop(priced);
         let learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
-        match learned.get(model) {
-            Some((sum, n)) if *n > 0 => sum / *n as f64,
-            _ => self.default,
+        if let Some((sum, n)) = learned.get(model)
+            && *n > 0
+        {
+            return sum / *n as f64;
         }
+        self.configured.get(model).copied().unwrap_or(self.default)
+    }
+
+    /// Takes the catalogue's prices; returns how many models have one.
+    pub fn set_prices(&self, models: Vec<ModelListing>) -> usize {
+        let mut prices = HashMap::new();
+        for model in models {
+            if let Some(pricing) = model.pricing {
+                for alias in &model.aliases {
+                    prices.insert(alias.clone(), pricing.clone());
+                }
+                prices.insert(model.id, pricing);
+            }
+        }
+        let priced = prices.keys().filter(|id| id.contains('/')).count();
+        *self.prices.write().unwrap_or_else(|e| e.into_inner()) = prices;
+        priced
     }
 
     /// A job of `model` was charged `credits` (failed jobs, charged
@@ -115,24 +151,80 @@ impl CostEstimates {
     }
 }
 
+/// How often the catalogue's prices are read again.
+const PRICE_REFRESH: Duration = Duration::from_secs(24 * 3600);
+/// How soon a failed read is tried again.
+const PRICE_RETRY: Duration = Duration::from_secs(600);
+
+/// The longest the start waits for the first read of prices.
+pub(crate) const FIRST_PRICE_READ: Duration = Duration::from_secs(10);
+
+/// Reads the video models' prices from the upstream's catalogue; returns
+/// when to read them again: in a day, or in ten minutes after a failure
+/// (meanwhile estimates fall back to what is learned or configured).
+pub(crate) async fn read_prices(upstream: &aimlvid::Client, costs: &CostEstimates) -> Duration {
+    match upstream.models(&ModelQuery::video().with_pricing()).await {
+        Ok(models) => {
+            let priced = costs.set_prices(models);
+            tracing::info!(priced, "read the video models' prices from the upstream's catalogue");
+            PRICE_REFRESH
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read model prices; budgets use learned or configured \
+                estimates meanwhile; trying again in 10 minutes");
+            PRICE_RETRY
+        }
+    }
+}
+
+/// Reads prices again after `wait`, and so on, until `stop`.
+pub(crate) async fn refresh_prices(
+    upstream: aimlvid::Client,
+    costs: std::sync::Arc<CostEstimates>,
+    mut wait: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = read_prices(&upstream, &costs).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn configured_then_learned_then_default() {
-        let costs = CostEstimates::new(500.0, HashMap::from([("a".to_owned(), 10.0)]));
-        assert_eq!(costs.estimate("a"), 10.0);
-        assert_eq!(costs.estimate("b"), 500.0);
-        costs.learn("b", 100.0);
-        costs.learn("b", 300.0);
-        costs.learn("b", 0.0); // a failed job
-        assert_eq!(costs.estimate("b"), 200.0);
-        costs.learn("a", 1000.0);
-        assert_eq!(costs.estimate("a"), 10.0, "configured wins");
-        costs.seed([("c".to_owned(), 50.0, 4)]);
-        costs.learn("c", 150.0);
-        assert_eq!(costs.estimate("c"), 70.0);
+    fn priced_then_learned_then_configured_then_default() {
+        let costs = CostEstimates::new(500.0, HashMap::from([("v/a".to_owned(), 10.0)]));
+        let none = Value::Null;
+        assert_eq!(costs.estimate("v/a", &none), 10.0);
+        assert_eq!(costs.estimate("v/b", &none), 500.0);
+        costs.learn("v/b", 100.0);
+        costs.learn("v/b", 300.0);
+        costs.learn("v/b", 0.0); // a failed job
+        assert_eq!(costs.estimate("v/b", &none), 200.0);
+        costs.learn("v/a", 1000.0);
+        assert_eq!(costs.estimate("v/a", &none), 1000.0, "what was learned beats a guess");
+        costs.seed([("v/c".to_owned(), 50.0, 4)]);
+        costs.learn("v/c", 150.0);
+        assert_eq!(costs.estimate("v/c", &none), 70.0);
+
+        let listing: Vec<ModelListing> = serde_json::from_value(serde_json::json!([
+            {"id": "v/b", "aliases": ["b"], "pricing": {"kind": "fixed", "currency": "USD",
+                "units": [{"price": 0.05, "per": "second"}]}},
+            {"id": "v/c", "pricing": {"kind": "variable", "currency": "USD"}},
+        ]))
+        .unwrap();
+        assert_eq!(costs.set_prices(listing), 2);
+        let eight_seconds = serde_json::json!({"duration": 8});
+        assert_eq!(costs.estimate("v/b", &eight_seconds), 0.4 * aimlvid::CREDITS_PER_USD, "the price wins");
+        assert_eq!(costs.estimate("b", &eight_seconds), 0.4 * aimlvid::CREDITS_PER_USD, "by its alias too");
+        assert_eq!(costs.estimate("v/b", &none), 200.0, "no duration, no quote: learned");
+        assert_eq!(costs.estimate("v/c", &none), 70.0, "a variable price cannot be quoted: learned");
     }
 
     #[test]

@@ -114,8 +114,8 @@ impl Default for RouteMetrics {
 
 /// Outcomes of upstream calls, as the `outcome` label.
 const OUTCOMES: [&str; 5] = ["ok", "client_error", "rate_limited", "server_error", "transport_error"];
-/// The kinds of call the server makes (it never downloads; it reads the logs to find lost creates).
-const KINDS: [CallKind; 3] = [CallKind::Create, CallKind::Poll, CallKind::Logs];
+/// The kinds of call the server makes (it never downloads; it reads the logs to find lost creates, and the catalogue for prices).
+const KINDS: [CallKind; 4] = [CallKind::Create, CallKind::Poll, CallKind::Logs, CallKind::Models];
 
 fn outcome_index(status: Option<u16>) -> usize {
     match status {

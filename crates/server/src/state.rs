@@ -174,10 +174,18 @@ impl AppState {
         let unfinished = store.unfinished_jobs().await?;
         let costs = Arc::new(CostEstimates::from_settings(config.costs));
         costs.seed(store.model_costs().await?);
+        // Prices before the first create, so that its reservation uses them;
+        // an upstream slow to answer delays the start a little, not forever.
+        let next_price_read = tokio::time::timeout(
+            crate::budget::FIRST_PRICE_READ,
+            crate::budget::read_prices(&config.upstream, &costs),
+        )
+        .await
+        .unwrap_or(std::time::Duration::from_secs(600));
         // Each unfinished job holds its expected cost against its key's budget.
         let mut per_key: HashMap<KeyId, (u32, f64)> = HashMap::new();
         for job in &unfinished {
-            let expected = costs.estimate(&job.model);
+            let expected = costs.estimate(&job.model, &serde_json::Value::Null);
             if let Some(id) = &job.generation_id {
                 costs.hold(id, &job.model, expected);
             }
@@ -251,6 +259,9 @@ impl AppState {
             let stop = state.inner.stop.clone();
             state.inner.tasks.spawn(crate::engine::retention::run(pruner, keep, stop));
         }
+        let (upstream, costs, stop) =
+            (state.upstream().clone(), state.inner.costs.clone(), state.inner.stop.clone());
+        state.inner.tasks.spawn(crate::budget::refresh_prices(upstream, costs, next_price_read, stop));
         let recoverer = state.clone();
         let stop = state.inner.stop.clone();
         state.inner.tasks.spawn(crate::engine::recover::run(recoverer, config.recover_interval, stop));

@@ -127,7 +127,7 @@ async fn adopt(state: &AppState, job: &JobRecord, generation: Generation) {
     tracing::info!(local_id = %job.local_id, generation_id = %generation.id, "recovered an unknown create");
     // Its slot and reservation were released when the create failed; it
     // runs again now.
-    let expected = state.costs().estimate(&job.model);
+    let expected = state.costs().estimate(&job.model, &serde_json::Value::Null);
     state.costs().hold(&generation.id, &job.model, expected);
     if let Some(key) = state.keys().get(job.key_id) {
         key.job_resumed(expected);

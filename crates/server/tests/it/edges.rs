@@ -148,6 +148,8 @@ async fn finish_all(proxy: &Proxy, sim: &aimlvid_sim::RunningSim, name: &str, id
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_parallel_creates_stay_within_the_budget() {
     let sim = frozen_sim().await; // 120,000 credits a job
+    // No catalogue to read prices from: the configured estimate is used.
+    sim.inject(Route::Models, Fault::Status(404), 1_000);
     let (_dir, db) = temp_db();
     let proxy = start_proxy_configured(&sim, &db, |c| {
         c.costs.estimates.insert("google/veo3-1-fast-extend-video".into(), 150_000.0);
@@ -161,10 +163,11 @@ async fn a_hundred_parallel_creates_stay_within_the_budget() {
     assert_eq!(ids.len(), 13);
     assert_eq!(sim.stats().jobs_created, 13, "the refused ones never reached the upstream");
 
-    // Settled at the real 120,000 each: 440,000 left, room for two more.
+    // Settled at the real 120,000 each, which is now the learned estimate:
+    // 440,000 left, room for three more.
     finish_all(&proxy, &sim, "xia", &ids, 0.0).await;
     let more = parallel_creates(&proxy, &key, 10).await;
-    assert_eq!(more.len(), 2);
+    assert_eq!(more.len(), 3);
     finish_all(&proxy, &sim, "xia", &more, 13.0 * 120_000.0).await;
     let spent = proxy.state.store().keys().await.unwrap()[0].credits_used;
     assert!(spent <= budget, "{spent} over {budget}");
@@ -174,6 +177,7 @@ async fn a_hundred_parallel_creates_stay_within_the_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_models_cost_is_learned_from_its_finished_jobs() {
     let sim = frozen_sim().await;
+    sim.inject(Route::Models, Fault::Status(404), 1_000);
     let (_dir, db) = temp_db();
     let proxy = start_proxy_configured(&sim, &db, |c| c.costs.default_estimate = 1_000_000.0).await;
     let key = proxy.key("yan", KeyLimits { credit_budget: Some(2_000_000.0), ..KeyLimits::default() }).await;
@@ -184,6 +188,25 @@ async fn an_unknown_models_cost_is_learned_from_its_finished_jobs() {
     // Learned: 120,000 a job, so 1,760,000 left covers 14 more.
     let second = parallel_creates(&proxy, &key, 20).await;
     assert_eq!(second.len(), 14);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_models_price_in_the_catalogue_is_what_a_create_reserves() {
+    let sim = frozen_sim().await; // priced at 120,000 credits ($0.06) a job, as it charges
+    let (_dir, db) = temp_db();
+    // The price beats a configured guess and the cautious default.
+    let proxy = start_proxy_configured(&sim, &db, |c| {
+        c.costs.estimates.insert("google/veo3-1-fast-extend-video".into(), 900_000.0);
+    })
+    .await;
+    let key = proxy.key("zoe", KeyLimits { credit_budget: Some(2_000_000.0), ..KeyLimits::default() }).await;
+    // 16 reservations of 120,000 fit in 2,000,000; a 17th would not.
+    let ids = parallel_creates(&proxy, &key, 40).await;
+    assert_eq!(ids.len(), 16);
+    finish_all(&proxy, &sim, "zoe", &ids, 0.0).await;
+    let metrics = proxy.state.render_metrics();
+    assert!(metrics.contains("aimlvid_upstream_calls_total{kind=\"models\",outcome=\"ok\"} 1"), "{metrics}");
     proxy.stop().await;
 }
 
