@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::engine::timing::{ModelPolling, PollSettings};
+use crate::store::{Database, PostgresSettings};
 use crate::webhooks::WebhookConfig;
 
 /// The address served by default: loopback only, so that exposing the
@@ -35,8 +36,10 @@ pub const MIN_TOKEN_LEN: usize = 32;
 pub struct FileConfig {
     /// Address to listen on.
     pub listen: Option<SocketAddr>,
-    /// SQLite database: a path or a `sqlite:` URL.
+    /// The database: a SQLite path or `sqlite:` URL, or a `postgres://` URL.
     pub database: Option<String>,
+    /// Connections to PostgreSQL per server.
+    pub database_pool_size: Option<u32>,
     /// The upstream's base URL.
     pub upstream_url: Option<String>,
     /// A file holding the upstream key.
@@ -139,10 +142,15 @@ pub struct DbArgs {
     /// TOML configuration file.
     #[arg(long, short, env = "AIMLVID_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// SQLite database: a path, or a URL such as `sqlite:///var/lib/aimlvid/db`
-    /// (absolute) or `sqlite://data/db` (relative) [default: aimlvid-server.db].
-    #[arg(long, env = "AIMLVID_DATABASE", global = true, value_name = "PATH|URL")]
+    /// The database: a SQLite file's path, or a URL such as
+    /// `sqlite:///var/lib/aimlvid/db` (absolute), `sqlite://data/db`
+    /// (relative) or `postgres://user:password@host/db` (for several
+    /// replicas) [default: aimlvid-server.db].
+    #[arg(long, env = "AIMLVID_DATABASE", global = true, value_name = "PATH|URL", hide_env_values = true)]
     pub database: Option<String>,
+    /// Connections to PostgreSQL per server [default: 4 per core, 8 to 64].
+    #[arg(long, env = "AIMLVID_DATABASE_POOL_SIZE", global = true, value_name = "N")]
+    pub database_pool_size: Option<u32>,
 }
 
 /// How to log, for every subcommand.
@@ -166,10 +174,23 @@ impl DbArgs {
         self.config.as_deref().map(FileConfig::load).transpose().map(Option::unwrap_or_default)
     }
 
-    /// The database file: flag or environment, then file, then default.
-    pub fn database(&self, file: &FileConfig) -> anyhow::Result<PathBuf> {
+    /// The database: flag or environment, then file, then default.
+    pub fn database(&self, file: &FileConfig) -> anyhow::Result<Database> {
         let spec = self.database.as_deref().or(file.database.as_deref()).unwrap_or(DEFAULT_DATABASE);
-        sqlite_path(spec).map_err(|e| anyhow::anyhow!("--database {spec:?}: {e}"))
+        let lower = spec.trim().to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            let mut settings = PostgresSettings::new(SecretString::from(spec.trim().to_owned()));
+            if let Some(size) = self.database_pool_size.or(file.database_pool_size) {
+                settings.max_connections = size.max(2);
+            }
+            // Checked now, so a typo stops the command before anything starts.
+            let _: sqlx::postgres::PgConnectOptions = spec.trim().parse().map_err(|e| {
+                // The URL holds a password: never repeat it.
+                anyhow::anyhow!("--database: not a PostgreSQL URL this server can use: {e}")
+            })?;
+            return Ok(Database::Postgres(settings));
+        }
+        sqlite_path(spec).map(Database::Sqlite).map_err(|e| anyhow::anyhow!("--database {spec:?}: {e}"))
     }
 }
 
@@ -178,12 +199,12 @@ impl DbArgs {
 pub fn sqlite_path(spec: &str) -> Result<PathBuf, String> {
     let spec = spec.trim();
     let lower = spec.to_ascii_lowercase();
-    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-        return Err("PostgreSQL is not supported yet; give a SQLite file path or a sqlite: URL".into());
-    }
     let Some(rest) = lower.starts_with("sqlite:").then(|| &spec["sqlite:".len()..]) else {
         if spec.contains("://") {
-            return Err("not a database this server knows; give a file path or a sqlite: URL".into());
+            return Err(
+                "not a database this server knows; give a file path, a sqlite: URL or a postgres:// URL"
+                    .into(),
+            );
         }
         if spec.is_empty() {
             return Err("empty; give a file path or a sqlite: URL".into());
@@ -284,8 +305,8 @@ pub struct TlsFiles {
 pub struct Settings {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// SQLite database file.
-    pub database: PathBuf,
+    /// Where keys and jobs are kept.
+    pub database: Database,
     /// The upstream's base URL.
     pub upstream_url: String,
     /// The upstream key.
@@ -487,7 +508,7 @@ mod tests {
 
     #[test]
     fn short_admin_and_metrics_tokens_are_refused() {
-        let db = DbArgs { config: None, database: None };
+        let db = DbArgs::default();
         let env = |short: &'static str| {
             move |name: &str| match name {
                 ADMIN_TOKEN_VAR | METRICS_TOKEN_VAR if name == short => Some("hunter2".to_owned()),
@@ -518,7 +539,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let db = DbArgs { config: Some(config), database: None };
+        let db = DbArgs { config: Some(config), ..DbArgs::default() };
         let args = ServeArgs {
             body_limit: Some(2048),
             tls_cert: Some("cert.pem".into()),
@@ -529,7 +550,7 @@ mod tests {
             Settings::resolve(&db, &args, |_| Some("sk-from-env-0123456789abcdef0123456789".into())).unwrap();
         assert_eq!(settings.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(settings.body_limit, 2048);
-        assert_eq!(settings.database, PathBuf::from(DEFAULT_DATABASE));
+        assert!(matches!(&settings.database, Database::Sqlite(path) if path == Path::new(DEFAULT_DATABASE)));
         assert_eq!(
             settings.upstream_key.expose_secret(),
             "sk-from-file",
@@ -590,20 +611,30 @@ mod tests {
         assert_eq!(sqlite_path("sqlite:///var/lib/aimlvid/db"), Ok(PathBuf::from("/var/lib/aimlvid/db")));
         assert_eq!(sqlite_path("sqlite://rel/db"), Ok(PathBuf::from("rel/db")));
         assert_eq!(sqlite_path("sqlite:rel.db"), Ok(PathBuf::from("rel.db")));
-        for bad in [
-            "sqlite::memory:",
-            "sqlite://:memory:",
-            "sqlite:",
-            "sqlite://x.db?mode=ro",
-            "postgres://h/db",
-            "mysql://h/db",
-        ] {
+        for bad in
+            ["sqlite::memory:", "sqlite://:memory:", "sqlite:", "sqlite://x.db?mode=ro", "mysql://h/db"]
+        {
             assert!(sqlite_path(bad).is_err(), "{bad}");
         }
         assert!(sqlite_path("sqlite::memory:").unwrap_err().contains("in-memory"));
-        let db = DbArgs { config: None, database: Some("sqlite::memory:".into()) };
+        let db = DbArgs { database: Some("sqlite::memory:".into()), ..DbArgs::default() };
         let err = db.database(&FileConfig::default()).unwrap_err().to_string();
         assert!(err.contains("--database") && err.contains("sqlite:///"), "{err}");
+
+        // PostgreSQL: the URL is a secret; it is described without its password.
+        let db = DbArgs {
+            database: Some("postgres://team:hunter2@db.internal:5433/aimlvid".into()),
+            database_pool_size: Some(12),
+            ..DbArgs::default()
+        };
+        let Database::Postgres(settings) = db.database(&FileConfig::default()).unwrap() else { panic!() };
+        assert_eq!(settings.max_connections, 12);
+        let described = Database::Postgres(settings.clone()).describe();
+        assert_eq!(described, "postgres://db.internal:5433/aimlvid");
+        assert!(!format!("{settings:?}").contains("hunter2"), "{settings:?}");
+        let bad = DbArgs { database: Some("postgres://team:hunter2@:x/db".into()), ..DbArgs::default() };
+        let err = bad.database(&FileConfig::default()).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -1,10 +1,9 @@
 //! `aimlvid-server`: run the team proxy, or manage its keys.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use aimlvid_server::config::{DbArgs, LogArgs, LogFormat, ServeArgs, Settings};
-use aimlvid_server::store::{JobStore as _, KeyLimits, KeyRecord, KeyStore as _, KeyUpdate, SqliteStore};
+use aimlvid_server::store::{KeyLimits, KeyRecord, KeyUpdate, Store};
 use aimlvid_server::{AppState, StateConfig};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -175,28 +174,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(&cli.db, &args).await,
         Command::Keys(command) => {
             let database = cli.db.database(&cli.db.file()?)?;
-            let store = SqliteStore::open_beside_server(&database)
+            let store = database
+                .open_beside_server()
                 .await
-                .with_context(|| format!("opening {}", database.display()))?;
-            let result = keys(&store, command).await;
+                .with_context(|| format!("opening {}", database.describe()))?;
+            let result = keys(store.get(), command).await;
             store.close().await;
             result
         }
         Command::Migrate => {
             let database = cli.db.database(&cli.db.file()?)?;
-            let store = SqliteStore::open(&database)
-                .await
-                .with_context(|| format!("migrating {}", database.display()))?;
+            let store =
+                database.open().await.with_context(|| format!("migrating {}", database.describe()))?;
             store.close().await;
-            eprintln!("{} is up to date.", database.display());
+            eprintln!("{} is up to date.", database.describe());
             Ok(())
         }
         Command::Jobs { unknown: _ } => {
             let database = cli.db.database(&cli.db.file()?)?;
-            let store = SqliteStore::open_beside_server(&database)
+            let store = database
+                .open_beside_server()
                 .await
-                .with_context(|| format!("opening {}", database.display()))?;
-            let jobs = store.jobs_needing_attention().await;
+                .with_context(|| format!("opening {}", database.describe()))?;
+            let jobs = store.get().jobs_needing_attention().await;
             store.close().await;
             let jobs = jobs?;
             if jobs.is_empty() {
@@ -226,9 +226,11 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
     // Read before anything starts, so a bad certificate stops the server at once.
     let tls =
         settings.tls.as_ref().map(|files| aimlvid_server::tls::load(&files.cert, &files.key)).transpose()?;
-    let store = SqliteStore::open(&settings.database)
+    let store = settings
+        .database
+        .open()
         .await
-        .with_context(|| format!("opening {}", settings.database.display()))?;
+        .with_context(|| format!("opening {}", settings.database.describe()))?;
     let config = StateConfig {
         admin_token: settings.admin_token,
         metrics_token: settings.metrics_token,
@@ -242,13 +244,13 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         max_creates_in_flight: settings.max_creates_in_flight,
         ..StateConfig::from_builder(upstream)?
     };
-    let state = AppState::start(Arc::new(store.clone()), config).await?;
+    let state = AppState::start(store.shared(), config).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
     tracing::info!(
         address = %listener.local_addr()?,
-        database = %settings.database.display(),
+        database = %settings.database.describe(),
         tls = tls.is_some(),
         "serving"
     );
@@ -286,7 +288,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down; finishing requests in flight");
 }
 
-async fn keys(store: &SqliteStore, command: KeysCommand) -> anyhow::Result<()> {
+async fn keys(store: &dyn Store, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { name, limits } => {
             let webhook_url = limits.update().webhook_url.flatten();

@@ -2,12 +2,17 @@
 //! so that another backend (PostgreSQL) can be added without touching the
 //! handlers. The hot path never reaches it: see [`crate::view`].
 
+mod postgres;
+mod rows;
 mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::{DEFAULT_LOCK_WAIT, SqliteStore};
 
 /// A key's row id.
@@ -235,7 +240,7 @@ pub mod status {
 }
 
 /// A job as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct JobRecord {
     /// This server's id for the job, known before the upstream's.
     pub local_id: String,
@@ -640,6 +645,89 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
     async fn webhook_attempted(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()>;
     /// Every attempt for a job, in order.
     async fn webhook_attempts(&self, generation_id: &str) -> StoreResult<Vec<WebhookAttempt>>;
+}
+
+/// Where the server keeps its keys and jobs.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A SQLite file: one server.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database: one server or several replicas.
+    Postgres(PostgresSettings),
+}
+
+impl Database {
+    /// Where it is, fit for a log line: a file's path, or a PostgreSQL
+    /// database's host and name (never its password).
+    pub fn describe(&self) -> String {
+        use secrecy::ExposeSecret as _;
+        match self {
+            Database::Sqlite(path) => path.display().to_string(),
+            Database::Postgres(settings) => match url::Url::parse(settings.url.expose_secret()) {
+                Ok(url) => format!(
+                    "postgres://{}{}{}",
+                    url.host_str().unwrap_or("localhost"),
+                    url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                    url.path()
+                ),
+                Err(_) => "a PostgreSQL database".to_owned(),
+            },
+        }
+    }
+
+    /// Opens it, bringing its schema up to this version (`serve`, `migrate`).
+    pub async fn open(&self) -> StoreResult<OpenStore> {
+        Ok(match self {
+            Database::Sqlite(path) => OpenStore::Sqlite(SqliteStore::open(path).await?),
+            Database::Postgres(settings) => OpenStore::Postgres(PostgresStore::open(settings).await?),
+        })
+    }
+
+    /// Opens it for a command beside running servers (`keys`, `jobs`):
+    /// never migrates a database in use.
+    pub async fn open_beside_server(&self) -> StoreResult<OpenStore> {
+        Ok(match self {
+            Database::Sqlite(path) => OpenStore::Sqlite(SqliteStore::open_beside_server(path).await?),
+            Database::Postgres(settings) => {
+                OpenStore::Postgres(PostgresStore::open_beside_server(settings).await?)
+            }
+        })
+    }
+}
+
+/// An open store of either backend.
+#[derive(Debug, Clone)]
+pub enum OpenStore {
+    /// See [`SqliteStore`].
+    Sqlite(SqliteStore),
+    /// See [`PostgresStore`].
+    Postgres(PostgresStore),
+}
+
+impl OpenStore {
+    /// The store, to share with a server.
+    pub fn shared(&self) -> std::sync::Arc<dyn Store> {
+        match self {
+            OpenStore::Sqlite(store) => std::sync::Arc::new(store.clone()),
+            OpenStore::Postgres(store) => std::sync::Arc::new(store.clone()),
+        }
+    }
+
+    /// The store, to use here.
+    pub fn get(&self) -> &dyn Store {
+        match self {
+            OpenStore::Sqlite(store) => store,
+            OpenStore::Postgres(store) => store,
+        }
+    }
+
+    /// Closes its connections.
+    pub async fn close(&self) {
+        match self {
+            OpenStore::Sqlite(store) => store.close().await,
+            OpenStore::Postgres(store) => store.close().await,
+        }
+    }
 }
 
 /// A complete storage backend.

@@ -6,22 +6,25 @@
 
 use std::path::Path;
 use std::str::FromStr as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret as _, SecretString};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row as _, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, FromRow as _, Row as _, Sqlite, Transaction};
 
+use super::rows::{
+    ATTEMPT_COLUMNS, AttemptRow, DueRow, FINISHED, JOB_COLUMNS, KEY_COLUMNS, KeyRow, is_constraint,
+    is_unique_violation, models_json, now, now_ms,
+};
 use super::{
     AttemptOutcome, BatchResult, Begun, Charged, DueWebhook, JobEnd, JobRecord, JobStore, JobWrite, KeyId,
-    KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, Store, StoreError, StoreResult, Webhook, WebhookAttempt,
+    KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, Store, StoreError, StoreResult, WebhookAttempt,
     WebhookStore, WriteOutcome, delivery, status,
 };
 
-/// Statuses after which a job never changes, as SQL.
 // Column lists and the finished-status set are constants spliced into
 // queries; no member input is ever formatted into SQL (values are bound).
 /// Unfinished jobs, through their partial index: named, since without
@@ -32,25 +35,15 @@ const UNFINISHED_JOBS: &str =
 /// Jobs with an id, newest first, read backwards along `jobs_by_created`.
 const RECENT_JOBS: &str =
     "jobs INDEXED BY jobs_by_created WHERE generation_id IS NOT NULL ORDER BY created_at DESC, rowid DESC";
-const FINISHED: &str = "('completed', 'complete', 'error', 'failed', 'cancelled', 'canceled')";
-const JOB_COLUMNS: &str = "local_id, key_id, generation_id, status, model, body, idempotency_key, \
-                           request_hash, credits_charged, created_at, receipt, note";
-// The webhook secret is deliberately absent: only `due_webhooks` reads it.
-const KEY_COLUMNS: &str = "id, name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, \
-                           budget_period, period_start, period_credits, credits_used, enabled, revoked_at, \
-                           created_at, webhook_url";
-const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, key_id, generation_id, event, state, due_at, url, \
-                               response_status, error, attempted_at, duration_ms";
-
 /// Keys and jobs in a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Readers: WAL lets them run beside the writer.
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// The one connection that writes, so this process never contends
     /// with itself for SQLite's single write lock, and reads (cache misses,
     /// admin calls) can never take the connection a write needs.
-    writes: SqlitePool,
+    pub(super) writes: SqlitePool,
 }
 
 /// How long a write waits for another process (the `keys` command, say)
@@ -135,70 +128,16 @@ impl SqliteStore {
     }
 }
 
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
-    let hash: Vec<u8> = row.try_get("hash")?;
-    let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| StoreError::Corrupt("key hash".into()))?;
-    let models: Option<String> = row.try_get("allowed_models")?;
-    let allowed_models = models
-        .map(|m| serde_json::from_str(&m))
-        .transpose()
-        .map_err(|_| StoreError::Corrupt("allowed_models".into()))?;
-    let rpm: Option<i64> = row.try_get("rpm")?;
-    let max_unfinished: Option<i64> = row.try_get("max_unfinished")?;
-    let revoked_at: Option<i64> = row.try_get("revoked_at")?;
-    let budget_period: Option<String> = row.try_get("budget_period")?;
-    let budget_period = budget_period
-        .map(|p| p.parse::<super::BudgetPeriod>())
-        .transpose()
-        .map_err(|_| StoreError::Corrupt("budget_period".into()))?;
-    Ok(KeyRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        hash,
-        prefix: row.try_get("prefix")?,
-        limits: super::KeyLimits {
-            allowed_models,
-            rpm: rpm.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
-            max_unfinished: max_unfinished.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
-            credit_budget: row.try_get("credit_budget")?,
-            budget_period,
-        },
-        credits_used: row.try_get("credits_used")?,
-        period_credits: row.try_get("period_credits")?,
-        period_start: row.try_get("period_start")?,
-        enabled: row.try_get("enabled")?,
-        revoked: revoked_at.is_some(),
-        created_at: row.try_get("created_at")?,
-        webhook_url: row.try_get("webhook_url")?,
-    })
+    KeyRow::from_row(row)?.try_into()
 }
 
 fn attempt_from_row(row: &SqliteRow) -> StoreResult<WebhookAttempt> {
-    let attempt: i64 = row.try_get("attempt")?;
-    let response_status: Option<i64> = row.try_get("response_status")?;
-    Ok(WebhookAttempt {
-        id: row.try_get("id")?,
-        delivery_id: row.try_get("delivery_id")?,
-        attempt: u32::try_from(attempt).map_err(|_| StoreError::Corrupt("webhook attempt".into()))?,
-        key_id: row.try_get("key_id")?,
-        generation_id: row.try_get("generation_id")?,
-        event: row.try_get("event")?,
-        state: row.try_get("state")?,
-        due_at_ms: row.try_get("due_at")?,
-        url: row.try_get("url")?,
-        response_status: response_status.and_then(|s| u16::try_from(s).ok()),
-        error: row.try_get("error")?,
-        attempted_at_ms: row.try_get("attempted_at")?,
-        duration_ms: row.try_get("duration_ms")?,
-    })
+    AttemptRow::from_row(row)?.try_into()
+}
+
+fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
+    Ok(JobRecord::from_row(row)?)
 }
 
 /// Creates the database file readable by its owner only (SQLite gives its
@@ -217,37 +156,6 @@ fn create_private(path: &Path) -> StoreResult<()> {
             format!("cannot create the database {}: {e}", path.display()),
         )))),
     }
-}
-
-fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
-    Ok(JobRecord {
-        local_id: row.try_get("local_id")?,
-        key_id: row.try_get("key_id")?,
-        generation_id: row.try_get("generation_id")?,
-        status: row.try_get("status")?,
-        model: row.try_get("model")?,
-        body: row.try_get("body")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        request_hash: row.try_get("request_hash")?,
-        credits_charged: row.try_get("credits_charged")?,
-        created_at: row.try_get("created_at")?,
-        receipt: row.try_get("receipt")?,
-        note: row.try_get("note")?,
-    })
-}
-
-fn models_json(models: &Option<Vec<String>>) -> Option<String> {
-    models.as_ref().map(|m| serde_json::Value::from(m.clone()).to_string())
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-/// A write that breaks a rule of the schema fails the same way every time;
-/// anything else (a lock, a full disk, an I/O error) may pass later.
-fn is_constraint(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if !matches!(db.kind(), sqlx::error::ErrorKind::Other))
 }
 
 #[async_trait]
@@ -779,24 +687,8 @@ impl WebhookStore for SqliteStore {
         .bind(now_ms);
         let rows =
             skip.iter().fold(rows, |q, key| q.bind(key)).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
-        let claimed: Vec<DueWebhook> = rows
-            .iter()
-            .map(|row| {
-                let url: Option<String> = row.try_get("url")?;
-                let secret: Option<String> = row.try_get("secret")?;
-                let attempt: i64 = row.try_get("attempt")?;
-                Ok(DueWebhook {
-                    id: row.try_get("id")?,
-                    delivery_id: row.try_get("delivery_id")?,
-                    attempt: u32::try_from(attempt)
-                        .map_err(|_| StoreError::Corrupt("webhook attempt".into()))?,
-                    key_id: row.try_get("key_id")?,
-                    generation_id: row.try_get("generation_id")?,
-                    body: row.try_get("body")?,
-                    target: url.zip(secret).map(|(url, secret)| Webhook { url, secret: secret.into() }),
-                })
-            })
-            .collect::<StoreResult<_>>()?;
+        let claimed: Vec<DueWebhook> =
+            rows.iter().map(|row| DueRow::from_row(row)?.try_into()).collect::<StoreResult<_>>()?;
         let ids: Vec<i64> = claimed.iter().map(|due| due.id).collect();
         set_webhooks_due(&mut tx, &ids, lease_until_ms).await?;
         tx.commit().await?;
@@ -909,199 +801,11 @@ async fn set_webhooks_due(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::KeyLimits;
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
         (dir, store)
-    }
-
-    fn new_key(name: &str) -> NewKey {
-        NewKey {
-            name: name.into(),
-            hash: [name.len() as u8; 32],
-            prefix: "amv_x".into(),
-            limits: KeyLimits::default(),
-            webhook: None,
-        }
-    }
-
-    /// Job `l1` of `key_id`, with no idempotency key.
-    fn new_job(key_id: KeyId) -> NewJob {
-        NewJob {
-            local_id: "l1".into(),
-            key_id,
-            model: "m".into(),
-            idempotency_key: None,
-            request_hash: [0; 32],
-        }
-    }
-
-    fn end(status: &str, credits: f64) -> JobEnd {
-        JobEnd { status: status.into(), body: "{}".into(), credits, announcement: "{\"id\":\"g1\"}".into() }
-    }
-
-    #[tokio::test]
-    async fn charges_count_towards_the_current_budget_period_only() {
-        let (_dir, store) = store().await;
-        let mut key = new_key("pat");
-        key.limits.budget_period = Some(crate::store::BudgetPeriod::Day);
-        let key = store.insert_key(&key).await.unwrap();
-        let finish = |local: &'static str, generation: &'static str, credits: f64| {
-            let store = store.clone();
-            async move {
-                store.begin_job(&NewJob { local_id: local.into(), ..new_job(key.id) }).await.unwrap();
-                store.job_created(local, generation, "queued", "{}").await.unwrap();
-                store.job_finished(generation, &end("completed", credits)).await.unwrap().unwrap()
-            }
-        };
-        let today = crate::store::BudgetPeriod::Day.start_of(now());
-        assert_eq!(finish("a", "ga", 5.0).await.key_period, Some((today, 5.0)));
-        assert_eq!(finish("b", "gb", 7.0).await.key_period, Some((today, 12.0)));
-        // The period turned over since: the next charge starts it afresh.
-        sqlx::query("UPDATE keys SET period_start = period_start - 86400 WHERE id = ?")
-            .bind(key.id)
-            .execute(&store.writes)
-            .await
-            .unwrap();
-        let charged = finish("c", "gc", 3.0).await;
-        assert_eq!(charged.key_period, Some((today, 3.0)));
-        assert_eq!(charged.key_credits_used, 15.0, "the lifetime figure keeps counting");
-        let stored = store.keys().await.unwrap().into_iter().find(|k| k.id == key.id).unwrap();
-        assert_eq!((stored.period_start, stored.period_credits), (Some(today), 3.0));
-    }
-
-    #[tokio::test]
-    async fn pruning_forgets_old_finished_jobs_but_not_running_ones_or_pending_deliveries() {
-        let (_dir, store) = store().await;
-        let key = store.insert_key(&new_key("ret")).await.unwrap();
-        for (local, generation) in
-            [("a", "old-done"), ("b", "old-running"), ("c", "new-done"), ("d", "old-pending")]
-        {
-            store.begin_job(&NewJob { local_id: local.into(), ..new_job(key.id) }).await.unwrap();
-            store.job_created(local, generation, "queued", "{}").await.unwrap();
-        }
-        for generation in ["old-done", "new-done", "old-pending"] {
-            store.job_finished(generation, &end("completed", 1.0)).await.unwrap();
-        }
-        sqlx::query("INSERT INTO webhook_deliveries (delivery_id, attempt, key_id, generation_id, event, body, state, due_at, created_at) VALUES ('x', 1, ?, 'old-pending', 'completed', '{}', 'pending', 0, 0)")
-            .bind(key.id)
-            .execute(&store.writes)
-            .await
-            .unwrap();
-        let month_ago = now() - 40 * 86_400;
-        sqlx::query("UPDATE jobs SET created_at = ? WHERE generation_id LIKE 'old-%'")
-            .bind(month_ago)
-            .execute(&store.writes)
-            .await
-            .unwrap();
-        let outcome =
-            store.apply(&[JobWrite::Prune { before: now() - 30 * 86_400, limit: 100 }]).await.unwrap();
-        assert!(matches!(outcome[0], Ok(WriteOutcome::Pruned(1))), "{outcome:?}");
-        assert!(store.job_by_generation("old-done").await.unwrap().is_none());
-        for kept in ["old-running", "new-done", "old-pending"] {
-            assert!(store.job_by_generation(kept).await.unwrap().is_some(), "{kept}");
-        }
-        let keys = store.keys().await.unwrap();
-        assert_eq!(keys[0].credits_used, 3.0, "charges stay on the key");
-    }
-
-    #[tokio::test]
-    async fn keys_round_trip_update_and_revoke() {
-        let (_dir, store) = store().await;
-        let mut key = new_key("alice");
-        key.limits = KeyLimits {
-            allowed_models: Some(vec!["m1".into()]),
-            rpm: Some(60),
-            max_unfinished: Some(2),
-            credit_budget: Some(10.0),
-            budget_period: Some(crate::store::BudgetPeriod::Week),
-        };
-        let alice = store.insert_key(&key).await.unwrap();
-        assert_eq!(alice.limits, key.limits);
-        assert!(alice.enabled && !alice.revoked);
-        assert!(matches!(store.insert_key(&new_key("alice")).await, Err(StoreError::Conflict(_))));
-
-        let update: KeyUpdate = serde_json::from_str(r#"{"rpm": null, "enabled": false}"#).unwrap();
-        let updated = store.update_key("alice", &update, None).await.unwrap().unwrap();
-        assert_eq!(updated.limits.rpm, None);
-        assert_eq!(updated.limits.max_unfinished, Some(2), "fields left out stay as they were");
-        assert!(!updated.enabled);
-        assert_eq!(store.update_key("bob", &update, None).await.unwrap(), None);
-
-        let revoked = store.revoke_key("alice").await.unwrap().unwrap();
-        assert!(revoked.revoked);
-        assert_eq!(store.keys().await.unwrap(), vec![revoked]);
-    }
-
-    #[tokio::test]
-    async fn a_job_is_charged_once_and_idempotency_keys_find_their_job() {
-        let (_dir, store) = store().await;
-        let key = store.insert_key(&new_key("k")).await.unwrap();
-        let job = NewJob { idempotency_key: Some("idem".into()), request_hash: [7; 32], ..new_job(key.id) };
-        assert_eq!(store.begin_job(&job).await.unwrap(), Begun::Inserted);
-        let again = NewJob { local_id: "l2".into(), ..job.clone() };
-        let Begun::Existing(existing) = store.begin_job(&again).await.unwrap() else {
-            panic!("not deduplicated")
-        };
-        assert_eq!(existing.local_id, "l1");
-        assert_eq!(existing.status, status::PENDING);
-
-        store.job_created("l1", "g1", "queued", "{}").await.unwrap();
-        assert_eq!(store.unfinished_jobs().await.unwrap().len(), 1);
-        store.job_changed("g1", "generating", "{}").await.unwrap();
-        let charged =
-            Charged { key_id: key.id, webhook_queued: false, key_credits_used: 5.0, key_period: None };
-        assert_eq!(store.job_finished("g1", &end("completed", 5.0)).await.unwrap(), Some(charged));
-        assert_eq!(store.job_finished("g1", &end("completed", 5.0)).await.unwrap(), None);
-        store.job_changed("g1", "generating", "{}").await.unwrap();
-        let done = store.job_by_generation("g1").await.unwrap().unwrap();
-        assert_eq!((done.status.as_str(), done.credits_charged), ("completed", Some(5.0)));
-        assert!(store.unfinished_jobs().await.unwrap().is_empty());
-        assert_eq!(store.keys().await.unwrap()[0].credits_used, 5.0);
-    }
-
-    #[tokio::test]
-    async fn a_batch_stores_runs_of_creates_together_and_refuses_only_a_bad_row() {
-        let (_dir, store) = store().await;
-        let key = store.insert_key(&new_key("k")).await.unwrap();
-        let job = |local: &str, idem: Option<&str>| {
-            JobWrite::Begin(NewJob {
-                local_id: local.into(),
-                idempotency_key: idem.map(Into::into),
-                ..new_job(key.id)
-            })
-        };
-        let created = |local: &str, generation: &str| JobWrite::Created {
-            local_id: local.into(),
-            generation_id: generation.into(),
-            status: "queued".into(),
-            body: "{}".into(),
-            receipt: None,
-        };
-        let outcomes = store
-            .apply(&[job("a", Some("i1")), job("b", None), job("c", Some("i1")), job("d", None)])
-            .await
-            .unwrap();
-        assert!(matches!(outcomes[0], Ok(WriteOutcome::Begun(Begun::Inserted))));
-        assert!(matches!(outcomes[1], Ok(WriteOutcome::Begun(Begun::Inserted))));
-        let Ok(WriteOutcome::Begun(Begun::Existing(first))) = &outcomes[2] else {
-            panic!("{:?}", outcomes[2])
-        };
-        assert_eq!(first.local_id, "a", "the same Idempotency-Key finds the first job");
-        assert!(matches!(outcomes[3], Ok(WriteOutcome::Begun(Begun::Inserted))));
-
-        // `d` claims `b`'s upstream id: a broken rule, refused alone.
-        let outcomes =
-            store.apply(&[created("a", "g1"), created("b", "g2"), created("d", "g2")]).await.unwrap();
-        assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "{outcomes:?}");
-        assert!(matches!(outcomes[2], Err(StoreError::Backend(_))), "{outcomes:?}");
-        assert_eq!(store.job_by_generation("g1").await.unwrap().unwrap().local_id, "a");
-        assert_eq!(store.job_by_generation("g2").await.unwrap().unwrap().local_id, "b");
-        let outcomes = store.apply(&[created("d", "g3"), created("c", "g4")]).await.unwrap();
-        assert!(outcomes.iter().all(Result::is_ok));
-        assert_eq!(store.unfinished_jobs().await.unwrap().len(), 3, "c was never inserted, so has no row");
     }
 
     #[tokio::test]
@@ -1157,93 +861,5 @@ mod tests {
         assert!(unfinished.contains("jobs_unfinished"), "{unfinished}");
         let recent = plan(format!("SELECT local_id FROM {RECENT_JOBS} LIMIT 10")).await;
         assert!(recent.contains("jobs_by_created") && !recent.contains("TEMP B-TREE"), "{recent}");
-    }
-
-    #[tokio::test]
-    async fn creates_in_flight_at_a_crash_become_unknown() {
-        let (_dir, store) = store().await;
-        let key = store.insert_key(&new_key("k")).await.unwrap();
-        let job = new_job(key.id);
-        store.begin_job(&job).await.unwrap();
-        assert_eq!(store.pending_to_unknown().await.unwrap(), 1);
-        assert!(store.unfinished_jobs().await.unwrap().is_empty(), "an unknown job has no id to poll");
-        assert_eq!(store.pending_to_unknown().await.unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_finished_job_queues_its_webhook_and_each_attempt_queues_the_next() {
-        let (_dir, store) = store().await;
-        let mut with_hook = new_key("hooked");
-        with_hook.webhook =
-            Some(Webhook { url: "http://127.0.0.1:9/hook".into(), secret: "whsec_s".to_owned().into() });
-        let key = store.insert_key(&with_hook).await.unwrap();
-        assert_eq!(key.webhook_url.as_deref(), Some("http://127.0.0.1:9/hook"));
-        let job = new_job(key.id);
-        store.begin_job(&job).await.unwrap();
-        store.job_created("l1", "g1", "queued", "{}").await.unwrap();
-        assert_eq!(store.next_webhook_due(&[]).await.unwrap(), None);
-        let charged = store.job_finished("g1", &end("completed", 1.0)).await.unwrap().unwrap();
-        assert!(charged.webhook_queued);
-
-        let lease = now_ms() + 30_000;
-        assert!(store.claim_due_webhooks(now_ms() + 1000, 10, &[key.id], lease).await.unwrap().is_empty());
-        assert_eq!(store.next_webhook_due(&[key.id]).await.unwrap(), None, "the key is skipped");
-        let due = store.claim_due_webhooks(now_ms() + 1000, 10, &[], lease).await.unwrap();
-        assert_eq!(due.len(), 1);
-        assert!(
-            store.claim_due_webhooks(now_ms() + 1000, 10, &[], lease).await.unwrap().is_empty(),
-            "a claimed attempt is not taken twice"
-        );
-        assert_eq!(store.next_webhook_due(&[]).await.unwrap(), Some(lease), "due again if never recorded");
-        let first = &due[0];
-        assert_eq!((first.attempt, first.body.as_str()), (1, "{\"id\":\"g1\"}"));
-        let target = first.target.as_ref().unwrap();
-        assert_eq!(target.secret.expose_secret(), "whsec_s");
-        let retry_at = now_ms() + 60_000;
-        let failed = AttemptOutcome {
-            state: delivery::FAILED,
-            url: Some(target.url.clone()),
-            response_status: Some(500),
-            error: Some("answered 500".into()),
-            attempted_at_ms: now_ms(),
-            duration_ms: 3,
-            retry_at_ms: Some(retry_at),
-        };
-        store.webhook_attempted(first.id, &failed).await.unwrap();
-        assert!(
-            store.claim_due_webhooks(now_ms() + 1000, 10, &[], lease).await.unwrap().is_empty(),
-            "the retry is not due yet"
-        );
-        assert_eq!(store.next_webhook_due(&[]).await.unwrap(), Some(retry_at));
-
-        // Once the key is revoked, the retry finds no webhook to go to.
-        store.revoke_key("hooked").await.unwrap();
-        let due = store.claim_due_webhooks(retry_at, 10, &[], retry_at + 30_000).await.unwrap();
-        assert_eq!((due[0].attempt, due[0].target.is_none()), (2, true));
-        // Released, it is due when asked: at once after a stop, later for a resting host.
-        store.release_webhooks(&[due[0].id], retry_at + 5).await.unwrap();
-        assert_eq!(store.next_webhook_due(&[]).await.unwrap(), Some(retry_at + 5));
-        let attempts = store.webhook_attempts("g1").await.unwrap();
-        assert_eq!(attempts.len(), 2);
-        assert_eq!(attempts[0].delivery_id, attempts[1].delivery_id);
-        assert_eq!((attempts[0].state.as_str(), attempts[0].response_status), ("failed", Some(500)));
-        assert_eq!((attempts[1].state.as_str(), attempts[1].due_at_ms), ("pending", retry_at + 5));
-    }
-
-    #[tokio::test]
-    async fn a_webhook_url_is_set_only_with_a_secret_and_removed_with_it() {
-        let (_dir, store) = store().await;
-        store.insert_key(&new_key("k")).await.unwrap();
-        let set: KeyUpdate = serde_json::from_str(r#"{"webhook_url": "https://example.com/h"}"#).unwrap();
-        assert!(matches!(store.update_key("k", &set, None).await, Err(StoreError::Invalid(_))));
-        let secret = SecretString::from("whsec_new".to_owned());
-        let updated = store.update_key("k", &set, Some(&secret)).await.unwrap().unwrap();
-        assert_eq!(updated.webhook_url.as_deref(), Some("https://example.com/h"));
-        let remove: KeyUpdate = serde_json::from_str(r#"{"webhook_url": null}"#).unwrap();
-        let updated = store.update_key("k", &remove, None).await.unwrap().unwrap();
-        assert_eq!(updated.webhook_url, None);
-        let secret: Option<String> =
-            sqlx::query_scalar("SELECT webhook_secret FROM keys").fetch_one(&store.pool).await.unwrap();
-        assert_eq!(secret, None, "the secret goes with its URL");
     }
 }

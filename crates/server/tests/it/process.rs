@@ -1,5 +1,6 @@
 //! The real binary: `keys create`, `serve`, and `kill -9`.
 
+use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,12 +10,12 @@ use crate::support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_aimlvid-server");
 
 /// Starts `aimlvid-server serve` on a free port; returns it and its address.
-fn spawn_server(sim_url: &str, db: &std::path::Path) -> (Child, String) {
+fn spawn_server(sim_url: &str, db: &OsStr) -> (Child, String) {
     spawn_server_with(sim_url, db, &[])
 }
 
 /// [`spawn_server`] with more arguments to `serve`.
-fn spawn_server_with(sim_url: &str, db: &std::path::Path, extra: &[&std::ffi::OsStr]) -> (Child, String) {
+fn spawn_server_with(sim_url: &str, db: &OsStr, extra: &[&OsStr]) -> (Child, String) {
     let (child, url, _log) = spawn_server_logged(sim_url, db, extra, "info");
     (child, url)
 }
@@ -23,8 +24,8 @@ fn spawn_server_with(sim_url: &str, db: &std::path::Path, extra: &[&std::ffi::Os
 /// that names the address.
 fn spawn_server_logged(
     sim_url: &str,
-    db: &std::path::Path,
-    extra: &[&std::ffi::OsStr],
+    db: &OsStr,
+    extra: &[&OsStr],
     rust_log: &str,
 ) -> (Child, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
@@ -66,18 +67,31 @@ fn spawn_server_logged(
 
 #[tokio::test]
 async fn nothing_is_lost_when_the_process_is_killed() {
-    let sim = frozen_sim().await;
     let (_dir, db) = temp_db();
+    killed_and_restarted(db.as_os_str()).await;
+}
+
+#[tokio::test]
+async fn nothing_is_lost_when_the_process_is_killed_on_postgres() {
+    let Some(database) = TestPostgres::create().await else { return };
+    killed_and_restarted(database.url.as_ref()).await;
+    database.drop().await;
+}
+
+/// Keys made by the command, a job created, the server killed, the job
+/// finished upstream meanwhile, and found finished and charged after a restart.
+async fn killed_and_restarted(db: &OsStr) {
+    let sim = frozen_sim().await;
     let output = Command::new(BIN)
         .args(["keys", "create", "kim", "--rpm", "1000", "--database"])
-        .arg(&db)
+        .arg(db)
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     assert!(key.starts_with("amv_"));
 
-    let (mut first, url) = spawn_server(&sim.base_url(), &db);
+    let (mut first, url) = spawn_server(&sim.base_url(), db);
     let endpoint = format!("{url}/v2/video/generations");
     let http = reqwest::Client::new();
     let created = post(&http, &endpoint, Some(&key), &create_body("kill me")).await;
@@ -90,7 +104,7 @@ async fn nothing_is_lost_when_the_process_is_killed() {
     // A resumed job keeps its schedule (first poll 85 s after its create by
     // default); a zero first delay has the restarted server poll it at once.
     let (mut second, url) =
-        spawn_server_with(&sim.base_url(), &db, &["--poll-first-delay".as_ref(), "0".as_ref()]);
+        spawn_server_with(&sim.base_url(), db, &["--poll-first-delay".as_ref(), "0".as_ref()]);
     let endpoint = format!("{url}/v2/video/generations");
     let deadline = Instant::now() + Duration::from_secs(20);
     let done = loop {
@@ -106,7 +120,7 @@ async fn nothing_is_lost_when_the_process_is_killed() {
     second.kill().unwrap();
     second.wait().unwrap();
 
-    let listed = Command::new(BIN).args(["keys", "list", "--database"]).arg(&db).output().unwrap();
+    let listed = Command::new(BIN).args(["keys", "list", "--database"]).arg(db).output().unwrap();
     let listed = String::from_utf8(listed.stdout).unwrap();
     assert!(listed.contains("kim") && !listed.contains(&key), "{listed}");
     assert!(listed.contains(&sim.config().credits_per_job.to_string()), "{listed}");
@@ -159,7 +173,7 @@ async fn serve_takes_its_certificate_and_key_from_flags() {
         std::ffi::OsStr::new("--tls-key"),
         key.as_os_str(),
     ];
-    let (mut server, url) = spawn_server_with(&sim.base_url(), &db, &flags);
+    let (mut server, url) = spawn_server_with(&sim.base_url(), db.as_os_str(), &flags);
 
     let address: std::net::SocketAddr = url.strip_prefix("http://").unwrap().parse().unwrap();
     let http = reqwest::Client::builder()
@@ -192,7 +206,7 @@ async fn json_logs_are_one_object_per_line_with_the_request_id() {
     // Access lines are debug-level: off by default, on when asked for.
     let (mut server, url, log) = spawn_server_logged(
         &sim.base_url(),
-        &db,
+        db.as_os_str(),
         &["--log-format".as_ref(), "json".as_ref()],
         "info,aimlvid_server=debug,tower_http=debug",
     );

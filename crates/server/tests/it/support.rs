@@ -302,3 +302,35 @@ pub(crate) fn metric(proxy: &Proxy, name: &str) -> f64 {
     let line = text.lines().find(|l| l.split_once(' ').is_some_and(|(n, _)| n == name)).expect(name);
     line.rsplit_once(' ').unwrap().1.parse().unwrap()
 }
+
+/// A schema of its own in the test PostgreSQL (`AIMLVID_TEST_POSTGRES`),
+/// named in the URL a server is given, so that cases never see each
+/// other's rows.
+pub(crate) struct TestPostgres {
+    /// The database URL with `search_path` set to the schema.
+    pub(crate) url: String,
+    admin: sqlx::PgPool,
+    schema: String,
+}
+
+impl TestPostgres {
+    /// A fresh schema, or `None` (said on stderr) without a test database.
+    pub(crate) async fn create() -> Option<TestPostgres> {
+        let Ok(base) = std::env::var("AIMLVID_TEST_POSTGRES") else {
+            eprintln!("skipped: AIMLVID_TEST_POSTGRES is not set (a postgres:// URL runs this case)");
+            return None;
+        };
+        let admin = sqlx::PgPool::connect(&base).await.expect("the test database answers");
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.unwrap();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        Some(TestPostgres { url, admin, schema })
+    }
+
+    /// Drops the schema (a failed case keeps it, to look at).
+    pub(crate) async fn drop(self) {
+        let drop = format!("DROP SCHEMA {} CASCADE", self.schema);
+        sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&self.admin).await.unwrap();
+    }
+}

@@ -1,0 +1,700 @@
+//! The PostgreSQL backend: for a team that runs several replicas on one
+//! database, or that keeps its state where its other data is.
+//!
+//! Every statement is atomic on its own where SQLite relied on its single
+//! writer: a charge is `UPDATE … WHERE credits_charged IS NULL RETURNING`,
+//! a webhook claim is `FOR UPDATE SKIP LOCKED`, so replicas sharing the
+//! database never charge or claim anything twice.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Postgres, Transaction};
+
+use super::rows::{
+    ATTEMPT_COLUMNS, AttemptRow, DueRow, FINISHED, JOB_COLUMNS, KEY_COLUMNS, KeyRow, is_constraint,
+    is_unique_violation, models_json, now, now_ms, records,
+};
+use super::{
+    AttemptOutcome, BatchResult, Begun, Charged, DueWebhook, JobEnd, JobRecord, JobStore, JobWrite, KeyId,
+    KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, Store, StoreError, StoreResult, WebhookAttempt,
+    WebhookStore, WriteOutcome, delivery, status,
+};
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host/db`: a secret, for its password.
+    pub url: SecretString,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// The schema to use instead of the role's default (`search_path`);
+    /// tests give each run its own.
+    pub schema: Option<String>,
+    /// How long a request waits for a connection before it fails.
+    pub acquire_timeout: Duration,
+}
+
+impl PostgresSettings {
+    /// The database at `url`, with a pool sized for this machine.
+    pub fn new(url: SecretString) -> Self {
+        PostgresSettings {
+            url,
+            max_connections: default_pool_size(),
+            schema: None,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Four connections per core, at least 8 and at most 64: a server's hot
+/// path does not touch the database (statuses are answered from memory), so
+/// the pool serves the writer, the scheduler's claims and misses.
+fn default_pool_size() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    u32::try_from(cores * 4).unwrap_or(64).clamp(8, 64)
+}
+
+/// Keys and jobs in a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and migrates (under PostgreSQL's advisory lock, so replicas
+    /// starting together migrate once).
+    pub async fn open(settings: &PostgresSettings) -> StoreResult<Self> {
+        let store = PostgresStore::connect(settings).await?;
+        sqlx::migrate!("./migrations-postgres").run(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// [`PostgresStore::open`] for a command that works beside running
+    /// servers (`keys`, `jobs`): it migrates only an empty database, and
+    /// refuses one whose schema differs from this build's.
+    pub async fn open_beside_server(settings: &PostgresSettings) -> StoreResult<Self> {
+        let store = PostgresStore::connect(settings).await?;
+        let applied: Result<Vec<i64>, sqlx::Error> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&store.pool)
+                .await;
+        let known: Vec<i64> = sqlx::migrate!("./migrations-postgres").iter().map(|m| m.version).collect();
+        match applied {
+            Err(_) => {
+                sqlx::migrate!("./migrations-postgres").run(&store.pool).await?;
+                Ok(store)
+            }
+            Ok(applied) if applied.iter().any(|v| !known.contains(v)) => Err(StoreError::Invalid(
+                "the database was migrated by a newer aimlvid-server; use that version's commands".into(),
+            )),
+            Ok(applied) if known.iter().any(|v| !applied.contains(v)) => Err(StoreError::Invalid(
+                "the database has an older schema than this aimlvid-server; run `aimlvid-server migrate` \
+                 (or start this version's `serve`) first"
+                    .into(),
+            )),
+            Ok(_) => Ok(store),
+        }
+    }
+
+    async fn connect(settings: &PostgresSettings) -> StoreResult<Self> {
+        let mut options: PgConnectOptions = settings.url.expose_secret().parse()?;
+        options = options.application_name("aimlvid-server");
+        if let Some(schema) = &settings.schema {
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections.max(2))
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn key_by_name(&self, name: &str) -> StoreResult<Option<KeyRecord>> {
+        let row: Option<KeyRow> =
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = $1")))
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(KeyRecord::try_from).transpose()
+    }
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn insert_key(&self, key: &NewKey) -> StoreResult<KeyRecord> {
+        let inserted: Result<KeyRow, sqlx::Error> = sqlx::query_as(AssertSqlSafe(format!(
+            "INSERT INTO keys (name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, \
+             budget_period, created_at, webhook_url, webhook_secret) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {KEY_COLUMNS}"
+        )))
+        .bind(&key.name)
+        .bind(key.hash.as_slice())
+        .bind(&key.prefix)
+        .bind(models_json(&key.limits.allowed_models))
+        .bind(key.limits.rpm.map(i64::from))
+        .bind(key.limits.max_unfinished.map(i64::from))
+        .bind(key.limits.credit_budget)
+        .bind(key.limits.budget_period.map(|p| p.as_str()))
+        .bind(now())
+        .bind(key.webhook.as_ref().map(|w| w.url.as_str()))
+        .bind(key.webhook.as_ref().map(|w| w.secret.expose_secret()))
+        .fetch_one(&self.pool)
+        .await;
+        match inserted {
+            Ok(row) => row.try_into(),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Conflict(format!("a key named {:?}", key.name)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        let rows: Vec<KeyRow> =
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY id")))
+                .fetch_all(&self.pool)
+                .await?;
+        records(rows)
+    }
+
+    async fn keys_version(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT version FROM key_changes").fetch_one(&self.pool).await?)
+    }
+
+    async fn update_key(
+        &self,
+        name: &str,
+        update: &KeyUpdate,
+        webhook_secret: Option<&SecretString>,
+    ) -> StoreResult<Option<KeyRecord>> {
+        if matches!(update.webhook_url, Some(Some(_))) && webhook_secret.is_none() {
+            return Err(StoreError::Invalid("a new webhook URL needs a new secret".into()));
+        }
+        let mut tx = self.pool.begin().await?;
+        let row: Option<KeyRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE name = $1 FOR UPDATE"
+        )))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut key = KeyRecord::try_from(row)?;
+        update.apply(&mut key.limits, &mut key.enabled);
+        sqlx::query(
+            "UPDATE keys SET allowed_models = $1, rpm = $2, max_unfinished = $3, credit_budget = $4, \
+             budget_period = $5, enabled = $6 WHERE id = $7",
+        )
+        .bind(models_json(&key.limits.allowed_models))
+        .bind(key.limits.rpm.map(i64::from))
+        .bind(key.limits.max_unfinished.map(i64::from))
+        .bind(key.limits.credit_budget)
+        .bind(key.limits.budget_period.map(|p| p.as_str()))
+        .bind(key.enabled)
+        .bind(key.id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(url) = &update.webhook_url {
+            sqlx::query("UPDATE keys SET webhook_url = $1, webhook_secret = $2 WHERE id = $3")
+                .bind(url)
+                .bind(url.as_ref().and(webhook_secret).map(|s| s.expose_secret()))
+                .bind(key.id)
+                .execute(&mut *tx)
+                .await?;
+            key.webhook_url.clone_from(url);
+        }
+        tx.commit().await?;
+        Ok(Some(key))
+    }
+
+    async fn rotate_key(&self, name: &str, hash: &[u8; 32], prefix: &str) -> StoreResult<Option<KeyRecord>> {
+        let row: Option<KeyRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE keys SET hash = $1, prefix = $2 WHERE name = $3 AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
+        )))
+        .bind(hash.as_slice())
+        .bind(prefix)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(KeyRecord::try_from).transpose()
+    }
+
+    async fn revoke_key(&self, name: &str) -> StoreResult<Option<KeyRecord>> {
+        sqlx::query("UPDATE keys SET revoked_at = COALESCE(revoked_at, $1), enabled = FALSE WHERE name = $2")
+            .bind(now())
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        self.key_by_name(name).await
+    }
+}
+
+/// One job write inside the batch's transaction. `Ok(Err(_))` is a write
+/// refused for good (the batch goes on, from a savepoint, since PostgreSQL
+/// aborts a transaction at its first error); `Err(_)` aborts the batch.
+async fn apply_write(
+    tx: &mut Transaction<'_, Postgres>,
+    write: &JobWrite,
+    now: i64,
+) -> Result<StoreResult<WriteOutcome>, sqlx::Error> {
+    let done = Ok(WriteOutcome::Done);
+    Ok(match write {
+        JobWrite::Begin(_) => begin_many(tx, std::slice::from_ref(write), now)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("a create went unrecorded".into()))),
+        JobWrite::Created { local_id, generation_id, status, body, receipt } => {
+            let mut savepoint = sqlx::Connection::begin(&mut **tx).await?;
+            let updated = sqlx::query(
+                "UPDATE jobs SET generation_id = $1, status = $2, body = $3, receipt = $4, updated_at = $5 \
+                 WHERE local_id = $6",
+            )
+            .bind(generation_id)
+            .bind(status)
+            .bind(body)
+            .bind(receipt)
+            .bind(now)
+            .bind(local_id)
+            .execute(&mut *savepoint)
+            .await;
+            match updated {
+                Ok(_) => {
+                    savepoint.commit().await?;
+                    done
+                }
+                Err(e) if is_constraint(&e) => {
+                    savepoint.rollback().await?;
+                    Err(e.into())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        JobWrite::Unknown { local_id, note } => {
+            sqlx::query("UPDATE jobs SET status = $1, note = $2, updated_at = $3 WHERE local_id = $4")
+                .bind(status::UNKNOWN)
+                .bind(note)
+                .bind(now)
+                .bind(local_id)
+                .execute(&mut **tx)
+                .await?;
+            done
+        }
+        JobWrite::Gone { generation_id, note } => {
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE jobs SET status = $1, note = $2, updated_at = $3 \
+                 WHERE generation_id = $4 AND status NOT IN {FINISHED}"
+            )))
+            .bind(status::UNKNOWN)
+            .bind(note)
+            .bind(now)
+            .bind(generation_id)
+            .execute(&mut **tx)
+            .await?;
+            done
+        }
+        JobWrite::Abandon { local_id } => {
+            sqlx::query("DELETE FROM jobs WHERE local_id = $1 AND generation_id IS NULL")
+                .bind(local_id)
+                .execute(&mut **tx)
+                .await?;
+            done
+        }
+        JobWrite::Changed { generation_id, status, body } => {
+            // Never moves a finished job back: a late, reordered answer must not undo its end.
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE jobs SET status = $1, body = $2, updated_at = $3 \
+                 WHERE generation_id = $4 AND status NOT IN {FINISHED}"
+            )))
+            .bind(status)
+            .bind(body)
+            .bind(now)
+            .bind(generation_id)
+            .execute(&mut **tx)
+            .await?;
+            done
+        }
+        JobWrite::Finished { generation_id, end } => {
+            Ok(WriteOutcome::Finished(finish_job(tx, generation_id, end, now).await?))
+        }
+        JobWrite::Prune { before, limit } => {
+            let doomed = "SELECT generation_id FROM jobs \
+                 WHERE created_at < $1 AND credits_charged IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+                     WHERE d.generation_id = jobs.generation_id AND d.state = 'pending') \
+                 ORDER BY created_at LIMIT $2";
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM webhook_deliveries WHERE generation_id IN ({doomed})"
+            )))
+            .bind(before)
+            .bind(i64::from(*limit))
+            .execute(&mut **tx)
+            .await?;
+            let pruned =
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM jobs WHERE generation_id IN ({doomed})")))
+                    .bind(before)
+                    .bind(i64::from(*limit))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+            Ok(WriteOutcome::Pruned(pruned))
+        }
+        JobWrite::ModelTiming { model, timing } => {
+            sqlx::query(
+                "INSERT INTO model_timings (model, timing, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (model) DO UPDATE SET timing = excluded.timing, updated_at = excluded.updated_at",
+            )
+            .bind(model)
+            .bind(timing)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            done
+        }
+    })
+}
+
+/// [`JobWrite::Begin`]s in one `INSERT … SELECT FROM UNNEST(…)`; rows that
+/// conflict (an Idempotency-Key used before) are then looked up one by one.
+async fn begin_many(
+    tx: &mut Transaction<'_, Postgres>,
+    writes: &[JobWrite],
+    now: i64,
+) -> Result<Vec<StoreResult<WriteOutcome>>, sqlx::Error> {
+    let jobs: Vec<&NewJob> =
+        writes.iter().filter_map(|w| if let JobWrite::Begin(j) = w { Some(j) } else { None }).collect();
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, created_at, updated_at) \
+         SELECT local_id, key_id, $3, model, idempotency_key, request_hash, $7, $7 \
+         FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::text[], $6::bytea[]) \
+             AS j (local_id, key_id, model, idempotency_key, request_hash) \
+         ON CONFLICT DO NOTHING RETURNING local_id",
+    )
+    .bind(jobs.iter().map(|j| j.local_id.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.key_id).collect::<Vec<_>>())
+    .bind(status::PENDING)
+    .bind(jobs.iter().map(|j| j.model.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.idempotency_key.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.request_hash.to_vec()).collect::<Vec<_>>())
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?;
+    let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        outcomes.push(if inserted.contains(&job.local_id) {
+            Ok(WriteOutcome::Begun(Begun::Inserted))
+        } else {
+            // Conflicts only on the key's Idempotency-Key (local ids are
+            // random): the earlier job is the answer.
+            let row: Option<JobRecord> = sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE key_id = $1 AND idempotency_key = $2"
+            )))
+            .bind(job.key_id)
+            .bind(&job.idempotency_key)
+            .fetch_optional(&mut **tx)
+            .await?;
+            match row {
+                Some(existing) => Ok(WriteOutcome::Begun(Begun::Existing(Box::new(existing)))),
+                None => Err(StoreError::Conflict(format!("a job with local id {:?}", job.local_id))),
+            }
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Records a job's end and charges its key, at most once, whichever replica
+/// gets there first; queues its webhook.
+async fn finish_job(
+    tx: &mut Transaction<'_, Postgres>,
+    generation_id: &str,
+    end: &JobEnd,
+    now: i64,
+) -> Result<Option<Charged>, sqlx::Error> {
+    let key_id: Option<KeyId> = sqlx::query_scalar(
+        "UPDATE jobs SET status = $1, body = $2, credits_charged = $3, updated_at = $4 \
+         WHERE generation_id = $5 AND credits_charged IS NULL RETURNING key_id",
+    )
+    .bind(&end.status)
+    .bind(&end.body)
+    .bind(end.credits)
+    .bind(now)
+    .bind(generation_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(key_id) = key_id else { return Ok(None) };
+    // The lifetime figure, and the current period's: a charge in a new
+    // period starts its count afresh.
+    let starts = [
+        super::BudgetPeriod::Day.start_of(now),
+        super::BudgetPeriod::Week.start_of(now),
+        super::BudgetPeriod::Month.start_of(now),
+    ];
+    let (key_credits_used, period, period_start, period_credits): (f64, Option<String>, Option<i64>, f64) =
+        sqlx::query_as(
+            "UPDATE keys SET credits_used = credits_used + $1::float8, \
+             period_credits = CASE WHEN budget_period IS NULL THEN 0 \
+                 WHEN period_start IS NOT DISTINCT FROM \
+                     (CASE budget_period WHEN 'day' THEN $2::bigint WHEN 'week' THEN $3::bigint ELSE $4::bigint END) \
+                 THEN period_credits + $1::float8 ELSE $1::float8 END, \
+             period_start = CASE budget_period WHEN 'day' THEN $2::bigint WHEN 'week' THEN $3::bigint \
+                 WHEN 'month' THEN $4::bigint END \
+             WHERE id = $5 RETURNING credits_used, budget_period, period_start, period_credits",
+        )
+        .bind(end.credits)
+        .bind(starts[0])
+        .bind(starts[1])
+        .bind(starts[2])
+        .bind(key_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let key_period = period.and(period_start).map(|start| (start, period_credits));
+    let now_ms = now_ms();
+    let queued = sqlx::query(
+        "INSERT INTO webhook_deliveries \
+         (delivery_id, attempt, key_id, generation_id, event, body, state, due_at, created_at) \
+         SELECT replace(gen_random_uuid()::text, '-', ''), 1, id, $1, $2, $3, $4, $5, $5 FROM keys \
+         WHERE id = $6 AND webhook_url IS NOT NULL AND revoked_at IS NULL",
+    )
+    .bind(generation_id)
+    .bind(&end.status)
+    .bind(&end.announcement)
+    .bind(delivery::PENDING)
+    .bind(now_ms)
+    .bind(key_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(Some(Charged { key_id, webhook_queued: queued > 0, key_credits_used, key_period }))
+}
+
+#[async_trait]
+impl JobStore for PostgresStore {
+    async fn apply(&self, writes: &[JobWrite]) -> BatchResult {
+        let mut tx = self.pool.begin().await?;
+        let now = now();
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut rest = writes;
+        while let Some(first) = rest.first() {
+            // Runs of creates go in one statement: a statement is a round trip.
+            let run = rest
+                .iter()
+                .take_while(|w| std::mem::discriminant(*w) == std::mem::discriminant(first))
+                .count();
+            let (these, next) = rest.split_at(run);
+            rest = next;
+            if matches!(first, JobWrite::Begin(_)) {
+                outcomes.extend(begin_many(&mut tx, these, now).await?);
+                continue;
+            }
+            for write in these {
+                outcomes.push(apply_write(&mut tx, write, now).await?);
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn job_by_idempotency_key(
+        &self,
+        key_id: KeyId,
+        idempotency_key: &str,
+    ) -> StoreResult<Option<JobRecord>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE key_id = $1 AND idempotency_key = $2"
+        )))
+        .bind(key_id)
+        .bind(idempotency_key)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn job_by_generation(&self, generation_id: &str) -> StoreResult<Option<JobRecord>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE generation_id = $1")))
+            .bind(generation_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn unfinished_jobs(&self) -> StoreResult<Vec<JobRecord>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE generation_id IS NOT NULL AND credits_charged IS NULL"
+        )))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn unknown_jobs(&self) -> StoreResult<Vec<JobRecord>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 AND generation_id IS NULL ORDER BY created_at, seq"
+        )))
+        .bind(status::UNKNOWN)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn jobs_needing_attention(&self) -> StoreResult<Vec<JobRecord>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 ORDER BY created_at, seq"
+        )))
+        .bind(status::UNKNOWN)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn model_costs(&self) -> StoreResult<Vec<(String, f64, u64)>> {
+        let rows: Vec<(String, f64, i64)> = sqlx::query_as(
+            "SELECT model, AVG(credits_charged)::float8, COUNT(*) FROM jobs \
+             WHERE created_at >= $1 AND credits_charged > 0 GROUP BY model",
+        )
+        .bind(now() - 30 * 86_400)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(model, average, n)| (model, average, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    async fn recent_jobs(&self, limit: u32) -> StoreResult<Vec<JobRecord>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE generation_id IS NOT NULL \
+             ORDER BY created_at DESC, seq DESC LIMIT $1"
+        )))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn pending_to_unknown(&self) -> StoreResult<u64> {
+        let done = sqlx::query("UPDATE jobs SET status = $1, note = $2, updated_at = $3 WHERE status = $4")
+            .bind(status::UNKNOWN)
+            .bind("the server stopped while the create was in flight")
+            .bind(now())
+            .bind(status::PENDING)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn model_timings(&self) -> StoreResult<Vec<(String, String)>> {
+        Ok(sqlx::query_as("SELECT model, timing FROM model_timings ORDER BY model")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl WebhookStore for PostgresStore {
+    async fn claim_due_webhooks(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        skip: &[KeyId],
+        lease_until_ms: i64,
+    ) -> StoreResult<Vec<DueWebhook>> {
+        // SKIP LOCKED: replicas claiming at once each take different rows.
+        let mut rows: Vec<DueRow> = sqlx::query_as(
+            "UPDATE webhook_deliveries d SET due_at = $4 FROM keys k \
+             WHERE k.id = d.key_id AND d.id IN ( \
+                 SELECT id FROM webhook_deliveries \
+                 WHERE state = $1 AND due_at <= $2 AND NOT (key_id = ANY($5)) \
+                 ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING d.id, d.delivery_id, d.attempt, d.key_id, d.generation_id, d.body, \
+                 CASE WHEN k.revoked_at IS NULL AND k.enabled THEN k.webhook_url END AS url, \
+                 k.webhook_secret AS secret",
+        )
+        .bind(delivery::PENDING)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .bind(lease_until_ms)
+        .bind(skip)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.sort_by_key(DueRow::id);
+        records(rows)
+    }
+
+    async fn release_webhooks(&self, ids: &[i64], due_ms: i64) -> StoreResult<()> {
+        if !ids.is_empty() {
+            sqlx::query("UPDATE webhook_deliveries SET due_at = $1 WHERE state = $2 AND id = ANY($3)")
+                .bind(due_ms)
+                .bind(delivery::PENDING)
+                .bind(ids)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn next_webhook_due(&self, skip: &[KeyId]) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(due_at) FROM webhook_deliveries WHERE state = $1 AND NOT (key_id = ANY($2))",
+        )
+        .bind(delivery::PENDING)
+        .bind(skip)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn webhook_attempted(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let recorded = sqlx::query(
+            "UPDATE webhook_deliveries SET state = $1, url = $2, response_status = $3, error = $4, \
+             attempted_at = $5, duration_ms = $6 WHERE id = $7 AND state = $8",
+        )
+        .bind(outcome.state)
+        .bind(&outcome.url)
+        .bind(outcome.response_status.map(i64::from))
+        .bind(&outcome.error)
+        .bind(outcome.attempted_at_ms)
+        .bind(outcome.duration_ms)
+        .bind(id)
+        .bind(delivery::PENDING)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Recorded already (an attempt made twice after its claim lapsed): one retry is queued, not two.
+        if let (1, Some(retry_at)) = (recorded, outcome.retry_at_ms) {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries \
+                 (delivery_id, attempt, key_id, generation_id, event, body, state, due_at, created_at) \
+                 SELECT delivery_id, attempt + 1, key_id, generation_id, event, body, $1, $2, $3 \
+                 FROM webhook_deliveries WHERE id = $4",
+            )
+            .bind(delivery::PENDING)
+            .bind(retry_at)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn webhook_attempts(&self, generation_id: &str) -> StoreResult<Vec<WebhookAttempt>> {
+        let rows: Vec<AttemptRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM webhook_deliveries WHERE generation_id = $1 ORDER BY id"
+        )))
+        .bind(generation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        records(rows)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,375 @@
+//! The storage suite: every backend behaves the same, checked by running
+//! each case on SQLite and on PostgreSQL. The PostgreSQL cases need a
+//! database in `AIMLVID_TEST_POSTGRES` (`.ci/run` starts one); without it
+//! they say so and pass, so a contributor without PostgreSQL runs the rest.
+
+use secrecy::{ExposeSecret as _, SecretString};
+
+use super::rows::{now, now_ms};
+use super::*;
+
+/// The variable that names the test database.
+pub(crate) const POSTGRES_ENV: &str = "AIMLVID_TEST_POSTGRES";
+
+/// A store to test, and what it takes to reach its tables directly.
+pub(crate) enum Backend {
+    /// The directory is kept for as long as its database is used.
+    Sqlite { _dir: tempfile::TempDir, store: SqliteStore },
+    /// Each case gets a schema of its own in the test database.
+    Postgres { store: PostgresStore, admin: sqlx::PgPool, schema: String },
+}
+
+impl Backend {
+    pub(crate) async fn sqlite() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        Backend::Sqlite { _dir: dir, store }
+    }
+
+    /// A fresh schema in the test database, or `None` (said once per case) without one.
+    pub(crate) async fn postgres() -> Option<Backend> {
+        let Ok(url) = std::env::var(POSTGRES_ENV) else {
+            eprintln!("skipped: {POSTGRES_ENV} is not set (a postgres:// URL runs these cases)");
+            return None;
+        };
+        let admin = sqlx::PgPool::connect(&url).await.expect("the test database answers");
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.unwrap();
+        let settings = PostgresSettings {
+            schema: Some(schema.clone()),
+            max_connections: 4,
+            ..PostgresSettings::new(SecretString::from(url))
+        };
+        let store = PostgresStore::open(&settings).await.unwrap();
+        Some(Backend::Postgres { store, admin, schema })
+    }
+
+    pub(crate) fn store(&self) -> &dyn Store {
+        match self {
+            Backend::Sqlite { store, .. } => store,
+            Backend::Postgres { store, .. } => store,
+        }
+    }
+
+    /// Runs `sql` (with `$1` for `value`) on the store's tables.
+    pub(crate) async fn exec(&self, sql: &str, value: i64) {
+        match self {
+            Backend::Sqlite { store, .. } => {
+                sqlx::query(sqlx::AssertSqlSafe(sql.replace("$1", "?1")))
+                    .bind(value)
+                    .execute(&store.writes)
+                    .await
+                    .unwrap();
+            }
+            Backend::Postgres { admin, schema, .. } => {
+                let mut tx = admin.begin().await.unwrap();
+                let path = format!("SET LOCAL search_path TO {schema}");
+                sqlx::query(sqlx::AssertSqlSafe(path)).execute(&mut *tx).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).bind(value).execute(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        }
+    }
+
+    /// Every key's webhook secret, as stored.
+    pub(crate) async fn webhook_secrets(&self) -> Vec<Option<String>> {
+        let sql = "SELECT webhook_secret FROM keys ORDER BY id";
+        match self {
+            Backend::Sqlite { store, .. } => sqlx::query_scalar(sql).fetch_all(&store.pool).await.unwrap(),
+            Backend::Postgres { admin, schema, .. } => {
+                let sql = format!("SELECT webhook_secret FROM {schema}.keys ORDER BY id");
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(admin).await.unwrap()
+            }
+        }
+    }
+
+    /// Drops a case's schema once it passed (a failed one is kept to look at).
+    pub(crate) async fn finish(self) {
+        if let Backend::Postgres { store, admin, schema } = self {
+            store.close().await;
+            let drop = format!("DROP SCHEMA {schema} CASCADE");
+            sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await.unwrap();
+        }
+    }
+}
+
+/// Runs each case on both backends, as `sqlite::case` and `postgres::case`.
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let backend = super::Backend::sqlite().await;
+                    super::$case(&backend).await;
+                    backend.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(backend) = super::Backend::postgres().await else { return };
+                    super::$case(&backend).await;
+                    backend.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    charges_count_towards_the_current_budget_period_only,
+    pruning_forgets_old_finished_jobs_but_not_running_ones_or_pending_deliveries,
+    keys_round_trip_update_and_revoke,
+    a_job_is_charged_once_and_idempotency_keys_find_their_job,
+    a_batch_stores_runs_of_creates_together_and_refuses_only_a_bad_row,
+    creates_in_flight_at_a_crash_become_unknown,
+    a_finished_job_queues_its_webhook_and_each_attempt_queues_the_next,
+    a_webhook_url_is_set_only_with_a_secret_and_removed_with_it,
+);
+
+fn new_key(name: &str) -> NewKey {
+    NewKey {
+        name: name.into(),
+        hash: [name.len() as u8; 32],
+        prefix: "amv_x".into(),
+        limits: KeyLimits::default(),
+        webhook: None,
+    }
+}
+
+/// Job `l1` of `key_id`, with no idempotency key.
+fn new_job(key_id: KeyId) -> NewJob {
+    NewJob { local_id: "l1".into(), key_id, model: "m".into(), idempotency_key: None, request_hash: [0; 32] }
+}
+
+fn end(status: &str, credits: f64) -> JobEnd {
+    JobEnd { status: status.into(), body: "{}".into(), credits, announcement: "{\"id\":\"g1\"}".into() }
+}
+
+async fn charges_count_towards_the_current_budget_period_only(b: &Backend) {
+    let store = b.store();
+    let mut key = new_key("pat");
+    key.limits.budget_period = Some(crate::store::BudgetPeriod::Day);
+    let key = store.insert_key(&key).await.unwrap();
+    let finish = |local: &'static str, generation: &'static str, credits: f64| async move {
+        store.begin_job(&NewJob { local_id: local.into(), ..new_job(key.id) }).await.unwrap();
+        store.job_created(local, generation, "queued", "{}").await.unwrap();
+        store.job_finished(generation, &end("completed", credits)).await.unwrap().unwrap()
+    };
+    let today = crate::store::BudgetPeriod::Day.start_of(now());
+    assert_eq!(finish("a", "ga", 5.0).await.key_period, Some((today, 5.0)));
+    assert_eq!(finish("b", "gb", 7.0).await.key_period, Some((today, 12.0)));
+    // The period turned over since: the next charge starts it afresh.
+    b.exec("UPDATE keys SET period_start = period_start - 86400 WHERE id = $1", key.id).await;
+    let charged = finish("c", "gc", 3.0).await;
+    assert_eq!(charged.key_period, Some((today, 3.0)));
+    assert_eq!(charged.key_credits_used, 15.0, "the lifetime figure keeps counting");
+    let stored = store.keys().await.unwrap().into_iter().find(|k| k.id == key.id).unwrap();
+    assert_eq!((stored.period_start, stored.period_credits), (Some(today), 3.0));
+}
+
+async fn pruning_forgets_old_finished_jobs_but_not_running_ones_or_pending_deliveries(b: &Backend) {
+    let store = b.store();
+    let key = store.insert_key(&new_key("ret")).await.unwrap();
+    for (local, generation) in
+        [("a", "old-done"), ("b", "old-running"), ("c", "new-done"), ("d", "old-pending")]
+    {
+        store.begin_job(&NewJob { local_id: local.into(), ..new_job(key.id) }).await.unwrap();
+        store.job_created(local, generation, "queued", "{}").await.unwrap();
+    }
+    for generation in ["old-done", "new-done", "old-pending"] {
+        store.job_finished(generation, &end("completed", 1.0)).await.unwrap();
+    }
+    b.exec(
+        "INSERT INTO webhook_deliveries (delivery_id, attempt, key_id, generation_id, event, body, state, \
+         due_at, created_at) VALUES ('x', 1, $1, 'old-pending', 'completed', '{}', 'pending', 0, 0)",
+        key.id,
+    )
+    .await;
+    let month_ago = now() - 40 * 86_400;
+    b.exec("UPDATE jobs SET created_at = $1 WHERE generation_id LIKE 'old-%'", month_ago).await;
+    let outcome = store.apply(&[JobWrite::Prune { before: now() - 30 * 86_400, limit: 100 }]).await.unwrap();
+    assert!(matches!(outcome[0], Ok(WriteOutcome::Pruned(1))), "{outcome:?}");
+    assert!(store.job_by_generation("old-done").await.unwrap().is_none());
+    for kept in ["old-running", "new-done", "old-pending"] {
+        assert!(store.job_by_generation(kept).await.unwrap().is_some(), "{kept}");
+    }
+    let keys = store.keys().await.unwrap();
+    assert_eq!(keys[0].credits_used, 3.0, "charges stay on the key");
+}
+
+async fn keys_round_trip_update_and_revoke(b: &Backend) {
+    let store = b.store();
+    let mut key = new_key("alice");
+    key.limits = KeyLimits {
+        allowed_models: Some(vec!["m1".into()]),
+        rpm: Some(60),
+        max_unfinished: Some(2),
+        credit_budget: Some(10.0),
+        budget_period: Some(crate::store::BudgetPeriod::Week),
+    };
+    let alice = store.insert_key(&key).await.unwrap();
+    assert_eq!(alice.limits, key.limits);
+    assert!(alice.enabled && !alice.revoked);
+    assert!(matches!(store.insert_key(&new_key("alice")).await, Err(StoreError::Conflict(_))));
+
+    let update: KeyUpdate = serde_json::from_str(r#"{"rpm": null, "enabled": false}"#).unwrap();
+    let updated = store.update_key("alice", &update, None).await.unwrap().unwrap();
+    assert_eq!(updated.limits.rpm, None);
+    assert_eq!(updated.limits.max_unfinished, Some(2), "fields left out stay as they were");
+    assert!(!updated.enabled);
+    assert_eq!(store.update_key("bob", &update, None).await.unwrap(), None);
+
+    let revoked = store.revoke_key("alice").await.unwrap().unwrap();
+    assert!(revoked.revoked);
+    assert_eq!(store.keys().await.unwrap(), vec![revoked]);
+}
+
+async fn a_job_is_charged_once_and_idempotency_keys_find_their_job(b: &Backend) {
+    let store = b.store();
+    let key = store.insert_key(&new_key("k")).await.unwrap();
+    let job = NewJob { idempotency_key: Some("idem".into()), request_hash: [7; 32], ..new_job(key.id) };
+    assert_eq!(store.begin_job(&job).await.unwrap(), Begun::Inserted);
+    let again = NewJob { local_id: "l2".into(), ..job.clone() };
+    let Begun::Existing(existing) = store.begin_job(&again).await.unwrap() else {
+        panic!("not deduplicated")
+    };
+    assert_eq!(existing.local_id, "l1");
+    assert_eq!(existing.status, status::PENDING);
+
+    store.job_created("l1", "g1", "queued", "{}").await.unwrap();
+    assert_eq!(store.unfinished_jobs().await.unwrap().len(), 1);
+    store.job_changed("g1", "generating", "{}").await.unwrap();
+    let charged = Charged { key_id: key.id, webhook_queued: false, key_credits_used: 5.0, key_period: None };
+    assert_eq!(store.job_finished("g1", &end("completed", 5.0)).await.unwrap(), Some(charged));
+    assert_eq!(store.job_finished("g1", &end("completed", 5.0)).await.unwrap(), None);
+    store.job_changed("g1", "generating", "{}").await.unwrap();
+    let done = store.job_by_generation("g1").await.unwrap().unwrap();
+    assert_eq!((done.status.as_str(), done.credits_charged), ("completed", Some(5.0)));
+    assert!(store.unfinished_jobs().await.unwrap().is_empty());
+    assert_eq!(store.keys().await.unwrap()[0].credits_used, 5.0);
+}
+
+async fn a_batch_stores_runs_of_creates_together_and_refuses_only_a_bad_row(b: &Backend) {
+    let store = b.store();
+    let key = store.insert_key(&new_key("k")).await.unwrap();
+    let job = |local: &str, idem: Option<&str>| {
+        JobWrite::Begin(NewJob {
+            local_id: local.into(),
+            idempotency_key: idem.map(Into::into),
+            ..new_job(key.id)
+        })
+    };
+    let created = |local: &str, generation: &str| JobWrite::Created {
+        local_id: local.into(),
+        generation_id: generation.into(),
+        status: "queued".into(),
+        body: "{}".into(),
+        receipt: None,
+    };
+    let outcomes = store
+        .apply(&[job("a", Some("i1")), job("b", None), job("c", Some("i1")), job("d", None)])
+        .await
+        .unwrap();
+    assert!(matches!(outcomes[0], Ok(WriteOutcome::Begun(Begun::Inserted))));
+    assert!(matches!(outcomes[1], Ok(WriteOutcome::Begun(Begun::Inserted))));
+    let Ok(WriteOutcome::Begun(Begun::Existing(first))) = &outcomes[2] else { panic!("{:?}", outcomes[2]) };
+    assert_eq!(first.local_id, "a", "the same Idempotency-Key finds the first job");
+    assert!(matches!(outcomes[3], Ok(WriteOutcome::Begun(Begun::Inserted))));
+
+    // `d` claims `b`'s upstream id: a broken rule, refused alone.
+    let outcomes = store.apply(&[created("a", "g1"), created("b", "g2"), created("d", "g2")]).await.unwrap();
+    assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "{outcomes:?}");
+    assert!(matches!(outcomes[2], Err(StoreError::Backend(_))), "{outcomes:?}");
+    assert_eq!(store.job_by_generation("g1").await.unwrap().unwrap().local_id, "a");
+    assert_eq!(store.job_by_generation("g2").await.unwrap().unwrap().local_id, "b");
+    let outcomes = store.apply(&[created("d", "g3"), created("c", "g4")]).await.unwrap();
+    assert!(outcomes.iter().all(Result::is_ok));
+    assert_eq!(store.unfinished_jobs().await.unwrap().len(), 3, "c was never inserted, so has no row");
+}
+
+async fn creates_in_flight_at_a_crash_become_unknown(b: &Backend) {
+    let store = b.store();
+    let key = store.insert_key(&new_key("k")).await.unwrap();
+    let job = new_job(key.id);
+    store.begin_job(&job).await.unwrap();
+    assert_eq!(store.pending_to_unknown().await.unwrap(), 1);
+    assert!(store.unfinished_jobs().await.unwrap().is_empty(), "an unknown job has no id to poll");
+    assert_eq!(store.pending_to_unknown().await.unwrap(), 0);
+}
+
+async fn a_finished_job_queues_its_webhook_and_each_attempt_queues_the_next(b: &Backend) {
+    let store = b.store();
+    let mut with_hook = new_key("hooked");
+    with_hook.webhook =
+        Some(Webhook { url: "http://127.0.0.1:9/hook".into(), secret: "whsec_s".to_owned().into() });
+    let key = store.insert_key(&with_hook).await.unwrap();
+    assert_eq!(key.webhook_url.as_deref(), Some("http://127.0.0.1:9/hook"));
+    let job = new_job(key.id);
+    store.begin_job(&job).await.unwrap();
+    store.job_created("l1", "g1", "queued", "{}").await.unwrap();
+    assert_eq!(store.next_webhook_due(&[]).await.unwrap(), None);
+    let charged = store.job_finished("g1", &end("completed", 1.0)).await.unwrap().unwrap();
+    assert!(charged.webhook_queued);
+
+    let lease = now_ms() + 30_000;
+    assert!(store.claim_due_webhooks(now_ms() + 1000, 10, &[key.id], lease).await.unwrap().is_empty());
+    assert_eq!(store.next_webhook_due(&[key.id]).await.unwrap(), None, "the key is skipped");
+    let due = store.claim_due_webhooks(now_ms() + 1000, 10, &[], lease).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert!(
+        store.claim_due_webhooks(now_ms() + 1000, 10, &[], lease).await.unwrap().is_empty(),
+        "a claimed attempt is not taken twice"
+    );
+    assert_eq!(store.next_webhook_due(&[]).await.unwrap(), Some(lease), "due again if never recorded");
+    let first = &due[0];
+    assert_eq!((first.attempt, first.body.as_str()), (1, "{\"id\":\"g1\"}"));
+    let target = first.target.as_ref().unwrap();
+    assert_eq!(target.secret.expose_secret(), "whsec_s");
+    let retry_at = now_ms() + 60_000;
+    let failed = AttemptOutcome {
+        state: delivery::FAILED,
+        url: Some(target.url.clone()),
+        response_status: Some(500),
+        error: Some("answered 500".into()),
+        attempted_at_ms: now_ms(),
+        duration_ms: 3,
+        retry_at_ms: Some(retry_at),
+    };
+    store.webhook_attempted(first.id, &failed).await.unwrap();
+    assert!(
+        store.claim_due_webhooks(now_ms() + 1000, 10, &[], lease).await.unwrap().is_empty(),
+        "the retry is not due yet"
+    );
+    assert_eq!(store.next_webhook_due(&[]).await.unwrap(), Some(retry_at));
+
+    // Once the key is revoked, the retry finds no webhook to go to.
+    store.revoke_key("hooked").await.unwrap();
+    let due = store.claim_due_webhooks(retry_at, 10, &[], retry_at + 30_000).await.unwrap();
+    assert_eq!((due[0].attempt, due[0].target.is_none()), (2, true));
+    // Released, it is due when asked: at once after a stop, later for a resting host.
+    store.release_webhooks(&[due[0].id], retry_at + 5).await.unwrap();
+    assert_eq!(store.next_webhook_due(&[]).await.unwrap(), Some(retry_at + 5));
+    let attempts = store.webhook_attempts("g1").await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].delivery_id, attempts[1].delivery_id);
+    assert_eq!((attempts[0].state.as_str(), attempts[0].response_status), ("failed", Some(500)));
+    assert_eq!((attempts[1].state.as_str(), attempts[1].due_at_ms), ("pending", retry_at + 5));
+}
+
+async fn a_webhook_url_is_set_only_with_a_secret_and_removed_with_it(b: &Backend) {
+    let store = b.store();
+    store.insert_key(&new_key("k")).await.unwrap();
+    let set: KeyUpdate = serde_json::from_str(r#"{"webhook_url": "https://example.com/h"}"#).unwrap();
+    assert!(matches!(store.update_key("k", &set, None).await, Err(StoreError::Invalid(_))));
+    let secret = SecretString::from("whsec_new".to_owned());
+    let updated = store.update_key("k", &set, Some(&secret)).await.unwrap().unwrap();
+    assert_eq!(updated.webhook_url.as_deref(), Some("https://example.com/h"));
+    let remove: KeyUpdate = serde_json::from_str(r#"{"webhook_url": null}"#).unwrap();
+    let updated = store.update_key("k", &remove, None).await.unwrap().unwrap();
+    assert_eq!(updated.webhook_url, None);
+    assert_eq!(b.webhook_secrets().await, [None], "the secret goes with its URL");
+}
