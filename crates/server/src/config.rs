@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::engine::timing::{ModelPolling, PollSettings};
-use crate::store::{Database, PostgresSettings};
+use crate::store::{DEFAULT_LEASE, Database, PostgresSettings};
 use crate::webhooks::WebhookConfig;
 
 /// The address served by default: loopback only, so that exposing the
@@ -80,6 +80,9 @@ pub struct FileConfig {
     pub retention_days: Option<u32>,
     /// Creates on their way upstream at once, all keys together (default 64).
     pub max_creates_in_flight: Option<usize>,
+    /// With PostgreSQL: seconds a replica's hold on its jobs lasts unless
+    /// renewed (default 15).
+    pub lease_secs: Option<u64>,
 }
 
 /// The `[budget]` table.
@@ -289,6 +292,11 @@ pub struct ServeArgs {
     /// [default: keep them for ever].
     #[arg(long, value_name = "DAYS")]
     pub retention_days: Option<u32>,
+    /// With PostgreSQL: how long a replica's hold on the jobs it follows
+    /// lasts unless renewed; a replica that dies has its jobs taken over
+    /// within this [default: 15].
+    #[arg(long, env = "AIMLVID_LEASE_SECS", value_name = "SECONDS")]
+    pub lease_secs: Option<u64>,
 }
 
 /// The files of a TLS certificate and its key.
@@ -335,6 +343,8 @@ pub struct Settings {
     pub retention: Option<Duration>,
     /// Creates on their way upstream at once, all keys together.
     pub max_creates_in_flight: usize,
+    /// How often job leases are renewed (with PostgreSQL).
+    pub lease_check: Duration,
 }
 
 /// Seconds from a flag or the file, checked.
@@ -446,10 +456,18 @@ impl Settings {
             .retention_days
             .or(file.retention_days)
             .map(|days| Duration::from_secs(u64::from(days.max(1)) * 86_400));
+        let mut database = db.database(&file)?;
+        let lease = Duration::from_secs(
+            args.lease_secs.or(file.lease_secs).unwrap_or(DEFAULT_LEASE.as_secs()).max(3),
+        );
+        if let Database::Postgres(settings) = &mut database {
+            settings.lease = lease;
+        }
         Ok(Settings {
             poll,
             costs,
             retention,
+            lease_check: lease / 3,
             max_creates_in_flight: file.max_creates_in_flight.unwrap_or(64).max(1),
             tls,
             recent_jobs: args
@@ -460,7 +478,7 @@ impl Settings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
-            database: db.database(&file)?,
+            database,
             upstream_url: args
                 .upstream_url
                 .clone()

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage team keys (works on the database directly; a running server
     /// picks changes up within a second).
     #[command(subcommand)]
@@ -242,6 +242,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         costs: settings.costs,
         retention: settings.retention,
         max_creates_in_flight: settings.max_creates_in_flight,
+        lease_check: settings.lease_check,
         ..StateConfig::from_builder(upstream)?
     };
     let state = AppState::start(store.shared(), config).await?;

@@ -80,6 +80,9 @@ pub struct StateConfig {
     /// Creates on their way upstream at once, all keys together (each key
     /// has at most `keys::CREATES_PER_KEY` of them).
     pub max_creates_in_flight: usize,
+    /// How often a server sharing its database renews its job leases and
+    /// takes over lapsed ones (a third of the lease, at most).
+    pub lease_check: Duration,
 }
 
 impl StateConfig {
@@ -103,6 +106,7 @@ impl StateConfig {
             front: crate::front::FrontLimits::default(),
             retention: None,
             max_creates_in_flight: 64,
+            lease_check: crate::engine::leases::DEFAULT_LEASE_CHECK,
         }
     }
 
@@ -235,21 +239,17 @@ impl AppState {
                 writer_task,
             }),
         };
-        tracing::info!(unfinished = unfinished.len(), "resuming polls");
-        let now = unix_now();
-        for job in unfinished {
-            if let Some(id) = job.generation_id {
-                let age = Duration::from_secs(u64::try_from(now - job.created_at).unwrap_or(0));
-                let status = Status::from(job.status.as_str());
-                state.follow(FollowJob {
-                    id,
-                    key_id: job.key_id,
-                    model: job.model,
-                    age,
-                    status,
-                    fresh: false,
-                });
-            }
+        // A shared store hands this server the jobs no live replica follows;
+        // a SQLite file, every unfinished one.
+        let to_follow =
+            if state.store().shared() { state.store().take_over_jobs().await? } else { unfinished };
+        tracing::info!(unfinished = to_follow.len(), "resuming polls");
+        for job in to_follow {
+            state.follow_resumed(job);
+        }
+        if state.store().shared() {
+            let (leaser, stop) = (state.clone(), state.inner.stop.clone());
+            state.inner.tasks.spawn(crate::engine::leases::run(leaser, config.lease_check, stop));
         }
         let polling = state.clone();
         let stop = state.inner.stop.clone();
@@ -273,6 +273,15 @@ impl AppState {
             inner.webhooks.run(&deliverer, &inner.stop).await;
         });
         Ok(state)
+    }
+
+    /// Follows a job found in storage (at start, or taken over from a
+    /// replica that stopped).
+    pub(crate) fn follow_resumed(&self, job: crate::store::JobRecord) {
+        let Some(id) = job.generation_id else { return };
+        let age = Duration::from_secs(u64::try_from(unix_now() - job.created_at).unwrap_or(0));
+        let status = Status::from(job.status.as_str());
+        self.follow(FollowJob { id, key_id: job.key_id, model: job.model, age, status, fresh: false });
     }
 
     /// Stops polling and waits for the background tasks to end. Jobs stay

@@ -2,9 +2,11 @@
 //! job change in batches ([`writer`]), the one scheduler that polls every
 //! unfinished job (`scheduler`), and the per-model poll schedule it
 //! learns ([`timing`]), and the lookup of creates whose outcome is unknown
-//! in the upstream's request logs (`recover`).
+//! in the upstream's request logs (`recover`), and the leases replicas
+//! sharing a database follow their jobs under ([`leases`]).
 
 pub mod breaker;
+pub mod leases;
 pub(crate) mod recover;
 pub(crate) mod retention;
 pub(crate) mod scheduler;

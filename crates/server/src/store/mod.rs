@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use postgres::{PostgresSettings, PostgresStore};
+pub use postgres::{DEFAULT_LEASE, PostgresSettings, PostgresStore};
 pub use sqlite::{DEFAULT_LOCK_WAIT, SqliteStore};
 
 /// A key's row id.
@@ -524,6 +524,28 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Marks creates left `pending` by a previous run as `unknown`: that
     /// run may or may not have reached the upstream. Returns how many.
     async fn pending_to_unknown(&self) -> StoreResult<u64>;
+    /// Whether several servers may share this store, each following the
+    /// jobs it holds a lease on ([`JobStore::take_over_jobs`]). A SQLite
+    /// file has one server, which follows every unfinished job.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Unfinished jobs no live server follows (never leased, or their
+    /// lease lapsed), now leased to this one, which is to follow them.
+    /// Only for a [shared](JobStore::shared) store.
+    async fn take_over_jobs(&self) -> StoreResult<Vec<JobRecord>> {
+        Ok(Vec::new())
+    }
+    /// Extends this server's leases; returns how many jobs it holds.
+    async fn renew_leases(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
+    /// Gives this server's leases up (at a clean stop), so that another
+    /// takes its jobs over at once rather than when the leases lapse.
+    async fn release_leases(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// What was learned of each model's job durations, as
     /// [`JobWrite::ModelTiming`] stored it: `(model, timing)` pairs.
     async fn model_timings(&self) -> StoreResult<Vec<(String, String)>>;

@@ -35,6 +35,9 @@ pub struct PostgresSettings {
     pub schema: Option<String>,
     /// How long a request waits for a connection before it fails.
     pub acquire_timeout: Duration,
+    /// How long a server's hold on the jobs it follows lasts unless
+    /// renewed: a replica that dies has its jobs taken over within this.
+    pub lease: Duration,
 }
 
 impl PostgresSettings {
@@ -45,9 +48,17 @@ impl PostgresSettings {
             max_connections: default_pool_size(),
             schema: None,
             acquire_timeout: Duration::from_secs(5),
+            lease: DEFAULT_LEASE,
         }
     }
 }
+
+/// How long a lease on a job lasts unless renewed, by default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// Creates still `pending` this long after they began are taken to be
+/// lost with their server (a create's request is long over by then).
+const PENDING_LOST_AFTER: i64 = 15 * 60;
 
 /// Four connections per core, at least 8 and at most 64: a server's hot
 /// path does not touch the database (statuses are answered from memory), so
@@ -61,6 +72,22 @@ fn default_pool_size() -> u32 {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    replica: Replica,
+}
+
+/// This server among those sharing the database.
+#[derive(Debug, Clone)]
+struct Replica {
+    /// Names this process in the leases it holds; new at every start.
+    id: String,
+    lease: Duration,
+}
+
+impl Replica {
+    /// When a lease taken or renewed now ends, in unix seconds.
+    fn lease_until(&self) -> i64 {
+        now() + i64::try_from(self.lease.as_secs().max(1)).unwrap_or(i64::MAX / 2)
+    }
 }
 
 impl PostgresStore {
@@ -110,7 +137,8 @@ impl PostgresStore {
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await?;
-        Ok(PostgresStore { pool })
+        let replica = Replica { id: uuid::Uuid::new_v4().to_string(), lease: settings.lease };
+        Ok(PostgresStore { pool, replica })
     }
 
     /// Closes every connection.
@@ -244,6 +272,7 @@ async fn apply_write(
     tx: &mut Transaction<'_, Postgres>,
     write: &JobWrite,
     now: i64,
+    replica: &Replica,
 ) -> Result<StoreResult<WriteOutcome>, sqlx::Error> {
     let done = Ok(WriteOutcome::Done);
     Ok(match write {
@@ -253,9 +282,10 @@ async fn apply_write(
             .unwrap_or_else(|| Err(StoreError::Corrupt("a create went unrecorded".into()))),
         JobWrite::Created { local_id, generation_id, status, body, receipt } => {
             let mut savepoint = sqlx::Connection::begin(&mut **tx).await?;
+            // The server that created the job follows it: it holds the lease from the start.
             let updated = sqlx::query(
-                "UPDATE jobs SET generation_id = $1, status = $2, body = $3, receipt = $4, updated_at = $5 \
-                 WHERE local_id = $6",
+                "UPDATE jobs SET generation_id = $1, status = $2, body = $3, receipt = $4, updated_at = $5, \
+                 owner = $7, lease_until = $8 WHERE local_id = $6",
             )
             .bind(generation_id)
             .bind(status)
@@ -263,6 +293,8 @@ async fn apply_write(
             .bind(receipt)
             .bind(now)
             .bind(local_id)
+            .bind(&replica.id)
+            .bind(replica.lease_until())
             .execute(&mut *savepoint)
             .await;
             match updated {
@@ -495,7 +527,7 @@ impl JobStore for PostgresStore {
                 continue;
             }
             for write in these {
-                outcomes.push(apply_write(&mut tx, write, now).await?);
+                outcomes.push(apply_write(&mut tx, write, now, &self.replica).await?);
             }
         }
         tx.commit().await?;
@@ -574,14 +606,62 @@ impl JobStore for PostgresStore {
     }
 
     async fn pending_to_unknown(&self) -> StoreResult<u64> {
-        let done = sqlx::query("UPDATE jobs SET status = $1, note = $2, updated_at = $3 WHERE status = $4")
-            .bind(status::UNKNOWN)
-            .bind("the server stopped while the create was in flight")
-            .bind(now())
-            .bind(status::PENDING)
-            .execute(&self.pool)
-            .await?;
+        // Other replicas' creates may be in flight right now: only those
+        // pending far longer than any create takes were lost with a server.
+        let done = sqlx::query(
+            "UPDATE jobs SET status = $1, note = $2, updated_at = $3 WHERE status = $4 AND updated_at < $5",
+        )
+        .bind(status::UNKNOWN)
+        .bind("the server stopped while the create was in flight")
+        .bind(now())
+        .bind(status::PENDING)
+        .bind(now() - PENDING_LOST_AFTER)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn take_over_jobs(&self) -> StoreResult<Vec<JobRecord>> {
+        // SKIP LOCKED: replicas taking over at once each get different jobs.
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE jobs SET owner = $1, lease_until = $2 WHERE local_id IN ( \
+                 SELECT local_id FROM jobs \
+                 WHERE generation_id IS NOT NULL AND credits_charged IS NULL \
+                 AND (owner IS NULL OR lease_until < $3) \
+                 ORDER BY created_at LIMIT 50000 FOR UPDATE SKIP LOCKED) \
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(&self.replica.id)
+        .bind(self.replica.lease_until())
+        .bind(now())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn renew_leases(&self) -> StoreResult<u64> {
+        let renewed = sqlx::query(
+            "UPDATE jobs SET lease_until = $2 WHERE owner = $1 AND credits_charged IS NULL \
+             AND generation_id IS NOT NULL",
+        )
+        .bind(&self.replica.id)
+        .bind(self.replica.lease_until())
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected())
+    }
+
+    async fn release_leases(&self) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE owner = $1 AND credits_charged IS NULL",
+        )
+        .bind(&self.replica.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn model_timings(&self) -> StoreResult<Vec<(String, String)>> {

@@ -83,6 +83,18 @@ impl Backend {
         }
     }
 
+    /// Another server on the same database, as a second replica would open it.
+    pub(crate) async fn replica(&self) -> Option<PostgresStore> {
+        let Backend::Postgres { schema, .. } = self else { return None };
+        let url = std::env::var(POSTGRES_ENV).ok()?;
+        let settings = PostgresSettings {
+            schema: Some(schema.clone()),
+            max_connections: 2,
+            ..PostgresSettings::new(SecretString::from(url))
+        };
+        Some(PostgresStore::open(&settings).await.unwrap())
+    }
+
     /// Drops a case's schema once it passed (a failed one is kept to look at).
     pub(crate) async fn finish(self) {
         if let Backend::Postgres { store, admin, schema } = self {
@@ -129,6 +141,41 @@ on_both!(
     a_finished_job_queues_its_webhook_and_each_attempt_queues_the_next,
     a_webhook_url_is_set_only_with_a_secret_and_removed_with_it,
 );
+
+#[tokio::test]
+async fn replicas_follow_the_jobs_they_lease_and_take_over_lapsed_ones() {
+    let Some(backend) = Backend::postgres().await else { return };
+    let (a, b) = (backend.store(), backend.replica().await.unwrap());
+    assert!(a.shared() && b.shared() && !Backend::sqlite().await.store().shared());
+    let key = a.insert_key(&new_key("k")).await.unwrap();
+    a.begin_job(&new_job(key.id)).await.unwrap();
+    a.job_created("l1", "g1", "queued", "{}").await.unwrap();
+
+    // The replica that created the job holds it; the other does not get it.
+    assert!(b.take_over_jobs().await.unwrap().is_empty());
+    assert_eq!(a.renew_leases().await.unwrap(), 1);
+    assert_eq!(b.renew_leases().await.unwrap(), 0);
+    // Its server died: the lease lapses, and the other replica takes the job over, once.
+    backend.exec("UPDATE jobs SET lease_until = $1", now() - 1).await;
+    let taken: Vec<_> = b.take_over_jobs().await.unwrap().into_iter().map(|j| j.generation_id).collect();
+    assert_eq!(taken, [Some("g1".to_owned())]);
+    assert!(b.take_over_jobs().await.unwrap().is_empty() && a.take_over_jobs().await.unwrap().is_empty());
+    // A clean stop gives it up at once; a finished job is never taken.
+    b.release_leases().await.unwrap();
+    assert_eq!(a.take_over_jobs().await.unwrap().len(), 1);
+    a.job_finished("g1", &end("completed", 1.0)).await.unwrap();
+    backend.exec("UPDATE jobs SET lease_until = $1", now() - 1).await;
+    assert!(b.take_over_jobs().await.unwrap().is_empty());
+
+    // Another replica's create in flight is not taken for lost; an old one is.
+    let in_flight = NewJob { local_id: "l2".into(), ..new_job(key.id) };
+    b.begin_job(&in_flight).await.unwrap();
+    assert_eq!(a.pending_to_unknown().await.unwrap(), 0);
+    backend.exec("UPDATE jobs SET updated_at = $1 WHERE local_id = 'l2'", now() - 3600).await;
+    assert_eq!(a.pending_to_unknown().await.unwrap(), 1);
+    b.close().await;
+    backend.finish().await;
+}
 
 fn new_key(name: &str) -> NewKey {
     NewKey {
@@ -296,6 +343,9 @@ async fn creates_in_flight_at_a_crash_become_unknown(b: &Backend) {
     let key = store.insert_key(&new_key("k")).await.unwrap();
     let job = new_job(key.id);
     store.begin_job(&job).await.unwrap();
+    // Left pending since well before now (PostgreSQL, shared by replicas,
+    // counts only such old ones as lost; SQLite's one server, every one).
+    b.exec("UPDATE jobs SET updated_at = $1", now() - 3600).await;
     assert_eq!(store.pending_to_unknown().await.unwrap(), 1);
     assert!(store.unfinished_jobs().await.unwrap().is_empty(), "an unknown job has no id to poll");
     assert_eq!(store.pending_to_unknown().await.unwrap(), 0);

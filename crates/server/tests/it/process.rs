@@ -231,3 +231,72 @@ async fn json_logs_are_one_object_per_line_with_the_request_id() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_run_has_its_jobs_taken_over_and_each_charged_once() {
+    let Some(database) = TestPostgres::create().await else { return };
+    let db: &OsStr = database.url.as_ref();
+    let sim = frozen_sim().await;
+    let output = Command::new(BIN)
+        .args(["keys", "create", "team", "--max-unfinished", "unlimited", "--database"])
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let flags: Vec<&OsStr> = [
+        "--lease-secs",
+        "3",
+        "--poll-first-delay",
+        "0",
+        "--poll-interval",
+        "0.2",
+        "--poll-max-interval",
+        "1",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
+    let (mut doomed, url_a) = spawn_server_with(&sim.base_url(), db, &flags);
+    let (mut survivor, url_b) = spawn_server_with(&sim.base_url(), db, &flags);
+    let (on_a, on_b) = (format!("{url_a}/v2/video/generations"), format!("{url_b}/v2/video/generations"));
+    let http = reqwest::Client::new();
+
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let created = post(&http, &on_a, Some(&key), &create_body(&format!("job {n}"))).await;
+        assert_eq!(created.status, 200, "{created:?}");
+        ids.push(created.body["id"].as_str().unwrap().to_owned());
+    }
+    // Created on one replica, read on the other.
+    for id in &ids {
+        let read = get(&http, &on_b, Some(&key), Some(id)).await;
+        assert_eq!((read.status, read.body["status"].as_str()), (200, Some("queued")), "{read:?}");
+    }
+    doomed.kill().unwrap(); // SIGKILL: its leases are never given up
+    doomed.wait().unwrap();
+    for id in &ids {
+        assert!(sim.complete_now(id));
+    }
+
+    // Within a lease (3 s) and a few polls, the survivor follows every job to its end.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let read = get(&http, &on_b, Some(&key), Some(id)).await;
+            if read.body["status"] == "completed" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} was never taken over: {read:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(sim.stats().jobs_created, 20, "each job created upstream once");
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
+    let listed = Command::new(BIN).args(["keys", "list", "--database"]).arg(db).output().unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let charged = (20.0 * sim.config().credits_per_job).to_string();
+    assert!(listed.contains(&charged), "each job charged once, {charged} in all: {listed}");
+    database.drop().await;
+}
