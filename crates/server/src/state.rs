@@ -250,6 +250,8 @@ impl AppState {
         if state.store().shared() {
             let (leaser, stop) = (state.clone(), state.inner.stop.clone());
             state.inner.tasks.spawn(crate::engine::leases::run(leaser, config.lease_check, stop));
+            let (listener, stop) = (state.clone(), state.inner.stop.clone());
+            state.inner.tasks.spawn(crate::engine::changes::run(listener, stop));
         }
         let polling = state.clone();
         let stop = state.inner.stop.clone();

@@ -211,6 +211,11 @@ impl JobViews {
         self.sweeping.store(false, Release);
     }
 
+    /// The ids of the unfinished jobs in memory.
+    pub fn unfinished_ids(&self) -> Vec<String> {
+        self.by_id.iter().filter(|slot| !slot.view.is_finished()).map(|slot| slot.key().clone()).collect()
+    }
+
     /// Subscribes to a job's changes; `None` if it is not in memory.
     pub fn subscribe(&self, id: &str) -> Option<Feed> {
         // Under the shard's write lock, so no change can slip between the

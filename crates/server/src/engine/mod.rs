@@ -3,9 +3,11 @@
 //! unfinished job (`scheduler`), and the per-model poll schedule it
 //! learns ([`timing`]), and the lookup of creates whose outcome is unknown
 //! in the upstream's request logs (`recover`), and the leases replicas
-//! sharing a database follow their jobs under ([`leases`]).
+//! sharing a database follow their jobs under ([`leases`]), with each
+//! other's job changes brought into memory (`changes`).
 
 pub mod breaker;
+pub(crate) mod changes;
 pub mod leases;
 pub(crate) mod recover;
 pub(crate) mod retention;

@@ -545,6 +545,11 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn release_leases(&self) -> StoreResult<()> {
         Ok(())
     }
+    /// Changes other servers sharing this store make to jobs, as they
+    /// commit; `None` for a store with one server.
+    async fn job_changes(&self) -> StoreResult<Option<Box<dyn JobChangeFeed>>> {
+        Ok(None)
+    }
 
     /// What was learned of each model's job durations, as
     /// [`JobWrite::ModelTiming`] stored it: `(model, timing)` pairs.
@@ -667,6 +672,15 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
     async fn webhook_attempted(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()>;
     /// Every attempt for a job, in order.
     async fn webhook_attempts(&self, generation_id: &str) -> StoreResult<Vec<WebhookAttempt>>;
+}
+
+/// Jobs other servers changed, as they commit.
+#[async_trait]
+pub trait JobChangeFeed: Send {
+    /// The next changed job's generation id; `Ok(None)` when changes may
+    /// have been missed (the connection was lost and is being made again),
+    /// so that whatever was cached is read again.
+    async fn next(&mut self) -> StoreResult<Option<String>>;
 }
 
 /// Where the server keeps its keys and jobs.

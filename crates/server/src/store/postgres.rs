@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret as _, SecretString};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
 use super::rows::{
@@ -18,9 +18,9 @@ use super::rows::{
     is_unique_violation, models_json, now, now_ms, records,
 };
 use super::{
-    AttemptOutcome, BatchResult, Begun, Charged, DueWebhook, JobEnd, JobRecord, JobStore, JobWrite, KeyId,
-    KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, Store, StoreError, StoreResult, WebhookAttempt,
-    WebhookStore, WriteOutcome, delivery, status,
+    AttemptOutcome, BatchResult, Begun, Charged, DueWebhook, JobChangeFeed, JobEnd, JobRecord, JobStore,
+    JobWrite, KeyId, KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, Store, StoreError, StoreResult,
+    WebhookAttempt, WebhookStore, WriteOutcome, delivery, status,
 };
 
 /// How to reach the database.
@@ -49,6 +49,30 @@ impl PostgresSettings {
             schema: None,
             acquire_timeout: Duration::from_secs(5),
             lease: DEFAULT_LEASE,
+        }
+    }
+}
+
+/// The channel job changes are announced on: `<replica>/<generation id>`.
+const JOB_CHANGES: &str = "aimlvid_jobs";
+const CHANGE_SEPARATOR: char = '/';
+
+/// Other replicas' job changes, from `LISTEN aimlvid_jobs`.
+struct ChangeFeed {
+    listener: PgListener,
+    me: String,
+}
+
+#[async_trait]
+impl JobChangeFeed for ChangeFeed {
+    async fn next(&mut self) -> StoreResult<Option<String>> {
+        loop {
+            let Some(notification) = self.listener.try_recv().await? else { return Ok(None) };
+            if let Some((replica, id)) = notification.payload().split_once(CHANGE_SEPARATOR)
+                && replica != self.me
+            {
+                return Ok(Some(id.to_owned()));
+            }
         }
     }
 }
@@ -530,6 +554,26 @@ impl JobStore for PostgresStore {
                 outcomes.push(apply_write(&mut tx, write, now, &self.replica).await?);
             }
         }
+        // Other replicas hear of each change when (and only if) it commits.
+        let changed: Vec<String> = writes
+            .iter()
+            .filter_map(|write| match write {
+                JobWrite::Created { generation_id, .. }
+                | JobWrite::Changed { generation_id, .. }
+                | JobWrite::Finished { generation_id, .. }
+                | JobWrite::Gone { generation_id, .. } => {
+                    Some(format!("{}{CHANGE_SEPARATOR}{generation_id}", self.replica.id))
+                }
+                _ => None,
+            })
+            .collect();
+        if !changed.is_empty() {
+            sqlx::query("SELECT pg_notify($1, change) FROM UNNEST($2::text[]) AS change")
+                .bind(JOB_CHANGES)
+                .bind(changed)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -652,6 +696,12 @@ impl JobStore for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(renewed.rows_affected())
+    }
+
+    async fn job_changes(&self) -> StoreResult<Option<Box<dyn JobChangeFeed>>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(JOB_CHANGES).await?;
+        Ok(Some(Box::new(ChangeFeed { listener, me: self.replica.id.clone() })))
     }
 
     async fn release_leases(&self) -> StoreResult<()> {

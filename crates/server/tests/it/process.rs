@@ -1,5 +1,6 @@
 //! The real binary: `keys create`, `serve`, and `kill -9`.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -268,26 +269,46 @@ async fn a_replica_killed_mid_run_has_its_jobs_taken_over_and_each_charged_once(
         assert_eq!(created.status, 200, "{created:?}");
         ids.push(created.body["id"].as_str().unwrap().to_owned());
     }
-    // Created on one replica, read on the other.
+    // Created on one replica, read on the other (which now holds them in memory).
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut read_on_b = |id: String, answer: Answer| {
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let status = answer.body["status"].as_str().unwrap().to_owned();
+        let before = seen.insert(id.clone(), status.clone());
+        assert!(
+            !(before.as_deref() == Some("completed") && status != "completed"),
+            "{id} went back from completed to {status}"
+        );
+        status
+    };
     for id in &ids {
-        let read = get(&http, &on_b, Some(&key), Some(id)).await;
-        assert_eq!((read.status, read.body["status"].as_str()), (200, Some("queued")), "{read:?}");
+        let status = read_on_b(id.clone(), get(&http, &on_b, Some(&key), Some(id)).await);
+        assert_eq!(status, "queued");
+    }
+    // Half end while their replica lives: it polls them, and the other
+    // replica, which does not, shows the change it was told of.
+    let (early, late) = ids.split_at(10);
+    for id in early {
+        assert!(sim.complete_now(id));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in early {
+        while read_on_b(id.clone(), get(&http, &on_b, Some(&key), Some(id)).await) != "completed" {
+            assert!(Instant::now() < deadline, "{id}'s end never reached the other replica");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     doomed.kill().unwrap(); // SIGKILL: its leases are never given up
     doomed.wait().unwrap();
-    for id in &ids {
+    for id in late {
         assert!(sim.complete_now(id));
     }
 
-    // Within a lease (3 s) and a few polls, the survivor follows every job to its end.
+    // Within a lease (3 s) and a few polls, the survivor follows the rest to their end.
     let deadline = Instant::now() + Duration::from_secs(30);
     for id in &ids {
-        loop {
-            let read = get(&http, &on_b, Some(&key), Some(id)).await;
-            if read.body["status"] == "completed" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{id} was never taken over: {read:?}");
+        while read_on_b(id.clone(), get(&http, &on_b, Some(&key), Some(id)).await) != "completed" {
+            assert!(Instant::now() < deadline, "{id} was never taken over");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
