@@ -19,7 +19,7 @@ use crate::engine::scheduler::FollowJob;
 use crate::error::ApiError;
 use crate::keys::{KeyEntry, Refusal};
 use crate::state::{AppState, view_of};
-use crate::store::{Begun, JobRecord, JobWrite, NewJob, WriteOutcome, status};
+use crate::store::{Begun, JobRecord, JobWrite, LimitReached, NewJob, WriteOutcome, status};
 
 /// The status the upstream answers an accepted create with.
 pub const CREATE_STATUS: StatusCode = StatusCode::OK;
@@ -309,11 +309,19 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Res
         model: model.clone(),
         idempotency_key,
         request_hash,
+        reserved: slot.expected,
     };
     match state.writer().write(JobWrite::Begin(new_job)).await {
         Ok(WriteOutcome::Begun(Begun::Inserted)) => {}
         Ok(WriteOutcome::Begun(Begun::Existing(existing))) => {
             return replay(&state, &existing, &request_hash);
+        }
+        // Counted across every replica sharing the store: this one's own count had room.
+        Ok(WriteOutcome::Begun(Begun::OverLimit(reached))) => {
+            return Err(refused(match reached {
+                LimitReached::Unfinished(max) => Refusal::Unfinished(max),
+                LimitReached::Budget { remaining, expected } => Refusal::Budget { remaining, expected },
+            }));
         }
         Ok(other) => {
             return Err(ApiError::internal(&format!("a create was recorded as {other:?}")));

@@ -281,6 +281,10 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// SHA-256 of the create body.
     pub request_hash: [u8; 32],
+    /// Credits held against the key's budget until the job ends. A
+    /// [shared](JobStore::shared) store holds them itself, and refuses the
+    /// job ([`Begun::OverLimit`]) if the key's limits would be passed.
+    pub reserved: f64,
 }
 
 /// A job's end, as [`JobStore::job_finished`] records it.
@@ -317,6 +321,23 @@ pub enum Begun {
     Inserted,
     /// The key already used this `Idempotency-Key`: here is that job.
     Existing(Box<JobRecord>),
+    /// Not recorded: the key's limits, counted across every server sharing
+    /// the store, leave no room for it.
+    OverLimit(LimitReached),
+}
+
+/// Which of a key's limits a new job would pass.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LimitReached {
+    /// It has this many unfinished jobs, its most.
+    Unfinished(u32),
+    /// Its budget does not cover the job.
+    Budget {
+        /// Credits left, reservations of jobs in flight taken off.
+        remaining: f64,
+        /// What the job was expected to cost.
+        expected: f64,
+    },
 }
 
 /// One change to the jobs. The server's writer gathers many of them, from

@@ -19,8 +19,8 @@ use super::rows::{
 };
 use super::{
     AttemptOutcome, BatchResult, Begun, Charged, DueWebhook, JobChangeFeed, JobEnd, JobRecord, JobStore,
-    JobWrite, KeyId, KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, Store, StoreError, StoreResult,
-    WebhookAttempt, WebhookStore, WriteOutcome, delivery, status,
+    JobWrite, KeyId, KeyRecord, KeyStore, KeyUpdate, LimitReached, NewJob, NewKey, Store, StoreError,
+    StoreResult, WebhookAttempt, WebhookStore, WriteOutcome, delivery, status,
 };
 
 /// How to reach the database.
@@ -357,10 +357,15 @@ async fn apply_write(
             done
         }
         JobWrite::Abandon { local_id } => {
-            sqlx::query("DELETE FROM jobs WHERE local_id = $1 AND generation_id IS NULL")
-                .bind(local_id)
-                .execute(&mut **tx)
-                .await?;
+            let abandoned: Option<(KeyId, f64)> = sqlx::query_as(
+                "DELETE FROM jobs WHERE local_id = $1 AND generation_id IS NULL RETURNING key_id, reserved",
+            )
+            .bind(local_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some((key_id, reserved)) = abandoned {
+                give_place(tx, key_id, reserved).await?;
+            }
             done
         }
         JobWrite::Changed { generation_id, status, body } => {
@@ -427,10 +432,11 @@ async fn begin_many(
     let jobs: Vec<&NewJob> =
         writes.iter().filter_map(|w| if let JobWrite::Begin(j) = w { Some(j) } else { None }).collect();
     let inserted: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, created_at, updated_at) \
-         SELECT local_id, key_id, $3, model, idempotency_key, request_hash, $7, $7 \
-         FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::text[], $6::bytea[]) \
-             AS j (local_id, key_id, model, idempotency_key, request_hash) \
+        "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, reserved, \
+         created_at, updated_at) \
+         SELECT local_id, key_id, $3, model, idempotency_key, request_hash, reserved, $7, $7 \
+         FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::text[], $6::bytea[], $8::float8[]) \
+             AS j (local_id, key_id, model, idempotency_key, request_hash, reserved) \
          ON CONFLICT DO NOTHING RETURNING local_id",
     )
     .bind(jobs.iter().map(|j| j.local_id.clone()).collect::<Vec<_>>())
@@ -440,13 +446,23 @@ async fn begin_many(
     .bind(jobs.iter().map(|j| j.idempotency_key.clone()).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.request_hash.to_vec()).collect::<Vec<_>>())
     .bind(now)
+    .bind(jobs.iter().map(|j| j.reserved).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
     .await?;
     let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
         outcomes.push(if inserted.contains(&job.local_id) {
-            Ok(WriteOutcome::Begun(Begun::Inserted))
+            match take_place(tx, job, now).await? {
+                None => Ok(WriteOutcome::Begun(Begun::Inserted)),
+                Some(reached) => {
+                    sqlx::query("DELETE FROM jobs WHERE local_id = $1")
+                        .bind(&job.local_id)
+                        .execute(&mut **tx)
+                        .await?;
+                    Ok(WriteOutcome::Begun(Begun::OverLimit(reached)))
+                }
+            }
         } else {
             // Conflicts only on the key's Idempotency-Key (local ids are
             // random): the earlier job is the answer.
@@ -466,6 +482,83 @@ async fn begin_many(
     Ok(outcomes)
 }
 
+/// What a key has spent towards its budget now: its lifetime spend, or the
+/// current period's (`$2`–`$4` are the day's, week's and month's starts).
+const SPENT: &str = "(CASE WHEN budget_period IS NULL THEN credits_used \
+     WHEN period_start IS NOT DISTINCT FROM \
+         (CASE budget_period WHEN 'day' THEN $2::bigint WHEN 'week' THEN $3::bigint ELSE $4::bigint END) \
+     THEN period_credits ELSE 0 END)";
+
+/// Takes a place for a new job among its key's unfinished ones and holds
+/// its expected cost against the key's budget, in one conditional update of
+/// the key's row (which replicas doing the same wait on, then check again);
+/// or says which limit leaves no room.
+async fn take_place(
+    tx: &mut Transaction<'_, Postgres>,
+    job: &NewJob,
+    now: i64,
+) -> Result<Option<LimitReached>, sqlx::Error> {
+    let starts = period_starts(now);
+    let taken: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "UPDATE keys SET unfinished = unfinished + 1, reserved = reserved + $5::float8 \
+         WHERE id = $1 AND (max_unfinished IS NULL OR unfinished < max_unfinished) \
+         AND (credit_budget IS NULL OR {SPENT} + reserved + $5::float8 <= credit_budget) RETURNING id"
+    )))
+    .bind(job.key_id)
+    .bind(starts[0])
+    .bind(starts[1])
+    .bind(starts[2])
+    .bind(job.reserved)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if taken.is_some() {
+        return Ok(None);
+    }
+    let (max_unfinished, unfinished, budget, spent, reserved): (Option<i64>, i64, Option<f64>, f64, f64) =
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT max_unfinished, unfinished, credit_budget, {SPENT}::float8, reserved FROM keys WHERE id = $1"
+        )))
+        .bind(job.key_id)
+        .bind(starts[0])
+        .bind(starts[1])
+        .bind(starts[2])
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Some(match max_unfinished {
+        Some(max) if unfinished >= max => LimitReached::Unfinished(u32::try_from(max).unwrap_or(u32::MAX)),
+        _ => LimitReached::Budget {
+            remaining: (budget.unwrap_or(0.0) - spent - reserved).max(0.0),
+            expected: job.reserved,
+        },
+    }))
+}
+
+/// Gives back a job's place and hold on its key.
+async fn give_place(
+    tx: &mut Transaction<'_, Postgres>,
+    key_id: KeyId,
+    reserved: f64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE keys SET unfinished = GREATEST(unfinished - 1, 0), \
+         reserved = GREATEST(reserved - $2::float8, 0) WHERE id = $1",
+    )
+    .bind(key_id)
+    .bind(reserved)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The current day's, week's and month's starts, in unix seconds.
+fn period_starts(now: i64) -> [i64; 3] {
+    [
+        super::BudgetPeriod::Day.start_of(now),
+        super::BudgetPeriod::Week.start_of(now),
+        super::BudgetPeriod::Month.start_of(now),
+    ]
+}
+
 /// Records a job's end and charges its key, at most once, whichever replica
 /// gets there first; queues its webhook.
 async fn finish_job(
@@ -474,9 +567,9 @@ async fn finish_job(
     end: &JobEnd,
     now: i64,
 ) -> Result<Option<Charged>, sqlx::Error> {
-    let key_id: Option<KeyId> = sqlx::query_scalar(
+    let ended: Option<(KeyId, f64)> = sqlx::query_as(
         "UPDATE jobs SET status = $1, body = $2, credits_charged = $3, updated_at = $4 \
-         WHERE generation_id = $5 AND credits_charged IS NULL RETURNING key_id",
+         WHERE generation_id = $5 AND credits_charged IS NULL RETURNING key_id, reserved",
     )
     .bind(&end.status)
     .bind(&end.body)
@@ -485,14 +578,12 @@ async fn finish_job(
     .bind(generation_id)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some(key_id) = key_id else { return Ok(None) };
+    let Some((key_id, reserved)) = ended else { return Ok(None) };
+    // Its place and hold give way to the charge.
+    give_place(tx, key_id, reserved).await?;
     // The lifetime figure, and the current period's: a charge in a new
     // period starts its count afresh.
-    let starts = [
-        super::BudgetPeriod::Day.start_of(now),
-        super::BudgetPeriod::Week.start_of(now),
-        super::BudgetPeriod::Month.start_of(now),
-    ];
+    let starts = period_starts(now);
     let (key_credits_used, period, period_start, period_credits): (f64, Option<String>, Option<i64>, f64) =
         sqlx::query_as(
             "UPDATE keys SET credits_used = credits_used + $1::float8, \

@@ -177,6 +177,33 @@ async fn replicas_follow_the_jobs_they_lease_and_take_over_lapsed_ones() {
     backend.finish().await;
 }
 
+#[tokio::test]
+async fn a_shared_store_holds_each_key_to_its_limits_itself() {
+    let Some(backend) = Backend::postgres().await else { return };
+    let (a, b) = (backend.store(), backend.replica().await.unwrap());
+    let mut limited = new_key("capped");
+    limited.limits.max_unfinished = Some(2);
+    limited.limits.credit_budget = Some(10.0);
+    let key = a.insert_key(&limited).await.unwrap();
+    let job = |local: &str| NewJob { local_id: local.into(), reserved: 4.0, ..new_job(key.id) };
+
+    // Two places, taken on two replicas; a third is refused on either.
+    assert_eq!(a.begin_job(&job("j1")).await.unwrap(), Begun::Inserted);
+    assert_eq!(b.begin_job(&job("j2")).await.unwrap(), Begun::Inserted);
+    assert_eq!(a.begin_job(&job("j3")).await.unwrap(), Begun::OverLimit(LimitReached::Unfinished(2)));
+    assert!(a.job_by_idempotency_key(key.id, "none").await.unwrap().is_none());
+    // One ends, charged 3: 3 spent and 4 held leave 3, short of another 4.
+    a.job_created("j1", "g1", "queued", "{}").await.unwrap();
+    a.job_finished("g1", &end("completed", 3.0)).await.unwrap();
+    let refused = b.begin_job(&job("j4")).await.unwrap();
+    assert_eq!(refused, Begun::OverLimit(LimitReached::Budget { remaining: 3.0, expected: 4.0 }));
+    // A create the upstream refused gives its place and hold back.
+    a.abandon_job("j2").await.unwrap();
+    assert_eq!(b.begin_job(&job("j5")).await.unwrap(), Begun::Inserted);
+    b.close().await;
+    backend.finish().await;
+}
+
 fn new_key(name: &str) -> NewKey {
     NewKey {
         name: name.into(),
@@ -189,7 +216,14 @@ fn new_key(name: &str) -> NewKey {
 
 /// Job `l1` of `key_id`, with no idempotency key.
 fn new_job(key_id: KeyId) -> NewJob {
-    NewJob { local_id: "l1".into(), key_id, model: "m".into(), idempotency_key: None, request_hash: [0; 32] }
+    NewJob {
+        local_id: "l1".into(),
+        key_id,
+        model: "m".into(),
+        idempotency_key: None,
+        request_hash: [0; 32],
+        reserved: 0.0,
+    }
 }
 
 fn end(status: &str, credits: f64) -> JobEnd {

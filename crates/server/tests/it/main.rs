@@ -9,6 +9,7 @@ mod jobs;
 mod keys;
 mod metrics;
 mod process;
+mod replicas;
 mod support;
 mod tls;
 mod webhooks;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aimlvid::{PollPolicy, RetryPolicy};
-use aimlvid_server::store::{KeyLimits, SqliteStore};
+use aimlvid_server::store::{KeyLimits, SqliteStore, Store};
 use aimlvid_server::webhooks::WebhookConfig;
 use aimlvid_server::{AppState, StateConfig};
 use aimlvid_sim::{RunningSim, SimConfig, Simulator, Spread};
@@ -99,9 +99,9 @@ pub(crate) async fn start_proxy_tweaked(
 }
 
 /// [`start_proxy_tweaked`] on a store opened by the caller.
-pub(crate) async fn start_proxy_on(
+pub(crate) async fn start_proxy_on<S: Store + 'static>(
     sim: &RunningSim,
-    store: SqliteStore,
+    store: S,
     policy: PollPolicy,
     tweak: impl FnOnce(&mut StateConfig),
 ) -> Proxy {
@@ -140,9 +140,9 @@ pub(crate) async fn start_tls_proxy(
 }
 
 /// The state of a proxy in front of `sim`, storing in `db`.
-async fn proxy_state(
+async fn proxy_state<S: Store + 'static>(
     sim: &RunningSim,
-    store: SqliteStore,
+    store: S,
     policy: PollPolicy,
     tweak: impl FnOnce(&mut StateConfig),
 ) -> AppState {
