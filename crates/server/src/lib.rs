@@ -122,10 +122,17 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
             "The upstream refuses this server's API key",
         ));
     }
-    match state.store().ping().await {
-        Ok(()) => Ok("ready"),
-        Err(e) => {
+    // A database that does not answer at all must not hold the probe for
+    // the pool's whole wait.
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store().ping()).await;
+    match ping {
+        Ok(Ok(())) => Ok("ready"),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "storage is not reachable");
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Storage is not reachable"))
+        }
+        Err(_) => {
+            tracing::warn!("storage did not answer within 2 s");
             Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Storage is not reachable"))
         }
     }

@@ -76,3 +76,108 @@ async fn limits_and_budgets_hold_across_three_replicas() {
     }
     database.drop().await;
 }
+
+/// A TCP hop between the server and PostgreSQL that a test can cut, as a
+/// database restart or a network partition would: every open connection
+/// dropped, and new ones refused until it is restored.
+struct Cuttable {
+    address: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Cuttable {
+    async fn to(target: std::net::SocketAddr) -> Cuttable {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (accepting, tracked) = (up.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tracked.lock().unwrap().push(link.abort_handle());
+            }
+        });
+        Cuttable { address, up, links }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_delays_statuses_and_loses_none() {
+    let Some(database) = TestPostgres::create().await else { return };
+    let sim = frozen_sim().await;
+    let mut url = url::Url::parse(&database.url).unwrap();
+    let target = tokio::net::lookup_host((url.host_str().unwrap(), url.port().unwrap_or(5432)))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let hop = Cuttable::to(target).await;
+    url.set_ip_host(hop.address.ip()).unwrap();
+    url.set_port(Some(hop.address.port())).unwrap();
+    let settings =
+        PostgresSettings { max_connections: 4, ..PostgresSettings::new(SecretString::from(url.as_str())) };
+    let proxy =
+        start_proxy_on(&sim, PostgresStore::open(&settings).await.unwrap(), quick_polls(), |_| {}).await;
+    let key = proxy.key("steady", KeyLimits { max_unfinished: None, ..KeyLimits::default() }).await;
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let created =
+            post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body(&format!("job {n}"))).await;
+        assert_eq!(created.status, 200, "{created:?}");
+        ids.push(created.body["id"].as_str().unwrap().to_owned());
+    }
+    let ready = || async { proxy.http.get(format!("{}/readyz", proxy.url)).send().await.unwrap().status() };
+    assert_eq!(ready().await, 200);
+
+    // The database goes away; the jobs end upstream meanwhile.
+    hop.cut();
+    eventually("/readyz never failed", || async { (ready().await == 503).then_some(()) }).await;
+    for id in &ids {
+        assert!(sim.complete_now(id));
+    }
+    // Seen upstream, not stored, so not shown: members still read them running.
+    tokio::task::yield_now().await;
+    let read = get(&proxy.http, &proxy.endpoint(), Some(&key), Some(&ids[0])).await;
+    assert_eq!(read.body["status"], "queued", "{read:?}");
+
+    // Back: /readyz recovers by itself, and every status is stored, shown and charged once.
+    hop.restore();
+    eventually("/readyz never recovered", || async { (ready().await == 200).then_some(()) }).await;
+    for id in &ids {
+        eventually("a status was lost in the outage", || async {
+            let read = get(&proxy.http, &proxy.endpoint(), Some(&key), Some(id)).await;
+            (read.body["status"] == "completed").then_some(())
+        })
+        .await;
+    }
+    let charged = eventually("not all charged", || async {
+        let keys = proxy.state.store().keys().await.ok()?;
+        let used = keys.iter().find(|k| k.name == "steady")?.credits_used;
+        (used >= 10.0 * sim.config().credits_per_job).then_some(used)
+    })
+    .await;
+    assert_eq!(charged, 10.0 * sim.config().credits_per_job, "each job charged once");
+    proxy.stop().await;
+    database.drop().await;
+}
