@@ -1,10 +1,13 @@
-//! The real binary: `keys create`, `serve`, and `kill -9`.
+//! The real binary: `keys create`, `serve`, and `kill -9`, alone and as
+//! replicas sharing a PostgreSQL.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
 
 use crate::support::*;
 
@@ -318,6 +321,182 @@ async fn a_replica_killed_mid_run_has_its_jobs_taken_over_and_each_charged_once(
     let listed = Command::new(BIN).args(["keys", "list", "--database"]).arg(db).output().unwrap();
     let listed = String::from_utf8(listed.stdout).unwrap();
     let charged = (20.0 * sim.config().credits_per_job).to_string();
+    assert!(listed.contains(&charged), "each job charged once, {charged} in all: {listed}");
+    database.drop().await;
+}
+
+/// Counts webhook deliveries per generation id.
+async fn delivery_counter() -> (String, std::sync::Arc<std::sync::Mutex<HashMap<String, u32>>>) {
+    let counts = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<String, u32>::new()));
+    let seen = counts.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: bytes::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let job: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                if let Some(id) = job["id"].as_str() {
+                    *seen.lock().unwrap().entry(id.to_owned()).or_default() += 1;
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, counts)
+}
+
+/// A status's place in a job's life: a reader must never see it fall.
+fn rank(status: &str) -> u8 {
+    match status {
+        "queued" => 0,
+        "generating" => 1,
+        _ => 2,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_a_thousand_jobs_and_lose_none_when_one_is_killed() {
+    let Some(database) = TestPostgres::create().await else { return };
+    let db: &OsStr = database.url.as_ref();
+    // Jobs queue for 4 s and generate for 40 s, simulated, at 10×: about 4.4 s each.
+    let sim = aimlvid_sim::Simulator::start(aimlvid_sim::SimConfig {
+        time_scale: 10.0,
+        queue_time: aimlvid_sim::Spread::Fixed(Duration::from_secs(4)),
+        generation_time: aimlvid_sim::Spread::Fixed(Duration::from_secs(40)),
+        ..aimlvid_sim::SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let (hook, deliveries) = delivery_counter().await;
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("server.toml");
+    std::fs::write(&config, "webhook_allow_private_targets = true\nwebhook_allow_plain_http = true\n")
+        .unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "keys",
+            "create",
+            "team",
+            "--max-unfinished",
+            "unlimited",
+            "--webhook-url",
+            &hook,
+            "--database",
+        ])
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let key = String::from_utf8(output.stdout).unwrap().lines().next().unwrap().to_owned();
+    let flags: Vec<&OsStr> = [
+        "--lease-secs",
+        "3",
+        "--poll-first-delay",
+        "1",
+        "--poll-interval",
+        "0.5",
+        "--poll-max-interval",
+        "1",
+        "--config",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .chain([config.as_os_str()])
+    .collect();
+    let mut servers: Vec<(Child, String)> = (0..3)
+        .map(|_| {
+            let (child, url) = spawn_server_with(&sim.base_url(), db, &flags);
+            (child, format!("{url}/v2/video/generations"))
+        })
+        .collect();
+    let endpoints: Vec<String> = servers.iter().map(|(_, e)| e.clone()).collect();
+    let http = reqwest::Client::new();
+
+    // A thousand creates, spread over the three.
+    let ids: Vec<String> = futures_util::stream::iter(0..1000)
+        .map(|n| {
+            let (http, endpoint, key) = (http.clone(), endpoints[n % 3].clone(), key.clone());
+            async move {
+                let created = post(&http, &endpoint, Some(&key), &create_body(&format!("job {n}"))).await;
+                assert_eq!(created.status, 200, "{created:?}");
+                created.body["id"].as_str().unwrap().to_owned()
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+
+    // Readers on every replica, each checking that no job it reads goes back.
+    let stop_reading = tokio_util::sync::CancellationToken::new();
+    let readers: Vec<_> = endpoints
+        .iter()
+        .map(|endpoint| {
+            let (http, endpoint, key, ids, stop) =
+                (http.clone(), endpoint.clone(), key.clone(), ids.clone(), stop_reading.clone());
+            tokio::spawn(async move {
+                let mut last: HashMap<String, u8> = HashMap::new();
+                let mut reads = 0u32;
+                while !stop.is_cancelled() {
+                    let id = &ids[fastrand::usize(..ids.len())];
+                    // The killed replica stops answering; that is not a job going back.
+                    let Ok(answer) =
+                        http.get(&endpoint).query(&[("generation_id", id)]).bearer_auth(&key).send().await
+                    else {
+                        continue;
+                    };
+                    let Ok(body) = answer.json::<serde_json::Value>().await else { continue };
+                    let now = rank(body["status"].as_str().unwrap_or("queued"));
+                    let before = last.insert(id.clone(), now).unwrap_or(0);
+                    assert!(now >= before, "{id} went back on {endpoint}: {before} then {now}");
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+
+    // Mid-run, one replica dies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut doomed, _) = servers.remove(0);
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+
+    // Every job ends, read completed on a survivor.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for id in &ids {
+        loop {
+            let read = get(&http, &servers[0].1, Some(&key), Some(id)).await;
+            if read.body["status"] == "completed" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} never completed: {read:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    stop_reading.cancel();
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0, "a reader never read");
+    }
+    assert_eq!(sim.stats().jobs_created, 1000, "each job created upstream once");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let delivered = deliveries.lock().unwrap().len();
+        if delivered == 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{delivered} of 1000 jobs announced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (mut child, _) in servers {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let listed = Command::new(BIN).args(["keys", "list", "--database"]).arg(db).output().unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let charged = (1000.0 * sim.config().credits_per_job).to_string();
     assert!(listed.contains(&charged), "each job charged once, {charged} in all: {listed}");
     database.drop().await;
 }
