@@ -175,7 +175,11 @@ impl AppState {
                 "creates were in flight when the server last stopped; marked unknown"
             );
         }
-        let unfinished = store.unfinished_jobs().await?;
+        // The jobs this server follows, and counts against its keys here: on
+        // a shared store, those no live replica follows (the others' jobs end,
+        // and are counted, where they are followed); on a SQLite file, all.
+        let unfinished =
+            if store.shared() { store.take_over_jobs().await? } else { store.unfinished_jobs().await? };
         let costs = Arc::new(CostEstimates::from_settings(config.costs));
         costs.seed(store.model_costs().await?);
         // Prices before the first create, so that its reservation uses them;
@@ -239,12 +243,8 @@ impl AppState {
                 writer_task,
             }),
         };
-        // A shared store hands this server the jobs no live replica follows;
-        // a SQLite file, every unfinished one.
-        let to_follow =
-            if state.store().shared() { state.store().take_over_jobs().await? } else { unfinished };
-        tracing::info!(unfinished = to_follow.len(), "resuming polls");
-        for job in to_follow {
+        tracing::info!(unfinished = unfinished.len(), "resuming polls");
+        for job in unfinished {
             state.follow_resumed(job);
         }
         if state.store().shared() {

@@ -181,3 +181,46 @@ async fn a_database_outage_delays_statuses_and_loses_none() {
     proxy.stop().await;
     database.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_beside_others_counts_only_the_jobs_it_follows() {
+    let Some(database) = TestPostgres::create().await else { return };
+    let sim = frozen_sim().await;
+    let mut replicas = three_replicas(&sim, &database.url).await;
+    let limits = KeyLimits { max_unfinished: Some(5), ..KeyLimits::default() };
+    let key = replicas[0].key("busy", limits).await;
+    for replica in &replicas {
+        replica.state.reload_keys().await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let created =
+            post(&replicas[0].http, &replicas[0].endpoint(), Some(&key), &create_body(&format!("{n}"))).await;
+        assert_eq!(created.status, 200, "{created:?}");
+        ids.push(created.body["id"].as_str().unwrap().to_owned());
+    }
+    // A fourth replica starts while the first follows the key's five jobs.
+    let settings = PostgresSettings {
+        max_connections: 4,
+        ..PostgresSettings::new(SecretString::from(database.url.as_str()))
+    };
+    let late =
+        start_proxy_on(&sim, PostgresStore::open(&settings).await.unwrap(), quick_polls(), |_| {}).await;
+    assert_eq!(late.state.keys().entries().iter().map(|e| e.unfinished()).sum::<u32>(), 0);
+    // They end where they are followed; the key's places are free on every replica.
+    for id in &ids {
+        assert!(sim.complete_now(id));
+    }
+    eventually("the jobs never ended", || async {
+        let keys = late.state.store().keys().await.ok()?;
+        (keys[0].credits_used >= 5.0 * sim.config().credits_per_job).then_some(())
+    })
+    .await;
+    let created = post(&late.http, &late.endpoint(), Some(&key), &create_body("after")).await;
+    assert_eq!(created.status, 200, "{created:?}");
+    replicas.push(late);
+    for replica in replicas {
+        replica.stop().await;
+    }
+    database.drop().await;
+}
