@@ -531,7 +531,9 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn job_by_generation(&self, generation_id: &str) -> StoreResult<Option<JobRecord>>;
     /// Jobs with an upstream id that have not finished, to be polled.
     async fn unfinished_jobs(&self) -> StoreResult<Vec<JobRecord>>;
-    /// Creates whose outcome is unknown (no upstream id), oldest first.
+    /// Creates whose outcome is unknown (no upstream id), oldest first, for
+    /// this server to look up: on a [shared](JobStore::shared) store, those
+    /// no other replica is looking up, leased to this one while it does.
     async fn unknown_jobs(&self) -> StoreResult<Vec<JobRecord>>;
     /// Every job marked `unknown`, with or without an upstream id: lost
     /// creates and jobs the upstream does not know. Oldest first.

@@ -699,12 +699,22 @@ impl JobStore for PostgresStore {
     }
 
     async fn unknown_jobs(&self) -> StoreResult<Vec<JobRecord>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 AND generation_id IS NULL ORDER BY created_at, seq"
+        // Leased like a followed job, so that two replicas never both find
+        // one lost create and both follow it.
+        let mut jobs: Vec<JobRecord> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE jobs SET owner = $2, lease_until = $3 WHERE local_id IN ( \
+                 SELECT local_id FROM jobs WHERE status = $1 AND generation_id IS NULL \
+                 AND (owner IS NULL OR owner = $2 OR lease_until < $4) FOR UPDATE SKIP LOCKED) \
+             RETURNING {JOB_COLUMNS}"
         )))
         .bind(status::UNKNOWN)
+        .bind(&self.replica.id)
+        .bind(self.replica.lease_until())
+        .bind(now())
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        jobs.sort_by(|a, b| (a.created_at, &a.local_id).cmp(&(b.created_at, &b.local_id)));
+        Ok(jobs)
     }
 
     async fn jobs_needing_attention(&self) -> StoreResult<Vec<JobRecord>> {

@@ -173,6 +173,10 @@ async fn replicas_follow_the_jobs_they_lease_and_take_over_lapsed_ones() {
     assert_eq!(a.pending_to_unknown().await.unwrap(), 0);
     backend.exec("UPDATE jobs SET updated_at = $1 WHERE local_id = 'l2'", now() - 3600).await;
     assert_eq!(a.pending_to_unknown().await.unwrap(), 1);
+    // One replica at a time looks a lost create up.
+    assert_eq!(a.unknown_jobs().await.unwrap().len(), 1);
+    assert!(b.unknown_jobs().await.unwrap().is_empty());
+    assert_eq!(a.unknown_jobs().await.unwrap().len(), 1, "still this replica's");
     b.close().await;
     backend.finish().await;
 }
