@@ -5,6 +5,8 @@
 //! - `bench client`: the polling benchmark (figures in docs/benchmarks.md).
 //! - `bench proxy [--jobs N] [--seconds S] [-- SERVE ARGS]`: the proxy
 //!   against a static nginx, driven by oha (figures in docs/benchmarks.md).
+//! - `bench replicas`: how far behind a read on another replica is, on the
+//!   PostgreSQL in `AIMLVID_TEST_POSTGRES`.
 //! - `codegen --openapi-dir DIR [--check]`: regenerates the simulator's
 //!   model schemas from the upstream's OpenAPI documents.
 
@@ -36,6 +38,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         ["bench", "proxy", rest @ ..] => bench_proxy::run(&sh, &bench_proxy::Options::parse(rest)?),
+        ["bench", "replicas"] => {
+            cmd!(sh, "cargo bench -p aimlvid-server --bench replicas").run()?;
+            Ok(())
+        }
         ["codegen", "--openapi-dir", dir, rest @ ..] => {
             let check = match rest {
                 [] => false,
@@ -45,7 +51,7 @@ fn main() -> anyhow::Result<()> {
             codegen::run(Path::new(dir), check)
         }
         _ => bail!(
-            "usage: cargo xtask <ci | lint | test | bench client | bench proxy [--jobs N] [--seconds S] | \
+            "usage: cargo xtask <ci | lint | test | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
              codegen --openapi-dir DIR [--check]>"
         ),
     }
