@@ -9,14 +9,71 @@ use crate::support::*;
 
 /// Three servers sharing the database `url`.
 async fn three_replicas(sim: &aimlvid_sim::RunningSim, url: &str) -> Vec<Proxy> {
+    three_replicas_configured(sim, url, |_| {}).await
+}
+
+/// [`three_replicas`], each configured by `tweak`.
+async fn three_replicas_configured(
+    sim: &aimlvid_sim::RunningSim,
+    url: &str,
+    tweak: impl Fn(&mut aimlvid_server::StateConfig),
+) -> Vec<Proxy> {
     let mut replicas = Vec::new();
     for _ in 0..3 {
         let settings =
             PostgresSettings { max_connections: 4, ..PostgresSettings::new(SecretString::from(url)) };
         let store = PostgresStore::open(&settings).await.unwrap();
-        replicas.push(start_proxy_on(sim, store, quick_polls(), |_| {}).await);
+        replicas.push(start_proxy_on(sim, store, quick_polls(), &tweak).await);
     }
     replicas
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_made_or_revoked_on_one_replica_takes_effect_on_all_within_a_second() {
+    let Some(database) = TestPostgres::create().await else { return };
+    let sim = frozen_sim().await;
+    // The default refresh, not the tests' quicker one.
+    let replicas = three_replicas_configured(&sim, &database.url, |c| {
+        c.key_refresh = aimlvid_server::state::DEFAULT_KEY_REFRESH;
+    })
+    .await;
+    let admin = |method: reqwest::Method, path: &str| {
+        replicas[0].http.request(method, format!("{}{path}", replicas[0].url)).bearer_auth(ADMIN_TOKEN)
+    };
+    // A replica answers 404 (an unknown job) to a key it knows, 401 to one it does not.
+    let within_a_second = |want: u16, key: String| {
+        let replicas = &replicas;
+        async move {
+            let started = std::time::Instant::now();
+            for replica in &replicas[1..] {
+                let endpoint = replica.endpoint();
+                while get(&replica.http, &endpoint, Some(&key), Some("no-such-job")).await.status != want {
+                    assert!(
+                        started.elapsed() < std::time::Duration::from_secs(1),
+                        "{} still disagrees",
+                        replica.url
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+    };
+
+    let created = admin(reqwest::Method::POST, "/admin/keys")
+        .json(&serde_json::json!({"name": "new"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let key = created.json::<serde_json::Value>().await.unwrap()["key"].as_str().unwrap().to_owned();
+    within_a_second(404, key.clone()).await;
+    let revoked = admin(reqwest::Method::DELETE, "/admin/keys/new").send().await.unwrap();
+    assert!(revoked.status().is_success(), "{revoked:?}");
+    within_a_second(401, key).await;
+    for replica in replicas {
+        replica.stop().await;
+    }
+    database.drop().await;
 }
 
 /// `n` creates at once, spread over the replicas; how many were accepted.
