@@ -325,29 +325,6 @@ async fn a_replica_killed_mid_run_has_its_jobs_taken_over_and_each_charged_once(
     database.drop().await;
 }
 
-/// Counts webhook deliveries per generation id.
-async fn delivery_counter() -> (String, std::sync::Arc<std::sync::Mutex<HashMap<String, u32>>>) {
-    let counts = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<String, u32>::new()));
-    let seen = counts.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: bytes::Bytes| {
-            let seen = seen.clone();
-            async move {
-                let job: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                if let Some(id) = job["id"].as_str() {
-                    *seen.lock().unwrap().entry(id.to_owned()).or_default() += 1;
-                }
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, counts)
-}
-
 /// A status's place in a job's life: a reader must never see it fall.
 fn rank(status: &str) -> u8 {
     match status {

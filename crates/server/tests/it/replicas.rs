@@ -281,3 +281,47 @@ async fn a_replica_started_beside_others_counts_only_the_jobs_it_follows() {
     }
     database.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_webhook_is_delivered_once_by_one_of_the_replicas() {
+    let Some(database) = TestPostgres::create().await else { return };
+    let sim = frozen_sim().await;
+    let replicas = three_replicas(&sim, &database.url).await;
+    let (hook, deliveries) = delivery_counter().await;
+    let (key, _) = replicas[0].key_with_webhook("hooked", &hook).await;
+    for replica in &replicas {
+        replica.state.reload_keys().await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for n in 0..90 {
+        let replica = &replicas[n % 3];
+        let created =
+            post(&replica.http, &replica.endpoint(), Some(&key), &create_body(&format!("{n}"))).await;
+        assert_eq!(created.status, 200, "{created:?}");
+        ids.push(created.body["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        assert!(sim.complete_now(id));
+    }
+    eventually("not every job was announced", || async {
+        (deliveries.lock().unwrap().len() == ids.len()).then_some(())
+    })
+    .await;
+    // Every replica's worker looked for due deliveries meanwhile; none was sent twice.
+    let attempts: Vec<u32> = replicas.iter().map(|r| attempts_total(&r.state.render_metrics())).collect();
+    assert!(deliveries.lock().unwrap().values().all(|&n| n == 1), "a delivery was made twice");
+    assert_eq!(attempts.iter().sum::<u32>(), 90, "attempts per replica: {attempts:?}");
+    for replica in replicas {
+        replica.stop().await;
+    }
+    database.drop().await;
+}
+
+/// Webhook attempts a server made, from its metrics.
+fn attempts_total(metrics: &str) -> u32 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("aimlvid_webhook_attempts_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u32>().ok())
+        .sum()
+}

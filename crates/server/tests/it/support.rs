@@ -334,3 +334,27 @@ impl TestPostgres {
         sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&self.admin).await.unwrap();
     }
 }
+
+/// Counts webhook deliveries per generation id.
+pub(crate) async fn delivery_counter()
+-> (String, Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>) {
+    let counts = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, u32>::new()));
+    let seen = counts.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: bytes::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let job: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                if let Some(id) = job["id"].as_str() {
+                    *seen.lock().unwrap().entry(id.to_owned()).or_default() += 1;
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, counts)
+}
