@@ -15,14 +15,14 @@ use crate::support::*;
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// An open event stream.
-struct Events {
+pub(crate) struct Events {
     body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     buffer: String,
 }
 
 impl Events {
     /// Opens the stream of job `id`; an error answer is returned as is.
-    async fn open(proxy: &Proxy, key: &str, id: &str) -> Result<Events, (u16, Value)> {
+    pub(crate) async fn open(proxy: &Proxy, key: &str, id: &str) -> Result<Events, (u16, Value)> {
         let response = proxy
             .http
             .get(format!("{}/v2/video/generations/{id}/events", proxy.url))
@@ -39,7 +39,7 @@ impl Events {
     }
 
     /// The next event's data as JSON, or `None` once the server ends the stream.
-    async fn next(&mut self) -> Option<Value> {
+    pub(crate) async fn next(&mut self) -> Option<Value> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let event: String = self.buffer.drain(..end + 2).collect();

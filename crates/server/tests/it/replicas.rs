@@ -1,5 +1,6 @@
 //! Several servers on one PostgreSQL, in one process: limits counted
-//! across them. (The process tests kill a replica for real.) Each case
+//! across them, keys, webhooks and event streams shared, and the database
+//! cut away mid-run. (The process tests kill a replica for real.) Each case
 //! needs `AIMLVID_TEST_POSTGRES`; without it, it says so and passes.
 
 use aimlvid_server::store::{KeyLimits, PostgresSettings, PostgresStore};
@@ -324,4 +325,26 @@ fn attempts_total(metrics: &str) -> u32 {
         .filter(|line| line.starts_with("aimlvid_webhook_attempts_total{"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u32>().ok())
         .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_created_on_one_replica_streams_its_changes_on_another() {
+    let Some(database) = TestPostgres::create().await else { return };
+    let sim = frozen_sim().await;
+    let replicas = three_replicas(&sim, &database.url).await;
+    let key = replicas[0].key("watcher", KeyLimits::default()).await;
+    replicas[1].state.reload_keys().await.unwrap();
+    let created = post(&replicas[0].http, &replicas[0].endpoint(), Some(&key), &create_body("watched")).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+
+    // The stream is on a replica that does not poll the job.
+    let mut events = crate::events::Events::open(&replicas[1], &key, &id).await.unwrap();
+    assert_eq!(events.next().await.unwrap()["status"], "queued");
+    assert!(sim.complete_now(&id));
+    assert_eq!(events.next().await.unwrap()["status"], "completed");
+    assert!(events.next().await.is_none(), "the stream ends with the job");
+    for replica in replicas {
+        replica.stop().await;
+    }
+    database.drop().await;
 }
