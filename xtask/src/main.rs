@@ -2,6 +2,8 @@
 //!
 //! - `ci`: everything CI checks: formatting, clippy, the tests, rustdoc.
 //! - `lint`: formatting and clippy only.
+//! - `dist`: release archives of both binaries for this machine, with
+//!   completions, man pages and `SHA256SUMS`, in `target/dist/`.
 //! - `bench client`: the polling benchmark (figures in docs/benchmarks.md).
 //! - `bench proxy [--jobs N] [--seconds S] [-- SERVE ARGS]`: the proxy
 //!   against a static nginx, driven by oha (figures in docs/benchmarks.md).
@@ -12,6 +14,7 @@
 
 mod bench_proxy;
 mod codegen;
+mod dist;
 #[cfg(test)]
 mod tidy;
 
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
             doc(&sh)
         }
         ["lint"] => lint(&sh),
+        ["dist"] => dist::run(&sh, &project_root()).map(drop),
         ["test"] => test(&sh),
         ["bench", "client"] => {
             cmd!(sh, "cargo bench -p aimlvid --bench polling").run()?;
@@ -51,7 +55,7 @@ fn main() -> anyhow::Result<()> {
             codegen::run(Path::new(dir), check)
         }
         _ => bail!(
-            "usage: cargo xtask <ci | lint | test | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
+            "usage: cargo xtask <ci | lint | test | dist | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
              codegen --openapi-dir DIR [--check]>"
         ),
     }

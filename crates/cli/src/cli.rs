@@ -171,6 +171,9 @@ pub(crate) enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff), as packages install it
+    #[command(hide = true)]
+    Man,
 }
 
 /// `aimlvid jobs …`.

@@ -79,6 +79,14 @@ async fn run(cli: Cli, report: &Reporter) -> anyhow::Result<u8> {
             out.flush()?;
             return Ok(exit::OK);
         }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&page)?;
+            out.flush()?;
+            return Ok(exit::OK);
+        }
         Command::Sim(args) => {
             sim::serve(&args, report).await?;
             return Ok(exit::OK);
@@ -100,7 +108,7 @@ async fn run(cli: Cli, report: &Reporter) -> anyhow::Result<u8> {
             commands::jobs_prune(&app, older_than, dry_run)
         }
         Command::Resume { force, retry_failed } => commands::resume(&app, force, retry_failed).await,
-        Command::Completions { .. } | Command::Sim(_) => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man | Command::Sim(_) => unreachable!("handled above"),
     }
 }
 

@@ -6,7 +6,7 @@ use aimlvid_server::config::{DbArgs, LogArgs, LogFormat, ServeArgs, Settings};
 use aimlvid_server::store::{KeyLimits, KeyRecord, KeyUpdate, Store};
 use aimlvid_server::{AppState, StateConfig};
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 /// A self-hosted team proxy for the AI/ML API's video generation.
@@ -38,6 +38,14 @@ enum Command {
         #[arg(long, required = true)]
         unknown: bool,
     },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), as packages install it.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +180,14 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&cli.db, &args).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "aimlvid-server", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Keys(command) => {
             let database = cli.db.database(&cli.db.file()?)?;
             let store = database

@@ -1,4 +1,4 @@
-//! `-v`, `--help`, `completions`, `sim`, pipes, and the live display.
+//! `-v`, `--help`, `completions`, `man`, `sim`, pipes, and the live display.
 
 use std::io::{BufRead as _, BufReader};
 use std::time::{Duration, Instant};
@@ -69,6 +69,23 @@ fn completions_are_printed_for_each_shell() {
         env.cmd().args(["completions", shell]).assert().success().stdout(predicate::str::contains("aimlvid"));
     }
     env.cmd().args(["completions", "tcsh"]).assert().code(2);
+}
+
+#[test]
+fn the_man_page_is_made_from_the_same_definitions_as_help() {
+    let env = Env::new();
+    let out = env.cmd().arg("man").assert().success();
+    let page = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(page.contains(".TH aimlvid 1"), "{page}");
+    for subcommand in ["extend", "resume", "completions"] {
+        assert!(page.contains(subcommand), "{subcommand} missing from the man page");
+    }
+    let help = env.cmd().arg("--help").assert().success();
+    let help = String::from_utf8(help.get_output().stdout.clone()).unwrap();
+    assert!(
+        !help.lines().any(|l| l.trim_start().starts_with("man ")),
+        "a packaging command in --help: {help}"
+    );
 }
 
 #[test]

@@ -81,8 +81,9 @@ impl JobChangeFeed for ChangeFeed {
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 /// Creates still `pending` this long after they began are taken to be
-/// lost with their server (a create's request is long over by then).
-const PENDING_LOST_AFTER: i64 = 15 * 60;
+/// lost with their server: the longest create, the largest body (64 MiB)
+/// sent at the slowest rate the client allows (64 KiB/s), takes 17 minutes.
+const PENDING_LOST_AFTER: i64 = 30 * 60;
 
 /// Four connections per core, at least 8 and at most 64: a server's hot
 /// path does not touch the database (statuses are answered from memory), so
