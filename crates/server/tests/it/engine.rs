@@ -278,12 +278,14 @@ async fn until_status(proxy: &Proxy, key: &str, status: u16) -> Duration {
 async fn one_keys_backlog_does_not_delay_anothers_polls() {
     let sim = frozen_sim().await;
     let (_dir, db) = temp_db();
-    // Polls are scarce: 20 a second, one at a time, each job first polled a second after its create.
+    // Polls are scarce: 5 a second, one at a time, each job first polled a
+    // second after its create. (Slow enough that even a creating phase of
+    // 20 s on a loaded machine leaves most of the backlog unpolled.)
     let proxy = start_proxy_tweaked(&sim, &db, PollPolicy::default(), |config| {
         eager(config);
         config.poll.first_delay = Duration::from_secs(1);
         config.poll.concurrency = 1;
-        config.poll.max_rate = 20.0;
+        config.poll.max_rate = 5.0;
     })
     .await;
     let busy = proxy.key("busy", KeyLimits::default()).await;
@@ -294,7 +296,7 @@ async fn one_keys_backlog_does_not_delay_anothers_polls() {
         assert!(sim.complete_now(id));
     }
 
-    // The quiet key's job is due last, but waits one turn, not 200 polls (10 s at this pace).
+    // The quiet key's job is due last, but waits one turn, not 200 polls (40 s at this pace).
     all_completed(&proxy, &mine, Duration::from_secs(30)).await;
     let polled_before = backlog
         .iter()
