@@ -1,8 +1,8 @@
 //! `cargo xtask codegen`: regenerate the simulator's model schema table.
 //!
 //! The inputs are the AI/ML API's public OpenAPI documents for its video
-//! models, from the public `aimlapi/api-docs` repository
-//! (`docs/api-references/video-models`), one JSON document per model page.
+//! models, one JSON document per model page, as copied into
+//! `crates/core/api/video-models/` by `cargo xtask api import`.
 //! Each document that describes `POST /v2/video/generations` contributes the
 //! request-body schema of its model to `crates/sim/src/models.json`, a JSON
 //! object keyed by model id. The simulator embeds that table and validates
@@ -65,8 +65,7 @@ pub(crate) fn run(openapi_dir: &Path, check: bool) -> Result<()> {
         if committed != text {
             bail!(
                 "{OUTPUT} is out of date with the OpenAPI documents in {}; \
-                 run `cargo xtask codegen --openapi-dir DIR` (DIR: a checkout of \
-                 aimlapi/api-docs at docs/api-references/video-models) and commit the result",
+                 run `cargo xtask codegen` and commit the result",
                 openapi_dir.display()
             );
         }

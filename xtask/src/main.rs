@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 //!
-//! - `ci`: everything CI checks: formatting, clippy, the tests, rustdoc.
+//! - `ci`: everything CI checks: the generated schema table up to date,
+//!   formatting, clippy, the tests, rustdoc.
 //! - `lint`: formatting and clippy only.
 //! - `dist`: release archives of both binaries for this machine, with
 //!   completions, man pages and `SHA256SUMS`, in `target/dist/`.
@@ -9,9 +10,12 @@
 //!   against a static nginx, driven by oha (figures in docs/benchmarks.md).
 //! - `bench replicas`: how far behind a read on another replica is, on the
 //!   PostgreSQL in `AIMLVID_TEST_POSTGRES`.
-//! - `codegen --openapi-dir DIR [--check]`: regenerates the simulator's
-//!   model schemas from the upstream's OpenAPI documents.
+//! - `api import --from DIR`: copies the upstream's OpenAPI documents for
+//!   its video models into `crates/core/api/video-models/`.
+//! - `codegen [--check]`: regenerates the simulator's model schemas from
+//!   those copies (`--openapi-dir DIR` reads another folder).
 
+mod api;
 mod bench_proxy;
 mod codegen;
 mod dist;
@@ -30,6 +34,8 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["ci"] => {
+            // The generated schema table matches the documents in the repository.
+            codegen::run(&project_root().join(api::API_DIR), true)?;
             lint(&sh)?;
             test(&sh)?;
             doc(&sh)
@@ -46,6 +52,9 @@ fn main() -> anyhow::Result<()> {
             cmd!(sh, "cargo bench -p aimlvid-server --bench replicas").run()?;
             Ok(())
         }
+        ["api", "import", "--from", dir] => api::import(&project_root(), Path::new(dir)),
+        ["codegen"] => codegen::run(&project_root().join(api::API_DIR), false),
+        ["codegen", "--check"] => codegen::run(&project_root().join(api::API_DIR), true),
         ["codegen", "--openapi-dir", dir, rest @ ..] => {
             let check = match rest {
                 [] => false,
@@ -56,7 +65,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => bail!(
             "usage: cargo xtask <ci | lint | test | dist | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
-             codegen --openapi-dir DIR [--check]>"
+             api import --from DIR | codegen [--check] [--openapi-dir DIR]>"
         ),
     }
 }
