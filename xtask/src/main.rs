@@ -3,6 +3,8 @@
 //! - `ci`: everything CI checks: the generated schema table up to date,
 //!   formatting, clippy, the tests, rustdoc.
 //! - `lint`: formatting and clippy only.
+//! - `release X.Y.Z [--dry-run] [--skip-ci]`: checks, versions, changelog,
+//!   packages and dist archives, then a commit and a tag (not in a dry run).
 //! - `dist`: release archives of both binaries for this machine, with
 //!   completions, man pages and `SHA256SUMS`, in `target/dist/`.
 //! - `bench client`: the polling benchmark (figures in docs/benchmarks.md).
@@ -19,6 +21,7 @@ mod api;
 mod bench_proxy;
 mod codegen;
 mod dist;
+mod release;
 #[cfg(test)]
 mod tidy;
 
@@ -33,15 +36,13 @@ fn main() -> anyhow::Result<()> {
     sh.change_dir(project_root());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
-        ["ci"] => {
-            // The generated schema table matches the documents in the repository.
-            codegen::run(&project_root().join(api::API_DIR), true)?;
-            lint(&sh)?;
-            test(&sh)?;
-            doc(&sh)
-        }
+        ["ci"] => ci(&sh),
         ["lint"] => lint(&sh),
         ["dist"] => dist::run(&sh, &project_root()).map(drop),
+        ["release", rest @ ..] => {
+            let options = release::Options::parse(rest)?;
+            release::run(&sh, &project_root(), &options, || ci(&sh))
+        }
         ["test"] => test(&sh),
         ["bench", "client"] => {
             cmd!(sh, "cargo bench -p aimlvid --bench polling").run()?;
@@ -64,10 +65,18 @@ fn main() -> anyhow::Result<()> {
             codegen::run(Path::new(dir), check)
         }
         _ => bail!(
-            "usage: cargo xtask <ci | lint | test | dist | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
+            "usage: cargo xtask <ci | lint | test | dist | release X.Y.Z [--dry-run] [--skip-ci] | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
              api import --from DIR | codegen [--check] [--openapi-dir DIR]>"
         ),
     }
+}
+
+fn ci(sh: &Shell) -> anyhow::Result<()> {
+    // The generated schema table matches the documents in the repository.
+    codegen::run(&project_root().join(api::API_DIR), true)?;
+    lint(sh)?;
+    test(sh)?;
+    doc(sh)
 }
 
 fn lint(sh: &Shell) -> anyhow::Result<()> {
