@@ -251,8 +251,10 @@ const CONCURRENT: usize = 32;
 /// safety net, since every queued delivery wakes it.
 const IDLE: Duration = Duration::from_secs(60);
 /// Beyond the attempt's timeout, how long a claimed attempt is held before
-/// it is due again (if this process died making it).
-const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// it is due again (if this process died making it): enough to record the
+/// outcome of an attempt that ran to its timeout, short enough that a dead
+/// replica's attempts are made again within half a minute.
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
 
 /// The delivery worker's equipment.
 #[derive(Debug)]
