@@ -2,7 +2,7 @@
 //!
 //! - `ci`: everything CI checks: the generated schema table up to date,
 //!   formatting, clippy, the tests, rustdoc.
-//! - `lint`: formatting and clippy only.
+//! - `lint`: formatting, clippy, and `cargo deny` (deny.toml) when installed.
 //! - `release X.Y.Z [--dry-run] [--skip-ci]`: checks, versions, changelog,
 //!   packages and dist archives, then a commit and a tag (not in a dry run).
 //! - `dist`: release archives of both binaries for this machine, with
@@ -82,6 +82,25 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
 fn lint(sh: &Shell) -> anyhow::Result<()> {
     cmd!(sh, "cargo fmt --all -- --check").run().context("formatting differs: run `cargo fmt --all`")?;
     cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
+    supply_chain(sh)
+}
+
+/// `cargo deny` with `deny.toml`: licences, bans and sources always (they
+/// need no network); advisories when the advisory database can be fetched.
+fn supply_chain(sh: &Shell) -> anyhow::Result<()> {
+    if cmd!(sh, "cargo deny --version").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+        // CI installs it (.ci/run), so there the checks always run.
+        println!(
+            "note: cargo-deny is not installed; supply-chain checks skipped (`cargo install cargo-deny --locked`)"
+        );
+        return Ok(());
+    }
+    cmd!(sh, "cargo deny --offline check --hide-inclusion-graph licenses bans sources").run()?;
+    if cmd!(sh, "cargo deny fetch db").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+        println!("note: the RustSec advisory database could not be fetched; advisories not checked");
+        return Ok(());
+    }
+    cmd!(sh, "cargo deny --offline check --hide-inclusion-graph advisories").run()?;
     Ok(())
 }
 
