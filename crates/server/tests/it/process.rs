@@ -13,13 +13,38 @@ use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aimlvid-server");
 
+/// A server process, killed when dropped, so that a failed assertion does
+/// not leave it running.
+struct Server(Child);
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Already killed and reaped by the test, or not: either way it ends here.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `aimlvid-server serve` on a free port; returns it and its address.
-fn spawn_server(sim_url: &str, db: &OsStr) -> (Child, String) {
+fn spawn_server(sim_url: &str, db: &OsStr) -> (Server, String) {
     spawn_server_with(sim_url, db, &[])
 }
 
 /// [`spawn_server`] with more arguments to `serve`.
-fn spawn_server_with(sim_url: &str, db: &OsStr, extra: &[&OsStr]) -> (Child, String) {
+fn spawn_server_with(sim_url: &str, db: &OsStr, extra: &[&OsStr]) -> (Server, String) {
     let (child, url, _log) = spawn_server_logged(sim_url, db, extra, "info");
     (child, url)
 }
@@ -31,7 +56,7 @@ fn spawn_server_logged(
     db: &OsStr,
     extra: &[&OsStr],
     rust_log: &str,
-) -> (Child, String, std::sync::mpsc::Receiver<String>) {
+) -> (Server, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
@@ -66,7 +91,7 @@ fn spawn_server_logged(
             let _ = tx.send(line);
         }
     });
-    (child, format!("http://{address}"), log)
+    (Server(child), format!("http://{address}"), log)
 }
 
 #[tokio::test]
@@ -383,7 +408,7 @@ async fn three_replicas_share_a_thousand_jobs_and_lose_none_when_one_is_killed()
     .map(OsStr::new)
     .chain([config.as_os_str()])
     .collect();
-    let mut servers: Vec<(Child, String)> = (0..3)
+    let mut servers: Vec<(Server, String)> = (0..3)
         .map(|_| {
             let (child, url) = spawn_server_with(&sim.base_url(), db, &flags);
             (child, format!("{url}/v2/video/generations"))
