@@ -136,6 +136,10 @@ struct Inner {
     store: Arc<dyn Store>,
     upstream: aimlvid::Client,
     keys: KeyTable,
+    /// Held from reading the keys to syncing the table, so that a reload
+    /// that read earlier cannot sync over one that read later (the
+    /// refresher would otherwise briefly undo a key just issued).
+    reloading: tokio::sync::Mutex<()>,
     jobs: JobViews,
     unknown_ids: UnknownIds,
     admin_token_hash: Option<[u8; 32]>,
@@ -222,6 +226,7 @@ impl AppState {
                 store,
                 upstream: config.upstream,
                 keys,
+                reloading: tokio::sync::Mutex::new(()),
                 jobs,
                 unknown_ids: UnknownIds::default(),
                 admin_token_hash: config.admin_token.map(|t| hash_key(t.expose_secret())),
@@ -428,6 +433,7 @@ impl AppState {
 
     /// Reloads keys from storage now.
     pub async fn reload_keys(&self) -> Result<(), StoreError> {
+        let _in_order = self.inner.reloading.lock().await;
         let records = self.inner.store.keys().await?;
         // Keys new to this process have no jobs in flight here yet.
         self.inner.keys.sync(records, |_| (0, 0.0));

@@ -1,5 +1,7 @@
 //! Team keys: isolation, the admin API, and each limit.
 
+use std::time::Duration;
+
 use aimlvid_server::store::KeyLimits;
 use serde_json::{Value, json};
 
@@ -146,4 +148,21 @@ async fn models_unfinished_jobs_and_the_budget_are_limited() {
     let keys = proxy.state.store().keys().await.unwrap();
     assert_eq!(keys[0].credits_used, 2.0 * per_job, "charged once per job, never per poll");
     proxy.stop().await;
+}
+
+/// The refresher reloads keys every millisecond here, racing each issue's
+/// own reload: a reload that read the table before the key existed must
+/// not sync over one that read it after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_works_as_soon_as_it_is_issued_while_the_refresher_runs() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy =
+        start_proxy_configured(&sim, &db, |config| config.key_refresh = Duration::from_millis(1)).await;
+    for n in 0..200 {
+        let key = proxy.key(&format!("member-{n}"), KeyLimits::default()).await;
+        // A request, as a member would make next: the refresher gets its turn meanwhile.
+        let read = get(&proxy.http, &proxy.endpoint(), Some(&key), Some("no-such-job")).await;
+        assert_eq!(read.status, 404, "key {n} was refused right after it was issued: {read:?}");
+    }
 }
