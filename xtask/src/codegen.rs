@@ -1,12 +1,16 @@
-//! `cargo xtask codegen`: regenerate the simulator's model schema table.
+//! `cargo xtask codegen`: regenerate the model catalog.
 //!
 //! The inputs are the AI/ML API's public OpenAPI documents for its video
 //! models, one JSON document per model page, as copied into
 //! `crates/core/api/video-models/` by `cargo xtask api import`.
-//! Each document that describes `POST /v2/video/generations` contributes the
-//! request-body schema of its model to `crates/sim/src/models.json`, a JSON
-//! object keyed by model id. The simulator embeds that table and validates
-//! create requests against it, so it is exactly as strict as the documents.
+//! Each document that describes `POST /v2/video/generations` contributes its
+//! model to `crates/core/src/catalog/models.json`, a JSON object keyed by
+//! model id: the request-body schema (defaults normalised to the declared
+//! type: the documents write `"default": "7"` on integers), which parameters
+//! take media and of what kind, and the model's family. `aimlvid::catalog`
+//! embeds that table; the library validates requests against it before
+//! sending, and the simulator validates them with the same code, so the two
+//! cannot disagree.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
 
 /// The generated table, relative to the workspace root.
-const OUTPUT: &str = "crates/sim/src/models.json";
+const OUTPUT: &str = "crates/core/src/catalog/models.json";
 
 /// The endpoint whose request bodies we collect; documents for older
 /// vendor-specific paths are legacy and skipped.
@@ -51,7 +55,7 @@ const KEPT_KEYWORDS: &[&str] = &[
 /// `$ref` chains deeper than this are treated as a broken document.
 const MAX_REF_DEPTH: usize = 32;
 
-/// Regenerates `crates/sim/src/models.json` from the OpenAPI documents in
+/// Regenerates the catalog from the OpenAPI documents in
 /// `openapi_dir`, or with `check` only verifies that the committed file is up
 /// to date (and fails if not).
 pub(crate) fn run(openapi_dir: &Path, check: bool) -> Result<()> {
@@ -154,13 +158,102 @@ fn build_table(openapi_dir: &Path) -> Result<Map<String, Value>> {
             b.title_matches.cmp(&a.title_matches).then_with(|| a.file_name.cmp(&b.file_name))
         });
         if let Some(best) = candidates.into_iter().next() {
-            table.insert(id, best.schema);
+            table.insert(id.clone(), entry(&id, normalise_defaults(best.schema)));
         }
     }
     if table.is_empty() {
         bail!("no document in {} describes {CREATE_PATH}", openapi_dir.display());
     }
     Ok(table)
+}
+
+/// A catalog entry: family, media parameters and schema, keys sorted.
+fn entry(id: &str, schema: Value) -> Value {
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut media = Map::new();
+    if let Some(Value::Object(properties)) = schema.get("properties") {
+        for (name, property) in properties {
+            if let Some(kind) = media_kind(name, property) {
+                media.insert(name.clone(), kind.into());
+            }
+        }
+    }
+    let family = family(id, &required, &media);
+    let mut entry = Map::new();
+    entry.insert("family".into(), family.into());
+    entry.insert("media".into(), Value::Object(media));
+    entry.insert("schema".into(), schema);
+    Value::Object(entry)
+}
+
+/// What kind of media a top-level parameter takes, if any: a URL-valued
+/// string (or list of them), named for what it holds.
+fn media_kind(name: &str, schema: &Value) -> Option<&'static str> {
+    fn is_uri(schema: &Value) -> bool {
+        let uri = |s: &Value| s.get("format").and_then(Value::as_str) == Some("uri");
+        uri(schema)
+            || schema.get("items").is_some_and(uri)
+            || ["anyOf", "oneOf"].iter().any(|key| {
+                schema.get(*key).and_then(Value::as_array).is_some_and(|branches| branches.iter().any(is_uri))
+            })
+    }
+    let named_url = name.ends_with("_url") || name.ends_with("_urls");
+    if !is_uri(schema) && !named_url {
+        return None;
+    }
+    Some(if name.contains("audio") {
+        "audio"
+    } else if name.contains("video") || name.starts_with("alpha") {
+        "video"
+    } else {
+        "image"
+    })
+}
+
+/// The model's family, from the media it requires, then from its name.
+fn family(id: &str, required: &[&str], media: &Map<String, Value>) -> &'static str {
+    let requires =
+        |kind: &str| required.iter().any(|name| media.get(*name).and_then(Value::as_str) == Some(kind));
+    let named = |words: &[&str]| words.iter().any(|w| id.contains(w));
+    if requires("audio") || named(&["lip-sync", "avatar", "omnihuman"]) {
+        "avatar"
+    } else if id.contains("extend") {
+        "extend"
+    } else if requires("video") || named(&["v2v", "video-to-video"]) {
+        "video-to-video"
+    } else if requires("image") || named(&["i2v", "image-to-video"]) {
+        "image-to-video"
+    } else {
+        "text-to-video"
+    }
+}
+
+/// Defaults written as strings on numeric or boolean properties
+/// (`"default": "7"` on an integer) become values of the declared type.
+fn normalise_defaults(mut schema: Value) -> Value {
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        for property in properties.values_mut() {
+            let Value::Object(property) = property else { continue };
+            let ty = property.get("type").and_then(Value::as_str).map(str::to_owned);
+            let Some(Value::String(text)) = property.get("default") else { continue };
+            let typed = match ty.as_deref() {
+                Some("integer") => text.parse::<i64>().ok().map(Value::from),
+                Some("number") => text.parse::<f64>().ok().map(Value::from),
+                Some("boolean") => text.parse::<bool>().ok().map(Value::from),
+                _ => None,
+            };
+            if let Some(typed) = typed {
+                property.insert("default".into(), typed);
+            }
+        }
+    }
+    schema
 }
 
 /// The model ids a request schema accepts (`properties.model.enum`/`const`).

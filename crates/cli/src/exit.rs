@@ -81,7 +81,7 @@ fn code_for_api(e: &aimlvid::Error) -> u8 {
     match e {
         E::MissingApiKey | E::Unauthorized { .. } | E::OutOfCredits { .. } => AUTH,
         E::Config(_) | E::InvalidInput(_) => USAGE,
-        E::InvalidRequest { .. } | E::NotFound { .. } => INVALID,
+        E::InvalidRequest { .. } | E::NotFound { .. } | E::Validation(_) => INVALID,
         E::GenerationFailed { .. } => FAILED,
         E::TimedOut { .. } => NOT_FINISHED,
         E::Io { .. } => LOCAL,

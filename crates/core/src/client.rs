@@ -56,6 +56,7 @@ struct Inner {
     retry: RetryPolicy,
     request_timeout: Duration,
     observer: Option<Arc<dyn Observer>>,
+    validate: bool,
 }
 
 /// The key is never shown: only the base URL and policies are.
@@ -85,6 +86,7 @@ pub struct ClientBuilder {
     observer: Option<Arc<dyn Observer>>,
     allow_plain_http: bool,
     max_retry_after: Option<Duration>,
+    validate: bool,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -114,11 +116,22 @@ impl Default for ClientBuilder {
             observer: None,
             allow_plain_http: false,
             max_retry_after: None,
+            validate: true,
         }
     }
 }
 
 impl ClientBuilder {
+    /// Whether [`Client::create`] checks each request against its model in
+    /// the [catalog](crate::catalog) first, refusing one that does not fit
+    /// with [`Error::Validation`] before anything is sent (on by default).
+    /// Turn it off only when the catalog is behind the API you call. Models
+    /// the catalog does not know are sent unchecked either way.
+    pub fn validate_requests(mut self, on: bool) -> Self {
+        self.validate = on;
+        self
+    }
+
     /// Reads the key and base URL from the environment, leaving everything
     /// else at its default: `AIMLAPI_API_KEY` (or `AIML_API_KEY`, the
     /// official Python SDK's name) and `AIMLAPI_BASE_URL` (or
@@ -269,6 +282,7 @@ impl ClientBuilder {
                 },
                 request_timeout: self.request_timeout,
                 observer: self.observer,
+                validate: self.validate,
             }),
         })
     }
@@ -276,6 +290,19 @@ impl ClientBuilder {
 
 fn first_env(names: &[&str]) -> Option<String> {
     names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+}
+
+/// Refuses a body its catalog model does not accept. A model the catalog
+/// does not know may be newer than it, so it goes to the API unchecked.
+fn check_against_catalog(body: &serde_json::Value) -> Result<()> {
+    match crate::catalog::validate(body) {
+        Ok(_) => Ok(()),
+        Err(crate::catalog::Invalid::UnknownModel { given, .. }) => {
+            tracing::debug!(model = %given, "model not in the catalog; sent unchecked");
+            Ok(())
+        }
+        Err(invalid) => Err(Error::Validation(invalid)),
+    }
 }
 
 /// The slowest upload a create is allowed by default, in bytes a second.
@@ -389,9 +416,12 @@ impl Client {
             generation_id = tracing::field::Empty
         );
         async {
-            let body = serde_json::to_vec(request)
+            let body = serde_json::to_value(request)
                 .map_err(|e| Error::InvalidInput(format!("the request could not be encoded as JSON: {e}")))?;
-            let body = Bytes::from(body);
+            if self.inner.validate {
+                check_against_catalog(&body)?;
+            }
+            let body = Bytes::from(body.to_string());
             // Time to upload the body on the slowest link allowed, then to answer.
             let upload = Duration::from_secs_f64(body.len() as f64 / self.inner.min_upload_rate as f64);
             let deadline = self.inner.request_timeout.saturating_add(upload);

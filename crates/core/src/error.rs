@@ -33,6 +33,11 @@ pub enum Error {
     #[error("{0}")]
     InvalidInput(String),
 
+    /// The request does not fit its model's schema in the
+    /// [catalog](crate::catalog), so it was not sent (and not paid for).
+    #[error("{0}; nothing was sent")]
+    Validation(#[from] crate::catalog::Invalid),
+
     /// 401: the key is missing, malformed or revoked.
     #[error(
         "the API refused the key (401 {message}); check AIMLAPI_API_KEY, \

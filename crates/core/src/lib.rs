@@ -78,6 +78,7 @@
 
 #![warn(missing_docs)]
 
+pub mod catalog;
 mod client;
 mod download;
 mod error;

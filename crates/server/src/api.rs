@@ -153,13 +153,14 @@ pub(crate) async fn create(
     let model = value.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
     let record = key.record();
     if let Some(allowed) = &record.limits.allowed_models
-        && !allowed.contains(&model)
+        && !allowed.iter().any(|pattern| model_fits(pattern, &model))
     {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("This API key may not use model {model:?}"),
         ));
     }
+    check_against_catalog(&value)?;
     let request_hash: [u8; 32] = Sha256::digest(&body).into();
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
@@ -187,6 +188,27 @@ pub(crate) async fn create(
     let accepted = AcceptCreate { record, model, value, idempotency_key, request_hash };
     let task = state.spawn_create(accept(state.clone(), slot, accepted));
     task.await.map_err(|e| ApiError::internal(&format!("a create task ended abnormally: {e}")))?
+}
+
+/// Whether an allowlist entry (an id, or a pattern with `*`) admits `model`.
+fn model_fits(pattern: &str, model: &str) -> bool {
+    aimlvid::catalog::ModelPattern::new(pattern).is_ok_and(|p| p.matches(model))
+}
+
+/// Refuses, before anything is recorded or sent upstream, a body that its
+/// model's schema refuses: a 400 in the upstream's own shape, so members
+/// see what the upstream would have said. A model the catalog does not
+/// know may be newer than it, and goes to the upstream to judge.
+fn check_against_catalog(value: &serde_json::Value) -> Result<(), ApiError> {
+    use aimlvid::catalog::Invalid;
+    match aimlvid::catalog::validate(value) {
+        Ok(_) | Err(Invalid::UnknownModel { .. }) => Ok(()),
+        Err(Invalid::Refused { issues, .. }) => {
+            let errors: Vec<_> = issues.iter().map(aimlvid::catalog::Issue::to_json).collect();
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "Body validation error").with_errors(errors.into()))
+        }
+        Err(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, other.to_string())),
+    }
 }
 
 /// The answer while the upstream refuses this server's key: the member

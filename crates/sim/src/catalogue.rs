@@ -12,7 +12,7 @@ use sha2::Digest as _;
 
 use crate::Simulator;
 use crate::service::CREDITS_PER_USD;
-use crate::validate::MODELS;
+use aimlvid::catalog::{self, MediaKind, ModelSpec};
 
 /// The endpoint type the universal video endpoint's models carry.
 const VIDEO_TYPE: &str = "video";
@@ -91,24 +91,25 @@ struct Entry {
 }
 
 impl Entry {
-    fn of(id: &str, schema: &Value) -> Entry {
-        let has = |name: &str| schema["properties"].get(name).is_some();
+    fn of(model: &ModelSpec) -> Entry {
+        let takes = |kind: MediaKind| model.media_parameters().any(|p| p.media == Some(kind));
         let mut input = vec!["text"];
         let mut capabilities = Vec::new();
-        if has("image_url") || has("reference_image_urls") || has("first_frame_image") {
+        if takes(MediaKind::Image) {
             input.push("image");
             capabilities.push("image_to_video");
         }
-        if has("video_url") {
+        if takes(MediaKind::Video) {
             input.push("video");
             capabilities.push("video_to_video");
         }
-        if has("audio_url") {
+        if takes(MediaKind::Audio) {
             input.push("audio");
         }
         if capabilities.is_empty() {
             capabilities.push("text_to_video");
         }
+        let id = model.id.as_str();
         let alias = id.split_once('/').map_or(id, |(_, alias)| alias).to_owned();
         Entry { id: id.to_owned(), alias, input, capabilities }
     }
@@ -163,9 +164,8 @@ impl Entry {
 pub(crate) async fn models(State(sim): State<Simulator>, headers: HeaderMap, uri: Uri) -> Response {
     let query = Query::parse(&uri);
     let usd_per_job = sim.config().credits_per_job / CREDITS_PER_USD;
-    let data: Vec<Value> = MODELS
-        .iter()
-        .map(|(id, schema)| Entry::of(id, schema))
+    let data: Vec<Value> = catalog::models()
+        .map(Entry::of)
         .filter(|entry| entry.keep(&query))
         .map(|entry| entry.render(&query.sections, usd_per_job))
         .collect();
@@ -193,7 +193,7 @@ mod tests {
             "/v1/models?include=pricing&include=bogus&id=veo3-1-fast-extend-video,nope".parse().unwrap();
         let query = Query::parse(&uri);
         assert!(query.sections.pricing && !query.sections.modalities);
-        let extend = Entry::of("google/veo3-1-fast-extend-video", &MODELS["google/veo3-1-fast-extend-video"]);
+        let extend = Entry::of(catalog::model("google/veo3-1-fast-extend-video").unwrap());
         assert!(extend.keep(&query), "matched by its alias");
         assert_eq!(extend.capabilities, ["video_to_video"]);
         let rendered = extend.render(&query.sections, 0.06);

@@ -301,12 +301,12 @@ impl Simulator {
 
     /// Every model id the simulator accepts (sorted).
     pub fn models() -> impl Iterator<Item = &'static str> {
-        validate::MODELS.keys().map(String::as_str)
+        aimlvid::catalog::models().map(|m| m.id.as_str())
     }
 
     /// The published request schema of a model, as the simulator validates it.
     pub fn model_schema(model: &str) -> Option<&'static Value> {
-        validate::MODELS.get(model)
+        aimlvid::catalog::model(model).map(|m| &m.schema)
     }
 
     /// Real time since the simulator started.

@@ -29,8 +29,14 @@ async fn a_bad_field_is_an_invalid_request_with_expected_and_received() {
         .param("prompt", "go")
         .param("video_url", "https://example.com/a.mp4")
         .param("aspect_ratio", "4:3");
-
+    // Refused before sending, by the catalog...
     let err = client.create(&request).await.unwrap_err();
+    assert!(matches!(&err, Error::Validation(_)) && err.to_string().contains("aspect_ratio"), "{err:?}");
+    assert_eq!(sim.stats().create_requests, 0);
+
+    // ...and by the API, in the same words, when the catalog is not asked.
+    let unchecked = builder_for(&sim).validate_requests(false).build().unwrap();
+    let err = unchecked.create(&request).await.unwrap_err();
 
     let Error::InvalidRequest { message, details, .. } = &err else { panic!("{err:?}") };
     assert_eq!(message, "Body validation error");

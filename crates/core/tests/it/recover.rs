@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use aimlvid::{ClientRequestId, CreateLookup, Error, Status};
 use aimlvid_sim::{Fault, Route, SimConfig};
 
-use crate::{config, extend_request, start};
+use crate::{builder_for, config, extend_request, start};
 
 fn unknown_id(err: Error) -> ClientRequestId {
     match err {
@@ -36,7 +36,9 @@ async fn a_lost_create_is_recovered_from_the_logs_with_one_paid_job() {
 
 #[tokio::test]
 async fn a_refused_create_and_one_never_made_are_told_apart() {
-    let (sim, client) = start(config()).await;
+    let (sim, _) = start(config()).await;
+    // Sent unchecked, so that the API is the one to refuse it.
+    let client = builder_for(&sim).validate_requests(false).build().unwrap();
     let refused = ClientRequestId::new("journal-refused-1").unwrap();
     let mut bad = extend_request();
     bad.prompt = String::new();

@@ -166,3 +166,38 @@ async fn a_key_works_as_soon_as_it_is_issued_while_the_refresher_runs() {
         assert_eq!(read.status, 404, "key {n} was refused right after it was issued: {read:?}");
     }
 }
+
+#[tokio::test]
+async fn allowlists_take_patterns_and_bad_requests_are_refused_before_the_upstream() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let limits = KeyLimits { allowed_models: Some(vec!["*-extend-video".into()]), ..KeyLimits::default() };
+    let key = proxy.key("erin", limits).await;
+    let send = |body: Value| {
+        let (http, endpoint, key) = (proxy.http.clone(), proxy.endpoint(), key.clone());
+        async move { post(&http, &endpoint, Some(&key), &body).await }
+    };
+
+    let mut standard = create_body("x");
+    standard["model"] = "google/veo3-1-extend-video".into();
+    assert_eq!(send(standard).await.status, 200, "fits the pattern");
+    let mut text = create_body("x");
+    text["model"] = "google/veo-3.1-t2v".into();
+    assert_eq!(send(text).await.status, 403, "does not fit");
+
+    let mut wrong = create_body("x");
+    wrong["duration"] = 9.into();
+    wrong.as_object_mut().unwrap().remove("video_url");
+    let refused = send(wrong).await;
+    assert_eq!((refused.status, refused.body["message"].as_str()), (400, Some("Body validation error")));
+    let errors = refused.body["errors"].as_array().unwrap();
+    let paths: Vec<&Value> = errors.iter().map(|e| &e["path"][0]).collect();
+    assert_eq!(paths, [&json!("video_url"), &json!("duration")], "{errors:?}");
+    assert_eq!(
+        (&errors[0]["message"], &errors[1]["code"]),
+        (&json!("Required"), &json!("invalid_enum_value"))
+    );
+    assert_eq!(sim.stats().create_requests, 1, "only the good create reached the upstream");
+    proxy.stop().await;
+}

@@ -1,0 +1,583 @@
+//! Every video model of the universal endpoint: its family, its parameters,
+//! and validation of a request **before** it is sent.
+//!
+//! The catalog is generated data: `cargo xtask codegen` builds
+//! `models.json` from the upstream's OpenAPI documents (kept in the
+//! repository under `crates/core/api/`), and CI checks it is up to date. The
+//! simulator validates requests with the same code and table, so a request
+//! this module accepts is one the simulator accepts, and the other way round.
+//!
+//! ```
+//! use aimlvid::catalog::{self, Family};
+//! use serde_json::json;
+//!
+//! let model = catalog::model("google/veo3-1-fast-extend-video").unwrap();
+//! assert_eq!(model.family, Family::Extend);
+//! let duration = model.parameter("duration").unwrap();
+//! assert_eq!(duration.default, Some(json!(7)));
+//!
+//! let refused = catalog::validate(&json!({
+//!     "model": "google/veo3-1-fast-extend-video",
+//!     "prompt": "The raccoon looks up",
+//!     "video_url": "https://example.com/clip.mp4",
+//!     "duration": 9,
+//! }))
+//! .unwrap_err();
+//! assert!(refused.to_string().contains("duration"));
+//! ```
+
+mod schema;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+pub use schema::Issue;
+
+/// Where the upstream documents its models; quoted when a model is unknown.
+pub const MODELS_DOC_URL: &str = "https://docs.aimlapi.com/api-references/video-models";
+
+/// What a model makes, and from what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Family {
+    /// A video from a prompt alone (an image may be optional).
+    TextToVideo,
+    /// A video from one or more images.
+    ImageToVideo,
+    /// A video made from another video: edits, restyles, motion transfer.
+    VideoToVideo,
+    /// A clip continued where it ends (the Veo 3.1 extend models).
+    Extend,
+    /// A talking or singing person from an image or video and an audio track
+    /// (avatars, lip-sync).
+    Avatar,
+}
+
+impl Family {
+    /// Every family, in the order they are listed.
+    pub const ALL: [Family; 5] =
+        [Family::TextToVideo, Family::ImageToVideo, Family::VideoToVideo, Family::Extend, Family::Avatar];
+
+    /// The family's name, as `--family` takes it: `text-to-video`, ….
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::TextToVideo => "text-to-video",
+            Family::ImageToVideo => "image-to-video",
+            Family::VideoToVideo => "video-to-video",
+            Family::Extend => "extend",
+            Family::Avatar => "avatar",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Family {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Family::ALL.into_iter().find(|f| f.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
+            let names: Vec<&str> = Family::ALL.iter().map(|f| f.as_str()).collect();
+            format!("unknown family {s:?}; the families are {}", names.join(", "))
+        })
+    }
+}
+
+/// The kind of media a parameter takes, as a URL or a `data:` URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum MediaKind {
+    /// A picture (`image/*`).
+    Image,
+    /// A clip (`video/*`).
+    Video,
+    /// A sound track (`audio/*`).
+    Audio,
+}
+
+impl MediaKind {
+    /// `image`, `video` or `audio`: also the MIME type's top-level type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Video => "video",
+            MediaKind::Audio => "audio",
+        }
+    }
+}
+
+impl fmt::Display for MediaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The JSON type a parameter takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ParamType {
+    /// A string.
+    String,
+    /// A whole number.
+    Integer,
+    /// Any number.
+    Number,
+    /// `true` or `false`.
+    Boolean,
+    /// A list.
+    Array,
+    /// An object.
+    Object,
+    /// One of several shapes (the schema's `anyOf`/`oneOf`), or unconstrained.
+    Any,
+}
+
+impl ParamType {
+    fn of(schema: &Value) -> ParamType {
+        match schema.get("type").and_then(Value::as_str) {
+            Some("string") => ParamType::String,
+            Some("integer") => ParamType::Integer,
+            Some("number") => ParamType::Number,
+            Some("boolean") => ParamType::Boolean,
+            Some("array") => ParamType::Array,
+            Some("object") => ParamType::Object,
+            _ => ParamType::Any,
+        }
+    }
+
+    /// The type's JSON Schema name (`any` for [`ParamType::Any`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Integer => "integer",
+            ParamType::Number => "number",
+            ParamType::Boolean => "boolean",
+            ParamType::Array => "array",
+            ParamType::Object => "object",
+            ParamType::Any => "any",
+        }
+    }
+}
+
+impl fmt::Display for ParamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One parameter of a model's request body.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Parameter {
+    /// The body field, such as `duration`.
+    pub name: String,
+    /// Its JSON type.
+    pub ty: ParamType,
+    /// Whether a request must carry it.
+    pub required: bool,
+    /// The only values allowed, when the schema lists them.
+    pub allowed: Vec<Value>,
+    /// The smallest number allowed, if bounded.
+    pub minimum: Option<f64>,
+    /// The largest number allowed, if bounded.
+    pub maximum: Option<f64>,
+    /// What the upstream uses when the field is left out, of the declared
+    /// type (the documents write some as strings; they are normalised).
+    pub default: Option<Value>,
+    /// The kind of media it takes, for URL-valued parameters.
+    pub media: Option<MediaKind>,
+    /// The parameter's schema, as the upstream documents it.
+    pub schema: Value,
+}
+
+impl Parameter {
+    /// Whether it takes a list (of media URLs, for a media parameter).
+    pub fn is_list(&self) -> bool {
+        self.ty == ParamType::Array
+    }
+}
+
+/// A model of the universal video endpoint.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ModelSpec {
+    /// The model id, such as `google/veo3-1-fast-extend-video`.
+    pub id: String,
+    /// What it makes, and from what.
+    pub family: Family,
+    /// Its request parameters other than `model`, required ones first, then
+    /// by name.
+    pub parameters: Vec<Parameter>,
+    /// The whole request-body schema, as the upstream documents it.
+    pub schema: Value,
+}
+
+impl ModelSpec {
+    /// The parameter called `name`.
+    pub fn parameter(&self, name: &str) -> Option<&Parameter> {
+        self.parameters.iter().find(|p| p.name == name)
+    }
+
+    /// The parameters that take media.
+    pub fn media_parameters(&self) -> impl Iterator<Item = &Parameter> {
+        self.parameters.iter().filter(|p| p.media.is_some())
+    }
+
+    /// Checks a whole request body (with `model`) against this model's
+    /// schema.
+    pub fn validate(&self, body: &Value) -> Result<(), Invalid> {
+        let mut issues = Vec::new();
+        schema::check(&self.schema, body, &mut Vec::new(), None, &mut issues);
+        if issues.is_empty() { Ok(()) } else { Err(Invalid::Refused { model: self.id.clone(), issues }) }
+    }
+
+    /// A smallest body the schema accepts, with placeholder values
+    /// (`https://example.com/…` for media): a starting point for a request,
+    /// and what the tests send for every model.
+    pub fn example(&self) -> Value {
+        example_of(&self.schema)
+    }
+}
+
+/// Why a request was refused before it was sent.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Invalid {
+    /// The body is not a JSON object.
+    #[error("the request body must be a JSON object, not {0}")]
+    NotAnObject(&'static str),
+    /// The body names no model.
+    #[error("the request names no model; list them with `aimlvid models` or see {MODELS_DOC_URL}")]
+    MissingModel,
+    /// The model is not in the catalog.
+    #[error("unknown model {given:?}{}; list them with `aimlvid models` or see {MODELS_DOC_URL}",
+        .suggestion.as_ref().map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default())]
+    UnknownModel {
+        /// The id given (shortened if long).
+        given: String,
+        /// The closest catalog id, if one is close.
+        suggestion: Option<String>,
+    },
+    /// The model's schema refuses the body.
+    #[error("{model} does not accept this request:{}", describe(.issues))]
+    Refused {
+        /// The model id.
+        model: String,
+        /// Each problem, in zod's shape.
+        issues: Vec<Issue>,
+    },
+}
+
+/// One line per issue: the field, what was given, what is allowed.
+fn describe(issues: &[Issue]) -> String {
+    let mut text = String::new();
+    for issue in issues {
+        let expected = match issue.detail("expected").and_then(Value::as_str) {
+            Some("unknown") | None => String::new(),
+            Some(ty) => format!(" ({ty})"),
+        };
+        let line = if issue.detail("received").and_then(Value::as_str) == Some("undefined") {
+            format!("{} is required{expected} but was not given", issue.field())
+        } else {
+            format!("{}: {}", issue.field(), issue.message)
+        };
+        text.push_str("\n  - ");
+        text.push_str(&line);
+    }
+    text
+}
+
+/// Validates a whole create body: its `model` must be in the catalog and
+/// the rest must fit that model's schema. Returns the model.
+pub fn validate(body: &Value) -> Result<&'static ModelSpec, Invalid> {
+    let Value::Object(map) = body else {
+        return Err(Invalid::NotAnObject(schema::type_name(body)));
+    };
+    let id = match map.get("model") {
+        Some(Value::String(id)) => id,
+        Some(_) | None => return Err(Invalid::MissingModel),
+    };
+    let spec = model(id).ok_or_else(|| Invalid::UnknownModel {
+        given: schema::truncate(id, 80),
+        suggestion: suggest(id).map(str::to_owned),
+    })?;
+    spec.validate(body)?;
+    Ok(spec)
+}
+
+/// Every model, sorted by id.
+pub fn models() -> impl Iterator<Item = &'static ModelSpec> {
+    CATALOG.values()
+}
+
+/// The model with this id.
+pub fn model(id: &str) -> Option<&'static ModelSpec> {
+    CATALOG.get(id)
+}
+
+/// Models whose id contains `text` (ignoring case; empty matches all), of
+/// `family` if given, sorted by id.
+pub fn search(text: &str, family: Option<Family>) -> Vec<&'static ModelSpec> {
+    let text = text.to_lowercase();
+    models()
+        .filter(|m| family.is_none_or(|f| m.family == f))
+        .filter(|m| m.id.to_lowercase().contains(&text))
+        .collect()
+}
+
+/// The catalog id closest to a mistyped one, if any is close enough to be
+/// what was meant.
+pub fn suggest(id: &str) -> Option<&'static str> {
+    let lowered = id.to_lowercase();
+    models()
+        .map(|m| (strsim::jaro_winkler(&lowered, &m.id.to_lowercase()), m.id.as_str()))
+        .filter(|(score, _)| *score > 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, id)| id)
+}
+
+/// A model id, or a pattern of them where `*` stands for any run of
+/// characters (`google/*`, `*-text-to-video`): what a team key's allowlist
+/// holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelPattern(String);
+
+impl ModelPattern {
+    /// A pattern; refuses an empty one.
+    pub fn new(pattern: impl Into<String>) -> Result<Self, String> {
+        let pattern = pattern.into();
+        if pattern.trim().is_empty() {
+            return Err("a model pattern cannot be empty".to_owned());
+        }
+        Ok(ModelPattern(pattern))
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `id` fits the pattern (case matters, as in model ids).
+    pub fn matches(&self, id: &str) -> bool {
+        let mut parts = self.0.split('*');
+        let first = parts.next().unwrap_or_default();
+        let Some(mut rest) = id.strip_prefix(first) else { return false };
+        let parts: Vec<&str> = parts.collect();
+        let Some((last, middle)) = parts.split_last() else {
+            return rest.is_empty(); // no `*`: the whole id
+        };
+        for part in middle {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last)
+    }
+
+    /// The catalog's models that fit the pattern.
+    pub fn models(&self) -> impl Iterator<Item = &'static ModelSpec> + '_ {
+        models().filter(|m| self.matches(&m.id))
+    }
+}
+
+impl fmt::Display for ModelPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One generated entry of `models.json`.
+#[derive(Deserialize)]
+struct Entry {
+    family: Family,
+    media: BTreeMap<String, MediaKind>,
+    schema: Value,
+}
+
+static CATALOG: LazyLock<BTreeMap<String, ModelSpec>> = LazyLock::new(|| {
+    // Generated and checked by `cargo xtask codegen --check`; a parse failure
+    // is a build defect, which this module's tests catch.
+    let entries: BTreeMap<String, Entry> =
+        serde_json::from_str(include_str!("models.json")).expect("models.json matches the catalog's shape");
+    entries.into_iter().map(|(id, entry)| (id.clone(), spec(id, entry))).collect()
+});
+
+fn spec(id: String, entry: Entry) -> ModelSpec {
+    let required: Vec<&str> = entry
+        .schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let empty = Map::new();
+    let properties = entry.schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+    let mut parameters: Vec<Parameter> = properties
+        .iter()
+        .filter(|(name, _)| name.as_str() != "model")
+        .map(|(name, schema)| Parameter {
+            name: name.clone(),
+            ty: ParamType::of(schema),
+            required: required.contains(&name.as_str()),
+            allowed: schema.get("enum").and_then(Value::as_array).cloned().unwrap_or_default(),
+            minimum: schema.get("minimum").or_else(|| schema.get("exclusiveMinimum")).and_then(Value::as_f64),
+            maximum: schema.get("maximum").or_else(|| schema.get("exclusiveMaximum")).and_then(Value::as_f64),
+            default: schema.get("default").cloned(),
+            media: entry.media.get(name).copied(),
+            schema: schema.clone(),
+        })
+        .collect();
+    parameters.sort_by(|a, b| b.required.cmp(&a.required).then_with(|| a.name.cmp(&b.name)));
+    ModelSpec { id, family: entry.family, parameters, schema: entry.schema }
+}
+
+/// The smallest value `schema` accepts, built from the schema alone.
+fn example_of(schema: &Value) -> Value {
+    if let Some(first) = schema.get("enum").and_then(|e| e.get(0)) {
+        return first.clone();
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(first) = schema.get(key).and_then(|b| b.get(0)) {
+            return example_of(first);
+        }
+    }
+    let min = |key: &str| schema.get(key).and_then(Value::as_f64);
+    match schema.get("type").and_then(Value::as_str) {
+        Some("string") => match schema.get("format").and_then(Value::as_str) {
+            Some("uri") => Value::from("https://example.com/asset.mp4"),
+            Some("uuid") => Value::from("60ac7c34-3224-4b14-8e7d-0aa0db708325"),
+            _ => Value::from("x".repeat(min("minLength").unwrap_or(1.0) as usize)),
+        },
+        Some("integer") => Value::from(min("minimum").unwrap_or(1.0) as i64),
+        Some("number") => Value::from(min("minimum").unwrap_or(1.0)),
+        Some("boolean") => Value::from(false),
+        Some("array") => {
+            let item = example_of(schema.get("items").unwrap_or(&Value::Null));
+            let n = min("minItems").unwrap_or(0.0) as usize;
+            Value::Array(vec![item; n])
+        }
+        Some("object") => {
+            let mut out = Map::new();
+            for name in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                let property = schema.get("properties").and_then(|p| p.get(name));
+                out.insert(name.into(), example_of(property.unwrap_or(&Value::Null)));
+            }
+            Value::Object(out)
+        }
+        _ => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_catalog_holds_every_documented_model() {
+        assert_eq!(models().count(), 141);
+        let extend: Vec<&str> = search("", Some(Family::Extend)).iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(extend, ["google/veo3-1-extend-video", "google/veo3-1-fast-extend-video"]);
+        for family in Family::ALL {
+            assert!(!search("", Some(family)).is_empty(), "no model of family {family}");
+        }
+    }
+
+    #[test]
+    fn string_defaults_on_integers_are_numbers() {
+        for model in models() {
+            for p in &model.parameters {
+                if let (ParamType::Integer, Some(default)) = (p.ty, &p.default) {
+                    assert!(default.is_i64(), "{}.{}: default {default}", model.id, p.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn media_parameters_know_their_kind() {
+        let omnihuman = model("bytedance/omnihuman").unwrap();
+        assert_eq!(omnihuman.family, Family::Avatar);
+        assert_eq!(omnihuman.parameter("audio_url").unwrap().media, Some(MediaKind::Audio));
+        assert_eq!(omnihuman.parameter("image_url").unwrap().media, Some(MediaKind::Image));
+        let multi = model("kling-video/v1.6/standard/multi-image-to-video").unwrap();
+        let list = multi.parameter("image_list").unwrap();
+        assert_eq!((list.media, list.is_list(), list.required), (Some(MediaKind::Image), true, true));
+        assert_eq!(model("google/veo-3.1-t2v").unwrap().media_parameters().count(), 0);
+    }
+
+    #[test]
+    fn every_models_example_is_valid() {
+        for model in models() {
+            let body = model.example();
+            assert_eq!(body["model"], json!(model.id));
+            assert_eq!(validate(&body).map(|m| &m.id), Ok(&model.id), "{body}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_model_the_field_what_was_given_and_what_is_allowed() {
+        let body = json!({"model": "google/veo3-1-fast-extend-video", "prompt": "x", "duration": 9});
+        let message = validate(&body).unwrap_err().to_string();
+        assert!(
+            message.starts_with("google/veo3-1-fast-extend-video does not accept this request:"),
+            "{message}"
+        );
+        assert!(message.contains("video_url is required (string) but was not given"), "{message}");
+        assert!(message.contains("duration: Invalid enum value. Expected 7, received 9"), "{message}");
+    }
+
+    #[test]
+    fn unknown_models_get_a_suggestion() {
+        let refused = validate(&json!({"model": "google/veo3-1-fast-extend-vdeo"})).unwrap_err();
+        assert!(
+            refused.to_string().contains("did you mean \"google/veo3-1-fast-extend-video\""),
+            "{refused}"
+        );
+        assert_eq!(suggest("something/else-entirely-unlike-any"), None);
+        assert_eq!(validate(&json!([])).unwrap_err(), Invalid::NotAnObject("array"));
+    }
+
+    #[test]
+    fn patterns_match_ids_with_stars_anywhere() {
+        let fits = |pattern: &str, id: &str| ModelPattern::new(pattern).unwrap().matches(id);
+        assert!(fits("google/*", "google/veo3"));
+        assert!(!fits("google/*", "googles/veo3"));
+        assert!(fits("*-text-to-video", "klingai/v2.1-master-text-to-video"));
+        assert!(!fits("*-text-to-video", "klingai/v2.1-master-text-to-video-x"));
+        assert!(fits("google/veo3", "google/veo3"));
+        assert!(!fits("google/veo3", "google/veo3-1-extend-video"));
+        assert!(fits("*veo*extend*", "google/veo3-1-fast-extend-video"));
+        assert!(fits("a*a", "aa") && !fits("a*a", "a"));
+        assert!(fits("*", "anything"));
+        assert_eq!(ModelPattern::new("*-extend-video").unwrap().models().count(), 2);
+        assert!(ModelPattern::new(" ").is_err());
+    }
+
+    #[test]
+    fn issues_name_nested_fields_as_a_reader_writes_them() {
+        let issue =
+            Issue::new(&[json!("keyframes"), json!("frame0"), json!("url")], "invalid_string", "Invalid url");
+        assert_eq!(issue.field(), "keyframes.frame0.url");
+        assert_eq!(Issue::new(&[json!("image_list"), json!(2)], "x", "y").field(), "image_list[2]");
+        assert_eq!(Issue::new(&[], "x", "y").field(), "body");
+    }
+}

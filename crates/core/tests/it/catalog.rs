@@ -1,0 +1,107 @@
+//! Every model of the catalog, generated from its schema: a smallest valid
+//! request is accepted by the simulator, and each kind of mistake is refused
+//! by the client before anything is sent.
+
+use aimlvid::catalog::{self, ParamType};
+use aimlvid::{Error, GenericRequest};
+use serde_json::{Value, json};
+
+use crate::*;
+
+fn request_of(body: &Value) -> GenericRequest {
+    serde_json::from_value(body.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn every_models_smallest_request_is_accepted_and_each_mistake_refused_before_sending() {
+    let (sim, client) = start(config()).await;
+    let (mut enums, mut missing, mut types) = (0, 0, 0);
+    for model in catalog::models() {
+        let example = model.example();
+        let created = client.create(&request_of(&example)).await;
+        assert!(created.is_ok(), "{}: {example} was refused: {}", model.id, created.unwrap_err());
+
+        let sent_before = sim.requests().len();
+        let refused = |body: Value| {
+            let client = client.clone();
+            async move {
+                match client.create(&request_of(&body)).await {
+                    Err(Error::Validation(invalid)) => invalid.to_string(),
+                    other => panic!("{body} was not refused client-side: {other:?}"),
+                }
+            }
+        };
+        let with = |name: &str, value: Value| {
+            let mut body = example.clone();
+            body[name] = value;
+            body
+        };
+
+        // A value outside an enum: the message names the allowed ones.
+        let enumerated = model
+            .parameters
+            .iter()
+            .find(|p| !p.allowed.is_empty() && matches!(p.ty, ParamType::String | ParamType::Integer));
+        if let Some(p) = enumerated {
+            let wrong = if p.ty == ParamType::String { json!("not-an-option") } else { json!(987_654) };
+            let message = refused(with(&p.name, wrong)).await;
+            let first_allowed = match &p.allowed[0] {
+                Value::String(s) => format!("'{s}'"),
+                other => other.to_string(),
+            };
+            for part in [&model.id, &p.name, &first_allowed] {
+                assert!(message.contains(part.as_str()), "{}: {message:?} lacks {part}", model.id);
+            }
+            enums += 1;
+        }
+
+        // A required field left out.
+        if let Some(p) = model.parameters.iter().find(|p| p.required) {
+            let mut body = example.clone();
+            body.as_object_mut().unwrap().remove(&p.name);
+            let message = refused(body).await;
+            let says = match p.ty {
+                ParamType::Any => format!("{} is required but", p.name),
+                ty => format!("{} is required ({ty})", p.name),
+            };
+            assert!(message.contains(&model.id) && message.contains(&says), "{}: {message:?}", model.id);
+            missing += 1;
+        }
+
+        // A value of the wrong type.
+        let typed = model.parameters.iter().find(|p| {
+            matches!(p.ty, ParamType::String | ParamType::Integer | ParamType::Number | ParamType::Boolean)
+        });
+        if let Some(p) = typed {
+            let wrong = if p.ty == ParamType::String { json!(12345) } else { json!("wrong") };
+            let message = refused(with(&p.name, wrong)).await;
+            let says = format!("{}: Expected {}", p.name, p.ty);
+            assert!(message.contains(&model.id) && message.contains(&says), "{}: {message:?}", model.id);
+            types += 1;
+        }
+
+        assert_eq!(sim.requests().len(), sent_before, "{}: a refused request reached the API", model.id);
+    }
+    // Most models have each kind of field to get wrong; all have some.
+    assert!(enums > 120 && missing > 120 && types == catalog::models().count(), "{enums} {missing} {types}");
+}
+
+#[tokio::test]
+async fn a_model_the_catalog_does_not_know_is_sent_for_the_api_to_judge() {
+    let (sim, client) = start(config()).await;
+    let request = GenericRequest::new("acme/brand-new-model").param("prompt", "x");
+    match client.create(&request).await {
+        Err(Error::InvalidRequest { message, .. }) => assert!(message.contains("Unknown model"), "{message}"),
+        other => panic!("expected the simulator's 400: {other:?}"),
+    }
+    assert_eq!(sim.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn validation_can_be_turned_off_for_a_catalog_behind_the_api() {
+    let (sim, _) = start(config()).await;
+    let client = builder_for(&sim).validate_requests(false).build().unwrap();
+    let request = GenericRequest::new("google/veo-3.1-t2v").param("prompt", "x").param("duration", 9);
+    assert!(matches!(client.create(&request).await, Err(Error::InvalidRequest { .. })));
+    assert_eq!(sim.requests().len(), 1, "sent, and refused by the API instead");
+}
