@@ -107,6 +107,8 @@ struct Candidate {
     file_name: String,
     title_matches: bool,
     schema: Value,
+    /// The document's answer may carry a list of videos rather than one.
+    several_results: bool,
 }
 
 /// Reads every document and picks one schema per model id.
@@ -139,11 +141,22 @@ fn build_table(openapi_dir: &Path) -> Result<Map<String, Value>> {
         let title = schema.get("title").and_then(Value::as_str);
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let stripped = strip(&schema);
+        let several_results = match doc
+            .pointer("/paths/~1v2~1video~1generations/post/responses/200/content/application~1json/schema")
+        {
+            Some(answer) => {
+                let answer = resolve_refs(&doc, answer, 0)
+                    .with_context(|| format!("resolving $ref in {}", path.display()))?;
+                answer.pointer("/properties/video").is_some_and(allows_list)
+            }
+            None => false,
+        };
         for id in ids {
             by_model.entry(id.clone()).or_default().push(Candidate {
                 file_name: file_name.clone(),
                 title_matches: title == Some(id.as_str()),
                 schema: stripped.clone(),
+                several_results,
             });
         }
     }
@@ -158,7 +171,7 @@ fn build_table(openapi_dir: &Path) -> Result<Map<String, Value>> {
             b.title_matches.cmp(&a.title_matches).then_with(|| a.file_name.cmp(&b.file_name))
         });
         if let Some(best) = candidates.into_iter().next() {
-            table.insert(id.clone(), entry(&id, normalise_defaults(best.schema)));
+            table.insert(id.clone(), entry(&id, normalise_defaults(best.schema), best.several_results));
         }
     }
     if table.is_empty() {
@@ -167,8 +180,17 @@ fn build_table(openapi_dir: &Path) -> Result<Map<String, Value>> {
     Ok(table)
 }
 
-/// A catalog entry: family, media parameters and schema, keys sorted.
-fn entry(id: &str, schema: Value) -> Value {
+/// Whether a schema is a list, or a union with a list among its branches.
+fn allows_list(schema: &Value) -> bool {
+    schema.get("type").and_then(Value::as_str) == Some("array")
+        || ["anyOf", "oneOf"]
+            .iter()
+            .any(|key| schema.get(*key).and_then(Value::as_array).is_some_and(|b| b.iter().any(allows_list)))
+}
+
+/// A catalog entry: family, media parameters, schema, and whether the
+/// answer may list several videos; keys sorted.
+fn entry(id: &str, schema: Value, several_results: bool) -> Value {
     let required: Vec<&str> = schema
         .get("required")
         .and_then(Value::as_array)
@@ -189,6 +211,9 @@ fn entry(id: &str, schema: Value) -> Value {
     entry.insert("family".into(), family.into());
     entry.insert("media".into(), Value::Object(media));
     entry.insert("schema".into(), schema);
+    if several_results {
+        entry.insert("several_results".into(), true.into());
+    }
     Value::Object(entry)
 }
 

@@ -122,6 +122,11 @@ pub(crate) fn color_in_args(args: &[std::ffi::OsString]) -> clap::ColorChoice {
 pub(crate) enum Command {
     /// Extend a clip: create the job, wait for it, and download the result
     Extend(ExtendArgs),
+    /// Generate with any video model: text, image, video or audio in, a video out
+    Generate(GenerateArgs),
+    /// List the video models, or show one's parameters and price
+    #[command(args_conflicts_with_subcommands = true)]
+    Models(ModelsArgs),
     /// Ask once how a generation is doing
     Status {
         /// The generation id
@@ -265,6 +270,109 @@ pub(crate) struct ExtendArgs {
     pub(crate) no_wait: bool,
 }
 
+/// `aimlvid generate`.
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// The model id, such as google/veo-3.1-t2v-fast (`aimlvid models` lists them)
+    #[arg(short, long, value_name = "ID", value_parser = ModelIdParser, hide_possible_values = true)]
+    pub(crate) model: String,
+
+    /// What the video should show
+    #[arg(short, long, value_name = "TEXT")]
+    pub(crate) prompt: Option<String>,
+
+    /// An image for the model's image parameter: a local file or an https:// URL (repeat for a list)
+    #[arg(long, value_name = "FILE|URL")]
+    pub(crate) image: Vec<String>,
+
+    /// A video for the model's video parameter: a local file or an https:// URL (repeat for a list)
+    #[arg(long, value_name = "FILE|URL")]
+    pub(crate) video: Vec<String>,
+
+    /// A sound track for the model's audio parameter: a local file or an https:// URL (repeat for a list)
+    #[arg(long, value_name = "FILE|URL")]
+    pub(crate) audio: Vec<String>,
+
+    /// Any other parameter, typed from the model's schema: duration=10 sends a number,
+    /// last_image_url=end.png sends the file (`aimlvid models show ID` lists them)
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub(crate) params: Vec<String>,
+
+    /// Where to write the result [default: <model name>.mp4; more results: -2, -3… beside it]
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+
+    /// Replace the output file if it exists
+    #[arg(long)]
+    pub(crate) force: bool,
+
+    /// Create the job, print its id and exit without waiting
+    #[arg(long)]
+    pub(crate) no_wait: bool,
+
+    /// Check the request and print it (media elided) with its price where known; send nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+
+    /// Send the request without checking it against the catalog (for a model or
+    /// parameter newer than this aimlvid)
+    #[arg(long)]
+    pub(crate) skip_validation: bool,
+}
+
+/// `aimlvid models`.
+#[derive(Debug, Args)]
+pub(crate) struct ModelsArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<ModelsAction>,
+
+    /// Only models whose id contains this
+    pub(crate) search: Option<String>,
+
+    /// Only models of this family
+    #[arg(long, value_name = "FAMILY", value_parser = family_parser())]
+    pub(crate) family: Option<aimlvid::catalog::Family>,
+}
+
+/// `aimlvid models …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ModelsAction {
+    /// A model's parameters (type, default, allowed values, required) and its price
+    Show {
+        /// The model id
+        #[arg(value_parser = ModelIdParser, hide_possible_values = true)]
+        id: String,
+    },
+}
+
+fn family_parser() -> impl clap::builder::TypedValueParser<Value = aimlvid::catalog::Family> {
+    use clap::builder::TypedValueParser as _;
+    let names: Vec<&'static str> = aimlvid::catalog::Family::ALL.iter().map(|f| f.as_str()).collect();
+    clap::builder::PossibleValuesParser::new(names).map(|name| name.parse().expect("a listed family"))
+}
+
+/// Any model id (the catalog may be behind the API), with the catalog's
+/// ids offered to shell completion.
+#[derive(Debug, Clone, Copy)]
+struct ModelIdParser;
+
+impl clap::builder::TypedValueParser for ModelIdParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        clap::builder::NonEmptyStringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(aimlvid::catalog::models().map(|m| clap::builder::PossibleValue::new(m.id.as_str()))))
+    }
+}
+
 /// `--model`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ModelArg {
@@ -332,6 +440,28 @@ mod tests {
             let cli = Cli::try_parse_from(args).unwrap();
             assert!(cli.global.simulate);
         }
+    }
+
+    #[test]
+    fn completions_offer_every_model_id_and_any_id_is_accepted() {
+        let mut script = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "aimlvid", &mut script);
+        let script = String::from_utf8(script).unwrap();
+        assert!(script.contains("google/veo-3.1-t2v-fast"), "model ids are completed");
+        let cli = Cli::try_parse_from(["aimlvid", "generate", "-m", "acme/next-year", "-p", "x"]).unwrap();
+        let Command::Generate(args) = cli.command else { panic!("not generate") };
+        assert_eq!(args.model, "acme/next-year");
+        let cli = Cli::try_parse_from(["aimlvid", "models", "show", "google/veo3"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Models(ModelsArgs { action: Some(ModelsAction::Show { .. }), .. })
+        ));
+        let cli = Cli::try_parse_from(["aimlvid", "models", "veo", "--family", "extend"]).unwrap();
+        let Command::Models(args) = cli.command else { panic!("not models") };
+        assert_eq!(
+            (args.search.as_deref(), args.family),
+            (Some("veo"), Some(aimlvid::catalog::Family::Extend))
+        );
     }
 
     #[test]

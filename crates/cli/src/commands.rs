@@ -151,7 +151,7 @@ fn file_name_for(id: &str) -> String {
 }
 
 /// Prints the result of jobs followed to their files.
-fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: bool) -> anyhow::Result<()> {
+pub(crate) fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: bool) -> anyhow::Result<()> {
     let last = steps.last().ok_or_else(|| anyhow::anyhow!("no job was run"))?;
     let known: Vec<f64> = steps.iter().filter_map(|s| s.credits_used).collect();
     let credits = (!known.is_empty()).then(|| known.iter().sum::<f64>());

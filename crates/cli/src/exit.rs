@@ -80,8 +80,8 @@ fn code_for_api(e: &aimlvid::Error) -> u8 {
     use aimlvid::Error as E;
     match e {
         E::MissingApiKey | E::Unauthorized { .. } | E::OutOfCredits { .. } => AUTH,
-        E::Config(_) | E::InvalidInput(_) => USAGE,
-        E::InvalidRequest { .. } | E::NotFound { .. } | E::Validation(_) => INVALID,
+        E::Config(_) | E::InvalidInput(_) | E::Validation(_) => USAGE,
+        E::InvalidRequest { .. } | E::NotFound { .. } => INVALID,
         E::GenerationFailed { .. } => FAILED,
         E::TimedOut { .. } => NOT_FINISHED,
         E::Io { .. } => LOCAL,

@@ -191,6 +191,17 @@ impl Plan {
     }
 }
 
+/// Where result `index` (from 0) of a job goes: the output itself, then
+/// `<stem>-2.<ext>`, `<stem>-3.<ext>`… beside it.
+pub(crate) fn numbered(output: &Path, index: usize) -> PathBuf {
+    if index == 0 {
+        return output.to_path_buf();
+    }
+    let stem = output.file_stem().map_or_else(|| "video".into(), |s| s.to_string_lossy());
+    let ext = output.extension().map_or_else(|| "mp4".into(), |s| s.to_string_lossy());
+    output.with_file_name(format!("{stem}-{}.{ext}", index + 1))
+}
+
 /// `path` made absolute against the current directory, so that the journal
 /// and printed commands work from anywhere.
 pub(crate) fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -392,7 +403,7 @@ impl<'r> App<'r> {
     pub(crate) async fn create(
         &self,
         client: &Client,
-        request: &ExtendVideo,
+        request: &impl aimlvid::CreateRequest,
         mut record: JobRecord,
     ) -> anyhow::Result<(Generation, JobRecord)> {
         record.state = JobState::Creating;
@@ -421,7 +432,7 @@ impl<'r> App<'r> {
                     .with_context(|| format!("generation {id} was created but could not be journaled"))?;
                 self.report.set_current(Some(&id));
                 let step = record.chain.as_ref().map(|c| (c.step, c.of));
-                self.report.created(&id, request.model.id(), step);
+                self.report.created(&id, request.model(), step);
                 self.set_hint(&record);
                 if self.interrupt.stop_requested.load(Ordering::SeqCst) {
                     return Err(Interrupted(self.message()).into());
@@ -537,17 +548,49 @@ impl<'r> App<'r> {
         force: bool,
     ) -> anyhow::Result<u64> {
         let id = &generation.id;
-        let url = generation.video_url().ok_or_else(|| {
-            Failure::new(exit::NETWORK, format!("generation {id} completed without a video URL"))
-        })?;
-        let results = generation.video_urls().len();
-        if results > 1 {
-            self.report.warn(format!(
-                "generation {id} made {results} videos; downloading the first \
-                 (`aimlvid status {id} --json` lists them all)"
-            ));
+        let urls = generation.video_urls();
+        if urls.is_empty() {
+            return Err(Failure::new(
+                exit::NETWORK,
+                format!("generation {id} completed without a video URL"),
+            )
+            .into());
         }
-        let dest = record.output.clone();
+        if urls.len() > 1 {
+            let names: Vec<String> =
+                (0..urls.len()).map(|i| numbered(&record.output, i).display().to_string()).collect();
+            self.report.note(format!("generation {id} made {} videos: {}", urls.len(), names.join(", ")));
+        }
+        let mut bytes = 0;
+        for (index, url) in urls.iter().enumerate() {
+            let dest = numbered(&record.output, index);
+            // Finished by an earlier run of this download, which a crash cut short.
+            if record.state == JobState::Downloading && dest.exists() && !force {
+                bytes +=
+                    std::fs::metadata(&dest).with_context(|| format!("reading {}", dest.display()))?.len();
+                continue;
+            }
+            bytes += self.fetch_one(client, record, generation, url, &dest, force).await?;
+        }
+        record.state = JobState::Downloaded;
+        record.bytes = Some(bytes);
+        record.error = None;
+        self.journal.save(record)?;
+        Ok(bytes)
+    }
+
+    /// Downloads one result of a completed job to `dest`.
+    async fn fetch_one(
+        &self,
+        client: &Client,
+        record: &mut JobRecord,
+        generation: &Generation,
+        url: &str,
+        dest: &Path,
+        force: bool,
+    ) -> anyhow::Result<u64> {
+        let id = &generation.id;
+        let dest = dest.to_path_buf();
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
@@ -575,10 +618,6 @@ impl<'r> App<'r> {
         drop(bar);
         match result {
             Ok(file) => {
-                record.state = JobState::Downloaded;
-                record.bytes = Some(file.bytes);
-                record.error = None;
-                self.journal.save(record)?;
                 self.report.downloaded(&file.path, file.bytes);
                 Ok(file.bytes)
             }

@@ -8,9 +8,11 @@ mod cli;
 mod commands;
 mod config;
 mod exit;
+mod generate;
 mod jobs;
 mod journal;
 mod logging;
+mod models;
 mod report;
 mod sim;
 
@@ -22,7 +24,7 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 use indicatif::{MultiProgress, ProgressDrawTarget};
 use std::io::IsTerminal as _;
 
-use crate::cli::{Cli, Command, JobsAction};
+use crate::cli::{Cli, Command, JobsAction, ModelsAction};
 use crate::config::Settings;
 use crate::exit::Interrupted;
 use crate::jobs::App;
@@ -97,6 +99,11 @@ async fn run(cli: Cli, report: &Reporter) -> anyhow::Result<u8> {
     let app = App::new(settings, report, cli.global.simulate).await?;
     match command {
         Command::Extend(args) => commands::extend(&app, args).await,
+        Command::Generate(args) => generate::generate(&app, args).await,
+        Command::Models(args) => match args.action {
+            Some(ModelsAction::Show { id }) => models::show(&app, &id).await,
+            None => models::list(&app, args.search.as_deref(), args.family),
+        },
         Command::Status { id } => commands::status(&app, &id).await,
         Command::Wait { id, output, force } => commands::wait(&app, &id, output, force).await,
         Command::Download { id, output, force } => commands::download(&app, &id, output, force).await,

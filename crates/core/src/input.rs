@@ -1,11 +1,12 @@
-//! The clip to extend: an HTTPS URL, or a local file sent inline as a
-//! `data:` URI.
+//! Media sent to a model (the clip to extend, an image, a sound track): an
+//! HTTPS URL, or a local file sent inline as a `data:` URI.
 
 use std::fmt;
 use std::path::Path;
 
 use base64::Engine as _;
 
+use crate::catalog::MediaKind;
 use crate::error::{Error, Result};
 
 /// The largest local file sent inline by default: 20 MiB, about 27 MiB once
@@ -57,27 +58,7 @@ impl VideoInput {
     /// Like [`VideoInput::from_file`] with your own size limit, in bytes.
     pub async fn from_file_with_limit(path: impl AsRef<Path>, max_bytes: u64) -> Result<Self> {
         let path = path.as_ref();
-        let meta = tokio::fs::metadata(path).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::InvalidInput(format!("{}: no such file", path.display())),
-            _ => Error::Io { action: "reading", path: path.to_owned(), source: e },
-        })?;
-        if !meta.is_file() {
-            return Err(Error::InvalidInput(format!("{} is not a file", path.display())));
-        }
-        // Checked before reading, so a huge file is refused without loading it.
-        if meta.len() > max_bytes {
-            return Err(Error::InvalidInput(format!(
-                "{} is {} MiB, over the {} MiB that can be sent inline; upload it somewhere and pass its https:// URL",
-                path.display(),
-                meta.len().div_ceil(1024 * 1024),
-                max_bytes / (1024 * 1024)
-            )));
-        }
-        let bytes = tokio::fs::read(path).await.map_err(|e| Error::Io {
-            action: "reading",
-            path: path.to_owned(),
-            source: e,
-        })?;
+        let bytes = read_limited(path, max_bytes).await?;
         let mime = video_mime(&bytes).ok_or_else(|| {
             Error::InvalidInput(format!(
                 "{} is not a video (MP4, MOV, WebM, MKV, AVI…); give a video file",
@@ -144,6 +125,142 @@ impl fmt::Debug for VideoInput {
     }
 }
 
+/// Any model's media parameter (an image, a clip, a sound track): an
+/// HTTPS URL, or a local file sent inline as a `data:` URI of its own MIME
+/// type, checked for kind and size before any request is sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MediaInput {
+    kind: MediaKind,
+    value: String,
+}
+
+impl MediaInput {
+    /// Takes a command-line style argument: an `https://` URL, a `data:`
+    /// URI of the right kind, or else a path to a local file of that kind.
+    pub async fn parse(arg: &str, kind: MediaKind) -> Result<Self> {
+        if let Some(rest) = arg.strip_prefix("data:") {
+            let header = rest.split_once(',').map_or(rest, |(h, _)| h);
+            if !header.starts_with(&format!("{kind}/")) || !header.ends_with(";base64") {
+                return Err(Error::InvalidInput(format!(
+                    "a data: URI for {kind} must look like data:{kind}/<type>;base64,<data>"
+                )));
+            }
+            return Ok(MediaInput { kind, value: arg.to_owned() });
+        }
+        if let Some((scheme, _)) = arg.split_once("://")
+            && !scheme.is_empty()
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            return match scheme {
+                "https" => {
+                    url::Url::parse(arg).map_err(|e| {
+                        Error::InvalidInput(format!(
+                            "{arg:?} is not a valid URL ({e}); give an https:// URL or a local file"
+                        ))
+                    })?;
+                    Ok(MediaInput { kind, value: arg.to_owned() })
+                }
+                other => Err(Error::InvalidInput(format!(
+                    "the API only fetches media over https, not {other}:; give an https:// URL or a local file"
+                ))),
+            };
+        }
+        Self::from_file_with_limit(arg, kind, DEFAULT_MAX_INLINE_BYTES).await
+    }
+
+    /// Reads a local file of `kind` and encodes it as a `data:` URI,
+    /// refusing a file over `max_bytes` or of another kind.
+    pub async fn from_file_with_limit(
+        path: impl AsRef<Path>,
+        kind: MediaKind,
+        max_bytes: u64,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = read_limited(path, max_bytes).await?;
+        let mime = infer::get(&bytes).filter(|t| t.matcher_type() == matcher_of(kind)).map(|t| t.mime_type());
+        let mime = mime.ok_or_else(|| {
+            let found = infer::get(&bytes).map_or("not a recognised media file".to_owned(), |t| {
+                format!("a file of type {}", t.mime_type())
+            });
+            Error::InvalidInput(format!(
+                "{} is {found}, not {kind}; give {} file",
+                path.display(),
+                a_kind(kind)
+            ))
+        })?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        Ok(MediaInput { kind, value: format!("data:{mime};base64,{encoded}") })
+    }
+
+    /// The kind of media it holds.
+    pub fn kind(&self) -> MediaKind {
+        self.kind
+    }
+
+    /// Whether it travels inline, as a `data:` URI.
+    pub fn is_inline(&self) -> bool {
+        self.value.starts_with("data:")
+    }
+
+    /// The value sent in the request.
+    pub fn as_str(&self) -> &str {
+        &self.value
+    }
+
+    /// The value sent in the request, owned.
+    pub fn into_string(self) -> String {
+        self.value
+    }
+}
+
+/// Inline media is megabytes of base64: show its size, not its bytes.
+impl fmt::Debug for MediaInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_inline() {
+            let header = self.value.split_once(',').map_or("data:", |(h, _)| h);
+            write!(f, "MediaInput({header},<{} bytes>)", self.value.len())
+        } else {
+            f.debug_tuple("MediaInput").field(&self.value).finish()
+        }
+    }
+}
+
+fn matcher_of(kind: MediaKind) -> infer::MatcherType {
+    match kind {
+        MediaKind::Image => infer::MatcherType::Image,
+        MediaKind::Video => infer::MatcherType::Video,
+        MediaKind::Audio => infer::MatcherType::Audio,
+    }
+}
+
+fn a_kind(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Image => "an image (PNG, JPEG, WebP…)",
+        MediaKind::Video => "a video (MP4, MOV, WebM…)",
+        MediaKind::Audio => "an audio (MP3, WAV, M4A…)",
+    }
+}
+
+/// A file's bytes, refused by size before it is read.
+async fn read_limited(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let meta = tokio::fs::metadata(path).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::InvalidInput(format!("{}: no such file", path.display())),
+        _ => Error::Io { action: "reading", path: path.to_owned(), source: e },
+    })?;
+    if !meta.is_file() {
+        return Err(Error::InvalidInput(format!("{} is not a file", path.display())));
+    }
+    if meta.len() > max_bytes {
+        return Err(Error::InvalidInput(format!(
+            "{} is {} MiB, over the {} MiB that can be sent inline; upload it somewhere and pass its https:// URL",
+            path.display(),
+            meta.len().div_ceil(1024 * 1024),
+            max_bytes / (1024 * 1024)
+        )));
+    }
+    tokio::fs::read(path).await.map_err(|e| Error::Io { action: "reading", path: path.to_owned(), source: e })
+}
+
 fn video_mime(bytes: &[u8]) -> Option<&'static str> {
     infer::get(bytes).filter(|t| t.matcher_type() == infer::MatcherType::Video).map(|t| t.mime_type())
 }
@@ -197,5 +314,27 @@ mod tests {
         let err = VideoInput::parse(missing.to_str().unwrap()).await.unwrap_err().to_string();
         assert!(err.ends_with("missing.mp4: no such file"), "{err}");
         assert!(VideoInput::parse("ftp://example.com/a.mp4").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn media_files_must_be_of_the_kind_the_parameter_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("frame.png");
+        std::fs::write(&png, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR").unwrap();
+        let image = MediaInput::parse(png.to_str().unwrap(), MediaKind::Image).await.unwrap();
+        assert!(image.as_str().starts_with("data:image/png;base64,"));
+        assert!(format!("{image:?}").starts_with("MediaInput(data:image/png;base64,<"));
+
+        let err = MediaInput::parse(png.to_str().unwrap(), MediaKind::Audio).await.unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "frame.png is a file of type image/png, not audio; give an audio (MP3, WAV, M4A…) file"
+            ),
+            "{err}"
+        );
+        let url = MediaInput::parse("https://example.com/a.png", MediaKind::Image).await.unwrap();
+        assert!(!url.is_inline());
+        assert!(MediaInput::parse("http://example.com/a.png", MediaKind::Image).await.is_err());
+        assert!(MediaInput::parse("data:video/mp4;base64,AAAA", MediaKind::Image).await.is_err());
     }
 }

@@ -96,7 +96,7 @@ pub use client::{
 };
 pub use download::{DownloadProgress, Downloaded, partial_path};
 pub use error::{Error, Result};
-pub use input::{DEFAULT_MAX_INLINE_BYTES, VideoInput};
+pub use input::{DEFAULT_MAX_INLINE_BYTES, MediaInput, VideoInput};
 pub use model::{
     AspectRatio, CreateRequest, ExtendModel, ExtendVideo, Generation, GenerationError, GenericRequest, Meta,
     Provider, Resolution, Status, Usage, Video, Videos,

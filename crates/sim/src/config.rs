@@ -40,10 +40,12 @@ pub struct SimConfig {
     pub result_size: Option<u64>,
     /// Largest accepted create body; bigger ones get 413.
     pub max_body_bytes: usize,
-    /// `None` answers a completed job's `video` as one `{url}` object, as
-    /// most models do; `Some(n)` answers a list of `n` of them, as the
-    /// models that document `video` as an array (`bytedance/seedance-2-5`,
-    /// `klingai/video-v3-omni-*`, …) do.
+    /// `None` answers a completed job's `video` as the catalog says its
+    /// model does: one `{url}` object for most, a list of
+    /// [`SEVERAL_RESULTS`](crate::SEVERAL_RESULTS) for the models that
+    /// document `video` as an array (`bytedance/seedance-2-5`,
+    /// `klingai/video-v3-omni-*`, …). `Some(n)` answers a list of `n` for
+    /// every model.
     pub results_per_job: Option<usize>,
     /// A file host that ignores `Range` and always sends the whole file.
     pub ignore_range: bool,

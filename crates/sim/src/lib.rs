@@ -62,6 +62,10 @@ use state::{Job, State};
 /// The API key a default [`SimConfig`] accepts.
 pub const DEFAULT_API_KEY: &str = "sim-key";
 
+/// How many videos a finished job of a model that documents a list of
+/// results answers with (see [`SimConfig::results_per_job`]).
+pub const SEVERAL_RESULTS: usize = 2;
+
 const INPUT_BYTES: &[u8] = include_bytes!("../assets/input.mp4");
 const RESULT_BYTES: &[u8] = include_bytes!("../assets/result.mp4");
 

@@ -362,7 +362,9 @@ impl Simulator {
         }
         let mut answer = job.answer(now, base);
         // Models that make several results answer a list.
-        if let (Some(n), Some(one)) = (self.inner.config.results_per_job, answer.get("video").cloned()) {
+        let several = aimlvid::catalog::model(&job.model).is_some_and(|m| m.several_results);
+        let results = self.inner.config.results_per_job.or(several.then_some(crate::SEVERAL_RESULTS));
+        if let (Some(n), Some(one)) = (results, answer.get("video").cloned()) {
             let url = one["url"].as_str().unwrap_or_default().to_owned();
             let list: Vec<Value> = (1..=n)
                 .map(|i| if i == 1 { one.clone() } else { json!({"url": format!("{url}?result={i}")}) })

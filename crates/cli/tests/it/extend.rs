@@ -33,14 +33,18 @@ fn extend_writes_the_result_and_prints_its_path() {
 }
 
 #[test]
-fn a_generation_with_several_videos_downloads_the_first_and_says_so() {
+fn a_generation_with_several_videos_downloads_each_and_says_so() {
     let env = Env::with(aimlvid_sim::SimConfig { results_per_job: Some(2), ..crate::quick() });
     env.clip();
     let out = env.cmd().args(["extend", "clip.mp4", "-p", "Twice"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_result_file(&env.path("clip-extended.mp4"));
+    assert_result_file(&env.path("clip-extended-2.mp4"));
     let err = stderr(&out);
-    assert!(err.contains("made 2 videos; downloading the first"), "{err}");
+    let (first, second) = (env.path("clip-extended.mp4"), env.path("clip-extended-2.mp4"));
+    let said = format!("made 2 videos: {}, {}", first.display(), second.display());
+    assert!(err.contains(&said), "{err}");
+    assert_eq!(env.records()[0]["bytes"], 2 * std::fs::metadata(&first).unwrap().len());
     let id = only_id(&env);
     let status = env.cmd().args(["--json", "status", &id]).output().unwrap();
     let result: serde_json::Value = serde_json::from_str(stdout(&status).trim()).unwrap();

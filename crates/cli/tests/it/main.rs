@@ -10,6 +10,7 @@
 mod bad_input;
 mod exit_codes;
 mod extend;
+mod generate;
 mod journal;
 mod json;
 mod other;

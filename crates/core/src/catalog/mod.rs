@@ -220,6 +220,9 @@ pub struct ModelSpec {
     pub parameters: Vec<Parameter>,
     /// The whole request-body schema, as the upstream documents it.
     pub schema: Value,
+    /// Whether its finished job may list several videos (`video` as an
+    /// array), as the upstream documents for a few models.
+    pub several_results: bool,
 }
 
 impl ModelSpec {
@@ -403,6 +406,8 @@ struct Entry {
     family: Family,
     media: BTreeMap<String, MediaKind>,
     schema: Value,
+    #[serde(default)]
+    several_results: bool,
 }
 
 static CATALOG: LazyLock<BTreeMap<String, ModelSpec>> = LazyLock::new(|| {
@@ -440,7 +445,13 @@ fn spec(id: String, entry: Entry) -> ModelSpec {
         })
         .collect();
     parameters.sort_by(|a, b| b.required.cmp(&a.required).then_with(|| a.name.cmp(&b.name)));
-    ModelSpec { id, family: entry.family, parameters, schema: entry.schema }
+    ModelSpec {
+        id,
+        family: entry.family,
+        parameters,
+        schema: entry.schema,
+        several_results: entry.several_results,
+    }
 }
 
 /// The smallest value `schema` accepts, built from the schema alone.
@@ -522,6 +533,8 @@ mod tests {
         let list = multi.parameter("image_list").unwrap();
         assert_eq!((list.media, list.is_list(), list.required), (Some(MediaKind::Image), true, true));
         assert_eq!(model("google/veo-3.1-t2v").unwrap().media_parameters().count(), 0);
+        let several: Vec<&str> = models().filter(|m| m.several_results).map(|m| m.id.as_str()).collect();
+        assert!(several.contains(&"bytedance/seedance-2-5") && several.len() >= 12, "{several:?}");
     }
 
     #[test]

@@ -1,0 +1,334 @@
+//! `aimlvid generate`: any model of the catalog, its parameters typed from
+//! the model's schema and its media read from files or URLs, checked before
+//! anything is sent, then the same journal, waiting and download as `extend`.
+
+use std::path::{Path, PathBuf};
+
+use aimlvid::catalog::{self, MediaKind, ModelSpec, ParamType, Parameter};
+use aimlvid::{GenericRequest, MediaInput};
+use serde_json::{Map, Value, json};
+
+use crate::cli::GenerateArgs;
+use crate::commands::report_finished;
+use crate::exit::{self, Failure};
+use crate::jobs::{App, absolute, ensure_free};
+use crate::journal::JobState;
+
+/// A request ready to send, and what the journal says it was made from.
+struct Built {
+    body: Map<String, Value>,
+    /// Each media input as given (path or URL), never its bytes.
+    inputs: Vec<String>,
+}
+
+pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Result<u8> {
+    let spec = match catalog::model(&args.model) {
+        Some(spec) => Some(spec),
+        None if args.skip_validation => None,
+        None => {
+            let hint =
+                catalog::suggest(&args.model).map(|s| format!(" (did you mean {s}?)")).unwrap_or_default();
+            return Err(Failure::usage(format!(
+                "unknown model {:?}{hint}; `aimlvid models` lists them (or add --skip-validation \
+                 to send it anyway, for a model newer than this aimlvid)",
+                args.model
+            ))
+            .into());
+        }
+    };
+    let built = build(spec, &args).await?;
+    let body = Value::Object(built.body.clone());
+    if !args.skip_validation {
+        catalog::validate(&body).map_err(|e| Failure::usage(format!("{e}; nothing was sent")))?;
+    }
+    if args.dry_run {
+        return dry_run(app, &args.model, &body).await;
+    }
+
+    let output = match &args.output {
+        Some(path) => path.clone(),
+        None => app.settings.output_dir.join(default_file_name(&args.model)),
+    };
+    let output = absolute(&output)?;
+    ensure_free(&output, args.force)?;
+    let client = app.client(None)?;
+    let request: GenericRequest = serde_json::from_value(body)?;
+    let (created, mut record) = app
+        .interruptible(async {
+            let mut record = app.record(&client, output.clone(), JobState::Creating);
+            record.model = Some(args.model.clone());
+            record.prompt = args.prompt.clone();
+            record.input = (!built.inputs.is_empty()).then(|| built.inputs.join(", "));
+            app.create(&client, &request, record).await
+        })
+        .await?;
+    // Inline media can be megabytes: do not hold it while waiting.
+    drop(request);
+    if args.no_wait {
+        let id = created.id.clone();
+        app.report.result(
+            json!({"event": "result", "ok": true, "id": id, "status": created.status.as_str(), "output": record.output}),
+            Some(format!("wait for it with: {}", app.resume_command(&record))),
+            Some(id),
+        )?;
+        return Ok(exit::OK);
+    }
+    let finished = app
+        .interruptible(app.follow(&client, &mut record, client.watch_created(created), args.force, true))
+        .await?;
+    report_finished(app, &[finished], false)?;
+    Ok(exit::OK)
+}
+
+/// The body: model, prompt, `--image`/`--video`/`--audio` on the model's
+/// parameters of those kinds, then every `--param`, typed.
+async fn build(spec: Option<&ModelSpec>, args: &GenerateArgs) -> anyhow::Result<Built> {
+    let mut built = Built { body: Map::new(), inputs: Vec::new() };
+    built.body.insert("model".into(), args.model.clone().into());
+    if let Some(prompt) = &args.prompt {
+        built.body.insert("prompt".into(), prompt.clone().into());
+    }
+    for (kind, given) in
+        [(MediaKind::Image, &args.image), (MediaKind::Video, &args.video), (MediaKind::Audio, &args.audio)]
+    {
+        if given.is_empty() {
+            continue;
+        }
+        let param = media_parameter(spec, &args.model, kind, given.len())?;
+        let mut values = Vec::new();
+        for arg in given {
+            values.push(media(arg, kind).await?);
+            built.inputs.push(label(arg)?);
+        }
+        let value = if param.is_list() { Value::Array(values) } else { values.remove(0) };
+        built.body.insert(param.name.clone(), value);
+    }
+    for raw in &args.params {
+        let (name, text) = raw.split_once('=').ok_or_else(|| {
+            Failure::usage(format!(
+                "--param {raw:?} has no value; write it as NAME=VALUE, e.g. --param duration=10"
+            ))
+        })?;
+        let name = name.trim();
+        let value = match spec.and_then(|s| s.parameter(name)) {
+            Some(param) => match param.media {
+                Some(kind) if param.is_list() => {
+                    let mut values = Vec::new();
+                    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        values.push(media(item, kind).await?);
+                        built.inputs.push(label(item)?);
+                    }
+                    Value::Array(values)
+                }
+                Some(kind) if param.ty != ParamType::Array => {
+                    built.inputs.push(label(text)?);
+                    media(text, kind).await?
+                }
+                _ => typed(spec.map_or("", |s| s.id.as_str()), param, text)?,
+            },
+            None if spec.is_some() && !args.skip_validation => {
+                let spec = spec.map_or("", |s| s.id.as_str());
+                return Err(Failure::usage(format!(
+                    "{spec} has no parameter {name:?}; `aimlvid models show {spec}` lists them"
+                ))
+                .into());
+            }
+            // Unchecked: JSON where it parses, else the text itself.
+            None => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())),
+        };
+        built.body.insert(name.to_owned(), value);
+    }
+    Ok(built)
+}
+
+/// The parameter `--image`/`--video`/`--audio` fills: the model's only one
+/// of that kind, else the one named plainly (`image_url`), else the
+/// required one.
+fn media_parameter<'s>(
+    spec: Option<&'s ModelSpec>,
+    model: &str,
+    kind: MediaKind,
+    count: usize,
+) -> anyhow::Result<&'s Parameter> {
+    let spec = spec.ok_or_else(|| {
+        Failure::usage(format!(
+            "--{kind} needs the model's schema, and {model} is not in the catalog; pass it with --param NAME=URL"
+        ))
+    })?;
+    let candidates: Vec<&Parameter> = spec.media_parameters().filter(|p| p.media == Some(kind)).collect();
+    let plain = [format!("{kind}_url"), format!("{kind}_urls")];
+    let chosen = match candidates.as_slice() {
+        [] => None,
+        [only] => Some(*only),
+        several => several
+            .iter()
+            .find(|p| plain.contains(&p.name) && (count == 1 || p.is_list()))
+            .or_else(|| several.iter().find(|p| p.required))
+            .copied(),
+    };
+    let Some(param) = chosen else {
+        let names: Vec<&str> = spec.media_parameters().map(|p| p.name.as_str()).collect();
+        let takes = if names.is_empty() { "no media".to_owned() } else { names.join(", ") };
+        return Err(Failure::usage(format!(
+            "{model} takes no {kind} by --{kind}; its media parameters are: {takes} (set one with --param NAME=FILE|URL)"
+        ))
+        .into());
+    };
+    if count > 1 && !param.is_list() {
+        return Err(Failure::usage(format!(
+            "{model} takes one {kind} in {}; {count} were given",
+            param.name
+        ))
+        .into());
+    }
+    Ok(param)
+}
+
+/// A media argument as sent: an https URL as is, a local file inline.
+async fn media(arg: &str, kind: MediaKind) -> anyhow::Result<Value> {
+    Ok(MediaInput::parse(arg, kind).await.map_err(|e| Failure::usage(e.to_string()))?.into_string().into())
+}
+
+/// How the journal names an input: the URL, or the file's absolute path.
+fn label(arg: &str) -> anyhow::Result<String> {
+    Ok(if arg.contains("://") || arg.starts_with("data:") {
+        if arg.starts_with("data:") { "(inline data: URI)".to_owned() } else { arg.to_owned() }
+    } else {
+        absolute(Path::new(arg))?.display().to_string()
+    })
+}
+
+/// `--param` text as the parameter's type: `duration=10` is a number.
+fn typed(model: &str, param: &Parameter, text: &str) -> anyhow::Result<Value> {
+    let wrong = |expected: &str| {
+        let allowed = if param.allowed.is_empty() {
+            String::new()
+        } else {
+            let values: Vec<String> = param.allowed.iter().map(|v| v.to_string()).collect();
+            format!("; allowed: {}", values.join(", "))
+        };
+        Failure::usage(format!("{model}: --param {}={text:?} is not {expected}{allowed}", param.name))
+    };
+    Ok(match param.ty {
+        ParamType::String => Value::String(text.to_owned()),
+        ParamType::Integer => {
+            text.trim().parse::<i64>().map(Value::from).map_err(|_| wrong("a whole number"))?
+        }
+        ParamType::Number => {
+            let n = text.trim().parse::<f64>().map_err(|_| wrong("a number"))?;
+            serde_json::Number::from_f64(n).map(Value::Number).ok_or_else(|| wrong("a finite number"))?
+        }
+        ParamType::Boolean => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Value::Bool(true),
+            "false" | "no" | "off" | "0" => Value::Bool(false),
+            _ => return Err(wrong("true or false").into()),
+        },
+        ParamType::Array | ParamType::Object => {
+            serde_json::from_str(text).map_err(|_| wrong("JSON of that shape"))?
+        }
+        // A union: JSON where it parses, else the text itself.
+        _ => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())),
+    })
+}
+
+/// `<model name>.mp4`: the id's last part, safe as a file name.
+fn default_file_name(model: &str) -> PathBuf {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    PathBuf::from(format!("{}.mp4", safe.trim_start_matches('.')))
+}
+
+/// Prints the request (media elided) and its price where the API says it,
+/// sending nothing that costs.
+async fn dry_run(app: &App<'_>, model: &str, body: &Value) -> anyhow::Result<u8> {
+    let shown = elide_media(body);
+    let price = match app.client(None) {
+        Ok(client) => {
+            let query = aimlvid::ModelQuery::video().with_pricing().id(model);
+            match client.models(&query).await {
+                Ok(listings) => listings
+                    .into_iter()
+                    .find(|l| l.id == model)
+                    .and_then(|l| l.pricing)
+                    .and_then(|p| Some((p.quote_credits(body)?, p.quote_usd(body)?))),
+                Err(e) => {
+                    tracing::info!(error = %e, "no price: the model catalogue could not be read");
+                    None
+                }
+            }
+        }
+        Err(_) => None,
+    };
+    let summary = match price {
+        Some((credits, usd)) => format!("dry run: nothing was sent · price {credits:.0} credits (${usd:.2})"),
+        None => "dry run: nothing was sent · price unknown".to_owned(),
+    };
+    app.report.result(
+        json!({
+            "event": "result",
+            "ok": true,
+            "dry_run": true,
+            "request": shown,
+            "price_credits": price.map(|p| p.0),
+            "price_usd": price.map(|p| p.1),
+        }),
+        Some(summary),
+        Some(serde_json::to_string_pretty(&shown)?),
+    )?;
+    Ok(exit::OK)
+}
+
+/// The body with each `data:` URI replaced by its type and size.
+fn elide_media(value: &Value) -> Value {
+    match value {
+        Value::String(s) if s.starts_with("data:") => {
+            let header = s.split_once(',').map_or("data:", |(h, _)| h);
+            Value::String(format!("<{header}, {} bytes>", s.len()))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(elide_media).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), elide_media(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_typed_from_the_schema() {
+        let model = catalog::model("alibaba/happyhorse-1-0").unwrap();
+        let duration = model.parameter("duration").unwrap();
+        assert_eq!(typed(&model.id, duration, "10").unwrap(), json!(10));
+        let err = typed(&model.id, duration, "ten").unwrap_err().to_string();
+        assert!(err.contains("--param duration=\"ten\" is not a whole number; allowed: 3, 4"), "{err}");
+        let seedance = catalog::model("bytedance/seedance-1-5-pro").unwrap();
+        let audio = seedance.parameter("generate_audio").unwrap();
+        assert_eq!(typed(&seedance.id, audio, "no").unwrap(), json!(false));
+    }
+
+    #[test]
+    fn media_flags_find_the_models_parameter_of_that_kind() {
+        let pick =
+            |id: &str, kind, n| media_parameter(catalog::model(id), id, kind, n).map(|p| p.name.clone());
+        assert_eq!(pick("google/veo-3.1-i2v", MediaKind::Image, 1).unwrap(), "image_url");
+        assert_eq!(pick("bytedance/seedance-1-5-pro", MediaKind::Image, 1).unwrap(), "image_url");
+        assert_eq!(
+            pick("kling-video/v1.6/standard/multi-image-to-video", MediaKind::Image, 3).unwrap(),
+            "image_list"
+        );
+        let err = pick("google/veo-3.1-t2v", MediaKind::Image, 1).unwrap_err().to_string();
+        assert!(err.contains("takes no image"), "{err}");
+        let err = pick("google/veo-3.1-i2v", MediaKind::Image, 2).unwrap_err().to_string();
+        assert!(err.contains("takes one image in image_url; 2 were given"), "{err}");
+    }
+
+    #[test]
+    fn default_names_come_from_the_model() {
+        assert_eq!(default_file_name("google/veo-3.1-t2v-fast"), PathBuf::from("veo-3.1-t2v-fast.mp4"));
+        assert_eq!(default_file_name("veo2"), PathBuf::from("veo2.mp4"));
+        let elided = elide_media(&json!({"image_url": "data:image/png;base64,AAAA", "prompt": "x"}));
+        assert_eq!(elided["image_url"], "<data:image/png;base64, 26 bytes>");
+    }
+}

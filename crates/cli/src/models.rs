@@ -1,0 +1,153 @@
+//! `aimlvid models`: the catalog of video models, and one model's
+//! parameters and price.
+
+use std::fmt::Write as _;
+
+use aimlvid::catalog::{self, Family, ModelSpec, Parameter};
+use serde_json::{Value, json};
+
+use crate::exit::{self, Failure};
+use crate::jobs::App;
+
+/// `aimlvid models [SEARCH] [--family F]`.
+pub(crate) fn list(app: &App<'_>, search: Option<&str>, family: Option<Family>) -> anyhow::Result<u8> {
+    let models = catalog::search(search.unwrap_or_default(), family);
+    let listed: Vec<Value> = models.iter().map(|m| summary(m)).collect();
+    let mut table = String::new();
+    let width = models.iter().map(|m| m.id.len()).max().unwrap_or(0);
+    for model in &models {
+        let _ = writeln!(table, "{:width$}  {:15}  {}", model.id, model.family.as_str(), inputs(model));
+    }
+    let note = match models.len() {
+        0 => "no model matches; `aimlvid models` lists them all".to_owned(),
+        n => format!("{n} models · `aimlvid models show ID` for one's parameters and price"),
+    };
+    app.report.result(
+        json!({"event": "result", "ok": true, "models": listed}),
+        Some(note),
+        (!table.is_empty()).then(|| table.trim_end().to_owned()),
+    )?;
+    Ok(exit::OK)
+}
+
+/// `aimlvid models show ID`.
+pub(crate) async fn show(app: &App<'_>, id: &str) -> anyhow::Result<u8> {
+    let model = catalog::model(id).ok_or_else(|| {
+        let hint = catalog::suggest(id).map(|s| format!(" (did you mean {s}?)")).unwrap_or_default();
+        Failure::new(exit::USAGE, format!("unknown model {id:?}{hint}; `aimlvid models` lists them"))
+    })?;
+    let price = price_of(app, model).await;
+    let mut text = format!("{}  ({})\n\n", model.id, model.family);
+    let rows: Vec<[String; 5]> = model.parameters.iter().map(row).collect();
+    let header = ["PARAMETER", "TYPE", "REQUIRED", "DEFAULT", "ALLOWED"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for r in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:w$}  ");
+            }
+        }
+        let _ = writeln!(text, "{}", line.trim_end());
+    }
+    let price_line = match &price {
+        Some(credits) => {
+            format!("price: {credits:.0} credits for the smallest request (by the API's catalogue)")
+        }
+        None => "price: unknown (the API's catalogue could not be read)".to_owned(),
+    };
+    let _ = write!(text, "\n{price_line}");
+    let mut result = summary(model);
+    result["event"] = json!("result");
+    result["ok"] = json!(true);
+    result["parameters"] = model.parameters.iter().map(parameter_json).collect();
+    result["price_credits"] = json!(price);
+    app.report.result(result, None, Some(text))?;
+    Ok(exit::OK)
+}
+
+/// What the API's catalogue says the model's smallest request costs; none
+/// when it cannot be read (no key needed, but it may be unreachable).
+async fn price_of(app: &App<'_>, model: &ModelSpec) -> Option<f64> {
+    let client = app.client(None).ok()?;
+    let query = aimlvid::ModelQuery::video().with_pricing().id(&model.id);
+    match client.models(&query).await {
+        Ok(listings) => {
+            listings.into_iter().find(|l| l.id == model.id)?.pricing?.quote_credits(&model.example())
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "no price: the model catalogue could not be read");
+            None
+        }
+    }
+}
+
+fn summary(model: &ModelSpec) -> Value {
+    json!({
+        "id": model.id,
+        "family": model.family.as_str(),
+        "media": model.media_parameters().map(|p| json!({"name": p.name, "kind": p.media.map(|k| k.as_str()), "list": p.is_list(), "required": p.required})).collect::<Vec<_>>(),
+    })
+}
+
+/// The media a model takes, required ones marked: `image_url* last_image_url`.
+fn inputs(model: &ModelSpec) -> String {
+    let media: Vec<String> = model
+        .media_parameters()
+        .map(|p| format!("{}{}", p.name, if p.required { "*" } else { "" }))
+        .collect();
+    if media.is_empty() { "text only".to_owned() } else { media.join(" ") }
+}
+
+fn row(p: &Parameter) -> [String; 5] {
+    let ty = match p.media {
+        Some(kind) if p.is_list() => format!("{kind} list"),
+        Some(kind) => kind.to_string(),
+        None => p.ty.to_string(),
+    };
+    let allowed = if !p.allowed.is_empty() {
+        p.allowed.iter().map(plain).collect::<Vec<_>>().join(", ")
+    } else {
+        match (p.minimum, p.maximum) {
+            (Some(min), Some(max)) => format!("{min} to {max}"),
+            (Some(min), None) => format!("at least {min}"),
+            (None, Some(max)) => format!("at most {max}"),
+            (None, None) => String::new(),
+        }
+    };
+    [
+        p.name.clone(),
+        ty,
+        if p.required { "yes".into() } else { String::new() },
+        p.default.as_ref().map(plain).unwrap_or_default(),
+        allowed,
+    ]
+}
+
+fn parameter_json(p: &Parameter) -> Value {
+    json!({
+        "name": p.name,
+        "type": p.ty.as_str(),
+        "required": p.required,
+        "default": p.default,
+        "allowed": p.allowed,
+        "minimum": p.minimum,
+        "maximum": p.maximum,
+        "media": p.media.map(|k| k.as_str()),
+    })
+}
+
+/// A value as a table shows it: strings without quotes.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,147 @@
+//! `aimlvid generate` and `aimlvid models`: any model of the catalog.
+
+use serde_json::Value;
+
+use crate::{Env, assert_result_file, only_id, stderr, stdout};
+
+/// The smallest PNG header `infer` recognises.
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR";
+
+#[test]
+fn text_to_video_with_typed_params() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args(["generate", "-m", "google/veo-3.1-t2v-fast", "-p", "A lighthouse at dusk"])
+        .args(["--param", "duration=6", "--param", "generate_audio=no"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = env.path("veo-3.1-t2v-fast.mp4");
+    assert_eq!(stdout(&out).trim(), expected.display().to_string());
+    assert_result_file(&expected);
+    let request = env.sim.job(&only_id(&env)).unwrap().request;
+    assert_eq!(request["model"], "google/veo-3.1-t2v-fast");
+    assert_eq!(request["duration"], 6, "typed as a number: {request}");
+    assert_eq!(request["generate_audio"], false);
+    let record = &env.records()[0];
+    assert_eq!(
+        (&record["model"], &record["state"]),
+        (&"google/veo-3.1-t2v-fast".into(), &"downloaded".into())
+    );
+}
+
+#[test]
+fn image_to_video_sends_a_local_png_inline() {
+    let env = Env::new();
+    std::fs::write(env.path("frame.png"), PNG).unwrap();
+    env.cmd()
+        .args([
+            "generate",
+            "-m",
+            "google/veo-3.1-i2v",
+            "-p",
+            "Waves roll in",
+            "--image",
+            "frame.png",
+            "-o",
+            "waves.mp4",
+        ])
+        .assert()
+        .success();
+    assert_result_file(&env.path("waves.mp4"));
+    let request = env.sim.job(&only_id(&env)).unwrap().request;
+    assert!(request["image_url"].as_str().unwrap().starts_with("data:image/png;base64,"), "{request}");
+    assert_eq!(env.records()[0]["input"], env.path("frame.png").display().to_string());
+}
+
+#[test]
+fn a_model_that_answers_several_videos_gets_each_downloaded() {
+    let env = Env::new();
+    let out =
+        env.cmd().args(["generate", "-m", "bytedance/seedance-2-5", "-p", "Two takes"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_result_file(&env.path("seedance-2-5.mp4"));
+    assert_result_file(&env.path("seedance-2-5-2.mp4"));
+    assert!(stderr(&out).contains("made 2 videos"), "{}", stderr(&out));
+}
+
+#[test]
+fn mistakes_are_refused_before_sending_and_dry_runs_send_nothing() {
+    let env = Env::new();
+    let refused = env
+        .cmd()
+        .args(["generate", "-m", "google/veo-3.1-t2v", "-p", "x", "--param", "duration=9"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "usage: nothing was sent");
+    let err = stderr(&refused);
+    assert!(
+        err.contains("google/veo-3.1-t2v") && err.contains("duration") && err.contains("4 | 6 | 8"),
+        "{err}"
+    );
+    std::fs::write(env.path("notes.png"), "not an image").unwrap();
+    let wrong_kind = env
+        .cmd()
+        .args(["generate", "-m", "google/veo-3.1-i2v", "-p", "x", "--image", "notes.png"])
+        .output()
+        .unwrap();
+    assert_eq!(wrong_kind.status.code(), Some(2));
+    assert!(
+        stderr(&wrong_kind).contains("notes.png is not a recognised media file, not image"),
+        "{}",
+        stderr(&wrong_kind)
+    );
+    let typo = env.cmd().args(["generate", "-m", "google/veo-3.1-t2v-fst", "-p", "x"]).output().unwrap();
+    assert!(stderr(&typo).contains("did you mean google/veo-3.1-t2v-fast?"), "{}", stderr(&typo));
+
+    std::fs::write(env.path("frame.png"), PNG).unwrap();
+    let dry = env
+        .cmd()
+        .args([
+            "--json",
+            "generate",
+            "-m",
+            "google/veo-3.1-i2v",
+            "-p",
+            "x",
+            "--image",
+            "frame.png",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let result: Value = serde_json::from_str(stdout(&dry).trim()).unwrap();
+    assert_eq!(result["request"]["model"], "google/veo-3.1-i2v");
+    assert!(
+        result["request"]["image_url"].as_str().unwrap().starts_with("<data:image/png;base64, "),
+        "{result}"
+    );
+    assert_eq!(result["price_credits"], env.sim.config().credits_per_job, "{result}");
+    assert_eq!(env.sim.stats().create_requests, 0, "nothing was created");
+    assert!(env.records().is_empty(), "nothing was journaled");
+}
+
+#[test]
+fn models_json_lists_every_id_and_show_prints_the_parameters() {
+    let env = Env::new();
+    let out = env.cmd().args(["--json", "models"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let ids: Vec<&str> =
+        result["models"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let catalog: Vec<&str> = aimlvid::catalog::models().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, catalog);
+
+    let extend = env.cmd().args(["models", "--family", "extend"]).output().unwrap();
+    let lines: Vec<&str> = std::str::from_utf8(&extend.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+
+    let show = env.cmd().args(["models", "show", "google/veo-3.1-i2v"]).output().unwrap();
+    assert!(show.status.success(), "{}", stderr(&show));
+    let text = stdout(&show);
+    assert!(text.contains("image_url       image    yes"), "{text}");
+    assert!(text.contains("duration        integer            8        4, 6, 8"), "{text}");
+    assert!(text.contains("price: 120000 credits"), "{text}");
+}
