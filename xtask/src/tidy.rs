@@ -71,6 +71,42 @@ fn no_stubs_in_shipped_code() {
     assert!(offenders.is_empty(), "stubs left in: {offenders:?}");
 }
 
+/// The command line's modules, lowest first: each imports only modules
+/// listed before it, so the flows (`jobs`) sit on the parts (journal,
+/// report, config) and the commands on the flows, never in a circle.
+const CLI_LAYERS: &[&str] = &[
+    "exit", "journal", "logging", "cli", "report", "config", "sim", "timing", "prices", "jobs", "commands",
+    "generate", "models", "main",
+];
+
+#[test]
+fn the_command_lines_modules_import_downwards_only() {
+    let src = project_root().join("crates/cli/src");
+    let mut seen = Vec::new();
+    let mut offenders = Vec::new();
+    visit(&src, &mut |path, text| {
+        let module = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let Some(level) = CLI_LAYERS.iter().position(|m| *m == module) else {
+            offenders.push(format!("{module}.rs is not in CLI_LAYERS; add it where it belongs"));
+            return;
+        };
+        seen.push(module.clone());
+        for (n, line) in text.lines().enumerate() {
+            for used in line.split("crate::").skip(1) {
+                let name: String =
+                    used.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                // `crate::{a, b}` and items of the crate root are `main`'s.
+                let Some(target) = CLI_LAYERS.iter().position(|m| *m == name) else { continue };
+                if target >= level && name != module {
+                    offenders.push(format!("{module}.rs:{} uses crate::{name}, a module above it", n + 1));
+                }
+            }
+        }
+    });
+    assert!(seen.len() == CLI_LAYERS.len(), "modules listed but missing: {seen:?}");
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
+
 fn visit(dir: &Path, f: &mut dyn FnMut(&Path, &str)) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries {

@@ -170,7 +170,7 @@ pub(crate) enum Command {
         retry_failed: bool,
     },
     /// Run the upstream simulator on a port
-    Sim(crate::sim::SimArgs),
+    Sim(aimlvid_sim::cli::SimArgs),
     /// Print a shell completion script
     Completions {
         /// The shell

@@ -7,14 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aimlvid::{AspectRatio, Resolution};
-use indicatif::HumanBytes;
 use serde_json::{Value, json};
 
 use crate::cli::ExtendArgs;
 use crate::exit::{self, Failure, Interrupted};
-use crate::jobs::{App, Finished, Input, Plan, Recovered, absolute, ensure_free};
+use crate::jobs::{App, Finished, Input, Plan, Recovered, absolute, ensure_free, report_finished};
 use crate::journal::{JobRecord, JobState, RequestOptions};
-use crate::report::{secs, short_duration};
+use crate::report::short_duration;
 
 /// `aimlvid extend`.
 pub(crate) async fn extend(app: &App<'_>, args: ExtendArgs) -> anyhow::Result<u8> {
@@ -150,47 +149,6 @@ fn file_name_for(id: &str) -> String {
     format!("{}.mp4", safe.trim_start_matches('.'))
 }
 
-/// Prints the result of jobs followed to their files.
-pub(crate) fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: bool) -> anyhow::Result<()> {
-    let last = steps.last().ok_or_else(|| anyhow::anyhow!("no job was run"))?;
-    let known: Vec<f64> = steps.iter().filter_map(|s| s.credits_used).collect();
-    let credits = (!known.is_empty()).then(|| known.iter().sum::<f64>());
-    let elapsed: std::time::Duration = steps.iter().map(|s| s.elapsed).sum();
-    let mut result = json!({
-        "event": "result",
-        "ok": true,
-        "id": last.id,
-        "status": "completed",
-        "output": last.output,
-        "bytes": last.bytes,
-        "credits_used": credits,
-        "elapsed_secs": secs(elapsed),
-    });
-    if with_steps {
-        result["steps"] = json!(steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>());
-    }
-    let mut summary = String::new();
-    if steps.len() > 1 {
-        let _ = write!(summary, "{} extensions", steps.len());
-    } else {
-        summary.push_str("done");
-    }
-    let _ = write!(summary, " in {}", short_duration(elapsed));
-    match credits {
-        Some(c) => {
-            let _ = write!(summary, " · {} credits used", format_credits(c));
-        }
-        None => summary.push_str(" · credits used not reported"),
-    }
-    let _ = write!(summary, " · {} · generation {}", HumanBytes(last.bytes), last.id);
-    app.report.result(result, Some(summary), Some(last.output.display().to_string()))?;
-    Ok(())
-}
-
-fn format_credits(c: f64) -> String {
-    if c.fract() == 0.0 && c.abs() < 1e15 { format!("{}", c as i64) } else { format!("{c:.2}") }
-}
-
 /// `aimlvid status ID`.
 /// A job of an earlier `--simulate` command is gone with its simulator:
 /// asking the real API (or the environment's server) about it means nothing.
@@ -227,7 +185,7 @@ pub(crate) async fn status(app: &App<'_>, id: &str) -> anyhow::Result<u8> {
     let error = generation.error.as_ref().map(|e| format!("{}: {}", e.name, e.message));
     let mut line = format!("{}  {}", generation.id, generation.status);
     if let Some(c) = generation.credits_used() {
-        let _ = write!(line, "  {} credits used", format_credits(c));
+        let _ = write!(line, "  {} credits used", crate::jobs::format_credits(c));
     }
     if let Some(e) = &error {
         let _ = write!(line, "  {e}");
@@ -668,7 +626,8 @@ pub(crate) async fn resume(app: &App<'_>, force: bool, retry_failed: bool) -> an
                     continue;
                 }
                 Err(e) => {
-                    let reason = format!("could not search the API's request logs: {}", crate::one_line(&e));
+                    let reason =
+                        format!("could not search the API's request logs: {}", crate::exit::one_line(&e));
                     app.report.warn(format!("journal record {key}: {reason}"));
                     unknown.push(json!({"journal_key": key, "reason": reason}));
                     continue;
@@ -749,7 +708,7 @@ pub(crate) async fn resume(app: &App<'_>, force: bool, retry_failed: bool) -> an
             Err(e) if e.chain().any(|c| c.is::<Interrupted>()) => return Err(e),
             // Another process is on it: not a failure of this one.
             Err(e) if e.chain().any(|c| c.is::<exit::Busy>()) => {
-                app.report.note(format!("skipping: {}", crate::one_line(&e)));
+                app.report.note(format!("skipping: {}", crate::exit::one_line(&e)));
                 skipped.push(json!({"id": id}));
             }
             Err(e) => {
@@ -757,7 +716,7 @@ pub(crate) async fn resume(app: &App<'_>, force: bool, retry_failed: bool) -> an
                 if code == exit::OK {
                     code = c;
                 }
-                let message = crate::one_line(&e);
+                let message = crate::exit::one_line(&e);
                 app.report.warn(format!("error: generation {id}: {message}"));
                 failed.push(json!({"id": id, "error": message, "exit_code": c}));
             }

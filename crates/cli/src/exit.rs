@@ -116,6 +116,35 @@ pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Resolves when Ctrl-C arrives; never, where signals cannot be watched.
+pub(crate) async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// An error on one line: the messages of its chain down to the library's
+/// error (whose message already includes its direct cause), then the
+/// deepest cause, which is often the useful one ("Connection refused").
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut chain = err.chain();
+    for cause in chain.by_ref() {
+        parts.push(cause.to_string());
+        if cause.is::<aimlvid::Error>() {
+            break;
+        }
+    }
+    let mut line = parts.join(": ");
+    if let Some(root) = chain.last() {
+        let root = root.to_string();
+        if !line.contains(&root) {
+            line.push_str(&format!(" (cause: {root})"));
+        }
+    }
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +199,15 @@ mod tests {
             anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("writing");
         assert!(is_broken_pipe(&pipe));
         assert!(!is_broken_pipe(&anyhow::anyhow!("x")));
+    }
+
+    #[test]
+    fn errors_fit_on_one_line_without_repeating_themselves() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied\nreally");
+        let lib = aimlvid::Error::Io { action: "writing", path: "/x/out.mp4".into(), source: io };
+        let err = anyhow::Error::new(lib).context("saving the result");
+        assert_eq!(one_line(&err), "saving the result: writing /x/out.mp4: denied really");
+        let plain = anyhow::anyhow!("root").context("middle").context("top");
+        assert_eq!(one_line(&plain), "top: middle: root");
     }
 }

@@ -9,9 +9,8 @@ use aimlvid::{GenericRequest, MediaInput};
 use serde_json::{Map, Value, json};
 
 use crate::cli::GenerateArgs;
-use crate::commands::report_finished;
 use crate::exit::{self, Failure};
-use crate::jobs::{App, absolute, ensure_free};
+use crate::jobs::{App, absolute, ensure_free, report_finished};
 use crate::journal::JobState;
 
 /// A request ready to send, and what the journal says it was made from.
@@ -53,6 +52,7 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
     ensure_free(&output, args.force)?;
     let client = app.client(None)?;
     let request: GenericRequest = serde_json::from_value(body)?;
+    let policy = app.poll_policy(&client, &args.model).await;
     let (created, mut record) = app
         .interruptible(async {
             let mut record = app.record(&client, output.clone(), JobState::Creating);
@@ -73,9 +73,8 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
         )?;
         return Ok(exit::OK);
     }
-    let finished = app
-        .interruptible(app.follow(&client, &mut record, client.watch_created(created), args.force, true))
-        .await?;
+    let watch = client.watch_created_with(created, policy);
+    let finished = app.interruptible(app.follow(&client, &mut record, watch, args.force, true)).await?;
     report_finished(app, &[finished], false)?;
     Ok(exit::OK)
 }
@@ -244,20 +243,9 @@ fn default_file_name(model: &str) -> PathBuf {
 async fn dry_run(app: &App<'_>, model: &str, body: &Value) -> anyhow::Result<u8> {
     let shown = elide_media(body);
     let price = match app.client(None) {
-        Ok(client) => {
-            let query = aimlvid::ModelQuery::video().with_pricing().id(model);
-            match client.models(&query).await {
-                Ok(listings) => listings
-                    .into_iter()
-                    .find(|l| l.id == model)
-                    .and_then(|l| l.pricing)
-                    .and_then(|p| Some((p.quote_credits(body)?, p.quote_usd(body)?))),
-                Err(e) => {
-                    tracing::info!(error = %e, "no price: the model catalogue could not be read");
-                    None
-                }
-            }
-        }
+        Ok(client) => crate::prices::pricing_of(&client, &app.journal, model)
+            .await
+            .and_then(|p| Some((p.quote_credits(body)?, p.quote_usd(body)?))),
         Err(_) => None,
     };
     let summary = match price {

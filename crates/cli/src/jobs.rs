@@ -1,6 +1,7 @@
 //! The work every command shares: creating a job with the journal kept
 //! ahead of it, following a job to a file, chains of extensions, and Ctrl-C.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -11,19 +12,14 @@ use aimlvid::{Client, ExtendModel, ExtendVideo, Generation, PollPolicy, RetryPol
 use aimlvid_sim::RunningSim;
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
+use indicatif::HumanBytes;
+use serde_json::json;
 use tracing::Instrument as _;
 
 use crate::config::{KEY_VARS, Settings};
 use crate::exit::{self, Busy, Failure, Interrupted};
 use crate::journal::{Chain, JobRecord, JobState, Journal, RecordLock, RequestOptions};
-use crate::report::{Reporter, short_duration};
-
-/// Resolves when Ctrl-C arrives; never, where signals cannot be watched.
-pub(crate) async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
+use crate::report::{Reporter, secs, short_duration};
 
 /// What a command runs with.
 #[derive(Debug)]
@@ -191,6 +187,47 @@ impl Plan {
     }
 }
 
+/// Prints the result of jobs followed to their files.
+pub(crate) fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: bool) -> anyhow::Result<()> {
+    let last = steps.last().ok_or_else(|| anyhow::anyhow!("no job was run"))?;
+    let known: Vec<f64> = steps.iter().filter_map(|s| s.credits_used).collect();
+    let credits = (!known.is_empty()).then(|| known.iter().sum::<f64>());
+    let elapsed: std::time::Duration = steps.iter().map(|s| s.elapsed).sum();
+    let mut result = json!({
+        "event": "result",
+        "ok": true,
+        "id": last.id,
+        "status": "completed",
+        "output": last.output,
+        "bytes": last.bytes,
+        "credits_used": credits,
+        "elapsed_secs": secs(elapsed),
+    });
+    if with_steps {
+        result["steps"] = json!(steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>());
+    }
+    let mut summary = String::new();
+    if steps.len() > 1 {
+        let _ = write!(summary, "{} extensions", steps.len());
+    } else {
+        summary.push_str("done");
+    }
+    let _ = write!(summary, " in {}", short_duration(elapsed));
+    match credits {
+        Some(c) => {
+            let _ = write!(summary, " · {} credits used", format_credits(c));
+        }
+        None => summary.push_str(" · credits used not reported"),
+    }
+    let _ = write!(summary, " · {} · generation {}", HumanBytes(last.bytes), last.id);
+    app.report.result(result, Some(summary), Some(last.output.display().to_string()))?;
+    Ok(())
+}
+
+pub(crate) fn format_credits(c: f64) -> String {
+    if c.fract() == 0.0 && c.abs() < 1e15 { format!("{}", c as i64) } else { format!("{c:.2}") }
+}
+
 /// Where result `index` (from 0) of a job goes: the output itself, then
 /// `<stem>-2.<ext>`, `<stem>-3.<ext>`… beside it.
 pub(crate) fn numbered(output: &Path, index: usize) -> PathBuf {
@@ -300,6 +337,26 @@ impl<'r> App<'r> {
         })
     }
 
+    /// How much faster than real time `client`'s server runs: the
+    /// in-process simulator's scale, `AIMLVID_TIME_SCALE` for a server on
+    /// this machine or network, else 1.
+    fn time_scale(&self, client: &Client) -> f64 {
+        if self.sim.is_some() {
+            crate::sim::SIMULATE_TIME_SCALE
+        } else if aimlvid::is_local_url(client.base_url()) {
+            self.settings.time_scale
+        } else {
+            1.0
+        }
+    }
+
+    /// The schedule to follow a job of `model` on, fitted to how long its
+    /// jobs take. Asked before the create, so that looking the durations up
+    /// never delays the first poll.
+    pub(crate) async fn poll_policy(&self, client: &Client, model: &str) -> PollPolicy {
+        crate::timing::policy_for(client, &self.journal, model, self.time_scale(client)).await
+    }
+
     /// A new journal record for a job on `client`'s server.
     pub(crate) fn record(&self, client: &Client, output: PathBuf, state: JobState) -> JobRecord {
         let mut record = JobRecord::new(client.base_url().to_owned(), output, state);
@@ -381,7 +438,7 @@ impl<'r> App<'r> {
         loop {
             tokio::select! {
                 result = &mut work => return result,
-                () = ctrl_c() => {
+                () = crate::exit::ctrl_c() => {
                     let creating = self.interrupt.creating.load(Ordering::SeqCst);
                     if creating && !self.interrupt.stop_requested.swap(true, Ordering::SeqCst) {
                         self.report.warn(
@@ -527,6 +584,11 @@ impl<'r> App<'r> {
                 return Err(e);
             }
         };
+        if fresh {
+            // From the record, made just before the create was sent: the
+            // wait alone misses the create and the journal's writes.
+            record.took_secs = record.age().map(|d| d.as_secs_f64());
+        }
         let bytes = self.fetch(client, record, &generation, force).await?;
         Ok(Finished {
             id,
@@ -654,11 +716,12 @@ impl<'r> App<'r> {
             record.options = plan.options.clone();
             record.chain = plan.chain(step, parent.clone());
             let request = plan.request(step, video);
+            let policy = self.poll_policy(client, plan.model.id()).await;
             let (created, mut record) = self.create(client, &request, record).await?;
             // The inline video can be megabytes: do not hold it while waiting.
             drop(request);
-            let finished =
-                self.follow(client, &mut record, client.watch_created(created), plan.force, true).await?;
+            let watch = client.watch_created_with(created, policy);
+            let finished = self.follow(client, &mut record, watch, plan.force, true).await?;
             parent = Some(finished.id.clone());
             done.push(finished);
         }
@@ -703,6 +766,12 @@ impl<'r> App<'r> {
         record: &JobRecord,
         force: bool,
     ) -> anyhow::Result<Vec<Finished>> {
+        let model = record.model.as_deref().unwrap_or_default();
+        if serde_json::from_value::<ExtendModel>(serde_json::Value::String(model.to_owned())).is_err() {
+            anyhow::bail!(
+                "a {model} job is not run again by --retry-failed: the journal keeps an extend's request,                  not every model's parameters; run its `aimlvid generate` command again"
+            );
+        }
         let client = self.client(Some(&record.base_url))?;
         let (plan, step, parent) = match &record.chain {
             Some(chain) => (Plan::from_record(record, chain, force)?, chain.step, chain.parent.clone()),

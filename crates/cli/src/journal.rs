@@ -140,6 +140,10 @@ pub(crate) struct JobRecord {
     pub(crate) credits_used: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) bytes: Option<u64>,
+    /// Seconds from creation to completion, for a job followed from its
+    /// creation: what the next job of its model is expected to take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) took_secs: Option<f64>,
     /// The last error met while following the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
@@ -197,6 +201,7 @@ impl JobRecord {
             chain: None,
             credits_used: None,
             bytes: None,
+            took_secs: None,
             error: None,
             client_request_id: None,
             receipt: None,

@@ -13,8 +13,10 @@ mod jobs;
 mod journal;
 mod logging;
 mod models;
+mod prices;
 mod report;
 mod sim;
+mod timing;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -64,7 +66,7 @@ fn main() -> ExitCode {
         Err(err) => {
             let code = exit::code_for(&err);
             let interrupted = err.chain().any(|c| c.is::<Interrupted>());
-            report.failure(&one_line(&err), code, interrupted);
+            report.failure(&exit::one_line(&err), code, interrupted);
             code
         }
     };
@@ -117,28 +119,6 @@ async fn run(cli: Cli, report: &Reporter) -> anyhow::Result<u8> {
         Command::Resume { force, retry_failed } => commands::resume(&app, force, retry_failed).await,
         Command::Completions { .. } | Command::Man | Command::Sim(_) => unreachable!("handled above"),
     }
-}
-
-/// An error on one line: the messages of its chain down to the library's
-/// error (whose message already includes its direct cause), then the
-/// deepest cause, which is often the useful one ("Connection refused").
-pub(crate) fn one_line(err: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut chain = err.chain();
-    for cause in chain.by_ref() {
-        parts.push(cause.to_string());
-        if cause.is::<aimlvid::Error>() {
-            break;
-        }
-    }
-    let mut line = parts.join(": ");
-    if let Some(root) = chain.last() {
-        let root = root.to_string();
-        if !line.contains(&root) {
-            line.push_str(&format!(" (cause: {root})"));
-        }
-    }
-    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Clap's errors span several lines; scripts and people get the first
@@ -203,15 +183,5 @@ mod tests {
         assert_eq!(cli::color_in_args(&args(&["aimlvid", "--color", "never", "jobs"])), Never);
         assert_eq!(cli::color_in_args(&args(&["aimlvid", "jobs", "--color=always"])), Always);
         assert_eq!(cli::color_in_args(&args(&["aimlvid", "--", "--color=always"])), Auto);
-    }
-
-    #[test]
-    fn errors_fit_on_one_line_without_repeating_themselves() {
-        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied\nreally");
-        let lib = aimlvid::Error::Io { action: "writing", path: "/x/out.mp4".into(), source: io };
-        let err = anyhow::Error::new(lib).context("saving the result");
-        assert_eq!(one_line(&err), "saving the result: writing /x/out.mp4: denied really");
-        let plain = anyhow::anyhow!("root").context("middle").context("top");
-        assert_eq!(one_line(&plain), "top: middle: root");
     }
 }

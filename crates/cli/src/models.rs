@@ -63,12 +63,31 @@ pub(crate) async fn show(app: &App<'_>, id: &str) -> anyhow::Result<u8> {
         }
         None => "price: unknown (the API's catalogue could not be read)".to_owned(),
     };
-    let _ = write!(text, "\n{price_line}");
+    let (durations, source) = match app.client(None) {
+        Ok(client) => crate::timing::durations_of(&client, &app.journal, &model.id, 1.0).await,
+        Err(_) => (Some(aimlvid::JobDurations::typical_of(model.family)), crate::timing::Source::Family),
+    };
+    let duration_line = match durations {
+        Some(d) => format!(
+            "duration: p50 {}, p90 {} ({})",
+            crate::report::short_duration(d.p50),
+            crate::report::short_duration(d.p90),
+            match source {
+                crate::timing::Source::Metrics => "the API's recent metrics",
+                crate::timing::Source::Journal => "jobs in the journal",
+                _ => "a guess for its family; no recent metrics",
+            }
+        ),
+        None => "duration: unknown".to_owned(),
+    };
+    let _ = write!(text, "\n{price_line}\n{duration_line}");
     let mut result = summary(model);
     result["event"] = json!("result");
     result["ok"] = json!(true);
     result["parameters"] = model.parameters.iter().map(parameter_json).collect();
     result["price_credits"] = json!(price);
+    result["duration_p50_secs"] = json!(durations.map(|d| d.p50.as_secs_f64()));
+    result["duration_p90_secs"] = json!(durations.map(|d| d.p90.as_secs_f64()));
     app.report.result(result, None, Some(text))?;
     Ok(exit::OK)
 }
@@ -77,16 +96,7 @@ pub(crate) async fn show(app: &App<'_>, id: &str) -> anyhow::Result<u8> {
 /// when it cannot be read (no key needed, but it may be unreachable).
 async fn price_of(app: &App<'_>, model: &ModelSpec) -> Option<f64> {
     let client = app.client(None).ok()?;
-    let query = aimlvid::ModelQuery::video().with_pricing().id(&model.id);
-    match client.models(&query).await {
-        Ok(listings) => {
-            listings.into_iter().find(|l| l.id == model.id)?.pricing?.quote_credits(&model.example())
-        }
-        Err(e) => {
-            tracing::info!(error = %e, "no price: the model catalogue could not be read");
-            None
-        }
-    }
+    crate::prices::pricing_of(&client, &app.journal, &model.id).await?.quote_credits(&model.example())
 }
 
 fn summary(model: &ModelSpec) -> Value {

@@ -1,6 +1,6 @@
 //! `aimlvid sim`, and the in-process simulator behind `--simulate`.
 
-pub(crate) use aimlvid_sim::cli::SimArgs;
+use aimlvid_sim::cli::SimArgs;
 use aimlvid_sim::{RunningSim, SimConfig, Simulator};
 use serde_json::json;
 
@@ -23,7 +23,7 @@ pub(crate) async fn serve(args: &SimArgs, report: &Reporter) -> anyhow::Result<(
         "  AIMLAPI_BASE_URL={base_url} AIMLAPI_API_KEY={key} AIMLVID_TIME_SCALE={} aimlvid extend clip.mp4 -p \"…\"",
         args.time_scale
     ));
-    crate::jobs::ctrl_c().await;
+    crate::exit::ctrl_c().await;
     sim.shutdown().await;
     report.result(json!({"event": "result", "ok": true}), Some("simulator stopped".into()), None)?;
     Ok(())

@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 use crate::error::{ApiErrorBody, Error, Result, excerpt};
 use crate::model::{CreateRequest, Generation};
 use crate::observe::{CallKind, Exchange, Observer};
-use crate::poll::{PollPolicy, Watch, watch};
+use crate::poll::{JobDurations, PollPolicy, Watch, watch};
 use crate::pricing::{ModelList, ModelListing, ModelQuery};
 use crate::retry::{RetryPolicy, retry_after};
 use crate::trace::{ClientRequestId, CreateLookup, LogPage, LogRow, Receipt, search_window};
@@ -292,6 +292,30 @@ fn first_env(names: &[&str]) -> Option<String> {
     names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
 }
 
+/// `GET /models/metrics`'s answer, the parts read here.
+#[derive(serde::Deserialize)]
+struct MetricsReport {
+    #[serde(default)]
+    models: Vec<ModelMetrics>,
+}
+
+#[derive(serde::Deserialize)]
+struct ModelMetrics {
+    alias: String,
+    metrics: Option<MetricSet>,
+}
+
+#[derive(serde::Deserialize)]
+struct MetricSet {
+    duration_ms: Option<Percentiles>,
+}
+
+#[derive(serde::Deserialize)]
+struct Percentiles {
+    p50: f64,
+    p90: f64,
+}
+
 /// Refuses a body its catalog model does not accept. A model the catalog
 /// does not know may be newer than it, so it goes to the API unchecked.
 fn check_against_catalog(body: &serde_json::Value) -> Result<()> {
@@ -551,14 +575,21 @@ impl Client {
     /// once and then under the client's [`PollPolicy`]. Use this to resume
     /// a job created earlier, even by another process.
     pub fn watch(&self, id: impl Into<String>) -> Watch {
-        watch(self.clone(), id.into(), None)
+        watch(self.clone(), id.into(), None, self.inner.poll.clone())
     }
 
     /// Follows a job just returned by [`Client::create`]: reports it as
     /// created, then polls from the policy's `first_delay` on.
     pub fn watch_created(&self, created: Generation) -> Watch {
         let id = created.id.clone();
-        watch(self.clone(), id, Some(created))
+        watch(self.clone(), id, Some(created), self.inner.poll.clone())
+    }
+
+    /// [`Client::watch_created`] on a schedule of its own, such as one
+    /// fitted to the model's durations ([`PollPolicy::for_durations`]).
+    pub fn watch_created_with(&self, created: Generation, policy: PollPolicy) -> Watch {
+        let id = created.id.clone();
+        watch(self.clone(), id, Some(created), policy)
     }
 
     /// Waits for a generation known by its id to finish; see [`Client::watch`].
@@ -663,6 +694,26 @@ impl Client {
         let url = self.inner.base_url.join("v1/models").map_err(|e| Error::Config(e.to_string()))?;
         let list: ModelList = self.get_json(&url, &query.to_query(), CallKind::Models).await?;
         Ok(list.data)
+    }
+
+    /// How long each model's recent successful jobs took
+    /// (`GET /models/metrics`, no key needed): the median and the 90th
+    /// percentile over the upstream's short window, for the `models` given
+    /// (all measured ones when empty). A model with no recent success is
+    /// absent: that means no data, not no time. Retried like a poll.
+    pub async fn model_metrics(&self, models: &[&str]) -> Result<Vec<(String, JobDurations)>> {
+        let url = self.inner.base_url.join("models/metrics").map_err(|e| Error::Config(e.to_string()))?;
+        let query: Vec<(&str, String)> = models.iter().map(|m| ("aliases", (*m).to_owned())).collect();
+        let report: MetricsReport = self.get_json(&url, &query, CallKind::Metrics).await?;
+        Ok(report
+            .models
+            .into_iter()
+            .filter_map(|m| {
+                let ms = m.metrics?.duration_ms?;
+                let at = |v: f64| Duration::try_from_secs_f64(v / 1000.0).ok();
+                Some((m.alias, JobDurations::new(at(ms.p50)?, at(ms.p90)?)))
+            })
+            .collect())
     }
 
     /// A GET of a JSON document, retried like a poll.

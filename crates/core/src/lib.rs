@@ -10,12 +10,15 @@
 //!   API cannot have accepted the request. When it may have, the error says
 //!   so ([`Error::CreateOutcomeUnknown`]) instead of billing a second job.
 //! - **Waiting** follows a [`PollPolicy`] tuned for jobs of about two
-//!   minutes, honours `Retry-After`, rides out storms of 429s and 5xx, can
+//!   minutes (or fitted to any model's durations with
+//!   [`PollPolicy::for_durations`]), honours `Retry-After`, rides out storms of 429s and 5xx, can
 //!   be watched as a [`Stream`](futures_util::Stream) of status changes
 //!   ([`Client::watch_created`]), and stops when dropped.
 //! - **Resuming** needs only the generation id: [`Client::wait`].
 //! - **Downloading** streams to disk in constant memory, resumes a partial
 //!   file, and never leaves a half-written one ([`Client::download_url`]).
+//! - **Every video model** is in the [`catalog`], and a request that its
+//!   model would refuse is refused before it is sent.
 //! - **The key** is a secret: it never appears in `Debug` output, logs or errors.
 //!
 //! # Example
@@ -102,7 +105,7 @@ pub use model::{
     Provider, Resolution, Status, Usage, Video, Videos,
 };
 pub use observe::{CallKind, Exchange, Observer};
-pub use poll::{PollPolicy, Watch};
+pub use poll::{JobDurations, PollPolicy, Watch};
 pub use pricing::{CREDITS_PER_USD, ModelListing, ModelQuery, Pricing, Rate};
 pub use retry::RetryPolicy;
 pub use trace::{ClientRequestId, CreateLookup, LogCost, LogRow, Receipt};

@@ -19,10 +19,13 @@ pub enum CallKind {
     Logs,
     /// `GET /v1/models`, the model catalogue.
     Models,
+    /// `GET /models/metrics`, the models' recent durations.
+    Metrics,
 }
 
 impl CallKind {
-    /// A short lowercase name: `create`, `poll`, `download`, `logs` or `models`.
+    /// A short lowercase name: `create`, `poll`, `download`, `logs`,
+    /// `models` or `metrics`.
     pub fn as_str(self) -> &'static str {
         match self {
             CallKind::Create => "create",
@@ -30,6 +33,7 @@ impl CallKind {
             CallKind::Download => "download",
             CallKind::Logs => "logs",
             CallKind::Models => "models",
+            CallKind::Metrics => "metrics",
         }
     }
 }

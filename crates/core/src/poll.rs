@@ -14,10 +14,12 @@ use crate::model::{Generation, Status};
 
 /// When to ask the API how a generation is doing.
 ///
-/// The first poll comes `first_delay` after the job is created; later polls
+/// With `early_probe` set, one poll comes that long after the job is
+/// created, to notice a job refused at once (a content filter, say) without
+/// waiting out `first_delay`. The first poll comes `first_delay` after the job is created; later polls
 /// are `interval` apart, the interval multiplied by `growth` after each poll
-/// up to `max_interval`. Every wait is spread by ±`jitter` so that many jobs
-/// do not poll in step. Waiting ends with [`Error::TimedOut`] once
+/// up to `max_interval`. Every wait is spread by ±`jitter` (at most one
+/// `interval` either way) so that many jobs do not poll in step. Waiting ends with [`Error::TimedOut`] once
 /// `deadline` has passed; the job itself keeps running upstream.
 ///
 /// The default is tuned for the Veo 3.1 extend models, whose jobs take about
@@ -26,7 +28,10 @@ use crate::model::{Generation, Status};
 /// completion several times sooner. `docs/benchmarks.md` has the figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollPolicy {
-    /// Wait between creating the job and the first poll.
+    /// A poll this long after creation, before `first_delay`, to notice a
+    /// job that fails at once; `None` for none.
+    pub early_probe: Option<Duration>,
+    /// Wait between creating the job and the first poll (after the probe).
     pub first_delay: Duration,
     /// Wait after the first poll.
     pub interval: Duration,
@@ -43,6 +48,7 @@ pub struct PollPolicy {
 impl Default for PollPolicy {
     fn default() -> Self {
         PollPolicy {
+            early_probe: None,
             first_delay: Duration::from_secs(85),
             interval: Duration::from_millis(3500),
             growth: 1.03,
@@ -58,6 +64,7 @@ impl PollPolicy {
     /// the loop of the API's own sample code, with `interval` = 15 s.
     pub fn fixed(interval: Duration) -> Self {
         PollPolicy {
+            early_probe: None,
             first_delay: Duration::ZERO,
             interval,
             growth: 1.0,
@@ -65,6 +72,41 @@ impl PollPolicy {
             jitter: 0.0,
             deadline: Duration::from_secs(1000),
         }
+    }
+
+    /// A schedule fitted to jobs that take `durations`, taking them to
+    /// spread normally: quiet until only a few jobs could be done (late
+    /// enough to save polls, early enough that those few are noticed about
+    /// half a second late on average), then every 3 s or so (a completion
+    /// is noticed about 1.5 s late; a tenth of a standard deviation for
+    /// wider spreads), growing slowly for a job that runs long; with an early probe for jobs of more than two minutes, so that
+    /// one refused at once is not waited on for minutes.
+    pub fn for_durations(durations: &JobDurations) -> Self {
+        const INTERVAL: f64 = 3.0;
+        const EARLY_LAG: f64 = 0.5;
+        let p50 = durations.p50.as_secs_f64();
+        // p90 is 1.28 standard deviations above the median of a normal spread.
+        let sigma = ((durations.p90.as_secs_f64() - p50) / 1.2816).max(p50 * 0.03);
+        // The earliest first poll whose jobs finished before it wait EARLY_LAG on average.
+        let k = (0..=80).map(|i| f64::from(i) * 0.05).find(|k| sigma * early_lag_factor(*k) <= EARLY_LAG);
+        let first = (p50 - k.unwrap_or(4.0) * sigma).max(p50 * 0.2);
+        PollPolicy {
+            early_probe: (first > 120.0).then(|| Duration::from_secs(10)),
+            first_delay: Duration::from_secs_f64(first),
+            // Wider spreads get sparser polls: a tenth of a deviation, at least INTERVAL.
+            interval: Duration::from_secs_f64((sigma / 10.0).clamp(INTERVAL, 15.0)),
+            growth: 1.01,
+            max_interval: Duration::from_secs(15),
+            jitter: 0.1,
+            // Five times the slow tail, and never less than the default's.
+            deadline: Duration::from_secs_f64((durations.p90.as_secs_f64() * 5.0).max(30.0 * 60.0)),
+        }
+    }
+
+    /// Sets a poll this long after creation, before the first delay.
+    pub fn early_probe(mut self, probe: Option<Duration>) -> Self {
+        self.early_probe = probe;
+        self
     }
 
     /// Sets the wait before the first poll.
@@ -108,6 +150,7 @@ impl PollPolicy {
     /// finite number above 0 leaves the policy as it is.
     pub fn time_scaled(mut self, time_scale: f64) -> Self {
         use crate::retry::scaled;
+        self.early_probe = self.early_probe.map(|d| scaled(d, time_scale));
         self.first_delay = scaled(self.first_delay, time_scale);
         self.interval = scaled(self.interval, time_scale);
         self.max_interval = scaled(self.max_interval, time_scale);
@@ -123,8 +166,15 @@ impl PollPolicy {
         // setters apply, so no value set by hand can make this panic.
         let growth = if self.growth.is_finite() { self.growth.max(1.0) } else { 1.0 };
         let jitter = if self.jitter.is_finite() { self.jitter.clamp(0.0, 1.0) } else { 0.0 };
+        // A probe (fresh jobs only) is poll 0 and shifts the rest by one.
+        let probe = self.early_probe.filter(|p| fresh && *p < self.first_delay);
+        let index = match (probe, index) {
+            (Some(p), 0) => return p,
+            (Some(_), n) => n - 1,
+            (None, n) => n,
+        };
         let base = match index {
-            0 if fresh => self.first_delay,
+            0 if fresh => self.first_delay.saturating_sub(probe.unwrap_or_default()),
             0 => Duration::ZERO,
             n => {
                 let grown = self.interval.as_secs_f64() * growth.powi(n.min(1000) as i32 - 1);
@@ -132,7 +182,81 @@ impl PollPolicy {
                     .unwrap_or(self.max_interval)
             }
         };
-        if jitter == 0.0 { base } else { base.mul_f64(1.0 + jitter * (2.0 * fastrand::f64() - 1.0)) }
+        if jitter == 0.0 {
+            return base;
+        }
+        // Spread by ±jitter, but never by more than one interval: enough to
+        // keep many jobs out of step, and a long first delay, fitted to
+        // the quickest jobs, stays where it was put.
+        let amplitude = (base.as_secs_f64() * jitter).min(self.interval.as_secs_f64());
+        let offset = amplitude * (2.0 * fastrand::f64() - 1.0);
+        Duration::try_from_secs_f64((base.as_secs_f64() + offset).max(0.0)).unwrap_or(base)
+    }
+}
+
+/// How long, in standard deviations, a normally spread job that finishes
+/// before a poll `k` deviations below the mean waits for it, on average
+/// over all jobs: E[(f − T)⁺] / σ = φ(k) − k·(1 − Φ(k)).
+fn early_lag_factor(k: f64) -> f64 {
+    let pdf = (-k * k / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    let upper_tail = 0.5 * (1.0 - erf(k / std::f64::consts::SQRT_2));
+    pdf - k * upper_tail
+}
+
+/// The error function, to within 1.5e-7 (Abramowitz and Stegun, 7.1.26).
+fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let y = 1.0 - poly * (-x * x).exp();
+    if x >= 0.0 { y } else { -y }
+}
+
+/// How long a model's jobs take from creation to completion, as the median
+/// and the 90th percentile: what [`PollPolicy::for_durations`] fits a
+/// schedule to. They come from `GET /models/metrics`
+/// ([`Client::model_metrics`](crate::Client::model_metrics)), from jobs
+/// seen before ([`JobDurations::from_samples`]), or, knowing nothing else,
+/// from the model's family ([`JobDurations::typical_of`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobDurations {
+    /// Half the jobs take at most this long.
+    pub p50: Duration,
+    /// Nine in ten take at most this long.
+    pub p90: Duration,
+}
+
+impl JobDurations {
+    /// Percentiles as given; a `p90` below `p50` is raised to it.
+    pub fn new(p50: Duration, p90: Duration) -> Self {
+        JobDurations { p50, p90: p90.max(p50) }
+    }
+
+    /// The percentiles of durations seen, given at least three of them.
+    pub fn from_samples(samples: &[Duration]) -> Option<Self> {
+        if samples.len() < 3 {
+            return None;
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        let at = |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+        Some(JobDurations::new(at(0.5), at(0.9)))
+    }
+
+    /// A prior for a family, used until anything better is known: guesses
+    /// from the upstream's published durations, not measurements.
+    pub fn typical_of(family: crate::catalog::Family) -> Self {
+        use crate::catalog::Family;
+        let (p50, p90) = match family {
+            Family::TextToVideo => (60, 75),
+            Family::ImageToVideo => (75, 95),
+            Family::VideoToVideo => (120, 150),
+            // The Veo 3.1 extend models: about 1 min 50 s, give or take 15 s.
+            Family::Extend => (110, 130),
+            Family::Avatar => (150, 190),
+        };
+        JobDurations::new(Duration::from_secs(p50), Duration::from_secs(p90))
     }
 }
 
@@ -204,8 +328,7 @@ struct WatchState {
     done: bool,
 }
 
-pub(crate) fn watch(client: Client, id: String, created: Option<Generation>) -> Watch {
-    let policy = client.poll_policy().clone();
+pub(crate) fn watch(client: Client, id: String, created: Option<Generation>, policy: PollPolicy) -> Watch {
     let span = tracing::info_span!("watch", generation_id = %id);
     let state = WatchState {
         client,
@@ -336,6 +459,47 @@ mod tests {
         let policy = PollPolicy::fixed(Duration::from_secs(15));
         let waits: Vec<_> = (0..4).map(|i| policy.delay_before(i, true)).collect();
         assert_eq!(waits, [0, 15, 15, 15].map(Duration::from_secs));
+    }
+
+    #[test]
+    fn fitted_schedules_wait_for_the_quick_few_and_probe_long_jobs_early() {
+        let short =
+            PollPolicy::for_durations(&JobDurations::new(Duration::from_secs(30), Duration::from_secs(35)));
+        let short = short.jitter(0.0);
+        assert_eq!(short.early_probe, None);
+        let first = secs(short.delay_before(0, true));
+        assert!((25.0..28.0).contains(&first), "{short:?}");
+        assert_eq!(short.delay_before(1, true), Duration::from_secs(3));
+
+        // A wider spread waits further below the median, so its early few are not left waiting.
+        let long =
+            PollPolicy::for_durations(&JobDurations::new(Duration::from_secs(300), Duration::from_secs(340)));
+        let long = long.jitter(0.0);
+        assert_eq!(long.delay_before(0, true), Duration::from_secs(10), "the probe");
+        let first = secs(long.delay_before(0, true) + long.delay_before(1, true));
+        assert!((235.0..255.0).contains(&first), "{long:?}");
+        // A tenth of its deviation, (340 − 300) / 1.28 / 10.
+        assert!((secs(long.delay_before(2, true)) - 3.121).abs() < 0.001, "{long:?}");
+        assert_eq!(long.delay_before(0, false), Duration::ZERO, "a resumed job is asked at once, unprobed");
+        assert_eq!(long.deadline, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn the_early_lag_factor_matches_the_normal_tables() {
+        assert!((erf(1.0) - 0.842_700_79).abs() < 1e-6);
+        assert!((early_lag_factor(0.0) - 0.398_942).abs() < 1e-5, "φ(0)");
+        assert!((early_lag_factor(1.0) - (0.241_971 - 0.158_655)).abs() < 1e-5);
+        assert!(early_lag_factor(3.0) < 0.001);
+    }
+
+    #[test]
+    fn durations_come_from_samples_or_a_family_prior() {
+        let samples: Vec<Duration> = (1..=10).map(Duration::from_secs).collect();
+        let d = JobDurations::from_samples(&samples).unwrap();
+        assert_eq!((d.p50, d.p90), (Duration::from_secs(5), Duration::from_secs(9)));
+        assert_eq!(JobDurations::from_samples(&samples[..2]), None);
+        let extend = JobDurations::typical_of(crate::catalog::Family::Extend);
+        assert_eq!(extend.p50, Duration::from_secs(110));
     }
 
     #[test]

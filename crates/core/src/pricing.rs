@@ -33,7 +33,8 @@ pub struct ModelListing {
 }
 
 /// What a model costs. Read [`Pricing::quote_usd`] rather than the parts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// Serialises back to the catalogue's own shape, so it can be cached.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Pricing {
@@ -71,7 +72,7 @@ pub enum Pricing {
 }
 
 /// One rate: `price` for each `per`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[non_exhaustive]
 pub struct Rate {
     /// In the pricing's currency.

@@ -379,12 +379,16 @@ impl PollFile {
         );
         let concurrency = args.poll_concurrency.or(self.concurrency).unwrap_or(defaults.concurrency);
         anyhow::ensure!(concurrency >= 1, "poll concurrency must be at least 1");
+        // A schedule the operator set holds for every model not learned yet.
+        let configured = args.poll_first_delay.or(self.first_delay_secs).is_some()
+            || args.poll_interval.or(self.interval_secs).is_some();
         Ok(PollSettings {
             first_delay,
             interval,
             max_interval,
             min_interval: defaults.min_interval.min(interval),
             learn: self.learn.unwrap_or(true),
+            family_priors: !configured,
             models: self.models.clone(),
             concurrency,
             max_rate,

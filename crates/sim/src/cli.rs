@@ -29,6 +29,10 @@ pub struct SimArgs {
     /// Mean virtual seconds of generation (normally spread, sd = mean / 7).
     #[arg(long, value_name = "MEAN")]
     pub generation_secs: Option<f64>,
+    /// A model's own mean generation seconds (same spread as
+    /// --generation-secs), as ID=MEAN; repeat for several models
+    #[arg(long = "model-generation-secs", value_name = "ID=MEAN", value_parser = parse_model_secs)]
+    pub model_generation_secs: Vec<(String, f64)>,
     /// Fraction of jobs that end in `error`.
     #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub failure_rate: f64,
@@ -82,6 +86,22 @@ fn parse_queue_secs(s: &str) -> Result<Spread, String> {
     }
 }
 
+/// The default's shape (105 s, sd 15 s, floor 30 s), scaled to `mean`.
+fn shaped_like_the_default(mean: Duration) -> Spread {
+    Spread::Normal { mean, sd: mean / 7, min: mean * 2 / 7 }
+}
+
+/// `ID=MEAN`, as `--model-generation-secs` takes it.
+fn parse_model_secs(s: &str) -> Result<(String, f64), String> {
+    let (id, mean) =
+        s.split_once('=').ok_or_else(|| format!("{s:?} is not ID=MEAN (e.g. google/veo3=60)"))?;
+    let mean: f64 = mean.trim().parse().map_err(|_| format!("{mean:?} is not a number of seconds"))?;
+    if aimlvid::catalog::model(id.trim()).is_none() {
+        return Err(format!("{id:?} is not a model the simulator knows; `aimlvid models` lists them"));
+    }
+    Ok((id.trim().to_owned(), mean))
+}
+
 impl SimArgs {
     /// The simulator configuration these options describe, or what is wrong with them.
     pub fn config(&self) -> Result<SimConfig, String> {
@@ -97,7 +117,12 @@ impl SimArgs {
             let mean = Duration::try_from_secs_f64(mean)
                 .map_err(|_| format!("--generation-secs {mean} is not a duration"))?;
             // The default's shape (105 s, sd 15 s, floor 30 s), scaled to the mean.
-            config.generation_time = Spread::Normal { mean, sd: mean / 7, min: mean * 2 / 7 };
+            config.generation_time = shaped_like_the_default(mean);
+        }
+        for (model, mean) in &self.model_generation_secs {
+            let mean = Duration::try_from_secs_f64(*mean)
+                .map_err(|_| format!("--model-generation-secs {model}={mean} is not a duration"))?;
+            config.model_generation_times.insert(model.clone(), shaped_like_the_default(mean));
         }
         config.failure_rate = self.failure_rate;
         config.result_size = self.result_size;

@@ -19,8 +19,13 @@ pub struct SimConfig {
     pub time_scale: f64,
     /// Virtual time a job stays `queued`.
     pub queue_time: Spread,
-    /// Virtual time a job then stays `generating`.
+    /// Virtual time a job then stays `generating`, for models not in
+    /// `model_generation_times`.
     pub generation_time: Spread,
+    /// Per model id, its own generation time: models differ (a draft
+    /// text-to-video model in half a minute, an avatar in several). Empty
+    /// by default, so every model takes `generation_time`.
+    pub model_generation_times: std::collections::BTreeMap<String, Spread>,
     /// Fraction of jobs (0.0..=1.0) that end in `error` instead of `completed`.
     pub failure_rate: f64,
     /// `meta.usage.credits_used` of a completed job (failed jobs report 0).
@@ -81,6 +86,7 @@ impl Default for SimConfig {
                 sd: Duration::from_secs(15),
                 min: Duration::from_secs(30),
             },
+            model_generation_times: std::collections::BTreeMap::new(),
             failure_rate: 0.0,
             credits_per_job: 120_000.0,
             credit_balance: None,

@@ -318,7 +318,8 @@ impl Simulator {
         }
 
         let queued = config.queue_time.sample(&mut state.rng);
-        let generating = config.generation_time.sample(&mut state.rng);
+        let generating = config.model_generation_times.get(&model).unwrap_or(&config.generation_time);
+        let generating = generating.sample(&mut state.rng);
         // Draw even at rate 0 so enabling failures does not shift other draws.
         let failed = state.rng.f64() < config.failure_rate;
         let id = uuid::Uuid::new_v4().to_string();

@@ -145,3 +145,39 @@ fn models_json_lists_every_id_and_show_prints_the_parameters() {
     assert!(text.contains("duration        integer            8        4, 6, 8"), "{text}");
     assert!(text.contains("price: 120000 credits"), "{text}");
 }
+
+#[test]
+fn polling_follows_the_models_durations_as_the_journal_learns_them() {
+    // A five-minute model (0.3 s of real time here), against its family's guess of one.
+    let model = "google/veo-3.1-t2v-fast";
+    let mut config = crate::quick();
+    config
+        .model_generation_times
+        .insert(model.to_owned(), aimlvid_sim::Spread::Fixed(std::time::Duration::from_secs(300)));
+    let env = Env::with(config);
+    let mut polls = Vec::new();
+    for n in 0..4 {
+        let out =
+            env.cmd().args(["generate", "-m", model, "-p", "x", "-o", &format!("{n}.mp4")]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let record = env.records().into_iter().last().unwrap();
+        polls.push(env.sim.job(record["id"].as_str().unwrap()).unwrap().polls);
+        assert!(record["took_secs"].as_f64().unwrap() > 0.25, "{record}");
+    }
+    // The first job is polled on the family's guess; the fourth on three jobs' durations.
+    assert!(polls[3] * 3 < polls[0], "polls per job: {polls:?}");
+    assert!(polls[3] <= 12, "a probe, then a few polls near the end: {polls:?}");
+}
+
+#[test]
+fn a_failed_generate_job_is_kept_and_not_rerun_blindly() {
+    let env = Env::with(aimlvid_sim::SimConfig { failure_rate: 1.0, ..crate::quick() });
+    let failed = env.cmd().args(["generate", "-m", "google/veo-3.1-t2v-fast", "-p", "x"]).output().unwrap();
+    assert_eq!(failed.status.code(), Some(5), "{}", stderr(&failed));
+    assert_eq!(env.records()[0]["state"], "failed");
+    let resumed = env.cmd().args(["resume", "--retry-failed"]).output().unwrap();
+    let err = stderr(&resumed);
+    assert!(err.contains("is not run again by --retry-failed"), "{err}");
+    assert_eq!(env.sim.stats().create_requests, 1, "nothing was created again");
+    assert_eq!(env.records().len(), 1, "the record is kept");
+}

@@ -48,6 +48,11 @@ pub struct PollSettings {
     pub jitter: f64,
     /// Whether to learn each model's durations (else the settings above hold).
     pub learn: bool,
+    /// Whether a model not learned yet starts from its catalog family's
+    /// typical durations ([`aimlvid::JobDurations::typical_of`]) rather
+    /// than `first_delay` and `interval`: on by default, off once those are
+    /// configured.
+    pub family_priors: bool,
     /// Settings for particular models; a model named here is not learned.
     pub models: HashMap<String, ModelPolling>,
     /// Polls in flight at once, at most.
@@ -69,6 +74,8 @@ impl PollSettings {
             min_interval: policy.interval.min(Duration::from_secs(1)),
             jitter: policy.jitter,
             learn: true,
+            // The policy given is the schedule wanted for every model.
+            family_priors: false,
             models: HashMap::new(),
             concurrency: DEFAULT_CONCURRENCY,
             max_rate: DEFAULT_MAX_RATE,
@@ -77,11 +84,17 @@ impl PollSettings {
 
     fn base(&self, model: &str) -> Base {
         let over = self.models.get(model);
+        // The family's typical durations, for a model nobody configured.
+        let prior = aimlvid::catalog::model(model)
+            .filter(|_| self.family_priors && over.is_none())
+            .map(|spec| aimlvid::PollPolicy::for_durations(&aimlvid::JobDurations::typical_of(spec.family)));
+        let (first_delay, interval) =
+            prior.map_or((self.first_delay, self.interval), |p| (p.first_delay, p.interval));
         let pick = |o: Option<f64>, d: Duration| o.map_or(d.as_secs_f64(), |s| s.max(0.0));
         let max = pick(over.and_then(|o| o.max_interval_secs), self.max_interval);
         Base {
-            first: pick(over.and_then(|o| o.first_delay_secs), self.first_delay),
-            interval: pick(over.and_then(|o| o.interval_secs), self.interval).min(max),
+            first: pick(over.and_then(|o| o.first_delay_secs), first_delay),
+            interval: pick(over.and_then(|o| o.interval_secs), interval).min(max),
             max,
             fixed: over.is_some() || !self.learn,
         }
@@ -90,7 +103,7 @@ impl PollSettings {
 
 impl Default for PollSettings {
     fn default() -> Self {
-        PollSettings::from_policy(&aimlvid::PollPolicy::default())
+        PollSettings { family_priors: true, ..PollSettings::from_policy(&aimlvid::PollPolicy::default()) }
     }
 }
 
@@ -253,6 +266,21 @@ mod tests {
         assert!((plan.next_wait(2, 88.5) - 3.5 * 1.03).abs() < 1e-9);
         assert_eq!(plan.next_wait(500, 3000.0), 15.0, "capped at the longest interval");
         assert_eq!(plan.next_wait(0, 100.0), 0.0, "a resumed job past its first delay is due");
+    }
+
+    #[test]
+    fn a_catalog_model_never_seen_starts_from_its_familys_durations() {
+        let quick = aimlvid::PollPolicy::for_durations(&aimlvid::JobDurations::typical_of(
+            aimlvid::catalog::Family::TextToVideo,
+        ));
+        let plan = Timings::default().plan(&settings(), "google/veo-3.1-t2v-fast");
+        assert_eq!(plan.next_wait(0, 0.0), quick.first_delay.as_secs_f64());
+        assert_eq!(plan.next_wait(1, 30.0), quick.interval.as_secs_f64());
+        let avatar = Timings::default().plan(&settings(), "bytedance/omnihuman").next_wait(0, 0.0);
+        assert!(avatar > plan.next_wait(0, 0.0), "a slower family waits longer: {avatar}");
+        // A schedule the operator configured holds for every model.
+        let configured = PollSettings { family_priors: false, ..settings() };
+        assert_eq!(Timings::default().plan(&configured, "google/veo-3.1-t2v-fast").next_wait(0, 0.0), 85.0);
     }
 
     #[test]

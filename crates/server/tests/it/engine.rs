@@ -25,6 +25,7 @@ fn eager(config: &mut StateConfig) {
         growth: 1.0,
         jitter: 0.0,
         learn: false,
+        family_priors: false,
         concurrency: 64,
         max_rate: 50_000.0,
         ..PollSettings::default()
@@ -164,6 +165,8 @@ async fn sequential_jobs(duration: Duration, jobs: usize, scale: f64) -> Vec<(u6
             interval: defaults.interval.div_f64(scale),
             max_interval: defaults.max_interval.div_f64(scale),
             min_interval: defaults.min_interval.div_f64(scale),
+            // The schedule is set (scaled), as an operator would set one.
+            family_priors: false,
             ..defaults
         };
     })
@@ -218,26 +221,35 @@ async fn a_key_made_or_revoked_by_the_keys_command_takes_effect_within_a_second(
         config.key_refresh = aimlvid_server::state::DEFAULT_KEY_REFRESH;
     })
     .await;
-    let key = keys_command(&db, &["create", "late"]);
+    let key = keys_command(&db, &["create", "late"]).await;
     let took = until_status(&proxy, &key, 404).await;
     assert!(took < Duration::from_secs(1), "a new key worked after {took:?}");
 
-    keys_command(&db, &["revoke", "late"]);
+    keys_command(&db, &["revoke", "late"]).await;
     let took = until_status(&proxy, &key, 401).await;
     assert!(took < Duration::from_secs(1), "a revoked key still worked after {took:?}");
     proxy.stop().await;
 }
 
 /// Runs `aimlvid-server keys ARGS… --database DB`, as an admin would while
-/// the server runs; its standard output.
-fn keys_command(db: &std::path::Path, args: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_aimlvid-server"))
-        .arg("keys")
-        .args(args)
-        .arg("--database")
-        .arg(db)
-        .output()
-        .unwrap();
+/// the server runs; its standard output. The wait is off the test's
+/// runtime, which also runs the server: blocking it could leave one of the
+/// server's transactions holding the database's write lock until the
+/// command gave up on it.
+async fn keys_command(db: &std::path::Path, args: &[&str]) -> String {
+    let (db, args): (std::path::PathBuf, Vec<String>) =
+        (db.to_owned(), args.iter().map(|a| (*a).to_owned()).collect());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_aimlvid-server"))
+            .arg("keys")
+            .args(&args)
+            .arg("--database")
+            .arg(&db)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
