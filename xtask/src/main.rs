@@ -7,6 +7,9 @@
 //!   packages and dist archives, then a commit and a tag (not in a dry run).
 //! - `dist`: release archives of both binaries for this machine, with
 //!   completions, man pages and `SHA256SUMS`, in `target/dist/`.
+//! - `deb [--debug] [--test]`: Debian packages of both binaries (the
+//!   server's with its systemd unit), in `target/dist/`; `--test` installs,
+//!   runs, removes, reinstalls and purges them (root only).
 //! - `bench client`: the polling benchmark (figures in docs/benchmarks.md).
 //! - `bench proxy [--jobs N] [--seconds S] [-- SERVE ARGS]`: the proxy
 //!   against a static nginx, driven by oha (figures in docs/benchmarks.md).
@@ -14,12 +17,13 @@
 //!   PostgreSQL in `AIMLVID_TEST_POSTGRES`.
 //! - `api import --from DIR`: copies the upstream's OpenAPI documents for
 //!   its video models into `crates/core/api/video-models/`.
-//! - `codegen [--check]`: regenerates the simulator's model schemas from
-//!   those copies (`--openapi-dir DIR` reads another folder).
+//! - `codegen [--check]`: regenerates the model catalog from those copies
+//!   (`--openapi-dir DIR` reads another folder).
 
 mod api;
 mod bench_proxy;
 mod codegen;
+mod deb;
 mod dist;
 mod release;
 #[cfg(test)]
@@ -39,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         ["ci"] => ci(&sh),
         ["lint"] => lint(&sh),
         ["dist"] => dist::run(&sh, &project_root()).map(drop),
+        ["deb", rest @ ..] => deb::run(&sh, &project_root(), &deb::Options::parse(rest)?).map(drop),
         ["release", rest @ ..] => {
             let options = release::Options::parse(rest)?;
             release::run(&sh, &project_root(), &options, || ci(&sh))
@@ -65,7 +70,7 @@ fn main() -> anyhow::Result<()> {
             codegen::run(Path::new(dir), check)
         }
         _ => bail!(
-            "usage: cargo xtask <ci | lint | test | dist | release X.Y.Z [--dry-run] [--skip-ci] | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
+            "usage: cargo xtask <ci | lint | test | dist | deb [--debug] [--test] | release X.Y.Z [--dry-run] [--skip-ci] | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
              api import --from DIR | codegen [--check] [--openapi-dir DIR]>"
         ),
     }
@@ -76,7 +81,21 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
     codegen::run(&project_root().join(api::API_DIR), true)?;
     lint(sh)?;
     test(sh)?;
-    doc(sh)
+    doc(sh)?;
+    packages(sh)
+}
+
+/// The Debian packages, installed and used for real: only as root on a
+/// Debian-like machine (CI's), where installing them harms nothing.
+fn packages(sh: &Shell) -> anyhow::Result<()> {
+    let root = cmd!(sh, "id -u").read().is_ok_and(|uid| uid.trim() == "0");
+    let dpkg = cmd!(sh, "dpkg-deb --version").quiet().ignore_stdout().run().is_ok();
+    if !(root && dpkg) || std::env::var_os("AIMLVID_SKIP_PACKAGE_TEST").is_some() {
+        println!("note: the .deb install test runs as root with dpkg (as CI does); skipped here");
+        return Ok(());
+    }
+    let options = deb::Options { debug: true, test: true };
+    deb::run(sh, &project_root(), &options).map(drop)
 }
 
 fn lint(sh: &Shell) -> anyhow::Result<()> {

@@ -18,7 +18,9 @@ use semver::Version;
 use xshell::{Shell, cmd};
 
 /// The crates published to crates.io, in the order they must be published.
-pub(crate) const PUBLISHED: [&str; 3] = ["aimlvid-sim", "aimlvid", "aimlvid-cli"];
+/// (The simulator depends on the library; the library's tests use the
+/// simulator by path only, which publishing drops.)
+pub(crate) const PUBLISHED: [&str; 3] = ["aimlvid", "aimlvid-sim", "aimlvid-cli"];
 /// Our crates that other members name by version in `[workspace.dependencies]`.
 const PINNED: [&str; 2] = ["aimlvid", "aimlvid-sim"];
 
@@ -104,7 +106,8 @@ pub(crate) fn run(sh: &Shell, root: &Path, options: &Options, ci: impl FnOnce() 
     Ok(())
 }
 
-/// Sets the version, moves the changelog, checks the packages, builds dist.
+/// Sets the version, moves the changelog, checks the packages, builds dist
+/// (and the Debian packages, where `dpkg` is at hand).
 fn prepare(sh: &Shell, root: &Path, current: &Version, new: &Version) -> Result<()> {
     let manifest = fs::read_to_string(root.join("Cargo.toml"))?;
     fs::write(root.join("Cargo.toml"), set_version(&manifest, current, new)?)?;
@@ -115,6 +118,10 @@ fn prepare(sh: &Shell, root: &Path, current: &Version, new: &Version) -> Result<
     let packages: Vec<String> = PUBLISHED.iter().flat_map(|p| ["-p".to_owned(), (*p).to_owned()]).collect();
     cmd!(sh, "cargo package --locked --allow-dirty {packages...}").run()?;
     crate::dist::run(sh, root)?;
+    // Debian packages where dpkg is at hand (CI's Linux runners build them on the tag too).
+    if cmd!(sh, "dpkg-deb --version").quiet().ignore_stdout().run().is_ok() {
+        crate::deb::run(sh, root, &crate::deb::Options::default())?;
+    }
     Ok(())
 }
 
