@@ -22,11 +22,18 @@ const DOCS: [&str; 4] = ["README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-AP
 const SHELLS: [(&str, &str); 4] =
     [("bash", "{bin}.bash"), ("zsh", "_{bin}"), ("fish", "{bin}.fish"), ("powershell", "_{bin}.ps1")];
 
-/// Builds the archives; returns their paths.
-pub(crate) fn run(sh: &Shell, root: &Path) -> Result<Vec<PathBuf>> {
+/// Builds the archives, from a release build (or the debug build, with
+/// `debug`: for CI, which checks the machinery, not the optimiser), checks
+/// them, and returns their paths.
+pub(crate) fn run(sh: &Shell, root: &Path, debug: bool) -> Result<Vec<PathBuf>> {
     let version = workspace_version(root)?;
     let target = host_target(sh)?;
-    cmd!(sh, "cargo build --release --locked -p aimlvid-cli -p aimlvid-server").run()?;
+    let profile = if debug { "debug" } else { "release" };
+    if debug {
+        cmd!(sh, "cargo build --locked -p aimlvid-cli -p aimlvid-server").run()?;
+    } else {
+        cmd!(sh, "cargo build --release --locked -p aimlvid-cli -p aimlvid-server").run()?;
+    }
     let dist = root.join("target/dist");
     if dist.exists() {
         fs::remove_dir_all(&dist).with_context(|| format!("clearing {}", dist.display()))?;
@@ -39,7 +46,7 @@ pub(crate) fn run(sh: &Shell, root: &Path) -> Result<Vec<PathBuf>> {
         fs::create_dir_all(stage.join("completions"))?;
         fs::create_dir_all(stage.join("man"))?;
         let exe = format!("{bin}{}", std::env::consts::EXE_SUFFIX);
-        let built = root.join("target/release").join(&exe);
+        let built = root.join("target").join(profile).join(&exe);
         fs::copy(&built, stage.join(&exe)).with_context(|| format!("copying {}", built.display()))?;
         for doc in DOCS {
             fs::copy(root.join(doc), stage.join(doc)).with_context(|| format!("copying {doc}"))?;
@@ -68,11 +75,43 @@ pub(crate) fn run(sh: &Shell, root: &Path) -> Result<Vec<PathBuf>> {
         sums.push_str(&format!("{hex}  {file}\n"));
     }
     fs::write(dist.join("SHA256SUMS"), sums)?;
+    check(sh, &dist, &version)?;
     for archive in &archives {
         println!("{}", archive.display());
     }
     println!("{}", dist.join("SHA256SUMS").display());
     Ok(archives)
+}
+
+/// Checks the archives as a user would: the checksums verify, each binary
+/// prints the version being released, and each man page renders.
+fn check(sh: &Shell, dist: &Path, version: &str) -> Result<()> {
+    {
+        let _dir = sh.push_dir(dist);
+        cmd!(sh, "sha256sum --quiet -c SHA256SUMS").run().context("SHA256SUMS does not verify")?;
+    }
+    let unpacked = dist.join("check");
+    fs::create_dir_all(&unpacked)?;
+    for bin in BINARIES {
+        let name = format!("{bin}-{version}-{}", host_target(sh)?);
+        let archive = dist.join(format!("{name}.tar.gz"));
+        cmd!(sh, "tar -xzf {archive} -C {unpacked}").run()?;
+        let exe = unpacked.join(&name).join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+        let printed = cmd!(sh, "{exe} --version").read()?;
+        if printed.trim() != format!("{bin} {version}") {
+            bail!("{} prints {printed:?}, not version {version}", exe.display());
+        }
+        let page = unpacked.join(&name).join("man").join(format!("{bin}.1"));
+        if cmd!(sh, "man --version").quiet().ignore_stdout().ignore_stderr().run().is_ok() {
+            let rendered = cmd!(sh, "man -l {page}").env("MANWIDTH", "80").env("MANPAGER", "cat").read()?;
+            if !rendered.contains("NAME") || !rendered.contains(bin) {
+                bail!("man -l {} rendered no page", page.display());
+            }
+        }
+    }
+    fs::remove_dir_all(&unpacked)?;
+    println!("dist: checksums verify, the binaries print {version}, the man pages render");
+    Ok(())
 }
 
 /// The workspace's version, from `[workspace.package]`.

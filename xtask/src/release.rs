@@ -30,17 +30,21 @@ pub(crate) struct Options {
     version: Version,
     dry_run: bool,
     skip_ci: bool,
+    /// Archives and packages of the debug build: CI checks the machinery
+    /// within its time budget; a real release builds with `--release`.
+    debug_build: bool,
 }
 
 impl Options {
     pub(crate) fn parse(args: &[&str]) -> Result<Options> {
-        let usage = "usage: cargo xtask release X.Y.Z [--dry-run] [--skip-ci]";
+        let usage = "usage: cargo xtask release X.Y.Z [--dry-run] [--skip-ci] [--debug-build]";
         let mut version = None;
-        let (mut dry_run, mut skip_ci) = (false, false);
+        let (mut dry_run, mut skip_ci, mut debug_build) = (false, false, false);
         for arg in args {
             match *arg {
                 "--dry-run" => dry_run = true,
                 "--skip-ci" => skip_ci = true,
+                "--debug-build" => debug_build = true,
                 v if version.is_none() && !v.starts_with('-') => {
                     version = Some(
                         Version::parse(v.trim_start_matches('v'))
@@ -50,7 +54,10 @@ impl Options {
                 other => bail!("unexpected {other:?}; {usage}"),
             }
         }
-        Ok(Options { version: version.context(usage)?, dry_run, skip_ci })
+        if debug_build && !dry_run {
+            bail!("--debug-build is for dry runs: a release ships release builds");
+        }
+        Ok(Options { version: version.context(usage)?, dry_run, skip_ci, debug_build })
     }
 }
 
@@ -82,7 +89,7 @@ pub(crate) fn run(sh: &Shell, root: &Path, options: &Options, ci: impl FnOnce() 
             Ok(((*f).to_owned(), fs::read_to_string(root.join(f)).with_context(|| format!("reading {f}"))?))
         })
         .collect::<Result<_>>()?;
-    let outcome = prepare(sh, root, &current, new);
+    let outcome = prepare(sh, root, &current, new, options.debug_build);
     if options.dry_run || outcome.is_err() {
         for (file, text) in &saved {
             fs::write(root.join(file), text)?;
@@ -108,7 +115,7 @@ pub(crate) fn run(sh: &Shell, root: &Path, options: &Options, ci: impl FnOnce() 
 
 /// Sets the version, moves the changelog, checks the packages, builds dist
 /// (and the Debian packages, where `dpkg` is at hand).
-fn prepare(sh: &Shell, root: &Path, current: &Version, new: &Version) -> Result<()> {
+fn prepare(sh: &Shell, root: &Path, current: &Version, new: &Version, debug_build: bool) -> Result<()> {
     let manifest = fs::read_to_string(root.join("Cargo.toml"))?;
     fs::write(root.join("Cargo.toml"), set_version(&manifest, current, new)?)?;
     cmd!(sh, "cargo update --workspace --offline").run()?;
@@ -117,10 +124,12 @@ fn prepare(sh: &Shell, root: &Path, current: &Version, new: &Version) -> Result<
     fs::write(root.join("CHANGELOG.md"), release_changelog(&changelog, new, date.trim())?)?;
     let packages: Vec<String> = PUBLISHED.iter().flat_map(|p| ["-p".to_owned(), (*p).to_owned()]).collect();
     cmd!(sh, "cargo package --locked --allow-dirty {packages...}").run()?;
-    crate::dist::run(sh, root)?;
-    // Debian packages where dpkg is at hand (CI's Linux runners build them on the tag too).
+    crate::dist::run(sh, root, debug_build)?;
+    // Debian packages where dpkg is at hand (CI's Linux runners build them
+    // on the tag too), installed and exercised where that is allowed.
     if cmd!(sh, "dpkg-deb --version").quiet().ignore_stdout().run().is_ok() {
-        crate::deb::run(sh, root, &crate::deb::Options::default())?;
+        let test = cmd!(sh, "id -u").read().is_ok_and(|uid| uid.trim() == "0");
+        crate::deb::run(sh, root, &crate::deb::Options { debug: debug_build, test })?;
     }
     Ok(())
 }
