@@ -122,6 +122,7 @@ fn prepare(sh: &Shell, root: &Path, current: &Version, new: &Version, debug_buil
     let date = cmd!(sh, "date -u +%Y-%m-%d").read()?;
     let changelog = fs::read_to_string(root.join("CHANGELOG.md"))?;
     fs::write(root.join("CHANGELOG.md"), release_changelog(&changelog, new, date.trim())?)?;
+    forget_unpacked_packages(new)?;
     let packages: Vec<String> = PUBLISHED.iter().flat_map(|p| ["-p".to_owned(), (*p).to_owned()]).collect();
     cmd!(sh, "cargo package --locked --allow-dirty {packages...}").run()?;
     crate::dist::run(sh, root, debug_build)?;
@@ -130,6 +131,29 @@ fn prepare(sh: &Shell, root: &Path, current: &Version, new: &Version, debug_buil
     if cmd!(sh, "dpkg-deb --version").quiet().ignore_stdout().run().is_ok() {
         let test = cmd!(sh, "id -u").read().is_ok_and(|uid| uid.trim() == "0");
         crate::deb::run(sh, root, &crate::deb::Options { debug: debug_build, test })?;
+    }
+    Ok(())
+}
+
+/// Removes the sources Cargo unpacked from an earlier `cargo package` of
+/// our crates at `version`. Cargo verifies each package against the others
+/// through a registry of its own, and reuses a crate it unpacked before if
+/// the name and version match, however the code changed since: a second dry
+/// run of the same version would build against the first one's code.
+fn forget_unpacked_packages(version: &Version) -> Result<()> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    let Ok(registries) = fs::read_dir(home.join("registry/src")) else { return Ok(()) };
+    for registry in registries {
+        let registry = registry?.path();
+        for name in PUBLISHED {
+            let unpacked = registry.join(format!("{name}-{version}"));
+            if unpacked.exists() {
+                fs::remove_dir_all(&unpacked).with_context(|| format!("removing {}", unpacked.display()))?;
+            }
+        }
     }
     Ok(())
 }
