@@ -122,7 +122,7 @@ fn prepare(sh: &Shell, root: &Path, current: &Version, new: &Version, debug_buil
     let date = cmd!(sh, "date -u +%Y-%m-%d").read()?;
     let changelog = fs::read_to_string(root.join("CHANGELOG.md"))?;
     fs::write(root.join("CHANGELOG.md"), release_changelog(&changelog, new, date.trim())?)?;
-    forget_unpacked_packages(new)?;
+    forget_earlier_packages(sh, new)?;
     let packages: Vec<String> = PUBLISHED.iter().flat_map(|p| ["-p".to_owned(), (*p).to_owned()]).collect();
     cmd!(sh, "cargo package --locked --allow-dirty {packages...}").run()?;
     crate::dist::run(sh, root, debug_build)?;
@@ -135,12 +135,15 @@ fn prepare(sh: &Shell, root: &Path, current: &Version, new: &Version, debug_buil
     Ok(())
 }
 
-/// Removes the sources Cargo unpacked from an earlier `cargo package` of
-/// our crates at `version`. Cargo verifies each package against the others
-/// through a registry of its own, and reuses a crate it unpacked before if
-/// the name and version match, however the code changed since: a second dry
-/// run of the same version would build against the first one's code.
-fn forget_unpacked_packages(version: &Version) -> Result<()> {
+/// Removes what Cargo kept from an earlier `cargo package` of our crates
+/// at `version`: the sources it unpacked and the artifacts it built. Cargo
+/// verifies each package against the others through a registry of its own,
+/// and takes a registry crate of a given name and version to be immutable,
+/// so it would reuse both however the code changed since: a second dry run
+/// of the same version would build against the first one's code.
+fn forget_earlier_packages(sh: &Shell, version: &Version) -> Result<()> {
+    let packages: Vec<String> = PUBLISHED.iter().flat_map(|p| ["-p".to_owned(), (*p).to_owned()]).collect();
+    cmd!(sh, "cargo clean --quiet {packages...}").run()?;
     let home = std::env::var_os("CARGO_HOME")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
