@@ -80,8 +80,8 @@ fn no_stubs_in_shipped_code() {
 /// listed before it, so the flows (`jobs`) sit on the parts (journal,
 /// report, config) and the commands on the flows, never in a circle.
 const CLI_LAYERS: &[&str] = &[
-    "exit", "journal", "logging", "cli", "report", "config", "sim", "timing", "prices", "jobs", "commands",
-    "generate", "models", "main",
+    "exit", "journal", "logging", "cli", "report", "config", "sim", "cache", "timing", "prices", "jobs",
+    "commands", "generate", "models", "main",
 ];
 
 #[test]

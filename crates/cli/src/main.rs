@@ -4,6 +4,7 @@
 //! the command, and turns its outcome into one line on stderr (or a JSON
 //! `result` object) and an exit code from [`exit`].
 
+mod cache;
 mod cli;
 mod commands;
 mod config;

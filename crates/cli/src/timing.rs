@@ -5,29 +5,14 @@
 //! the journal has seen finish, else from the model's family in the catalog.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aimlvid::{Client, JobDurations, PollPolicy};
-use serde::{Deserialize, Serialize};
 
 use crate::journal::Journal;
 
-/// How long the metrics are trusted.
-const METRICS_TTL: Duration = Duration::from_secs(24 * 3600);
-
 /// How long a command waits for the metrics before going on without them.
 const METRICS_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The API's metrics as last fetched from one server.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct CachedMetrics {
-    base_url: String,
-    /// Seconds since the Unix epoch.
-    fetched_at: u64,
-    /// Model id → (p50, p90), in milliseconds.
-    models: BTreeMap<String, (u64, u64)>,
-}
 
 /// Where a model's durations came from, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,63 +59,19 @@ pub(crate) async fn policy_for(
     policy.time_scaled(time_scale)
 }
 
-fn cache_path(journal: &Journal) -> PathBuf {
-    journal.dir().join("cache").join("model-metrics.json")
-}
-
+/// The API's recent percentiles for `model`: every measured model's are
+/// read at once and cached a day, in milliseconds.
 async fn from_metrics(client: &Client, journal: &Journal, model: &str) -> Option<JobDurations> {
-    let path = cache_path(journal);
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
-    let cached: Option<CachedMetrics> =
-        std::fs::read(&path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let fresh = cached.as_ref().filter(|c| {
-        c.base_url == client.base_url() && now.saturating_sub(c.fetched_at) < METRICS_TTL.as_secs()
-    });
-    let metrics = match fresh {
-        Some(cached) => cached,
-        None => {
-            let fetched = tokio::time::timeout(METRICS_TIMEOUT, client.model_metrics(&[])).await;
-            match fetched {
-                Ok(Ok(models)) => {
-                    let cache = CachedMetrics {
-                        base_url: client.base_url().to_owned(),
-                        fetched_at: now,
-                        models: models
-                            .into_iter()
-                            .map(|(id, d)| (id, (d.p50.as_millis() as u64, d.p90.as_millis() as u64)))
-                            .collect(),
-                    };
-                    save(&path, &cache);
-                    return lookup(&cache, model);
-                }
-                other => {
-                    tracing::info!(outcome = ?other.map(|r| r.err().map(|e| e.to_string())), "model metrics not read");
-                    // Stale figures beat none.
-                    return cached
-                        .as_ref()
-                        .filter(|c| c.base_url == client.base_url())
-                        .and_then(|c| lookup(c, model));
-                }
-            }
-        }
+    let fetch = async {
+        let models = client.model_metrics(&[]).await?;
+        Ok(models
+            .into_iter()
+            .map(|(id, d)| (id, (d.p50.as_millis() as u64, d.p90.as_millis() as u64)))
+            .collect::<BTreeMap<String, (u64, u64)>>())
     };
-    lookup(metrics, model)
-}
-
-fn lookup(metrics: &CachedMetrics, model: &str) -> Option<JobDurations> {
-    let (p50, p90) = metrics.models.get(model)?;
+    let metrics = crate::cache::day_cached(client, journal, "model-metrics", METRICS_TIMEOUT, fetch).await?;
+    let (p50, p90) = metrics.get(model)?;
     Some(JobDurations::new(Duration::from_millis(*p50), Duration::from_millis(*p90)))
-}
-
-/// A cache is a convenience: failing to write it is logged, not fatal.
-fn save(path: &std::path::Path, cache: &CachedMetrics) {
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(path, serde_json::to_vec(cache).unwrap_or_default()));
-    if let Err(e) = written {
-        tracing::info!(error = %e, path = %path.display(), "model metrics not cached");
-    }
 }
 
 fn from_journal(journal: &Journal, model: &str, time_scale: f64) -> Option<JobDurations> {

@@ -1,0 +1,67 @@
+//! What the API said about its models (prices, recent durations), kept a
+//! day beside the journal, so that commands do not ask again each time.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use aimlvid::Client;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::journal::Journal;
+
+/// How long an answer is trusted.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// One answer, and the server and time it came from.
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry<T> {
+    base_url: String,
+    /// Seconds since the Unix epoch.
+    fetched_at: u64,
+    value: T,
+}
+
+/// `<journal>/cache/<name>.json`'s value for `client`'s server if under a
+/// day old; else `fetch`'s, cached, if it answers within `timeout`; else
+/// the older value (stale figures beat none), if any.
+pub(crate) async fn day_cached<T, F>(
+    client: &Client,
+    journal: &Journal,
+    name: &str,
+    timeout: Duration,
+    fetch: F,
+) -> Option<T>
+where
+    T: Serialize + DeserializeOwned,
+    F: Future<Output = aimlvid::Result<T>>,
+{
+    let path: PathBuf = journal.dir().join("cache").join(format!("{name}.json"));
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let cached: Option<Entry<T>> = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .filter(|e: &Entry<T>| e.base_url == client.base_url());
+    if cached.as_ref().is_some_and(|e| now.saturating_sub(e.fetched_at) < TTL.as_secs()) {
+        return cached.map(|e| e.value);
+    }
+    match tokio::time::timeout(timeout, fetch).await {
+        Ok(Ok(value)) => {
+            let entry = Entry { base_url: client.base_url().to_owned(), fetched_at: now, value };
+            // A cache is a convenience: failing to write it is logged, not fatal.
+            let written = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&path, serde_json::to_vec(&entry).unwrap_or_default()));
+            if let Err(e) = written {
+                tracing::info!(error = %e, path = %path.display(), "not cached");
+            }
+            Some(entry.value)
+        }
+        other => {
+            tracing::info!(name, outcome = ?other.map(|r| r.err().map(|e| e.to_string())), "not read");
+            cached.map(|e| e.value)
+        }
+    }
+}
