@@ -82,6 +82,11 @@ pub(crate) fn authenticate(
     Ok(key)
 }
 
+/// Why a key's limits refuse a request, in the member's words.
+pub(crate) fn refusal_message(refusal: Refusal) -> String {
+    refused(refusal).message().to_owned()
+}
+
 fn refused(refusal: Refusal) -> ApiError {
     match refusal {
         Refusal::Rate(wait) => ApiError::too_many("Too many requests for this API key; slow down", wait),
@@ -150,17 +155,6 @@ pub(crate) async fn create(
             ApiError::new(StatusCode::BAD_REQUEST, format!("Invalid JSON in the request body: {e}"))
         })?
     };
-    let model = value.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
-    let record = key.record();
-    if let Some(allowed) = &record.limits.allowed_models
-        && !allowed.iter().any(|pattern| model_fits(pattern, &model))
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("This API key may not use model {model:?}"),
-        ));
-    }
-    check_against_catalog(&value)?;
     let request_hash: [u8; 32] = Sha256::digest(&body).into();
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
@@ -174,6 +168,31 @@ pub(crate) async fn create(
             }
         },
     };
+    create_job(&state, key, value, request_hash, idempotency_key).await
+}
+
+/// A create whose key and body were read: checked against the key's limits
+/// and the catalog, then recorded, sent and followed. The team page's form
+/// comes here too, so both ways in behave alike.
+pub(crate) async fn create_job(
+    state: &AppState,
+    key: Arc<KeyEntry>,
+    value: serde_json::Value,
+    request_hash: [u8; 32],
+    idempotency_key: Option<String>,
+) -> Result<Response, ApiError> {
+    let state = state.clone();
+    let model = value.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
+    let record = key.record();
+    if let Some(allowed) = &record.limits.allowed_models
+        && !allowed.iter().any(|pattern| model_fits(pattern, &model))
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("This API key may not use model {model:?}"),
+        ));
+    }
+    check_against_catalog(&value)?;
     if let Some(idem) = &idempotency_key
         && let Some(existing) =
             state.store().job_by_idempotency_key(record.id, idem).await.map_err(|e| ApiError::internal(&e))?
@@ -188,6 +207,46 @@ pub(crate) async fn create(
     let accepted = AcceptCreate { record, model, value, idempotency_key, request_hash };
     let task = state.spawn_create(accept(state.clone(), slot, accepted));
     task.await.map_err(|e| ApiError::internal(&format!("a create task ended abnormally: {e}")))?
+}
+
+/// The longest prompt kept beside a job, in characters.
+const MAX_PROMPT_KEPT: usize = 4000;
+
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// What a job starts from, to show beside it: each media parameter's URL,
+/// or for media sent inline its type and size (never the data, which may
+/// be tens of megabytes).
+fn describe_inputs(model: &str, value: &serde_json::Value) -> Option<String> {
+    let names: Vec<&str> = match aimlvid::catalog::model(model) {
+        Some(spec) => spec.media_parameters().map(|p| p.name.as_str()).collect(),
+        None => vec!["video_url", "image_url", "audio_url"],
+    };
+    let describe = |v: &serde_json::Value| -> Option<String> {
+        let text = v.as_str()?;
+        Some(match text.strip_prefix("data:") {
+            Some(rest) => {
+                let mime = rest.split([';', ',']).next().unwrap_or("");
+                let encoded = rest.split_once(',').map_or(0, |(_, data)| data.len());
+                format!("uploaded {mime}, {:.1} MB", encoded as f64 * 0.75 / 1e6)
+            }
+            None => clip(text, 2000),
+        })
+    };
+    let mut parts = Vec::new();
+    for name in names {
+        match value.get(name) {
+            Some(serde_json::Value::Array(items)) => parts.extend(items.iter().filter_map(describe)),
+            Some(v) => parts.extend(describe(v)),
+            None => {}
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("\n"))
 }
 
 /// Whether an allowlist entry (an id, or a pattern with `*`) admits `model`.
@@ -332,6 +391,8 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Res
         idempotency_key,
         request_hash,
         reserved: slot.expected,
+        prompt: value.get("prompt").and_then(|p| p.as_str()).map(|p| clip(p, MAX_PROMPT_KEPT)),
+        input: describe_inputs(&model, &value),
     };
     match state.writer().write(JobWrite::Begin(new_job)).await {
         Ok(WriteOutcome::Begun(Begun::Inserted)) => {}

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{Authorization, authenticate};
 use crate::error::ApiError;
+use crate::keys::KeyEntry;
 use crate::metrics::Metrics;
 use crate::state::{AppState, view_of};
 use crate::view::{Feed, JobView};
@@ -27,6 +28,22 @@ pub(crate) async fn events(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = authenticate(&state, &authorization)?;
+    let changes = job_changes(&state, key, &id).await?;
+    let stream = futures_util::stream::StreamExt::map(changes, |view| {
+        Ok::<_, Infallible>(Event::default().data(std::str::from_utf8(&view.body).unwrap_or_default()))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// A job's states for `key`: the current one, then each status change,
+/// ending after a finished status, when the key changes or the server
+/// stops. Counted against the key's open streams while it lasts. Another
+/// key's job is [`ApiError::not_found`], exactly like no job.
+pub(crate) async fn job_changes(
+    state: &AppState,
+    key: Arc<KeyEntry>,
+    id: &str,
+) -> Result<impl futures_util::Stream<Item = Arc<JobView>> + Send + 'static, ApiError> {
     let key_id = key.id();
     // Each open stream holds a connection; one key cannot hold them all.
     if !key.stream_opened(MAX_STREAMS_PER_KEY) {
@@ -37,11 +54,11 @@ pub(crate) async fn events(
     }
     let slot = StreamSlot(key.clone());
     let epoch = key.epoch();
-    let feed = match state.jobs().subscribe(&id) {
+    let feed = match state.jobs().subscribe(id) {
         Some(feed) => feed,
         None => {
             state.metrics().storage_read();
-            let stored = state.store().job_by_generation(&id).await.map_err(|e| ApiError::internal(&e))?;
+            let stored = state.store().job_by_generation(id).await.map_err(|e| ApiError::internal(&e))?;
             match stored.as_ref().and_then(view_of) {
                 // A finished job is sent once and done: no need to hold it in memory.
                 Some((_, view)) if view.key_id == key_id && view.is_finished() => {
@@ -55,7 +72,6 @@ pub(crate) async fn events(
             }
         }
     };
-    // Another key's job looks exactly like no job.
     if feed.key_id() != key_id {
         return Err(ApiError::not_found());
     }
@@ -72,12 +88,10 @@ pub(crate) async fn events(
         _open: OpenStream::new(state.metrics_arc()),
         _slot: slot,
     };
-    let stream = futures_util::stream::unfold(listener, |mut listener| async move {
+    Ok(futures_util::stream::unfold(listener, |mut listener| async move {
         let view = listener.next().await?;
-        let event = Event::default().data(std::str::from_utf8(&view.body).unwrap_or_default());
-        Some((Ok::<_, Infallible>(event), listener))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+        Some((view, listener))
+    }))
 }
 
 enum Source {
@@ -104,7 +118,7 @@ struct Listener {
 pub(crate) const MAX_STREAMS_PER_KEY: u32 = 100;
 
 /// A key's count of open streams, given back when the stream is dropped.
-struct StreamSlot(Arc<crate::keys::KeyEntry>);
+struct StreamSlot(Arc<KeyEntry>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {

@@ -59,6 +59,10 @@ impl Default for FrontLimits {
     }
 }
 
+/// Marks requests that arrived over this server's own TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 /// Serves `state` on `listener`, over TLS when `tls` is given, until
 /// `shutdown` resolves; then stops accepting, ends event streams, lets
 /// in-flight requests finish (for `shutdown_grace` at most) and stops the
@@ -70,7 +74,10 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.front_limits().clone();
-    let service = TowerToHyperService::new(crate::app(state.clone()));
+    let router = crate::app(state.clone());
+    // The team page marks its cookies Secure when it is served over TLS.
+    let router = if tls.is_some() { router.layer(axum::Extension(OverTls)) } else { router };
+    let service = TowerToHyperService::new(router);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     builder

@@ -17,6 +17,7 @@
 //! - [`state`]: start-up, resuming jobs, key refresh.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`webhooks`]: signed announcements of finished jobs, retried, recorded.
+//! - [`page`]: the team page at `/ui`, for members and the admin.
 //! - [`app`] builds the router; [`serve`] runs it until a shutdown future
 //!   resolves, and [`tls::serve_tls`] does the same over TLS.
 
@@ -32,6 +33,7 @@ pub mod front;
 pub mod keys;
 pub mod metrics;
 mod observe;
+pub mod page;
 pub mod state;
 pub mod store;
 pub mod tls;
@@ -94,6 +96,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(page::routes(&state))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit()))
         .layer(tower::util::option_layer(trace))

@@ -416,6 +416,11 @@ impl AppState {
 
     /// Whether `token` may read `/metrics`: the metrics token or the admin
     /// token. Open to all when neither is configured.
+    /// Whether `hash` is the admin token's hash (a team page session's check).
+    pub(crate) fn admin_hash_is(&self, hash: &[u8; 32]) -> bool {
+        self.inner.admin_token_hash.is_some_and(|expected| expected.ct_eq(hash).into())
+    }
+
     pub fn may_read_metrics(&self, token: &str) -> bool {
         let inner = &self.inner;
         if inner.admin_token_hash.is_none() && inner.metrics_token_hash.is_none() {

@@ -2,6 +2,7 @@
 //! so that another backend (PostgreSQL) can be added without touching the
 //! handlers. The hot path never reaches it: see [`crate::view`].
 
+mod page;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -285,6 +286,11 @@ pub struct NewJob {
     /// [shared](JobStore::shared) store holds them itself, and refuses the
     /// job ([`Begun::OverLimit`]) if the key's limits would be passed.
     pub reserved: f64,
+    /// The request's prompt, shown on the team page.
+    pub prompt: Option<String>,
+    /// What the job started from, shown on the team page: the input's URL,
+    /// or a description of media sent inline (never the data itself).
+    pub input: Option<String>,
 }
 
 /// A job's end, as [`JobStore::job_finished`] records it.
@@ -789,9 +795,115 @@ impl OpenStore {
     }
 }
 
+/// Which jobs a listing holds: newest first, [`JobFilter::limit`] at a
+/// time, after the cursor of the previous page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    /// One key's jobs; `None` for every key's.
+    pub key_id: Option<KeyId>,
+    /// Only jobs with this status.
+    pub status: Option<String>,
+    /// Only jobs of this model.
+    pub model: Option<String>,
+    /// Only jobs older than this one: `(created_at, local_id)` of the last
+    /// job of the previous page.
+    pub before: Option<(i64, String)>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A job as the team page shows it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct JobSummary {
+    /// This server's id for the job.
+    pub local_id: String,
+    /// The key that created it.
+    pub key_id: KeyId,
+    /// The upstream's id, once known.
+    pub generation_id: Option<String>,
+    /// `pending`, `unknown`, or the upstream's status.
+    pub status: String,
+    /// The model asked for.
+    pub model: String,
+    /// The generation as last reported upstream, as JSON.
+    pub body: Option<String>,
+    /// Credits charged, once finished.
+    pub credits_charged: Option<f64>,
+    /// Why a job is `unknown`.
+    pub note: Option<String>,
+    /// The request's prompt.
+    pub prompt: Option<String>,
+    /// What the job started from (a URL, or a description of inline media).
+    pub input: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When it last changed (for a finished job, when it finished), unix seconds.
+    pub updated_at: i64,
+}
+
+/// One key's charges on one UTC day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DailyUsage {
+    /// The key.
+    pub key_id: KeyId,
+    /// The day's first second (unix seconds, UTC).
+    pub day: i64,
+    /// Credits charged for the jobs created that day.
+    pub credits: f64,
+    /// Jobs created that day.
+    pub jobs: u64,
+}
+
+/// A signed-in team page session. The cookie's token is kept only as a
+/// hash, so a copy of the database signs nobody in.
+#[derive(Clone, PartialEq)]
+pub struct PageSession {
+    /// The member's key; `None` for the admin.
+    pub key_id: Option<KeyId>,
+    /// SHA-256 of the key or admin token signed in with: a session ends
+    /// when its key is rotated or the admin token changed.
+    pub credential_hash: [u8; 32],
+    /// The token every form of this session carries.
+    pub csrf: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for PageSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageSession")
+            .field("key_id", &self.key_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the team page reads, and its sessions.
+#[async_trait]
+pub trait PageStore: Send + Sync + std::fmt::Debug {
+    /// Jobs as [`JobFilter`] asks, newest first.
+    async fn job_history(&self, filter: &JobFilter) -> StoreResult<Vec<JobSummary>>;
+    /// One job by this server's id.
+    async fn job_summary(&self, local_id: &str) -> StoreResult<Option<JobSummary>>;
+    /// The models a key (or, for `None`, any key) has used, by name.
+    async fn models_used(&self, key_id: Option<KeyId>) -> StoreResult<Vec<String>>;
+    /// Each key's charges per day, for jobs created since `since` (unix seconds).
+    async fn daily_usage(&self, since: i64) -> StoreResult<Vec<DailyUsage>>;
+    /// Webhook deliveries that gave up (their last attempt failed), newest first.
+    async fn failed_deliveries(&self, limit: u32) -> StoreResult<Vec<WebhookAttempt>>;
+    /// Stores a new session under the hash of its token, and forgets
+    /// sessions that expired before `now`.
+    async fn insert_session(&self, token_hash: &[u8; 32], session: &PageSession, now: i64)
+    -> StoreResult<()>;
+    /// The session of a token's hash, unless it expired before `now`.
+    async fn session(&self, token_hash: &[u8; 32], now: i64) -> StoreResult<Option<PageSession>>;
+    /// Ends a session (signing out).
+    async fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()>;
+}
+
 /// A complete storage backend.
 #[async_trait]
-pub trait Store: KeyStore + JobStore + WebhookStore {
+pub trait Store: KeyStore + JobStore + WebhookStore + PageStore {
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 }

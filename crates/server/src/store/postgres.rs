@@ -18,9 +18,10 @@ use super::rows::{
     is_unique_violation, models_json, now, now_ms, records,
 };
 use super::{
-    AttemptOutcome, BatchResult, Begun, Charged, DueWebhook, JobChangeFeed, JobEnd, JobRecord, JobStore,
-    JobWrite, KeyId, KeyRecord, KeyStore, KeyUpdate, LimitReached, NewJob, NewKey, Store, StoreError,
-    StoreResult, WebhookAttempt, WebhookStore, WriteOutcome, delivery, status,
+    AttemptOutcome, BatchResult, Begun, Charged, DailyUsage, DueWebhook, JobChangeFeed, JobEnd, JobFilter,
+    JobRecord, JobStore, JobSummary, JobWrite, KeyId, KeyRecord, KeyStore, KeyUpdate, LimitReached, NewJob,
+    NewKey, PageSession, PageStore, Store, StoreError, StoreResult, WebhookAttempt, WebhookStore,
+    WriteOutcome, delivery, page, status,
 };
 
 /// How to reach the database.
@@ -434,10 +435,11 @@ async fn begin_many(
         writes.iter().filter_map(|w| if let JobWrite::Begin(j) = w { Some(j) } else { None }).collect();
     let inserted: Vec<String> = sqlx::query_scalar(
         "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, reserved, \
-         created_at, updated_at) \
-         SELECT local_id, key_id, $3, model, idempotency_key, request_hash, reserved, $7, $7 \
-         FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::text[], $6::bytea[], $8::float8[]) \
-             AS j (local_id, key_id, model, idempotency_key, request_hash, reserved) \
+         created_at, updated_at, prompt, input) \
+         SELECT local_id, key_id, $3, model, idempotency_key, request_hash, reserved, $7, $7, prompt, input \
+         FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::text[], $6::bytea[], $8::float8[], \
+                     $9::text[], $10::text[]) \
+             AS j (local_id, key_id, model, idempotency_key, request_hash, reserved, prompt, input) \
          ON CONFLICT DO NOTHING RETURNING local_id",
     )
     .bind(jobs.iter().map(|j| j.local_id.clone()).collect::<Vec<_>>())
@@ -448,6 +450,8 @@ async fn begin_many(
     .bind(jobs.iter().map(|j| j.request_hash.to_vec()).collect::<Vec<_>>())
     .bind(now)
     .bind(jobs.iter().map(|j| j.reserved).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.prompt.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.input.clone()).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
     .await?;
     let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
@@ -920,6 +924,94 @@ impl WebhookStore for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         records(rows)
+    }
+}
+
+#[async_trait]
+impl PageStore for PostgresStore {
+    async fn job_history(&self, filter: &JobFilter) -> StoreResult<Vec<JobSummary>> {
+        let (sql, binds) = page::history(filter, page::postgres_mark);
+        let query = sqlx::query_as(AssertSqlSafe(sql));
+        let query = binds.into_iter().fold(query, |q, bind| match bind {
+            page::Bind::Int(v) => q.bind(v),
+            page::Bind::Text(v) => q.bind(v),
+        });
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    async fn job_summary(&self, local_id: &str) -> StoreResult<Option<JobSummary>> {
+        let sql = page::job_summary(page::postgres_mark);
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(local_id).fetch_optional(&self.pool).await?)
+    }
+
+    async fn models_used(&self, key_id: Option<KeyId>) -> StoreResult<Vec<String>> {
+        let sql = page::models_used(key_id, page::postgres_mark);
+        let query = sqlx::query_scalar(AssertSqlSafe(sql));
+        let query = match key_id {
+            Some(key) => query.bind(key),
+            None => query,
+        };
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    async fn daily_usage(&self, since: i64) -> StoreResult<Vec<DailyUsage>> {
+        let rows: Vec<(i64, i64, f64, i64)> =
+            sqlx::query_as(AssertSqlSafe(page::daily_usage(page::postgres_mark)))
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(page::usage(rows))
+    }
+
+    async fn failed_deliveries(&self, limit: u32) -> StoreResult<Vec<WebhookAttempt>> {
+        let rows: Vec<AttemptRow> =
+            sqlx::query_as(AssertSqlSafe(page::failed_deliveries(page::postgres_mark)))
+                .bind(delivery::FAILED)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        records(rows)
+    }
+
+    async fn insert_session(
+        &self,
+        token_hash: &[u8; 32],
+        session: &PageSession,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(AssertSqlSafe(page::expire_sessions(page::postgres_mark)))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(AssertSqlSafe(page::insert_session(page::postgres_mark)))
+            .bind(token_hash.as_slice())
+            .bind(session.key_id)
+            .bind(session.credential_hash.as_slice())
+            .bind(&session.csrf)
+            .bind(now)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &[u8; 32], now: i64) -> StoreResult<Option<PageSession>> {
+        let row: Option<page::SessionRow> = sqlx::query_as(AssertSqlSafe(page::session(page::postgres_mark)))
+            .bind(token_hash.as_slice())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(PageSession::try_from).transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()> {
+        sqlx::query(AssertSqlSafe(page::delete_session(page::postgres_mark)))
+            .bind(token_hash.as_slice())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -20,9 +20,10 @@ use super::rows::{
     is_unique_violation, models_json, now, now_ms,
 };
 use super::{
-    AttemptOutcome, BatchResult, Begun, Charged, DueWebhook, JobEnd, JobRecord, JobStore, JobWrite, KeyId,
-    KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, Store, StoreError, StoreResult, WebhookAttempt,
-    WebhookStore, WriteOutcome, delivery, status,
+    AttemptOutcome, BatchResult, Begun, Charged, DailyUsage, DueWebhook, JobEnd, JobFilter, JobRecord,
+    JobStore, JobSummary, JobWrite, KeyId, KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, PageSession,
+    PageStore, Store, StoreError, StoreResult, WebhookAttempt, WebhookStore, WriteOutcome, delivery, page,
+    status,
 };
 
 // Column lists and the finished-status set are constants spliced into
@@ -402,9 +403,9 @@ async fn begin_many(
     let jobs: Vec<&NewJob> =
         writes.iter().filter_map(|w| if let JobWrite::Begin(j) = w { Some(j) } else { None }).collect();
     let sql = format!(
-        "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, created_at, updated_at) \
-         VALUES {} ON CONFLICT DO NOTHING RETURNING local_id",
-        placeholders(jobs.len(), 8)
+        "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, created_at, updated_at, \
+         prompt, input) VALUES {} ON CONFLICT DO NOTHING RETURNING local_id",
+        placeholders(jobs.len(), 10)
     );
     let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
     for job in &jobs {
@@ -416,7 +417,9 @@ async fn begin_many(
             .bind(&job.idempotency_key)
             .bind(job.request_hash.as_slice())
             .bind(now)
-            .bind(now);
+            .bind(now)
+            .bind(&job.prompt)
+            .bind(&job.input);
     }
     let inserted: std::collections::HashSet<String> = query.fetch_all(&mut **tx).await?.into_iter().collect();
     let mut outcomes = Vec::with_capacity(jobs.len());
@@ -759,6 +762,93 @@ impl WebhookStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(attempt_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl PageStore for SqliteStore {
+    async fn job_history(&self, filter: &JobFilter) -> StoreResult<Vec<JobSummary>> {
+        let (sql, binds) = page::history(filter, page::sqlite_mark);
+        let query = sqlx::query_as(AssertSqlSafe(sql));
+        let query = binds.into_iter().fold(query, |q, bind| match bind {
+            page::Bind::Int(v) => q.bind(v),
+            page::Bind::Text(v) => q.bind(v),
+        });
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    async fn job_summary(&self, local_id: &str) -> StoreResult<Option<JobSummary>> {
+        let sql = page::job_summary(page::sqlite_mark);
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(local_id).fetch_optional(&self.pool).await?)
+    }
+
+    async fn models_used(&self, key_id: Option<KeyId>) -> StoreResult<Vec<String>> {
+        let sql = page::models_used(key_id, page::sqlite_mark);
+        let query = sqlx::query_scalar(AssertSqlSafe(sql));
+        let query = match key_id {
+            Some(key) => query.bind(key),
+            None => query,
+        };
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    async fn daily_usage(&self, since: i64) -> StoreResult<Vec<DailyUsage>> {
+        let rows: Vec<(i64, i64, f64, i64)> =
+            sqlx::query_as(AssertSqlSafe(page::daily_usage(page::sqlite_mark)))
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(page::usage(rows))
+    }
+
+    async fn failed_deliveries(&self, limit: u32) -> StoreResult<Vec<WebhookAttempt>> {
+        let rows = sqlx::query(AssertSqlSafe(page::failed_deliveries(page::sqlite_mark)))
+            .bind(delivery::FAILED)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+
+    async fn insert_session(
+        &self,
+        token_hash: &[u8; 32],
+        session: &PageSession,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(AssertSqlSafe(page::expire_sessions(page::sqlite_mark)))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(AssertSqlSafe(page::insert_session(page::sqlite_mark)))
+            .bind(token_hash.as_slice())
+            .bind(session.key_id)
+            .bind(session.credential_hash.as_slice())
+            .bind(&session.csrf)
+            .bind(now)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &[u8; 32], now: i64) -> StoreResult<Option<PageSession>> {
+        let row: Option<page::SessionRow> = sqlx::query_as(AssertSqlSafe(page::session(page::sqlite_mark)))
+            .bind(token_hash.as_slice())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(PageSession::try_from).transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()> {
+        sqlx::query(AssertSqlSafe(page::delete_session(page::sqlite_mark)))
+            .bind(token_hash.as_slice())
+            .execute(&self.writes)
+            .await?;
+        Ok(())
     }
 }
 

@@ -140,6 +140,9 @@ on_both!(
     creates_in_flight_at_a_crash_become_unknown,
     a_finished_job_queues_its_webhook_and_each_attempt_queues_the_next,
     a_webhook_url_is_set_only_with_a_secret_and_removed_with_it,
+    the_page_lists_a_keys_jobs_newest_first_page_by_page,
+    the_page_counts_usage_per_key_per_day_and_finds_deliveries_that_gave_up,
+    page_sessions_expire_and_end_when_signed_out,
 );
 
 #[tokio::test]
@@ -227,6 +230,8 @@ fn new_job(key_id: KeyId) -> NewJob {
         idempotency_key: None,
         request_hash: [0; 32],
         reserved: 0.0,
+        prompt: None,
+        input: None,
     }
 }
 
@@ -460,4 +465,121 @@ async fn a_webhook_url_is_set_only_with_a_secret_and_removed_with_it(b: &Backend
     let updated = store.update_key("k", &remove, None).await.unwrap().unwrap();
     assert_eq!(updated.webhook_url, None);
     assert_eq!(b.webhook_secrets().await, [None], "the secret goes with its URL");
+}
+
+async fn the_page_lists_a_keys_jobs_newest_first_page_by_page(b: &Backend) {
+    let store = b.store();
+    let (a, other) =
+        (store.insert_key(&new_key("a")).await.unwrap(), store.insert_key(&new_key("other")).await.unwrap());
+    for i in 0..5 {
+        let job = NewJob {
+            local_id: format!("a{i}"),
+            model: if i % 2 == 0 { "even".into() } else { "odd".into() },
+            prompt: Some(format!("prompt {i}")),
+            input: Some("https://example.com/in.mp4".into()),
+            ..new_job(a.id)
+        };
+        store.begin_job(&job).await.unwrap();
+    }
+    store.begin_job(&NewJob { local_id: "o1".into(), ..new_job(other.id) }).await.unwrap();
+    // Two created in the same second: the id breaks the tie, so no page skips one.
+    b.exec("UPDATE jobs SET created_at = 1000 + (CASE WHEN local_id IN ('a3', 'a4') THEN 3 ELSE 0 END)", 0)
+        .await;
+    store.job_created("a1", "g1", "queued", "{}").await.unwrap();
+
+    let mut filter = JobFilter { key_id: Some(a.id), limit: 2, ..JobFilter::default() };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.job_history(&filter).await.unwrap();
+        let Some(last) = page.last() else { break };
+        filter.before = Some((last.created_at, last.local_id.clone()));
+        seen.extend(page.into_iter().map(|j| j.local_id));
+    }
+    assert_eq!(seen, ["a4", "a3", "a2", "a1", "a0"]);
+
+    let odd = JobFilter { key_id: Some(a.id), model: Some("odd".into()), limit: 10, ..JobFilter::default() };
+    let odd: Vec<_> = store.job_history(&odd).await.unwrap().into_iter().map(|j| j.local_id).collect();
+    assert_eq!(odd, ["a3", "a1"]);
+    let queued = JobFilter { status: Some("queued".into()), limit: 10, ..JobFilter::default() };
+    let queued = store.job_history(&queued).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        (queued[0].generation_id.as_deref(), queued[0].prompt.as_deref(), queued[0].input.as_deref()),
+        (Some("g1"), Some("prompt 1"), Some("https://example.com/in.mp4"))
+    );
+    let everyone = store.job_history(&JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+    assert_eq!(everyone.len(), 6);
+    assert_eq!(store.job_summary("o1").await.unwrap().map(|j| j.key_id), Some(other.id));
+    assert_eq!(store.job_summary("nope").await.unwrap(), None);
+    assert_eq!(store.models_used(Some(a.id)).await.unwrap(), ["even", "odd"]);
+    assert_eq!(store.models_used(None).await.unwrap(), ["even", "m", "odd"]);
+}
+
+async fn the_page_counts_usage_per_key_per_day_and_finds_deliveries_that_gave_up(b: &Backend) {
+    let store = b.store();
+    let mut hooked = new_key("a");
+    hooked.webhook =
+        Some(Webhook { url: "http://127.0.0.1:9/h".into(), secret: "whsec_s".to_owned().into() });
+    let a = store.insert_key(&hooked).await.unwrap();
+    let o = store.insert_key(&new_key("other")).await.unwrap();
+    for (local, key, credits) in [("l1", a.id, 2.0), ("l2", a.id, 3.0), ("l3", o.id, 7.0), ("l4", a.id, 1.0)]
+    {
+        store.begin_job(&NewJob { local_id: local.into(), ..new_job(key) }).await.unwrap();
+        store.job_created(local, &format!("g-{local}"), "queued", "{}").await.unwrap();
+        store.job_finished(&format!("g-{local}"), &end("completed", credits)).await.unwrap();
+    }
+    // l4 was made the day before.
+    let day = 86_400 * 20_000;
+    b.exec("UPDATE jobs SET created_at = $1 + (CASE WHEN local_id = 'l4' THEN -86400 ELSE 60 END)", day)
+        .await;
+    let usage = store.daily_usage(day - 86_400).await.unwrap();
+    let rows: Vec<_> = usage.iter().map(|u| (u.key_id, u.day, u.credits, u.jobs)).collect();
+    assert_eq!(rows, [(a.id, day - 86_400, 1.0, 1), (a.id, day, 5.0, 2), (o.id, day, 7.0, 1)]);
+    assert_eq!(store.daily_usage(day).await.unwrap().len(), 2, "older days are left out");
+
+    // A delivery that will be tried again is not given up; its last failure is.
+    let due = store.claim_due_webhooks(now_ms() + 1000, 10, &[], now_ms() + 30_000).await.unwrap();
+    assert_eq!(due.len(), 3);
+    let failed = |retry_at_ms| AttemptOutcome {
+        state: delivery::FAILED,
+        url: Some("http://127.0.0.1:9/h".into()),
+        response_status: Some(500),
+        error: Some("answered 500".into()),
+        attempted_at_ms: now_ms(),
+        duration_ms: 3,
+        retry_at_ms,
+    };
+    store.webhook_attempted(due[0].id, &failed(Some(now_ms() + 60_000))).await.unwrap();
+    store.webhook_attempted(due[1].id, &failed(None)).await.unwrap();
+    let gave_up = store.failed_deliveries(10).await.unwrap();
+    assert_eq!(gave_up.len(), 1);
+    assert_eq!(
+        (gave_up[0].generation_id.as_str(), gave_up[0].response_status),
+        (due[1].generation_id.as_str(), Some(500))
+    );
+}
+
+async fn page_sessions_expire_and_end_when_signed_out(b: &Backend) {
+    let store = b.store();
+    let key = store.insert_key(&new_key("a")).await.unwrap();
+    let now = now();
+    let member = PageSession {
+        key_id: Some(key.id),
+        credential_hash: [1; 32],
+        csrf: "c1".into(),
+        expires_at: now + 60,
+    };
+    let admin =
+        PageSession { key_id: None, credential_hash: [2; 32], csrf: "c2".into(), expires_at: now + 60 };
+    store.insert_session(&[10; 32], &member, now).await.unwrap();
+    store.insert_session(&[11; 32], &admin, now).await.unwrap();
+    assert_eq!(store.session(&[10; 32], now).await.unwrap(), Some(member.clone()));
+    assert_eq!(store.session(&[11; 32], now).await.unwrap(), Some(admin));
+    assert_eq!(store.session(&[12; 32], now).await.unwrap(), None);
+    assert_eq!(store.session(&[10; 32], now + 61).await.unwrap(), None, "expired");
+    store.delete_session(&[11; 32]).await.unwrap();
+    assert_eq!(store.session(&[11; 32], now).await.unwrap(), None, "signed out");
+    // Signing in later forgets the expired ones.
+    store.insert_session(&[12; 32], &member, now + 61).await.unwrap();
+    assert_eq!(store.session(&[10; 32], now).await.unwrap(), None, "deleted once expired");
 }

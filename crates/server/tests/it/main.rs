@@ -8,6 +8,7 @@ mod events;
 mod jobs;
 mod keys;
 mod metrics;
+mod page;
 mod process;
 mod replicas;
 mod support;

@@ -1,0 +1,47 @@
+// The team page's only script: live status for unfinished jobs, and two
+// small conveniences. Pages work without it (reload to see changes).
+"use strict";
+
+function follow() {
+  const live = () => Array.from(document.querySelectorAll("article.job[data-live]"));
+  const jobs = live().map((el) => el.dataset.job);
+  if (jobs.length === 0) return;
+  const query = jobs.map((id) => "job=" + encodeURIComponent(id)).join("&");
+  const source = new EventSource("/ui/events?" + query);
+  source.onmessage = async (message) => {
+    const change = JSON.parse(message.data);
+    const card = document.getElementById("job-" + change.job);
+    if (!card) return;
+    const status = card.querySelector("[data-status]");
+    status.textContent = change.status;
+    status.className = "status status-" + change.status;
+    if (change.finished) {
+      // The server draws the finished card (video, credits, error), escaped.
+      const answer = await fetch("/ui/jobs/" + encodeURIComponent(change.job) + "/card", { credentials: "same-origin" });
+      if (answer.ok) {
+        const template = document.createElement("template");
+        template.innerHTML = (await answer.text()).trim();
+        const fresh = template.content.firstElementChild;
+        if (fresh) card.replaceWith(fresh);
+      } else {
+        card.removeAttribute("data-live");
+      }
+      if (live().length === 0) source.close();
+    }
+  };
+  source.onerror = () => {
+    if (live().length === 0) source.close();
+  };
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  follow();
+  for (const form of document.querySelectorAll("form[data-autosubmit]")) {
+    form.querySelector("select").addEventListener("change", () => form.submit());
+  }
+  for (const form of document.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  }
+});

@@ -1,0 +1,341 @@
+//! The team page over plain HTTP, as a browser would use it: sign-in,
+//! sessions, CSRF, escaping, and what each viewer may see. (A real browser
+//! runs the live parts in `tests/browser.rs`.)
+
+use aimlvid_server::store::KeyLimits;
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+
+use crate::support::*;
+
+/// A browser's view of the page: its cookies, no redirects followed.
+struct Visitor {
+    base: String,
+    http: reqwest::Client,
+    cookies: Vec<(String, String)>,
+}
+
+/// What a page answered.
+struct Page {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    html: String,
+}
+
+impl Page {
+    /// The CSRF token of the page's first form.
+    fn csrf(&self) -> String {
+        let start = self.html.find(r#"name="csrf" value=""#).expect("a form with a CSRF token") + 19;
+        self.html[start..].split('"').next().unwrap().to_owned()
+    }
+
+    fn location(&self) -> &str {
+        self.headers.get(LOCATION).map_or("", |v| v.to_str().unwrap())
+    }
+}
+
+impl Visitor {
+    fn new(base: &str) -> Visitor {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Visitor { base: base.to_owned(), http, cookies: Vec::new() }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    async fn keep(&mut self, response: reqwest::Response) -> Page {
+        for set in response.headers().get_all(SET_COOKIE) {
+            let text = set.to_str().unwrap();
+            let (pair, _) = text.split_once(';').unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        let (status, headers) = (response.status(), response.headers().clone());
+        Page { status, headers, html: response.text().await.unwrap() }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(response).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .header("origin", &self.base)
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep(response).await
+    }
+
+    async fn sign_in(&mut self, secret: &str) -> Page {
+        let form = self.get("/ui/sign-in").await;
+        self.post("/ui/sign-in", &[("secret", secret), ("csrf", &form.csrf())]).await
+    }
+}
+
+#[tokio::test]
+async fn signing_in_gives_a_strict_http_only_session_that_sign_out_ends() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("alice", KeyLimits::default()).await;
+    let mut browser = Visitor::new(&proxy.url);
+
+    let first = browser.get("/ui").await;
+    assert_eq!((first.status, first.location()), (StatusCode::SEE_OTHER, "/ui/sign-in"));
+    let form = browser.get("/ui/sign-in").await;
+    let policy = form.headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.starts_with("default-src 'none'; script-src 'self'"), "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+
+    // Without the form's token, or with a wrong key, no session.
+    let forged = browser.post("/ui/sign-in", &[("secret", &key), ("csrf", "guess")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let wrong = browser.sign_in("not-a-key").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.html.contains("not a usable team key"), "{}", wrong.html);
+    assert!(!browser.cookies.iter().any(|(n, _)| n == "aimlvid_session"));
+
+    let signed = browser.sign_in(&key).await;
+    assert_eq!((signed.status, signed.location()), (StatusCode::SEE_OTHER, "/ui"));
+    let cookie = signed
+        .headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("aimlvid_session="))
+        .unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/ui"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+    assert!(!cookie.contains(&key), "the key itself is never the cookie");
+    let jobs = browser.get("/ui/jobs").await;
+    assert_eq!(jobs.status, StatusCode::OK);
+    assert!(jobs.html.contains("Signed in as <strong>alice</strong>"), "{}", jobs.html);
+    assert!(!jobs.html.contains(&key), "the key is never in the page");
+
+    // Sign-out needs the session's token, then the cookie opens nothing.
+    let session = browser.cookies.clone();
+    let refused = browser.post("/ui/sign-out", &[("csrf", "wrong")]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let out = browser.post("/ui/sign-out", &[("csrf", &jobs.csrf())]).await;
+    assert_eq!((out.status, out.location()), (StatusCode::SEE_OTHER, "/ui/sign-in"));
+    browser.cookies = session;
+    let after = browser.get("/ui/jobs").await;
+    assert_eq!(
+        (after.status, after.location()),
+        (StatusCode::SEE_OTHER, "/ui/sign-in"),
+        "the old cookie is dead"
+    );
+
+    // Behind a TLS-terminating proxy, the cookie is Secure.
+    let form = browser.get("/ui/sign-in").await;
+    let response = browser
+        .http
+        .post(format!("{}/ui/sign-in", proxy.url))
+        .header(COOKIE, browser.cookie_header())
+        .header("x-forwarded-proto", "https")
+        .form(&[("secret", key.as_str()), ("csrf", &form.csrf())])
+        .send()
+        .await
+        .unwrap();
+    let cookie = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("aimlvid_session="))
+        .unwrap();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_ends_its_sessions_and_members_see_only_their_own_jobs() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let (alice, bob) =
+        (proxy.key("alice", KeyLimits::default()).await, proxy.key("bob", KeyLimits::default()).await);
+    let evil = r#"<script>alert(1)</script>"><img src=x onerror=alert(2)>"#;
+    let created = post(&proxy.http, &proxy.endpoint(), Some(&alice), &create_body(evil)).await;
+    assert_eq!(created.status, 200, "{:?}", created.body);
+    let local_id = proxy
+        .state
+        .store()
+        .job_by_generation(created.body["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .local_id;
+
+    let mut a = Visitor::new(&proxy.url);
+    a.sign_in(&alice).await;
+    let list = a.get("/ui/jobs").await;
+    assert!(list.html.contains(&format!("/ui/jobs/{local_id}")), "{}", list.html);
+    let page = a.get(&format!("/ui/jobs/{local_id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    // The prompt is text: escaped wherever it appears.
+    assert!(
+        page.html.contains(
+            "&#60;script&#62;alert(1)&#60;/script&#62;&#34;&#62;&#60;img src=x onerror=alert(2)&#62;"
+        ) || page
+            .html
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img src=x onerror=alert(2)&gt;"),
+        "{}",
+        page.html
+    );
+    assert!(!page.html.contains("<script>alert") && !page.html.contains("<img src=x"), "{}", page.html);
+
+    let mut b = Visitor::new(&proxy.url);
+    b.sign_in(&bob).await;
+    assert!(!b.get("/ui/jobs").await.html.contains(&local_id), "another member's job is not listed");
+    for path in [format!("/ui/jobs/{local_id}"), format!("/ui/jobs/{local_id}/card")] {
+        let seen = b.get(&path).await;
+        assert_eq!(seen.status, StatusCode::NOT_FOUND, "{path} {} {}", seen.location(), seen.html);
+        assert!(!seen.html.contains("onerror"), "{path}");
+    }
+    let other_filter = b.get(&format!("/ui/jobs?model={}", "google%2Fveo3-1-fast-extend-video")).await;
+    assert!(!other_filter.html.contains(&local_id));
+
+    // Revoking alice's key ends her session at once.
+    proxy.state.store().revoke_key("alice").await.unwrap();
+    proxy.state.reload_keys().await.unwrap();
+    let after = a.get("/ui/jobs").await;
+    assert_eq!((after.status, after.location()), (StatusCode::SEE_OTHER, "/ui/sign-in"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn the_new_form_creates_through_the_api_and_refuses_forged_posts() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("alice", KeyLimits::default()).await;
+    let mut browser = Visitor::new(&proxy.url);
+    browser.sign_in(&key).await;
+    let form = browser.get("/ui/new").await;
+    assert!(
+        form.html.contains(r#"name="p.video_url""#) && form.html.contains(r#"name="file.video_url""#),
+        "{}",
+        form.html
+    );
+    let csrf = form.csrf();
+    let multipart = |csrf: &str| {
+        reqwest::multipart::Form::new()
+            .text("csrf", csrf.to_owned())
+            .text("model", "google/veo3-1-fast-extend-video")
+            .text("p.prompt", "a fox in the snow")
+            .text("p.resolution", "720p")
+            .part(
+                "file.video_url",
+                reqwest::multipart::Part::bytes(aimlvid_sim::SAMPLE_INPUT.to_vec())
+                    .file_name("in.mp4")
+                    .mime_str("video/mp4")
+                    .unwrap(),
+            )
+    };
+    let (http, cookies) = (browser.http.clone(), browser.cookie_header());
+    let send = |form: reqwest::multipart::Form, origin: &str| {
+        http.post(format!("{}/ui/new", proxy.url))
+            .header(COOKIE, cookies.clone())
+            .header("origin", origin)
+            .multipart(form)
+            .send()
+    };
+    // A wrong token, or another site, creates nothing.
+    assert_eq!(send(multipart("forged"), &proxy.url).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(send(multipart(&csrf), "https://evil.example").await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(sim.stats().create_requests, 0, "nothing reached the upstream");
+
+    let created = send(multipart(&csrf), &proxy.url).await.unwrap();
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    let to = created.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(to.starts_with("/ui/jobs/"), "{to}");
+    assert_eq!(sim.stats().create_requests, 1);
+    let page = browser.get(&to).await;
+    assert!(page.html.contains("a fox in the snow"), "{}", page.html);
+    assert!(page.html.contains("uploaded video/mp4"), "the upload is described, not shown: {}", page.html);
+
+    // A bad value is refused before anything is sent, with the form kept.
+    let bad = reqwest::multipart::Form::new()
+        .text("csrf", csrf.clone())
+        .text("model", "google/veo3-1-fast-extend-video")
+        .text("p.prompt", "again")
+        .text("p.video_url", "https://example.com/a.mp4")
+        .text("p.duration", "many");
+    let refused = send(bad, &proxy.url).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("duration") && html.contains("again"), "{html}");
+    assert_eq!(sim.stats().create_requests, 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_makes_a_key_seen_once_and_changes_and_revokes_it() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let member = proxy.key("alice", KeyLimits::default()).await;
+    let mut admin = Visitor::new(&proxy.url);
+    assert_eq!(admin.sign_in(ADMIN_TOKEN).await.location(), "/ui");
+    let page = admin.get("/ui/admin").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.html.contains("<svg") && page.html.contains(r#"data-key="alice""#), "{}", page.html);
+    let mut alice = Visitor::new(&proxy.url);
+    alice.sign_in(&member).await;
+    assert_eq!(
+        alice.get("/ui/admin").await.status,
+        StatusCode::FORBIDDEN,
+        "members do not see the admin page"
+    );
+
+    let made = admin
+        .post(
+            "/ui/admin/keys",
+            &[("csrf", &page.csrf()), ("name", "carol"), ("rpm", "30"), ("budget_period", "")],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.html);
+    let start = made.html.find(r#"id="new-key">"#).unwrap() + 13;
+    let key = made.html[start..].split('<').next().unwrap().to_owned();
+    let answer = get(&proxy.http, &proxy.endpoint(), Some(&key), Some("nope")).await;
+    assert_eq!(answer.status, 404, "the new key works: {:?}", answer.body);
+    let again = admin.get("/ui/admin").await;
+    assert!(!again.html.contains(&key), "shown once");
+    assert_eq!(again.html.matches(r#"data-key="carol""#).count(), 1);
+    let duplicate = admin.post("/ui/admin/keys", &[("csrf", &page.csrf()), ("name", "carol")]).await;
+    assert_eq!(duplicate.status, StatusCode::BAD_REQUEST);
+    assert!(duplicate.html.contains("already exists"), "{}", duplicate.html);
+
+    // Disabled (no `enabled` box), then revoked.
+    let saved = admin.post("/ui/admin/keys/carol", &[("csrf", &page.csrf()), ("rpm", "10")]).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER);
+    let record = proxy.state.store().keys().await.unwrap().into_iter().find(|k| k.name == "carol").unwrap();
+    assert_eq!((record.enabled, record.limits.rpm), (false, Some(10)));
+    let revoked = admin.post("/ui/admin/keys/carol/revoke", &[("csrf", &page.csrf())]).await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    assert_eq!(get(&proxy.http, &proxy.endpoint(), Some(&key), Some("nope")).await.status, 401);
+    let forged = admin.post("/ui/admin/keys/alice/revoke", &[("csrf", "x")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(proxy.state.store().keys().await.unwrap().iter().any(|k| k.name == "alice" && !k.revoked));
+    proxy.stop().await;
+}
