@@ -13,6 +13,9 @@
 //! - `deb [--debug] [--test]`: Debian packages of both binaries (the
 //!   server's with its systemd unit), in `target/dist/`; `--test` installs,
 //!   runs, removes, reinstalls and purges them (root only).
+//! - `screenshots`: the team page's screenshots in `docs/ui/`, taken by
+//!   its browser test in headless Chromium (needs `chromium` and
+//!   `chromium-driver`).
 //! - `bench client`: the polling benchmark (figures in docs/benchmarks.md).
 //! - `bench proxy [--jobs N] [--seconds S] [-- SERVE ARGS]`: the proxy
 //!   against a static nginx, driven by oha (figures in docs/benchmarks.md).
@@ -53,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             release::run(&sh, &project_root(), &options, || ci(&sh))
         }
         ["test"] => test(&sh),
+        ["screenshots"] => screenshots(&sh),
         ["bench", "client"] => {
             cmd!(sh, "cargo bench -p aimlvid --bench polling").run()?;
             Ok(())
@@ -74,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             codegen::run(Path::new(dir), check)
         }
         _ => bail!(
-            "usage: cargo xtask <ci | lint | test | dist [--debug] | deb [--debug] [--test] | release X.Y.Z [--dry-run] [--skip-ci] [--debug-build] | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
+            "usage: cargo xtask <ci | lint | test | screenshots | dist [--debug] | deb [--debug] [--test] | release X.Y.Z [--dry-run] [--skip-ci] [--debug-build] | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
              api import --from DIR | codegen [--check] [--openapi-dir DIR]>"
         ),
     }
@@ -156,6 +160,18 @@ fn supply_chain(sh: &Shell) -> anyhow::Result<()> {
 
 fn test(sh: &Shell) -> anyhow::Result<()> {
     cmd!(sh, "cargo test --workspace --locked").run()?;
+    Ok(())
+}
+
+/// Runs the browser test with screenshots on, into `docs/ui/`.
+fn screenshots(sh: &Shell) -> anyhow::Result<()> {
+    let dir = project_root().join("docs/ui");
+    cmd!(sh, "cargo test -p aimlvid-server --test browser --locked")
+        .env("AIMLVID_UI_SCREENSHOTS", &dir)
+        .env("AIMLVID_REQUIRE_BROWSER", "1")
+        .run()
+        .context("the browser test failed; are chromium and chromium-driver installed?")?;
+    println!("screenshots in {}", dir.display());
     Ok(())
 }
 

@@ -233,7 +233,12 @@ fn describe_inputs(model: &str, value: &serde_json::Value) -> Option<String> {
             Some(rest) => {
                 let mime = rest.split([';', ',']).next().unwrap_or("");
                 let encoded = rest.split_once(',').map_or(0, |(_, data)| data.len());
-                format!("uploaded {mime}, {:.1} MB", encoded as f64 * 0.75 / 1e6)
+                let bytes = encoded as f64 * 0.75;
+                if bytes < 1e6 {
+                    format!("uploaded {mime}, {:.0} KB", bytes / 1e3)
+                } else {
+                    format!("uploaded {mime}, {:.1} MB", bytes / 1e6)
+                }
             }
             None => clip(text, 2000),
         })
