@@ -29,9 +29,9 @@ const EVIL_PROMPT: &str = r#"<script>window.__xss=1</script>"><img src=x onerror
 async fn members_and_the_admin_use_the_page_in_a_real_browser() {
     let Some(driver) = ChromeDriver::start().await else { return };
     let browser = driver.session().await;
-    // Jobs take about 3 s of real time: long enough to see them change.
+    // The simulator's clock is frozen: each job finishes when the test says.
     let sim = Simulator::start(SimConfig {
-        time_scale: 40.0,
+        time_scale: 0.0,
         queue_time: Spread::Fixed(Duration::from_secs(20)),
         generation_time: Spread::Fixed(Duration::from_secs(100)),
         credits_per_job: 40.0,
@@ -61,8 +61,10 @@ async fn members_and_the_admin_use_the_page_in_a_real_browser() {
     // The status changes to completed without a reload: a value set on this
     // page now is still there when it does.
     browser.execute("window.__same_page = 42; return null;", vec![]).await.unwrap();
-    let first = text(&browser, "[data-status]").await;
-    assert!(matches!(first.as_str(), "queued" | "generating"), "{first}");
+    assert_eq!(text(&browser, "[data-status]").await, "queued");
+    let local_id = job_url.path().rsplit('/').next().unwrap().to_owned();
+    let job = proxy.state.store().job_summary(&local_id).await.unwrap().unwrap();
+    assert!(sim.complete_now(job.generation_id.as_deref().unwrap()));
     let status = wait_for(
         &browser,
         "the status to become completed",
@@ -95,16 +97,22 @@ async fn members_and_the_admin_use_the_page_in_a_real_browser() {
         .unwrap();
     assert_eq!(injected, json!([0, 0, 0]));
 
-    // For the screenshots: a few more jobs in the list, finished.
-    let created: Vec<String> = futures_join(
+    // The listing follows several jobs at once: one fails, one completes.
+    let created = create_jobs(
         &proxy,
         &alice,
         ["A red fox crosses a snowy field at dawn", "The camera pulls back to show the whole valley"],
     )
     .await;
     browser.goto(&format!("{}/ui/jobs", proxy.url)).await.unwrap();
-    wait_for(&browser, "every job to finish", "return document.querySelectorAll('article.job[data-live]').length === 0 && document.querySelectorAll('article.job').length >= 3 ? true : null;").await;
-    assert!(created.len() == 2);
+    assert_eq!(browser.find_all(Locator::Css("article.job[data-live]")).await.unwrap().len(), 2);
+    assert!(sim.fail_now(&created[0]));
+    assert!(sim.complete_now(&created[1]));
+    let script = "return document.querySelectorAll('article.job[data-live]').length === 0 ? true : null;";
+    wait_for(&browser, "every job to finish", script).await;
+    let failed = text(&browser, "article.job.failed .error").await;
+    assert!(failed.contains("The generation failed upstream"), "the upstream's reason: {failed}");
+    assert_eq!(browser.find_all(Locator::Css("article.job video")).await.unwrap().len(), 2);
     screenshot(&browser, "member-generations.png").await;
 
     // Another member cannot open that job, even with its address.
@@ -140,7 +148,9 @@ async fn members_and_the_admin_use_the_page_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    let key = text(&browser, "#new-key").await;
+    let script = "const k = document.querySelector('#new-key'); if (k) return k.textContent; \
+                  const e = document.querySelector('.error'); return e ? 'refused: ' + e.textContent : null;";
+    let key = wait_for(&browser, "the new key", script).await.as_str().unwrap().to_owned();
     assert!(key.len() > 20, "{key}");
     let rows = browser.find_all(Locator::Css(r#"tr[data-key="dave"]"#)).await.unwrap();
     assert_eq!(rows.len(), 1);
@@ -162,7 +172,7 @@ async fn members_and_the_admin_use_the_page_in_a_real_browser() {
 }
 
 /// Creates jobs through the API, as another client of the same member would.
-async fn futures_join(proxy: &Proxy, key: &str, prompts: [&str; 2]) -> Vec<String> {
+async fn create_jobs(proxy: &Proxy, key: &str, prompts: [&str; 2]) -> Vec<String> {
     let mut ids = Vec::new();
     for prompt in prompts {
         let answer = post(&proxy.http, &proxy.endpoint(), Some(key), &create_body(prompt)).await;

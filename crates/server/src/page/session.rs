@@ -61,11 +61,17 @@ impl Viewer {
 }
 
 /// A live session: who, and the token its forms carry.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Session {
     pub(crate) viewer: Viewer,
     pub(crate) csrf: String,
     token_hash: [u8; 32],
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("viewer", &self.viewer).finish_non_exhaustive()
+    }
 }
 
 impl Session {
