@@ -78,6 +78,10 @@ pub struct FileConfig {
     pub budget: Option<BudgetFile>,
     /// Days finished jobs are kept (default: for ever).
     pub retention_days: Option<u32>,
+    /// Serve the team page at `/ui` (default true).
+    pub team_page: Option<bool>,
+    /// Hours a team page session lasts from sign-in (default 12).
+    pub team_page_session_hours: Option<u64>,
     /// Creates on their way upstream at once, all keys together (default 64).
     pub max_creates_in_flight: Option<usize>,
     /// With PostgreSQL: seconds a replica's hold on its jobs lasts unless
@@ -292,6 +296,9 @@ pub struct ServeArgs {
     /// [default: keep them for ever].
     #[arg(long, value_name = "DAYS")]
     pub retention_days: Option<u32>,
+    /// Do not serve the team page (`/ui`); the API is unchanged.
+    #[arg(long)]
+    pub no_team_page: bool,
     /// With PostgreSQL: how long a replica's hold on the jobs it follows
     /// lasts unless renewed; a replica that dies has its jobs taken over
     /// within this [default: 15].
@@ -341,6 +348,8 @@ pub struct Settings {
     pub costs: crate::budget::CostSettings,
     /// How long finished jobs are kept; `None`: for ever.
     pub retention: Option<Duration>,
+    /// How long a team page session lasts; `None`: the page is off.
+    pub team_page: Option<Duration>,
     /// Creates on their way upstream at once, all keys together.
     pub max_creates_in_flight: usize,
     /// How often job leases are renewed (with PostgreSQL).
@@ -467,10 +476,15 @@ impl Settings {
         if let Database::Postgres(settings) = &mut database {
             settings.lease = lease;
         }
+        let team_page = (!args.no_team_page && file.team_page.unwrap_or(true)).then(|| {
+            let hours = file.team_page_session_hours.unwrap_or(crate::page::session::DEFAULT_SESSION_HOURS);
+            Duration::from_secs(hours.max(1) * 3600)
+        });
         Ok(Settings {
             poll,
             costs,
             retention,
+            team_page,
             lease_check: lease / 3,
             max_creates_in_flight: file.max_creates_in_flight.unwrap_or(64).max(1),
             tls,
@@ -589,6 +603,26 @@ mod tests {
         assert_eq!(settings.tls, Some(TlsFiles { cert: "cert.pem".into(), key: "key.pem".into() }));
         assert_eq!(settings.webhooks.timeout, WebhookConfig::default().timeout);
         assert_eq!(settings.upstream_url, aimlvid::DEFAULT_BASE_URL);
+    }
+
+    #[test]
+    fn the_team_page_is_on_unless_the_flag_or_the_file_turns_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = |_: &str| Some("sk-from-env-0123456789abcdef0123456789".into());
+        let with_file = |text: &str| {
+            let config = dir.path().join("server.toml");
+            std::fs::write(&config, text).unwrap();
+            DbArgs { config: Some(config), ..DbArgs::default() }
+        };
+        let page = |db: &DbArgs, args: &ServeArgs| Settings::resolve(db, args, env).unwrap().team_page;
+        assert_eq!(page(&DbArgs::default(), &ServeArgs::default()), Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(
+            page(&with_file("team_page_session_hours = 2\n"), &ServeArgs::default()),
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(page(&with_file("team_page = false\n"), &ServeArgs::default()), None);
+        let off = ServeArgs { no_team_page: true, ..ServeArgs::default() };
+        assert_eq!(page(&DbArgs::default(), &off), None);
     }
 
     #[test]

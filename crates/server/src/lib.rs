@@ -96,7 +96,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(page::routes(&state))
+        .merge(if state.team_page_sessions().is_some() { page::routes(&state) } else { Router::new() })
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit()))
         .layer(tower::util::option_layer(trace))

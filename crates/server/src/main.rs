@@ -257,6 +257,7 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         poll: settings.poll,
         costs: settings.costs,
         retention: settings.retention,
+        team_page: settings.team_page,
         max_creates_in_flight: settings.max_creates_in_flight,
         lease_check: settings.lease_check,
         ..StateConfig::from_builder(upstream)?

@@ -77,6 +77,9 @@ pub struct StateConfig {
     /// How long finished jobs (and their webhook attempts) are kept;
     /// `None` keeps them for ever.
     pub retention: Option<Duration>,
+    /// How long a team page session lasts from sign-in; `None` turns the
+    /// page (`/ui`) off.
+    pub team_page: Option<Duration>,
     /// Creates on their way upstream at once, all keys together (each key
     /// has at most `keys::CREATES_PER_KEY` of them).
     pub max_creates_in_flight: usize,
@@ -105,6 +108,7 @@ impl StateConfig {
             breaker_window: crate::engine::breaker::DEFAULT_BREAKER_WINDOW,
             front: crate::front::FrontLimits::default(),
             retention: None,
+            team_page: Some(crate::page::session::DEFAULT_SESSION_LIFETIME),
             max_creates_in_flight: 64,
             lease_check: crate::engine::leases::DEFAULT_LEASE_CHECK,
         }
@@ -152,6 +156,7 @@ struct Inner {
     costs: Arc<CostEstimates>,
     breaker: UpstreamBreaker,
     front: crate::front::FrontLimits,
+    team_page: Option<Duration>,
     upstream_creates: tokio::sync::Semaphore,
     /// Cancelled when shutdown begins: ends event streams, so that the
     /// requests still in flight can finish.
@@ -239,6 +244,7 @@ impl AppState {
                 costs,
                 breaker: UpstreamBreaker::new(config.breaker_window),
                 front: config.front,
+                team_page: config.team_page,
                 upstream_creates: tokio::sync::Semaphore::new(config.max_creates_in_flight.max(1)),
                 draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
@@ -346,6 +352,11 @@ impl AppState {
     /// first served.
     pub(crate) async fn upstream_create_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.inner.upstream_creates.acquire().await.expect("the semaphore is never closed")
+    }
+
+    /// How long a team page session lasts, if the page is served.
+    pub fn team_page_sessions(&self) -> Option<Duration> {
+        self.inner.team_page
     }
 
     /// The HTTP front's timeouts and caps.

@@ -6,7 +6,7 @@
 //! Content-Security-Policy.
 //!
 //! It goes through the same code as the API: a create from the form is
-//! [`crate::api::create_job`], live status is [`crate::events::job_changes`].
+//! `api::create_job`, live status is `events::job_changes`.
 
 mod chart;
 mod form;

@@ -21,8 +21,11 @@ pub(crate) const SESSION_COOKIE: &str = "aimlvid_session";
 /// session to hold it yet).
 pub(crate) const SIGN_IN_COOKIE: &str = "aimlvid_sign_in";
 
-/// How long a session lasts from sign-in.
-pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How long a session lasts from sign-in, unless configured
+/// (`team_page_session_hours`).
+pub const DEFAULT_SESSION_HOURS: u64 = 12;
+/// [`DEFAULT_SESSION_HOURS`] as a duration.
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(DEFAULT_SESSION_HOURS * 3600);
 
 /// Who is signed in.
 #[derive(Clone)]
@@ -110,6 +113,7 @@ pub(crate) async fn sign_in(
 ) -> Result<HeaderValue, StoreError> {
     let token = random_token()?;
     let now = unix_now();
+    let lifetime = state.team_page_sessions().unwrap_or(DEFAULT_SESSION_LIFETIME);
     let session = PageSession {
         key_id: match &credential {
             Credential::Admin => None,
@@ -117,10 +121,10 @@ pub(crate) async fn sign_in(
         },
         credential_hash: hash_key(secret.trim()),
         csrf: random_token()?,
-        expires_at: now + SESSION_LIFETIME.as_secs() as i64,
+        expires_at: now + lifetime.as_secs() as i64,
     };
     state.store().insert_session(&hash_key(&token), &session, now).await?;
-    Ok(cookie(SESSION_COOKIE, &token, SESSION_LIFETIME.as_secs(), secure))
+    Ok(cookie(SESSION_COOKIE, &token, lifetime.as_secs(), secure))
 }
 
 /// The session a request's cookie names, if it is live and its credential

@@ -339,3 +339,17 @@ async fn the_admin_makes_a_key_seen_once_and_changes_and_revokes_it() {
     assert!(proxy.state.store().keys().await.unwrap().iter().any(|k| k.name == "alice" && !k.revoked));
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_server_configured_without_the_page_answers_as_the_upstream_does() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy_configured(&sim, &db, |config| config.team_page = None).await;
+    let mut browser = Visitor::new(&proxy.url);
+    for path in ["/ui", "/ui/sign-in", "/ui/assets/ui.js"] {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(page.html.contains(&format!("Cannot GET {path}")), "{}", page.html);
+    }
+    proxy.stop().await;
+}
