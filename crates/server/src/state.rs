@@ -121,7 +121,13 @@ impl StateConfig {
     /// member as a 429 with that `Retry-After`, rather than held open.
     pub fn from_builder(builder: aimlvid::ClientBuilder) -> aimlvid::Result<Self> {
         let metrics = Arc::<Metrics>::default();
-        let upstream = builder.observer(metrics.clone()).max_retry_after(MAX_CREATE_RETRY_AFTER).build()?;
+        // The proxy checks each create against the catalog itself, before
+        // recording it (answering in the upstream's 400 shape): once is enough.
+        let upstream = builder
+            .observer(metrics.clone())
+            .max_retry_after(MAX_CREATE_RETRY_AFTER)
+            .validate_requests(false)
+            .build()?;
         Ok(StateConfig { metrics, ..StateConfig::new(upstream) })
     }
 }
