@@ -39,6 +39,13 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const form of document.querySelectorAll("form[data-autosubmit]")) {
     form.querySelector("select").addEventListener("change", () => form.submit());
   }
+  // A create costs money: its button stays down once pressed (the server
+  // makes one job of a form sent twice anyway).
+  for (const form of document.querySelectorAll("form[data-once]")) {
+    form.addEventListener("submit", () => {
+      for (const button of form.querySelectorAll("button[type=submit]")) button.disabled = true;
+    });
+  }
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (event) => {
       if (!window.confirm(form.dataset.confirm)) event.preventDefault();

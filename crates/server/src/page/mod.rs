@@ -484,6 +484,7 @@ fn new_page(
         error: error.or_else(|| {
             spec.is_none().then(|| format!("There is no model {model:?}; choose one from the list."))
         }),
+        idempotency: session::random_token().unwrap_or_default(),
     };
     let mut response = render(&page);
     *response.status_mut() = status;
@@ -499,6 +500,7 @@ async fn create(
     let mut posted = Vec::new();
     let mut csrf = String::new();
     let mut model = String::new();
+    let mut idempotency = None;
     let bad = |message: String| PageError::new(StatusCode::BAD_REQUEST, message).into_response();
     while let Some(field) =
         multipart.next_field().await.map_err(|e| bad(format!("The form could not be read: {e}")))?
@@ -520,6 +522,7 @@ async fn create(
         match name.as_str() {
             "csrf" => csrf = text,
             "model" => model = text,
+            "idempotency" => idempotency = Some(text).filter(|k| !k.is_empty() && k.len() <= 255),
             _ => posted.push((name, form::Posted::Text(text))),
         }
     }
@@ -548,7 +551,7 @@ async fn create(
     }
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let request_hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
-    let answer = crate::api::create_job(&state, key.clone(), body, request_hash, None).await;
+    let answer = crate::api::create_job(&state, key.clone(), body, request_hash, idempotency).await;
     let response = match answer {
         Ok(response) => response,
         Err(e) => {

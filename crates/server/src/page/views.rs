@@ -268,6 +268,9 @@ pub(crate) struct NewPage {
     pub(crate) model: String,
     pub(crate) fields: Vec<Field>,
     pub(crate) error: Option<String>,
+    /// Sent as the create's `Idempotency-Key`: a form sent twice (a double
+    /// click, a reload) makes one job, not two.
+    pub(crate) idempotency: String,
 }
 
 #[derive(Template)]

@@ -270,6 +270,18 @@ async fn the_new_form_creates_through_the_api_and_refuses_forged_posts() {
     let to = created.headers()[LOCATION].to_str().unwrap().to_owned();
     assert!(to.starts_with("/ui/jobs/"), "{to}");
     assert_eq!(sim.stats().create_requests, 1);
+    // The same form sent again (a double click, a reload) is the same job.
+    let idempotency = {
+        let start = form.html.find(r#"name="idempotency" value=""#).unwrap() + 26;
+        form.html[start..].split('"').next().unwrap().to_owned()
+    };
+    assert_eq!(idempotency.len(), 64);
+    let twice = |form: reqwest::multipart::Form| form.text("idempotency", idempotency.clone());
+    let again = send(twice(multipart(&csrf)), &proxy.url).await.unwrap();
+    let again_to = again.headers()[LOCATION].to_str().unwrap().to_owned();
+    let third = send(twice(multipart(&csrf)), &proxy.url).await.unwrap();
+    assert_eq!(again_to, third.headers()[LOCATION].to_str().unwrap(), "one job for one form");
+    assert_eq!(sim.stats().create_requests, 2, "the first post had no token; the two with one made one job");
     let page = browser.get(&to).await;
     assert!(page.html.contains("a fox in the snow"), "{}", page.html);
     assert!(page.html.contains("uploaded video/mp4"), "the upload is described, not shown: {}", page.html);
@@ -285,7 +297,7 @@ async fn the_new_form_creates_through_the_api_and_refuses_forged_posts() {
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     let html = refused.text().await.unwrap();
     assert!(html.contains("duration") && html.contains("again"), "{html}");
-    assert_eq!(sim.stats().create_requests, 1);
+    assert_eq!(sim.stats().create_requests, 2);
     proxy.stop().await;
 }
 
