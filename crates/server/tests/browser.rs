@@ -106,6 +106,17 @@ async fn members_and_the_admin_use_the_page_in_a_real_browser() {
     .await;
     browser.goto(&format!("{}/ui/jobs", proxy.url)).await.unwrap();
     assert_eq!(browser.find_all(Locator::Css("article.job[data-live]")).await.unwrap().len(), 2);
+    // An unfinished job's time counts up without a reload.
+    let first = text(&browser, "article.job[data-live] [data-elapsed]").await;
+    let script = format!(
+        "const t = document.querySelector('article.job[data-live] [data-elapsed]'); \
+         return t.textContent !== {first:?} ? t.textContent : null;"
+    );
+    let ticking = wait_for(&browser, "the running time to count", &script).await;
+    assert!(
+        first.ends_with(" s so far") && ticking.as_str().unwrap().ends_with(" s so far"),
+        "{first} {ticking}"
+    );
     assert!(sim.fail_now(&created[0]));
     assert!(sim.complete_now(&created[1]));
     let script = "return document.querySelectorAll('article.job[data-live]').length === 0 ? true : null;";

@@ -34,8 +34,22 @@ function follow() {
   };
 }
 
+// An unfinished job's time counts up from what the server drew, by this
+// page's own clock (so a browser's clock that is off does not matter).
+function tick() {
+  const drawn = performance.now();
+  const format = (secs) => (secs < 60 ? secs + " s" : Math.floor(secs / 60) + " min " + String(secs % 60).padStart(2, "0") + " s");
+  setInterval(() => {
+    const passed = Math.floor((performance.now() - drawn) / 1000);
+    for (const el of document.querySelectorAll("article.job[data-live] [data-elapsed]")) {
+      el.textContent = format(Number(el.dataset.elapsed) + passed) + " so far";
+    }
+  }, 1000);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   follow();
+  tick();
   for (const form of document.querySelectorAll("form[data-autosubmit]")) {
     form.querySelector("select").addEventListener("change", () => form.submit());
   }

@@ -43,6 +43,8 @@ pub(crate) struct JobCard {
     pub(crate) live: bool,
     pub(crate) created: String,
     pub(crate) duration: String,
+    /// Seconds since the job started, when the card was drawn.
+    pub(crate) elapsed: i64,
     pub(crate) credits: String,
     pub(crate) videos: Vec<String>,
     pub(crate) error: String,
@@ -81,6 +83,7 @@ impl JobCard {
             live: job.generation_id.is_some() && !finished,
             created: timestamp(job.created_at),
             duration: duration(end - job.created_at, finished),
+            elapsed: (end - job.created_at).max(0),
             credits: job.credits_charged.map(|c| format!("{c:.1}")).unwrap_or_default(),
             videos,
             error,
