@@ -1,6 +1,7 @@
 //! Team keys: generating, hashing, and the in-memory table that
 //! authenticates every request without touching the database.
 
+use crate::calendar::unix_now;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -95,10 +96,6 @@ impl Counters {
             (_, stored) => self.period = stored,
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Why a request was refused by a key's limits.

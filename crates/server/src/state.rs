@@ -2,9 +2,10 @@
 //! polling) and its background work: the writer, the scheduler, the
 //! webhook deliverer and the key refresher.
 
+use crate::calendar::unix_now;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aimlvid::{Generation, Status};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -564,10 +565,6 @@ impl AppState {
         self.inner.jobs.put(id, view);
         true
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The view of a stored job, if it has an upstream id.

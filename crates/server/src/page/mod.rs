@@ -30,6 +30,7 @@ use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
 use crate::admin::{IssueError, issue_key, update_key};
+use crate::calendar::unix_now;
 use crate::state::AppState;
 use crate::store::{BudgetPeriod, JobFilter, KeyLimits, KeyUpdate, StoreError};
 use session::{SIGN_IN_COOKIE, Session, Viewer};
@@ -574,6 +575,14 @@ async fn create(
     })
 }
 
+/// Refuses anyone but the admin.
+fn admin_only(session: &Session) -> Result<(), PageError> {
+    match session.viewer {
+        Viewer::Admin => Ok(()),
+        Viewer::Member { .. } => Err(PageError::forbidden("This page is for the server's admin.")),
+    }
+}
+
 /// `GET /ui/admin`.
 async fn admin(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Response> {
     let session = signed_in(&state, &headers).await?;
@@ -587,9 +596,7 @@ async fn admin_page(
     error: Option<String>,
     status: StatusCode,
 ) -> Result<Response, Response> {
-    if !matches!(session.viewer, Viewer::Admin) {
-        return Err(PageError::forbidden("This page is for the server's admin.").into_response());
-    }
+    admin_only(session).map_err(IntoResponse::into_response)?;
     let store = state.store();
     let keys = store.keys().await.map_err(page_error)?;
     let names: BTreeMap<i64, String> = keys.iter().map(|k| (k.id, k.name.clone())).collect();
@@ -707,9 +714,7 @@ async fn admin_create_key(
     axum::Form(form): axum::Form<KeyForm>,
 ) -> Result<Response, Response> {
     let session = posted_by(&state, &headers, &form.csrf).await?;
-    if !matches!(session.viewer, Viewer::Admin) {
-        return Err(PageError::forbidden("This page is for the server's admin.").into_response());
-    }
+    admin_only(&session).map_err(IntoResponse::into_response)?;
     let limits = match form.limits() {
         Ok(limits) => limits,
         Err(e) => return admin_page(&state, &session, None, Some(e), StatusCode::BAD_REQUEST).await,
@@ -749,9 +754,7 @@ async fn admin_update_key(
     axum::Form(form): axum::Form<KeyForm>,
 ) -> Result<Response, Response> {
     let session = posted_by(&state, &headers, &form.csrf).await?;
-    if !matches!(session.viewer, Viewer::Admin) {
-        return Err(PageError::forbidden("This page is for the server's admin.").into_response());
-    }
+    admin_only(&session).map_err(IntoResponse::into_response)?;
     let limits = match form.limits() {
         Ok(limits) => limits,
         Err(e) => return admin_page(&state, &session, None, Some(e), StatusCode::BAD_REQUEST).await,
@@ -787,9 +790,7 @@ async fn admin_revoke_key(
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Result<Response, Response> {
     let session = posted_by(&state, &headers, &form.csrf).await?;
-    if !matches!(session.viewer, Viewer::Admin) {
-        return Err(PageError::forbidden("This page is for the server's admin.").into_response());
-    }
+    admin_only(&session).map_err(IntoResponse::into_response)?;
     match state.store().revoke_key(&name).await.map_err(page_error)? {
         Some(_) => {
             state.reload_keys().await.map_err(page_error)?;
@@ -831,8 +832,4 @@ async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
         asset.data.into_owned(),
     )
         .into_response()
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

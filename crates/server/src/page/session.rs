@@ -11,6 +11,7 @@ use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
 use subtle::ConstantTimeEq as _;
 
+use crate::calendar::unix_now;
 use crate::keys::{KeyEntry, hash_key};
 use crate::state::AppState;
 use crate::store::{KeyRecord, PageSession, StoreError};
@@ -216,10 +217,6 @@ pub(crate) fn random_token() -> Result<String, StoreError> {
     getrandom::fill(&mut bytes)
         .map_err(|e| StoreError::Invalid(format!("no randomness for a session: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ impl JobCard {
             .unwrap_or_default();
         let error =
             generation.as_ref().and_then(|g| g.error.as_ref()).map(|e| e.message.clone()).unwrap_or_default();
-        let end = if finished { job.updated_at } else { super::unix_now() };
+        let end = if finished { job.updated_at } else { crate::calendar::unix_now() };
         let extend_again = videos.first().map_or(String::new(), |url| {
             let query = url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("model", &job.model_for_extending())
@@ -210,11 +210,18 @@ impl AttemptRow {
 }
 
 /// A key just made, shown once.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct IssuedKey {
     pub(crate) name: String,
     pub(crate) key: String,
     pub(crate) webhook_secret: Option<String>,
+}
+
+/// Names the key only: its secrets go into the page and nowhere else.
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 #[derive(Template)]
