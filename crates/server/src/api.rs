@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::engine::scheduler::FollowJob;
+use crate::engine::writer::WriteError;
 use crate::error::ApiError;
 use crate::keys::{KeyEntry, Refusal};
 use crate::state::{AppState, view_of};
@@ -399,7 +400,10 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Res
         prompt: value.get("prompt").and_then(|p| p.as_str()).map(|p| clip(p, MAX_PROMPT_KEPT)),
         input: describe_inputs(&model, &value),
     };
-    match state.writer().write(JobWrite::Begin(new_job)).await {
+    // Storage that refuses writes answers the create within a bounded
+    // time, with nothing sent upstream, rather than holding it open.
+    let deadline = Instant::now() + state.create_record_timeout();
+    match state.writer().write_by(JobWrite::Begin(new_job), deadline).await {
         Ok(WriteOutcome::Begun(Begun::Inserted)) => {}
         Ok(WriteOutcome::Begun(Begun::Existing(existing))) => {
             return replay(&state, &existing, &request_hash);
@@ -413,6 +417,15 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Res
         }
         Ok(other) => {
             return Err(ApiError::internal(&format!("a create was recorded as {other:?}")));
+        }
+        Err(WriteError::Unavailable(cause)) => {
+            tracing::error!(cause, "a create could not be recorded in time; refused, nothing sent upstream");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server cannot record new generations right now (its storage is failing), so this \
+                 create was not sent upstream and nothing was charged. Try again shortly.",
+            )
+            .with_retry_after(Some(5)));
         }
         Err(e) => {
             return Err(ApiError::internal(&e));

@@ -117,12 +117,21 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     Ok(response)
 }
 
-/// Ready when storage answers.
+/// Ready when storage answers and takes writes, and the upstream takes this server's key.
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     if state.breaker().open_for().is_some() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "The upstream refuses this server's API key",
+        ));
+    }
+    // Writes failing (a full or read-only disk, a lost database) while
+    // reads still work: not ready, with the reason.
+    if let Some((since, error)) = state.writer().health().failing() {
+        tracing::warn!(failing_secs = since.as_secs(), error, "storage refuses writes");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Storage refuses writes (for {} s): {error}", since.as_secs()),
         ));
     }
     // A database that does not answer at all must not hold the probe for

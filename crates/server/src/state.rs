@@ -87,6 +87,9 @@ pub struct StateConfig {
     /// How often a server sharing its database renews its job leases and
     /// takes over lapsed ones (a third of the lease, at most).
     pub lease_check: Duration,
+    /// How long a create waits for storage to record it before it is
+    /// answered 503, with nothing sent upstream.
+    pub create_record_timeout: Duration,
 }
 
 impl StateConfig {
@@ -112,6 +115,7 @@ impl StateConfig {
             team_page: Some(crate::page::session::DEFAULT_SESSION_LIFETIME),
             max_creates_in_flight: 64,
             lease_check: crate::engine::leases::DEFAULT_LEASE_CHECK,
+            create_record_timeout: DEFAULT_CREATE_RECORD_TIMEOUT,
         }
     }
 
@@ -132,6 +136,9 @@ impl StateConfig {
         Ok(StateConfig { metrics, ..StateConfig::new(upstream) })
     }
 }
+
+/// How long a create waits for storage, unless configured otherwise.
+pub const DEFAULT_CREATE_RECORD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest upstream `Retry-After` a member's create waits out.
 pub const MAX_CREATE_RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -164,6 +171,7 @@ struct Inner {
     breaker: UpstreamBreaker,
     front: crate::front::FrontLimits,
     team_page: Option<Duration>,
+    create_record_timeout: Duration,
     upstream_creates: tokio::sync::Semaphore,
     /// Cancelled when shutdown begins: ends event streams, so that the
     /// requests still in flight can finish.
@@ -252,6 +260,7 @@ impl AppState {
                 breaker: UpstreamBreaker::new(config.breaker_window),
                 front: config.front,
                 team_page: config.team_page,
+                create_record_timeout: config.create_record_timeout,
                 upstream_creates: tokio::sync::Semaphore::new(config.max_creates_in_flight.max(1)),
                 draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
@@ -307,13 +316,31 @@ impl AppState {
     /// Stops polling and waits for the background tasks to end. Jobs stay
     /// unfinished in storage and are resumed by the next start.
     pub async fn stop(&self) {
-        self.inner.draining.cancel();
-        // A create in flight finishes (and is recorded) even if its member left.
-        self.inner.creates.close();
-        self.inner.creates.wait().await;
-        self.inner.stop.cancel();
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
+        let inner = &self.inner;
+        inner.draining.cancel();
+        let rest = async {
+            // A create in flight finishes (and is recorded) even if its member left.
+            inner.creates.close();
+            inner.creates.wait().await;
+            inner.stop.cancel();
+            inner.tasks.close();
+            inner.tasks.wait().await;
+        };
+        tokio::pin!(rest);
+        tokio::select! {
+            () = &mut rest => {}
+            () = tokio::time::sleep(inner.front.shutdown_grace) => {
+                // Storage that refuses writes must not hold the process: the
+                // writer stops retrying (naming each write it could not
+                // store), and whatever waited on it ends.
+                tracing::error!(
+                    grace_secs = inner.front.shutdown_grace.as_secs(),
+                    "creates and polls still wait for storage after the shutdown grace; stopping the writer"
+                );
+                inner.stop_writer.cancel();
+                rest.await;
+            }
+        }
         // Last, so that what the pollers saw before stopping is stored.
         self.inner.stop_writer.cancel();
         self.inner.writer_task.close();
@@ -359,6 +386,11 @@ impl AppState {
     /// first served.
     pub(crate) async fn upstream_create_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.inner.upstream_creates.acquire().await.expect("the semaphore is never closed")
+    }
+
+    /// How long a create waits for storage to record it.
+    pub(crate) fn create_record_timeout(&self) -> Duration {
+        self.inner.create_record_timeout
     }
 
     /// How long a team page session lasts, if the page is served.

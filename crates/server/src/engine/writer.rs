@@ -1,15 +1,18 @@
 //! The one writer: every job change goes through it, and it commits them
 //! in batches (group commit). A batch that fails is retried with backoff
-//! until it succeeds; a write is never dropped while the server runs.
+//! until it succeeds; a write is never dropped while the server runs, but
+//! for a create not yet sent upstream, which is answered 503 once its
+//! deadline passes (nothing was sent, so nothing is lost).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{JobWrite, StoreError, StoreResult, WriteOutcome};
+use crate::store::{JobWrite, StoreError, WriteOutcome};
 
 /// Writes gathered into one transaction at most.
 const MAX_BATCH: usize = 2048;
@@ -30,22 +33,57 @@ pub enum WriteError {
     /// The server is stopping and storage did not take the write in time.
     #[error("the server is stopping; the write was not stored")]
     Stopped,
+    /// Storage kept failing until the write's deadline passed; it was not
+    /// stored, and will not be.
+    #[error("storage did not take the write in time: {0}")]
+    Unavailable(String),
 }
 
 struct Pending {
     write: JobWrite,
-    reply: Option<oneshot::Sender<StoreResult<WriteOutcome>>>,
+    reply: Option<oneshot::Sender<Result<WriteOutcome, WriteError>>>,
+    /// Only for a write that may be given up (a create not yet sent
+    /// upstream): past this, it is answered [`WriteError::Unavailable`]
+    /// rather than retried further.
+    deadline: Option<Instant>,
 }
 
 /// A handle on the writer task. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Writer {
     queue: mpsc::Sender<Pending>,
+    health: Arc<StorageHealth>,
+}
+
+/// Whether storage takes the writer's writes: `/readyz` reports it.
+#[derive(Debug, Default)]
+pub struct StorageHealth {
+    /// Since when the writer's batches fail, and the last error.
+    failing: Mutex<Option<(Instant, String)>>,
+}
+
+impl StorageHealth {
+    fn failed(&self, error: &StoreError) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        let since = failing.as_ref().map_or_else(Instant::now, |(since, _)| *since);
+        *failing = Some((since, error.to_string()));
+    }
+
+    fn succeeded(&self) {
+        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// How long writes have been failing, and the last error; `None` while
+    /// they succeed.
+    pub fn failing(&self) -> Option<(Duration, String)> {
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        failing.as_ref().map(|(since, error)| (since.elapsed(), error.clone()))
+    }
 }
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("write", &self.write).finish_non_exhaustive()
+        f.debug_struct("Pending").field("write", &self.write.subject()).finish_non_exhaustive()
     }
 }
 
@@ -59,37 +97,56 @@ impl Writer {
         tasks: &tokio_util::task::TaskTracker,
     ) -> Writer {
         let (queue, pending) = mpsc::channel(QUEUE);
-        tasks.spawn(run(store, metrics, pending, stop));
-        Writer { queue }
+        let health = Arc::new(StorageHealth::default());
+        tasks.spawn(run(store, metrics, health.clone(), pending, stop));
+        Writer { queue, health }
     }
 
     /// Stores `write` and waits until it is committed.
     pub async fn write(&self, write: JobWrite) -> Result<WriteOutcome, WriteError> {
+        self.submit(write, None).await
+    }
+
+    /// Stores `write`, unless storage keeps failing until `deadline`: then
+    /// it is given up, never stored, and answered [`WriteError::Unavailable`].
+    /// Only for writes that may be lost without harm, such as a create that
+    /// has not been sent upstream.
+    pub async fn write_by(&self, write: JobWrite, deadline: Instant) -> Result<WriteOutcome, WriteError> {
+        self.submit(write, Some(deadline)).await
+    }
+
+    async fn submit(&self, write: JobWrite, deadline: Option<Instant>) -> Result<WriteOutcome, WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Pending { write, reply: Some(reply) }).await.map_err(|_| WriteError::Stopped)?;
-        match answer.await {
-            Ok(result) => result.map_err(WriteError::Refused),
-            Err(_) => Err(WriteError::Stopped),
-        }
+        let pending = Pending { write, reply: Some(reply), deadline };
+        self.queue.send(pending).await.map_err(|_| WriteError::Stopped)?;
+        answer.await.unwrap_or(Err(WriteError::Stopped))
     }
 
     /// Stores `write` without waiting for it: for what may be lost to a
     /// crash without harm (learned timings).
     pub fn write_later(&self, write: JobWrite) {
-        if self.queue.try_send(Pending { write, reply: None }).is_err() {
+        if self.queue.try_send(Pending { write, reply: None, deadline: None }).is_err() {
             tracing::debug!("writer busy; a learned timing was not stored this time");
         }
+    }
+
+    /// Whether storage takes writes now.
+    pub fn health(&self) -> &StorageHealth {
+        &self.health
     }
 }
 
 async fn run(
     store: Arc<dyn crate::store::Store>,
     metrics: Arc<Metrics>,
+    health: Arc<StorageHealth>,
     mut pending: mpsc::Receiver<Pending>,
     stop: CancellationToken,
 ) {
-    let mut writes: Vec<JobWrite> = Vec::with_capacity(MAX_BATCH);
-    let mut replies = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    // Once shutdown has given up on a failing storage, later batches get
+    // one attempt each rather than a grace period each.
+    let mut gave_up = false;
     loop {
         let first = tokio::select! {
             biased;
@@ -101,75 +158,104 @@ async fn run(
             }
         };
         let Some(first) = first else { return };
-        let mut next = Some(first);
-        while let Some(Pending { write, reply }) = next {
-            writes.push(write);
-            replies.push(reply);
-            next = if writes.len() < MAX_BATCH { pending.try_recv().ok() } else { None };
-        }
-        match commit(store.as_ref(), &metrics, &writes, &stop).await {
-            Some(outcomes) => {
-                for (reply, outcome) in replies.drain(..).zip(outcomes) {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(outcome);
-                    }
-                }
-            }
-            None => {
-                // Shutdown with storage still failing: say loudly what this run could not store.
-                for write in &writes {
-                    tracing::error!(?write, "the server stopped before storage took this write");
-                }
-                replies.clear();
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
             }
         }
-        writes.clear();
+        let attempt = Attempt { store: store.as_ref(), metrics: &metrics, health: &health, stop: &stop };
+        if !attempt.commit(&mut batch, gave_up).await {
+            gave_up = true;
+            // Shutdown with storage still failing: say loudly what this run could not store.
+            for unstored in batch.drain(..) {
+                tracing::error!(
+                    write = %unstored.write.subject(),
+                    "the server stopped before storage took this write; a job the upstream accepted \
+                     is found again in its request logs at the next start"
+                );
+            }
+        }
     }
 }
 
-/// Commits `writes`, retrying until storage takes them; `None` only if the
-/// server is stopping and the grace period ran out.
-async fn commit(
-    store: &dyn crate::store::Store,
-    metrics: &Metrics,
-    writes: &[JobWrite],
-    stop: &CancellationToken,
-) -> Option<Vec<StoreResult<WriteOutcome>>> {
-    let mut wait = FIRST_RETRY;
-    let mut failures = 0u32;
-    let mut stopping_since = None;
-    loop {
-        match store.apply(writes).await {
-            Ok(outcomes) => {
-                metrics.storage_batch(writes.len());
-                if failures > 0 {
-                    tracing::warn!(
-                        writes = writes.len(),
-                        failures,
-                        "storage recovered; the writes are stored"
-                    );
-                }
-                return Some(outcomes);
+/// One batch's way into storage.
+struct Attempt<'a> {
+    store: &'a dyn crate::store::Store,
+    metrics: &'a Metrics,
+    health: &'a StorageHealth,
+    stop: &'a CancellationToken,
+}
+
+impl Attempt<'_> {
+    /// Commits `batch` and answers each write, retrying until storage takes
+    /// them; writes whose deadline passes meanwhile are answered and left
+    /// out. `false` only if the server is stopping and the grace period ran
+    /// out (or, with `once`, after one failed attempt): `batch` then holds
+    /// the writes not stored.
+    async fn commit(&self, batch: &mut Vec<Pending>, once: bool) -> bool {
+        let mut wait = FIRST_RETRY;
+        let mut failures = 0u32;
+        let mut stopping_since = None;
+        loop {
+            if batch.is_empty() {
+                return true;
             }
-            Err(e) => {
-                failures += 1;
-                metrics.storage_write_failed();
-                tracing::error!(
-                    writes = writes.len(),
-                    attempt = failures,
-                    retry_in_ms = wait.as_millis() as u64,
-                    error = %e,
-                    "could not store job changes; retrying until storage takes them"
-                );
-                if stop.is_cancelled() {
-                    let since = *stopping_since.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() > SHUTDOWN_GRACE {
-                        return None;
+            let writes: Vec<JobWrite> = batch.iter().map(|p| p.write.clone()).collect();
+            let error = match self.store.apply(&writes).await {
+                Ok(outcomes) => {
+                    self.metrics.storage_batch(writes.len());
+                    self.health.succeeded();
+                    if failures > 0 {
+                        tracing::warn!(
+                            writes = writes.len(),
+                            failures,
+                            "storage recovered; the writes are stored"
+                        );
                     }
+                    for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                        if let Some(reply) = pending.reply {
+                            let _ = reply.send(outcome.map_err(WriteError::Refused));
+                        }
+                    }
+                    return true;
                 }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(MAX_RETRY);
+                Err(error) => error,
+            };
+            failures += 1;
+            self.metrics.storage_write_failed();
+            self.health.failed(&error);
+            tracing::error!(
+                writes = writes.len(),
+                attempt = failures,
+                retry_in_ms = wait.as_millis() as u64,
+                error = %error,
+                "could not store job changes; retrying until storage takes them"
+            );
+            if self.stop.is_cancelled() {
+                let since = *stopping_since.get_or_insert_with(Instant::now);
+                if once || since.elapsed() > SHUTDOWN_GRACE {
+                    return false;
+                }
             }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MAX_RETRY);
+            give_up_late(batch, &error);
+        }
+    }
+}
+
+/// Answers, and takes out of `batch`, the writes whose deadline has passed.
+fn give_up_late(batch: &mut Vec<Pending>, error: &StoreError) {
+    let now = Instant::now();
+    let (late, on_time): (Vec<Pending>, Vec<Pending>) =
+        batch.drain(..).partition(|p| p.deadline.is_some_and(|deadline| deadline <= now));
+    *batch = on_time;
+    for pending in late {
+        tracing::warn!(write = %pending.write.subject(), "storage failed until the write's deadline; given up");
+        if let Some(reply) = pending.reply {
+            let _ = reply.send(Err(WriteError::Unavailable(error.to_string())));
         }
     }
 }

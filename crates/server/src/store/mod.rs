@@ -14,6 +14,30 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use postgres::{DEFAULT_LEASE, PostgresSettings, PostgresStore};
+/// Pool options under which no connection is handed out again while it is
+/// still inside a transaction. SQLite rolls a transaction back by itself on
+/// some failures (an I/O error, a full disk), after which the explicit
+/// rollback fails and sqlx still counts the transaction as open: every
+/// later `BEGIN` on that connection would fail for ever. A connection in
+/// that state, or one that no longer answers, is closed when it comes back
+/// to the pool, and the next write opens a fresh one.
+fn recovering<DB: sqlx::Database>(options: sqlx::pool::PoolOptions<DB>) -> sqlx::pool::PoolOptions<DB> {
+    options.after_release(|connection, _| {
+        Box::pin(async move {
+            use sqlx::Connection as _;
+            // The ping waits for the rollback the transaction's drop queued.
+            connection.ping().await?;
+            let clean = !connection.is_in_transaction();
+            if !clean {
+                tracing::warn!(
+                    "a database connection was left inside a failed transaction; opening a fresh one"
+                );
+            }
+            Ok(clean)
+        })
+    })
+}
+
 pub use sqlite::{DEFAULT_LOCK_WAIT, SqliteStore};
 
 /// A key's row id.
@@ -419,6 +443,30 @@ pub enum JobWrite {
         /// Jobs at most, to keep the transaction short.
         limit: u32,
     },
+}
+
+impl JobWrite {
+    /// What the write is about, by the job's ids only (no bodies, prompts
+    /// or inputs): for the log lines that name a write storage did not take.
+    pub fn subject(&self) -> String {
+        match self {
+            JobWrite::Begin(job) => format!("create {} of key {}", job.local_id, job.key_id),
+            JobWrite::Created { local_id, generation_id, .. } => {
+                format!("create {local_id} accepted upstream as generation {generation_id}")
+            }
+            JobWrite::Unknown { local_id, .. } => format!("create {local_id} with an unknown outcome"),
+            JobWrite::Gone { generation_id, .. } => format!("generation {generation_id} unknown upstream"),
+            JobWrite::Abandon { local_id } => format!("create {local_id} refused upstream"),
+            JobWrite::Changed { generation_id, status, .. } => {
+                format!("generation {generation_id} now {status}")
+            }
+            JobWrite::Finished { generation_id, end } => {
+                format!("generation {generation_id} ended {} ({} credits)", end.status, end.credits)
+            }
+            JobWrite::ModelTiming { model, .. } => format!("learned timing of {model}"),
+            JobWrite::Prune { before, .. } => format!("pruning finished jobs created before {before}"),
+        }
+    }
 }
 
 /// What one [`JobWrite`] did.

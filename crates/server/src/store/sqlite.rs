@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, FromRow as _, Row as _, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Connection as _, FromRow as _, Row as _, Sqlite, Transaction};
 
 use super::rows::{
     ATTEMPT_COLUMNS, AttemptRow, DueRow, FINISHED, JOB_COLUMNS, KEY_COLUMNS, KeyRow, is_constraint,
@@ -77,7 +79,8 @@ impl SqliteStore {
             .pragma("cache_size", "-16384");
         let writes = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations").run(&writes).await?;
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool =
+            super::recovering(SqlitePoolOptions::new()).max_connections(4).connect_with(options).await?;
         Ok(SqliteStore { pool, writes })
     }
 
@@ -114,6 +117,11 @@ impl SqliteStore {
         }
     }
 
+    /// The writer connection, for one write (see [`Writing`]).
+    async fn writing(&self) -> StoreResult<Writing> {
+        Ok(Writing { connection: self.writes.acquire().await?, done: false })
+    }
+
     /// Closes every connection, checkpointing the log.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -126,6 +134,47 @@ impl SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| key_from_row(&r)).transpose()
+    }
+}
+
+/// The writer connection, lent for one write. Unless the write is marked
+/// [`Writing::done`], the connection is closed rather than put back, and
+/// the next write opens a fresh one: after a failed write, SQLite may have
+/// rolled the transaction back by itself (sqlx then still counts it as
+/// open, so every later `BEGIN` on it would fail), or the connection may
+/// have been opened read-only while the file was, and would stay so.
+struct Writing {
+    connection: PoolConnection<Sqlite>,
+    done: bool,
+}
+
+impl Writing {
+    /// The write succeeded (or failed for a reason of its own, such as a
+    /// broken uniqueness rule): the connection may be used again.
+    fn done(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if !self.done {
+            self.connection.close_on_drop();
+        }
+    }
+}
+
+impl std::ops::Deref for Writing {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.connection
+    }
+}
+
+impl std::ops::DerefMut for Writing {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.connection
     }
 }
 
@@ -162,6 +211,7 @@ fn create_private(path: &Path) -> StoreResult<()> {
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn insert_key(&self, key: &NewKey) -> StoreResult<KeyRecord> {
+        let mut writing = self.writing().await?;
         let inserted = sqlx::query(
             "INSERT INTO keys (name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, budget_period, \
              created_at, webhook_url, webhook_secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -177,11 +227,12 @@ impl KeyStore for SqliteStore {
         .bind(now())
         .bind(key.webhook.as_ref().map(|w| w.url.as_str()))
         .bind(key.webhook.as_ref().map(|w| w.secret.expose_secret()))
-        .execute(&self.writes)
+        .execute(&mut *writing)
         .await;
         match inserted {
-            Ok(_) => {}
+            Ok(_) => writing.done(),
             Err(e) if is_unique_violation(&e) => {
+                writing.done();
                 return Err(StoreError::Conflict(format!("a key named {:?}", key.name)));
             }
             Err(e) => return Err(e.into()),
@@ -209,7 +260,8 @@ impl KeyStore for SqliteStore {
         if matches!(update.webhook_url, Some(Some(_))) && webhook_secret.is_none() {
             return Err(StoreError::Invalid("a new webhook URL needs a new secret".into()));
         }
-        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = sqlx::query(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?")))
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -242,18 +294,22 @@ impl KeyStore for SqliteStore {
             key.webhook_url.clone_from(url);
         }
         tx.commit().await?;
+        writing.done();
         Ok(Some(key))
     }
 
     async fn rotate_key(&self, name: &str, hash: &[u8; 32], prefix: &str) -> StoreResult<Option<KeyRecord>> {
+        let mut writing = self.writing().await?;
         let rotated =
             sqlx::query("UPDATE keys SET hash = ?, prefix = ? WHERE name = ? AND revoked_at IS NULL")
                 .bind(hash.as_slice())
                 .bind(prefix)
                 .bind(name)
-                .execute(&self.writes)
+                .execute(&mut *writing)
                 .await?
                 .rows_affected();
+        writing.done();
+        drop(writing);
         if rotated == 0 {
             return Ok(None);
         }
@@ -261,11 +317,14 @@ impl KeyStore for SqliteStore {
     }
 
     async fn revoke_key(&self, name: &str) -> StoreResult<Option<KeyRecord>> {
+        let mut writing = self.writing().await?;
         sqlx::query("UPDATE keys SET revoked_at = COALESCE(revoked_at, ?), enabled = 0 WHERE name = ?")
             .bind(now())
             .bind(name)
-            .execute(&self.writes)
+            .execute(&mut *writing)
             .await?;
+        writing.done();
+        drop(writing);
         self.key_by_name(name).await
     }
 }
@@ -540,7 +599,8 @@ impl JobStore for SqliteStore {
         // IMMEDIATE takes the write lock at once, waiting out `busy_timeout`
         // for another process's writer; a plain BEGIN would fail with BUSY
         // when it upgrades from a read, whatever the timeout.
-        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin_with("BEGIN IMMEDIATE").await?;
         let now = now();
         let mut outcomes = Vec::with_capacity(writes.len());
         // Runs of creates and of their answers go in one statement each: a
@@ -570,6 +630,7 @@ impl JobStore for SqliteStore {
             }
         }
         tx.commit().await?;
+        writing.done();
         Ok(outcomes)
     }
 
@@ -651,13 +712,15 @@ impl JobStore for SqliteStore {
     }
 
     async fn pending_to_unknown(&self) -> StoreResult<u64> {
+        let mut writing = self.writing().await?;
         let done = sqlx::query("UPDATE jobs SET status = ?, note = ?, updated_at = ? WHERE status = ?")
             .bind(status::UNKNOWN)
             .bind("the server stopped while the create was in flight")
             .bind(now())
             .bind(status::PENDING)
-            .execute(&self.writes)
+            .execute(&mut *writing)
             .await?;
+        writing.done();
         Ok(done.rows_affected())
     }
 
@@ -678,7 +741,8 @@ impl WebhookStore for SqliteStore {
         skip: &[KeyId],
         lease_until_ms: i64,
     ) -> StoreResult<Vec<DueWebhook>> {
-        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT d.id, d.delivery_id, d.attempt, d.key_id, d.generation_id, d.body, \
              CASE WHEN k.revoked_at IS NULL AND k.enabled = 1 THEN k.webhook_url END AS url, k.webhook_secret AS secret \
@@ -695,6 +759,7 @@ impl WebhookStore for SqliteStore {
         let ids: Vec<i64> = claimed.iter().map(|due| due.id).collect();
         set_webhooks_due(&mut tx, &ids, lease_until_ms).await?;
         tx.commit().await?;
+        writing.done();
         Ok(claimed)
     }
 
@@ -702,9 +767,11 @@ impl WebhookStore for SqliteStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin_with("BEGIN IMMEDIATE").await?;
         set_webhooks_due(&mut tx, ids, due_ms).await?;
         tx.commit().await?;
+        writing.done();
         Ok(())
     }
 
@@ -719,7 +786,8 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn webhook_attempted(&self, id: i64, outcome: &AttemptOutcome) -> StoreResult<()> {
-        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin_with("BEGIN IMMEDIATE").await?;
         let recorded = sqlx::query(
             "UPDATE webhook_deliveries SET state = ?, url = ?, response_status = ?, error = ?, \
              attempted_at = ?, duration_ms = ? WHERE id = ? AND state = ?",
@@ -751,6 +819,7 @@ impl WebhookStore for SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        writing.done();
         Ok(())
     }
 
@@ -816,7 +885,8 @@ impl PageStore for SqliteStore {
         session: &PageSession,
         now: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(AssertSqlSafe(page::expire_sessions(page::sqlite_mark)))
             .bind(now)
             .execute(&mut *tx)
@@ -831,6 +901,7 @@ impl PageStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        writing.done();
         Ok(())
     }
 
@@ -844,10 +915,12 @@ impl PageStore for SqliteStore {
     }
 
     async fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()> {
+        let mut writing = self.writing().await?;
         sqlx::query(AssertSqlSafe(page::delete_session(page::sqlite_mark)))
             .bind(token_hash.as_slice())
-            .execute(&self.writes)
+            .execute(&mut *writing)
             .await?;
+        writing.done();
         Ok(())
     }
 }
@@ -951,5 +1024,67 @@ mod tests {
         assert!(unfinished.contains("jobs_unfinished"), "{unfinished}");
         let recent = plan(format!("SELECT local_id FROM {RECENT_JOBS} LIMIT 10")).await;
         assert!(recent.contains("jobs_by_created") && !recent.contains("TEMP B-TREE"), "{recent}");
+    }
+
+    /// Makes `paths` immutable (`chattr +i`) or writable again; false where
+    /// that cannot be done (not root, or a filesystem without the flag).
+    fn set_immutable(paths: &[std::path::PathBuf], on: bool) -> bool {
+        let flag = if on { "+i" } else { "-i" };
+        paths.iter().all(|path| {
+            std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(path)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    }
+
+    fn begin(local_id: &str, key_id: KeyId) -> JobWrite {
+        JobWrite::Begin(NewJob {
+            local_id: local_id.into(),
+            key_id,
+            model: "m".into(),
+            idempotency_key: None,
+            request_hash: [0; 32],
+            reserved: 0.0,
+            prompt: None,
+            input: None,
+        })
+    }
+
+    /// A commit that failed on a read-only file (SQLite then rolls the
+    /// transaction back by itself) must not leave the writer's connection
+    /// unusable: once the file is writable again, the next write succeeds.
+    #[tokio::test]
+    async fn writes_succeed_again_once_a_read_only_file_is_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let key = store.insert_key(&crate::store::suite::test_key("k")).await.unwrap();
+        store.apply(&[begin("warm", key.id)]).await.unwrap();
+        let files: Vec<_> = ["", "-wal"]
+            .iter()
+            .map(|suffix| dir.path().join(format!("t.db{suffix}")))
+            .filter(|p| p.exists())
+            .collect();
+        if !set_immutable(&files, true) {
+            set_immutable(&files, false);
+            eprintln!("skipped: making a file immutable needs root and chattr (CI runs as root)");
+            return;
+        }
+        let failed = store.apply(&[begin("l1", key.id)]).await;
+        let again = store.apply(&[begin("l1", key.id)]).await;
+        assert!(set_immutable(&files, false));
+        let failed = failed.expect_err("a read-only database refuses the write").to_string();
+        assert!(again.is_err(), "still read-only");
+        // Writable again: the very next write is stored.
+        let outcomes = store.apply(&[begin("l1", key.id)]).await.unwrap_or_else(|e| {
+            panic!("the write after storage came back failed: {e} (the first failure was: {failed})")
+        });
+        assert_eq!(outcomes.len(), 1);
+        assert!(matches!(outcomes[0], Ok(WriteOutcome::Begun(Begun::Inserted))), "{outcomes:?}");
+        // Every other writer too: a key change.
+        store.update_key("k", &KeyUpdate::default(), None).await.unwrap();
     }
 }

@@ -211,6 +211,11 @@ async fn a_shared_store_holds_each_key_to_its_limits_itself() {
     backend.finish().await;
 }
 
+/// A key named `name` with no limits, for other modules' tests.
+pub(crate) fn test_key(name: &str) -> NewKey {
+    new_key(name)
+}
+
 fn new_key(name: &str) -> NewKey {
     NewKey {
         name: name.into(),
