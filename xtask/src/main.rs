@@ -40,13 +40,27 @@ mod target_dir;
 mod tidy;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use xshell::{Shell, cmd};
 
 use crate::target_dir::{Profile, TargetDir};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The error and its causes on one line (`{:#}`). Returning the
+            // error from `main` would print its Debug form instead, which
+            // under RUST_BACKTRACE=1 buries the message under a backtrace.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let sh = Shell::new()?;
     sh.change_dir(project_root());
@@ -101,11 +115,11 @@ fn main() -> anyhow::Result<()> {
 
 fn ci(sh: &Shell, target_dir: &TargetDir) -> anyhow::Result<()> {
     // The generated schema table matches the documents in the repository.
-    codegen::run(&project_root().join(api::API_DIR), true)?;
-    lint(sh, target_dir)?;
-    test(sh)?;
-    doc(sh)?;
-    packages(sh, target_dir)
+    codegen::run(&project_root().join(api::API_DIR), true).context("the model catalog")?;
+    lint(sh, target_dir).context("lint")?;
+    test(sh).context("tests")?;
+    doc(sh).context("rustdoc")?;
+    packages(sh, target_dir).context("the .deb install test")
 }
 
 /// The Debian packages, installed and used for real: only as root on a
