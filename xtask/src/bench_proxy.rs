@@ -17,6 +17,8 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 use xshell::{Shell, cmd};
 
+use crate::target_dir::{Profile, TargetDir};
+
 const CREATE_BODY: &str = r#"{"model":"google/veo3-1-fast-extend-video","prompt":"bench","video_url":"https://example.com/clip.mp4"}"#;
 const FIXED_RATE: u32 = 20_000;
 
@@ -50,11 +52,10 @@ impl Options {
     }
 }
 
-pub(crate) fn run(sh: &Shell, options: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(sh: &Shell, target_dir: &TargetDir, options: &Options) -> anyhow::Result<()> {
     let oha = ensure_tools(sh)?;
     cmd!(sh, "cargo build --release -p aimlvid-server").run()?;
-    let root = sh.current_dir();
-    let server_bin = root.join("target/release/aimlvid-server");
+    let server_bin = target_dir.binary(Profile::Release, "aimlvid-server");
     let dir = tempdir()?;
 
     let nginx = Nginx::start(&dir)?;

@@ -1,5 +1,5 @@
 //! `cargo xtask deb [--debug] [--test]`: Debian packages of the two
-//! binaries, in `target/dist/`:
+//! binaries, in `dist/` in Cargo's target directory (as `cargo xtask dist`):
 //!
 //! - `aimlvid_X.Y.Z-1_<arch>.deb`: the command, its man page and shell
 //!   completions;
@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use xshell::{Shell, cmd};
+
+use crate::target_dir::{Profile, TargetDir};
 
 /// What one package holds beyond its binary, man page and completions.
 struct Package {
@@ -92,21 +94,23 @@ impl Options {
 }
 
 /// Builds the packages (and tests them with `--test`); returns their paths.
-pub(crate) fn run(sh: &Shell, root: &Path, options: &Options) -> Result<Vec<PathBuf>> {
+pub(crate) fn run(
+    sh: &Shell,
+    root: &Path,
+    target_dir: &TargetDir,
+    options: &Options,
+) -> Result<Vec<PathBuf>> {
     let version = crate::dist::workspace_version(root)?;
     let arch =
         cmd!(sh, "dpkg --print-architecture").read().context("dpkg is needed to build .deb packages")?;
-    let profile = if options.debug { "debug" } else { "release" };
-    if options.debug {
-        cmd!(sh, "cargo build --locked -p aimlvid-cli -p aimlvid-server").run()?;
-    } else {
-        cmd!(sh, "cargo build --release --locked -p aimlvid-cli -p aimlvid-server").run()?;
-    }
-    let dist = root.join("target/dist");
+    let profile = Profile::debug_if(options.debug);
+    let release = profile.cargo_args();
+    cmd!(sh, "cargo build {release...} --locked -p aimlvid-cli -p aimlvid-server").run()?;
+    let dist = target_dir.dist();
     fs::create_dir_all(&dist)?;
     let mut debs = Vec::new();
     for package in &PACKAGES {
-        let built = root.join("target").join(profile).join(package.name);
+        let built = target_dir.binary(profile, package.name);
         let stage = dist.join(format!("{}-deb", package.name));
         if stage.exists() {
             fs::remove_dir_all(&stage)?;

