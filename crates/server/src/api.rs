@@ -15,6 +15,7 @@ use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use tokio::time::Instant;
 
+use crate::budget::UnknownHold;
 use crate::engine::scheduler::FollowJob;
 use crate::engine::writer::WriteError;
 use crate::error::ApiError;
@@ -359,6 +360,19 @@ impl Slot {
         state.costs().hold(generation_id, model, self.expected);
         self.kept = true;
     }
+
+    /// The create's outcome is unknown: it may be billed, so it keeps
+    /// counting against its key until the upstream's logs resolve it. A
+    /// shared store holds its place and reservation itself (in the row it
+    /// recorded), so this server's own count lets it go.
+    fn keep_while_unknown(mut self, state: &AppState, local_id: &str, model: &str) {
+        if state.store().shared() {
+            return;
+        }
+        let hold = UnknownHold { key_id: self.key.id(), model: model.to_owned(), credits: self.expected };
+        state.costs().hold_unknown(local_id, hold);
+        self.kept = true;
+    }
 }
 
 impl Drop for Slot {
@@ -403,7 +417,7 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Res
     // Storage that refuses writes answers the create within a bounded
     // time, with nothing sent upstream, rather than holding it open.
     let deadline = Instant::now() + state.create_record_timeout();
-    match state.writer().write_by(JobWrite::Begin(new_job), deadline).await {
+    match state.writer().begin_by(new_job, deadline).await {
         Ok(WriteOutcome::Begun(Begun::Inserted)) => {}
         Ok(WriteOutcome::Begun(Begun::Existing(existing))) => {
             return replay(&state, &existing, &request_hash);
@@ -492,6 +506,7 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Res
         Err(aimlvid::Error::CreateOutcomeUnknown { cause, .. }) => {
             tracing::error!(local_id, cause, "create outcome unknown; not retried");
             state.metrics().create_unknown();
+            slot.keep_while_unknown(&state, &local_id, &model);
             let unknown = JobWrite::Unknown { local_id: local_id.clone(), note: cause };
             if let Err(e) = state.writer().write(unknown).await {
                 tracing::error!(local_id, error = %e, "could not record an unknown create");

@@ -56,6 +56,18 @@ pub struct CostEstimates {
     learned: Mutex<HashMap<String, (f64, u64)>>,
     /// Per upstream generation id: the credits reserved for it.
     holds: DashMap<String, Hold>,
+    /// Per local id, for creates whose outcome is unknown (on a store of
+    /// one server: a shared store holds theirs itself): the credits and
+    /// key place they keep until the upstream's logs resolve them.
+    unknown: DashMap<String, UnknownHold>,
+}
+
+/// What a create whose outcome is unknown keeps of its key's limits.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct UnknownHold {
+    pub(crate) key_id: crate::store::KeyId,
+    pub(crate) model: String,
+    pub(crate) credits: f64,
 }
 
 /// A running job's reservation.
@@ -81,6 +93,7 @@ impl CostEstimates {
             default,
             learned: Mutex::default(),
             holds: DashMap::new(),
+            unknown: DashMap::new(),
         }
     }
 
@@ -148,6 +161,23 @@ impl CostEstimates {
     /// The reservation of a job that ended, if it had one.
     pub(crate) fn release(&self, generation_id: &str) -> Option<Hold> {
         self.holds.remove(generation_id).map(|(_, hold)| hold)
+    }
+
+    /// Keeps the reservation (and, with it, its key's place) of a create
+    /// whose outcome is unknown until it is resolved.
+    pub(crate) fn hold_unknown(&self, local_id: &str, hold: UnknownHold) {
+        self.unknown.insert(local_id.to_owned(), hold);
+    }
+
+    /// Takes the reservation of a create whose outcome was unknown: it was
+    /// found (and becomes a running job's hold), refused, or given up on.
+    pub(crate) fn take_unknown(&self, local_id: &str) -> Option<UnknownHold> {
+        self.unknown.remove(local_id).map(|(_, hold)| hold)
+    }
+
+    /// Creates whose outcome is unknown holding a reservation here.
+    pub fn unknown_holds(&self) -> usize {
+        self.unknown.len()
     }
 }
 

@@ -127,12 +127,9 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
     }
     // Writes failing (a full or read-only disk, a lost database) while
     // reads still work: not ready, with the reason.
-    if let Some((since, error)) = state.writer().health().failing() {
-        tracing::warn!(failing_secs = since.as_secs(), error, "storage refuses writes");
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("Storage refuses writes (for {} s): {error}", since.as_secs()),
-        ));
+    if let Some(trouble) = state.writer().health().trouble() {
+        tracing::warn!(trouble, "not ready");
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, trouble));
     }
     // A database that does not answer at all must not hold the probe for
     // the pool's whole wait.

@@ -90,6 +90,10 @@ pub struct StateConfig {
     /// How long a create waits for storage to record it before it is
     /// answered 503, with nothing sent upstream.
     pub create_record_timeout: Duration,
+    /// How long a create whose outcome is unknown keeps counting against
+    /// its key while the upstream's request logs do not show it; after
+    /// that it most likely never reached the upstream (it is still looked up).
+    pub unknown_window: Duration,
 }
 
 impl StateConfig {
@@ -116,6 +120,7 @@ impl StateConfig {
             max_creates_in_flight: 64,
             lease_check: crate::engine::leases::DEFAULT_LEASE_CHECK,
             create_record_timeout: DEFAULT_CREATE_RECORD_TIMEOUT,
+            unknown_window: crate::engine::recover::DEFAULT_UNKNOWN_WINDOW,
         }
     }
 
@@ -172,6 +177,7 @@ struct Inner {
     front: crate::front::FrontLimits,
     team_page: Option<Duration>,
     create_record_timeout: Duration,
+    unknown_window: Duration,
     upstream_creates: tokio::sync::Semaphore,
     /// Cancelled when shutdown begins: ends event streams, so that the
     /// requests still in flight can finish.
@@ -225,6 +231,20 @@ impl AppState {
             entry.0 += 1;
             entry.1 += expected;
         }
+        // On a store of one server, creates whose outcome is unknown keep
+        // counting against their keys until resolved or given up on (a
+        // shared store counts them in the database).
+        if !store.shared() {
+            for job in store.unknown_jobs().await?.into_iter().filter(|job| !job.hold_released) {
+                let expected = costs.estimate(&job.model, &serde_json::Value::Null);
+                let hold =
+                    crate::budget::UnknownHold { key_id: job.key_id, model: job.model, credits: expected };
+                costs.hold_unknown(&job.local_id, hold);
+                let entry = per_key.entry(job.key_id).or_default();
+                entry.0 += 1;
+                entry.1 += expected;
+            }
+        }
         let keys = KeyTable::default();
         keys.sync(store.keys().await?, |id| per_key.get(&id).copied().unwrap_or_default());
 
@@ -261,6 +281,7 @@ impl AppState {
                 front: config.front,
                 team_page: config.team_page,
                 create_record_timeout: config.create_record_timeout,
+                unknown_window: config.unknown_window,
                 upstream_creates: tokio::sync::Semaphore::new(config.max_creates_in_flight.max(1)),
                 draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
@@ -386,6 +407,11 @@ impl AppState {
     /// first served.
     pub(crate) async fn upstream_create_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.inner.upstream_creates.acquire().await.expect("the semaphore is never closed")
+    }
+
+    /// How long an unknown create keeps counting while the logs lack it.
+    pub(crate) fn unknown_window(&self) -> Duration {
+        self.inner.unknown_window
     }
 
     /// How long a create waits for storage to record it.

@@ -19,14 +19,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::scheduler::FollowJob;
 use crate::state::AppState;
-use crate::store::{JobRecord, JobWrite};
+use crate::store::{JobRecord, JobWrite, WriteOutcome};
 
 /// How often unknown creates are looked up, by default.
 pub(crate) const DEFAULT_RECOVER_INTERVAL: Duration = Duration::from_secs(60);
 
 /// After this long without a log row, a create most likely never reached
-/// the upstream; it is then reported (once) for an operator to look at.
-const LOGS_LAG: Duration = Duration::from_secs(30 * 60);
+/// the upstream: it gives its key's place and reservation back, and is
+/// reported (once) for an operator to look at. Unless configured otherwise.
+pub(crate) const DEFAULT_UNKNOWN_WINDOW: Duration = Duration::from_secs(30 * 60);
 
 /// A receipt as stored with its job.
 pub(crate) fn receipt_json(receipt: &Receipt) -> String {
@@ -72,8 +73,10 @@ pub(crate) async fn recover_once(
     let since = UNIX_EPOCH + Duration::from_secs(u64::try_from(oldest).unwrap_or(0));
     let rows = state.upstream().find_logged_creates(&ids, None, since).await?;
     let mut resolved = 0;
+    let mut resolved_now = std::collections::HashSet::new();
     for row in rows {
         let Some(job) = row.client_request_id.as_deref().and_then(|id| by_id.get(id)) else { continue };
+        resolved_now.insert(job.local_id.as_str());
         match state.upstream().poll_once(&row.inference_id).await {
             Ok(generation) => {
                 adopt(state, job, generation).await;
@@ -82,6 +85,7 @@ pub(crate) async fn recover_once(
             Err(aimlvid::Error::NotFound { .. }) if row.failed() => {
                 tracing::info!(local_id = %job.local_id, "an unknown create was refused upstream; nothing was charged");
                 state.writer().write(JobWrite::Abandon { local_id: job.local_id.clone() }).await?;
+                give_back(state, &job.local_id);
                 resolved += 1;
             }
             Err(e) => {
@@ -93,10 +97,21 @@ pub(crate) async fn recover_once(
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     for job in &unknown {
         let age = Duration::from_secs(u64::try_from(now - job.created_at).unwrap_or(0));
-        if age > LOGS_LAG && reported.insert(job.local_id.clone()) {
+        if age < state.unknown_window() || resolved_now.contains(job.local_id.as_str()) {
+            continue;
+        }
+        // Past the window, it most likely never reached the upstream: its
+        // key's place and reservation go back, once; it is still looked up.
+        if !job.hold_released {
+            let release = JobWrite::ReleaseHold { local_id: job.local_id.clone() };
+            if let WriteOutcome::HoldReleased(true) = state.writer().write(release).await? {
+                give_back(state, &job.local_id);
+            }
+        }
+        if reported.insert(job.local_id.clone()) {
             tracing::warn!(local_id = %job.local_id, key_id = job.key_id, age_secs = age.as_secs(),
                 "an unknown create is still not in the upstream's request logs: it most likely never \
-                 reached the upstream; still looking");
+                 reached the upstream, and no longer counts against its key; still looking");
         }
     }
     if resolved > 0 {
@@ -107,6 +122,16 @@ pub(crate) async fn recover_once(
         );
     }
     Ok(resolved)
+}
+
+/// Gives back what a create whose outcome was unknown kept of its key's
+/// limits on this server, if it kept anything here.
+fn give_back(state: &AppState, local_id: &str) {
+    if let Some(kept) = state.costs().take_unknown(local_id)
+        && let Some(key) = state.keys().get(kept.key_id)
+    {
+        key.job_ended(kept.credits);
+    }
 }
 
 /// Gives an unknown job the generation the logs say it made, and follows it.
@@ -125,13 +150,21 @@ async fn adopt(state: &AppState, job: &JobRecord, generation: Generation) {
         return;
     }
     tracing::info!(local_id = %job.local_id, generation_id = %generation.id, "recovered an unknown create");
-    // Its slot and reservation were released when the create failed; it
-    // runs again now.
-    let expected = state.costs().estimate(&job.model, &serde_json::Value::Null);
+    // Its place and reservation were kept while it was unknown, and now
+    // belong to the running job; if they were given back (the lookup window
+    // passed, or this server started since, or a shared store holds them),
+    // it counts here again now.
+    let expected = match state.costs().take_unknown(&job.local_id) {
+        Some(kept) => kept.credits,
+        None => {
+            let expected = state.costs().estimate(&job.model, &serde_json::Value::Null);
+            if let Some(key) = state.keys().get(job.key_id) {
+                key.job_resumed(expected);
+            }
+            expected
+        }
+    };
     state.costs().hold(&generation.id, &job.model, expected);
-    if let Some(key) = state.keys().get(job.key_id) {
-        key.job_resumed(expected);
-    }
     if generation.status.is_finished() {
         state.record(job.key_id, &generation).await;
     } else {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{JobWrite, StoreError, WriteOutcome};
+use crate::store::{Begun, JobWrite, NewJob, StoreError, WriteOutcome};
 
 /// Writes gathered into one transaction at most.
 const MAX_BATCH: usize = 2048;
@@ -60,9 +60,30 @@ pub struct Writer {
 pub struct StorageHealth {
     /// Since when the writer's batches fail, and the last error.
     failing: Mutex<Option<(Instant, String)>>,
+    /// Since when the batch being written has been waiting for storage.
+    writing_since: Mutex<Option<Instant>>,
 }
 
+/// A write waiting this long for storage (a lock never released, a
+/// database that stopped answering) makes the server not ready.
+const STALLED: Duration = Duration::from_secs(5);
+
 impl StorageHealth {
+    fn writing(&self, since: Option<Instant>) {
+        *self.writing_since.lock().unwrap_or_else(|e| e.into_inner()) = since;
+    }
+
+    /// Why the server should not be called ready for storage's sake, if it
+    /// should not: writes failing, or one waiting too long.
+    pub fn trouble(&self) -> Option<String> {
+        if let Some((since, error)) = self.failing() {
+            return Some(format!("Storage refuses writes (for {} s): {error}", since.as_secs()));
+        }
+        let writing = *self.writing_since.lock().unwrap_or_else(|e| e.into_inner());
+        let waited = writing.map(|since| since.elapsed()).filter(|waited| *waited >= STALLED)?;
+        Some(format!("Storage has not finished a write for {} s", waited.as_secs()))
+    }
+
     fn failed(&self, error: &StoreError) {
         let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
         let since = failing.as_ref().map_or_else(Instant::now, |(since, _)| *since);
@@ -107,12 +128,36 @@ impl Writer {
         self.submit(write, None).await
     }
 
-    /// Stores `write`, unless storage keeps failing until `deadline`: then
-    /// it is given up, never stored, and answered [`WriteError::Unavailable`].
-    /// Only for writes that may be lost without harm, such as a create that
-    /// has not been sent upstream.
-    pub async fn write_by(&self, write: JobWrite, deadline: Instant) -> Result<WriteOutcome, WriteError> {
-        self.submit(write, Some(deadline)).await
+    /// Records a create before it is sent upstream, unless storage has not
+    /// done so by `deadline`: then the create is given up and answered
+    /// [`WriteError::Unavailable`]. Should its row be stored after all (a
+    /// statement that was waiting on a lock, say), it is removed again,
+    /// since nothing was sent.
+    pub async fn begin_by(&self, job: NewJob, deadline: Instant) -> Result<WriteOutcome, WriteError> {
+        let local_id = job.local_id.clone();
+        let (reply, mut answer) = oneshot::channel();
+        let pending = Pending { write: JobWrite::Begin(job), reply: Some(reply), deadline: Some(deadline) };
+        match tokio::time::timeout_at(deadline, self.queue.send(pending)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(WriteError::Stopped),
+            Err(_) => return Err(WriteError::Unavailable("the writer's queue stayed full".into())),
+        }
+        if let Ok(answer) = tokio::time::timeout_at(deadline, &mut answer).await {
+            return answer.unwrap_or(Err(WriteError::Stopped));
+        }
+        let writer = self.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(WriteOutcome::Begun(Begun::Inserted))) = answer.await {
+                tracing::warn!(
+                    local_id,
+                    "a create given up for slow storage was stored after all; removing it (it was never sent upstream)"
+                );
+                if let Err(e) = writer.write(JobWrite::Abandon { local_id: local_id.clone() }).await {
+                    tracing::error!(local_id, error = %e, "could not remove a create that was never sent");
+                }
+            }
+        });
+        Err(WriteError::Unavailable("storage did not answer in time".into()))
     }
 
     async fn submit(&self, write: JobWrite, deadline: Option<Instant>) -> Result<WriteOutcome, WriteError> {
@@ -203,7 +248,10 @@ impl Attempt<'_> {
                 return true;
             }
             let writes: Vec<JobWrite> = batch.iter().map(|p| p.write.clone()).collect();
-            let error = match self.store.apply(&writes).await {
+            self.health.writing(Some(Instant::now()));
+            let applied = self.store.apply(&writes).await;
+            self.health.writing(None);
+            let error = match applied {
                 Ok(outcomes) => {
                     self.metrics.storage_batch(writes.len());
                     self.health.succeeded();

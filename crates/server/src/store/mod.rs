@@ -291,6 +291,10 @@ pub struct JobRecord {
     pub receipt: Option<String>,
     /// Why a job is `unknown`.
     pub note: Option<String>,
+    /// For a create whose outcome is unknown: whether it gave its key's
+    /// place and budget hold back, the lookup window having passed
+    /// ([`JobWrite::ReleaseHold`]).
+    pub hold_released: bool,
 }
 
 /// A create about to be sent upstream.
@@ -405,6 +409,14 @@ pub enum JobWrite {
         /// What the upstream answered.
         note: String,
     },
+    /// Give back, once, the key's place and budget hold of a create whose
+    /// outcome is still unknown after the lookup window; the job is kept,
+    /// and still looked up. Should it be found later, recording its id
+    /// takes them again.
+    ReleaseHold {
+        /// This server's id for the job.
+        local_id: String,
+    },
     /// Forget a create the upstream definitely refused.
     Abandon {
         /// This server's id for the job.
@@ -457,6 +469,7 @@ impl JobWrite {
             JobWrite::Unknown { local_id, .. } => format!("create {local_id} with an unknown outcome"),
             JobWrite::Gone { generation_id, .. } => format!("generation {generation_id} unknown upstream"),
             JobWrite::Abandon { local_id } => format!("create {local_id} refused upstream"),
+            JobWrite::ReleaseHold { local_id } => format!("create {local_id} given up looking for"),
             JobWrite::Changed { generation_id, status, .. } => {
                 format!("generation {generation_id} now {status}")
             }
@@ -480,6 +493,9 @@ pub enum WriteOutcome {
     Finished(Option<Charged>),
     /// How many jobs [`JobWrite::Prune`] forgot.
     Pruned(u64),
+    /// Whether [`JobWrite::ReleaseHold`] gave the hold back (false: it
+    /// already had, or the job was resolved meanwhile).
+    HoldReleased(bool),
 }
 
 /// The result of [`JobStore::apply`]: `Err` if nothing was committed (try

@@ -308,10 +308,20 @@ async fn apply_write(
             .unwrap_or_else(|| Err(StoreError::Corrupt("a create went unrecorded".into()))),
         JobWrite::Created { local_id, generation_id, status, body, receipt } => {
             let mut savepoint = sqlx::Connection::begin(&mut **tx).await?;
+            // A lost create found after it gave its place back takes it again:
+            // the job exists, so it counts, whatever the limits say now.
+            sqlx::query(
+                "UPDATE keys SET unfinished = keys.unfinished + 1, reserved = keys.reserved + j.reserved \
+                 FROM jobs j WHERE j.local_id = $1 AND j.hold_released AND j.generation_id IS NULL \
+                 AND keys.id = j.key_id",
+            )
+            .bind(local_id)
+            .execute(&mut *savepoint)
+            .await?;
             // The server that created the job follows it: it holds the lease from the start.
             let updated = sqlx::query(
                 "UPDATE jobs SET generation_id = $1, status = $2, body = $3, receipt = $4, updated_at = $5, \
-                 owner = $7, lease_until = $8 WHERE local_id = $6",
+                 owner = $7, lease_until = $8, hold_released = FALSE WHERE local_id = $6",
             )
             .bind(generation_id)
             .bind(status)
@@ -358,14 +368,30 @@ async fn apply_write(
             .await?;
             done
         }
+        JobWrite::ReleaseHold { local_id } => {
+            let released: Option<(KeyId, f64)> = sqlx::query_as(
+                "UPDATE jobs SET hold_released = TRUE, updated_at = $2 \
+                 WHERE local_id = $1 AND generation_id IS NULL AND NOT hold_released RETURNING key_id, reserved",
+            )
+            .bind(local_id)
+            .bind(now)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some((key_id, reserved)) = released {
+                give_place(tx, key_id, reserved).await?;
+            }
+            Ok(WriteOutcome::HoldReleased(released.is_some()))
+        }
         JobWrite::Abandon { local_id } => {
-            let abandoned: Option<(KeyId, f64)> = sqlx::query_as(
-                "DELETE FROM jobs WHERE local_id = $1 AND generation_id IS NULL RETURNING key_id, reserved",
+            // One that gave its place back already has none to give.
+            let abandoned: Option<(KeyId, Option<f64>)> = sqlx::query_as(
+                "DELETE FROM jobs WHERE local_id = $1 AND generation_id IS NULL \
+                 RETURNING key_id, CASE WHEN hold_released THEN NULL ELSE reserved END",
             )
             .bind(local_id)
             .fetch_optional(&mut **tx)
             .await?;
-            if let Some((key_id, reserved)) = abandoned {
+            if let Some((key_id, Some(reserved))) = abandoned {
                 give_place(tx, key_id, reserved).await?;
             }
             done

@@ -383,6 +383,18 @@ async fn apply_write(
             .await?;
             done
         }
+        JobWrite::ReleaseHold { local_id } => {
+            let released = sqlx::query(
+                "UPDATE jobs SET hold_released = 1, updated_at = ? \
+                 WHERE local_id = ? AND generation_id IS NULL AND hold_released = 0",
+            )
+            .bind(now)
+            .bind(local_id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            Ok(WriteOutcome::HoldReleased(released > 0))
+        }
         JobWrite::Abandon { local_id } => {
             sqlx::query("DELETE FROM jobs WHERE local_id = ? AND generation_id IS NULL")
                 .bind(local_id)

@@ -143,6 +143,7 @@ on_both!(
     the_page_lists_a_keys_jobs_newest_first_page_by_page,
     the_page_counts_usage_per_key_per_day_and_finds_deliveries_that_gave_up,
     page_sessions_expire_and_end_when_signed_out,
+    an_unknown_create_keeps_its_hold_until_given_back_once,
 );
 
 #[tokio::test]
@@ -237,6 +238,70 @@ fn new_job(key_id: KeyId) -> NewJob {
         reserved: 0.0,
         prompt: None,
         input: None,
+    }
+}
+
+/// A create whose outcome is unknown may be billed: it keeps its key's place
+/// and reservation until it is resolved. Past the lookup window it gives them
+/// back once; found after that, it takes them again; refused then, it gives
+/// nothing back twice. (A shared store counts places itself, so there the
+/// limits show it; a store of one server only marks the job, and the server
+/// counts.)
+async fn an_unknown_create_keeps_its_hold_until_given_back_once(b: &Backend) {
+    let store = b.store();
+    let mut capped = new_key("capped");
+    capped.limits.max_unfinished = Some(2);
+    capped.limits.credit_budget = Some(1000.0);
+    let key = store.insert_key(&capped).await.unwrap();
+    let job = |local: &str| NewJob { local_id: local.into(), reserved: 6.0, ..new_job(key.id) };
+    let full = Begun::OverLimit(LimitReached::Unfinished(2));
+    let release = |local: &str| JobWrite::ReleaseHold { local_id: local.into() };
+    // A running job holds one place.
+    assert_eq!(store.begin_job(&job("running")).await.unwrap(), Begun::Inserted);
+    store.job_created("running", "g-running", "queued", "{}").await.unwrap();
+
+    // A create whose answer was lost holds the other.
+    assert_eq!(store.begin_job(&job("lost")).await.unwrap(), Begun::Inserted);
+    store.job_unknown("lost", "the answer was lost").await.unwrap();
+    if store.shared() {
+        assert_eq!(store.begin_job(&job("over")).await.unwrap(), full);
+    }
+    let unknown = store.unknown_jobs().await.unwrap();
+    assert_eq!(
+        unknown.iter().map(|j| (j.local_id.as_str(), j.hold_released)).collect::<Vec<_>>(),
+        [("lost", false)]
+    );
+
+    // The lookup window passed: given back once, and still looked up.
+    assert_eq!(apply_one(store, release("lost")).await.unwrap(), WriteOutcome::HoldReleased(true));
+    assert_eq!(apply_one(store, release("lost")).await.unwrap(), WriteOutcome::HoldReleased(false));
+    let unknown = store.unknown_jobs().await.unwrap();
+    assert_eq!(
+        unknown.iter().map(|j| (j.local_id.as_str(), j.hold_released)).collect::<Vec<_>>(),
+        [("lost", true)]
+    );
+    if store.shared() {
+        assert_eq!(store.begin_job(&job("fits")).await.unwrap(), Begun::Inserted);
+        store.abandon_job("fits").await.unwrap();
+    }
+
+    // Found after all: it counts again, and its end gives the place back once.
+    store.job_created("lost", "g-lost", "queued", "{}").await.unwrap();
+    if store.shared() {
+        assert_eq!(store.begin_job(&job("over")).await.unwrap(), full);
+    }
+    assert_eq!(apply_one(store, release("lost")).await.unwrap(), WriteOutcome::HoldReleased(false), "found");
+    store.job_finished("g-lost", &end("completed", 6.0)).await.unwrap();
+
+    // One refused after giving its place back gives nothing back twice.
+    assert_eq!(store.begin_job(&job("refused")).await.unwrap(), Begun::Inserted);
+    store.job_unknown("refused", "the answer was lost").await.unwrap();
+    assert_eq!(apply_one(store, release("refused")).await.unwrap(), WriteOutcome::HoldReleased(true));
+    store.abandon_job("refused").await.unwrap();
+    if store.shared() {
+        // `running` holds one place; one more fits, and no third.
+        assert_eq!(store.begin_job(&job("second")).await.unwrap(), Begun::Inserted);
+        assert_eq!(store.begin_job(&job("third")).await.unwrap(), full);
     }
 }
 

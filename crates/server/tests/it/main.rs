@@ -5,6 +5,7 @@ mod compat;
 mod edges;
 mod engine;
 mod events;
+mod faults;
 mod jobs;
 mod keys;
 mod metrics;

@@ -105,6 +105,16 @@ pub(crate) async fn start_proxy_on<S: Store + 'static>(
     policy: PollPolicy,
     tweak: impl FnOnce(&mut StateConfig),
 ) -> Proxy {
+    start_proxy_dyn(sim, Arc::new(store), policy, tweak).await
+}
+
+/// [`start_proxy_on`], on whichever backend `store` is.
+pub(crate) async fn start_proxy_dyn(
+    sim: &RunningSim,
+    store: Arc<dyn Store>,
+    policy: PollPolicy,
+    tweak: impl FnOnce(&mut StateConfig),
+) -> Proxy {
     let state = proxy_state(sim, store, policy, tweak).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -123,7 +133,7 @@ pub(crate) async fn start_tls_proxy(
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
     ca_pem: &str,
 ) -> Proxy {
-    let state = proxy_state(sim, SqliteStore::open(db).await.unwrap(), quick_polls(), |_| {}).await;
+    let state = proxy_state(sim, Arc::new(SqliteStore::open(db).await.unwrap()), quick_polls(), |_| {}).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -140,9 +150,9 @@ pub(crate) async fn start_tls_proxy(
 }
 
 /// The state of a proxy in front of `sim`, storing in `db`.
-async fn proxy_state<S: Store + 'static>(
+async fn proxy_state(
     sim: &RunningSim,
-    store: S,
+    store: Arc<dyn Store>,
     policy: PollPolicy,
     tweak: impl FnOnce(&mut StateConfig),
 ) -> AppState {
@@ -168,7 +178,7 @@ async fn proxy_state<S: Store + 'static>(
         ..StateConfig::from_builder(upstream).unwrap()
     };
     tweak(&mut config);
-    AppState::start(Arc::new(store), config).await.unwrap()
+    AppState::start(store, config).await.unwrap()
 }
 
 impl Proxy {
@@ -328,6 +338,20 @@ impl TestPostgres {
         Some(TestPostgres { url, admin, schema })
     }
 
+    /// Locks the schema's jobs table against writes (reads go on) until
+    /// the lock is released: every write of a server waits on it, inside
+    /// its transaction.
+    pub(crate) async fn lock_jobs(&self) -> JobsLock {
+        let mut holder = self.admin.acquire().await.unwrap().detach();
+        use sqlx::Connection as _;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut holder).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+        let lock = format!("LOCK TABLE {}.jobs IN EXCLUSIVE MODE", self.schema);
+        sqlx::query(sqlx::AssertSqlSafe(lock)).execute(&mut holder).await.unwrap();
+        let _ = holder.ping().await;
+        JobsLock { holder, pid, admin: self.admin.clone() }
+    }
+
     /// Drops the schema (a failed case keeps it, to look at).
     pub(crate) async fn drop(self) {
         let drop = format!("DROP SCHEMA {} CASCADE", self.schema);
@@ -357,4 +381,32 @@ pub(crate) async fn delivery_counter()
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, counts)
+}
+
+/// A lock on a schema's jobs table, held by a connection of the test's own.
+pub(crate) struct JobsLock {
+    holder: sqlx::PgConnection,
+    pid: i32,
+    admin: sqlx::PgPool,
+}
+
+impl JobsLock {
+    /// Kills every backend waiting on the lock, mid-transaction; returns how many.
+    pub(crate) async fn kill_waiting(&self) -> usize {
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE $1 = ANY(pg_blocking_pids(pid))) AS killed",
+        )
+        .bind(self.pid)
+        .fetch_one(&self.admin)
+        .await
+        .unwrap();
+        usize::try_from(killed).unwrap_or(0)
+    }
+
+    /// Lets the waiting writes through.
+    pub(crate) async fn release(mut self) {
+        sqlx::query("ROLLBACK").execute(&mut self.holder).await.unwrap();
+        sqlx::Connection::close(self.holder).await.unwrap();
+    }
 }
