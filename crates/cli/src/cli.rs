@@ -136,7 +136,7 @@ pub(crate) enum Command {
     Wait {
         /// The generation id
         id: String,
-        /// Where to write the video [default: the journal's path for the job, else ID.mp4]
+        /// Where to write the video (a directory: into it) [default: the journal's path for the job, else ID.mp4]
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Replace the output file if it exists
@@ -147,9 +147,9 @@ pub(crate) enum Command {
     Download {
         /// The generation id
         id: String,
-        /// Where to write the video
+        /// Where to write the video (a directory: into it) [default: the journal's path for the job, else ID.mp4]
         #[arg(short, long, value_name = "FILE")]
-        output: PathBuf,
+        output: Option<PathBuf>,
         /// Replace the output file if it exists
         #[arg(long)]
         force: bool,
@@ -225,7 +225,7 @@ pub(crate) struct ExtendArgs {
         short,
         long,
         value_name = "FILE",
-        help = "Where to write the result [default: <VIDEO stem>-extended.mp4, or extended.mp4 for a URL]"
+        help = "Where to write the result (a directory: into it) [default: <VIDEO stem>-extended.mp4, or extended.mp4 for a URL]"
     )]
     pub(crate) output: Option<PathBuf>,
 
@@ -298,7 +298,7 @@ pub(crate) struct GenerateArgs {
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub(crate) params: Vec<String>,
 
-    /// Where to write the result [default: <model name>.mp4; more results: -2, -3… beside it]
+    /// Where to write the result (a directory: into it) [default: <model name>.mp4; more results: -2, -3… beside it]
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
 

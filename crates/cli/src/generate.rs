@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::GenerateArgs;
 use crate::exit::{self, Failure};
-use crate::jobs::{App, absolute, ensure_free, report_finished};
+use crate::jobs::{App, absolute, ensure_free, ensure_writable, output_path, report_finished};
 use crate::journal::JobState;
 
 /// A request ready to send, and what the journal says it was made from.
@@ -44,12 +44,13 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
         return dry_run(app, &args.model, &body).await;
     }
 
+    let name = default_file_name(&args.model);
     let output = match &args.output {
-        Some(path) => path.clone(),
-        None => app.settings.output_dir.join(default_file_name(&args.model)),
+        Some(path) => output_path(path, &name.to_string_lossy())?,
+        None => absolute(&app.settings.output_dir.join(name))?,
     };
-    let output = absolute(&output)?;
     ensure_free(&output, args.force)?;
+    ensure_writable(&output)?;
     let client = app.client(None)?;
     let request: GenericRequest = serde_json::from_value(body)?;
     let policy = app.poll_policy(&client, &args.model).await;
