@@ -398,7 +398,7 @@ impl<'r> App<'r> {
                 builder
             }
         };
-        builder.build().map_err(|e| match e {
+        builder.observer(self.report.retry_observer()).build().map_err(|e| match e {
             aimlvid::Error::MissingApiKey => Failure::new(
                 exit::AUTH,
                 format!(
@@ -628,6 +628,10 @@ impl<'r> App<'r> {
         let outcome: anyhow::Result<Generation> = async {
             let mut last = None;
             while let Some(item) = watch.next().await {
+                if let Err(aimlvid::Error::GenerationFailed { .. }) = &item {
+                    // The stream's last item: shown like any other status.
+                    waiting.status(&aimlvid::Status::Error);
+                }
                 let generation = item?;
                 waiting.status(&generation.status);
                 let state = JobState::from_status(&generation.status);
