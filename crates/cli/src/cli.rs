@@ -23,7 +23,17 @@ Exit codes:
 Configuration: flags, then the environment (AIMLAPI_API_KEY, AIMLAPI_BASE_URL),
 then the config file (aimlvid.toml in the platform's config directory: base_url,
 model, output_dir). The API key is read from the environment only. A journaled
-job is always followed on the server that created it, unless --base-url says otherwise.";
+job is always followed on the server that created it, unless --base-url says otherwise.
+
+Environment:
+  AIMLAPI_API_KEY     the API key (or AIML_API_KEY)
+  AIMLAPI_BASE_URL    the server, as --base-url (or AIMLAPI_API_BASE)
+  AIMLVID_JOURNAL     the journal directory, as --journal
+  AIMLVID_CONFIG      the config file, as --config
+  AIMLVID_ALLOW_HTTP  1 to allow a plain http:// base URL beyond this machine and private networks
+  AIMLVID_TIME_SCALE  for a simulator on this machine or network started with --time-scale N:
+                      divide every poll and retry wait by N (ignored for other servers)
+  NO_COLOR            any value turns colour off";
 
 /// Extend a video clip with the AI/ML API's Veo 3.1 models and get a playable file back.
 ///
@@ -39,8 +49,9 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
-/// Flags every subcommand accepts.
+/// Flags every subcommand accepts, shown under their own heading.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub(crate) struct Global {
     // `help` rather than a doc comment: rustdoc would flag the bare URL.
     #[arg(
@@ -136,7 +147,7 @@ pub(crate) enum Command {
     Wait {
         /// The generation id
         id: String,
-        /// Where to write the video [default: the journal's path for the job, else ID.mp4]
+        /// Where to write the video (a directory: into it) [default: the journal's path for the job, else ID.mp4]
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Replace the output file if it exists
@@ -147,9 +158,9 @@ pub(crate) enum Command {
     Download {
         /// The generation id
         id: String,
-        /// Where to write the video
+        /// Where to write the video (a directory: into it) [default: the journal's path for the job, else ID.mp4]
         #[arg(short, long, value_name = "FILE")]
-        output: PathBuf,
+        output: Option<PathBuf>,
         /// Replace the output file if it exists
         #[arg(long)]
         force: bool,
@@ -225,7 +236,7 @@ pub(crate) struct ExtendArgs {
         short,
         long,
         value_name = "FILE",
-        help = "Where to write the result [default: <VIDEO stem>-extended.mp4, or extended.mp4 for a URL]"
+        help = "Where to write the result (a directory: into it) [default: <VIDEO stem>-extended.mp4, or extended.mp4 for a URL]"
     )]
     pub(crate) output: Option<PathBuf>,
 
@@ -298,7 +309,7 @@ pub(crate) struct GenerateArgs {
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub(crate) params: Vec<String>,
 
-    /// Where to write the result [default: <model name>.mp4; more results: -2, -3… beside it]
+    /// Where to write the result (a directory: into it) [default: <model name>.mp4; more results: -2, -3… beside it]
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
 
@@ -430,6 +441,24 @@ mod tests {
         for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "8 ", "130 "] {
             assert!(help.contains(&format!("\n  {code}")), "{code} missing from:\n{help}");
         }
+    }
+
+    #[test]
+    fn global_flags_have_their_own_heading_and_the_environment_is_listed() {
+        let help = Cli::command().render_long_help().to_string();
+        let global = help.find("Global options:").expect("a Global options heading");
+        for flag in ["--base-url", "--journal", "--simulate", "--json", "--color"] {
+            let at = help.find(&format!("      {flag}")).or_else(|| help.find(&format!(", {flag}"))).unwrap();
+            assert!(at > global, "{flag} is not under Global options:\n{help}");
+        }
+        assert!(help.contains("AIMLVID_TIME_SCALE"), "{help}");
+        let mut cli = Cli::command();
+        // Global flags reach the subcommands when the command is built, as parsing does.
+        cli.build();
+        let extend = cli.find_subcommand_mut("extend").unwrap().render_long_help().to_string();
+        let (own, global) = extend.split_once("Global options:").expect("extend's help separates them");
+        assert!(own.contains("--prompt") && !own.contains("--base-url"), "{extend}");
+        assert!(global.contains("--base-url"), "{extend}");
     }
 
     #[test]

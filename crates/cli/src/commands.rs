@@ -11,7 +11,10 @@ use serde_json::{Value, json};
 
 use crate::cli::ExtendArgs;
 use crate::exit::{self, Failure, Interrupted};
-use crate::jobs::{App, Finished, Input, Plan, Recovered, absolute, ensure_free, report_finished};
+use crate::jobs::{
+    App, Finished, Input, Plan, Recovered, absolute, ensure_free, ensure_writable, output_path,
+    report_finished,
+};
 use crate::journal::{JobRecord, JobState, RequestOptions};
 use crate::report::short_duration;
 
@@ -40,19 +43,23 @@ pub(crate) async fn extend(app: &App<'_>, args: ExtendArgs) -> anyhow::Result<u8
         }
     };
     let output = match &args.output {
-        Some(path) => path.clone(),
-        None => default_output(args.video.as_deref(), &app.settings.output_dir),
+        Some(path) => {
+            let name = default_output(args.video.as_deref(), Path::new(""));
+            output_path(path, &name.to_string_lossy())?
+        }
+        None => absolute(&default_output(args.video.as_deref(), &app.settings.output_dir))?,
     };
     let plan = Plan {
         model: args.model.unwrap_or(app.settings.model).into(),
         prompts,
         options,
-        final_output: absolute(&output)?,
+        final_output: output,
         force: args.force,
     };
     for step in 1..=plan.prompts.len() as u32 {
         ensure_free(&plan.output_of(step), args.force)?;
     }
+    ensure_writable(&plan.final_output)?;
     let client = app.client(None)?;
 
     if args.no_wait {
@@ -232,10 +239,12 @@ fn record_for(
     if let Some(path) = output {
         let path = absolute(&path)?;
         if path != record.output {
-            // The part file of a download started elsewhere is not this one's.
-            if record.state == JobState::Downloading {
+            // The part file of a download started elsewhere is not this
+            // one's, and a result downloaded elsewhere is fetched again here.
+            if matches!(record.state, JobState::Downloading | JobState::Downloaded) {
                 record.state = JobState::Completed;
             }
+            record.files.clear();
             record.output = path;
         }
     }
@@ -252,25 +261,19 @@ pub(crate) async fn wait(
 ) -> anyhow::Result<u8> {
     let existing = app.journal.find(id)?;
     let client = app.client(existing.as_ref().map(|r| r.base_url.as_str()))?;
+    let output = output.map(|o| output_path(&o, &file_name_for(id))).transpose()?;
     let mut record = record_for(app, &client, id, existing, output)?;
-    if record.state == JobState::Downloaded && record.output.exists() {
+    if record.result_intact() {
         app.report.note(format!("generation {id} is already downloaded"));
-        let finished = Finished {
-            id: id.to_owned(),
-            output: record.output.clone(),
-            bytes: record.bytes.unwrap_or_default(),
-            credits_used: record.credits_used,
-            elapsed: std::time::Duration::ZERO,
-            video_url: None,
-        };
-        report_finished(app, &[finished], false)?;
+        report_finished(app, &[Finished::from_record(&record)?], false)?;
         return Ok(exit::OK);
     }
     if record.state == JobState::Downloaded {
-        // Its file is gone: fetch it again.
+        // A file is gone or not the one downloaded: fetch it again.
         record.state = JobState::Completed;
     }
     ensure_free(&record.output, force)?;
+    ensure_writable(&record.output)?;
     // Journaled before waiting, like every job.
     app.journal.save(&mut record)?;
     let finished =
@@ -279,15 +282,22 @@ pub(crate) async fn wait(
     Ok(exit::OK)
 }
 
-/// `aimlvid download ID -o FILE`.
-pub(crate) async fn download(app: &App<'_>, id: &str, output: PathBuf, force: bool) -> anyhow::Result<u8> {
+/// `aimlvid download ID [-o FILE]`.
+pub(crate) async fn download(
+    app: &App<'_>,
+    id: &str,
+    output: Option<PathBuf>,
+    force: bool,
+) -> anyhow::Result<u8> {
     let existing = app.journal.find(id)?;
     let client = app.client(existing.as_ref().map(|r| r.base_url.as_str()))?;
     // Where the job's result was going: a download that cannot start yet
     // does not change it.
     let planned = existing.as_ref().map(|r| r.output.clone());
-    let mut record = record_for(app, &client, id, existing, Some(output))?;
+    let output = output.map(|o| output_path(&o, &file_name_for(id))).transpose()?;
+    let mut record = record_for(app, &client, id, existing, output)?;
     ensure_free(&record.output, force)?;
+    ensure_writable(&record.output)?;
     app.report.set_current(Some(id));
     let generation = app.interruptible(async { Ok(client.get(id).await?) }).await?;
     match &generation.status {
@@ -318,11 +328,12 @@ pub(crate) async fn download(app: &App<'_>, id: &str, output: PathBuf, force: bo
         record.state = JobState::Completed;
     }
     let _downloading = app.lock_record(&record, id)?;
-    let bytes = app.interruptible(app.fetch(&client, &mut record, &generation, force)).await?;
+    let files = app.interruptible(app.fetch(&client, &mut record, &generation, force)).await?;
     let finished = Finished {
         id: id.to_owned(),
         output: record.output.clone(),
-        bytes,
+        outputs: files.iter().map(|f| f.path.clone()).collect(),
+        bytes: files.iter().map(|f| f.bytes).sum(),
         credits_used: generation.credits_used(),
         elapsed: std::time::Duration::ZERO,
         video_url: generation.video_url().map(str::to_owned),
@@ -699,10 +710,15 @@ pub(crate) async fn resume(app: &App<'_>, force: bool, retry_failed: bool) -> an
         match run {
             Ok(steps) => {
                 for step in &steps {
-                    completed.push(json!({"id": step.id, "output": step.output, "bytes": step.bytes}));
+                    completed.push(json!({
+                        "id": step.id,
+                        "output": step.output,
+                        "outputs": step.outputs,
+                        "bytes": step.bytes,
+                    }));
                 }
                 if let Some(last) = steps.last() {
-                    outputs.push(last.output.display().to_string());
+                    outputs.extend(last.outputs.iter().map(|p| p.display().to_string()));
                 }
             }
             Err(e) if e.chain().any(|c| c.is::<Interrupted>()) => return Err(e),

@@ -80,7 +80,9 @@ fn code_for_api(e: &aimlvid::Error) -> u8 {
     use aimlvid::Error as E;
     match e {
         E::MissingApiKey | E::Unauthorized { .. } | E::OutOfCredits { .. } => AUTH,
-        E::Config(_) | E::InvalidInput(_) | E::Validation(_) => USAGE,
+        E::Config(_) | E::PlainHttp { .. } | E::NotTheApi { .. } | E::InvalidInput(_) | E::Validation(_) => {
+            USAGE
+        }
         E::InvalidRequest { .. } | E::NotFound { .. } => INVALID,
         E::GenerationFailed { .. } => FAILED,
         E::TimedOut { .. } => NOT_FINISHED,
@@ -123,17 +125,53 @@ pub(crate) async fn ctrl_c() {
     }
 }
 
+/// A library error in the command line's own words, where the library's
+/// names its Rust API (`ClientBuilder::…`, `Client::…`) or says what the
+/// command line says better (its flags and commands).
+fn in_cli_words(e: &aimlvid::Error) -> Option<String> {
+    use aimlvid::Error as E;
+    const BASE_URL: &str = "--base-url, AIMLAPI_BASE_URL or the config file's base_url";
+    Some(match e {
+        E::MissingApiKey => "no API key: set AIMLAPI_API_KEY in the environment (keys are at \
+                             https://aimlapi.com/app/keys), or add --simulate to try aimlvid without one"
+            .to_owned(),
+        E::PlainHttp { base_url } => format!(
+            "base URL {base_url} would send the API key unencrypted over plain http://; use https://, \
+             or, for a server on a network you trust, set AIMLVID_ALLOW_HTTP=1"
+        ),
+        E::NotTheApi { host, message } => format!(
+            "{host} does not look like the AI/ML API: a create there was answered 404 ({message}); \
+             check the base URL ({BASE_URL}); nothing was created"
+        ),
+        e if e.is_unreachable() => {
+            let E::Transport { host, .. } = e else { return None };
+            format!(
+                "cannot connect to {host}; check that the server is running, and the base URL ({BASE_URL})"
+            )
+        }
+        E::CreateOutcomeUnknown { cause, client_request_id } => format!(
+            "the create request may have been accepted, but its answer was lost ({cause}); a job may \
+             exist and be billed. It was not retried, so that it is not paid twice: `aimlvid resume` \
+             finds it in the API's request logs by its client request id {client_request_id}; or look in \
+             your generation history at https://aimlapi.com/app before creating it again"
+        ),
+        _ => return None,
+    })
+}
+
 /// An error on one line: the messages of its chain down to the library's
-/// error (whose message already includes its direct cause), then the
-/// deepest cause, which is often the useful one ("Connection refused").
+/// error (whose message already includes its direct cause, and which is
+/// put in the command line's words), then the deepest cause, which is
+/// often the useful one ("Connection refused").
 pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut chain = err.chain();
     for cause in chain.by_ref() {
-        parts.push(cause.to_string());
-        if cause.is::<aimlvid::Error>() {
+        if let Some(e) = cause.downcast_ref::<aimlvid::Error>() {
+            parts.push(in_cli_words(e).unwrap_or_else(|| e.to_string()));
             break;
         }
+        parts.push(cause.to_string());
     }
     let mut line = parts.join(": ");
     if let Some(root) = chain.last() {
@@ -199,6 +237,29 @@ mod tests {
             anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("writing");
         assert!(is_broken_pipe(&pipe));
         assert!(!is_broken_pipe(&anyhow::anyhow!("x")));
+    }
+
+    #[test]
+    fn library_errors_are_told_without_rust_names() {
+        let client_request_id = aimlvid::ClientRequestId::new("k1").unwrap();
+        let cases = [
+            aimlvid::Error::MissingApiKey,
+            aimlvid::Error::PlainHttp { base_url: "http://proxy.example".into() },
+            aimlvid::Error::NotTheApi { host: "example.com".into(), message: "Cannot POST".into() },
+            aimlvid::Error::CreateOutcomeUnknown { cause: "timed out".into(), client_request_id },
+        ];
+        let rust_name = |s: &str| s.split_whitespace().any(|w| w.contains("::"));
+        for error in cases {
+            let library = error.to_string();
+            let line = one_line(&anyhow::Error::new(error));
+            assert!(!rust_name(&line), "{line}");
+            assert!(rust_name(&library) || line != library, "no rewording needed for: {library}");
+        }
+        let line = one_line(&anyhow::Error::new(aimlvid::Error::NotTheApi {
+            host: "example.com".into(),
+            message: "Cannot POST".into(),
+        }));
+        assert!(line.contains("--base-url") && !line.contains("not found"), "{line}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::GenerateArgs;
 use crate::exit::{self, Failure};
-use crate::jobs::{App, absolute, ensure_free, report_finished};
+use crate::jobs::{App, absolute, ensure_free, ensure_writable, output_path, report_finished};
 use crate::journal::JobState;
 
 /// A request ready to send, and what the journal says it was made from.
@@ -38,18 +38,20 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
     let built = build(spec, &args).await?;
     let body = Value::Object(built.body.clone());
     if !args.skip_validation {
-        catalog::validate(&body).map_err(|e| Failure::usage(format!("{e}; nothing was sent")))?;
+        catalog::validate(&body)
+            .map_err(|e| Failure::usage(format!("{}; nothing was sent", in_flags(spec, e))))?;
     }
     if args.dry_run {
         return dry_run(app, &args.model, &body).await;
     }
 
+    let name = default_file_name(&args.model);
     let output = match &args.output {
-        Some(path) => path.clone(),
-        None => app.settings.output_dir.join(default_file_name(&args.model)),
+        Some(path) => output_path(path, &name.to_string_lossy())?,
+        None => absolute(&app.settings.output_dir.join(name))?,
     };
-    let output = absolute(&output)?;
     ensure_free(&output, args.force)?;
+    ensure_writable(&output)?;
     let client = app.client(None)?;
     let request: GenericRequest = serde_json::from_value(body)?;
     let policy = app.poll_policy(&client, &args.model).await;
@@ -85,6 +87,10 @@ async fn build(spec: Option<&ModelSpec>, args: &GenerateArgs) -> anyhow::Result<
     let mut built = Built { body: Map::new(), inputs: Vec::new() };
     built.body.insert("model".into(), args.model.clone().into());
     if let Some(prompt) = &args.prompt {
+        // -p is --param prompt=, and refused the same way by a model without one.
+        if let Some(spec) = spec.filter(|s| s.parameter("prompt").is_none() && !args.skip_validation) {
+            return Err(no_such_parameter(spec, "prompt", "-p").into());
+        }
         built.body.insert("prompt".into(), prompt.clone().into());
     }
     for (kind, given) in
@@ -125,12 +131,8 @@ async fn build(spec: Option<&ModelSpec>, args: &GenerateArgs) -> anyhow::Result<
                 }
                 _ => typed(spec.map_or("", |s| s.id.as_str()), param, text)?,
             },
-            None if spec.is_some() && !args.skip_validation => {
-                let spec = spec.map_or("", |s| s.id.as_str());
-                return Err(Failure::usage(format!(
-                    "{spec} has no parameter {name:?}; `aimlvid models show {spec}` lists them"
-                ))
-                .into());
+            None if let Some(spec) = spec.filter(|_| !args.skip_validation) => {
+                return Err(no_such_parameter(spec, name, &format!("--param {name}=")).into());
             }
             // Unchecked: JSON where it parses, else the text itself.
             None => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())),
@@ -138,6 +140,80 @@ async fn build(spec: Option<&ModelSpec>, args: &GenerateArgs) -> anyhow::Result<
         built.body.insert(name.to_owned(), value);
     }
     Ok(built)
+}
+
+/// A parameter the model does not have, with the closest one it has.
+fn no_such_parameter(spec: &ModelSpec, name: &str, flag: &str) -> Failure {
+    let hint = spec
+        .suggest_parameter(name)
+        .map(|p| format!(" (did you mean {}?)", flag_of(spec, &p.name)))
+        .unwrap_or_default();
+    Failure::usage(format!(
+        "{} has no parameter {name:?} ({flag}){hint}; `aimlvid models show {}` lists them",
+        spec.id, spec.id
+    ))
+}
+
+/// The flag that sets parameter `name` of `spec`: `-p` for the prompt,
+/// `--image`/`--video`/`--audio` for the media parameter that flag fills,
+/// else `--param NAME=`.
+fn flag_of(spec: &ModelSpec, name: &str) -> String {
+    if name == "prompt" {
+        return "-p".to_owned();
+    }
+    for kind in [MediaKind::Image, MediaKind::Video, MediaKind::Audio] {
+        if filled_by(spec, kind, 1).is_some_and(|p| p.name == name) {
+            return format!("--{kind}");
+        }
+    }
+    format!("--param {name}=")
+}
+
+/// A refusal from the catalog, each field named by the flag that sets it.
+fn in_flags(spec: Option<&ModelSpec>, invalid: catalog::Invalid) -> String {
+    let (Some(spec), catalog::Invalid::Refused { model, issues }) = (spec, &invalid) else {
+        return invalid.to_string();
+    };
+    let mut text = format!("{model} does not accept this request:");
+    for issue in issues {
+        let field = issue.field();
+        let top = issue.path.first().and_then(Value::as_str).unwrap_or_default();
+        let flag = if top.is_empty() { field.clone() } else { flag_of(spec, top) };
+        let flag = match flag.strip_suffix('=') {
+            // `--param duration=`: the value goes after it; name the field for nested ones.
+            Some(param) if field != top => format!("{param} ({field})"),
+            Some(param) => param.to_owned(),
+            None if field != top => format!("{flag} ({field})"),
+            None => flag,
+        };
+        let line = if issue.detail("received").and_then(Value::as_str) == Some("undefined") {
+            let what = spec.parameter(top).and_then(|p| p.media).map(|k| {
+                let article = if matches!(k, MediaKind::Video) { "a" } else { "an" };
+                format!(" ({article} {k} file or URL)")
+            });
+            format!("{flag} is required{} but was not given", what.unwrap_or_default())
+        } else {
+            format!("{flag}: {}", issue.message)
+        };
+        text.push_str("\n  - ");
+        text.push_str(&line);
+    }
+    text
+}
+
+/// The parameter that `count` media of `kind` fill, if the model has one.
+fn filled_by(spec: &ModelSpec, kind: MediaKind, count: usize) -> Option<&Parameter> {
+    let candidates: Vec<&Parameter> = spec.media_parameters().filter(|p| p.media == Some(kind)).collect();
+    let plain = [format!("{kind}_url"), format!("{kind}_urls")];
+    match candidates.as_slice() {
+        [] => None,
+        [only] => Some(*only),
+        several => several
+            .iter()
+            .find(|p| plain.contains(&p.name) && (count == 1 || p.is_list()))
+            .or_else(|| several.iter().find(|p| p.required))
+            .copied(),
+    }
 }
 
 /// The parameter `--image`/`--video`/`--audio` fills: the model's only one
@@ -154,24 +230,26 @@ fn media_parameter<'s>(
             "--{kind} needs the model's schema, and {model} is not in the catalog; pass it with --param NAME=URL"
         ))
     })?;
-    let candidates: Vec<&Parameter> = spec.media_parameters().filter(|p| p.media == Some(kind)).collect();
-    let plain = [format!("{kind}_url"), format!("{kind}_urls")];
-    let chosen = match candidates.as_slice() {
-        [] => None,
-        [only] => Some(*only),
-        several => several
-            .iter()
-            .find(|p| plain.contains(&p.name) && (count == 1 || p.is_list()))
-            .or_else(|| several.iter().find(|p| p.required))
-            .copied(),
-    };
-    let Some(param) = chosen else {
-        let names: Vec<&str> = spec.media_parameters().map(|p| p.name.as_str()).collect();
-        let takes = if names.is_empty() { "no media".to_owned() } else { names.join(", ") };
-        return Err(Failure::usage(format!(
-            "{model} takes no {kind} by --{kind}; its media parameters are: {takes} (set one with --param NAME=FILE|URL)"
-        ))
-        .into());
+    let Some(param) = filled_by(spec, kind, count) else {
+        // Offer only what the model takes: the flag of each kind it has.
+        let mut takes: Vec<String> = Vec::new();
+        for p in spec.media_parameters() {
+            let flag = match p.media {
+                Some(other) if filled_by(spec, other, 1).is_some_and(|q| q.name == p.name) => {
+                    format!("--{other}")
+                }
+                _ => format!("--param {}=FILE|URL", p.name),
+            };
+            takes.push(format!("{} ({flag})", p.name));
+        }
+        let why = if takes.is_empty() {
+            format!(
+                "{model} takes no media: only a prompt and its parameters (`aimlvid models show {model}`)"
+            )
+        } else {
+            format!("{model} takes no {kind}; the media it takes: {}", takes.join(", "))
+        };
+        return Err(Failure::usage(why).into());
     };
     if count > 1 && !param.is_list() {
         return Err(Failure::usage(format!(
@@ -307,9 +385,74 @@ mod tests {
             "image_list"
         );
         let err = pick("google/veo-3.1-t2v", MediaKind::Image, 1).unwrap_err().to_string();
-        assert!(err.contains("takes no image"), "{err}");
+        assert!(err.contains("takes no media"), "{err}");
         let err = pick("google/veo-3.1-i2v", MediaKind::Image, 2).unwrap_err().to_string();
         assert!(err.contains("takes one image in image_url; 2 were given"), "{err}");
+    }
+
+    fn args(line: &[&str]) -> GenerateArgs {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from([&["aimlvid", "generate"][..], line].concat()).unwrap();
+        let crate::cli::Command::Generate(args) = cli.command else { panic!("not generate") };
+        args
+    }
+
+    async fn refusal(line: &[&str]) -> String {
+        let args = args(line);
+        let spec = catalog::model(&args.model);
+        match build(spec, &args).await {
+            Err(e) => e.to_string(),
+            Ok(built) => {
+                let body = Value::Object(built.body);
+                in_flags(spec, catalog::validate(&body).expect_err("refused"))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_name_the_flag_that_sets_each_field() {
+        assert_eq!(
+            refusal(&["-m", "google/veo-3.1-i2v", "-p", "x"]).await,
+            "google/veo-3.1-i2v does not accept this request:\n  - --image is required (an image file or URL) \
+             but was not given"
+        );
+        assert_eq!(
+            refusal(&["-m", "google/veo-3.1-i2v", "--image", "https://x/a.png"]).await,
+            "google/veo-3.1-i2v does not accept this request:\n  - -p is required but was not given"
+        );
+        let duration = refusal(&["-m", "google/veo-3.1-t2v", "-p", "x", "--param", "duration=9"]).await;
+        assert!(duration.contains("\n  - --param duration: "), "{duration}");
+    }
+
+    #[tokio::test]
+    async fn near_miss_parameter_names_are_suggested_and_p_is_a_parameter() {
+        assert_eq!(
+            refusal(&["-m", "google/veo-3.1-t2v", "-p", "x", "--param", "durration=6"]).await,
+            "google/veo-3.1-t2v has no parameter \"durration\" (--param durration=) (did you mean \
+             --param duration=?); `aimlvid models show google/veo-3.1-t2v` lists them"
+        );
+        let by_flag = refusal(&["-m", "bytedance/omnihuman", "-p", "x"]).await;
+        let by_param = refusal(&["-m", "bytedance/omnihuman", "--param", "prompt=x"]).await;
+        assert_eq!(
+            by_flag,
+            "bytedance/omnihuman has no parameter \"prompt\" (-p); `aimlvid models show bytedance/omnihuman` \
+             lists them"
+        );
+        assert_eq!(by_flag.replace("(-p)", "(--param prompt=)"), by_param);
+    }
+
+    #[test]
+    fn media_suggestions_offer_only_what_the_model_takes() {
+        let err = |id: &str, kind| media_parameter(catalog::model(id), id, kind, 1).unwrap_err().to_string();
+        assert_eq!(
+            err("alibaba/wan2.1-t2v-plus", MediaKind::Image),
+            "alibaba/wan2.1-t2v-plus takes no media: only a prompt and its parameters \
+             (`aimlvid models show alibaba/wan2.1-t2v-plus`)"
+        );
+        assert_eq!(
+            err("google/veo-3.1-i2v", MediaKind::Video),
+            "google/veo-3.1-i2v takes no video; the media it takes: image_url (--image)"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 
 use crate::config::{KEY_VARS, Settings};
 use crate::exit::{self, Busy, Failure, Interrupted};
-use crate::journal::{Chain, JobRecord, JobState, Journal, RecordLock, RequestOptions};
+use crate::journal::{Chain, JobRecord, JobState, Journal, RecordLock, RequestOptions, SavedFile};
 use crate::report::{Reporter, secs, short_duration};
 
 /// What a command runs with.
@@ -80,7 +80,11 @@ impl Input {
 #[derive(Debug, Clone)]
 pub(crate) struct Finished {
     pub(crate) id: String,
+    /// The first (usually only) result file.
     pub(crate) output: PathBuf,
+    /// Every result file, `output` first.
+    pub(crate) outputs: Vec<PathBuf>,
+    /// All result files together.
     pub(crate) bytes: u64,
     pub(crate) credits_used: Option<f64>,
     /// From creation (as far as known) to completion.
@@ -91,16 +95,22 @@ pub(crate) struct Finished {
 
 impl Finished {
     /// A job the journal says is downloaded.
-    fn from_record(record: &JobRecord) -> anyhow::Result<Finished> {
+    pub(crate) fn from_record(record: &JobRecord) -> anyhow::Result<Finished> {
         let bytes = match record.bytes {
             Some(bytes) => bytes,
             None => std::fs::metadata(&record.output)
                 .with_context(|| format!("reading {}", record.output.display()))?
                 .len(),
         };
+        let outputs = if record.files.is_empty() {
+            vec![record.output.clone()]
+        } else {
+            record.files.iter().map(|f| f.path.clone()).collect()
+        };
         Ok(Finished {
             id: record.id.clone().unwrap_or_default(),
             output: record.output.clone(),
+            outputs,
             bytes,
             credits_used: record.credits_used,
             elapsed: Duration::ZERO,
@@ -199,6 +209,7 @@ pub(crate) fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: boo
         "id": last.id,
         "status": "completed",
         "output": last.output,
+        "outputs": last.outputs,
         "bytes": last.bytes,
         "credits_used": credits,
         "elapsed_secs": secs(elapsed),
@@ -219,8 +230,12 @@ pub(crate) fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: boo
         }
         None => summary.push_str(" · credits used not reported"),
     }
+    if last.outputs.len() > 1 {
+        let _ = write!(summary, " · {} videos", last.outputs.len());
+    }
     let _ = write!(summary, " · {} · generation {}", HumanBytes(last.bytes), last.id);
-    app.report.result(result, Some(summary), Some(last.output.display().to_string()))?;
+    let files: Vec<String> = last.outputs.iter().map(|p| p.display().to_string()).collect();
+    app.report.result(result, Some(summary), Some(files.join("\n")))?;
     Ok(())
 }
 
@@ -245,8 +260,68 @@ pub(crate) fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
 }
 
-/// Refuses to replace an existing file without `--force`.
+/// Where `-o` says to write, made absolute: a directory (one that exists,
+/// or a path ending in a separator) means that directory with
+/// `default_name`, as `cp` and gh's `-D` take one.
+pub(crate) fn output_path(given: &Path, default_name: &str) -> anyhow::Result<PathBuf> {
+    let into_dir = given.is_dir() || given.as_os_str().to_string_lossy().ends_with(std::path::is_separator);
+    let path = if into_dir { given.join(default_name) } else { given.to_path_buf() };
+    absolute(&path)
+}
+
+/// Checks, before anything is sent or paid for, that a result can be
+/// written to `path`: its nearest existing directory must be a directory
+/// this process can create files in (tried, not guessed from permission
+/// bits, which say nothing of read-only mounts or of root).
+pub(crate) fn ensure_writable(path: &Path) -> anyhow::Result<()> {
+    let refuse = |why: String| -> anyhow::Error {
+        Failure::new(
+            exit::LOCAL,
+            format!(
+                "cannot write {}: {why}; choose another place with -o (nothing was sent)",
+                path.display()
+            ),
+        )
+        .into()
+    };
+    let mut dir = path.parent().unwrap_or(Path::new("."));
+    loop {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => return Err(refuse(format!("{} is not a directory", dir.display()))),
+            // A missing directory is made when the download starts; a
+            // file in the way is found on the way up.
+            Err(e)
+                if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+            {
+                match dir.parent() {
+                    Some(parent) => dir = parent,
+                    None => return Err(refuse(format!("{} does not exist", dir.display()))),
+                }
+            }
+            Err(e) => return Err(refuse(format!("{}: {e}", dir.display()))),
+        }
+    }
+    let probe = dir.join(format!(".aimlvid-probe-{}-{:08x}", std::process::id(), fastrand::u32(..)));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(refuse(format!("cannot create files in {} ({e})", dir.display()))),
+    }
+}
+
+/// Refuses to replace an existing file without `--force`, and a directory
+/// at all.
 pub(crate) fn ensure_free(path: &Path, force: bool) -> anyhow::Result<()> {
+    if path.is_dir() {
+        return Err(Failure::new(
+            exit::LOCAL,
+            format!("{} is a directory; choose a file name with -o", path.display()),
+        )
+        .into());
+    }
     if !force && path.exists() {
         return Err(Failure::usage(format!(
             "{} already exists; pass --force to replace it, or choose another file with -o",
@@ -323,7 +398,7 @@ impl<'r> App<'r> {
                 builder
             }
         };
-        builder.build().map_err(|e| match e {
+        builder.observer(self.report.retry_observer()).build().map_err(|e| match e {
             aimlvid::Error::MissingApiKey => Failure::new(
                 exit::AUTH,
                 format!(
@@ -553,6 +628,10 @@ impl<'r> App<'r> {
         let outcome: anyhow::Result<Generation> = async {
             let mut last = None;
             while let Some(item) = watch.next().await {
+                if let Err(aimlvid::Error::GenerationFailed { .. }) = &item {
+                    // The stream's last item: shown like any other status.
+                    waiting.status(&aimlvid::Status::Error);
+                }
                 let generation = item?;
                 waiting.status(&generation.status);
                 let state = JobState::from_status(&generation.status);
@@ -589,11 +668,12 @@ impl<'r> App<'r> {
             // wait alone misses the create and the journal's writes.
             record.took_secs = record.age().map(|d| d.as_secs_f64());
         }
-        let bytes = self.fetch(client, record, &generation, force).await?;
+        let files = self.fetch(client, record, &generation, force).await?;
         Ok(Finished {
             id,
             output: record.output.clone(),
-            bytes,
+            outputs: files.iter().map(|f| f.path.clone()).collect(),
+            bytes: files.iter().map(|f| f.bytes).sum(),
             credits_used: generation.credits_used(),
             elapsed,
             video_url: generation.video_url().map(str::to_owned),
@@ -601,14 +681,16 @@ impl<'r> App<'r> {
     }
 
     /// Downloads a completed job's result to the record's output, resuming
-    /// the record's own partial download if there is one.
+    /// the record's own partial download if there is one, and returns every
+    /// file it wrote. The record becomes `downloaded` only once each file is
+    /// whole in place.
     pub(crate) async fn fetch(
         &self,
         client: &Client,
         record: &mut JobRecord,
         generation: &Generation,
         force: bool,
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<Vec<SavedFile>> {
         let id = &generation.id;
         let urls = generation.video_urls();
         if urls.is_empty() {
@@ -623,22 +705,54 @@ impl<'r> App<'r> {
                 (0..urls.len()).map(|i| numbered(&record.output, i).display().to_string()).collect();
             self.report.note(format!("generation {id} made {} videos: {}", urls.len(), names.join(", ")));
         }
-        let mut bytes = 0;
+        if record.state != JobState::Downloading {
+            // Files of an earlier download (to another output) are not this one's.
+            record.files.clear();
+        }
+        let mut files = Vec::new();
         for (index, url) in urls.iter().enumerate() {
             let dest = numbered(&record.output, index);
-            // Finished by an earlier run of this download, which a crash cut short.
-            if record.state == JobState::Downloading && dest.exists() && !force {
-                bytes +=
-                    std::fs::metadata(&dest).with_context(|| format!("reading {}", dest.display()))?.len();
+            // Finished by an earlier run of this download, which a crash cut
+            // short: only a file the journal saw finish, still whole, counts.
+            if record.state == JobState::Downloading
+                && !force
+                && let Some(saved) = record.saved(&dest)
+            {
+                files.push(saved.clone());
                 continue;
             }
-            bytes += self.fetch_one(client, record, generation, url, &dest, force).await?;
+            let bytes = self.fetch_one(client, record, generation, url, &dest, force).await?;
+            let saved = SavedFile { path: dest, bytes };
+            record.files.retain(|f| f.path != saved.path);
+            record.files.push(saved.clone());
+            self.journal.save(record)?;
+            files.push(saved);
         }
         record.state = JobState::Downloaded;
-        record.bytes = Some(bytes);
+        record.bytes = Some(files.iter().map(|f| f.bytes).sum());
         record.error = None;
         self.journal.save(record)?;
-        Ok(bytes)
+        Ok(files)
+    }
+
+    /// The command that downloads `record`'s result again, as the user
+    /// would type it.
+    pub(crate) fn download_command(&self, record: &JobRecord) -> String {
+        let mut args: Vec<String> = vec![
+            "aimlvid".into(),
+            "download".into(),
+            record.id.clone().unwrap_or_default(),
+            "-o".into(),
+            record.output.display().to_string(),
+        ];
+        let default = aimlvid::DEFAULT_BASE_URL.trim_end_matches('/');
+        if record.base_url.trim_end_matches('/') != default {
+            args.extend(["--base-url".into(), record.base_url.clone()]);
+        }
+        if self.settings.journal_from_flag {
+            args.extend(["--journal".into(), self.journal.dir().display().to_string()]);
+        }
+        args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
     }
 
     /// Downloads one result of a completed job to `dest`.
@@ -653,16 +767,19 @@ impl<'r> App<'r> {
     ) -> anyhow::Result<u64> {
         let id = &generation.id;
         let dest = dest.to_path_buf();
-        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Err(e) = std::fs::create_dir_all(parent)
+        {
+            let why = format!("creating {}: {e}", parent.display());
+            return Err(self.unsaved(record, &why, exit::LOCAL));
+        }
+        if dest.is_dir() {
+            let why = format!("{} is a directory", dest.display());
+            return Err(self.unsaved(record, &why, exit::LOCAL));
         }
         if !force && dest.exists() {
-            return Err(Failure::usage(format!(
-                "{} already exists; pass --force to replace it, or choose another file with -o \
-                 (the result stays available: aimlvid download {id} -o FILE)",
-                dest.display()
-            ))
-            .into());
+            let why = format!("{} already exists (--force replaces it)", dest.display());
+            return Err(self.unsaved(record, &why, exit::USAGE));
         }
         // A part file this job did not start belongs to another download:
         // resuming it would splice two videos together.
@@ -684,11 +801,28 @@ impl<'r> App<'r> {
                 Ok(file.bytes)
             }
             Err(e) => {
-                record.error = Some(e.to_string());
-                self.journal.save(record)?;
-                Err(e.into())
+                let e = anyhow::Error::from(e);
+                Err(self.unsaved(record, &exit::one_line(&e), exit::code_for(&e)))
             }
         }
+    }
+
+    /// A completed job whose video could not be saved: why, and the
+    /// command that gets it once the cause is fixed. The record keeps the
+    /// reason and stays unfinished, so `resume` and `jobs` still show it.
+    fn unsaved(&self, record: &mut JobRecord, why: &str, code: u8) -> anyhow::Error {
+        let id = record.id.clone().unwrap_or_else(|| "(unknown)".into());
+        let how = if record.simulated {
+            "it ran on the in-process simulator, which stops with this command".to_owned()
+        } else {
+            format!("the job is paid for and its result kept; get it with: {}", self.download_command(record))
+        };
+        record.error = Some(format!("video not saved: {why}"));
+        if let Err(e) = self.journal.save(record) {
+            return e;
+        }
+        Failure::new(code, format!("generation {id} completed, but its video was not saved: {why}; {how}"))
+            .into()
     }
 
     /// Runs steps `first..` of `plan`, starting from `input`; `parent` is
@@ -902,6 +1036,30 @@ mod tests {
         assert!(fits_inline(18_000));
         assert!(fits_inline(aimlvid::DEFAULT_MAX_INLINE_BYTES));
         assert!(!fits_inline(aimlvid::DEFAULT_MAX_INLINE_BYTES + 1));
+    }
+
+    #[test]
+    fn a_directory_output_means_into_it_and_bad_places_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let vids = dir.path().join("vids");
+        std::fs::create_dir(&vids).unwrap();
+        assert_eq!(output_path(&vids, "a.mp4").unwrap(), vids.join("a.mp4"));
+        let new = dir.path().join("new/");
+        assert_eq!(output_path(&new, "a.mp4").unwrap(), dir.path().join("new").join("a.mp4"));
+        let file = dir.path().join("b.mp4");
+        assert_eq!(output_path(&file, "a.mp4").unwrap(), file);
+
+        ensure_writable(&vids.join("deep/er/a.mp4")).unwrap();
+        std::fs::write(&file, "x").unwrap();
+        let err = ensure_writable(&file.join("a.mp4")).unwrap_err();
+        assert_eq!(exit::code_for(&err), exit::LOCAL);
+        assert!(err.to_string().contains("is not a directory"), "{err}");
+        assert_eq!(std::fs::read_dir(&vids).unwrap().count(), 0, "the probe is cleaned up");
+
+        let err = ensure_free(&vids, true).unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        assert_eq!(exit::code_for(&ensure_free(&file, false).unwrap_err()), exit::USAGE);
+        ensure_free(&file, true).unwrap();
     }
 
     #[test]

@@ -140,6 +140,11 @@ pub(crate) struct JobRecord {
     pub(crate) credits_used: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) bytes: Option<u64>,
+    /// Each result file whose download finished, with its size: the proof
+    /// that a file at that path is this job's whole result, not a
+    /// directory or another file that happens to have its name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) files: Vec<SavedFile>,
     /// Seconds from creation to completion, for a job followed from its
     /// creation: what the next job of its model is expected to take.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,6 +160,22 @@ pub(crate) struct JobRecord {
     /// credits and US dollars the call cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) receipt: Option<Receipt>,
+}
+
+/// A result file, as its download left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SavedFile {
+    /// Absolute.
+    pub(crate) path: PathBuf,
+    pub(crate) bytes: u64,
+}
+
+impl SavedFile {
+    /// Whether the file is still there and whole: a regular file of the
+    /// size that was downloaded.
+    pub(crate) fn is_intact(&self) -> bool {
+        fs::metadata(&self.path).is_ok_and(|m| m.is_file() && m.len() == self.bytes)
+    }
 }
 
 /// A create's receipt headers, as journaled.
@@ -201,11 +222,31 @@ impl JobRecord {
             chain: None,
             credits_used: None,
             bytes: None,
+            files: Vec::new(),
             took_secs: None,
             error: None,
             client_request_id: None,
             receipt: None,
         }
+    }
+
+    /// The finished download of `path`, if this job's result is there whole.
+    pub(crate) fn saved(&self, path: &Path) -> Option<&SavedFile> {
+        self.files.iter().find(|f| f.path == path && f.is_intact())
+    }
+
+    /// Whether every result file is on disk whole: the record is downloaded
+    /// and each file it downloaded is still the regular file of that size.
+    pub(crate) fn result_intact(&self) -> bool {
+        self.state == JobState::Downloaded
+            && if self.files.is_empty() {
+                // Journaled before files were: its output and total size.
+                self.bytes.is_some_and(|bytes| {
+                    fs::metadata(&self.output).is_ok_and(|m| m.is_file() && m.len() == bytes)
+                })
+            } else {
+                self.files.iter().all(SavedFile::is_intact)
+            }
     }
 
     /// How long ago the record was made, if its time reads back.
@@ -368,6 +409,26 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_file_is_intact_only_as_a_regular_file_of_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.mp4");
+        let mut record = JobRecord::new("http://x".into(), path.clone(), JobState::Downloaded);
+        record.files.push(SavedFile { path: path.clone(), bytes: 3 });
+        assert!(!record.result_intact(), "missing");
+        std::fs::write(&path, "abc").unwrap();
+        assert!(record.result_intact());
+        assert!(record.saved(&path).is_some());
+        std::fs::write(&path, "abcd").unwrap();
+        assert!(!record.result_intact(), "another size");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(!record.result_intact(), "a directory");
+        assert!(record.saved(&path).is_none());
+        record.state = JobState::Downloading;
+        assert!(!record.result_intact(), "not finished");
+    }
 
     fn record(journal: &Journal, id: &str) -> JobRecord {
         let mut r =

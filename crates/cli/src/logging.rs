@@ -12,7 +12,9 @@ use tracing_subscriber::fmt::MakeWriter;
 fn directives(verbose: u8, quiet: bool) -> &'static str {
     match verbose {
         0 if quiet => "error",
-        0 => "warn",
+        // The library's warnings (a retry, a resumed download) are for -v;
+        // the progress display says what a person needs of them.
+        0 => "warn,aimlvid=error",
         1 => "warn,aimlvid=info,aimlvid::http=debug,aimlvid_cli=info",
         2 => "info,aimlvid=debug,aimlvid_cli=debug,aimlvid_sim=info",
         _ => "debug,aimlvid=trace,aimlvid_cli=trace,h2=info,rustls=info",
@@ -65,6 +67,13 @@ impl Write for SuspendingWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_librarys_retries_are_logged_only_with_v() {
+        let quiet = EnvFilter::new(directives(0, false)).to_string();
+        assert!(quiet.contains("aimlvid=error"), "{quiet}");
+        assert!(directives(1, false).contains("aimlvid=info"));
+    }
 
     #[test]
     fn every_level_parses() {

@@ -225,6 +225,13 @@ impl Reporter {
         Ok(())
     }
 
+    /// An observer of the client's calls that says, in the progress
+    /// display, when one is being retried (the library's own log lines
+    /// about it are for `-v`).
+    pub(crate) fn retry_observer(&self) -> std::sync::Arc<dyn aimlvid::Observer> {
+        std::sync::Arc::new(RetryNotes { multi: self.multi.clone(), mode: self.mode })
+    }
+
     /// Prints the error that ends the command, once.
     pub(crate) fn failure(&self, message: &str, code: u8, interrupted: bool) {
         if self.mode == Mode::Json {
@@ -244,6 +251,47 @@ impl Reporter {
             self.stderr_line(message);
         } else {
             self.stderr_line(&format!("{} {message}", self.tag("error:", anstyle::AnsiColor::Red)));
+        }
+    }
+}
+
+/// Says when a call is retried: a create the API turned away for now
+/// (429; any other failed create is never repeated), a poll or a download
+/// that got no answer, 429 or 5xx.
+#[derive(Debug)]
+struct RetryNotes {
+    multi: MultiProgress,
+    mode: Mode,
+}
+
+impl RetryNotes {
+    fn note(kind: aimlvid::CallKind, status: Option<u16>) -> Option<String> {
+        use aimlvid::CallKind::{Create, Download, Poll};
+        let why = match (kind, status) {
+            (Create, Some(429)) | (Poll | Download, Some(429)) => "the API is busy (HTTP 429)".to_owned(),
+            (Poll | Download, Some(s)) if s >= 500 => format!("the API failed (HTTP {s})"),
+            (Poll | Download, None) => "no answer".to_owned(),
+            _ => return None,
+        };
+        Some(format!("{}: {why}; retrying", kind.as_str()))
+    }
+}
+
+impl aimlvid::Observer for RetryNotes {
+    fn exchange(&self, exchange: &aimlvid::Exchange) {
+        let Some(note) = RetryNotes::note(exchange.kind, exchange.status) else { return };
+        match self.mode {
+            Mode::Live | Mode::Plain => self.multi.suspend(|| {
+                let _ = writeln!(std::io::stderr().lock(), "{note}");
+            }),
+            Mode::Json => {
+                let _ = write_json_line(&json!({
+                    "event": "retrying",
+                    "call": exchange.kind.as_str(),
+                    "status": exchange.status,
+                }));
+            }
+            Mode::Quiet => {}
         }
     }
 }
@@ -377,6 +425,21 @@ mod tests {
         assert_eq!(short_duration(Duration::from_secs(72)), "1m12s");
         assert_eq!(short_duration(Duration::from_secs(3600 * 2 + 180)), "2h03m");
         assert_eq!(short_duration(Duration::from_secs(86_400 * 3 + 7200)), "3d02h");
+    }
+
+    #[test]
+    fn retries_are_noted_only_for_calls_that_are_retried() {
+        use aimlvid::CallKind::{Create, Download, Metrics, Poll};
+        let note = RetryNotes::note;
+        assert_eq!(note(Poll, Some(503)).as_deref(), Some("poll: the API failed (HTTP 503); retrying"));
+        assert_eq!(note(Create, Some(429)).as_deref(), Some("create: the API is busy (HTTP 429); retrying"));
+        assert_eq!(note(Download, None).as_deref(), Some("download: no answer; retrying"));
+        // A create that failed otherwise is never repeated.
+        assert_eq!(note(Create, Some(503)), None);
+        assert_eq!(note(Create, None), None);
+        assert_eq!(note(Poll, Some(200)), None);
+        assert_eq!(note(Poll, Some(404)), None);
+        assert_eq!(note(Metrics, None), None);
     }
 
     #[test]

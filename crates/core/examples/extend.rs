@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use aimlvid::{Client, ExtendVideo, PollPolicy, VideoInput};
+use aimlvid::{Client, ExtendVideo, VideoInput};
 use aimlvid_sim::{SimConfig, Simulator};
 use futures_util::StreamExt as _;
 
@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
         let client = Client::builder()
             .api_key(aimlvid_sim::DEFAULT_API_KEY)
             .base_url(sim.base_url())
-            .poll_policy(PollPolicy::default().time_scaled(SIM_SCALE))
+            .time_scale(SIM_SCALE)
             .build()?;
         let video = match video_arg {
             Some(arg) => VideoInput::parse(&arg).await?,

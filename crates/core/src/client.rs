@@ -1,7 +1,8 @@
 //! The client: configuration, and the create and poll calls.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,6 +54,15 @@ struct Inner {
     endpoint: url::Url,
     auth: HeaderValue,
     poll: PollPolicy,
+    /// Whether `poll` was set: else each job's schedule is fitted to its model.
+    poll_set: bool,
+    /// How much faster than real time the server runs.
+    time_scale: f64,
+    /// Each model's durations as `model_metrics` last read them.
+    metrics: Mutex<HashMap<String, JobDurations>>,
+    /// The model of each recent create, so that `watch_created` can fit
+    /// its schedule; bounded, oldest forgotten first.
+    created_models: Mutex<VecDeque<(String, String)>>,
     retry: RetryPolicy,
     request_timeout: Duration,
     observer: Option<Arc<dyn Observer>>,
@@ -76,7 +86,8 @@ impl fmt::Debug for Client {
 pub struct ClientBuilder {
     api_key: Option<SecretString>,
     base_url: String,
-    poll: PollPolicy,
+    poll: Option<PollPolicy>,
+    time_scale: f64,
     retry: RetryPolicy,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -105,7 +116,8 @@ impl Default for ClientBuilder {
         ClientBuilder {
             api_key: None,
             base_url: DEFAULT_BASE_URL.to_owned(),
-            poll: PollPolicy::default(),
+            poll: None,
+            time_scale: 1.0,
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(10),
             // Creates may upload a clip of tens of megabytes inline.
@@ -168,9 +180,22 @@ impl ClientBuilder {
         self
     }
 
-    /// Sets when to poll while waiting.
+    /// Sets when to poll while waiting, for every job. Without it, each
+    /// job is polled on a schedule fitted to its model
+    /// ([`Client::poll_policy_for`]).
     pub fn poll_policy(mut self, policy: PollPolicy) -> Self {
-        self.poll = policy;
+        self.poll = Some(policy);
+        self
+    }
+
+    /// For a server whose clock runs `time_scale` times faster than real
+    /// time, such as the `aimlvid-sim` simulator started with the same
+    /// scale: divides every poll and retry wait by it. A scale that is not
+    /// a finite number above 0 is ignored. Against the real API, leave it at 1.
+    pub fn time_scale(mut self, time_scale: f64) -> Self {
+        if time_scale.is_finite() && time_scale > 0.0 {
+            self.time_scale = time_scale;
+        }
         self
     }
 
@@ -244,12 +269,7 @@ impl ClientBuilder {
 
         let base_url = normalise_base_url(&self.base_url)?;
         if base_url.scheme() == "http" && !self.allow_plain_http && !is_local(&base_url) {
-            return Err(Error::Config(format!(
-                "base URL {} would send the API key unencrypted over plain http://; use https://, or, for a \
-                 server on a network you trust, allow it (ClientBuilder::allow_plain_http; the aimlvid command: \
-                 AIMLVID_ALLOW_HTTP=1)",
-                base_url.as_str().trim_end_matches('/')
-            )));
+            return Err(Error::PlainHttp { base_url: base_url.as_str().trim_end_matches('/').to_owned() });
         }
         let endpoint = base_url
             .join(GENERATIONS_PATH)
@@ -275,10 +295,14 @@ impl ClientBuilder {
                 base_url,
                 endpoint,
                 auth,
-                poll: self.poll,
+                poll_set: self.poll.is_some(),
+                poll: self.poll.unwrap_or_default().time_scaled(self.time_scale),
+                time_scale: self.time_scale,
+                metrics: Mutex::default(),
+                created_models: Mutex::default(),
                 retry: RetryPolicy {
                     max_retry_after: self.max_retry_after.unwrap_or(self.retry.max_retry_after),
-                    ..self.retry
+                    ..self.retry.time_scaled(self.time_scale)
                 },
                 request_timeout: self.request_timeout,
                 observer: self.observer,
@@ -396,9 +420,55 @@ impl Client {
         self.inner.base_url.as_str()
     }
 
-    /// The policy used while waiting.
+    /// The policy used while waiting for a job whose model is not known
+    /// (one followed by id alone, [`Client::watch`]): the one set with
+    /// [`ClientBuilder::poll_policy`], else [`PollPolicy::default`].
     pub fn poll_policy(&self) -> &PollPolicy {
         &self.inner.poll
+    }
+
+    /// The schedule a job of `model` is followed on by
+    /// [`Client::create_and_wait`] and [`Client::watch_created`]: the
+    /// policy set with [`ClientBuilder::poll_policy`], if any; else one
+    /// fitted ([`PollPolicy::for_durations`]) to the model's durations as
+    /// [`Client::model_metrics`] last read them, else to its family's
+    /// typical durations ([`JobDurations::typical_of`]), else the default;
+    /// divided by the client's time scale.
+    pub fn poll_policy_for(&self, model: &str) -> PollPolicy {
+        if self.inner.poll_set {
+            return self.inner.poll.clone();
+        }
+        let measured = self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner()).get(model).copied();
+        let durations = measured
+            .or_else(|| crate::catalog::model(model).map(|spec| JobDurations::typical_of(spec.family)));
+        match durations {
+            Some(d) => PollPolicy::for_durations(&d).time_scaled(self.inner.time_scale),
+            None => self.inner.poll.clone(),
+        }
+    }
+
+    /// Remembers which model a created job is of, for `watch_created`.
+    fn remember_model(&self, id: &str, model: &str) {
+        /// Enough for any number of jobs created and then watched at once.
+        const KEPT: usize = 1024;
+        let mut models = self.inner.created_models.lock().unwrap_or_else(|e| e.into_inner());
+        if models.len() >= KEPT {
+            models.pop_front();
+        }
+        models.push_back((id.to_owned(), model.to_owned()));
+    }
+
+    /// The schedule for a job just created by this client.
+    fn policy_for_created(&self, id: &str) -> PollPolicy {
+        let model = {
+            let mut models = self.inner.created_models.lock().unwrap_or_else(|e| e.into_inner());
+            let at = models.iter().position(|(created, _)| created == id);
+            at.and_then(|at| models.remove(at)).map(|(_, model)| model)
+        };
+        match model {
+            Some(model) => self.poll_policy_for(&model),
+            None => self.inner.poll.clone(),
+        }
     }
 
     /// The policy used to retry polls and downloads.
@@ -450,6 +520,7 @@ impl Client {
             let upload = Duration::from_secs_f64(body.len() as f64 / self.inner.min_upload_rate as f64);
             let deadline = self.inner.request_timeout.saturating_add(upload);
             let mut failures = 0;
+            let mut unreachable_waited = Duration::ZERO;
             loop {
                 let sent = self
                     .inner
@@ -464,6 +535,7 @@ impl Client {
                     Ok((status, bytes, receipt)) => match decode::<Generation>(status, &bytes) {
                         Ok(mut generation) => {
                             generation.receipt = receipt;
+                            self.remember_model(&generation.id, request.model());
                             tracing::Span::current().record("generation_id", generation.id.as_str());
                             tracing::info!(status = %generation.status, "created");
                             return Ok(generation);
@@ -476,6 +548,10 @@ impl Client {
                             });
                         }
                     },
+                    Err(Failure { error: Error::NotFound { message, .. }, .. }) => {
+                        // No generation id was asked for: the path itself is unknown there.
+                        return Err(Error::NotTheApi { host: self.host(), message });
+                    }
                     Err(failure) => failure,
                 };
                 let safe_to_repeat = failure.never_sent || matches!(failure.error, Error::RateLimited { .. });
@@ -501,6 +577,12 @@ impl Client {
                     return Err(failure.error);
                 }
                 let wait = self.inner.retry.backoff(failures, failure.error.retry_after());
+                if failure.never_sent {
+                    if !self.inner.retry.retry_unreachable(unreachable_waited, wait) {
+                        return Err(failure.error);
+                    }
+                    unreachable_waited += wait;
+                }
                 tracing::warn!(error = %failure.error, wait_ms = wait.as_millis() as u64, "create not accepted; retrying");
                 tokio::time::sleep(wait).await;
             }
@@ -523,6 +605,7 @@ impl Client {
         Fut: std::future::Future<Output = Result<T>>,
     {
         let mut failures = 0;
+        let mut unreachable_waited = Duration::ZERO;
         loop {
             match call().await {
                 Ok(value) => return Ok(value),
@@ -533,6 +616,12 @@ impl Client {
                 {
                     failures += 1;
                     let wait = self.inner.retry.backoff(failures, e.retry_after());
+                    if e.is_unreachable() {
+                        if !self.inner.retry.retry_unreachable(unreachable_waited, wait) {
+                            return Err(e);
+                        }
+                        unreachable_waited += wait;
+                    }
                     tracing::debug!(call = what, error = %e, wait_ms = wait.as_millis() as u64, "failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
@@ -579,10 +668,13 @@ impl Client {
     }
 
     /// Follows a job just returned by [`Client::create`]: reports it as
-    /// created, then polls from the policy's `first_delay` on.
+    /// created, then polls from the policy's `first_delay` on, on the
+    /// schedule of [`Client::poll_policy_for`] its model (this client
+    /// remembers the model of the jobs it created).
     pub fn watch_created(&self, created: Generation) -> Watch {
         let id = created.id.clone();
-        watch(self.clone(), id, Some(created), self.inner.poll.clone())
+        let policy = self.policy_for_created(&id);
+        watch(self.clone(), id, Some(created), policy)
     }
 
     /// [`Client::watch_created`] on a schedule of its own, such as one
@@ -602,6 +694,7 @@ impl Client {
     /// id, so it can be waited for again), or the create's own error.
     pub async fn create_and_wait(&self, request: &impl CreateRequest) -> Result<Generation> {
         let created = self.create(request).await?;
+        // Its schedule is fitted to the request's model (see `poll_policy_for`).
         self.watch_created(created).finish().await
     }
 
@@ -705,7 +798,7 @@ impl Client {
         let url = self.inner.base_url.join("models/metrics").map_err(|e| Error::Config(e.to_string()))?;
         let query: Vec<(&str, String)> = models.iter().map(|m| ("aliases", (*m).to_owned())).collect();
         let report: MetricsReport = self.get_json(&url, &query, CallKind::Metrics).await?;
-        Ok(report
+        let measured: Vec<(String, JobDurations)> = report
             .models
             .into_iter()
             .filter_map(|m| {
@@ -713,7 +806,10 @@ impl Client {
                 let at = |v: f64| Duration::try_from_secs_f64(v / 1000.0).ok();
                 Some((m.alias, JobDurations::new(at(ms.p50)?, at(ms.p90)?)))
             })
-            .collect())
+            .collect();
+        // Later jobs of these models are polled on schedules fitted to them.
+        self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner()).extend(measured.iter().cloned());
+        Ok(measured)
     }
 
     /// A GET of a JSON document, retried like a poll.
@@ -904,7 +1000,7 @@ mod tests {
             assert!(build(local, false).is_ok(), "{local}");
         }
         let err = build("http://proxy.example.com", false).unwrap_err().to_string();
-        assert!(err.contains("unencrypted") && err.contains("AIMLVID_ALLOW_HTTP=1"), "{err}");
+        assert!(err.contains("unencrypted") && err.contains("allow_plain_http"), "{err}");
         assert!(build("http://proxy.example.com", true).is_ok(), "when allowed");
         assert!(build("https://proxy.example.com", false).is_ok());
         assert!(is_local_url("http://127.0.0.1:8787/") && is_local_url("https://172.16.0.1"));

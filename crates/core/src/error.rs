@@ -29,6 +29,18 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// The base URL is plain `http://` to a host that is neither this
+    /// machine nor a private network, and plain HTTP was not allowed: the
+    /// key would cross the network unencrypted.
+    #[error(
+        "base URL {base_url} would send the API key unencrypted over plain http://; use https://, or, \
+         for a server on a network you trust, allow it with ClientBuilder::allow_plain_http"
+    )]
+    PlainHttp {
+        /// The base URL, which holds no secret.
+        base_url: String,
+    },
+
     /// The input given to the library was refused before any request was made.
     #[error("{0}")]
     InvalidInput(String),
@@ -82,6 +94,21 @@ pub enum Error {
         /// The id that was asked for.
         id: String,
         /// The upstream's message.
+        message: String,
+    },
+
+    /// A create was answered 404: the base URL does not lead to the API's
+    /// generation endpoint (a wrong host, path or port), and nothing was
+    /// created.
+    #[error(
+        "{host} does not look like the AI/ML API: a create there was answered 404 ({message}); \
+         check the base URL (it should be the API's, such as https://api.aimlapi.com, or a proxy \
+         of it); nothing was created"
+    )]
+    NotTheApi {
+        /// Host (and port) of the base URL.
+        host: String,
+        /// What the server said.
         message: String,
     },
 
@@ -160,7 +187,7 @@ pub enum Error {
     },
 
     /// The network failed (connection refused, reset, timed out, TLS).
-    #[error("network error talking to {host}: {source}; check the connection and the base URL")]
+    #[error("{}", transport_message(host, source))]
     Transport {
         /// Host (and port) that was being reached; never a full URL, which may carry a token.
         host: String,
@@ -253,12 +280,28 @@ impl Error {
         }
     }
 
+    /// Whether the server could not be reached at all (the connection was
+    /// refused, or the name did not resolve): nothing was sent.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Transport { source, .. } if source.is_connect())
+    }
+
     /// How long the upstream asked to wait before the next call, if it said.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::RateLimited { retry_after, .. } | Error::Upstream { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+}
+
+fn transport_message(host: &str, source: &reqwest::Error) -> String {
+    if source.is_connect() {
+        // Nothing listens there (or the name does not resolve): the likely
+        // causes are a server that is down and a mistyped base URL.
+        format!("cannot connect to {host}; check that the server is running and the base URL is right")
+    } else {
+        format!("network error talking to {host}: {source}; check the connection and the base URL")
     }
 }
 

@@ -213,6 +213,15 @@ impl MediaInput {
     }
 }
 
+/// The value a request sends, so that a `MediaInput` goes straight into
+/// [`GenericRequest::param`](crate::GenericRequest::param):
+/// `.param("image_url", media)`.
+impl From<MediaInput> for serde_json::Value {
+    fn from(media: MediaInput) -> Self {
+        serde_json::Value::String(media.into_string())
+    }
+}
+
 /// Inline media is megabytes of base64: show its size, not its bytes.
 impl fmt::Debug for MediaInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -268,6 +277,15 @@ fn video_mime(bytes: &[u8]) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn media_goes_into_a_generic_request_as_its_value() {
+        let media =
+            MediaInput::parse("https://example.com/a.png", crate::catalog::MediaKind::Image).await.unwrap();
+        let request = crate::GenericRequest::new("google/veo-3.1-i2v").param("image_url", media);
+        let body = serde_json::to_value(&request).unwrap();
+        assert_eq!(body["image_url"], "https://example.com/a.png");
+    }
 
     const MP4_HEADER: &[u8] = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom";
 

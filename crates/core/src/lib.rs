@@ -23,36 +23,32 @@
 //!
 //! # Example
 //!
-//! Extend a local clip and save the result. (Here the client talks to the
-//! `aimlvid-sim` simulator; with `Client::from_env()` and `AIMLAPI_API_KEY`
-//! set, the same code talks to the real API.)
+//! Extend a local clip and save the result. Here the client talks to the
+//! `aimlvid-sim` simulator, started in-process and running 600 times faster
+//! than real time (so `time_scale(600.0)`: polls and retries wait 600 times
+//! less); against the real API, drop the simulator lines and build the client
+//! with `Client::from_env()` and `AIMLAPI_API_KEY` set.
 //!
 //! ```
-//! use aimlvid::{Client, ExtendVideo, PollPolicy, VideoInput};
-//! # use aimlvid_sim::{SimConfig, Simulator, Spread};
-//! # use std::time::Duration;
+//! use aimlvid::{Client, ExtendVideo, VideoInput};
+//! use aimlvid_sim::{SimConfig, Simulator};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let config = SimConfig {
-//! #     time_scale: 600.0,
-//! #     queue_time: Spread::Fixed(Duration::from_secs(3)),
-//! #     generation_time: Spread::Fixed(Duration::from_secs(110)),
-//! #     ..SimConfig::default()
-//! # };
-//! # let sim = Simulator::start(config).await?;
+//! let sim = Simulator::start(SimConfig { time_scale: 600.0, ..SimConfig::default() }).await?;
 //! # let dir = tempfile::tempdir()?;
 //! # let clip = dir.path().join("clip.mp4");
 //! # std::fs::write(&clip, aimlvid_sim::SAMPLE_INPUT)?;
 //! # let output = dir.path().join("extended.mp4");
 //! let client = Client::builder()
-//!     .api_key("sim-key")
-//! #   .base_url(sim.base_url())
-//! #   .poll_policy(PollPolicy::default().time_scaled(600.0))
+//!     .api_key(aimlvid_sim::DEFAULT_API_KEY)
+//!     .base_url(sim.base_url())
+//!     .time_scale(600.0)
 //!     .build()?;
 //!
 //! let clip = VideoInput::from_file(&clip).await?; // or VideoInput::url("https://…")
 //! let request = ExtendVideo::new("The raccoon looks up at a passing owl", clip);
+//! // Polled on a schedule fitted to the model (`Client::poll_policy_for`).
 //! let job = client.create_and_wait(&request).await?;
 //! println!("{} used {:?} credits", job.id, job.credits_used());
 //!
@@ -61,6 +57,11 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Any other model takes a [`GenericRequest`]: its parameters by name, media
+//! as a [`MediaInput`] (a local file, sent inline, or a URL), checked against
+//! the model in the [`catalog`] before anything is sent. `examples/generate.rs`
+//! runs one with its progress.
 //!
 //! To show progress, follow the job's status changes instead of waiting:
 //!
@@ -72,6 +73,8 @@
 //! // Record `created.id` somewhere durable first: it is all that is needed
 //! // to find the job again with `client.wait(id)`.
 //! let mut changes = client.watch_created(created);
+//! // A failed job ends the stream as `Err(Error::GenerationFailed)`:
+//! // `job?` stops there, with the API's reason.
 //! while let Some(job) = changes.next().await {
 //!     println!("now {}", job?.status);
 //! }

@@ -263,8 +263,12 @@ impl JobDurations {
 /// A stream of a generation's status changes, ending after the job
 /// finishes (completed or error), fails to be reached, or times out.
 ///
-/// Each item is the job as reported when its status changed, the last one
-/// finished. Dropping the stream stops polling at once. Passing trouble
+/// Each item is the job as reported when its status changed. A job that
+/// completes ends the stream with `Ok` of the completed job; a job that
+/// fails ends it with `Err(`[`Error::GenerationFailed`]`)`, carrying the
+/// API's reason, so that `job?` in a loop stops on a failed job as
+/// [`Client::create_and_wait`](crate::Client::create_and_wait) does. Every
+/// `Ok` item is a job that is still running or completed. Dropping the stream stops polling at once. Passing trouble
 /// (429, 5xx, a dropped connection) is retried until the deadline; five
 /// unreadable answers in a row end the stream with [`Error::Decode`], whose
 /// excerpt shows what came back.
@@ -356,7 +360,7 @@ async fn next_change(mut s: WatchState) -> Option<(Result<Generation>, WatchStat
     if let Some(created) = s.created.take() {
         s.last_status = Some(created.status.clone());
         s.done = created.status.is_finished();
-        return Some((Ok(created), s));
+        return Some((created.into_result(), s));
     }
     loop {
         let mut wait = s.policy.delay_before(s.polls, s.fresh);
@@ -384,7 +388,8 @@ async fn next_change(mut s: WatchState) -> Option<(Result<Generation>, WatchStat
                 if s.last_status.as_ref() != Some(&generation.status) {
                     s.last_status = Some(generation.status.clone());
                     s.done = generation.status.is_finished();
-                    return Some((Ok(generation), s));
+                    // A failed job is the stream's last item, as an error.
+                    return Some((generation.into_result(), s));
                 }
             }
             // An answer that keeps failing to decode is not a passing storm:

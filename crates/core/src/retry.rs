@@ -10,6 +10,11 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 /// Waits grow exponentially from `initial_backoff` to `max_backoff`, each
 /// drawn at random from its upper half so that many clients do not retry in
 /// step, and are never shorter than the upstream's `Retry-After`.
+///
+/// A connection that cannot be made at all (refused: nothing listens there)
+/// is tried again only within `initial_backoff` (one retry by default, at
+/// most half a second later): a server that is down is said so at once
+/// rather than after the whole back-off.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included. 1 means no retry.
@@ -51,6 +56,12 @@ impl RetryPolicy {
         let ceiling = self.initial_backoff.saturating_mul(1 << exponent).min(self.max_backoff);
         let jittered = ceiling.mul_f64(0.5 + fastrand::f64() * 0.5);
         jittered.max(retry_after.unwrap_or_default())
+    }
+
+    /// Whether, after waiting `waited` in all on connections that could not
+    /// be made, a further `wait` is still worth it.
+    pub(crate) fn retry_unreachable(&self, waited: Duration, wait: Duration) -> bool {
+        waited + wait <= self.initial_backoff
     }
 
     /// Whether a wait of `retry_after` asked by the API is longer than this

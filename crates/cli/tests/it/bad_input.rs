@@ -96,3 +96,24 @@ fn a_bad_config_file_or_base_url_is_a_usage_error() {
     assert!(stderr(&out).contains("is not a URL"), "{}", stderr(&out));
     assert!(env.sim.requests().is_empty());
 }
+
+#[test]
+fn a_base_url_that_is_not_the_api_is_said_so_on_create() {
+    let env = crate::Env::new();
+    let url = format!("{}/not-the-api/", env.sim.base_url());
+    let out = env
+        .cmd()
+        .args(["--base-url", &url, "generate", "-m", "google/veo-3.1-t2v-fast", "-p", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = crate::stderr(&out);
+    assert!(
+        err.contains("does not look like the AI/ML API: a create there was answered 404")
+            && err
+                .contains("check the base URL (--base-url, AIMLAPI_BASE_URL or the config file's base_url)")
+            && !err.contains("not found"),
+        "{err}"
+    );
+    assert!(env.records().is_empty(), "a create answered 404 made no job");
+}

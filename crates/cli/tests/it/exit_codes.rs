@@ -97,18 +97,33 @@ fn a_lost_create_answer_names_its_kind_and_journal_record_in_json() {
 }
 
 #[test]
-fn network_trouble_exits_7() {
-    // Nothing listens there: refused connections are retried, then reported.
+fn a_server_that_is_down_fails_fast_with_network_trouble_7() {
+    // Nothing listens there: the connection is refused, and said so at
+    // once (in real time: no AIMLVID_TIME_SCALE), not after the back-off.
     let env = Env::new();
     env.clip();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
+    let address = closed.local_addr().unwrap();
     drop(closed);
-    env.cmd()
-        .args(["--base-url", &url, "extend", "clip.mp4", "-p", "x"])
-        .assert()
-        .code(7)
-        .stderr(predicate::str::contains("network error talking to 127.0.0.1:"));
+    let started = std::time::Instant::now();
+    let out = env
+        .cmd()
+        .env_remove("AIMLVID_TIME_SCALE")
+        .args(["--base-url", &format!("http://{address}"), "extend", "clip.mp4", "-p", "x"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(7));
+    let err = crate::stderr(&out);
+    assert_eq!(
+        err.lines().last().unwrap(),
+        format!(
+            "error: cannot connect to {address}; check that the server is running, and the base URL \
+             (--base-url, AIMLAPI_BASE_URL or the config file's base_url) (cause: Connection refused (os error 111))"
+        )
+    );
+    assert!(!err.contains("WARN"), "log lines only with -v: {err}");
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
     assert!(env.records().is_empty(), "nothing was created");
 }
 
@@ -158,4 +173,23 @@ fn a_lost_create_missing_from_lagging_logs_stays_unknown_and_resume_exits_8() {
     assert!(stderr(&out).contains("not in the API's request logs yet"), "{}", stderr(&out));
     assert_eq!(env.records()[0]["state"], "unknown");
     assert_eq!(env.sim.stats().jobs_created, 1);
+}
+
+#[test]
+fn retries_are_said_on_the_progress_lines_and_logged_only_with_v() {
+    let env = Env::new();
+    env.sim.inject(Route::Create, Fault::RateLimited { retry_after_secs: 1 }, 1);
+    env.sim.inject(Route::Poll, Fault::Status(503), 1);
+    let args = ["generate", "-m", "google/veo-3.1-t2v-fast", "-p", "x"];
+    let out = env.cmd().args(args).output().unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let err = crate::stderr(&out);
+    assert!(err.contains("create: the API is busy (HTTP 429); retrying\n"), "{err}");
+    assert!(err.contains("poll: the API failed (HTTP 503); retrying\n"), "{err}");
+    assert!(!err.contains("WARN"), "{err}");
+
+    env.sim.inject(Route::Create, Fault::RateLimited { retry_after_secs: 1 }, 1);
+    let out = env.cmd().args(args).args(["--force", "-v"]).output().unwrap();
+    let verbose = crate::stderr(&out);
+    assert!(verbose.contains("WARN") && verbose.contains("create not accepted; retrying"), "{verbose}");
 }

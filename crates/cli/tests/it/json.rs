@@ -23,6 +23,12 @@ fn events(out: &std::process::Output, env: &Env) -> Vec<Value> {
                     "steps" => {
                         *value = json!(value.as_array().unwrap().iter().map(|_| "<id>").collect::<Vec<_>>())
                     }
+                    "outputs" => {
+                        let paths = value.as_array().unwrap().iter();
+                        *value = json!(
+                            paths.map(|p| p.as_str().unwrap().replace(&dir, "<dir>")).collect::<Vec<_>>()
+                        )
+                    }
                     _ => {
                         if let Some(text) = value.as_str() {
                             *value = json!(text.replace(&dir, "<dir>"));
@@ -60,6 +66,7 @@ fn extend_emits_one_object_per_event_then_the_result() {
                 "id": "<id>",
                 "status": "completed",
                 "output": "<dir>/clip-extended.mp4",
+                "outputs": ["<dir>/clip-extended.mp4"],
                 "bytes": size,
                 "credits_used": 120000.0,
                 "elapsed_secs": "<secs>",

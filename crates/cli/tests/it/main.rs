@@ -14,6 +14,7 @@ mod generate;
 mod journal;
 mod json;
 mod other;
+mod outputs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};

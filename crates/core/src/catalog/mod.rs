@@ -231,6 +231,18 @@ impl ModelSpec {
         self.parameters.iter().find(|p| p.name == name)
     }
 
+    /// The parameter whose name is closest to `name`, when one is close
+    /// enough to be what was meant (`durration` → `duration`).
+    pub fn suggest_parameter(&self, name: &str) -> Option<&Parameter> {
+        let lowered = name.to_lowercase();
+        self.parameters
+            .iter()
+            .map(|p| (strsim::jaro_winkler(&lowered, &p.name.to_lowercase()), p))
+            .filter(|(score, _)| *score > 0.85)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, p)| p)
+    }
+
     /// The parameters that take media.
     pub fn media_parameters(&self) -> impl Iterator<Item = &Parameter> {
         self.parameters.iter().filter(|p| p.media.is_some())

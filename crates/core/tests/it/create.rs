@@ -69,16 +69,18 @@ async fn a_create_refused_at_connect_is_retried_once_the_server_is_up() {
     let client = aimlvid::Client::builder()
         .api_key(aimlvid_sim::DEFAULT_API_KEY)
         .base_url(format!("http://{addr}"))
+        // A refused connection is retried within the first back-off: the
+        // retry comes 200 to 400 ms later, after the server is up at 100 ms.
         .retry_policy(RetryPolicy {
             max_attempts: 10,
-            initial_backoff: Duration::from_millis(100),
+            initial_backoff: Duration::from_millis(400),
             max_backoff: Duration::from_millis(400),
             ..RetryPolicy::default()
         })
         .build()
         .unwrap();
     let server = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         Simulator::start_on(config(), addr).await.unwrap()
     });
 

@@ -171,3 +171,38 @@ async fn upstream_trouble_is_retried_then_reported_with_its_status() {
     assert!(matches!(err, Error::Upstream { status: 503, .. }), "{err:?}");
     assert_eq!(sim.stats().poll_requests, 3);
 }
+
+#[tokio::test]
+async fn a_server_that_is_down_is_said_at_once() {
+    // A port nobody listens on: connections to it are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let client = Client::builder()
+        .api_key("k")
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .retry_policy(RetryPolicy::default())
+        .build()
+        .unwrap();
+    for call in ["create", "get"] {
+        let started = std::time::Instant::now();
+        let err = match call {
+            "create" => client.create(&extend_request()).await.unwrap_err(),
+            _ => client.get("g").await.unwrap_err(),
+        };
+        // The default back-off would take 8 s and more; a refused
+        // connection gets one retry within half a second.
+        assert!(started.elapsed() < Duration::from_secs(3), "{call}: {:?}", started.elapsed());
+        assert!(err.is_unreachable(), "{call}: {err:?}");
+        assert!(err.to_string().starts_with(&format!("cannot connect to 127.0.0.1:{port};")), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_create_answered_404_names_the_base_url_not_a_generation() {
+    let (sim, _) = start(config()).await;
+    let client = builder_for(&sim).base_url(format!("{}/not-the-api/", sim.base_url())).build().unwrap();
+    let err = client.create(&extend_request()).await.unwrap_err();
+    assert!(matches!(err, Error::NotTheApi { .. }), "{err:?}");
+    let shown = err.to_string();
+    assert!(shown.contains("does not look like the AI/ML API") && !shown.contains("not found"), "{shown}");
+    assert_eq!(sim.stats().jobs_created, 0);
+}

@@ -166,3 +166,57 @@ async fn a_result_given_as_a_list_is_read_and_its_first_video_downloaded() {
     assert_eq!(std::fs::read(&dest).unwrap(), aimlvid_sim::SAMPLE_RESULT);
     let _ = sim;
 }
+
+#[tokio::test]
+async fn by_default_a_job_is_polled_on_a_schedule_fitted_to_its_model() {
+    // A text-to-video job of a minute: the extend-tuned default's first
+    // poll, 85 s after the create, would notice it 25 s late.
+    let config = SimConfig {
+        queue_time: Spread::Fixed(Duration::from_secs(2)),
+        generation_time: Spread::Fixed(Duration::from_secs(58)),
+        ..config()
+    };
+    let sim = aimlvid_sim::Simulator::start(config).await.unwrap();
+    let client = aimlvid::Client::builder()
+        .api_key(aimlvid_sim::DEFAULT_API_KEY)
+        .base_url(sim.base_url())
+        .time_scale(crate::SCALE)
+        .build()
+        .unwrap();
+    let model = "google/veo-3.1-t2v-fast";
+    let done =
+        client.create_and_wait(&aimlvid::GenericRequest::new(model).param("prompt", "x")).await.unwrap();
+
+    let job = sim.job(&done.id).unwrap();
+    let lag = job.first_finished_answer_at.unwrap() - job.finishes_at;
+    assert!(lag < Duration::from_secs(12), "noticed {lag:?} late");
+    let family = aimlvid::JobDurations::typical_of(aimlvid::catalog::Family::TextToVideo);
+    assert_eq!(
+        client.poll_policy_for(model),
+        aimlvid::PollPolicy::for_durations(&family).time_scaled(crate::SCALE)
+    );
+
+    // Once the client has read the model's metrics, they are what it fits.
+    let measured = client.model_metrics(&[model]).await.unwrap();
+    let (_, durations) = measured.iter().find(|(id, _)| id == model).unwrap();
+    assert_eq!(
+        client.poll_policy_for(model),
+        aimlvid::PollPolicy::for_durations(durations).time_scaled(crate::SCALE)
+    );
+    // A policy set by hand is used for every model.
+    let fixed = aimlvid::PollPolicy::fixed(Duration::from_millis(5));
+    let client = aimlvid::Client::builder().api_key("k").poll_policy(fixed.clone()).build().unwrap();
+    assert_eq!(client.poll_policy_for(model), fixed);
+}
+
+#[tokio::test]
+async fn a_failed_job_ends_the_stream_with_its_error() {
+    let (sim, client) = start(SimConfig { time_scale: 0.0, ..config() }).await;
+    let created = client.create(&extend_request()).await.unwrap();
+    sim.fail_now(&created.id);
+    let items: Vec<_> = client.watch_created(created.clone()).collect().await;
+    assert!(matches!(&items[0], Ok(g) if g.status == Status::Queued), "{items:?}");
+    let Some(Err(aimlvid::Error::GenerationFailed { id, .. })) = items.last() else { panic!("{items:?}") };
+    assert_eq!(id, &created.id);
+    assert!(items.iter().filter_map(|i| i.as_ref().ok()).all(|g| !g.status.is_failure()));
+}
