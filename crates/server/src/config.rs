@@ -87,6 +87,17 @@ pub struct FileConfig {
     /// With PostgreSQL: seconds a replica's hold on its jobs lasts unless
     /// renewed (default 15).
     pub lease_secs: Option<u64>,
+    /// Connections open at once from one address (default 256; 0: no limit,
+    /// for a server behind a reverse proxy).
+    pub max_connections_per_peer: Option<usize>,
+    /// Seconds from accepting a connection to its first byte (default 10).
+    pub first_byte_timeout_secs: Option<u64>,
+    /// `Strict-Transport-Security` max-age on answers over TLS, in seconds
+    /// (default a year; 0 sends no such header).
+    pub hsts_max_age_secs: Option<u64>,
+    /// Seconds a create waits for the database to record it before it is
+    /// refused with 503, nothing sent upstream (default 10).
+    pub create_record_timeout_secs: Option<u64>,
 }
 
 /// The `[budget]` table.
@@ -304,6 +315,11 @@ pub struct ServeArgs {
     /// within this [default: 15].
     #[arg(long, env = "AIMLVID_LEASE_SECS", value_name = "SECONDS")]
     pub lease_secs: Option<u64>,
+    /// Connections open at once from one address; more are closed as they
+    /// arrive. Behind a reverse proxy every connection comes from its
+    /// address: raise this to its pool size, or 0 for no limit [default: 256].
+    #[arg(long, env = "AIMLVID_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
+    pub max_connections_per_peer: Option<usize>,
 }
 
 /// The files of a TLS certificate and its key.
@@ -354,6 +370,10 @@ pub struct Settings {
     pub max_creates_in_flight: usize,
     /// How often job leases are renewed (with PostgreSQL).
     pub lease_check: Duration,
+    /// The HTTP front's limits.
+    pub front: crate::front::FrontLimits,
+    /// How long a create waits for the database to record it.
+    pub create_record_timeout: Duration,
 }
 
 /// Seconds from a flag or the file, checked.
@@ -480,7 +500,30 @@ impl Settings {
             let hours = file.team_page_session_hours.unwrap_or(crate::page::session::DEFAULT_SESSION_HOURS);
             Duration::from_secs(hours.max(1) * 3600)
         });
+        let front = {
+            let defaults = crate::front::FrontLimits::default();
+            crate::front::FrontLimits {
+                max_connections_per_peer: args
+                    .max_connections_per_peer
+                    .or(file.max_connections_per_peer)
+                    .unwrap_or(defaults.max_connections_per_peer),
+                first_byte_timeout: file
+                    .first_byte_timeout_secs
+                    .map_or(defaults.first_byte_timeout, |s| Duration::from_secs(s.max(1))),
+                hsts_max_age: match file.hsts_max_age_secs {
+                    None => defaults.hsts_max_age,
+                    Some(0) => None,
+                    Some(s) => Some(Duration::from_secs(s)),
+                },
+                ..defaults
+            }
+        };
+        let create_record_timeout = file
+            .create_record_timeout_secs
+            .map_or(crate::state::DEFAULT_CREATE_RECORD_TIMEOUT, |s| Duration::from_secs(s.max(1)));
         Ok(Settings {
+            front,
+            create_record_timeout,
             poll,
             costs,
             retention,

@@ -1,11 +1,15 @@
 //! The HTTP front: the accept loop both plain HTTP and TLS are served by,
-//! with the limits a server facing the network needs: a time limit on
+//! with the limits a server facing the network needs: a time limit on a
+//! connection's first byte (so one that sends nothing is closed) and on
 //! reading a request's headers (so a slowloris connection is closed), a cap
-//! on open connections, HTTP/2 stream limits, and a shutdown that lets
+//! on open connections and a smaller one per peer address (so one host
+//! cannot take them all), HTTP/2 stream limits, and a shutdown that lets
 //! in-flight requests finish for a while and then stops anyway.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,6 +36,16 @@ pub struct FrontLimits {
     pub header_read_timeout: Duration,
     /// Connections open at once; further ones wait to be accepted.
     pub max_connections: usize,
+    /// Connections open at once from one peer address; further ones from
+    /// it are closed as soon as they are accepted. 0: no such limit (behind
+    /// a reverse proxy every connection comes from the proxy's address).
+    pub max_connections_per_peer: usize,
+    /// Time from accepting a connection to its first byte (of a request,
+    /// or of a TLS handshake): a connection that sends nothing is closed.
+    pub first_byte_timeout: Duration,
+    /// `Strict-Transport-Security: max-age=…` on every answer served over
+    /// this server's own TLS; `None` sends no such header.
+    pub hsts_max_age: Option<Duration>,
     /// HTTP/2 streams open at once on one connection.
     pub max_streams_per_connection: u32,
     /// Longest pause while a request body arrives.
@@ -51,12 +65,62 @@ impl Default for FrontLimits {
         FrontLimits {
             header_read_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            first_byte_timeout: Duration::from_secs(10),
+            hsts_max_age: Some(Duration::from_secs(365 * 86_400)),
             max_streams_per_connection: 100,
             body_idle_timeout: Duration::from_secs(30),
             min_body_rate: 16 * 1024,
             shutdown_grace: Duration::from_secs(30),
         }
     }
+}
+
+/// Connections from one address at once, unless configured otherwise.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
+
+/// Open connections per peer address.
+#[derive(Debug, Default)]
+struct PeerConnections {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection of a peer, counted until dropped.
+#[derive(Debug)]
+struct PeerConnection {
+    peers: Arc<PeerConnections>,
+    address: IpAddr,
+}
+
+impl PeerConnections {
+    /// Counts a connection from `address`, unless it already has `max` open.
+    fn enter(self: &Arc<Self>, address: IpAddr, max: usize) -> Option<PeerConnection> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(address).or_default();
+        if max > 0 && *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerConnection { peers: self.clone(), address })
+    }
+}
+
+impl Drop for PeerConnection {
+    fn drop(&mut self) {
+        let mut open = self.peers.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Waits for a connection's first byte; false if none came in time (or it closed).
+async fn first_byte(tcp: &tokio::net::TcpStream, within: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(within, tcp.peek(&mut byte)).await, Ok(Ok(n)) if n > 0)
 }
 
 /// Marks requests that arrived over this server's own TLS.
@@ -76,7 +140,20 @@ pub(crate) async fn serve(
     let limits = state.front_limits().clone();
     let router = crate::app(state.clone());
     // The team page marks its cookies Secure when it is served over TLS.
-    let router = if tls.is_some() { router.layer(axum::Extension(OverTls)) } else { router };
+    let router = match (&tls, limits.hsts_max_age) {
+        (None, _) => router,
+        (Some(_), None) => router.layer(axum::Extension(OverTls)),
+        (Some(_), Some(max_age)) => {
+            let hsts = axum::http::HeaderValue::try_from(format!("max-age={}", max_age.as_secs()))
+                .expect("digits make a header value");
+            router.layer(axum::Extension(OverTls)).layer(
+                tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    hsts,
+                ),
+            )
+        }
+    };
     let service = TowerToHyperService::new(router);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
@@ -86,6 +163,9 @@ pub(crate) async fn serve(
         .max_concurrent_streams(limits.max_streams_per_connection)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let peers = Arc::new(PeerConnections::default());
+    // Shutdown does not wait for connections that have sent nothing yet.
+    let closing = tokio_util::sync::CancellationToken::new();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -110,12 +190,29 @@ pub(crate) async fn serve(
                 }
             },
         };
+        // Closed at once: counting it against the cap would let one host fill it.
+        let Some(from_peer) = peers.enter(peer.ip(), limits.max_connections_per_peer) else {
+            tracing::debug!(%peer, "too many connections from this address; closed");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
+        let (first_byte_timeout, closing) = (limits.first_byte_timeout, closing.clone());
         let (service, builder, tls) = (service.clone(), builder.clone(), tls.clone());
         // Taken before any handshake, so shutdown also waits for connections still in it.
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _permit = permit;
+            let (_permit, _from_peer) = (permit, from_peer);
+            // Before any protocol reads it: HTTP/1's header timeout starts
+            // only once a request begins, and the protocol sniffing of
+            // HTTP/1 against HTTP/2 waits without a limit.
+            let sent = tokio::select! {
+                sent = first_byte(&tcp, first_byte_timeout) => sent,
+                () = closing.cancelled() => false,
+            };
+            if !sent {
+                tracing::debug!(%peer, "no first byte in time; closed");
+                return;
+            }
             let Some(tls) = tls else {
                 return run(builder, service, watcher, tcp, peer).await;
             };
@@ -127,6 +224,7 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
+    closing.cancel();
     // Event streams would otherwise hold their connections open until their jobs end.
     state.drain();
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {

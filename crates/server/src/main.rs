@@ -260,6 +260,8 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         team_page: settings.team_page,
         max_creates_in_flight: settings.max_creates_in_flight,
         lease_check: settings.lease_check,
+        front: settings.front,
+        create_record_timeout: settings.create_record_timeout,
         ..StateConfig::from_builder(upstream)?
     };
     let state = AppState::start(store.shared(), config).await?;

@@ -6,6 +6,7 @@ mod edges;
 mod engine;
 mod events;
 mod faults;
+mod hostile;
 mod jobs;
 mod keys;
 mod metrics;

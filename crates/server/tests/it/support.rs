@@ -133,7 +133,18 @@ pub(crate) async fn start_tls_proxy(
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
     ca_pem: &str,
 ) -> Proxy {
-    let state = proxy_state(sim, Arc::new(SqliteStore::open(db).await.unwrap()), quick_polls(), |_| {}).await;
+    start_tls_proxy_configured(sim, db, tls, ca_pem, |_| {}).await
+}
+
+/// [`start_tls_proxy`], with the state's configuration changed by `tweak`.
+pub(crate) async fn start_tls_proxy_configured(
+    sim: &RunningSim,
+    db: &Path,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    ca_pem: &str,
+    tweak: impl FnOnce(&mut StateConfig),
+) -> Proxy {
+    let state = proxy_state(sim, Arc::new(SqliteStore::open(db).await.unwrap()), quick_polls(), tweak).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

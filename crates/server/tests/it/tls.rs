@@ -10,7 +10,7 @@ use crate::support::*;
 
 /// A self-signed certificate for `localhost` and its key, as PEM files in
 /// `dir`; returns their paths and the certificate's PEM.
-fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
+pub(crate) fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
     let cert_pem = certified.cert.pem();
