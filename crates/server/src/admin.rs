@@ -1,12 +1,14 @@
 //! The admin API (`/admin/keys`), behind the admin bearer token, and key
 //! issuing shared with the `keys` command.
 
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
@@ -107,6 +109,33 @@ fn new_webhook(url: &str) -> Result<Webhook, IssueError> {
     Ok(Webhook { url: url.to_owned(), secret: generate_secret(WEBHOOK_SECRET_PREFIX)?.into() })
 }
 
+/// The largest body an admin request may have: its bodies are a key's
+/// name and limits.
+pub const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+/// The admin API's routes. The admin token is checked before anything of a
+/// request's body is read (so a stranger's upload is refused unread), and
+/// bodies are small.
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/admin/keys", get(list).post(create))
+        .route("/admin/keys/{name}", patch(update).delete(revoke))
+        .route("/admin/keys/{name}/rotate", post(rotate))
+        .route("/admin/jobs/unknown", get(unknown_jobs))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_only))
+        .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
+}
+
+/// Lets only the admin token through, before the handler's extractors run.
+async fn admin_only(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    authorize(&state, request.headers())?;
+    Ok(next.run(request).await)
+}
+
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if !state.admin_enabled() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "The admin API is not enabled"));
@@ -142,6 +171,12 @@ fn issue_error(e: IssueError) -> ApiError {
 }
 
 fn bad_json(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("An admin request's body may be {} KiB at most", ADMIN_BODY_LIMIT / 1024),
+        );
+    }
     ApiError::new(StatusCode::BAD_REQUEST, format!("Body validation error: {}", rejection.body_text()))
 }
 
@@ -203,8 +238,7 @@ impl CreateKey {
 }
 
 /// `GET /admin/keys`: every key, with live counters; never a key itself.
-pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+pub(crate) async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let records = state.store().keys().await.map_err(store_error)?;
     let listed: Vec<_> = records
         .into_iter()
@@ -221,11 +255,7 @@ pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap) -> R
 /// `GET /admin/jobs/unknown`: creates whose outcome is unknown and jobs the
 /// upstream says it does not know, oldest first. The server keeps looking
 /// them up by itself; these are for an operator to know about.
-pub(crate) async fn unknown_jobs(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+pub(crate) async fn unknown_jobs(State(state): State<AppState>) -> Result<Response, ApiError> {
     let jobs = state.store().jobs_needing_attention().await.map_err(store_error)?;
     let listed: Vec<_> = jobs
         .into_iter()
@@ -246,10 +276,8 @@ pub(crate) async fn unknown_jobs(
 /// `POST /admin/keys`: issues a key and shows it (and its webhook secret), once.
 pub(crate) async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Result<Json<CreateKey>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let Json(body) = body.map_err(bad_json)?;
     let issued = issue_key(state.store(), &body.name, body.limits(), body.webhook_url.as_deref())
         .await
@@ -267,11 +295,9 @@ pub(crate) async fn create(
 /// webhook; a new webhook URL's secret is shown in the answer, once.
 pub(crate) async fn update(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
     body: Result<Json<KeyUpdate>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let Json(update) = body.map_err(bad_json)?;
     let updated = update_key(state.store(), &name, &update).await.map_err(issue_error)?;
     let (record, secret) =
@@ -287,10 +313,8 @@ pub(crate) async fn update(
 /// `DELETE /admin/keys/{name}`: revokes a key for good.
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let record = state.store().revoke_key(&name).await.map_err(store_error)?;
     let record =
         record.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No key named {name:?}")))?;
@@ -301,10 +325,8 @@ pub(crate) async fn revoke(
 /// `POST /admin/keys/{name}/rotate`: a new secret for the same key, shown once.
 pub(crate) async fn rotate(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let rotated = rotate_key(state.store(), &name).await.map_err(issue_error)?;
     let (record, key) = rotated
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No usable key named {name:?}")))?;

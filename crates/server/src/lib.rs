@@ -47,7 +47,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::{CONTENT_TYPE, HeaderValue};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::{get, patch};
+use axum::routing::get;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -89,10 +89,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v2/video/generations", get(api::get).post(api::create))
         .route("/v2/video/generations/{id}/events", get(events::events))
-        .route("/admin/keys", get(admin::list).post(admin::create))
-        .route("/admin/keys/{name}", patch(admin::update).delete(admin::revoke))
-        .route("/admin/keys/{name}/rotate", axum::routing::post(admin::rotate))
-        .route("/admin/jobs/unknown", get(admin::unknown_jobs))
+        .merge(admin::routes(&state))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
