@@ -240,10 +240,11 @@ impl CreateKey {
 /// `GET /admin/keys`: every key, with live counters; never a key itself.
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let records = state.store().keys().await.map_err(store_error)?;
+    let counts = state.unfinished_per_key().await.map_err(store_error)?;
     let listed: Vec<_> = records
         .into_iter()
         .map(|record| {
-            let unfinished = state.keys().get(record.id).map_or(0, |e| e.unfinished());
+            let unfinished = counts.get(&record.id).copied().unwrap_or(0);
             let mut value = serde_json::to_value(&record).unwrap_or_default();
             value["unfinished"] = unfinished.into();
             value

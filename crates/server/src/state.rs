@@ -512,6 +512,17 @@ impl AppState {
         self.inner.admin_token_hash.is_some()
     }
 
+    /// Per key, its unfinished jobs: as a shared store counts them (every
+    /// replica's), else as this server does.
+    pub(crate) async fn unfinished_per_key(
+        &self,
+    ) -> Result<std::collections::HashMap<KeyId, u32>, StoreError> {
+        if let Some(counts) = self.inner.store.unfinished_counts().await? {
+            return Ok(counts);
+        }
+        Ok(self.inner.keys.entries().into_iter().map(|entry| (entry.id(), entry.unfinished())).collect())
+    }
+
     /// Reloads keys from storage now.
     pub async fn reload_keys(&self) -> Result<(), StoreError> {
         let _in_order = self.inner.reloading.lock().await;

@@ -606,13 +606,14 @@ async fn admin_page(
     let unfinished = store.unfinished_jobs().await.map_err(page_error)?;
     let attention = store.jobs_needing_attention().await.map_err(page_error)?;
     let failed = store.failed_deliveries(50).await.map_err(page_error)?;
+    let counts = state.unfinished_per_key().await.map_err(page_error)?;
     let page = AdminPage {
         title: "Admin".into(),
         nav: Nav::of(session, "admin"),
         keys: keys
             .iter()
             .filter(|k| !k.revoked)
-            .map(|k| KeyRow::new(k, state.keys().get(k.id).map_or(0, |e| e.unfinished())))
+            .map(|k| KeyRow::new(k, counts.get(&k.id).copied().unwrap_or(0)))
             .collect(),
         revoked: keys.iter().filter(|k| k.revoked).map(|k| k.name.clone()).collect(),
         chart,
@@ -630,13 +631,16 @@ async fn admin_page(
         issued,
         error,
         periods: ["", "day", "week", "month"].iter().map(|s| (*s).to_owned()).collect(),
+        default_max_unfinished: crate::admin::DEFAULT_MAX_UNFINISHED,
     };
     let mut response = render(&page);
     *response.status_mut() = status;
     Ok(response)
 }
 
-/// The key form's fields; blank is "no limit".
+/// The key form's fields; blank is "no limit", but for a new key's
+/// unfinished jobs, where blank is the default every way of issuing a key
+/// uses ([`crate::admin::DEFAULT_MAX_UNFINISHED`]) and `unlimited` is no limit.
 #[derive(Debug, Deserialize)]
 struct KeyForm {
     csrf: String,
@@ -659,7 +663,7 @@ struct KeyForm {
 }
 
 impl KeyForm {
-    fn limits(&self) -> Result<KeyLimits, String> {
+    fn limits(&self, new: bool) -> Result<KeyLimits, String> {
         let count = |name: &str, text: &str| -> Result<Option<u32>, String> {
             let text = text.trim();
             if text.is_empty() {
@@ -700,7 +704,11 @@ impl KeyForm {
         Ok(KeyLimits {
             allowed_models: (!models.is_empty()).then_some(models),
             rpm: count("requests per minute", &self.rpm)?,
-            max_unfinished: count("unfinished jobs", &self.max_unfinished)?,
+            max_unfinished: match self.max_unfinished.trim() {
+                "unlimited" | "none" => None,
+                "" if new => Some(crate::admin::DEFAULT_MAX_UNFINISHED),
+                text => count("unfinished jobs", text)?,
+            },
             credit_budget,
             budget_period,
         })
@@ -715,7 +723,7 @@ async fn admin_create_key(
 ) -> Result<Response, Response> {
     let session = posted_by(&state, &headers, &form.csrf).await?;
     admin_only(&session).map_err(IntoResponse::into_response)?;
-    let limits = match form.limits() {
+    let limits = match form.limits(true) {
         Ok(limits) => limits,
         Err(e) => return admin_page(&state, &session, None, Some(e), StatusCode::BAD_REQUEST).await,
     };
@@ -755,7 +763,7 @@ async fn admin_update_key(
 ) -> Result<Response, Response> {
     let session = posted_by(&state, &headers, &form.csrf).await?;
     admin_only(&session).map_err(IntoResponse::into_response)?;
-    let limits = match form.limits() {
+    let limits = match form.limits(false) {
         Ok(limits) => limits,
         Err(e) => return admin_page(&state, &session, None, Some(e), StatusCode::BAD_REQUEST).await,
     };

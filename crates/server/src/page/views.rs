@@ -145,7 +145,7 @@ impl KeyRow {
             prefix: k.prefix.clone(),
             enabled: k.enabled,
             rpm: opt(k.limits.rpm.map(|v| v.to_string())),
-            max_unfinished: opt(k.limits.max_unfinished.map(|v| v.to_string())),
+            max_unfinished: k.limits.max_unfinished.map_or_else(|| "unlimited".to_owned(), |v| v.to_string()),
             credit_budget: opt(k.limits.credit_budget.map(|v| v.to_string())),
             budget_period: opt(k.limits.budget_period.map(|p| p.as_str().to_owned())),
             allowed_models: opt(k.limits.allowed_models.as_ref().map(|m| m.join(", "))),
@@ -299,6 +299,8 @@ pub(crate) struct AdminPage {
     pub(crate) issued: Option<IssuedKey>,
     pub(crate) error: Option<String>,
     pub(crate) periods: Vec<String>,
+    /// A new key's unfinished jobs when the field is left blank.
+    pub(crate) default_max_unfinished: u32,
 }
 
 /// Used by the new form's template to pick a field's control.

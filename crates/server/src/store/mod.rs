@@ -523,6 +523,12 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
         update: &KeyUpdate,
         webhook_secret: Option<&SecretString>,
     ) -> StoreResult<Option<KeyRecord>>;
+    /// Per key, its unfinished jobs as the store itself counts them (every
+    /// replica's, creates in flight and those whose outcome is unknown
+    /// included); `None` for a store that leaves counting to its one server.
+    async fn unfinished_counts(&self) -> StoreResult<Option<std::collections::HashMap<KeyId, u32>>> {
+        Ok(None)
+    }
     /// Revokes a key for good; `None` if there is no such key.
     async fn revoke_key(&self, name: &str) -> StoreResult<Option<KeyRecord>>;
     /// Gives a key a new secret (its hash and prefix), keeping its id and so

@@ -281,6 +281,12 @@ impl KeyStore for PostgresStore {
         row.map(KeyRecord::try_from).transpose()
     }
 
+    async fn unfinished_counts(&self) -> StoreResult<Option<std::collections::HashMap<KeyId, u32>>> {
+        let rows: Vec<(KeyId, i64)> =
+            sqlx::query_as("SELECT id, unfinished FROM keys").fetch_all(&self.pool).await?;
+        Ok(Some(rows.into_iter().map(|(id, n)| (id, u32::try_from(n).unwrap_or(0))).collect()))
+    }
+
     async fn revoke_key(&self, name: &str) -> StoreResult<Option<KeyRecord>> {
         sqlx::query("UPDATE keys SET revoked_at = COALESCE(revoked_at, $1), enabled = FALSE WHERE name = $2")
             .bind(now())

@@ -93,9 +93,21 @@ async fn lost_answers_keep_counting_against_their_key(storage: Storage) {
     assert_eq!(sim.stats().create_requests, 4, "only the creates the keys had room for went upstream");
     first.stop().await;
 
-    // After a restart they still count.
+    // After a restart they still count, and the admin listing says so.
     let second = proxy_on(&sim, &storage, HOUR, HOUR).await;
     assert_eq!(statuses(&second, capped.clone(), 1).await, [429]);
+    let listed: serde_json::Value = second
+        .http
+        .get(format!("{}/admin/keys", second.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let unfinished: Vec<_> = listed.as_array().unwrap().iter().map(|k| k["unfinished"].clone()).collect();
+    assert_eq!(unfinished, [serde_json::json!(2), serde_json::json!(2)], "{listed}");
     assert_eq!(statuses(&second, budgeted.clone(), 1).await, [403]);
     assert_eq!(sim.stats().create_requests, 4);
     second.stop().await;

@@ -327,6 +327,33 @@ async fn the_admin_makes_a_key_seen_once_and_changes_and_revokes_it() {
         )
         .await;
     assert_eq!(made.status, StatusCode::CREATED, "{}", made.html);
+    // A blank limit is the same default as the admin API's and `keys create`'s, shown as the placeholder.
+    assert!(made.html.contains(r#"name="max_unfinished" size="5" placeholder="10""#), "{}", made.html);
+    let by_api = proxy
+        .http
+        .post(format!("{}/admin/keys", proxy.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "name": "dora" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_api.status(), StatusCode::CREATED);
+    let unlimited = admin
+        .post("/ui/admin/keys", &[("csrf", &page.csrf()), ("name", "ed"), ("max_unfinished", "unlimited")])
+        .await;
+    assert_eq!(unlimited.status, StatusCode::CREATED, "{}", unlimited.html);
+    let limits: std::collections::HashMap<String, Option<u32>> = proxy
+        .state
+        .store()
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.name, k.limits.max_unfinished))
+        .collect();
+    assert_eq!(limits["carol"], Some(aimlvid_server::admin::DEFAULT_MAX_UNFINISHED));
+    assert_eq!(limits["carol"], limits["dora"], "the page and the admin API agree");
+    assert_eq!(limits["ed"], None);
     let start = made.html.find(r#"id="new-key">"#).unwrap() + 13;
     let key = made.html[start..].split('<').next().unwrap().to_owned();
     let answer = get(&proxy.http, &proxy.endpoint(), Some(&key), Some("nope")).await;
