@@ -57,6 +57,7 @@ async fn main() {
         "bench",
         KeyLimits { max_unfinished: None, ..KeyLimits::default() },
         None,
+        aimlvid_server::webhooks::TargetRules::default(),
     )
     .await
     .unwrap();

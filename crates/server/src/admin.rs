@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::keys::{WEBHOOK_SECRET_PREFIX, generate_key, generate_secret, hash_key, key_prefix};
 use crate::state::AppState;
 use crate::store::{KeyLimits, KeyRecord, KeyStore, KeyUpdate, NewKey, StoreError, Webhook};
+use crate::webhooks::TargetRules;
 
 /// Why a key could not be issued or changed.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +27,9 @@ pub enum IssueError {
     /// letters, digits, `-`, `_`, `.` and `@`.
     #[error("a key name must be 1 to 64 letters, digits, '-', '_', '.' or '@'")]
     BadName,
-    /// The webhook URL is not an absolute `http` or `https` URL.
-    #[error("a webhook URL must be an absolute http:// or https:// URL")]
-    BadWebhookUrl,
+    /// The webhook URL is refused, for the reason given.
+    #[error("webhook URL refused: {0}")]
+    BadWebhookUrl(String),
     /// Storage refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -56,6 +57,7 @@ pub async fn issue_key(
     name: &str,
     limits: KeyLimits,
     webhook_url: Option<&str>,
+    rules: TargetRules,
 ) -> Result<Issued, IssueError> {
     let valid = !name.is_empty()
         && name.len() <= 64
@@ -63,7 +65,7 @@ pub async fn issue_key(
     if !valid {
         return Err(IssueError::BadName);
     }
-    let webhook = webhook_url.map(new_webhook).transpose()?;
+    let webhook = webhook_url.map(|url| new_webhook(url, rules)).transpose()?;
     let webhook_secret = webhook.as_ref().map(|w| w.secret.clone());
     let key = generate_key()?;
     let new_key =
@@ -91,21 +93,20 @@ pub async fn update_key(
     store: &dyn KeyStore,
     name: &str,
     update: &KeyUpdate,
+    rules: TargetRules,
 ) -> Result<Option<(KeyRecord, Option<SecretString>)>, IssueError> {
     let secret = match &update.webhook_url {
-        Some(Some(url)) => Some(new_webhook(url)?.secret),
+        Some(Some(url)) => Some(new_webhook(url, rules)?.secret),
         _ => None,
     };
     let record = store.update_key(name, update, secret.as_ref()).await?;
     Ok(record.map(|record| (record, secret)))
 }
 
-/// A webhook for `url`, checked, with a new secret.
-fn new_webhook(url: &str) -> Result<Webhook, IssueError> {
-    let parsed = url::Url::parse(url).map_err(|_| IssueError::BadWebhookUrl)?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(IssueError::BadWebhookUrl);
-    }
+/// A webhook for `url`, checked against `rules` when it is saved (a
+/// member learns at once, not at the first delivery), with a new secret.
+fn new_webhook(url: &str, rules: TargetRules) -> Result<Webhook, IssueError> {
+    crate::webhooks::check_url(url, rules).map_err(IssueError::BadWebhookUrl)?;
     Ok(Webhook { url: url.to_owned(), secret: generate_secret(WEBHOOK_SECRET_PREFIX)?.into() })
 }
 
@@ -162,7 +163,7 @@ fn store_error(e: StoreError) -> ApiError {
 
 fn issue_error(e: IssueError) -> ApiError {
     match e {
-        e @ (IssueError::BadName | IssueError::BadWebhookUrl) => {
+        e @ (IssueError::BadName | IssueError::BadWebhookUrl(_)) => {
             ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
         }
         IssueError::Store(e) => store_error(e),
@@ -280,7 +281,8 @@ pub(crate) async fn create(
     body: Result<Json<CreateKey>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(bad_json)?;
-    let issued = issue_key(state.store(), &body.name, body.limits(), body.webhook_url.as_deref())
+    let rules = state.webhooks().target_rules();
+    let issued = issue_key(state.store(), &body.name, body.limits(), body.webhook_url.as_deref(), rules)
         .await
         .map_err(issue_error)?;
     state.reload_keys().await.map_err(store_error)?;
@@ -300,7 +302,8 @@ pub(crate) async fn update(
     body: Result<Json<KeyUpdate>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(update) = body.map_err(bad_json)?;
-    let updated = update_key(state.store(), &name, &update).await.map_err(issue_error)?;
+    let rules = state.webhooks().target_rules();
+    let updated = update_key(state.store(), &name, &update, rules).await.map_err(issue_error)?;
     let (record, secret) =
         updated.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No key named {name:?}")))?;
     state.reload_keys().await.map_err(store_error)?;

@@ -194,7 +194,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .open_beside_server()
                 .await
                 .with_context(|| format!("opening {}", database.describe()))?;
-            let result = keys(store.get(), command).await;
+            let file = cli.db.file()?;
+            let rules = aimlvid_server::webhooks::TargetRules {
+                allow_private_targets: file.webhook_allow_private_targets.unwrap_or(false),
+                allow_plain_http: file.webhook_allow_plain_http.unwrap_or(false),
+            };
+            let result = keys(store.get(), command, rules).await;
             store.close().await;
             result
         }
@@ -308,13 +313,22 @@ async fn shutdown_signal() {
     tracing::info!("shutting down; finishing requests in flight");
 }
 
-async fn keys(store: &dyn Store, command: KeysCommand) -> anyhow::Result<()> {
+async fn keys(
+    store: &dyn Store,
+    command: KeysCommand,
+    rules: aimlvid_server::webhooks::TargetRules,
+) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { name, limits } => {
             let webhook_url = limits.update().webhook_url.flatten();
-            let issued =
-                aimlvid_server::admin::issue_key(store, &name, limits.limits(), webhook_url.as_deref())
-                    .await?;
+            let issued = aimlvid_server::admin::issue_key(
+                store,
+                &name,
+                limits.limits(),
+                webhook_url.as_deref(),
+                rules,
+            )
+            .await?;
             if issued.webhook_secret.is_some() {
                 eprintln!(
                     "Created key {:?}: the key, then its webhook's signing secret. They are shown only now; \
@@ -361,7 +375,7 @@ async fn keys(store: &dyn Store, command: KeysCommand) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let (record, webhook_secret) = aimlvid_server::admin::update_key(store, &name, &update)
+            let (record, webhook_secret) = aimlvid_server::admin::update_key(store, &name, &update, rules)
                 .await?
                 .with_context(|| format!("no key named {name:?}"))?;
             print_key(&record);

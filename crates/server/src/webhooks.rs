@@ -164,18 +164,108 @@ pub fn is_public(ip: std::net::IpAddr) -> bool {
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
+            // Forms that carry an IPv4 address reach that address: they are
+            // judged by it (and by every one they carry).
+            let embedded = embedded_ipv4(v6);
+            if !embedded.is_empty() {
+                return embedded.into_iter().all(|v4| is_public(IpAddr::V4(v4)));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link-local
-                || first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated, still routed locally)
+                || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // local-use NAT64, 64:ff9b:1::/48
+                || s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         }
     }
+}
+
+/// The IPv4 addresses an IPv6 address carries, by the forms that route to
+/// them: IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64
+/// (`64:ff9b::/96`), 6to4 (`2002::/16`) and Teredo (`2001::/32`: its server,
+/// and its client, stored inverted).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Vec<std::net::Ipv4Addr> {
+    use std::net::Ipv4Addr;
+    let s = v6.segments();
+    let from = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return vec![v4];
+    }
+    // `::` and `::1` are IPv6's own unspecified and loopback addresses.
+    if s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1) {
+        return vec![from(s[6], s[7])];
+    }
+    if s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4] {
+        return vec![from(s[6], s[7])];
+    }
+    if s[0] == 0x2002 {
+        return vec![from(s[1], s[2])];
+    }
+    if s[0] == 0x2001 && s[1] == 0 {
+        return vec![from(s[2], s[3]), from(!s[6], !s[7])];
+    }
+    Vec::new()
+}
+
+/// Which webhook targets are allowed beyond public `https` ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetRules {
+    /// Loopback, private, link-local and unique-local addresses too.
+    pub allow_private_targets: bool,
+    /// Plain `http://` too.
+    pub allow_plain_http: bool,
+}
+
+impl WebhookConfig {
+    /// The targets this configuration allows.
+    pub fn target_rules(&self) -> TargetRules {
+        TargetRules {
+            allow_private_targets: self.allow_private_targets,
+            allow_plain_http: self.allow_plain_http,
+        }
+    }
+}
+
+/// Checks a webhook URL against `rules`, as far as can be without
+/// resolving its host: an absolute `https` URL (or `http` where allowed),
+/// with no user name or password in it, and not naming a loopback,
+/// private, link-local or otherwise non-public address (literally, or as
+/// `localhost`). A name that resolves to such an address is refused again
+/// at each delivery. The error says what is wrong, in a member's words.
+pub fn check_url(url: &str, rules: TargetRules) -> Result<url::Url, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("not a valid URL ({e})"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if rules.allow_plain_http => {}
+        "http" => return Err("webhooks go over https only (webhook_allow_plain_http allows http)".into()),
+        other => return Err(format!("a webhook URL must be https://, not {other}:")),
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("a webhook URL must not carry a user name or password; its requests are signed".into());
+    }
+    let private = |what: String| {
+        Err(format!("{what} is not a public address (webhook_allow_private_targets allows it)"))
+    };
+    match parsed.host() {
+        None => return Err("a webhook URL needs a host".into()),
+        Some(url::Host::Ipv4(ip)) if !rules.allow_private_targets && !is_public(ip.into()) => {
+            return private(ip.to_string());
+        }
+        Some(url::Host::Ipv6(ip)) if !rules.allow_private_targets && !is_public(ip.into()) => {
+            return private(format!("[{ip}]"));
+        }
+        Some(url::Host::Domain(name)) if !rules.allow_private_targets => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if name == "localhost" || name.ends_with(".localhost") {
+                return private(name);
+            }
+        }
+        _ => {}
+    }
+    Ok(parsed)
 }
 
 /// A resolver that hands reqwest only public addresses.
@@ -231,6 +321,60 @@ mod target_tests {
         for public in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
+    }
+
+    /// IPv6 forms that carry an IPv4 address are judged by the address they carry.
+    #[test]
+    fn ipv6_forms_that_embed_ipv4_are_judged_by_the_embedded_address() {
+        for private in [
+            "::127.0.0.1",                          // IPv4-compatible
+            "::10.0.0.1",                           // IPv4-compatible, private
+            "64:ff9b::7f00:1",                      // NAT64 of 127.0.0.1
+            "64:ff9b::a9fe:a9fe",                   // NAT64 of 169.254.169.254
+            "64:ff9b:1::808:808",                   // local-use NAT64, whatever it carries
+            "2002:7f00:1::1",                       // 6to4 of 127.0.0.1
+            "2002:c0a8:101::1",                     // 6to4 of 192.168.1.1
+            "2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo, client 127.0.0.1 (inverted)
+            "2001:0:a00:1:8000:63bf:f7f7:f7f7",     // Teredo, server 10.0.0.1
+            "fec0::1",                              // site-local
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in [
+            "::8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7", // Teredo, server 65.54.227.120, client 8.8.8.8
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn webhook_urls_are_checked_when_saved() {
+        use super::{TargetRules, check_url};
+        let strict = TargetRules::default();
+        for (url, says) in [
+            ("http://example.com/hook", "https only"),
+            ("ftp://example.com/hook", "https://"),
+            ("https://user:pass@example.com/hook", "user name or password"),
+            ("https://token@example.com/hook", "user name or password"),
+            ("https://127.0.0.1/hook", "127.0.0.1 is not a public address"),
+            ("https://[::127.0.0.1]/hook", "not a public address"),
+            ("https://[64:ff9b::7f00:1]/hook", "not a public address"),
+            ("https://169.254.169.254/latest/meta-data", "not a public address"),
+            ("https://localhost/hook", "localhost is not a public address"),
+            ("https://api.localhost./hook", "not a public address"),
+            ("not a url", "not a valid URL"),
+        ] {
+            let refused = check_url(url, strict).unwrap_err();
+            assert!(refused.contains(says), "{url}: {refused}");
+        }
+        assert!(check_url("https://hooks.example.com/a?token=x", strict).is_ok());
+        assert!(check_url("https://[2606:4700:4700::1111]/a", strict).is_ok());
+        let loose = TargetRules { allow_private_targets: true, allow_plain_http: true };
+        assert!(check_url("http://127.0.0.1:9000/hook", loose).is_ok());
+        assert!(check_url("https://user:pass@example.com/", loose).is_err(), "credentials never");
     }
 }
 
@@ -370,6 +514,11 @@ fn host_of(url: &str) -> Option<String> {
 }
 
 impl Webhooks {
+    /// The targets webhook URLs may name.
+    pub(crate) fn target_rules(&self) -> TargetRules {
+        self.config.target_rules()
+    }
+
     pub(crate) fn new(config: WebhookConfig) -> reqwest::Result<Self> {
         let mut http = reqwest::Client::builder()
             // A receiver that moved should be updated, not followed with a signed body.
@@ -552,24 +701,9 @@ impl Webhooks {
     /// Refuses a target the configuration does not allow, before any
     /// connection: plain http, or an address literal that is not public.
     fn check_target(&self, url: &str) -> Result<(), String> {
-        let parsed = url::Url::parse(url).map_err(|_| "refused: not a valid URL".to_owned())?;
-        if parsed.scheme() != "https" && !self.config.allow_plain_http {
-            return Err("refused: webhooks go over https only (webhook_allow_plain_http allows http)".into());
-        }
-        let literal = match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-            _ => None,
-        };
-        if let Some(ip) = literal
-            && !self.config.allow_private_targets
-            && !is_public(ip)
-        {
-            return Err(format!(
-                "refused: {ip} is not a public address (webhook_allow_private_targets allows it)"
-            ));
-        }
-        Ok(())
+        // The same rules as when the URL was saved; the configuration may
+        // have changed since.
+        check_url(url, self.config.target_rules()).map(drop).map_err(|e| format!("refused: {e}"))
     }
 
     /// Records an attempt's outcome and plans the next.

@@ -728,7 +728,7 @@ async fn admin_create_key(
         Err(e) => return admin_page(&state, &session, None, Some(e), StatusCode::BAD_REQUEST).await,
     };
     let webhook = Some(form.webhook_url.trim()).filter(|u| !u.is_empty());
-    match issue_key(state.store(), form.name.trim(), limits, webhook).await {
+    match issue_key(state.store(), form.name.trim(), limits, webhook, state.webhooks().target_rules()).await {
         Ok(issued) => {
             state.reload_keys().await.map_err(page_error)?;
             let shown = IssuedKey {
@@ -776,7 +776,7 @@ async fn admin_update_key(
         enabled: Some(form.enabled.is_some()),
         webhook_url: None,
     };
-    match update_key(state.store(), &name, &update).await {
+    match update_key(state.store(), &name, &update, state.webhooks().target_rules()).await {
         Ok(Some(_)) => {
             state.reload_keys().await.map_err(page_error)?;
             Ok(see_other("/ui/admin"))

@@ -15,6 +15,10 @@ use tokio::task::JoinHandle;
 
 pub(crate) const ADMIN_TOKEN: &str = "admin-token-for-tests";
 
+/// The test receivers listen on loopback, over plain http.
+pub(crate) const LOOPBACK_WEBHOOKS: aimlvid_server::webhooks::TargetRules =
+    aimlvid_server::webhooks::TargetRules { allow_private_targets: true, allow_plain_http: true };
+
 /// A simulator whose time is frozen: jobs finish only when told to
 /// (`complete_now`), so tests decide when, without sleeping.
 pub(crate) async fn frozen_sim() -> RunningSim {
@@ -195,7 +199,10 @@ async fn proxy_state(
 impl Proxy {
     /// Issues a key with these limits.
     pub(crate) async fn key(&self, name: &str, limits: KeyLimits) -> String {
-        let issued = aimlvid_server::admin::issue_key(self.state.store(), name, limits, None).await.unwrap();
+        let issued =
+            aimlvid_server::admin::issue_key(self.state.store(), name, limits, None, LOOPBACK_WEBHOOKS)
+                .await
+                .unwrap();
         self.state.reload_keys().await.unwrap();
         secrecy::ExposeSecret::expose_secret(&issued.key).to_owned()
     }
@@ -209,6 +216,7 @@ impl Proxy {
             name,
             KeyLimits::default(),
             Some(webhook_url),
+            LOOPBACK_WEBHOOKS,
         )
         .await
         .unwrap();

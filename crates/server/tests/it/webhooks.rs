@@ -407,3 +407,54 @@ async fn a_failing_receiver_rests_and_its_deliveries_wait_without_spending_attem
     assert!(metrics.contains("aimlvid_webhook_hosts_resting 0"), "{metrics}");
     proxy.stop().await;
 }
+
+/// A webhook URL the server would never deliver to is refused when it is
+/// saved, with the reason, by the admin API and the `keys` rules alike;
+/// nothing is stored.
+#[tokio::test]
+async fn a_webhook_url_that_could_never_be_delivered_to_is_refused_when_saved() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy_configured(&sim, &db, |c| {
+        c.webhooks.allow_private_targets = false;
+        c.webhooks.allow_plain_http = false;
+    })
+    .await;
+    let admin = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        proxy.http.request(method, format!("{}{path}", proxy.url)).bearer_auth(ADMIN_TOKEN).json(&body).send()
+    };
+    for (url, says) in [
+        ("https://[::127.0.0.1]/hook", "not a public address"),
+        ("https://[64:ff9b::7f00:1]/hook", "not a public address"),
+        ("https://10.0.0.7/hook", "not a public address"),
+        ("https://localhost:8080/hook", "not a public address"),
+        ("https://user:secret@hooks.example.com/", "user name or password"),
+        ("http://hooks.example.com/", "https only"),
+    ] {
+        let created =
+            admin(reqwest::Method::POST, "/admin/keys", serde_json::json!({"name": "m", "webhook_url": url}))
+                .await
+                .unwrap();
+        assert_eq!(created.status(), 400, "{url}");
+        let message = created.text().await.unwrap();
+        assert!(message.contains(says) && !message.contains("secret@"), "{url}: {message}");
+    }
+    assert!(proxy.state.store().keys().await.unwrap().is_empty(), "nothing stored");
+    let made = admin(reqwest::Method::POST, "/admin/keys", serde_json::json!({"name": "m"})).await.unwrap();
+    assert_eq!(made.status(), 201);
+    let changed =
+        admin(reqwest::Method::PATCH, "/admin/keys/m", serde_json::json!({"webhook_url": "https://[::1]/x"}))
+            .await
+            .unwrap();
+    assert_eq!(changed.status(), 400);
+    assert!(proxy.state.store().keys().await.unwrap()[0].webhook_url.is_none());
+    let good = admin(
+        reqwest::Method::PATCH,
+        "/admin/keys/m",
+        serde_json::json!({"webhook_url": "https://hooks.example.com/in"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(good.status(), 200);
+    proxy.stop().await;
+}
