@@ -8,6 +8,7 @@ use aimlvid_server::{AppState, StateConfig};
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
 use secrecy::ExposeSecret as _;
+use tracing_subscriber::fmt::writer::MakeWriterExt as _;
 
 /// A self-hosted team proxy for the AI/ML API's video generation.
 #[derive(Debug, Parser)]
@@ -156,16 +157,36 @@ impl LimitArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; an error is printed once, as one line of causes
+/// (`error: opening …: …`), never as a backtrace, whatever `RUST_BACKTRACE` says.
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match start(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(cli: Cli) -> anyhow::Result<()> {
     // The client library's line per create is off by default here: a busy
     // proxy makes thousands a second, and each is in the database anyway.
+    // (A directive names a prefix of targets: `aimlvid` alone would silence
+    // this server's own `aimlvid_server` lines too.)
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn,aimlvid=warn".into());
-    // Lines go to stderr from a thread of their own, so a slow log sink never
-    // stalls the runtime; if it falls far behind, lines are dropped, not waited for.
-    let (stderr, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(stderr);
+        .unwrap_or_else(|_| "info,sqlx=warn,aimlvid=warn,aimlvid_server=info".into());
+    // Info and debug lines go to stderr from a thread of their own, so a
+    // slow log sink never stalls the runtime (if it falls far behind, they
+    // are dropped, not waited for). Warnings and errors are written at
+    // once, so that a crash or a `kill -9` cannot take the lines that say
+    // what went wrong with it.
+    let (buffered, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
+    let writer = std::io::stderr
+        .with_max_level(tracing::Level::WARN)
+        .and(buffered.with_min_level(tracing::Level::INFO));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match cli.log.format(&cli.db.file()?) {
         LogFormat::Text => logs.init(),
         // The event's fields at the top level, the request's span (with its id) beside them.

@@ -185,7 +185,29 @@ fn a_webhook_secret_is_printed_once_and_never_listed() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("http:// or https://"));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("webhook URL refused") && said.contains("https://"), "{said}");
+}
+
+/// A configuration error stops the server with one line saying what is
+/// wrong, even with `RUST_BACKTRACE=1` in its environment.
+#[test]
+fn a_start_up_error_is_one_line_without_a_backtrace() {
+    let (_dir, db) = temp_db();
+    let output = Command::new(BIN)
+        .args(["serve", "--database"])
+        .arg(&db)
+        .env("AIMLAPI_API_KEY", "any")
+        .env("AIMLVID_ADMIN_TOKEN", "too-short")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{said}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains("too short"), "{said}");
+    assert!(!said.to_lowercase().contains("backtrace") && !said.contains("too-short"), "{said}");
 }
 
 #[tokio::test]
@@ -503,4 +525,43 @@ async fn three_replicas_share_a_thousand_jobs_and_lose_none_when_one_is_killed()
     let charged = (1000.0 * sim.config().credits_per_job).to_string();
     assert!(listed.contains(&charged), "each job charged once, {charged} in all: {listed}");
     database.drop().await;
+}
+
+/// Warnings and errors are written as they happen, not from a buffer: the
+/// line saying why a create failed is in the log file even when the
+/// process is killed the moment its answer arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_line_is_in_the_log_file_when_the_process_is_killed_right_after() {
+    let sim = frozen_sim().await;
+    let (dir, db) = temp_db();
+    let issued = Command::new(BIN).args(["keys", "create", "mo", "--database"]).arg(&db).output().unwrap();
+    let key = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
+    let log_path = dir.path().join("server.log");
+    let mut server = Server(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+            .arg(&db)
+            // The upstream refuses this key: the create's answer follows an error line.
+            .env("AIMLAPI_API_KEY", "not-the-simulator's-key")
+            .env("AIMLAPI_BASE_URL", sim.base_url())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let address = eventually("the server never said its address", || async {
+        let log = std::fs::read_to_string(&log_path).ok()?;
+        let rest = log.split("address=").nth(1)?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let refused =
+        post(&http, &format!("http://{address}/v2/video/generations"), Some(&key), &create_body("x")).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("refuses this server's API key"), "{log}");
 }
