@@ -350,6 +350,18 @@ mod target_tests {
         }
     }
 
+    /// A name is judged by what it resolves to, at each delivery.
+    #[tokio::test]
+    async fn a_name_that_resolves_only_to_private_addresses_gets_no_connection() {
+        use reqwest::dns::Resolve as _;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let refused = match super::PublicAddressesOnly.resolve(name).await {
+            Ok(addresses) => panic!("resolved to {:?}", addresses.collect::<Vec<_>>()),
+            Err(e) => e.to_string(),
+        };
+        assert!(refused.contains("resolves only to addresses that are not public"), "{refused}");
+    }
+
     #[test]
     fn webhook_urls_are_checked_when_saved() {
         use super::{TargetRules, check_url};

@@ -411,6 +411,9 @@ async fn three_replicas_share_a_thousand_jobs_and_lose_none_when_one_is_killed()
             "--database",
         ])
         .arg(db)
+        // The same rules as the servers': this receiver is on loopback, over http.
+        .arg("--config")
+        .arg(&config)
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
