@@ -170,7 +170,18 @@ pub(crate) async fn create(
             }
         },
     };
-    create_job(&state, key, value, request_hash, idempotency_key).await
+    let accepted = create_job(&state, key, value, request_hash, idempotency_key).await?;
+    Ok(json(CREATE_STATUS, accepted.body))
+}
+
+/// A create the upstream accepted (or an earlier one with the same
+/// `Idempotency-Key`): what each front renders in its own way.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    /// This server's id for the job.
+    pub(crate) local_id: String,
+    /// The generation as members read it, encoded.
+    pub(crate) body: Bytes,
 }
 
 /// A create whose key and body were read: checked against the key's limits
@@ -182,7 +193,7 @@ pub(crate) async fn create_job(
     value: serde_json::Value,
     request_hash: [u8; 32],
     idempotency_key: Option<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Accepted, ApiError> {
     let state = state.clone();
     let model = value.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
     let record = key.record();
@@ -393,7 +404,7 @@ struct AcceptCreate {
 }
 
 /// Records, sends and follows one create; runs in its own task.
-async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Response, ApiError> {
+async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Accepted, ApiError> {
     let AcceptCreate { record, model, value, idempotency_key, request_hash } = create;
     // Fair shares of the upstream: a key waits for one of its own places,
     // then for one of the server's, so a key sending thousands of creates
@@ -501,7 +512,7 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Res
                     fresh: true,
                 });
             }
-            Ok(json(CREATE_STATUS, answer))
+            Ok(Accepted { local_id, body: answer })
         }
         Err(aimlvid::Error::CreateOutcomeUnknown { cause, .. }) => {
             tracing::error!(local_id, cause, "create outcome unknown; not retried");
@@ -526,7 +537,7 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Res
 }
 
 /// The answer to a create repeated with the same `Idempotency-Key`.
-fn replay(state: &AppState, existing: &JobRecord, request_hash: &[u8; 32]) -> Result<Response, ApiError> {
+fn replay(state: &AppState, existing: &JobRecord, request_hash: &[u8; 32]) -> Result<Accepted, ApiError> {
     if existing.request_hash.as_slice() != request_hash {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -539,7 +550,7 @@ fn replay(state: &AppState, existing: &JobRecord, request_hash: &[u8; 32]) -> Re
             Some(view) => view.body.clone(),
             None => view_of(existing).map(|(_, v)| v.body).unwrap_or_default(),
         };
-        return Ok(json(CREATE_STATUS, body));
+        return Ok(Accepted { local_id: existing.local_id.clone(), body });
     }
     if existing.status == status::PENDING {
         return Err(ApiError::new(

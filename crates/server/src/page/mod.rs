@@ -552,27 +552,11 @@ async fn create(
     }
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let request_hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
-    let answer = crate::api::create_job(&state, key.clone(), body, request_hash, idempotency).await;
-    let response = match answer {
-        Ok(response) => response,
-        Err(e) => {
-            let message = e.message().to_owned();
-            return Ok(new_page(&session, &model, &typed, Some(message), StatusCode::BAD_REQUEST));
-        }
-    };
-    // The answer is the generation; its row names the page to go to.
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap_or_default();
-    let generation_id = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
-    let job = match generation_id {
-        Some(id) => state.store().job_by_generation(&id).await.map_err(page_error)?,
-        None => None,
-    };
-    Ok(match job {
-        Some(job) => see_other(&format!("/ui/jobs/{}", job.local_id)),
-        None => see_other("/ui/jobs"),
-    })
+    match crate::api::create_job(&state, key.clone(), body, request_hash, idempotency).await {
+        Ok(accepted) => Ok(see_other(&format!("/ui/jobs/{}", accepted.local_id))),
+        // Refused as the API refuses it, with its status: a 429 stays a 429.
+        Err(e) => Ok(new_page(&session, &model, &typed, Some(e.message().to_owned()), e.status())),
+    }
 }
 
 /// Refuses anyone but the admin.

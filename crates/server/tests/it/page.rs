@@ -301,6 +301,41 @@ async fn the_new_form_creates_through_the_api_and_refuses_forged_posts() {
     proxy.stop().await;
 }
 
+/// A create the key's limits refuse is refused on the page as on the API,
+/// with the same status (a 429 stays a 429) and the reason shown.
+#[tokio::test]
+async fn a_create_over_the_keys_limits_is_refused_on_the_page_with_its_status() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("one", KeyLimits { max_unfinished: Some(1), ..KeyLimits::default() }).await;
+    let running = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("running")).await;
+    assert_eq!(running.status, 200, "{running:?}");
+    let mut browser = Visitor::new(&proxy.url);
+    browser.sign_in(&key).await;
+    let csrf = browser.get("/ui/new").await.csrf();
+    let refused = browser
+        .http
+        .post(format!("{}/ui/new", proxy.url))
+        .header(COOKIE, browser.cookie_header())
+        .header("origin", &proxy.url)
+        .multipart(
+            reqwest::multipart::Form::new()
+                .text("csrf", csrf)
+                .text("model", "google/veo3-1-fast-extend-video")
+                .text("p.prompt", "one too many")
+                .text("p.video_url", "https://example.com/a.mp4"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("already has 1 unfinished") && html.contains("one too many"), "{html}");
+    assert_eq!(sim.stats().create_requests, 1);
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn the_admin_makes_a_key_seen_once_and_changes_and_revokes_it() {
     let sim = frozen_sim().await;
