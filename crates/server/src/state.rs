@@ -348,16 +348,25 @@ impl AppState {
             inner.tasks.wait().await;
         };
         tokio::pin!(rest);
+        // Storage that refuses writes must not hold the process: once it
+        // has failed for a second (or the grace ran out), the writer stops
+        // retrying (after a last grace of its own, naming each write it
+        // could not store), and whatever waited on it ends.
+        let storage_gave_out = async {
+            let started = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let failing =
+                    inner.writer.health().failing().is_some_and(|(for_, _)| for_ >= Duration::from_secs(1));
+                if failing || started.elapsed() >= inner.front.shutdown_grace {
+                    return;
+                }
+            }
+        };
         tokio::select! {
             () = &mut rest => {}
-            () = tokio::time::sleep(inner.front.shutdown_grace) => {
-                // Storage that refuses writes must not hold the process: the
-                // writer stops retrying (naming each write it could not
-                // store), and whatever waited on it ends.
-                tracing::error!(
-                    grace_secs = inner.front.shutdown_grace.as_secs(),
-                    "creates and polls still wait for storage after the shutdown grace; stopping the writer"
-                );
+            () = storage_gave_out => {
+                tracing::error!("stopping while creates and polls still wait for storage; stopping the writer");
                 inner.stop_writer.cancel();
                 rest.await;
             }

@@ -350,3 +350,49 @@ async fn postgres_backends_killed_mid_transaction_recover_without_a_restart() {
     proxy.stop().await;
     database.drop().await;
 }
+
+/// A server whose storage refuses writes still stops when told to, within
+/// its grace and the writer's own last grace, rather than waiting for
+/// storage for ever; what it could not store is found again at the next
+/// start (the create's row was stored before it was sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stops_when_told_to_while_storage_refuses_writes() {
+    let sim = frozen_sim().await;
+    let (dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("steady", KeyLimits { max_unfinished: None, ..KeyLimits::default() }).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let created =
+            post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body(&format!("job {n}"))).await;
+        ids.push(created.body["id"].as_str().unwrap().to_owned());
+    }
+    let wal = dir.path().join("server.db-wal");
+    let files = [db.as_path(), wal.as_path()];
+    if !set_immutable(&files, true) {
+        set_immutable(&files, false);
+        eprintln!("skipped: making the database read-only needs root and chattr (CI runs as root)");
+        return;
+    }
+    for id in &ids {
+        assert!(sim.complete_now(id));
+    }
+    eventually("/readyz never failed", || async { (ready(&proxy).await == 503).then_some(()) }).await;
+    let started = std::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(40), proxy.stop()).await;
+    let took = started.elapsed();
+    assert!(set_immutable(&files, false));
+    assert!(stopped.is_ok(), "the server did not stop within 40 s while storage failed");
+    eprintln!("stopped in {took:?} with storage refusing writes");
+
+    // Storage back, a new start follows the jobs and stores their ends.
+    let proxy = start_proxy(&sim, &db).await;
+    let per_job = sim.config().credits_per_job;
+    let charged = eventually("the jobs were not found again", || async {
+        let used = proxy.state.store().keys().await.ok()?[0].credits_used;
+        (used >= 5.0 * per_job).then_some(used)
+    })
+    .await;
+    assert_eq!(charged, 5.0 * per_job);
+    proxy.stop().await;
+}
