@@ -279,14 +279,18 @@ pub(crate) struct ExtendArgs {
     /// Create the job, print its id and exit without waiting
     #[arg(long, conflicts_with = "times")]
     pub(crate) no_wait: bool,
+
+    /// Check the request and print it (the video elided) with its price where known; send nothing
+    #[arg(long, conflicts_with = "no_wait")]
+    pub(crate) dry_run: bool,
 }
 
 /// `aimlvid generate`.
 #[derive(Debug, Args)]
 pub(crate) struct GenerateArgs {
-    /// The model id, such as google/veo-3.1-t2v-fast (`aimlvid models` lists them)
+    /// The model id, such as google/veo-3.1-t2v-fast (`aimlvid models` lists them) [default: the config file's `model`]
     #[arg(short, long, value_name = "ID", value_parser = ModelIdParser, hide_possible_values = true)]
-    pub(crate) model: String,
+    pub(crate) model: Option<String>,
 
     /// What the video should show
     #[arg(short, long, value_name = "TEXT")]
@@ -479,7 +483,7 @@ mod tests {
         assert!(script.contains("google/veo-3.1-t2v-fast"), "model ids are completed");
         let cli = Cli::try_parse_from(["aimlvid", "generate", "-m", "acme/next-year", "-p", "x"]).unwrap();
         let Command::Generate(args) = cli.command else { panic!("not generate") };
-        assert_eq!(args.model, "acme/next-year");
+        assert_eq!(args.model.as_deref(), Some("acme/next-year"));
         let cli = Cli::try_parse_from(["aimlvid", "models", "show", "google/veo3"]).unwrap();
         assert!(matches!(
             cli.command,
