@@ -389,13 +389,15 @@ impl<'r> App<'r> {
                 let base_url = self.settings.base_url(journaled);
                 let allow_http = crate::config::first_env(&["AIMLVID_ALLOW_HTTP"])
                     .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
-                let mut builder =
-                    aimlvid::ClientBuilder::from_env().base_url(&base_url).allow_plain_http(allow_http);
-                if scale != 1.0 && aimlvid::is_local_url(&base_url) {
-                    builder = builder
-                        .poll_policy(PollPolicy::default().time_scaled(scale))
-                        .retry_policy(RetryPolicy::default().time_scaled(scale));
-                } else if scale != 1.0 {
+                // The scale is set here, whatever the library would read
+                // from the environment, so that it is applied once.
+                let local = aimlvid::is_local_url(&base_url);
+                let builder = aimlvid::ClientBuilder::from_env()
+                    .base_url(&base_url)
+                    .allow_plain_http(allow_http)
+                    .poll_policy(PollPolicy::default())
+                    .time_scale(if local { scale } else { 1.0 });
+                if scale != 1.0 && !local {
                     // Against the real API it would only poll too often.
                     self.report.warn(format!(
                         "ignoring AIMLVID_TIME_SCALE: it is for a simulator on this machine or network, \

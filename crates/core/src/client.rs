@@ -35,6 +35,11 @@ pub const API_KEY_ENV_VARS: [&str; 2] = ["AIMLAPI_API_KEY", "AIML_API_KEY"];
 /// first set one wins: ours, then the official Python SDK's.
 pub const BASE_URL_ENV_VARS: [&str; 2] = ["AIMLAPI_BASE_URL", "AIMLAPI_API_BASE"];
 
+/// The environment variable [`Client::from_env`] reads a simulator's time
+/// scale from (see [`ClientBuilder::time_scale`]): what `aimlvid sim
+/// --time-scale N` prints beside the base URL and key to use.
+pub const TIME_SCALE_ENV_VAR: &str = "AIMLVID_TIME_SCALE";
+
 /// A client of the AI/ML API's video generation endpoints.
 ///
 /// Cheap to clone: clones share one connection pool and configuration.
@@ -91,6 +96,9 @@ pub struct ClientBuilder {
     base_url: String,
     poll: Option<PollPolicy>,
     time_scale: f64,
+    /// `AIMLVID_TIME_SCALE`, read by `from_env`: used only for a server on
+    /// this machine or a private network, and only if `time_scale` is not called.
+    env_time_scale: Option<f64>,
     retry: RetryPolicy,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -121,6 +129,7 @@ impl Default for ClientBuilder {
             base_url: DEFAULT_BASE_URL.to_owned(),
             poll: None,
             time_scale: 1.0,
+            env_time_scale: None,
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(10),
             // Creates may upload a clip of tens of megabytes inline.
@@ -151,6 +160,10 @@ impl ClientBuilder {
     /// else at its default: `AIMLAPI_API_KEY` (or `AIML_API_KEY`, the
     /// official Python SDK's name) and `AIMLAPI_BASE_URL` (or
     /// `AIMLAPI_API_BASE`). Variables that are unset or empty are ignored.
+    /// `AIMLVID_TIME_SCALE`, for a simulator running that many times faster
+    /// than real time, is used only when the base URL is on this machine or
+    /// a private network (against the API it would only poll too often),
+    /// and only if [`ClientBuilder::time_scale`] is not called.
     pub fn from_env() -> Self {
         let mut builder = ClientBuilder::default();
         if let Some(key) = first_env(&API_KEY_ENV_VARS) {
@@ -158,6 +171,12 @@ impl ClientBuilder {
         }
         if let Some(base) = first_env(&BASE_URL_ENV_VARS) {
             builder = builder.base_url(base);
+        }
+        if let Some(raw) = first_env(&[TIME_SCALE_ENV_VAR]) {
+            match raw.trim().parse::<f64>() {
+                Ok(scale) if scale.is_finite() && scale > 0.0 => builder.env_time_scale = Some(scale),
+                _ => tracing::warn!("ignoring {TIME_SCALE_ENV_VAR}={raw:?}: not a number above 0"),
+            }
         }
         builder
     }
@@ -198,6 +217,7 @@ impl ClientBuilder {
     pub fn time_scale(mut self, time_scale: f64) -> Self {
         if time_scale.is_finite() && time_scale > 0.0 {
             self.time_scale = time_scale;
+            self.env_time_scale = None;
         }
         self
     }
@@ -274,6 +294,10 @@ impl ClientBuilder {
         if base_url.scheme() == "http" && !self.allow_plain_http && !is_local(&base_url) {
             return Err(Error::PlainHttp { base_url: base_url.as_str().trim_end_matches('/').to_owned() });
         }
+        let time_scale = match self.env_time_scale {
+            Some(scale) if is_local(&base_url) => scale,
+            _ => self.time_scale,
+        };
         let endpoint = base_url
             .join(GENERATIONS_PATH)
             .map_err(|e| Error::Config(format!("base URL {:?}: {e}", self.base_url)))?;
@@ -299,14 +323,14 @@ impl ClientBuilder {
                 endpoint,
                 auth,
                 poll_set: self.poll.is_some(),
-                poll: self.poll.unwrap_or_default().time_scaled(self.time_scale),
-                time_scale: self.time_scale,
+                poll: self.poll.unwrap_or_default().time_scaled(time_scale),
+                time_scale,
                 metrics: Mutex::default(),
                 metrics_reads: Mutex::default(),
                 created_models: Mutex::default(),
                 retry: RetryPolicy {
                     max_retry_after: self.max_retry_after.unwrap_or(self.retry.max_retry_after),
-                    ..self.retry.time_scaled(self.time_scale)
+                    ..self.retry.time_scaled(time_scale)
                 },
                 request_timeout: self.request_timeout,
                 observer: self.observer,
@@ -1085,6 +1109,19 @@ mod tests {
                 && !is_local_url("nonsense")
         );
         assert!(normalise_base_url("api.aimlapi.com").is_err());
+    }
+
+    #[test]
+    fn the_environments_time_scale_is_for_local_servers_unless_one_is_set() {
+        let from_env = |url: &str| ClientBuilder {
+            env_time_scale: Some(10.0),
+            ..Client::builder().api_key("k").base_url(url)
+        };
+        let first = |builder: ClientBuilder| builder.build().unwrap().poll_policy().first_delay;
+        let default = PollPolicy::default().first_delay;
+        assert_eq!(first(from_env("http://127.0.0.1:8787")), default / 10, "a simulator here");
+        assert_eq!(first(from_env("https://api.aimlapi.com")), default, "never the API");
+        assert_eq!(first(from_env("http://127.0.0.1:8787").time_scale(2.0)), default / 2, "set in code");
     }
 
     #[test]
