@@ -91,6 +91,76 @@ pub(crate) struct Global {
     pub(crate) color: clap::ColorChoice,
 }
 
+/// The grammar as parsed and shown: `Cli`'s, with the global flags a
+/// subcommand ignores hidden from its help.
+pub(crate) fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command();
+    // `sim` serves a simulator: it talks to no server, keeps no journal and
+    // reads no config, so those global flags are not its to show (it
+    // honours --json, -q, -v and --color). A global flag reaches each
+    // subcommand that has no argument of its id, so `sim` gets hidden
+    // copies of those: still accepted, and parsed alike.
+    const UNUSED_BY_SIM: [&str; 4] = ["base_url", "journal", "config", "simulate"];
+    let hidden: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|arg| UNUSED_BY_SIM.contains(&arg.get_id().as_str()))
+        .map(|arg| arg.clone().global(false).hide(true))
+        .collect();
+    cmd.mut_subcommand("sim", |sim| sim.args(hidden))
+}
+
+/// The manual page (roff): the command, its global flags, then every
+/// subcommand with its own options inline, so that one page documents all
+/// of them (no page per subcommand is shipped).
+pub(crate) fn man_page() -> std::io::Result<Vec<u8>> {
+    let mut cmd = command();
+    // Built, so that each subcommand knows its full name (`aimlvid jobs rm`).
+    cmd.build();
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut page = Vec::new();
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    page.extend_from_slice(b".SH COMMANDS\n");
+    for sub in cmd.get_subcommands() {
+        command_inline(sub, &mut page)?;
+    }
+    man.render_extra_section(&mut page)?;
+    man.render_version_section(&mut page)?;
+    Ok(page)
+}
+
+/// One subcommand (and its own subcommands) as a subsection: its usage,
+/// description and options, without the global flags documented above.
+fn command_inline(cmd: &clap::Command, page: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if cmd.is_hide_set() || cmd.get_name() == "help" {
+        return Ok(());
+    }
+    let own = cmd.clone().mut_args(|arg| if arg.is_global_set() { arg.hide(true) } else { arg });
+    let name = own.get_bin_name().unwrap_or_else(|| own.get_name()).to_owned();
+    writeln!(page, ".SS \"{name}\"")?;
+    let man = clap_mangen::Man::new(own.clone());
+    let mut sections = Vec::new();
+    man.render_synopsis_section(&mut sections)?;
+    man.render_description_section(&mut sections)?;
+    if own.get_arguments().any(|arg| !arg.is_hide_set()) {
+        man.render_options_section(&mut sections)?;
+    }
+    // Each of its sections becomes a paragraph of the subsection.
+    for line in String::from_utf8_lossy(&sections).lines() {
+        let line = if line.starts_with(".SH ") { ".PP" } else { line };
+        writeln!(page, "{line}")?;
+    }
+    for sub in own.get_subcommands() {
+        command_inline(sub, page)?;
+    }
+    Ok(())
+}
+
 /// Whether output uses colour: `--color`, then `NO_COLOR` (any non-empty
 /// value turns colour off, see no-color.org), then whether stderr is a terminal.
 pub(crate) fn use_colors(
@@ -279,14 +349,18 @@ pub(crate) struct ExtendArgs {
     /// Create the job, print its id and exit without waiting
     #[arg(long, conflicts_with = "times")]
     pub(crate) no_wait: bool,
+
+    /// Check the request and print it (the video elided) with its price where known; send nothing
+    #[arg(long, conflicts_with = "no_wait")]
+    pub(crate) dry_run: bool,
 }
 
 /// `aimlvid generate`.
 #[derive(Debug, Args)]
 pub(crate) struct GenerateArgs {
-    /// The model id, such as google/veo-3.1-t2v-fast (`aimlvid models` lists them)
+    /// The model id, such as google/veo-3.1-t2v-fast (`aimlvid models` lists them) [default: the config file's `model`]
     #[arg(short, long, value_name = "ID", value_parser = ModelIdParser, hide_possible_values = true)]
-    pub(crate) model: String,
+    pub(crate) model: Option<String>,
 
     /// What the video should show
     #[arg(short, long, value_name = "TEXT")]
@@ -461,6 +535,64 @@ mod tests {
         assert!(global.contains("--base-url"), "{extend}");
     }
 
+    /// Every subcommand, nested ones too, as built.
+    fn all_subcommands(cmd: &clap::Command) -> Vec<clap::Command> {
+        let mut all = Vec::new();
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            all.push(sub.clone());
+            all.extend(all_subcommands(sub));
+        }
+        all
+    }
+
+    #[test]
+    fn the_man_page_documents_every_flag_of_every_subcommand() {
+        let page = String::from_utf8(man_page().unwrap()).unwrap().replace("\\-", "-");
+        assert!(!page.contains("aimlvid-extend(1)") && !page.contains("(1)"), "no pages that do not exist");
+        let mut cmd = command();
+        cmd.build();
+        let mut checked = 0;
+        for sub in std::iter::once(cmd.clone()).chain(all_subcommands(&cmd)) {
+            if sub.is_hide_set() {
+                continue;
+            }
+            let name = sub.get_bin_name().unwrap_or(sub.get_name()).to_owned();
+            assert!(page.contains(&format!(".SS \"{name}\"")) || sub.get_name() == "aimlvid", "{name}");
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                let mut names: Vec<String> = arg.get_long().map(|l| format!("--{l}")).into_iter().collect();
+                names.extend(arg.get_short().map(|s| format!("-{s}")));
+                if arg.is_positional() {
+                    names.extend(arg.get_value_names().into_iter().flatten().map(|v| v.to_string()));
+                }
+                for flag in names {
+                    assert!(page.contains(&flag), "{name}'s {flag} is not in the man page");
+                    checked += 1;
+                }
+            }
+        }
+        // The ones a newcomer missed, among them.
+        for flag in ["--param", "--times", "--dry-run", "--retry-failed", "--older-than", "--family"] {
+            assert!(page.contains(flag), "{flag}");
+        }
+        assert!(checked > 50, "only {checked} flags checked");
+    }
+
+    #[test]
+    fn sim_help_shows_only_the_flags_it_uses() {
+        let mut cmd = command();
+        // Global flags reach the subcommands when the command is built, as parsing does.
+        cmd.build();
+        let sim = cmd.find_subcommand_mut("sim").unwrap().render_long_help().to_string();
+        for ignored in ["--simulate", "--base-url", "--journal", "--config"] {
+            assert!(!sim.contains(ignored), "{ignored} in:\n{sim}");
+        }
+        for used in ["--port", "--time-scale", "--json", "--quiet", "--verbose"] {
+            assert!(sim.contains(used), "{used} missing from:\n{sim}");
+        }
+        let extend = cmd.find_subcommand_mut("extend").unwrap().render_long_help().to_string();
+        assert!(extend.contains("--simulate") && extend.contains("--base-url"), "{extend}");
+    }
+
     #[test]
     fn simulate_is_accepted_before_or_after_the_subcommand() {
         for args in
@@ -479,7 +611,7 @@ mod tests {
         assert!(script.contains("google/veo-3.1-t2v-fast"), "model ids are completed");
         let cli = Cli::try_parse_from(["aimlvid", "generate", "-m", "acme/next-year", "-p", "x"]).unwrap();
         let Command::Generate(args) = cli.command else { panic!("not generate") };
-        assert_eq!(args.model, "acme/next-year");
+        assert_eq!(args.model.as_deref(), Some("acme/next-year"));
         let cli = Cli::try_parse_from(["aimlvid", "models", "show", "google/veo3"]).unwrap();
         assert!(matches!(
             cli.command,

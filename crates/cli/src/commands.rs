@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::cli::ExtendArgs;
 use crate::exit::{self, Failure, Interrupted};
 use crate::jobs::{
-    App, Finished, Input, Plan, Recovered, absolute, ensure_free, ensure_writable, output_path,
+    App, Finished, Input, Plan, Recovered, absolute, dry_run, ensure_free, ensure_writable, output_path,
     report_finished,
 };
 use crate::journal::{JobRecord, JobState, RequestOptions};
@@ -50,12 +50,22 @@ pub(crate) async fn extend(app: &App<'_>, args: ExtendArgs) -> anyhow::Result<u8
         None => absolute(&default_output(args.video.as_deref(), &app.settings.output_dir))?,
     };
     let plan = Plan {
-        model: args.model.unwrap_or(app.settings.model).into(),
+        model: match args.model {
+            Some(model) => model,
+            None => app.settings.extend_model()?,
+        }
+        .into(),
         prompts,
         options,
         final_output: output,
         force: args.force,
     };
+    if args.dry_run {
+        // Every step sends this request, each with the step before's result.
+        let body = serde_json::to_value(plan.request(1, input.video))?;
+        aimlvid::catalog::validate(&body).map_err(|e| Failure::usage(format!("{e}; nothing was sent")))?;
+        return dry_run(app, plan.model.id(), &body, plan.prompts.len() as u32).await;
+    }
     for step in 1..=plan.prompts.len() as u32 {
         ensure_free(&plan.output_of(step), args.force)?;
     }
@@ -328,14 +338,17 @@ pub(crate) async fn download(
         record.state = JobState::Completed;
     }
     let _downloading = app.lock_record(&record, id)?;
+    let downloading = std::time::Instant::now();
     let files = app.interruptible(app.fetch(&client, &mut record, &generation, force)).await?;
+    let download = downloading.elapsed();
     let finished = Finished {
         id: id.to_owned(),
         output: record.output.clone(),
         outputs: files.iter().map(|f| f.path.clone()).collect(),
         bytes: files.iter().map(|f| f.bytes).sum(),
         credits_used: generation.credits_used(),
-        elapsed: std::time::Duration::ZERO,
+        elapsed: download,
+        download,
         video_url: generation.video_url().map(str::to_owned),
     };
     report_finished(app, &[finished], false)?;

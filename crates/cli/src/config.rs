@@ -48,8 +48,9 @@ pub(crate) struct Settings {
     /// Whether `--journal` (not the environment) chose the journal, so
     /// printed resume commands must repeat it.
     pub(crate) journal_from_flag: bool,
-    /// The default model.
-    pub(crate) model: ModelArg,
+    /// The config file's `model`, as written: `generate`'s default, and
+    /// `extend`'s when it names an extend model (see `extend_model`).
+    model: Option<String>,
     /// Where default output files go.
     pub(crate) output_dir: PathBuf,
     /// Factor dividing poll and retry waits.
@@ -60,12 +61,9 @@ impl Settings {
     /// Resolves the settings, reading the config file if there is one.
     pub(crate) fn resolve(global: &Global) -> anyhow::Result<Settings> {
         let file = load_config(global.config.as_deref())?;
-        let model = match file.model.as_deref() {
-            None => ModelArg::Fast,
-            Some(name) => <ModelArg as clap::ValueEnum>::from_str(name, true).map_err(|_| {
-                Failure::usage(format!("the config file's model {name:?} is not one of fast, standard"))
-            })?,
-        };
+        // Checked by the command that uses it, so that a model for one
+        // command does not break the others.
+        let model = file.model.filter(|m| !m.trim().is_empty());
         let journal_dir = match &global.journal {
             Some(dir) => dir.clone(),
             None => default_journal_dir()?,
@@ -87,6 +85,28 @@ impl Settings {
         })
     }
 
+    /// `generate`'s model when `-m` is not given: the config file's
+    /// (`fast` and `standard` stand for the extend models, as for `extend`).
+    pub(crate) fn generate_model(&self) -> Option<String> {
+        let name = self.model.as_deref()?;
+        Some(match as_extend_model(name) {
+            Some(model) => aimlvid::ExtendModel::from(model).id().to_owned(),
+            None => name.to_owned(),
+        })
+    }
+
+    /// `extend`'s model when `-m` is not given: the config file's if it is
+    /// an extend model, refused if it is another, else fast.
+    pub(crate) fn extend_model(&self) -> Result<ModelArg, Failure> {
+        let Some(name) = self.model.as_deref() else { return Ok(ModelArg::Fast) };
+        as_extend_model(name).ok_or_else(|| {
+            Failure::usage(format!(
+                "the config file's model {name:?} is not an extend model; give extend -m fast or \
+                 -m standard (or set model to one of them), or run {name} with `aimlvid generate`"
+            ))
+        })
+    }
+
     /// The server to talk to about a job: `--base-url`, else the server
     /// the job was created on (from the journal; the job exists nowhere
     /// else), else the environment's, else the config file's, else the API.
@@ -98,6 +118,11 @@ impl Settings {
             .or_else(|| self.file_base_url.clone())
             .unwrap_or_else(|| aimlvid::DEFAULT_BASE_URL.to_owned())
     }
+}
+
+/// `fast`, `standard` or an extend model's id, in any case.
+fn as_extend_model(name: &str) -> Option<ModelArg> {
+    <ModelArg as clap::ValueEnum>::from_str(name.trim(), true).ok()
 }
 
 /// `AIMLVID_TIME_SCALE` divides every poll and retry wait. It exists for
@@ -179,6 +204,37 @@ mod tests {
         assert_eq!(file.model.as_deref(), Some("standard"));
         assert_eq!(file.output_dir, Some(PathBuf::from("videos")));
         assert!(parse_config("").unwrap().base_url.is_none());
+    }
+
+    fn with_model(model: Option<&str>) -> Settings {
+        Settings {
+            flag_base_url: None,
+            env_base_url: None,
+            file_base_url: None,
+            journal_dir: PathBuf::new(),
+            journal_from_flag: false,
+            model: model.map(str::to_owned),
+            output_dir: PathBuf::new(),
+            time_scale: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_config_model_is_generates_default_and_extends_when_it_is_an_extend_model() {
+        let t2v = with_model(Some("google/veo-3.1-t2v-fast"));
+        assert_eq!(t2v.generate_model().as_deref(), Some("google/veo-3.1-t2v-fast"));
+        assert_eq!(
+            t2v.extend_model().unwrap_err().to_string(),
+            "the config file's model \"google/veo-3.1-t2v-fast\" is not an extend model; give extend -m fast \
+             or -m standard (or set model to one of them), or run google/veo-3.1-t2v-fast with `aimlvid generate`"
+        );
+        let standard = with_model(Some("Standard"));
+        assert_eq!(standard.extend_model().unwrap(), ModelArg::Standard);
+        assert_eq!(standard.generate_model().as_deref(), Some("google/veo3-1-extend-video"));
+        let by_id = with_model(Some("google/veo3-1-extend-video"));
+        assert_eq!(by_id.extend_model().unwrap(), ModelArg::Standard);
+        let none = with_model(None);
+        assert_eq!((none.extend_model().unwrap(), none.generate_model()), (ModelArg::Fast, None));
     }
 
     #[test]

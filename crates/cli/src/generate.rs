@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::GenerateArgs;
 use crate::exit::{self, Failure};
-use crate::jobs::{App, absolute, ensure_free, ensure_writable, output_path, report_finished};
+use crate::jobs::{App, absolute, dry_run, ensure_free, ensure_writable, output_path, report_finished};
 use crate::journal::JobState;
 
 /// A request ready to send, and what the journal says it was made from.
@@ -21,31 +21,37 @@ struct Built {
 }
 
 pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Result<u8> {
-    let spec = match catalog::model(&args.model) {
+    let Some(model) = args.model.clone().or_else(|| app.settings.generate_model()) else {
+        return Err(Failure::usage(
+            "give the model with -m ID (`aimlvid models` lists them), or set `model` in the config file",
+        )
+        .into());
+    };
+    let model = model.as_str();
+    let spec = match catalog::model(model) {
         Some(spec) => Some(spec),
         None if args.skip_validation => None,
         None => {
-            let hint =
-                catalog::suggest(&args.model).map(|s| format!(" (did you mean {s}?)")).unwrap_or_default();
+            let hint = catalog::suggest(model).map(|s| format!(" (did you mean {s}?)")).unwrap_or_default();
             return Err(Failure::usage(format!(
                 "unknown model {:?}{hint}; `aimlvid models` lists them (or add --skip-validation \
                  to send it anyway, for a model newer than this aimlvid)",
-                args.model
+                model
             ))
             .into());
         }
     };
-    let built = build(spec, &args).await?;
+    let built = build(spec, model, &args).await?;
     let body = Value::Object(built.body.clone());
     if !args.skip_validation {
         catalog::validate(&body)
             .map_err(|e| Failure::usage(format!("{}; nothing was sent", in_flags(spec, e))))?;
     }
     if args.dry_run {
-        return dry_run(app, &args.model, &body).await;
+        return dry_run(app, model, &body, 1).await;
     }
 
-    let name = default_file_name(&args.model);
+    let name = default_file_name(model);
     let output = match &args.output {
         Some(path) => output_path(path, &name.to_string_lossy())?,
         None => absolute(&app.settings.output_dir.join(name))?,
@@ -54,11 +60,11 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
     ensure_writable(&output)?;
     let client = app.client(None)?;
     let request: GenericRequest = serde_json::from_value(body)?;
-    let policy = app.poll_policy(&client, &args.model).await;
+    let policy = app.poll_policy(&client, model).await;
     let (created, mut record) = app
         .interruptible(async {
             let mut record = app.record(&client, output.clone(), JobState::Creating);
-            record.model = Some(args.model.clone());
+            record.model = Some(model.to_owned());
             record.prompt = args.prompt.clone();
             record.input = (!built.inputs.is_empty()).then(|| built.inputs.join(", "));
             app.create(&client, &request, record).await
@@ -83,9 +89,9 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
 
 /// The body: model, prompt, `--image`/`--video`/`--audio` on the model's
 /// parameters of those kinds, then every `--param`, typed.
-async fn build(spec: Option<&ModelSpec>, args: &GenerateArgs) -> anyhow::Result<Built> {
+async fn build(spec: Option<&ModelSpec>, model: &str, args: &GenerateArgs) -> anyhow::Result<Built> {
     let mut built = Built { body: Map::new(), inputs: Vec::new() };
-    built.body.insert("model".into(), args.model.clone().into());
+    built.body.insert("model".into(), model.into());
     if let Some(prompt) = &args.prompt {
         // -p is --param prompt=, and refused the same way by a model without one.
         if let Some(spec) = spec.filter(|s| s.parameter("prompt").is_none() && !args.skip_validation) {
@@ -99,7 +105,7 @@ async fn build(spec: Option<&ModelSpec>, args: &GenerateArgs) -> anyhow::Result<
         if given.is_empty() {
             continue;
         }
-        let param = media_parameter(spec, &args.model, kind, given.len())?;
+        let param = media_parameter(spec, model, kind, given.len())?;
         let mut values = Vec::new();
         for arg in given {
             values.push(media(arg, kind).await?);
@@ -318,49 +324,10 @@ fn default_file_name(model: &str) -> PathBuf {
 
 /// Prints the request (media elided) and its price where the API says it,
 /// sending nothing that costs.
-async fn dry_run(app: &App<'_>, model: &str, body: &Value) -> anyhow::Result<u8> {
-    let shown = elide_media(body);
-    let price = match app.client(None) {
-        Ok(client) => crate::prices::pricing_of(&client, &app.journal, model)
-            .await
-            .and_then(|p| Some((p.quote_credits(body)?, p.quote_usd(body)?))),
-        Err(_) => None,
-    };
-    let summary = match price {
-        Some((credits, usd)) => format!("dry run: nothing was sent · price {credits:.0} credits (${usd:.2})"),
-        None => "dry run: nothing was sent · price unknown".to_owned(),
-    };
-    app.report.result(
-        json!({
-            "event": "result",
-            "ok": true,
-            "dry_run": true,
-            "request": shown,
-            "price_credits": price.map(|p| p.0),
-            "price_usd": price.map(|p| p.1),
-        }),
-        Some(summary),
-        Some(serde_json::to_string_pretty(&shown)?),
-    )?;
-    Ok(exit::OK)
-}
-
-/// The body with each `data:` URI replaced by its type and size.
-fn elide_media(value: &Value) -> Value {
-    match value {
-        Value::String(s) if s.starts_with("data:") => {
-            let header = s.split_once(',').map_or("data:", |(h, _)| h);
-            Value::String(format!("<{header}, {} bytes>", s.len()))
-        }
-        Value::Array(items) => Value::Array(items.iter().map(elide_media).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), elide_media(v))).collect()),
-        other => other.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::elide_media;
 
     #[test]
     fn params_are_typed_from_the_schema() {
@@ -399,8 +366,9 @@ mod tests {
 
     async fn refusal(line: &[&str]) -> String {
         let args = args(line);
-        let spec = catalog::model(&args.model);
-        match build(spec, &args).await {
+        let model = args.model.clone().unwrap();
+        let spec = catalog::model(&model);
+        match build(spec, &model, &args).await {
             Err(e) => e.to_string(),
             Ok(built) => {
                 let body = Value::Object(built.body);

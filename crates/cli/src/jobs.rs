@@ -6,14 +6,16 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use aimlvid::{Client, ExtendModel, ExtendVideo, Generation, PollPolicy, RetryPolicy, VideoInput, Watch};
+use aimlvid::{
+    Client, ExtendModel, ExtendVideo, Generation, JobDurations, PollPolicy, RetryPolicy, VideoInput, Watch,
+};
 use aimlvid_sim::RunningSim;
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use indicatif::HumanBytes;
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::Instrument as _;
 
 use crate::config::{KEY_VARS, Settings};
@@ -87,8 +89,10 @@ pub(crate) struct Finished {
     /// All result files together.
     pub(crate) bytes: u64,
     pub(crate) credits_used: Option<f64>,
-    /// From creation (as far as known) to completion.
+    /// From creation (as far as known) to the last file saved.
     pub(crate) elapsed: Duration,
+    /// Of which the download took this long.
+    pub(crate) download: Duration,
     /// Where the result can be fetched again, when known.
     pub(crate) video_url: Option<String>,
 }
@@ -114,6 +118,7 @@ impl Finished {
             bytes,
             credits_used: record.credits_used,
             elapsed: Duration::ZERO,
+            download: Duration::ZERO,
             video_url: None,
         })
     }
@@ -203,6 +208,7 @@ pub(crate) fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: boo
     let known: Vec<f64> = steps.iter().filter_map(|s| s.credits_used).collect();
     let credits = (!known.is_empty()).then(|| known.iter().sum::<f64>());
     let elapsed: std::time::Duration = steps.iter().map(|s| s.elapsed).sum();
+    let download: std::time::Duration = steps.iter().map(|s| s.download).sum();
     let mut result = json!({
         "event": "result",
         "ok": true,
@@ -213,6 +219,7 @@ pub(crate) fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: boo
         "bytes": last.bytes,
         "credits_used": credits,
         "elapsed_secs": secs(elapsed),
+        "download_secs": secs(download),
     });
     if with_steps {
         result["steps"] = json!(steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>());
@@ -382,13 +389,15 @@ impl<'r> App<'r> {
                 let base_url = self.settings.base_url(journaled);
                 let allow_http = crate::config::first_env(&["AIMLVID_ALLOW_HTTP"])
                     .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
-                let mut builder =
-                    aimlvid::ClientBuilder::from_env().base_url(&base_url).allow_plain_http(allow_http);
-                if scale != 1.0 && aimlvid::is_local_url(&base_url) {
-                    builder = builder
-                        .poll_policy(PollPolicy::default().time_scaled(scale))
-                        .retry_policy(RetryPolicy::default().time_scaled(scale));
-                } else if scale != 1.0 {
+                // The scale is set here, whatever the library would read
+                // from the environment, so that it is applied once.
+                let local = aimlvid::is_local_url(&base_url);
+                let builder = aimlvid::ClientBuilder::from_env()
+                    .base_url(&base_url)
+                    .allow_plain_http(allow_http)
+                    .poll_policy(PollPolicy::default())
+                    .time_scale(if local { scale } else { 1.0 });
+                if scale != 1.0 && !local {
                     // Against the real API it would only poll too often.
                     self.report.warn(format!(
                         "ignoring AIMLVID_TIME_SCALE: it is for a simulator on this machine or network, \
@@ -432,10 +441,19 @@ impl<'r> App<'r> {
         crate::timing::policy_for(client, &self.journal, model, self.time_scale(client)).await
     }
 
+    /// How long a job of `model` is expected to take, in this machine's
+    /// time (a simulator's durations divided by its time scale).
+    pub(crate) async fn expected_durations(&self, client: &Client, model: &str) -> Option<JobDurations> {
+        let (durations, _) = crate::timing::durations_of(client, &self.journal, model).await;
+        let scale = self.time_scale(client);
+        durations.map(|d| JobDurations::new(d.p50.div_f64(scale), d.p90.div_f64(scale)))
+    }
+
     /// A new journal record for a job on `client`'s server.
     pub(crate) fn record(&self, client: &Client, output: PathBuf, state: JobState) -> JobRecord {
         let mut record = JobRecord::new(client.base_url().to_owned(), output, state);
         record.simulated = self.simulating();
+        record.time_scale = Some(self.time_scale(client));
         record
     }
 
@@ -623,7 +641,11 @@ impl<'r> App<'r> {
             Some(c) if c.of > 1 => format!("{id} (step {} of {})", c.step, c.of),
             _ => id.clone(),
         };
-        let waiting = self.report.waiting(&id, &label, since);
+        let expected = match record.model.as_deref() {
+            Some(model) => self.expected_durations(client, model).await,
+            None => None,
+        };
+        let waiting = self.report.waiting(&id, &label, since, expected);
         let mut watch = watch;
         let outcome: anyhow::Result<Generation> = async {
             let mut last = None;
@@ -668,14 +690,18 @@ impl<'r> App<'r> {
             // wait alone misses the create and the journal's writes.
             record.took_secs = record.age().map(|d| d.as_secs_f64());
         }
+        let downloading = Instant::now();
         let files = self.fetch(client, record, &generation, force).await?;
+        let download = downloading.elapsed();
         Ok(Finished {
             id,
             output: record.output.clone(),
             outputs: files.iter().map(|f| f.path.clone()).collect(),
             bytes: files.iter().map(|f| f.bytes).sum(),
             credits_used: generation.credits_used(),
-            elapsed,
+            // The summary's time is the user's wait: the download's too.
+            elapsed: elapsed + download,
+            download,
             video_url: generation.video_url().map(str::to_owned),
         })
     }
@@ -992,6 +1018,53 @@ async fn next_input(client: &Client, previous: &Finished) -> anyhow::Result<Inpu
             .with_context(|| format!("generation {} has no video URL to extend", previous.id))?,
     };
     Ok(Input { video: VideoInput::url(&url)?, label: url })
+}
+
+/// `--dry-run`: prints the request `body` (media elided) and what `jobs`
+/// jobs of it would cost, where the API's catalogue says; sends nothing.
+pub(crate) async fn dry_run(app: &App<'_>, model: &str, body: &Value, jobs: u32) -> anyhow::Result<u8> {
+    let shown = elide_media(body);
+    let price = match app.client(None) {
+        Ok(client) => crate::prices::pricing_of(&client, &app.journal, model)
+            .await
+            .and_then(|p| Some((p.quote_credits(body)?, p.quote_usd(body)?)))
+            .map(|(credits, usd)| (credits * f64::from(jobs), usd * f64::from(jobs))),
+        Err(_) => None,
+    };
+    let of = if jobs > 1 { format!(" for {jobs} jobs") } else { String::new() };
+    let summary = match price {
+        Some((credits, usd)) => {
+            format!("dry run: nothing was sent · price {credits:.0} credits (${usd:.2}){of}")
+        }
+        None => "dry run: nothing was sent · price unknown".to_owned(),
+    };
+    app.report.result(
+        json!({
+            "event": "result",
+            "ok": true,
+            "dry_run": true,
+            "request": shown,
+            "jobs": jobs,
+            "price_credits": price.map(|p| p.0),
+            "price_usd": price.map(|p| p.1),
+        }),
+        Some(summary),
+        Some(serde_json::to_string_pretty(&shown)?),
+    )?;
+    Ok(exit::OK)
+}
+
+/// The body with each `data:` URI replaced by its type and size.
+pub(crate) fn elide_media(value: &Value) -> Value {
+    match value {
+        Value::String(s) if s.starts_with("data:") => {
+            let header = s.split_once(',').map_or("data:", |(h, _)| h);
+            Value::String(format!("<{header}, {} bytes>", s.len()))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(elide_media).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), elide_media(v))).collect()),
+        other => other.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -149,6 +149,11 @@ pub(crate) struct JobRecord {
     /// creation: what the next job of its model is expected to take.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) took_secs: Option<f64>,
+    /// How much faster than real time the server ran (`AIMLVID_TIME_SCALE`
+    /// for a simulator): `took_secs` times this is the job's time on the
+    /// server. Absent in records made before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) time_scale: Option<f64>,
     /// The last error met while following the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
@@ -224,6 +229,7 @@ impl JobRecord {
             bytes: None,
             files: Vec::new(),
             took_secs: None,
+            time_scale: None,
             error: None,
             client_request_id: None,
             receipt: None,

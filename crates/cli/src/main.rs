@@ -23,7 +23,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory as _, FromArgMatches as _};
+use clap::FromArgMatches as _;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 use std::io::IsTerminal as _;
 
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     let choice = cli::color_in_args(&args);
     let no_color = std::env::var_os("NO_COLOR");
     let colors = cli::use_colors(choice, no_color.as_deref(), std::io::stderr().is_terminal());
-    let parsed = Cli::command()
+    let parsed = cli::command()
         .color(if colors { clap::ColorChoice::Always } else { clap::ColorChoice::Never })
         .try_get_matches_from(&args)
         .and_then(|matches| Cli::from_arg_matches(&matches));
@@ -78,15 +78,14 @@ async fn run(cli: Cli, report: &Reporter) -> anyhow::Result<u8> {
     let command = match cli.command {
         Command::Completions { shell } => {
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "aimlvid", &mut script);
+            clap_complete::generate(shell, &mut cli::command(), "aimlvid", &mut script);
             let mut out = std::io::stdout().lock();
             out.write_all(&script)?;
             out.flush()?;
             return Ok(exit::OK);
         }
         Command::Man => {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            let page = cli::man_page()?;
             let mut out = std::io::stdout().lock();
             out.write_all(&page)?;
             out.flush()?;
@@ -159,10 +158,10 @@ mod tests {
 
     #[test]
     fn usage_errors_are_one_line_and_keep_clap_tips() {
-        let e = Cli::command().try_get_matches_from(["aimlvid", "extend", "--prompt"]).unwrap_err();
+        let e = cli::command().try_get_matches_from(["aimlvid", "extend", "--prompt"]).unwrap_err();
         let text = usage_message(&e, false);
         assert_eq!(text.lines().count(), 1, "{text}");
-        let e = Cli::command().try_get_matches_from(["aimlvid", "--pormpt", "x", "extend"]).unwrap_err();
+        let e = cli::command().try_get_matches_from(["aimlvid", "--pormpt", "x", "extend"]).unwrap_err();
         let text = usage_message(&e, false);
         assert!(text.lines().next().unwrap().starts_with("error: unexpected argument '--pormpt'"), "{text}");
         assert!(text.lines().skip(1).any(|l| l.trim_start().starts_with("tip:")), "{text}");

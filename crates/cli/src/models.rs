@@ -64,7 +64,7 @@ pub(crate) async fn show(app: &App<'_>, id: &str) -> anyhow::Result<u8> {
         None => "price: unknown (the API's catalogue could not be read)".to_owned(),
     };
     let (durations, source) = match app.client(None) {
-        Ok(client) => crate::timing::durations_of(&client, &app.journal, &model.id, 1.0).await,
+        Ok(client) => crate::timing::durations_of(&client, &app.journal, &model.id).await,
         Err(_) => (Some(aimlvid::JobDurations::typical_of(model.family)), crate::timing::Source::Family),
     };
     let duration_line = match durations {

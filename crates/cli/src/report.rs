@@ -143,8 +143,15 @@ impl Reporter {
         self.event(event);
     }
 
-    /// Starts showing the wait for job `id`, which has been running for `since`.
-    pub(crate) fn waiting(&self, id: &str, label: &str, since: Duration) -> Waiting<'_> {
+    /// Starts showing the wait for job `id`, which has been running for
+    /// `since` and is expected to take `expected` (in this machine's time).
+    pub(crate) fn waiting(
+        &self,
+        id: &str,
+        label: &str,
+        since: Duration,
+        expected: Option<aimlvid::JobDurations>,
+    ) -> Waiting<'_> {
         let origin = Instant::now().checked_sub(since).unwrap_or_else(Instant::now);
         let bar = (self.mode == Mode::Live).then(|| {
             // Added to `multi` before anything is set: a bar outside it
@@ -152,25 +159,27 @@ impl Reporter {
             let bar = self.multi.add(ProgressBar::new_spinner().with_elapsed(origin.elapsed()));
             bar.set_style(
                 ProgressStyle::with_template(if self.colors {
-                    "{spinner:.cyan} {msg:<11} {elapsed_short:>7}  {prefix}"
+                    "{spinner:.cyan} {msg:<11} {elapsed_short:>7}  {prefix}{left}"
                 } else {
-                    "{spinner} {msg:<11} {elapsed_short:>7}  {prefix}"
+                    "{spinner} {msg:<11} {elapsed_short:>7}  {prefix}{left}"
                 })
                 .expect("the template is valid")
                 .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
-                .with_key(
-                    "elapsed_short",
-                    |state: &ProgressState, w: &mut dyn fmt::Write| {
-                        let _ = w.write_str(&short_duration(state.elapsed()));
-                    },
-                ),
+                .with_key("elapsed_short", |state: &ProgressState, w: &mut dyn fmt::Write| {
+                    let _ = w.write_str(&short_duration(state.elapsed()));
+                })
+                .with_key("left", move |state: &ProgressState, w: &mut dyn fmt::Write| {
+                    if let Some(expected) = &expected {
+                        let _ = write!(w, "  ({})", time_left(state.elapsed(), expected));
+                    }
+                }),
             );
             bar.set_prefix(label.to_owned());
             bar.set_message("waiting");
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
-        Waiting { reporter: self, id: id.to_owned(), label: label.to_owned(), origin, bar }
+        Waiting { reporter: self, id: id.to_owned(), label: label.to_owned(), origin, expected, bar }
     }
 
     /// Starts showing a download to `dest`.
@@ -310,6 +319,8 @@ pub(crate) struct Waiting<'a> {
     id: String,
     label: String,
     origin: Instant,
+    /// How long the job is expected to take, in this machine's time.
+    expected: Option<aimlvid::JobDurations>,
     bar: Option<ProgressBar>,
 }
 
@@ -322,16 +333,18 @@ impl Waiting<'_> {
     /// The job's status changed.
     pub(crate) fn status(&self, status: &aimlvid::Status) {
         let elapsed = self.elapsed();
+        let expected = self.expected.filter(|_| !status.is_finished());
         self.reporter.event(json!({
             "event": "status",
             "id": self.id,
             "status": status.as_str(),
             "elapsed_secs": secs(elapsed),
+            "expected_left_secs": expected.map(|e| secs(left_of(elapsed, &e).0)),
         }));
         match &self.bar {
             Some(bar) => bar.set_message(status.to_string()),
             None if self.reporter.mode == Mode::Plain => {
-                self.reporter.note(format!("{}  {status}  {}", self.label, short_duration(elapsed)));
+                self.reporter.note(plain_status(&self.label, status, elapsed, expected.as_ref()));
             }
             None => {}
         }
@@ -393,6 +406,41 @@ impl Drop for Download {
     }
 }
 
+/// A status change as a plain line: the job, its status, how long it has
+/// run and, while it runs, how long it should still take.
+pub(crate) fn plain_status(
+    label: &str,
+    status: &aimlvid::Status,
+    elapsed: Duration,
+    expected: Option<&aimlvid::JobDurations>,
+) -> String {
+    let mut line = format!("{label}  {status}  {}", short_duration(elapsed));
+    if let Some(expected) = expected.filter(|_| !status.is_finished()) {
+        let _ = write!(line, "  ({})", time_left(elapsed, expected));
+    }
+    line
+}
+
+/// What is left of a job expected to take `expected`, `elapsed` in, and
+/// whether that is its slow tail's remainder (the median has passed).
+fn left_of(elapsed: Duration, expected: &aimlvid::JobDurations) -> (Duration, bool) {
+    if elapsed < expected.p50 {
+        (expected.p50 - elapsed, false)
+    } else {
+        (expected.p90.saturating_sub(elapsed), true)
+    }
+}
+
+/// `about 1m05s left` until the median, `up to 20s left` until the 90th
+/// percentile, then `longer than usual`.
+pub(crate) fn time_left(elapsed: Duration, expected: &aimlvid::JobDurations) -> String {
+    match left_of(elapsed, expected) {
+        (left, false) => format!("about {} left", short_duration(left)),
+        (left, true) if !left.is_zero() => format!("up to {} left", short_duration(left)),
+        _ => "longer than usual".to_owned(),
+    }
+}
+
 /// Seconds with millisecond precision, for JSON.
 pub(crate) fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
@@ -440,6 +488,30 @@ mod tests {
         assert_eq!(note(Poll, Some(200)), None);
         assert_eq!(note(Poll, Some(404)), None);
         assert_eq!(note(Metrics, None), None);
+    }
+
+    #[test]
+    fn plain_status_lines_say_how_long_the_job_should_still_take() {
+        use aimlvid::Status;
+        let expected = aimlvid::JobDurations::new(Duration::from_secs(110), Duration::from_secs(130));
+        let line = |status: &Status, secs: u64, expected: Option<&aimlvid::JobDurations>| {
+            plain_status("gen-1", status, Duration::from_secs(secs), expected)
+        };
+        assert_eq!(line(&Status::Queued, 0, Some(&expected)), "gen-1  queued  0s  (about 1m50s left)");
+        assert_eq!(
+            line(&Status::Generating, 45, Some(&expected)),
+            "gen-1  generating  45s  (about 1m05s left)"
+        );
+        assert_eq!(
+            line(&Status::Generating, 115, Some(&expected)),
+            "gen-1  generating  1m55s  (up to 15s left)"
+        );
+        assert_eq!(
+            line(&Status::Generating, 140, Some(&expected)),
+            "gen-1  generating  2m20s  (longer than usual)"
+        );
+        assert_eq!(line(&Status::Completed, 112, Some(&expected)), "gen-1  completed  1m52s");
+        assert_eq!(line(&Status::Generating, 45, None), "gen-1  generating  45s", "no estimate, none shown");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 use crate::error::{ApiErrorBody, Error, Result, excerpt};
 use crate::model::{CreateRequest, Generation};
 use crate::observe::{CallKind, Exchange, Observer};
-use crate::poll::{JobDurations, PollPolicy, Watch, watch};
+use crate::poll::{JobDurations, PollPolicy, Watch, WatchPolicy, watch};
 use crate::pricing::{ModelList, ModelListing, ModelQuery};
 use crate::retry::{RetryPolicy, retry_after};
 use crate::trace::{ClientRequestId, CreateLookup, LogPage, LogRow, Receipt, search_window};
@@ -34,6 +34,11 @@ pub const API_KEY_ENV_VARS: [&str; 2] = ["AIMLAPI_API_KEY", "AIML_API_KEY"];
 /// The environment variables [`Client::from_env`] reads the base URL from,
 /// first set one wins: ours, then the official Python SDK's.
 pub const BASE_URL_ENV_VARS: [&str; 2] = ["AIMLAPI_BASE_URL", "AIMLAPI_API_BASE"];
+
+/// The environment variable [`Client::from_env`] reads a simulator's time
+/// scale from (see [`ClientBuilder::time_scale`]): what `aimlvid sim
+/// --time-scale N` prints beside the base URL and key to use.
+pub const TIME_SCALE_ENV_VAR: &str = "AIMLVID_TIME_SCALE";
 
 /// A client of the AI/ML API's video generation endpoints.
 ///
@@ -58,8 +63,11 @@ struct Inner {
     poll_set: bool,
     /// How much faster than real time the server runs.
     time_scale: f64,
-    /// Each model's durations as `model_metrics` last read them.
-    metrics: Mutex<HashMap<String, JobDurations>>,
+    /// What each model's metrics said when last read, and until when that is trusted.
+    metrics: Mutex<HashMap<String, KnownDurations>>,
+    /// One metrics read at a time per model, so that many jobs of a model
+    /// created at once cost one read.
+    metrics_reads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The model of each recent create, so that `watch_created` can fit
     /// its schedule; bounded, oldest forgotten first.
     created_models: Mutex<VecDeque<(String, String)>>,
@@ -88,6 +96,9 @@ pub struct ClientBuilder {
     base_url: String,
     poll: Option<PollPolicy>,
     time_scale: f64,
+    /// `AIMLVID_TIME_SCALE`, read by `from_env`: used only for a server on
+    /// this machine or a private network, and only if `time_scale` is not called.
+    env_time_scale: Option<f64>,
     retry: RetryPolicy,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -118,6 +129,7 @@ impl Default for ClientBuilder {
             base_url: DEFAULT_BASE_URL.to_owned(),
             poll: None,
             time_scale: 1.0,
+            env_time_scale: None,
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(10),
             // Creates may upload a clip of tens of megabytes inline.
@@ -148,6 +160,10 @@ impl ClientBuilder {
     /// else at its default: `AIMLAPI_API_KEY` (or `AIML_API_KEY`, the
     /// official Python SDK's name) and `AIMLAPI_BASE_URL` (or
     /// `AIMLAPI_API_BASE`). Variables that are unset or empty are ignored.
+    /// `AIMLVID_TIME_SCALE`, for a simulator running that many times faster
+    /// than real time, is used only when the base URL is on this machine or
+    /// a private network (against the API it would only poll too often),
+    /// and only if [`ClientBuilder::time_scale`] is not called.
     pub fn from_env() -> Self {
         let mut builder = ClientBuilder::default();
         if let Some(key) = first_env(&API_KEY_ENV_VARS) {
@@ -155,6 +171,12 @@ impl ClientBuilder {
         }
         if let Some(base) = first_env(&BASE_URL_ENV_VARS) {
             builder = builder.base_url(base);
+        }
+        if let Some(raw) = first_env(&[TIME_SCALE_ENV_VAR]) {
+            match raw.trim().parse::<f64>() {
+                Ok(scale) if scale.is_finite() && scale > 0.0 => builder.env_time_scale = Some(scale),
+                _ => tracing::warn!("ignoring {TIME_SCALE_ENV_VAR}={raw:?}: not a number above 0"),
+            }
         }
         builder
     }
@@ -195,6 +217,7 @@ impl ClientBuilder {
     pub fn time_scale(mut self, time_scale: f64) -> Self {
         if time_scale.is_finite() && time_scale > 0.0 {
             self.time_scale = time_scale;
+            self.env_time_scale = None;
         }
         self
     }
@@ -271,6 +294,10 @@ impl ClientBuilder {
         if base_url.scheme() == "http" && !self.allow_plain_http && !is_local(&base_url) {
             return Err(Error::PlainHttp { base_url: base_url.as_str().trim_end_matches('/').to_owned() });
         }
+        let time_scale = match self.env_time_scale {
+            Some(scale) if is_local(&base_url) => scale,
+            _ => self.time_scale,
+        };
         let endpoint = base_url
             .join(GENERATIONS_PATH)
             .map_err(|e| Error::Config(format!("base URL {:?}: {e}", self.base_url)))?;
@@ -296,13 +323,14 @@ impl ClientBuilder {
                 endpoint,
                 auth,
                 poll_set: self.poll.is_some(),
-                poll: self.poll.unwrap_or_default().time_scaled(self.time_scale),
-                time_scale: self.time_scale,
+                poll: self.poll.unwrap_or_default().time_scaled(time_scale),
+                time_scale,
                 metrics: Mutex::default(),
+                metrics_reads: Mutex::default(),
                 created_models: Mutex::default(),
                 retry: RetryPolicy {
                     max_retry_after: self.max_retry_after.unwrap_or(self.retry.max_retry_after),
-                    ..self.retry.time_scaled(self.time_scale)
+                    ..self.retry.time_scaled(time_scale)
                 },
                 request_timeout: self.request_timeout,
                 observer: self.observer,
@@ -314,6 +342,24 @@ impl ClientBuilder {
 
 fn first_env(names: &[&str]) -> Option<String> {
     names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+}
+
+/// How long a read of a model's metrics is trusted before the next job of
+/// that model reads them again: they describe the upstream's recent window.
+const METRICS_TTL: Duration = Duration::from_secs(3600);
+/// After a failed read, how long jobs go on the family's prior before one
+/// tries again: a read that failed should not slow every job down.
+const METRICS_RETRY: Duration = Duration::from_secs(300);
+/// How long a job waits for its model's metrics before going on without
+/// them; every job's first poll comes later than this.
+const METRICS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A model's durations as a read of its metrics left them (`None`: the
+/// upstream had none, or the read failed), trusted until `until`.
+#[derive(Debug, Clone, Copy)]
+struct KnownDurations {
+    durations: Option<JobDurations>,
+    until: tokio::time::Instant,
 }
 
 /// `GET /models/metrics`'s answer, the parts read here.
@@ -431,20 +477,67 @@ impl Client {
     /// [`Client::create_and_wait`] and [`Client::watch_created`]: the
     /// policy set with [`ClientBuilder::poll_policy`], if any; else one
     /// fitted ([`PollPolicy::for_durations`]) to the model's durations as
-    /// [`Client::model_metrics`] last read them, else to its family's
+    /// its metrics were last read (by [`Client::model_metrics`], or by the
+    /// first job of that model this client followed), else to its family's
     /// typical durations ([`JobDurations::typical_of`]), else the default;
     /// divided by the client's time scale.
     pub fn poll_policy_for(&self, model: &str) -> PollPolicy {
         if self.inner.poll_set {
             return self.inner.poll.clone();
         }
-        let measured = self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner()).get(model).copied();
+        let measured = self.known_durations(model).and_then(|k| k.durations);
         let durations = measured
             .or_else(|| crate::catalog::model(model).map(|spec| JobDurations::typical_of(spec.family)));
         match durations {
             Some(d) => PollPolicy::for_durations(&d).time_scaled(self.inner.time_scale),
             None => self.inner.poll.clone(),
         }
+    }
+
+    fn known_durations(&self, model: &str) -> Option<KnownDurations> {
+        self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner()).get(model).copied()
+    }
+
+    /// [`Client::poll_policy_for`] `model`, after reading its metrics
+    /// (`GET /models/metrics`) if this client has not done so within the
+    /// hour: once per model however many jobs wait at once, for at most
+    /// `METRICS_TIMEOUT`. A failed read falls back to the family's prior
+    /// and is tried again only minutes later.
+    pub(crate) async fn fitted_poll_policy(&self, model: &str) -> PollPolicy {
+        if self.inner.poll_set {
+            return self.inner.poll.clone();
+        }
+        let fresh = |client: &Client| {
+            client.known_durations(model).is_some_and(|k| k.until > tokio::time::Instant::now())
+        };
+        if !fresh(self) {
+            let gate = {
+                let mut reads = self.inner.metrics_reads.lock().unwrap_or_else(|e| e.into_inner());
+                reads.entry(model.to_owned()).or_default().clone()
+            };
+            let _reading = gate.lock().await;
+            // Another job of this model may have read them while this one waited.
+            if !fresh(self) {
+                let read = tokio::time::timeout(METRICS_TIMEOUT, self.model_metrics(&[model])).await;
+                let ok = matches!(read, Ok(Ok(_)));
+                if !ok {
+                    tracing::debug!(model, outcome = ?read.map(|r| r.err()), "model metrics not read; using the family's durations");
+                }
+                let mut metrics = self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner());
+                let now = tokio::time::Instant::now();
+                match metrics.get_mut(model) {
+                    // Just set by `model_metrics`.
+                    Some(known) if ok && known.until > now => {}
+                    // Measured before, but not this time: stale figures beat a prior.
+                    Some(known) => known.until = now + if ok { METRICS_TTL } else { METRICS_RETRY },
+                    None => {
+                        let until = now + if ok { METRICS_TTL } else { METRICS_RETRY };
+                        metrics.insert(model.to_owned(), KnownDurations { durations: None, until });
+                    }
+                }
+            }
+        }
+        self.poll_policy_for(model)
     }
 
     /// Remembers which model a created job is of, for `watch_created`.
@@ -458,17 +551,11 @@ impl Client {
         models.push_back((id.to_owned(), model.to_owned()));
     }
 
-    /// The schedule for a job just created by this client.
-    fn policy_for_created(&self, id: &str) -> PollPolicy {
-        let model = {
-            let mut models = self.inner.created_models.lock().unwrap_or_else(|e| e.into_inner());
-            let at = models.iter().position(|(created, _)| created == id);
-            at.and_then(|at| models.remove(at)).map(|(_, model)| model)
-        };
-        match model {
-            Some(model) => self.poll_policy_for(&model),
-            None => self.inner.poll.clone(),
-        }
+    /// The model of a job just created by this client, forgotten once asked.
+    fn take_created_model(&self, id: &str) -> Option<String> {
+        let mut models = self.inner.created_models.lock().unwrap_or_else(|e| e.into_inner());
+        let at = models.iter().position(|(created, _)| created == id);
+        at.and_then(|at| models.remove(at)).map(|(_, model)| model)
     }
 
     /// The policy used to retry polls and downloads.
@@ -664,16 +751,22 @@ impl Client {
     /// once and then under the client's [`PollPolicy`]. Use this to resume
     /// a job created earlier, even by another process.
     pub fn watch(&self, id: impl Into<String>) -> Watch {
-        watch(self.clone(), id.into(), None, self.inner.poll.clone())
+        watch(self.clone(), id.into(), None, WatchPolicy::Set(self.inner.poll.clone()))
     }
 
     /// Follows a job just returned by [`Client::create`]: reports it as
     /// created, then polls from the policy's `first_delay` on, on the
     /// schedule of [`Client::poll_policy_for`] its model (this client
-    /// remembers the model of the jobs it created).
+    /// remembers the model of the jobs it created). Unless a poll policy
+    /// was set, the first job of a model this client follows reads the
+    /// model's metrics (`GET /models/metrics`, for at most two seconds,
+    /// before its first poll) and later ones reuse them for an hour.
     pub fn watch_created(&self, created: Generation) -> Watch {
         let id = created.id.clone();
-        let policy = self.policy_for_created(&id);
+        let policy = match self.take_created_model(&id) {
+            Some(model) if !self.inner.poll_set => WatchPolicy::FitTo(model),
+            _ => WatchPolicy::Set(self.inner.poll.clone()),
+        };
         watch(self.clone(), id, Some(created), policy)
     }
 
@@ -681,7 +774,8 @@ impl Client {
     /// fitted to the model's durations ([`PollPolicy::for_durations`]).
     pub fn watch_created_with(&self, created: Generation, policy: PollPolicy) -> Watch {
         let id = created.id.clone();
-        watch(self.clone(), id, Some(created), policy)
+        self.take_created_model(&id);
+        watch(self.clone(), id, Some(created), WatchPolicy::Set(policy))
     }
 
     /// Waits for a generation known by its id to finish; see [`Client::watch`].
@@ -808,7 +902,12 @@ impl Client {
             })
             .collect();
         // Later jobs of these models are polled on schedules fitted to them.
-        self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner()).extend(measured.iter().cloned());
+        let until = tokio::time::Instant::now() + METRICS_TTL;
+        let mut known = self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        for (model, durations) in &measured {
+            known.insert(model.clone(), KnownDurations { durations: Some(*durations), until });
+        }
+        drop(known);
         Ok(measured)
     }
 
@@ -1010,6 +1109,19 @@ mod tests {
                 && !is_local_url("nonsense")
         );
         assert!(normalise_base_url("api.aimlapi.com").is_err());
+    }
+
+    #[test]
+    fn the_environments_time_scale_is_for_local_servers_unless_one_is_set() {
+        let from_env = |url: &str| ClientBuilder {
+            env_time_scale: Some(10.0),
+            ..Client::builder().api_key("k").base_url(url)
+        };
+        let first = |builder: ClientBuilder| builder.build().unwrap().poll_policy().first_delay;
+        let default = PollPolicy::default().first_delay;
+        assert_eq!(first(from_env("http://127.0.0.1:8787")), default / 10, "a simulator here");
+        assert_eq!(first(from_env("https://api.aimlapi.com")), default, "never the API");
+        assert_eq!(first(from_env("http://127.0.0.1:8787").time_scale(2.0)), default / 2, "set in code");
     }
 
     #[test]

@@ -9,9 +9,9 @@
 //! - **Creating costs money**, so [`Client::create`] is retried only when the
 //!   API cannot have accepted the request. When it may have, the error says
 //!   so ([`Error::CreateOutcomeUnknown`]) instead of billing a second job.
-//! - **Waiting** follows a [`PollPolicy`] tuned for jobs of about two
-//!   minutes (or fitted to any model's durations with
-//!   [`PollPolicy::for_durations`]), honours `Retry-After`, rides out storms of 429s and 5xx, can
+//! - **Waiting** follows a [`PollPolicy`] fitted to each job's model
+//!   ([`Client::poll_policy_for`]: its recent durations, read from the
+//!   API's metrics once per model, else its family's typical ones), honours `Retry-After`, rides out storms of 429s and 5xx, can
 //!   be watched as a [`Stream`](futures_util::Stream) of status changes
 //!   ([`Client::watch_created`]), and stops when dropped.
 //! - **Resuming** needs only the generation id: [`Client::wait`].
@@ -98,7 +98,7 @@ mod trace;
 
 pub use client::{
     API_KEY_ENV_VARS, BASE_URL_ENV_VARS, Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MIN_UPLOAD_RATE,
-    is_local_url,
+    TIME_SCALE_ENV_VAR, is_local_url,
 };
 pub use download::{DownloadProgress, Downloaded, partial_path};
 pub use error::{Error, Result};

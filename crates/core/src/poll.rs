@@ -314,10 +314,19 @@ impl Watch {
 /// version cannot read.
 const MAX_UNDECODABLE: u32 = 5;
 
+/// The schedule a watch follows: one given, or one to fit to a model
+/// before the first poll (which may read the model's metrics).
+pub(crate) enum WatchPolicy {
+    Set(PollPolicy),
+    FitTo(String),
+}
+
 struct WatchState {
     client: Client,
     id: String,
     policy: PollPolicy,
+    /// The model whose schedule is still to be fitted, before the first poll.
+    fit_to: Option<String>,
     /// The job as created, reported first; `None` when resuming by id.
     created: Option<Generation>,
     fresh: bool,
@@ -332,12 +341,17 @@ struct WatchState {
     done: bool,
 }
 
-pub(crate) fn watch(client: Client, id: String, created: Option<Generation>, policy: PollPolicy) -> Watch {
+pub(crate) fn watch(client: Client, id: String, created: Option<Generation>, policy: WatchPolicy) -> Watch {
     let span = tracing::info_span!("watch", generation_id = %id);
+    let (policy, fit_to) = match policy {
+        WatchPolicy::Set(policy) => (policy, None),
+        WatchPolicy::FitTo(model) => (client.poll_policy().clone(), Some(model)),
+    };
     let state = WatchState {
         client,
         id,
         policy,
+        fit_to,
         fresh: created.is_some(),
         created,
         started: Instant::now(),
@@ -362,10 +376,17 @@ async fn next_change(mut s: WatchState) -> Option<(Result<Generation>, WatchStat
         s.done = created.status.is_finished();
         return Some((created.into_result(), s));
     }
+    if let Some(model) = s.fit_to.take() {
+        s.policy = s.client.fitted_poll_policy(&model).await;
+    }
     loop {
         let mut wait = s.policy.delay_before(s.polls, s.fresh);
         if s.failures > 0 {
             wait = s.client.retry_policy().backoff(s.failures, s.retry_after);
+        } else if s.polls == 0 && s.fresh {
+            // The first wait counts from the create, not from when the
+            // created job was read or the schedule fitted.
+            wait = wait.saturating_sub(s.started.elapsed());
         }
         let deadline = s.started + s.policy.deadline;
         if Instant::now() + wait > deadline {

@@ -197,3 +197,70 @@ fn the_config_file_sets_server_model_and_output_dir() {
     assert_eq!(last["model"], "google/veo3-1-fast-extend-video");
     assert_result_file(&env.path("flag.mp4"));
 }
+
+#[test]
+fn a_config_model_for_generate_is_its_default_and_refused_only_by_extend() {
+    let env = Env::new();
+    env.clip();
+    let config_dir = env.path("config/aimlvid");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(config_dir.join("aimlvid.toml"), "model = \"google/veo-3.1-t2v-fast\"\n").unwrap();
+
+    // Commands that do not use the model are not troubled by it.
+    env.cmd().args(["models", "veo"]).assert().success();
+    env.cmd().args(["jobs"]).assert().success();
+
+    // generate takes it as its model.
+    let out = env.cmd().args(["generate", "-p", "A lighthouse", "-q"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.sim.job(&only_id(&env)).unwrap().model, "google/veo-3.1-t2v-fast");
+    assert_result_file(&env.path("veo-3.1-t2v-fast.mp4"));
+
+    // extend refuses it, once, and sends nothing.
+    let out = env.cmd().args(["extend", "clip.mp4", "-p", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: the config file's model \"google/veo-3.1-t2v-fast\" is not an extend model; give extend -m \
+         fast or -m standard (or set model to one of them), or run google/veo-3.1-t2v-fast with `aimlvid \
+         generate`\n"
+    );
+    assert_eq!(env.sim.stats().create_requests, 1, "only generate's");
+    // …unless -m says which extend model to use.
+    env.cmd().args(["extend", "clip.mp4", "-p", "x", "-q", "-m", "standard"]).assert().success();
+    assert_eq!(env.records().pop().unwrap()["model"], "google/veo3-1-extend-video");
+
+    // Without a model anywhere, generate asks for one.
+    std::fs::write(config_dir.join("aimlvid.toml"), "").unwrap();
+    let out = env.cmd().args(["generate", "-p", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("give the model with -m ID"), "{}", stderr(&out));
+}
+
+#[test]
+fn extend_dry_run_prints_the_request_and_its_price_and_sends_nothing() {
+    let env = Env::new();
+    env.clip();
+    let out =
+        env.cmd().args(["--json", "extend", "clip.mp4", "-p", "a", "-p", "b", "--dry-run"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(result["dry_run"], true);
+    assert_eq!(result["request"]["model"], "google/veo3-1-fast-extend-video");
+    assert_eq!(result["request"]["prompt"], "a");
+    let video = result["request"]["video_url"].as_str().unwrap();
+    assert!(video.starts_with("<data:video/mp4;base64, "), "{result}");
+    // Two steps, each priced as the simulator charges.
+    assert_eq!(result["jobs"], 2);
+    assert_eq!(result["price_credits"], 2.0 * env.sim.config().credits_per_job, "{result}");
+    assert_eq!(env.sim.stats().create_requests, 0, "nothing was created");
+    assert!(env.records().is_empty(), "nothing was journaled");
+    assert!(!env.path("clip-extended.mp4").exists());
+
+    // In plain words on stderr, the request on stdout.
+    let out = env.cmd().args(["extend", "clip.mp4", "-p", "a", "--dry-run"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("dry run: nothing was sent · price "), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"prompt\": \"a\""), "{}", stdout(&out));
+    assert_eq!(env.sim.stats().create_requests, 0);
+}

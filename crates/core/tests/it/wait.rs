@@ -220,3 +220,88 @@ async fn a_failed_job_ends_the_stream_with_its_error() {
     assert_eq!(id, &created.id);
     assert!(items.iter().filter_map(|i| i.as_ref().ok()).all(|g| !g.status.is_failure()));
 }
+
+/// A client with no poll policy set, against `sim` at `scale`.
+fn unset_client(sim: &aimlvid_sim::RunningSim, scale: f64) -> aimlvid::Client {
+    aimlvid::Client::builder()
+        .api_key(aimlvid_sim::DEFAULT_API_KEY)
+        .base_url(sim.base_url())
+        .time_scale(scale)
+        .build()
+        .unwrap()
+}
+
+fn metrics_reads(sim: &aimlvid_sim::RunningSim) -> usize {
+    sim.requests().iter().filter(|r| r.route == Route::Metrics).count()
+}
+
+#[tokio::test]
+async fn by_default_the_first_job_of_a_model_reads_its_metrics_once_for_all() {
+    // Jobs of 32 s, where the family's prior (a minute) would first poll at
+    // about 44 s. A coarser clock than the other tests', so that a sleep's
+    // overshoot stays a fraction of a simulated second.
+    const SCALE: f64 = 100.0;
+    let model = "google/veo-3.1-t2v-fast";
+    let config = SimConfig {
+        time_scale: SCALE,
+        queue_time: Spread::Fixed(Duration::from_secs(2)),
+        generation_time: Spread::Fixed(Duration::from_secs(30)),
+        ..config()
+    };
+    let sim = aimlvid_sim::Simulator::start(config).await.unwrap();
+    let request = aimlvid::GenericRequest::new(model).param("prompt", "x");
+    // Other users' jobs, which the API's metrics then describe.
+    let others = crate::client_for(&sim);
+    for _ in 0..3 {
+        let created = others.create(&request).await.unwrap();
+        others
+            .watch_created_with(created, aimlvid::PollPolicy::fixed(Duration::from_millis(5)))
+            .finish()
+            .await
+            .unwrap();
+    }
+    assert_eq!(metrics_reads(&sim), 0);
+
+    let client = unset_client(&sim, SCALE);
+    let family = aimlvid::JobDurations::typical_of(aimlvid::catalog::Family::TextToVideo);
+    assert_eq!(client.poll_policy_for(model), aimlvid::PollPolicy::for_durations(&family).time_scaled(SCALE));
+    let jobs = futures_util::future::join_all((0..3).map(|_| client.create_and_wait(&request))).await;
+
+    assert_eq!(metrics_reads(&sim), 1, "one read for the three jobs");
+    // Fitted to jobs of 32 s: first polled at most then, not at the prior's ~44 s.
+    let fitted = client.poll_policy_for(model);
+    assert!(fitted.first_delay <= Duration::from_secs_f64(32.0 / SCALE), "{fitted:?}");
+    for job in jobs {
+        let job = sim.job(&job.unwrap().id).unwrap();
+        let lag = job.first_finished_answer_at.unwrap() - job.finishes_at;
+        // The prior would notice each about 12 s late; the metrics' schedule, within a poll (3 s).
+        assert!(lag < Duration::from_secs(6), "noticed {lag:?} late");
+    }
+    // Later jobs reuse what was read.
+    client.create_and_wait(&request).await.unwrap();
+    assert_eq!(metrics_reads(&sim), 1);
+}
+
+#[tokio::test]
+async fn metrics_that_cannot_be_read_leave_the_family_prior_without_asking_again_each_job() {
+    let (sim, _) =
+        start(SimConfig { generation_time: Spread::Fixed(Duration::from_secs(20)), ..config() }).await;
+    sim.set_fault_rate(Route::Metrics, Fault::Status(404), 1.0);
+    let client = unset_client(&sim, crate::SCALE);
+    let model = "google/veo-3.1-t2v-fast";
+    let request = aimlvid::GenericRequest::new(model).param("prompt", "x");
+
+    client.create_and_wait(&request).await.unwrap();
+    client.create_and_wait(&request).await.unwrap();
+
+    assert_eq!(metrics_reads(&sim), 1, "a failed read is not repeated for every job");
+    let family = aimlvid::JobDurations::typical_of(aimlvid::catalog::Family::TextToVideo);
+    assert_eq!(
+        client.poll_policy_for(model),
+        aimlvid::PollPolicy::for_durations(&family).time_scaled(crate::SCALE)
+    );
+    // A client with a policy of its own never reads them.
+    let (sim, set) = start(config()).await;
+    set.create_and_wait(&crate::extend_request()).await.unwrap();
+    assert_eq!(metrics_reads(&sim), 0);
+}
