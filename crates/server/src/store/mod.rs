@@ -14,30 +14,6 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use postgres::{DEFAULT_LEASE, PostgresSettings, PostgresStore};
-/// Pool options under which no connection is handed out again while it is
-/// still inside a transaction. SQLite rolls a transaction back by itself on
-/// some failures (an I/O error, a full disk), after which the explicit
-/// rollback fails and sqlx still counts the transaction as open: every
-/// later `BEGIN` on that connection would fail for ever. A connection in
-/// that state, or one that no longer answers, is closed when it comes back
-/// to the pool, and the next write opens a fresh one.
-fn recovering<DB: sqlx::Database>(options: sqlx::pool::PoolOptions<DB>) -> sqlx::pool::PoolOptions<DB> {
-    options.after_release(|connection, _| {
-        Box::pin(async move {
-            use sqlx::Connection as _;
-            // The ping waits for the rollback the transaction's drop queued.
-            connection.ping().await?;
-            let clean = !connection.is_in_transaction();
-            if !clean {
-                tracing::warn!(
-                    "a database connection was left inside a failed transaction; opening a fresh one"
-                );
-            }
-            Ok(clean)
-        })
-    })
-}
-
 pub use sqlite::{DEFAULT_LOCK_WAIT, SqliteStore};
 
 /// A key's row id.

@@ -158,7 +158,7 @@ impl PostgresStore {
         if let Some(schema) = &settings.schema {
             options = options.options([("search_path", schema.as_str())]);
         }
-        let pool = super::recovering(PgPoolOptions::new())
+        let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(2))
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)

@@ -79,8 +79,7 @@ impl SqliteStore {
             .pragma("cache_size", "-16384");
         let writes = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations").run(&writes).await?;
-        let pool =
-            super::recovering(SqlitePoolOptions::new()).max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         Ok(SqliteStore { pool, writes })
     }
 
