@@ -86,6 +86,7 @@
 
 pub mod catalog;
 mod client;
+mod credits;
 mod download;
 mod error;
 mod input;
@@ -100,6 +101,7 @@ pub use client::{
     API_KEY_ENV_VARS, BASE_URL_ENV_VARS, Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MIN_UPLOAD_RATE,
     is_local_url,
 };
+pub use credits::{Credits, UsdParseError};
 pub use download::{DownloadProgress, Downloaded, partial_path};
 pub use error::{Error, Result};
 pub use input::{DEFAULT_MAX_INLINE_BYTES, MediaInput, VideoInput};
