@@ -55,7 +55,7 @@ impl Credits {
     pub fn from_f64_rounded(credits: f64) -> Option<Credits> {
         let rounded = credits.round();
         // i64::MAX is not exactly representable; stay strictly inside it.
-        (rounded.is_finite() && rounded.abs() < 9.2e18).then(|| Credits(rounded as i64))
+        (rounded.is_finite() && rounded.abs() < 9.2e18).then_some(Credits(rounded as i64))
     }
 
     /// The value in US dollars as a float: the nearest `f64` to the exact
@@ -137,7 +137,7 @@ impl fmt::Display for Credits {
         let digits = self.0.unsigned_abs().to_string();
         let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
         for (i, digit) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 grouped.push(',');
             }
             grouped.push(digit);

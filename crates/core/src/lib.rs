@@ -84,6 +84,7 @@
 
 #![warn(missing_docs)]
 
+mod billing;
 pub mod catalog;
 mod client;
 mod credits;
@@ -97,6 +98,7 @@ mod pricing;
 mod retry;
 mod trace;
 
+pub use billing::{Amount, Direction, Transaction, TransactionPage, TransactionQuery, TransactionType};
 pub use client::{
     API_KEY_ENV_VARS, BASE_URL_ENV_VARS, Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MIN_UPLOAD_RATE,
     is_local_url,
