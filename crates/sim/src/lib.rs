@@ -12,6 +12,8 @@
 //! - `GET /v2/logs` and `GET /models/metrics`, the service endpoints a
 //!   client uses to find a lost create and to see how long models take,
 //! - `GET /v1/models`, the model catalogue, with each model's price,
+//! - `GET /v2/billing/transactions`, the account's ledger, where each
+//!   completed job's charge is recorded under its generation id,
 //!
 //! with the upstream's error bodies and receipt headers, plus scriptable
 //! faults (status codes, rate limits, latency, dropped connections,
