@@ -912,7 +912,7 @@ impl Client {
     }
 
     /// A GET of a JSON document, retried like a poll.
-    async fn get_json<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         url: &url::Url,
         query: &[(&str, String)],

@@ -84,8 +84,10 @@
 
 #![warn(missing_docs)]
 
+mod billing;
 pub mod catalog;
 mod client;
+mod credits;
 mod download;
 mod error;
 mod input;
@@ -96,10 +98,12 @@ mod pricing;
 mod retry;
 mod trace;
 
+pub use billing::{Amount, Direction, Transaction, TransactionPage, TransactionQuery, TransactionType};
 pub use client::{
     API_KEY_ENV_VARS, BASE_URL_ENV_VARS, Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MIN_UPLOAD_RATE,
     TIME_SCALE_ENV_VAR, is_local_url,
 };
+pub use credits::{Credits, UsdParseError};
 pub use download::{DownloadProgress, Downloaded, partial_path};
 pub use error::{Error, Result};
 pub use input::{DEFAULT_MAX_INLINE_BYTES, MediaInput, VideoInput};

@@ -21,11 +21,13 @@ pub enum CallKind {
     Models,
     /// `GET /models/metrics`, the models' recent durations.
     Metrics,
+    /// `GET /v2/billing/transactions`, the account's ledger.
+    Billing,
 }
 
 impl CallKind {
     /// A short lowercase name: `create`, `poll`, `download`, `logs`,
-    /// `models` or `metrics`.
+    /// `models`, `metrics` or `billing`.
     pub fn as_str(self) -> &'static str {
         match self {
             CallKind::Create => "create",
@@ -34,6 +36,7 @@ impl CallKind {
             CallKind::Logs => "logs",
             CallKind::Models => "models",
             CallKind::Metrics => "metrics",
+            CallKind::Billing => "billing",
         }
     }
 }

@@ -70,6 +70,11 @@ pub struct SimConfig {
     /// `GET /v2/logs` calls allowed per key in any 60 s (real time); more
     /// get 429. The upstream allows 200.
     pub logs_requests_per_minute: usize,
+    /// Virtual time from a job's completion to its charge on the ledger
+    /// (`GET /v2/billing/transactions`): the upstream records a charge
+    /// after the generation reports `completed`, not with it. The entry is
+    /// dated when it is recorded.
+    pub ledger_delay: Duration,
     /// Seed of the one RNG behind durations, failures and fault rates, so a
     /// run is reproducible given the same sequence of requests.
     pub seed: u64,
@@ -100,6 +105,7 @@ impl Default for SimConfig {
             result_ttl: None,
             logs_delay: Duration::ZERO,
             logs_requests_per_minute: 200,
+            ledger_delay: Duration::ZERO,
             seed: 0x5EED_A1A1_2025,
         }
     }

@@ -47,6 +47,15 @@ impl ApiError {
         }
     }
 
+    /// A refusal with zod's `errors` array beside the message.
+    pub(crate) fn with_issues(
+        status: u16,
+        message: impl Into<String>,
+        issues: impl IntoIterator<Item = Value>,
+    ) -> Self {
+        Self { errors: Some(issues.into_iter().collect()), ..Self::new(status, message) }
+    }
+
     pub(crate) fn too_many(message: impl Into<String>, retry_after_secs: u64) -> Self {
         Self { retry_after: Some(retry_after_secs), ..Self::new(429, message) }
     }
@@ -134,6 +143,7 @@ pub(crate) fn router(sim: Simulator) -> Router {
         .route("/v2/logs", get(crate::service::logs))
         .route("/models/metrics", get(crate::service::metrics))
         .route("/v1/models", get(crate::catalogue::models))
+        .route("/v2/billing/transactions", get(crate::billing::transactions))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         // Bodies are limited by `max_body_bytes` in the create handler.
@@ -152,6 +162,7 @@ fn classify(method: &Method, path: &str) -> Route {
         "/v2/logs" if method == Method::GET => Route::Logs,
         "/models/metrics" if method == Method::GET => Route::Metrics,
         "/v1/models" if method == Method::GET => Route::Models,
+        "/v2/billing/transactions" if method == Method::GET => Route::Billing,
         _ => Route::Any,
     }
 }

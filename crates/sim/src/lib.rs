@@ -12,6 +12,8 @@
 //! - `GET /v2/logs` and `GET /models/metrics`, the service endpoints a
 //!   client uses to find a lost create and to see how long models take,
 //! - `GET /v1/models`, the model catalogue, with each model's price,
+//! - `GET /v2/billing/transactions`, the account's ledger, where each
+//!   completed job's charge is recorded under its generation id,
 //!
 //! with the upstream's error bodies and receipt headers, plus scriptable
 //! faults (status codes, rate limits, latency, dropped connections,
@@ -37,6 +39,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeExamples;
 
+mod billing;
 mod catalogue;
 pub mod cli;
 mod config;
@@ -97,6 +100,8 @@ pub enum Route {
     Metrics,
     /// `GET /v1/models`.
     Models,
+    /// `GET /v2/billing/transactions`.
+    Billing,
     /// Faults: every request. In a [`RequestRecord`]: a request that matched
     /// none of the routes above (it got a 404).
     Any,
@@ -198,6 +203,9 @@ pub struct Simulator {
 struct Inner {
     config: SimConfig,
     started: Instant,
+    /// The wall-clock time at `started`: the sim's dates are this plus
+    /// `started.elapsed()`, so they follow a paused or advanced tokio clock.
+    started_wall: std::time::SystemTime,
     state: Mutex<State>,
 }
 
@@ -211,8 +219,17 @@ impl Simulator {
         if let Err(problem) = config.validate() {
             panic!("invalid SimConfig: {problem}");
         }
-        let state = State::new(&config);
-        Self { inner: Arc::new(Inner { config, started: Instant::now(), state: Mutex::new(state) }) }
+        let mut state = State::new(&config);
+        let started_wall = std::time::SystemTime::now();
+        billing::open_ledger(&mut state, &config, started_wall);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                started: Instant::now(),
+                started_wall,
+                state: Mutex::new(state),
+            }),
+        }
     }
 
     /// The whole upstream as an axum router, for embedding or `oneshot` tests.
@@ -277,8 +294,15 @@ impl Simulator {
     /// there is no such job or it had already finished.
     pub fn complete_now(&self, id: &str) -> bool {
         let now = self.virtual_now();
+        let wall = self.wall_now();
         let credits = self.inner.config.credits_per_job;
-        self.lock().jobs.get_mut(id).is_some_and(|job| job.complete_now(now, credits))
+        self.lock().jobs.get_mut(id).is_some_and(|job| {
+            let done = job.complete_now(now, credits);
+            if done {
+                job.finished_wall = Some(wall);
+            }
+            done
+        })
     }
 
     /// Test helper: the job fails now (status `error`, no credits used; a
@@ -286,7 +310,14 @@ impl Simulator {
     /// such job or it had already finished.
     pub fn fail_now(&self, id: &str) -> bool {
         let now = self.virtual_now();
-        self.lock().jobs.get_mut(id).is_some_and(|job| job.fail_now(now))
+        let wall = self.wall_now();
+        self.lock().jobs.get_mut(id).is_some_and(|job| {
+            let done = job.fail_now(now);
+            if done {
+                job.finished_wall = Some(wall);
+            }
+            done
+        })
     }
 
     /// Credits left (`None`: unlimited). Credits held for jobs that have
@@ -316,6 +347,22 @@ impl Simulator {
     /// Real time since the simulator started.
     fn real_elapsed(&self) -> Duration {
         self.inner.started.elapsed()
+    }
+
+    /// The simulator's wall clock: its start plus the (tokio) time elapsed.
+    fn wall_now(&self) -> std::time::SystemTime {
+        self.inner.started_wall + self.real_elapsed()
+    }
+
+    /// The wall-clock time at which virtual time reached `at`. Frozen
+    /// virtual time never moves, so there it is now.
+    fn wall_at(&self, at: Duration) -> std::time::SystemTime {
+        let scale = self.inner.config.time_scale;
+        if scale > 0.0 {
+            self.inner.started_wall + config::secs(at.as_secs_f64() / scale)
+        } else {
+            self.wall_now()
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -25,6 +25,11 @@ pub(crate) struct State {
     pub(crate) logs_calls: HashMap<usize, std::collections::VecDeque<Duration>>,
     /// Unfinished jobs whose credits are held against the balance.
     pub(crate) holding: std::collections::HashSet<String>,
+    /// `GET /v2/billing/transactions`: the account's ledger, oldest first.
+    pub(crate) ledger: Vec<crate::billing::LedgerEntry>,
+    /// Jobs whose charge is not on the ledger yet (and may never be: a
+    /// failed job is not charged).
+    pub(crate) unbilled: std::collections::HashSet<String>,
 }
 
 impl State {
@@ -39,6 +44,8 @@ impl State {
             logs: Vec::new(),
             logs_calls: HashMap::new(),
             holding: std::collections::HashSet::new(),
+            ledger: Vec::new(),
+            unbilled: std::collections::HashSet::new(),
         }
     }
 
@@ -109,14 +116,20 @@ impl Status {
 /// any virtual time follows from these instants.
 #[derive(Debug)]
 pub(crate) struct Job {
-    id: String,
+    pub(crate) id: String,
     model: String,
     key_index: usize,
     created_at: Duration,
     started_at: Duration,
-    finishes_at: Duration,
+    pub(crate) finishes_at: Duration,
     failed: bool,
-    credits_used: f64,
+    pub(crate) credits_used: f64,
+    /// Wall-clock time it was finished by a test helper (`complete_now`),
+    /// which frozen virtual time cannot tell.
+    pub(crate) finished_wall: Option<std::time::SystemTime>,
+    /// What the ledger charges instead of `credits_used`
+    /// ([`Simulator::charge_differently`]).
+    pub(crate) charge_override: Option<u64>,
     /// Credits taken from the balance at create and not yet refunded.
     held: f64,
     polls: u64,
@@ -127,6 +140,35 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// A job that completed at `now` (virtual) and `wall`, having cost
+    /// `credits`: one created around whoever is watching.
+    pub(crate) fn completed(
+        id: String,
+        model: String,
+        key_index: usize,
+        now: Duration,
+        wall: std::time::SystemTime,
+        credits: f64,
+    ) -> Job {
+        Job {
+            request: json!({"model": model}),
+            id,
+            model,
+            key_index,
+            created_at: now,
+            started_at: now,
+            finishes_at: now,
+            failed: false,
+            credits_used: credits,
+            held: 0.0,
+            polls: 0,
+            first_finished_answer_at: None,
+            result_version: 0,
+            finished_wall: Some(wall),
+            charge_override: None,
+        }
+    }
+
     pub(crate) fn status(&self, now: Duration) -> Status {
         if now < self.started_at {
             Status::Queued
@@ -233,7 +275,7 @@ impl Simulator {
             Route::Create => state.stats.create_requests += 1,
             Route::Poll => state.stats.poll_requests += 1,
             Route::Download => state.stats.download_requests += 1,
-            Route::Logs | Route::Metrics | Route::Models | Route::Any => {}
+            Route::Logs | Route::Metrics | Route::Models | Route::Billing | Route::Any => {}
         }
         state.requests.push(RequestRecord {
             route,
@@ -338,11 +380,14 @@ impl Simulator {
             first_finished_answer_at: None,
             request: crate::validate::elide_data_uris(request),
             result_version: 0,
+            finished_wall: None,
+            charge_override: None,
         };
         let answer = json!({"id": id, "status": job.status(now).as_str()});
         if job.held > 0.0 {
             state.holding.insert(id.clone());
         }
+        state.unbilled.insert(id.clone());
         state.jobs.insert(id.clone(), job);
         state.stats.jobs_created += 1;
         Ok((id, answer))
@@ -458,6 +503,8 @@ mod tests {
             first_finished_answer_at: None,
             request: Value::Null,
             result_version: 0,
+            finished_wall: None,
+            charge_override: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Integration tests of the `aimlvid` client against the in-process simulator.
 
+mod billing;
 mod catalog;
 mod create;
 mod download;
