@@ -581,10 +581,6 @@ fn superseded(records: &[JobRecord], failed: &JobRecord) -> bool {
     })
 }
 
-/// How long a `creating` record may be a create still in flight in the
-/// process that sent it; older ones are looked up as lost.
-const CREATE_IN_FLIGHT: Duration = Duration::from_secs(10 * 60);
-
 /// How long the API's request logs may lag; a create missing for longer
 /// than this most likely never reached the API.
 const LOGS_LAG: Duration = Duration::from_secs(30 * 60);
@@ -621,40 +617,53 @@ pub(crate) async fn resume(app: &App<'_>, force: bool, retry_failed: bool) -> an
     for mut record in records {
         if record.id.is_none() {
             let lost = matches!(record.state, JobState::Creating | JobState::Unknown) && !record.simulated;
-            // A create younger than its own deadline may still be in flight
-            // in the process that sent it.
-            let in_flight =
-                record.state == JobState::Creating && record.age().is_none_or(|age| age < CREATE_IN_FLIGHT);
-            if !lost || in_flight {
+            if !lost {
                 continue;
             }
             let key = record.key.clone();
-            match app.recover_create(&mut record).await {
-                Ok(Recovered::Found(id)) => {
-                    app.report.note(format!(
+            // The process that sends a create holds its record's lock until
+            // the answer is journaled: a held lock is a create still in
+            // flight, a free one a create whose process died (or whose
+            // answer was lost), to be looked up.
+            let Some(_looking_up) = app.journal.lock(&key)? else {
+                app.report.note(format!(
+                    "journal record {key} is being created by another aimlvid process; leaving it to that one"
+                ));
+                continue;
+            };
+            // Reread under the lock: the creating process may have finished.
+            let Some(reread) = app.journal.load(&key)? else { continue };
+            record = reread;
+            let still_lost = matches!(record.state, JobState::Creating | JobState::Unknown);
+            // One journaled with its id meanwhile is followed below.
+            if record.id.is_none() && still_lost {
+                match app.recover_create(&mut record).await {
+                    Ok(Recovered::Found(id)) => {
+                        app.report.note(format!(
                         "found the create of journal record {key} in the API's request logs: generation {id}"
                     ));
-                    recovered.push(json!({"journal_key": key, "id": id}));
-                }
-                Ok(Recovered::Refused) => {
-                    app.report.note(format!(
+                        recovered.push(json!({"journal_key": key, "id": id}));
+                    }
+                    Ok(Recovered::Refused) => {
+                        app.report.note(format!(
                         "the create of journal record {key} was refused by the API: no job, nothing charged"
                     ));
-                    refused.push(json!({"journal_key": key}));
-                    continue;
-                }
-                Ok(outcome) => {
-                    let reason = unknown_reason(&record, &outcome);
-                    app.report.warn(format!("journal record {key}: {reason}"));
-                    unknown.push(json!({"journal_key": key, "reason": reason}));
-                    continue;
-                }
-                Err(e) => {
-                    let reason =
-                        format!("could not search the API's request logs: {}", crate::exit::one_line(&e));
-                    app.report.warn(format!("journal record {key}: {reason}"));
-                    unknown.push(json!({"journal_key": key, "reason": reason}));
-                    continue;
+                        refused.push(json!({"journal_key": key}));
+                        continue;
+                    }
+                    Ok(outcome) => {
+                        let reason = unknown_reason(&record, &outcome);
+                        app.report.warn(format!("journal record {key}: {reason}"));
+                        unknown.push(json!({"journal_key": key, "reason": reason}));
+                        continue;
+                    }
+                    Err(e) => {
+                        let reason =
+                            format!("could not search the API's request logs: {}", crate::exit::one_line(&e));
+                        app.report.warn(format!("journal record {key}: {reason}"));
+                        unknown.push(json!({"journal_key": key, "reason": reason}));
+                        continue;
+                    }
                 }
             }
         }

@@ -561,11 +561,14 @@ impl<'r> App<'r> {
         // before sending: a lost answer can then be found in the API's logs.
         let client_request_id = aimlvid::ClientRequestId::new(record.key.clone())?;
         record.client_request_id = Some(client_request_id.to_string());
+        // Held while the create is in flight: `resume` looks up a `creating`
+        // record only when no live process holds it (a killed one holds nothing).
+        let _creating = self.journal.lock(&record.key)?;
         self.journal.save(&mut record)?;
         self.set_message(format!(
             "interrupted while creating a job: it may exist and be billed. It is in the journal as \
-             `creating` (see `aimlvid jobs`); check https://aimlapi.com/app before creating it again \
-             [journal record {}]",
+             `creating` (see `aimlvid jobs`); `aimlvid resume` looks it up in the API's request logs, \
+             so do not create it again [journal record {}]",
             record.key
         ));
         self.interrupt.creating.store(true, Ordering::SeqCst);

@@ -379,6 +379,18 @@ impl Journal {
         Ok(records)
     }
 
+    /// The record with journal key `key`, if there is one.
+    pub(crate) fn load(&self, key: &str) -> anyhow::Result<Option<JobRecord>> {
+        let path = self.path_of(key);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
     /// The newest record of generation `id`.
     pub(crate) fn find(&self, id: &str) -> anyhow::Result<Option<JobRecord>> {
         Ok(self.load_all()?.into_iter().rev().find(|r| r.id.as_deref() == Some(id)))

@@ -1,10 +1,12 @@
 //! The journal: a killed or interrupted command never loses a paid job, and
 //! a partial download resumes.
 
+use std::path::Path;
+
 use aimlvid_sim::{Fault, Route, SimConfig};
 use predicates::prelude::*;
 
-use crate::{Env, assert_result_file, frozen, interrupt, stderr, stdout};
+use crate::{Env, assert_result_file, frozen, interrupt, quick, stderr, stdout};
 
 #[test]
 fn a_killed_extend_is_listed_and_resume_finishes_it() {
@@ -321,4 +323,69 @@ fn a_failed_chain_step_is_run_again_once_and_the_chain_finishes() {
     // Retried once: the failed record is superseded, nothing is paid again.
     env.cmd().args(["resume", "--retry-failed"]).assert().success();
     assert_eq!(env.sim.stats().jobs_created, 3);
+}
+
+#[test]
+fn a_create_killed_in_flight_is_looked_up_by_resume_and_followed() {
+    let env = Env::new();
+    env.clip();
+    // The job is accepted (and billed), but its answer is held back until
+    // the process is killed: the journal keeps only a `creating` record.
+    env.sim.inject(
+        Route::Create,
+        Fault::AfterAccept(Box::new(Fault::Latency(std::time::Duration::from_secs(60)))),
+        1,
+    );
+    let mut child = env.spawn(&["extend", "clip.mp4", "-p", "Killed"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while env.sim.stats().jobs_created == 0 {
+        assert!(std::time::Instant::now() < deadline, "the create was never accepted");
+        assert!(child.try_wait().unwrap().is_none(), "aimlvid exited before it was killed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let key = env.records()[0]["key"].as_str().unwrap().to_owned();
+    // While the create is in flight, its process holds the record: resume
+    // leaves it alone and asks the API nothing about it.
+    env.wait_until_locked(&key);
+    let out = env.cmd().arg("resume").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("being created by another aimlvid process"), "{}", stderr(&out));
+    assert_eq!(env.records()[0]["state"], "creating");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(env.records()[0]["state"], "creating");
+    let out = env.cmd().args(["resume", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let result: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(result["recovered"][0]["journal_key"], key.as_str(), "{result}");
+    assert_eq!(result["completed"].as_array().unwrap().len(), 1, "{result}");
+    assert_eq!(env.sim.stats().jobs_created, 1, "found, not created again");
+    let record = &env.records()[0];
+    assert_eq!(record["state"], "downloaded");
+    assert_result_file(Path::new(record["output"].as_str().unwrap()));
+}
+
+#[test]
+fn a_killed_create_the_logs_do_not_show_yet_is_said_and_kept() {
+    let env = Env::with(SimConfig { logs_delay: std::time::Duration::from_secs(3600 * 1000), ..quick() });
+    env.clip();
+    env.sim.inject(
+        Route::Create,
+        Fault::AfterAccept(Box::new(Fault::Latency(std::time::Duration::from_secs(60)))),
+        1,
+    );
+    let mut child = env.spawn(&["extend", "clip.mp4", "-p", "Killed"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while env.sim.stats().jobs_created == 0 {
+        assert!(std::time::Instant::now() < deadline, "the create was never accepted");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = env.cmd().arg("resume").output().unwrap();
+    assert_eq!(out.status.code(), Some(8), "still unknown: not to be created again");
+    assert!(stderr(&out).contains("not in the API's request logs yet"), "{}", stderr(&out));
+    assert_eq!(env.records()[0]["state"], "creating");
+    assert_eq!(env.sim.stats().create_requests, 1);
 }
