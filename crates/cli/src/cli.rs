@@ -8,7 +8,8 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 const AFTER_HELP: &str = "\
 Exit codes:
   0    success
-  1    a local file could not be read or written
+  1    a local file could not be read or written (a paid job's video too: the
+       error prints the `aimlvid download` command that gets it)
   2    usage or bad input; nothing was sent
   3    authentication: no API key, key refused, or out of credits
   4    invalid request: the API refused the request, or no such generation

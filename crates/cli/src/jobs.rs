@@ -764,9 +764,11 @@ impl<'r> App<'r> {
         Ok(files)
     }
 
-    /// The command that downloads `record`'s result again, as the user
-    /// would type it.
-    pub(crate) fn download_command(&self, record: &JobRecord) -> String {
+    /// The command that downloads `record`'s `results` result files again,
+    /// as the user would type it: with `--force` when a file is in the way
+    /// of any of them (one this download wrote, or one it would not
+    /// replace), which `download` would otherwise refuse.
+    pub(crate) fn download_command(&self, record: &JobRecord, results: usize) -> String {
         let mut args: Vec<String> = vec![
             "aimlvid".into(),
             "download".into(),
@@ -774,6 +776,11 @@ impl<'r> App<'r> {
             "-o".into(),
             record.output.display().to_string(),
         ];
+        if (0..results.max(1))
+            .any(|i| numbered(&record.output, i).symlink_metadata().is_ok_and(|m| !m.is_dir()))
+        {
+            args.push("--force".into());
+        }
         let default = aimlvid::DEFAULT_BASE_URL.trim_end_matches('/');
         if record.base_url.trim_end_matches('/') != default {
             args.extend(["--base-url".into(), record.base_url.clone()]);
@@ -800,15 +807,15 @@ impl<'r> App<'r> {
             && let Err(e) = std::fs::create_dir_all(parent)
         {
             let why = format!("creating {}: {e}", parent.display());
-            return Err(self.unsaved(record, &why, exit::LOCAL));
+            return Err(self.unsaved(record, generation, &why, exit::LOCAL));
         }
         if dest.is_dir() {
             let why = format!("{} is a directory", dest.display());
-            return Err(self.unsaved(record, &why, exit::LOCAL));
+            return Err(self.unsaved(record, generation, &why, exit::LOCAL));
         }
         if !force && dest.exists() {
             let why = format!("{} already exists (--force replaces it)", dest.display());
-            return Err(self.unsaved(record, &why, exit::USAGE));
+            return Err(self.unsaved(record, generation, &why, exit::LOCAL));
         }
         // A part file this job did not start belongs to another download:
         // resuming it would splice two videos together.
@@ -831,7 +838,7 @@ impl<'r> App<'r> {
             }
             Err(e) => {
                 let e = anyhow::Error::from(e);
-                Err(self.unsaved(record, &exit::one_line(&e), exit::code_for(&e)))
+                Err(self.unsaved(record, generation, &exit::one_line(&e), exit::code_for(&e)))
             }
         }
     }
@@ -839,12 +846,16 @@ impl<'r> App<'r> {
     /// A completed job whose video could not be saved: why, and the
     /// command that gets it once the cause is fixed. The record keeps the
     /// reason and stays unfinished, so `resume` and `jobs` still show it.
-    fn unsaved(&self, record: &mut JobRecord, why: &str, code: u8) -> anyhow::Error {
+    /// A paid job never earns exit 2, which says nothing was sent: a local
+    /// cause is 1, as `resume` reports it.
+    fn unsaved(&self, record: &mut JobRecord, generation: &Generation, why: &str, code: u8) -> anyhow::Error {
+        let code = if code == exit::USAGE { exit::LOCAL } else { code };
         let id = record.id.clone().unwrap_or_else(|| "(unknown)".into());
         let how = if record.simulated {
             "it ran on the in-process simulator, which stops with this command".to_owned()
         } else {
-            format!("the job is paid for and its result kept; get it with: {}", self.download_command(record))
+            let command = self.download_command(record, generation.video_urls().len());
+            format!("the job is paid for and its result kept; get it with: {command}")
         };
         record.error = Some(format!("video not saved: {why}"));
         if let Err(e) = self.journal.save(record) {

@@ -165,3 +165,37 @@ fn download_without_output_uses_the_name_wait_would() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_result_file(&env.path(&format!("{id}.mp4")));
 }
+
+#[test]
+fn a_paid_result_blocked_by_a_file_exits_1_and_its_command_works_as_printed() {
+    let env = Env::with(SimConfig { results_per_job: Some(3), ..crate::quick() });
+    // The second result's name is taken by a file of the user's.
+    std::fs::write(env.path("k-2.mp4"), "the user's").unwrap();
+    let out = env
+        .cmd()
+        .args(["generate", "-m", "google/veo-3.1-t2v-fast", "-p", "x", "-o", "k.mp4"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "a paid job's file was not saved, not 'nothing was sent': {err}");
+    let id = crate::only_id(&env);
+    let blocked = env.path("k-2.mp4");
+    assert!(err.contains(&format!("{} already exists", blocked.display())), "{err}");
+    let line = err.lines().find(|l| l.contains("get it with: ")).unwrap_or_else(|| panic!("{err}"));
+    let command = line.split_once("get it with: ").unwrap().1;
+    assert!(
+        command.starts_with(&format!("aimlvid download {id} -o {} --force ", env.path("k.mp4").display())),
+        "{command}"
+    );
+    assert_ne!(env.records()[0]["state"], "downloaded");
+    assert_eq!(std::fs::read(&blocked).unwrap(), b"the user's", "not replaced without --force");
+
+    // Run exactly as printed, with the file still in the way.
+    let args: Vec<&str> = command.split(' ').skip(1).collect();
+    env.cmd().env_remove("AIMLAPI_BASE_URL").args(&args).assert().success();
+    for name in ["k.mp4", "k-2.mp4", "k-3.mp4"] {
+        assert_result_file(&env.path(name));
+    }
+    assert_eq!(env.records()[0]["state"], "downloaded");
+    assert_eq!(env.sim.stats().jobs_created, 1);
+}
