@@ -270,6 +270,7 @@ pub(crate) async fn wait(
     force: bool,
 ) -> anyhow::Result<u8> {
     let existing = app.journal.find(id)?;
+    let adopted = existing.is_none();
     let client = app.client(existing.as_ref().map(|r| r.base_url.as_str()))?;
     let output = output.map(|o| output_path(&o, &file_name_for(id))).transpose()?;
     let mut record = record_for(app, &client, id, existing, output)?;
@@ -286,10 +287,24 @@ pub(crate) async fn wait(
     ensure_writable(&record.output)?;
     // Journaled before waiting, like every job.
     app.journal.save(&mut record)?;
-    let finished =
-        app.interruptible(app.follow(&client, &mut record, client.watch(id), force, false)).await?;
+    let followed = app.interruptible(app.follow(&client, &mut record, client.watch(id), force, false)).await;
+    let finished = match followed {
+        Ok(finished) => finished,
+        Err(e) if adopted && is_not_found(&e) => {
+            // An id typed by hand that the API does not know (a typo, or
+            // another server's): there is no job to keep a record of.
+            app.journal.remove(&record.key)?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     report_finished(app, &[finished], false)?;
     Ok(exit::OK)
+}
+
+/// Whether the API said it knows no such generation.
+fn is_not_found(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| matches!(c.downcast_ref::<aimlvid::Error>(), Some(aimlvid::Error::NotFound { .. })))
 }
 
 /// `aimlvid download ID [-o FILE]`.

@@ -389,3 +389,16 @@ fn a_killed_create_the_logs_do_not_show_yet_is_said_and_kept() {
     assert_eq!(env.records()[0]["state"], "creating");
     assert_eq!(env.sim.stats().create_requests, 1);
 }
+
+#[test]
+fn waiting_for_an_id_the_api_does_not_know_leaves_no_record() {
+    let env = Env::new();
+    let out = env.cmd().args(["wait", "no-such-generation"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("generation no-such-generation not found (404"), "{}", stderr(&out));
+    assert!(env.records().is_empty(), "{:#?}", env.records());
+    // So nothing lingers for `resume` to fail on.
+    let out = env.cmd().arg("resume").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing to resume"), "{}", stderr(&out));
+}
