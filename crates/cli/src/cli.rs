@@ -15,7 +15,8 @@ Exit codes:
   4    invalid request: the API refused the request, or no such generation
   5    generation failed: the job ended in error
   6    not finished: timed out waiting, or not ready to download; the job keeps running
-  7    network or upstream trouble; nothing was created, or the job keeps running
+  7    network or upstream trouble (or a base URL that is not the API); nothing was
+       created, or the job keeps running
   8    a create whose outcome is unknown: it may have been accepted and billed;
        it is journaled (aimlvid jobs) and must not simply be retried: `aimlvid
        resume` finds it in the API's request logs (and exits 8 while it cannot)

@@ -80,9 +80,10 @@ fn code_for_api(e: &aimlvid::Error) -> u8 {
     use aimlvid::Error as E;
     match e {
         E::MissingApiKey | E::Unauthorized { .. } | E::OutOfCredits { .. } => AUTH,
-        E::Config(_) | E::PlainHttp { .. } | E::NotTheApi { .. } | E::InvalidInput(_) | E::Validation(_) => {
-            USAGE
-        }
+        E::Config(_) | E::PlainHttp { .. } | E::InvalidInput(_) | E::Validation(_) => USAGE,
+        // A request was sent (so not 2), to a server that is not the API:
+        // nothing was created, as when nothing listens there at all.
+        E::NotTheApi { .. } => NETWORK,
         E::InvalidRequest { .. } | E::NotFound { .. } => INVALID,
         E::GenerationFailed { .. } => FAILED,
         E::TimedOut { .. } => NOT_FINISHED,
@@ -139,8 +140,8 @@ fn in_cli_words(e: &aimlvid::Error) -> Option<String> {
             "base URL {base_url} would send the API key unencrypted over plain http://; use https://, \
              or, for a server on a network you trust, set AIMLVID_ALLOW_HTTP=1"
         ),
-        E::NotTheApi { host, message } => format!(
-            "{host} does not look like the AI/ML API: a create there was answered 404 ({message}); \
+        E::NotTheApi { host, status, message } => format!(
+            "{host} does not look like the AI/ML API: a create there was answered {status} ({message}); \
              check the base URL ({BASE_URL}); nothing was created"
         ),
         e if e.is_unreachable() => {
@@ -245,7 +246,11 @@ mod tests {
         let cases = [
             aimlvid::Error::MissingApiKey,
             aimlvid::Error::PlainHttp { base_url: "http://proxy.example".into() },
-            aimlvid::Error::NotTheApi { host: "example.com".into(), message: "Cannot POST".into() },
+            aimlvid::Error::NotTheApi {
+                host: "example.com".into(),
+                status: 404,
+                message: "Cannot POST".into(),
+            },
             aimlvid::Error::CreateOutcomeUnknown { cause: "timed out".into(), client_request_id },
         ];
         let rust_name = |s: &str| s.split_whitespace().any(|w| w.contains("::"));
@@ -257,6 +262,7 @@ mod tests {
         }
         let line = one_line(&anyhow::Error::new(aimlvid::Error::NotTheApi {
             host: "example.com".into(),
+            status: 404,
             message: "Cannot POST".into(),
         }));
         assert!(line.contains("--base-url") && !line.contains("not found"), "{line}");

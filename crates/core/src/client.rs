@@ -637,7 +637,13 @@ impl Client {
                     },
                     Err(Failure { error: Error::NotFound { message, .. }, .. }) => {
                         // No generation id was asked for: the path itself is unknown there.
-                        return Err(Error::NotTheApi { host: self.host(), message });
+                        return Err(Error::NotTheApi { host: self.host(), status: 404, message });
+                    }
+                    // Method not allowed, not implemented: the endpoint
+                    // takes no POST there, so nothing was accepted (unlike
+                    // other 5xx, which may follow an acceptance).
+                    Err(Failure { error: Error::Upstream { status: status @ (405 | 501), message, .. }, .. }) => {
+                        return Err(Error::NotTheApi { host: self.host(), status, message });
                     }
                     Err(failure) => failure,
                 };

@@ -97,17 +97,20 @@ pub enum Error {
         message: String,
     },
 
-    /// A create was answered 404: the base URL does not lead to the API's
-    /// generation endpoint (a wrong host, path or port), and nothing was
-    /// created.
+    /// A create was answered 404, 405 or 501 (no such path, method not
+    /// allowed, not implemented): the base URL does not lead to the API's
+    /// generation endpoint (a wrong host, path or port, or another server
+    /// there), and nothing was created.
     #[error(
-        "{host} does not look like the AI/ML API: a create there was answered 404 ({message}); \
+        "{host} does not look like the AI/ML API: a create there was answered {status} ({message}); \
          check the base URL (it should be the API's, such as https://api.aimlapi.com, or a proxy \
          of it); nothing was created"
     )]
     NotTheApi {
         /// Host (and port) of the base URL.
         host: String,
+        /// The HTTP status: 404, 405 or 501.
+        status: u16,
         /// What the server said.
         message: String,
     },

@@ -106,7 +106,9 @@ fn a_base_url_that_is_not_the_api_is_said_so_on_create() {
         .args(["--base-url", &url, "generate", "-m", "google/veo-3.1-t2v-fast", "-p", "x"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    // A request was sent, so not 2 ("nothing was sent"); nothing was
+    // created, as when nothing listens at a wrong base URL.
+    assert_eq!(out.status.code(), Some(7));
     let err = crate::stderr(&out);
     assert!(
         err.contains("does not look like the AI/ML API: a create there was answered 404")
@@ -116,4 +118,71 @@ fn a_base_url_that_is_not_the_api_is_said_so_on_create() {
         "{err}"
     );
     assert!(env.records().is_empty(), "a create answered 404 made no job");
+}
+
+/// A web server that is not the API, as `python3 -m http.server` is: it
+/// answers each request with `status` and an HTML page, and counts the
+/// POSTs (creates) among them.
+fn not_the_api(status: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            let mut post = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                post.get_or_insert_with(|| line.starts_with("POST "));
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            if post == Some(true) {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let page = "<html><body><h1>Error response</h1><p>Unsupported method ('POST')</p></body></html>";
+            let _ = write!(
+                stream,
+                "HTTP/1.0 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    (url, served)
+}
+
+#[test]
+fn a_local_server_that_takes_no_post_is_not_the_api_and_leaves_no_unknown_create() {
+    for status in ["501 Unsupported method ('POST')", "405 Method Not Allowed"] {
+        let env = crate::Env::new();
+        let (url, served) = not_the_api(status);
+        let out = env
+            .cmd()
+            .env("AIMLAPI_BASE_URL", &url)
+            .args(["generate", "-m", "google/veo-3.1-t2v-fast", "-p", "x"])
+            .output()
+            .unwrap();
+        let err = crate::stderr(&out);
+        assert_eq!(out.status.code(), Some(7), "{status}: not 8, a create of unknown outcome: {err}");
+        let code = &status[..3];
+        assert!(
+            err.contains(&format!("does not look like the AI/ML API: a create there was answered {code}"))
+                && err.contains("nothing was created"),
+            "{err}"
+        );
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1, "sent once, never retried");
+        assert!(env.records().is_empty(), "{status}: {:#?}", env.records());
+    }
 }

@@ -206,3 +206,20 @@ async fn a_create_answered_404_names_the_base_url_not_a_generation() {
     assert!(shown.contains("does not look like the AI/ML API") && !shown.contains("not found"), "{shown}");
     assert_eq!(sim.stats().jobs_created, 0);
 }
+
+#[tokio::test]
+async fn a_create_answered_405_or_501_is_not_the_api_and_other_5xx_stay_unknown() {
+    let (sim, _) = start(config()).await;
+    let client = builder_for(&sim).build().unwrap();
+    for status in [405, 501] {
+        sim.inject(Route::Create, Fault::Status(status), 1);
+        let err = client.create(&extend_request()).await.unwrap_err();
+        assert!(matches!(err, Error::NotTheApi { status: s, .. } if s == status), "{err:?}");
+        assert!(err.to_string().contains(&format!("answered {status}")), "{err}");
+    }
+    // A 502 may follow an acceptance: never taken for "nothing was created".
+    sim.inject(Route::Create, Fault::Status(502), 1);
+    let err = client.create(&extend_request()).await.unwrap_err();
+    assert!(matches!(err, Error::CreateOutcomeUnknown { .. }), "{err:?}");
+    assert_eq!(sim.stats().create_requests, 3, "none was repeated");
+}
