@@ -2,7 +2,7 @@
 //! day beside the journal, so that commands do not ask again each time.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use aimlvid::Client;
@@ -50,10 +50,7 @@ where
         Ok(Ok(value)) => {
             let entry = Entry { base_url: client.base_url().to_owned(), fetched_at: now, value };
             // A cache is a convenience: failing to write it is logged, not fatal.
-            let written = path
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(&path, serde_json::to_vec(&entry).unwrap_or_default()));
+            let written = write_private(&path, &serde_json::to_vec(&entry).unwrap_or_default());
             if let Err(e) = written {
                 tracing::info!(error = %e, path = %path.display(), "not cached");
             }
@@ -64,4 +61,34 @@ where
             cached.map(|e| e.value)
         }
     }
+}
+
+/// Writes `path` readable by its owner only (as the journal is), in a
+/// directory only its owner can enter, by a fresh file renamed into place:
+/// a file an older version left readable to all is replaced, not reused.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

@@ -420,12 +420,29 @@ fn is_local(url: &url::Url) -> bool {
 }
 
 fn normalise_base_url(raw: &str) -> Result<url::Url> {
+    // Errors show the URL without anything before an `@`: a password.
+    let shown = match raw.split_once("://") {
+        Some((scheme, rest)) if rest.contains('@') => {
+            format!("{scheme}://{}", rest.rsplit_once('@').map_or(rest, |(_, host)| host))
+        }
+        _ => raw.to_owned(),
+    };
     let mut url = url::Url::parse(raw.trim()).map_err(|e| {
-        Error::Config(format!("base URL {raw:?} is not a URL ({e}); use something like {DEFAULT_BASE_URL}"))
+        Error::Config(format!("base URL {shown:?} is not a URL ({e}); use something like {DEFAULT_BASE_URL}"))
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(Error::Config(format!(
-            "base URL {raw:?} must start with https:// (or http:// for a local server)"
+            "base URL {shown:?} must start with https:// (or http:// for a local server)"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Shown without them: they are a secret, and reqwest would send
+        // them as Basic auth in place of the key.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        return Err(Error::Config(format!(
+            "base URL {url} has a user name or password in it: remove them (the API key is set on its \
+             own, never in the URL)"
         )));
     }
     let path = url.path().trim_end_matches('/');
@@ -1092,6 +1109,15 @@ mod tests {
             assert_eq!(base.join(GENERATIONS_PATH).unwrap().as_str(), expected, "{raw}");
         }
         assert!(normalise_base_url("ftp://x").is_err());
+        for with_credentials in [
+            "http://user:secret@127.0.0.1:8787/",
+            "https://secret@api.example.com",
+            "ftp://user:secret@x",
+            "http://user:sec ret@[::1",
+        ] {
+            let err = normalise_base_url(with_credentials).unwrap_err().to_string();
+            assert!(!err.contains("secret") && !err.contains("sec ret"), "{err}");
+        }
         let build = |url: &str, allow: bool| {
             Client::builder().api_key("k").base_url(url).allow_plain_http(allow).build().map(drop)
         };

@@ -186,3 +186,62 @@ fn a_local_server_that_takes_no_post_is_not_the_api_and_leaves_no_unknown_create
         assert!(env.records().is_empty(), "{status}: {:#?}", env.records());
     }
 }
+
+#[test]
+fn a_base_url_with_credentials_is_refused_before_anything_is_sent_or_stored() {
+    let env = crate::Env::new();
+    let url = env.sim.base_url().replacen("http://", "http://user:s3cret-pass@", 1);
+    for args in [
+        &["generate", "-m", "google/veo-3.1-t2v-fast", "-p", "x"][..],
+        &["generate", "-m", "google/veo-3.1-t2v-fast", "-p", "x", "--dry-run"][..],
+        &["status", "some-id"][..],
+    ] {
+        let out = env.cmd().args(["--base-url", &url]).args(args).output().unwrap();
+        let err = crate::stderr(&out);
+        if args.contains(&"--dry-run") {
+            // A dry run sends nothing anyway; it only cannot price.
+            assert!(!err.contains("s3cret") && !crate::stdout(&out).contains("s3cret"), "{err}");
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("has a user name or password in it"), "{err}");
+        assert!(!err.contains("s3cret") && !crate::stdout(&out).contains("s3cret"), "{err}");
+    }
+    assert!(env.sim.requests().is_empty(), "nothing was sent");
+    assert!(env.records().is_empty());
+    // Nothing under the state or journal directories holds the password.
+    let mut stack = vec![env.dir.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n != "clip.mp4") {
+                let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                assert!(!text.contains("s3cret"), "{} holds the password", path.display());
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn cached_answers_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = crate::Env::new();
+    // One left readable to all by an older version is replaced.
+    let cache = env.journal_dir().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let old = cache.join("model-metrics.json");
+    std::fs::write(&old, "{}").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.cmd().args(["generate", "-m", "google/veo-3.1-t2v-fast", "-p", "x", "--dry-run"]).assert().success();
+    env.cmd().args(["generate", "-m", "google/veo-3.1-t2v-fast", "-p", "x"]).assert().success();
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(files.iter().any(|p| p.ends_with("prices.json")), "{files:?}");
+    assert!(files.iter().any(|p| p.ends_with("model-metrics.json")), "{files:?}");
+    for path in files {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+}
