@@ -15,7 +15,7 @@ use crate::error::{ApiErrorBody, Error, Result, excerpt};
 use crate::model::{CreateRequest, Generation};
 use crate::observe::{CallKind, Exchange, Observer};
 use crate::poll::{JobDurations, PollPolicy, Watch, WatchPolicy, watch};
-use crate::pricing::{ModelList, ModelListing, ModelQuery};
+use crate::pricing::{LiveCatalogue, ModelList, ModelListing, ModelQuery};
 use crate::retry::{RetryPolicy, retry_after};
 use crate::trace::{ClientRequestId, CreateLookup, LogPage, LogRow, Receipt, search_window};
 
@@ -75,6 +75,9 @@ struct Inner {
     request_timeout: Duration,
     observer: Option<Arc<dyn Observer>>,
     validate: bool,
+    /// The API's catalogue as last read or given: creates resolve aliases
+    /// with it, else with the built-in catalog.
+    live: Mutex<Option<Arc<LiveCatalogue>>>,
 }
 
 /// The key is never shown: only the base URL and policies are.
@@ -335,6 +338,7 @@ impl ClientBuilder {
                 request_timeout: self.request_timeout,
                 observer: self.observer,
                 validate: self.validate,
+                live: Mutex::default(),
             }),
         })
     }
@@ -569,6 +573,9 @@ impl Client {
 
     /// Starts a generation job and returns it as created (usually `queued`).
     ///
+    /// A model given by an alias is sent as its id ([`Client::resolve_model`]),
+    /// and validated as that model.
+    ///
     /// This call costs money, so it is retried only when the API cannot
     /// have accepted it: the connection was refused before anything was
     /// sent, or the API answered 429. When the request may have been
@@ -597,8 +604,9 @@ impl Client {
             generation_id = tracing::field::Empty
         );
         async {
-            let body = serde_json::to_value(request)
+            let mut body = serde_json::to_value(request)
                 .map_err(|e| Error::InvalidInput(format!("the request could not be encoded as JSON: {e}")))?;
+            let model = self.resolve_model_of(&mut body);
             if self.inner.validate {
                 check_against_catalog(&body)?;
             }
@@ -622,7 +630,7 @@ impl Client {
                     Ok((status, bytes, receipt)) => match decode::<Generation>(status, &bytes) {
                         Ok(mut generation) => {
                             generation.receipt = receipt;
-                            self.remember_model(&generation.id, request.model());
+                            self.remember_model(&generation.id, &model);
                             tracing::Span::current().record("generation_id", generation.id.as_str());
                             tracing::info!(status = %generation.status, "created");
                             return Ok(generation);
@@ -881,6 +889,120 @@ impl Client {
         let url = self.inner.base_url.join("v1/models").map_err(|e| Error::Config(e.to_string()))?;
         let list: ModelList = self.get_json(&url, &query.to_query(), CallKind::Models).await?;
         Ok(list.data)
+    }
+
+    /// Reads the API's video models with their prices (`GET /v1/models`)
+    /// and keeps them: from then on a create resolves a model's alias with
+    /// them ([`Client::create`]). If the client already holds a catalogue
+    /// with an ETag, the read is conditional and an unchanged catalogue
+    /// costs no body. Retried like a poll.
+    pub async fn live_catalogue(&self) -> Result<Arc<LiveCatalogue>> {
+        let url = self.inner.base_url.join("v1/models").map_err(|e| Error::Config(e.to_string()))?;
+        let query = ModelQuery::video().with_pricing().to_query();
+        let held = self.held_catalogue();
+        let read = self
+            .retrying(CallKind::Models.as_str(), || async {
+                let mut request = self
+                    .inner
+                    .http
+                    .get(url.clone())
+                    .query(&query)
+                    .header(AUTHORIZATION, self.inner.auth.clone())
+                    .timeout(self.inner.request_timeout);
+                if let Some(etag) = held.as_ref().and_then(|c| c.etag.as_deref()) {
+                    request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+                }
+                self.read_catalogue(request).await
+            })
+            .await?;
+        let catalogue = match (read, held) {
+            (Some(fresh), _) => Arc::new(fresh),
+            (None, Some(held)) => return Ok(held),
+            // A 304 to an unconditional read: nothing to keep.
+            (None, None) => {
+                return Err(Error::Decode {
+                    status: 304,
+                    reason: "304 Not Modified to a request without If-None-Match".into(),
+                    excerpt: String::new(),
+                });
+            }
+        };
+        self.set_live_catalogue_arc(catalogue.clone());
+        Ok(catalogue)
+    }
+
+    /// One read of the catalogue: `None` for 304 Not Modified.
+    async fn read_catalogue(&self, request: reqwest::RequestBuilder) -> Result<Option<LiveCatalogue>> {
+        let host = self.host();
+        let transport = |e: reqwest::Error| Error::Transport { host: host.clone(), source: e.without_url() };
+        let (http, request) = request.build_split();
+        let request = request.map_err(transport)?;
+        let (method, url) = (request.method().clone(), request.url().clone());
+        let started = std::time::Instant::now();
+        let response = match http.execute(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                log_exchange(&method, &url, Err(&e), started);
+                self.observe(CallKind::Models, None, started);
+                return Err(transport(e));
+            }
+        };
+        let status = response.status();
+        let wait = retry_after(response.headers());
+        let etag =
+            response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = response.bytes().await;
+        log_exchange(&method, &url, bytes.as_ref().map(|_| status), started);
+        self.observe(CallKind::Models, bytes.as_ref().ok().map(|_| status.as_u16()), started);
+        let bytes = bytes.map_err(transport)?;
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(status_error(status, &bytes, wait, None));
+        }
+        let list: ModelList = decode(status, &bytes)?;
+        Ok(Some(LiveCatalogue::new(list.data, etag)))
+    }
+
+    /// Gives the client a catalogue read earlier (from a cache, say), as if
+    /// [`Client::live_catalogue`] had just read it.
+    pub fn set_live_catalogue(&self, catalogue: LiveCatalogue) {
+        self.set_live_catalogue_arc(Arc::new(catalogue));
+    }
+
+    fn set_live_catalogue_arc(&self, catalogue: Arc<LiveCatalogue>) {
+        *self.inner.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(catalogue);
+    }
+
+    /// The catalogue the client holds, if it has read or been given one.
+    pub fn held_catalogue(&self) -> Option<Arc<LiveCatalogue>> {
+        self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The id of the model requested as `name`: by the live catalogue the
+    /// client holds, else by the built-in one; `name` itself when neither
+    /// knows it (the API decides).
+    pub fn resolve_model(&self, name: &str) -> String {
+        let held = self.held_catalogue();
+        held.as_ref()
+            .and_then(|live| live.get(name))
+            .map(|listing| listing.id.clone())
+            .or_else(|| crate::catalog::resolve(name).map(|spec| spec.id.clone()))
+            .unwrap_or_else(|| name.to_owned())
+    }
+
+    /// Puts the resolved id in a create body's `model` and returns it.
+    fn resolve_model_of(&self, body: &mut serde_json::Value) -> String {
+        let Some(given) = body.get("model").and_then(serde_json::Value::as_str).map(str::to_owned) else {
+            return String::new();
+        };
+        let id = self.resolve_model(&given);
+        if id != given {
+            tracing::debug!(alias = %given, model = %id, "alias resolved");
+            body["model"] = serde_json::Value::String(id.clone());
+        }
+        id
     }
 
     /// How long each model's recent successful jobs took

@@ -340,6 +340,17 @@ pub fn model(id: &str) -> Option<&'static ModelSpec> {
     CATALOG.get(id)
 }
 
+/// The model called `name`: by its id, or by the alias the API gives every
+/// model, its id without the developer (`veo3-1-fast-extend-video`) when
+/// that names one model only.
+pub fn resolve(name: &str) -> Option<&'static ModelSpec> {
+    model(name).or_else(|| {
+        let mut named = models().filter(|m| m.id.split_once('/').is_some_and(|(_, alias)| alias == name));
+        // An alias two developers share names neither.
+        named.next().filter(|_| named.next().is_none())
+    })
+}
+
 /// Models whose id contains `text` (ignoring case; empty matches all), of
 /// `family` if given, sorted by id.
 pub fn search(text: &str, family: Option<Family>) -> Vec<&'static ModelSpec> {

@@ -25,3 +25,46 @@ async fn the_catalogue_lists_every_video_model_with_a_price_that_matches_the_cha
     assert_eq!(one.len(), 1);
     assert_eq!((one[0].id.as_str(), one[0].pricing.is_none()), ("google/veo3-1-fast-extend-video", true));
 }
+
+fn extend_by(model: &str) -> aimlvid::GenericRequest {
+    aimlvid::GenericRequest::new(model)
+        .param("prompt", "The raccoon looks up")
+        .param("video_url", "https://example.com/raccoon.mp4")
+}
+
+#[tokio::test]
+async fn an_alias_is_sent_as_its_id_and_validated_as_that_model() {
+    let (sim, client) = start(config()).await;
+    let created = client.create(&extend_by("veo3-1-fast-extend-video")).await.unwrap();
+    assert_eq!(sim.job(&created.id).unwrap().model, "google/veo3-1-fast-extend-video");
+
+    // The alias's model refuses a 9 s extension, before anything is sent.
+    let refused =
+        client.create(&extend_by("veo3-1-fast-extend-video").param("duration", 9)).await.unwrap_err();
+    assert!(matches!(refused, aimlvid::Error::Validation(_)), "{refused}");
+    assert_eq!(sim.stats().create_requests, 1, "only the valid create was sent");
+}
+
+#[tokio::test]
+async fn the_live_catalogue_resolves_aliases_first_and_is_read_again_by_its_etag() {
+    let (sim, client) = start(config()).await;
+    assert!(client.held_catalogue().is_none());
+    let first = client.live_catalogue().await.unwrap();
+    assert!(first.etag.is_some() && first.models.iter().all(|m| m.pricing.is_some()));
+    let again = client.live_catalogue().await.unwrap();
+    assert_eq!(again, first);
+    let statuses: Vec<u16> =
+        sim.requests().iter().filter(|r| r.route == Route::Models).map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 304], "the second read is conditional");
+
+    // An alias only the live catalogue knows resolves by it.
+    assert_eq!(client.resolve_model("fairy-extend"), "fairy-extend", "unknown: sent as given");
+    let mut live = (*first).clone();
+    live.models.iter_mut().find(|m| m.id == "google/veo3-1-fast-extend-video").unwrap().aliases =
+        vec!["fairy-extend".into()];
+    client.set_live_catalogue(live);
+    let created = client.create(&extend_by("fairy-extend")).await.unwrap();
+    assert_eq!(sim.job(&created.id).unwrap().model, "google/veo3-1-fast-extend-video");
+    // The built-in catalogue's alias still resolves where the live one is silent.
+    assert_eq!(client.resolve_model("veo3-1-fast-extend-video"), "google/veo3-1-fast-extend-video");
+}
