@@ -80,9 +80,12 @@ fn code_for_api(e: &aimlvid::Error) -> u8 {
     use aimlvid::Error as E;
     match e {
         E::MissingApiKey | E::Unauthorized { .. } | E::OutOfCredits { .. } => AUTH,
-        E::Config(_) | E::PlainHttp { .. } | E::NotTheApi { .. } | E::InvalidInput(_) | E::Validation(_) => {
-            USAGE
-        }
+        E::Config(_)
+        | E::PlainHttp { .. }
+        | E::NotTheApi { .. }
+        | E::InvalidInput(_)
+        | E::Validation(_)
+        | E::ModelNotListed { .. } => USAGE,
         E::InvalidRequest { .. } | E::NotFound { .. } => INVALID,
         E::GenerationFailed { .. } => FAILED,
         E::TimedOut { .. } => NOT_FINISHED,

@@ -27,10 +27,32 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
         )
         .into());
     };
+    // The API's catalogue, where it can be had: it resolves aliases, lists
+    // models newer than this build, and no longer lists retired ones.
+    let live = match app.client(None) {
+        Ok(client) => crate::prices::live_catalogue(&client, &app.journal, false).await.now,
+        Err(_) => None,
+    };
+    let model = live
+        .as_ref()
+        .and_then(|live| live.get(&model))
+        .map(|listing| listing.id.clone())
+        .or_else(|| catalog::resolve(&model).map(|spec| spec.id.clone()))
+        .unwrap_or(model);
     let model = model.as_str();
+    let listed = live.as_ref().map(|live| live.get(model).is_some());
+    if let (Some(live), Some(false), Some(_)) = (&live, listed, catalog::model(model)) {
+        // It would fail upstream: refused before anything is read or sent.
+        return Err(aimlvid::Error::ModelNotListed {
+            model: model.to_owned(),
+            alternatives: live.nearest(model, 3),
+        }
+        .into());
+    }
     let spec = match catalog::model(model) {
         Some(spec) => Some(spec),
-        None if args.skip_validation => None,
+        // Newer than this build: the API checks it.
+        None if args.skip_validation || listed == Some(true) => None,
         None => {
             let hint = catalog::suggest(model).map(|s| format!(" (did you mean {s}?)")).unwrap_or_default();
             return Err(Failure::usage(format!(
@@ -43,7 +65,7 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
     };
     let built = build(spec, model, &args).await?;
     let body = Value::Object(built.body.clone());
-    if !args.skip_validation {
+    if !args.skip_validation && spec.is_some() {
         catalog::validate(&body)
             .map_err(|e| Failure::usage(format!("{}; nothing was sent", in_flags(spec, e))))?;
     }

@@ -557,6 +557,9 @@ impl<'r> App<'r> {
         mut record: JobRecord,
     ) -> anyhow::Result<(Generation, JobRecord)> {
         record.state = JobState::Creating;
+        // With the API's catalogue the client refuses a model it no longer
+        // lists, before the journal or the API sees the create.
+        crate::prices::live_catalogue(client, &self.journal, false).await;
         // The key doubles as the create's X-Client-Request-Id, journaled
         // before sending: a lost answer can then be found in the API's logs.
         let client_request_id = aimlvid::ClientRequestId::new(record.key.clone())?;

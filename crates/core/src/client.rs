@@ -574,7 +574,9 @@ impl Client {
     /// Starts a generation job and returns it as created (usually `queued`).
     ///
     /// A model given by an alias is sent as its id ([`Client::resolve_model`]),
-    /// and validated as that model.
+    /// and validated as that model. Once the client holds the API's live
+    /// catalogue ([`Client::live_catalogue`]), a built-in model it no longer
+    /// lists is refused with [`Error::ModelNotListed`] before anything is sent.
     ///
     /// This call costs money, so it is retried only when the API cannot
     /// have accepted it: the connection was refused before anything was
@@ -608,6 +610,7 @@ impl Client {
                 .map_err(|e| Error::InvalidInput(format!("the request could not be encoded as JSON: {e}")))?;
             let model = self.resolve_model_of(&mut body);
             if self.inner.validate {
+                self.check_listed(&model)?;
                 check_against_catalog(&body)?;
             }
             let body = Bytes::from(body.to_string());
@@ -990,6 +993,16 @@ impl Client {
             .map(|listing| listing.id.clone())
             .or_else(|| crate::catalog::resolve(name).map(|spec| spec.id.clone()))
             .unwrap_or_else(|| name.to_owned())
+    }
+
+    /// Refuses a built-in model the live catalogue the client holds no
+    /// longer lists: the API would refuse it, perhaps after a charge.
+    fn check_listed(&self, model: &str) -> Result<()> {
+        let Some(live) = self.held_catalogue() else { return Ok(()) };
+        if live.get(model).is_some() || crate::catalog::model(model).is_none() {
+            return Ok(());
+        }
+        Err(Error::ModelNotListed { model: model.to_owned(), alternatives: live.nearest(model, 3) })
     }
 
     /// Puts the resolved id in a create body's `model` and returns it.

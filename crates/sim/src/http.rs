@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::files::{RangeRequest, ResultFile, parse_range};
 use crate::service::{Receipt, valid_client_request_id};
 use crate::state::ResultState;
-use crate::validate::validate_create;
+use crate::validate::validate_listed;
 use crate::{Fault, Route, Simulator};
 
 /// Lets a handler close its own TCP connection ([`Fault::DropConnection`]);
@@ -500,7 +500,10 @@ async fn try_create(
 
     let key_index = authenticate(sim, headers)?;
     *caller = Some((key_index, body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned()));
-    let model = validate_create(&body).map_err(|rejection| ApiError {
+    // Checked on a copy of the listing: a large body is not checked under the lock.
+    let listed = sim.lock().listed.clone();
+    let checked = validate_listed(&body, &listed);
+    let model = checked.map_err(|rejection| ApiError {
         errors: Some(rejection.issues.iter().map(|i| i.to_json()).collect()),
         ..ApiError::new(400, rejection.message)
     })?;

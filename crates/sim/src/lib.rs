@@ -57,6 +57,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
+pub use catalogue::AddedModel;
 pub use config::{SimConfig, Spread};
 pub use server::RunningSim;
 

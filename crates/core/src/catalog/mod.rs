@@ -256,6 +256,45 @@ impl ModelSpec {
         if issues.is_empty() { Ok(()) } else { Err(Invalid::Refused { model: self.id.clone(), issues }) }
     }
 
+    /// A model known only by its request-body schema (from an OpenAPI
+    /// document read at run time, say): media parameters are told by their
+    /// names (`image_url`, `video_urls`, `audio_url`, …), its family by the
+    /// media it requires.
+    pub fn from_schema(id: impl Into<String>, schema: Value) -> ModelSpec {
+        let kind_of = |name: &str| {
+            let name = name.trim_end_matches('s');
+            [MediaKind::Image, MediaKind::Video, MediaKind::Audio]
+                .into_iter()
+                .find(|kind| name.ends_with(&format!("{kind}_url")))
+        };
+        let names: Vec<String> = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        let media: BTreeMap<String, MediaKind> =
+            names.iter().filter_map(|name| Some((name.clone(), kind_of(name)?))).collect();
+        let required = |kind: MediaKind| {
+            schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .any(|name| media.get(name) == Some(&kind))
+        };
+        let family = if required(MediaKind::Audio) {
+            Family::Avatar
+        } else if required(MediaKind::Video) {
+            Family::VideoToVideo
+        } else if required(MediaKind::Image) {
+            Family::ImageToVideo
+        } else {
+            Family::TextToVideo
+        };
+        spec(id.into(), Entry { family, media, schema, several_results: false })
+    }
+
     /// A smallest body the schema accepts, with placeholder values
     /// (`https://example.com/…` for media): a starting point for a request,
     /// and what the tests send for every model.

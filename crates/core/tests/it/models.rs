@@ -68,3 +68,39 @@ async fn the_live_catalogue_resolves_aliases_first_and_is_read_again_by_its_etag
     // The built-in catalogue's alias still resolves where the live one is silent.
     assert_eq!(client.resolve_model("veo3-1-fast-extend-video"), "google/veo3-1-fast-extend-video");
 }
+
+#[tokio::test]
+async fn a_model_the_api_no_longer_lists_is_refused_before_sending_once_its_catalogue_is_read() {
+    let dropped = "google/veo-3.1-t2v-fast";
+    let (sim, client) = start(SimConfig { dropped_models: vec![dropped.into()], ..config() }).await;
+    let request = || aimlvid::GenericRequest::new(dropped).param("prompt", "A lighthouse at dusk");
+    // Unread, the build's catalogue is all the client knows: the API refuses it.
+    let refused = client.create(&request()).await.unwrap_err();
+    assert!(matches!(refused, aimlvid::Error::InvalidRequest { .. }), "{refused}");
+    assert_eq!(sim.stats().create_requests, 1);
+
+    client.live_catalogue().await.unwrap();
+    let refused = client.create(&request()).await.unwrap_err();
+    let aimlvid::Error::ModelNotListed { model, alternatives } = &refused else { panic!("{refused}") };
+    assert_eq!(model, dropped);
+    assert!(
+        alternatives.len() == 3 && alternatives.iter().all(|a| a.starts_with("google/")),
+        "{alternatives:?}"
+    );
+    assert!(
+        refused.to_string().starts_with(&format!("the API no longer lists {dropped}; the nearest")),
+        "{refused}"
+    );
+    assert_eq!(sim.stats().create_requests, 1, "refused before sending");
+
+    // A model added at run time changes the catalogue's ETag; the API alone checks it.
+    sim.add_model(aimlvid_sim::AddedModel::text_to_video("acme/lumen-1"));
+    let live = client.live_catalogue().await.unwrap();
+    assert_eq!(live.get("lumen-1").map(|m| m.id.as_str()), Some("acme/lumen-1"));
+    let lumen = || aimlvid::GenericRequest::new("lumen-1").param("prompt", "A lighthouse at dusk");
+    let refused = client.create(&lumen().param("duration", 7)).await.unwrap_err();
+    assert!(matches!(refused, aimlvid::Error::InvalidRequest { .. }), "{refused}");
+    let created = client.create(&lumen()).await.unwrap();
+    assert_eq!(sim.job(&created.id).unwrap().model, "acme/lumen-1");
+    assert_eq!(sim.stats().create_requests, 3);
+}
