@@ -276,3 +276,36 @@ fn plain(value: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalogue(prices: &[(&str, f64)]) -> aimlvid::LiveCatalogue {
+        let models = prices
+            .iter()
+            .map(|(id, usd)| {
+                serde_json::from_value(json!({
+                    "id": id,
+                    "pricing": {"kind": "fixed", "currency": "USD", "units": [{"price": usd, "per": "generation"}]},
+                }))
+                .unwrap()
+            })
+            .collect();
+        aimlvid::LiveCatalogue::new(models, None)
+    }
+
+    #[test]
+    fn a_price_change_since_the_last_read_is_listed_with_both_prices() {
+        let ids: Vec<&str> = catalog::models().map(|m| m.id.as_str()).collect();
+        let before = catalogue(&ids.iter().map(|id| (*id, 0.06)).collect::<Vec<_>>());
+        let mut now_prices: Vec<(&str, f64)> = ids.iter().skip(1).map(|id| (*id, 0.06)).collect();
+        now_prices[0].1 = 0.08;
+        now_prices.push(("acme/lumen-1", 0.1));
+        let diff = Diff::of(&catalogue(&now_prices), Some(&before));
+        assert_eq!(diff.added, ["acme/lumen-1"]);
+        assert_eq!(diff.dropped.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), [ids[0]]);
+        assert_eq!(diff.repriced, [(ids[1].to_owned(), Some(0.06), Some(0.08))]);
+        assert_eq!(Diff::of(&before, None).repriced, [], "nothing earlier to compare with");
+    }
+}
