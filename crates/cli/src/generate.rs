@@ -29,9 +29,10 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
     };
     // The API's catalogue, where it can be had: it resolves aliases, lists
     // models newer than this build, and no longer lists retired ones.
-    let live = match app.client(None) {
-        Ok(client) => crate::prices::live_catalogue(&client, &app.journal, false).await.now,
-        Err(_) => None,
+    let client = app.client(None).ok();
+    let live = match &client {
+        Some(client) => crate::prices::live_catalogue(client, &app.journal, false).await.now,
+        None => None,
     };
     let model = live
         .as_ref()
@@ -49,9 +50,16 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
         }
         .into());
     }
-    let spec = match catalog::model(model) {
+    // A model newer than this build is checked against the document the
+    // API links for it, where there is one; else by the API alone.
+    let live_spec = match (&client, listed) {
+        (Some(client), Some(true)) if catalog::model(model).is_none() => {
+            crate::prices::live_spec(client, &app.journal, model).await
+        }
+        _ => None,
+    };
+    let spec = match catalog::model(model).or(live_spec.as_deref()) {
         Some(spec) => Some(spec),
-        // Newer than this build: the API checks it.
         None if args.skip_validation || listed == Some(true) => None,
         None => {
             let hint = catalog::suggest(model).map(|s| format!(" (did you mean {s}?)")).unwrap_or_default();
@@ -65,8 +73,9 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
     };
     let built = build(spec, model, &args).await?;
     let body = Value::Object(built.body.clone());
-    if !args.skip_validation && spec.is_some() {
-        catalog::validate(&body)
+    if let Some(checked) = spec.filter(|_| !args.skip_validation) {
+        checked
+            .validate(&body)
             .map_err(|e| Failure::usage(format!("{}; nothing was sent", in_flags(spec, e))))?;
     }
     if args.dry_run {

@@ -559,7 +559,13 @@ impl<'r> App<'r> {
         record.state = JobState::Creating;
         // With the API's catalogue the client refuses a model it no longer
         // lists, before the journal or the API sees the create.
-        crate::prices::live_catalogue(client, &self.journal, false).await;
+        let live = crate::prices::live_catalogue(client, &self.journal, false).await.now;
+        // A model newer than the build is checked by its cached document,
+        // which the client would otherwise read again.
+        let model = client.resolve_model(request.model());
+        if aimlvid::catalog::model(&model).is_none() && live.is_some_and(|live| live.get(&model).is_some()) {
+            crate::prices::live_spec(client, &self.journal, &model).await;
+        }
         // The key doubles as the create's X-Client-Request-Id, journaled
         // before sending: a lost answer can then be found in the API's logs.
         let client_request_id = aimlvid::ClientRequestId::new(record.key.clone())?;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aimlvid::catalog::ModelSpec;
 use aimlvid::{Client, LiveCatalogue, Pricing};
 
 use crate::journal::Journal;
@@ -48,6 +49,30 @@ pub(crate) async fn live_catalogue(client: &Client, journal: &Journal, revalidat
         other => {
             tracing::info!(outcome = ?other.map(|r| r.err().map(|e| e.to_string())), "catalogue not read");
             Read { before, now: client.held_catalogue(), read_now: false }
+        }
+    }
+}
+
+/// The schema of `model`, which only the live catalogue lists, from the
+/// OpenAPI document it links (kept a day like the catalogue), given to
+/// `client` too so that its create checks by it without reading it again.
+pub(crate) async fn live_spec(client: &Client, journal: &Journal, model: &str) -> Option<Arc<ModelSpec>> {
+    let safe: String = model
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') { c } else { '_' })
+        .collect();
+    let name = format!("document-{safe}");
+    let document =
+        crate::cache::day_cached(client, journal, &name, CATALOGUE_TIMEOUT, client.model_document(model))
+            .await??;
+    match ModelSpec::from_openapi(model, &document) {
+        Ok(spec) => {
+            client.set_live_model_spec(spec.clone());
+            Some(Arc::new(spec))
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "no schema");
+            None
         }
     }
 }

@@ -78,6 +78,9 @@ struct Inner {
     /// The API's catalogue as last read or given: creates resolve aliases
     /// with it, else with the built-in catalog.
     live: Mutex<Option<Arc<LiveCatalogue>>>,
+    /// The schemas of models only the live catalogue lists, read from
+    /// their OpenAPI documents, by id.
+    live_specs: Mutex<HashMap<String, Arc<crate::catalog::ModelSpec>>>,
 }
 
 /// The key is never shown: only the base URL and policies are.
@@ -339,6 +342,7 @@ impl ClientBuilder {
                 observer: self.observer,
                 validate: self.validate,
                 live: Mutex::default(),
+                live_specs: Mutex::default(),
             }),
         })
     }
@@ -611,7 +615,10 @@ impl Client {
             let model = self.resolve_model_of(&mut body);
             if self.inner.validate {
                 self.check_listed(&model)?;
-                check_against_catalog(&body)?;
+                match self.live_model_spec(&model).await {
+                    Some(spec) => spec.validate(&body)?,
+                    None => check_against_catalog(&body)?,
+                }
             }
             let body = Bytes::from(body.to_string());
             // Time to upload the body on the slowest link allowed, then to answer.
@@ -993,6 +1000,75 @@ impl Client {
             .map(|listing| listing.id.clone())
             .or_else(|| crate::catalog::resolve(name).map(|spec| spec.id.clone()))
             .unwrap_or_else(|| name.to_owned())
+    }
+
+    /// The OpenAPI document the held live catalogue links for `model`
+    /// (`info.docsJson`), as JSON; `None` when it links none. The key is
+    /// sent only to the API's own host. Retried like a poll.
+    pub async fn model_document(&self, model: &str) -> Result<Option<serde_json::Value>> {
+        let Some(link) = self
+            .held_catalogue()
+            .and_then(|live| live.get(model)?.info.get("docsJson")?.as_str().map(str::to_owned))
+        else {
+            return Ok(None);
+        };
+        let url = url::Url::parse(&link).map_err(|e| {
+            Error::InvalidInput(format!("the catalogue links {model}'s document as {link:?}: {e}"))
+        })?;
+        let own = url.origin() == self.inner.base_url.origin();
+        let document = self
+            .retrying(CallKind::Models.as_str(), || async {
+                let mut request = self.inner.http.get(url.clone()).timeout(self.inner.request_timeout);
+                if own {
+                    request = request.header(AUTHORIZATION, self.inner.auth.clone());
+                }
+                let (status, bytes, _) =
+                    self.send(request, CallKind::Models, None).await.map_err(|f| f.error)?;
+                decode::<serde_json::Value>(status, &bytes)
+            })
+            .await?;
+        Ok(Some(document))
+    }
+
+    /// The schema of a model only the held live catalogue lists, from its
+    /// OpenAPI document ([`Client::model_document`]), read once and kept;
+    /// `None` for a built-in model, or where no usable document can be had
+    /// (the API then checks the request alone).
+    pub async fn live_model_spec(&self, model: &str) -> Option<Arc<crate::catalog::ModelSpec>> {
+        if crate::catalog::model(model).is_some() {
+            return None;
+        }
+        if let Some(spec) = self.inner.live_specs.lock().unwrap_or_else(|e| e.into_inner()).get(model) {
+            return Some(spec.clone());
+        }
+        let read = match self.model_document(model).await {
+            Ok(Some(document)) => {
+                crate::catalog::ModelSpec::from_openapi(model, &document).map_err(|e| e.to_string())
+            }
+            Ok(None) => return None,
+            Err(e) => Err(e.to_string()),
+        };
+        match read {
+            Ok(spec) => {
+                let spec = Arc::new(spec);
+                self.set_live_model_spec_arc(spec.clone());
+                Some(spec)
+            }
+            Err(reason) => {
+                tracing::info!(model, %reason, "no schema for the model; the API checks it");
+                None
+            }
+        }
+    }
+
+    /// Gives the client a live-only model's schema read earlier (from a
+    /// cached document, say), as if [`Client::live_model_spec`] had read it.
+    pub fn set_live_model_spec(&self, spec: crate::catalog::ModelSpec) {
+        self.set_live_model_spec_arc(Arc::new(spec));
+    }
+
+    fn set_live_model_spec_arc(&self, spec: Arc<crate::catalog::ModelSpec>) {
+        self.inner.live_specs.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.id.clone(), spec);
     }
 
     /// Refuses a built-in model the live catalogue the client holds no

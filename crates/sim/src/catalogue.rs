@@ -233,7 +233,7 @@ impl Entry {
             && any(&query.capabilities, &self.capabilities)
     }
 
-    fn render(&self, sections: &Sections, usd_per_job: f64) -> Value {
+    fn render(&self, sections: &Sections, usd_per_job: f64, docs: &str) -> Value {
         let developer = self.id.split_once('/').map_or("", |(vendor, _)| vendor);
         let mut entry = json!({
             "id": self.id,
@@ -243,7 +243,7 @@ impl Entry {
                 "name": self.aliases.first().unwrap_or(&self.id),
                 "developer": developer,
                 "docsJson": format!(
-                    "https://api.aimlapi.com/docs-json?model={}&endpoint=video",
+                    "{docs}/docs-json?model={}&endpoint=video",
                     url::form_urlencoded::byte_serialize(self.id.as_bytes()).collect::<String>()
                 ),
             },
@@ -270,11 +270,16 @@ impl Entry {
 pub(crate) async fn models(State(sim): State<Simulator>, headers: HeaderMap, uri: Uri) -> Response {
     let query = Query::parse(&uri);
     let usd_per_job = sim.config().credits_per_job / CREDITS_PER_USD;
+    // Documents are linked on the host asked, as the upstream links its own.
+    let docs = match headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
+        Some(host) => format!("http://{host}"),
+        None => "https://api.aimlapi.com".to_owned(),
+    };
     let entries = sim.lock().listed.entries();
     let data: Vec<Value> = entries
         .into_iter()
         .filter(|entry| entry.keep(&query))
-        .map(|entry| entry.render(&query.sections, usd_per_job))
+        .map(|entry| entry.render(&query.sections, usd_per_job, &docs))
         .collect();
     let body = json!({"object": "list", "data": data}).to_string();
     let digest = sha2::Sha256::digest(body.as_bytes());
@@ -290,6 +295,39 @@ pub(crate) async fn models(State(sim): State<Simulator>, headers: HeaderMap, uri
         .into_response()
 }
 
+/// `GET /docs-json?model=ID`: a listed model's OpenAPI document, its
+/// request body under `POST /v2/video/generations` (behind a `$ref`, as the
+/// upstream's documents write it); 404 for a model not listed.
+pub(crate) async fn document(State(sim): State<Simulator>, uri: Uri) -> Response {
+    let model = crate::http::query_param(&uri, "model").unwrap_or_default();
+    let schema = {
+        let state = sim.lock();
+        match state.listed.added(&model) {
+            Some(spec) => Some(spec.schema.clone()),
+            None if state.listed.is_dropped(&model) => None,
+            None => catalog::model(&model).map(|spec| spec.schema.clone()),
+        }
+    };
+    let Some(schema) = schema else {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"message": format!("No document for model {model}"), "statusCode": 404}).to_string(),
+        )
+            .into_response();
+    };
+    let document = json!({
+        "openapi": "3.0.0",
+        "info": {"title": "AIML API", "version": "1.0.0"},
+        "paths": {"/v2/video/generations": {"post": {
+            "operationId": "_v2_video_generations",
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Request"}}}},
+        }}},
+        "components": {"schemas": {"Request": schema}},
+    });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], document.to_string()).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,7 +341,7 @@ mod tests {
         let extend = Entry::of(catalog::model("google/veo3-1-fast-extend-video").unwrap(), None);
         assert!(extend.keep(&query), "matched by its alias");
         assert_eq!(extend.capabilities, ["video_to_video"]);
-        let rendered = extend.render(&query.sections, 0.06);
+        let rendered = extend.render(&query.sections, 0.06, "https://api.aimlapi.com");
         assert_eq!(rendered["pricing"]["units"][0], json!({"price": 0.06, "per": "generation"}));
         assert!(rendered.get("modalities").is_none());
         let chat: Uri = "/v1/models?type=openai/chat-completions".parse().unwrap();

@@ -143,6 +143,7 @@ pub(crate) fn router(sim: Simulator) -> Router {
         .route("/v2/logs", get(crate::service::logs))
         .route("/models/metrics", get(crate::service::metrics))
         .route("/v1/models", get(crate::catalogue::models))
+        .route("/docs-json", get(crate::catalogue::document))
         .route("/v2/billing/transactions", get(crate::billing::transactions))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
@@ -162,6 +163,7 @@ fn classify(method: &Method, path: &str) -> Route {
         "/v2/logs" if method == Method::GET => Route::Logs,
         "/models/metrics" if method == Method::GET => Route::Metrics,
         "/v1/models" if method == Method::GET => Route::Models,
+        "/docs-json" if method == Method::GET => Route::Documents,
         "/v2/billing/transactions" if method == Method::GET => Route::Billing,
         _ => Route::Any,
     }
@@ -399,7 +401,7 @@ fn count_bytes(response: Response, sim: Simulator) -> Response {
     Response::from_parts(parts, Body::from_stream(counted))
 }
 
-fn query_param(uri: &Uri, name: &str) -> Option<String> {
+pub(crate) fn query_param(uri: &Uri, name: &str) -> Option<String> {
     url::form_urlencoded::parse(uri.query()?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 

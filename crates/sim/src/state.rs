@@ -285,7 +285,8 @@ impl Simulator {
             Route::Create => state.stats.create_requests += 1,
             Route::Poll => state.stats.poll_requests += 1,
             Route::Download => state.stats.download_requests += 1,
-            Route::Logs | Route::Metrics | Route::Models | Route::Billing | Route::Any => {}
+            Route::Logs | Route::Metrics | Route::Models | Route::Documents | Route::Billing | Route::Any => {
+            }
         }
         state.requests.push(RequestRecord {
             route,

@@ -74,10 +74,28 @@ fn check_reads_again_by_the_etag_and_json_lists_the_differences() {
 }
 
 #[test]
-fn a_model_only_the_api_lists_is_created_without_skip_validation() {
+fn a_model_only_the_api_lists_is_checked_by_its_document_and_created_without_skip_validation() {
     let env = moved();
-    let out = env.cmd().args(["generate", "-m", "lumen-1", "-p", "A lighthouse at dusk"]).output().unwrap();
+    let documents = || env.sim.requests().iter().filter(|r| r.route == Route::Documents).count();
+    let out = env
+        .cmd()
+        .args(["generate", "-m", "lumen-1", "-p", "A lighthouse", "--param", "duration=7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("duration"), "{}", stderr(&out));
+    assert_eq!(env.sim.stats().create_requests, 0, "refused by the document, before sending");
+    assert_eq!(documents(), 1);
+
+    let out = env
+        .cmd()
+        .args(["generate", "-m", "lumen-1", "-p", "A lighthouse", "--param", "duration=10"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let id = crate::only_id(&env);
-    assert_eq!(env.sim.job(&id).unwrap().model, ADDED, "the alias was sent as the id");
+    let job = env.sim.job(&id).unwrap();
+    assert_eq!(job.model, ADDED, "the alias was sent as the id");
+    assert_eq!(job.request["duration"], 10, "typed by the document's schema: {}", job.request);
+    assert_eq!(documents(), 1, "the document came from the cache");
 }

@@ -93,14 +93,44 @@ async fn a_model_the_api_no_longer_lists_is_refused_before_sending_once_its_cata
     );
     assert_eq!(sim.stats().create_requests, 1, "refused before sending");
 
-    // A model added at run time changes the catalogue's ETag; the API alone checks it.
+    // A model added at run time changes the catalogue's ETag.
     sim.add_model(aimlvid_sim::AddedModel::text_to_video("acme/lumen-1"));
     let live = client.live_catalogue().await.unwrap();
     assert_eq!(live.get("lumen-1").map(|m| m.id.as_str()), Some("acme/lumen-1"));
-    let lumen = || aimlvid::GenericRequest::new("lumen-1").param("prompt", "A lighthouse at dusk");
-    let refused = client.create(&lumen().param("duration", 7)).await.unwrap_err();
-    assert!(matches!(refused, aimlvid::Error::InvalidRequest { .. }), "{refused}");
-    let created = client.create(&lumen()).await.unwrap();
+    let lumen = aimlvid::GenericRequest::new("lumen-1").param("prompt", "A lighthouse at dusk");
+    let created = client.create(&lumen).await.unwrap();
     assert_eq!(sim.job(&created.id).unwrap().model, "acme/lumen-1");
-    assert_eq!(sim.stats().create_requests, 3);
+    assert_eq!(sim.stats().create_requests, 2);
+}
+
+#[tokio::test]
+async fn a_model_only_the_api_lists_is_validated_by_the_document_it_links_read_once() {
+    let (sim, client) = start(config()).await;
+    sim.add_model(aimlvid_sim::AddedModel::text_to_video("acme/lumen-1"));
+    let documents = || sim.requests().iter().filter(|r| r.route == Route::Documents).count();
+    let lumen = || aimlvid::GenericRequest::new("lumen-1").param("prompt", "A lighthouse at dusk");
+    // Without the live catalogue nothing links a document: the API refuses it alone.
+    let refused = client.create(&lumen()).await.unwrap_err();
+    assert!(matches!(refused, aimlvid::Error::InvalidRequest { .. }), "unknown as an alias: {refused}");
+    assert_eq!(documents(), 0);
+
+    client.live_catalogue().await.unwrap();
+    for _ in 0..2 {
+        let refused = client.create(&lumen().param("duration", 7)).await.unwrap_err();
+        let aimlvid::Error::Validation(invalid) = &refused else { panic!("{refused}") };
+        assert!(invalid.to_string().contains("duration"), "{invalid}");
+    }
+    assert_eq!(sim.stats().create_requests, 1, "only the first, unchecked, create was sent");
+    assert_eq!(documents(), 1, "the document is read once");
+    let spec = client.live_model_spec("acme/lumen-1").await.unwrap();
+    assert_eq!(
+        (spec.family, spec.parameter("duration").unwrap().default.clone()),
+        (aimlvid::catalog::Family::TextToVideo, Some(json!(5)))
+    );
+    let created = client.create(&lumen().param("duration", 10)).await.unwrap();
+    assert_eq!(sim.job(&created.id).unwrap().model, "acme/lumen-1");
+    assert!(
+        client.live_model_spec("google/veo3-1-fast-extend-video").await.is_none(),
+        "built-in: its own schema"
+    );
 }
