@@ -155,8 +155,11 @@ impl ClientBuilder {
     /// Whether [`Client::create`] checks each request against its model in
     /// the [catalog](crate::catalog) first, refusing one that does not fit
     /// with [`Error::Validation`] before anything is sent (on by default).
-    /// Turn it off only when the catalog is behind the API you call. Models
-    /// the catalog does not know are sent unchecked either way.
+    /// Turn it off only when the catalog is behind the API you call. Off,
+    /// it also sends a model the live catalogue no longer lists
+    /// ([`Error::ModelNotListed`]). A model neither catalogue describes is
+    /// sent unchecked either way; one only the live catalogue lists is
+    /// checked against its document when on ([`Client::live_model_spec`]).
     pub fn validate_requests(mut self, on: bool) -> Self {
         self.validate = on;
         self
