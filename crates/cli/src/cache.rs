@@ -23,6 +23,36 @@ struct Entry<T> {
     value: T,
 }
 
+fn path_of(journal: &Journal, name: &str) -> PathBuf {
+    journal.dir().join("cache").join(format!("{name}.json"))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// `<journal>/cache/<name>.json`'s value for `client`'s server, however
+/// old, and whether it is under a day old.
+pub(crate) fn load<T: DeserializeOwned>(client: &Client, journal: &Journal, name: &str) -> Option<(T, bool)> {
+    let entry: Entry<T> = std::fs::read(path_of(journal, name))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .filter(|e: &Entry<T>| e.base_url == client.base_url())?;
+    let fresh = now_secs().saturating_sub(entry.fetched_at) < TTL.as_secs();
+    Some((entry.value, fresh))
+}
+
+/// Keeps `value` as `name`'s for `client`'s server, read now.
+pub(crate) fn store<T: Serialize>(client: &Client, journal: &Journal, name: &str, value: &T) {
+    let path = path_of(journal, name);
+    let entry = Entry { base_url: client.base_url().to_owned(), fetched_at: now_secs(), value };
+    // A cache is a convenience: failing to write it is logged, not fatal.
+    let written = write_private(&path, &serde_json::to_vec(&entry).unwrap_or_default());
+    if let Err(e) = written {
+        tracing::info!(error = %e, path = %path.display(), "not cached");
+    }
+}
+
 /// `<journal>/cache/<name>.json`'s value for `client`'s server if under a
 /// day old; else `fetch`'s, cached, if it answers within `timeout`; else
 /// the older value (stale figures beat none), if any.
@@ -37,28 +67,18 @@ where
     T: Serialize + DeserializeOwned,
     F: Future<Output = aimlvid::Result<T>>,
 {
-    let path: PathBuf = journal.dir().join("cache").join(format!("{name}.json"));
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
-    let cached: Option<Entry<T>> = std::fs::read(&path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .filter(|e: &Entry<T>| e.base_url == client.base_url());
-    if cached.as_ref().is_some_and(|e| now.saturating_sub(e.fetched_at) < TTL.as_secs()) {
-        return cached.map(|e| e.value);
+    let cached = load::<T>(client, journal, name);
+    if let Some((value, true)) = cached {
+        return Some(value);
     }
     match tokio::time::timeout(timeout, fetch).await {
         Ok(Ok(value)) => {
-            let entry = Entry { base_url: client.base_url().to_owned(), fetched_at: now, value };
-            // A cache is a convenience: failing to write it is logged, not fatal.
-            let written = write_private(&path, &serde_json::to_vec(&entry).unwrap_or_default());
-            if let Err(e) = written {
-                tracing::info!(error = %e, path = %path.display(), "not cached");
-            }
-            Some(entry.value)
+            store(client, journal, name, &value);
+            Some(value)
         }
         other => {
             tracing::info!(name, outcome = ?other.map(|r| r.err().map(|e| e.to_string())), "not read");
-            cached.map(|e| e.value)
+            cached.map(|(value, _)| value)
         }
     }
 }

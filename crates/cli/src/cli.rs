@@ -419,6 +419,11 @@ pub(crate) struct ModelsArgs {
     /// Only models of this family
     #[arg(long, value_name = "FAMILY", value_parser = family_parser())]
     pub(crate) family: Option<aimlvid::catalog::Family>,
+
+    /// Compare this build's catalog with the API's: models it adds, models
+    /// it no longer lists (creates for them are refused), price changes
+    #[arg(long, conflicts_with_all = ["search", "family"])]
+    pub(crate) check: bool,
 }
 
 /// `aimlvid models …`.

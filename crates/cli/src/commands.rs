@@ -201,8 +201,9 @@ pub(crate) async fn status(app: &App<'_>, id: &str) -> anyhow::Result<u8> {
     }
     let error = generation.error.as_ref().map(|e| format!("{}: {}", e.name, e.message));
     let mut line = format!("{}  {}", generation.id, generation.status);
-    if let Some(c) = generation.credits_used() {
-        let _ = write!(line, "  {} credits used", crate::jobs::format_credits(c));
+    let charged = generation.credits_used().and_then(aimlvid::Credits::from_f64_rounded);
+    if let Some(c) = charged {
+        let _ = write!(line, "  {c} used");
     }
     if let Some(e) = &error {
         let _ = write!(line, "  {e}");
@@ -214,6 +215,7 @@ pub(crate) async fn status(app: &App<'_>, id: &str) -> anyhow::Result<u8> {
             "id": generation.id,
             "status": generation.status.as_str(),
             "credits_used": generation.credits_used(),
+            "usd": charged.map(aimlvid::Credits::usd),
             "video_url": generation.video_url(),
             "video_urls": generation.video_urls(),
             "error": error,

@@ -80,7 +80,11 @@ fn code_for_api(e: &aimlvid::Error) -> u8 {
     use aimlvid::Error as E;
     match e {
         E::MissingApiKey | E::Unauthorized { .. } | E::OutOfCredits { .. } => AUTH,
-        E::Config(_) | E::PlainHttp { .. } | E::InvalidInput(_) | E::Validation(_) => USAGE,
+        E::Config(_)
+        | E::PlainHttp { .. }
+        | E::InvalidInput(_)
+        | E::Validation(_)
+        | E::ModelNotListed { .. } => USAGE,
         // A request was sent (so not 2), to a server that is not the API:
         // nothing was created, as when nothing listens there at all.
         E::NotTheApi { .. } => NETWORK,

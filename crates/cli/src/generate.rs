@@ -27,10 +27,40 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
         )
         .into());
     };
+    // The API's catalogue, where it can be had: it resolves aliases, lists
+    // models newer than this build, and no longer lists retired ones.
+    let client = app.client(None).ok();
+    let live = match &client {
+        Some(client) => crate::prices::live_catalogue(client, &app.journal, false).await.now,
+        None => None,
+    };
+    let model = live
+        .as_ref()
+        .and_then(|live| live.get(&model))
+        .map(|listing| listing.id.clone())
+        .or_else(|| catalog::resolve(&model).map(|spec| spec.id.clone()))
+        .unwrap_or(model);
     let model = model.as_str();
-    let spec = match catalog::model(model) {
+    let listed = live.as_ref().map(|live| live.get(model).is_some());
+    if let (Some(live), Some(false), Some(_)) = (&live, listed, catalog::model(model)) {
+        // It would fail upstream: refused before anything is read or sent.
+        return Err(aimlvid::Error::ModelNotListed {
+            model: model.to_owned(),
+            alternatives: live.nearest(model, 3),
+        }
+        .into());
+    }
+    // A model newer than this build is checked against the document the
+    // API links for it, where there is one; else by the API alone.
+    let live_spec = match (&client, listed) {
+        (Some(client), Some(true)) if catalog::model(model).is_none() => {
+            crate::prices::live_spec(client, &app.journal, model).await
+        }
+        _ => None,
+    };
+    let spec = match catalog::model(model).or(live_spec.as_deref()) {
         Some(spec) => Some(spec),
-        None if args.skip_validation => None,
+        None if args.skip_validation || listed == Some(true) => None,
         None => {
             let hint = catalog::suggest(model).map(|s| format!(" (did you mean {s}?)")).unwrap_or_default();
             return Err(Failure::usage(format!(
@@ -43,8 +73,9 @@ pub(crate) async fn generate(app: &App<'_>, args: GenerateArgs) -> anyhow::Resul
     };
     let built = build(spec, model, &args).await?;
     let body = Value::Object(built.body.clone());
-    if !args.skip_validation {
-        catalog::validate(&body)
+    if let Some(checked) = spec.filter(|_| !args.skip_validation) {
+        checked
+            .validate(&body)
             .map_err(|e| Failure::usage(format!("{}; nothing was sent", in_flags(spec, e))))?;
     }
     if args.dry_run {

@@ -207,6 +207,8 @@ pub(crate) fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: boo
     let last = steps.last().ok_or_else(|| anyhow::anyhow!("no job was run"))?;
     let known: Vec<f64> = steps.iter().filter_map(|s| s.credits_used).collect();
     let credits = (!known.is_empty()).then(|| known.iter().sum::<f64>());
+    // Whole credits, as the API bills them, for their exact dollar value.
+    let charged = credits.and_then(aimlvid::Credits::from_f64_rounded);
     let elapsed: std::time::Duration = steps.iter().map(|s| s.elapsed).sum();
     let download: std::time::Duration = steps.iter().map(|s| s.download).sum();
     let mut result = json!({
@@ -218,6 +220,7 @@ pub(crate) fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: boo
         "outputs": last.outputs,
         "bytes": last.bytes,
         "credits_used": credits,
+        "usd": charged.map(aimlvid::Credits::usd),
         "elapsed_secs": secs(elapsed),
         "download_secs": secs(download),
     });
@@ -231,9 +234,9 @@ pub(crate) fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: boo
         summary.push_str("done");
     }
     let _ = write!(summary, " in {}", short_duration(elapsed));
-    match credits {
+    match charged {
         Some(c) => {
-            let _ = write!(summary, " · {} credits used", format_credits(c));
+            let _ = write!(summary, " · {c} used");
         }
         None => summary.push_str(" · credits used not reported"),
     }
@@ -244,10 +247,6 @@ pub(crate) fn report_finished(app: &App<'_>, steps: &[Finished], with_steps: boo
     let files: Vec<String> = last.outputs.iter().map(|p| p.display().to_string()).collect();
     app.report.result(result, Some(summary), Some(files.join("\n")))?;
     Ok(())
-}
-
-pub(crate) fn format_credits(c: f64) -> String {
-    if c.fract() == 0.0 && c.abs() < 1e15 { format!("{}", c as i64) } else { format!("{c:.2}") }
 }
 
 /// Where result `index` (from 0) of a job goes: the output itself, then
@@ -557,6 +556,15 @@ impl<'r> App<'r> {
         mut record: JobRecord,
     ) -> anyhow::Result<(Generation, JobRecord)> {
         record.state = JobState::Creating;
+        // With the API's catalogue the client refuses a model it no longer
+        // lists, before the journal or the API sees the create.
+        let live = crate::prices::live_catalogue(client, &self.journal, false).await.now;
+        // A model newer than the build is checked by its cached document,
+        // which the client would otherwise read again.
+        let model = client.resolve_model(request.model());
+        if aimlvid::catalog::model(&model).is_none() && live.is_some_and(|live| live.get(&model).is_some()) {
+            crate::prices::live_spec(client, &self.journal, &model).await;
+        }
         // The key doubles as the create's X-Client-Request-Id, journaled
         // before sending: a lost answer can then be found in the API's logs.
         let client_request_id = aimlvid::ClientRequestId::new(record.key.clone())?;

@@ -104,6 +104,7 @@ async fn run(cli: Cli, report: &Reporter) -> anyhow::Result<u8> {
         Command::Generate(args) => generate::generate(&app, args).await,
         Command::Models(args) => match args.action {
             Some(ModelsAction::Show { id }) => models::show(&app, &id).await,
+            None if args.check => models::check(&app).await,
             None => models::list(&app, args.search.as_deref(), args.family),
         },
         Command::Status { id } => commands::status(&app, &id).await,

@@ -30,6 +30,121 @@ pub(crate) fn list(app: &App<'_>, search: Option<&str>, family: Option<Family>) 
     Ok(exit::OK)
 }
 
+/// `aimlvid models --check`: the built-in catalog against the API's live
+/// one, read again (conditionally) whatever the cache's age.
+pub(crate) async fn check(app: &App<'_>) -> anyhow::Result<u8> {
+    let client = app.client(None)?;
+    let read = crate::prices::live_catalogue(&client, &app.journal, true).await;
+    let Some(live) = read.now else {
+        return Err(Failure::new(
+            exit::NETWORK,
+            "the API's model catalogue (GET /v1/models) could not be read; try again later",
+        )
+        .into());
+    };
+    let diff = Diff::of(&live, read.before.as_ref());
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "the API lists {} video models; this build knows {}{}",
+        live.models.len(),
+        catalog::models().count(),
+        if read.read_now { "" } else { " (the API could not be reached: its catalogue as last read)" }
+    );
+    if !diff.added.is_empty() {
+        let _ = writeln!(text, "\nlisted by the API, not in this build (usable; checked by the API only):");
+        for id in &diff.added {
+            let _ = writeln!(text, "  {id}");
+        }
+    }
+    if !diff.dropped.is_empty() {
+        let _ = writeln!(text, "\nin this build, no longer listed by the API (creates are refused):");
+        for (id, nearest) in &diff.dropped {
+            let _ = writeln!(text, "  {id}  (nearest: {})", nearest.join(", "));
+        }
+    }
+    match &read.before {
+        None => {
+            let _ = writeln!(text, "\nprices: first read, nothing earlier to compare with");
+        }
+        Some(_) if diff.repriced.is_empty() => {
+            let _ = writeln!(text, "\nprices: unchanged since the last read");
+        }
+        Some(_) => {
+            let _ = writeln!(text, "\nprices changed since the last read:");
+            for (id, before, after) in &diff.repriced {
+                let _ = writeln!(text, "  {id}  {} → {}", usd(*before), usd(*after));
+            }
+        }
+    }
+    let summary = match (diff.added.len(), diff.dropped.len()) {
+        (0, 0) => "this build's catalog matches the API's".to_owned(),
+        (added, dropped) => format!("{added} model(s) new in the API, {dropped} no longer listed"),
+    };
+    app.report.result(
+        json!({
+            "event": "result",
+            "ok": true,
+            "listed": live.models.len(),
+            "added": diff.added,
+            "dropped": diff.dropped.iter().map(|(id, nearest)| json!({"id": id, "nearest": nearest})).collect::<Vec<_>>(),
+            "repriced": diff.repriced.iter().map(|(id, before, after)| json!({"id": id, "before_usd": before, "after_usd": after})).collect::<Vec<_>>(),
+            "compared_prices": read.before.is_some(),
+        }),
+        Some(summary),
+        Some(text.trim_end().to_owned()),
+    )?;
+    Ok(exit::OK)
+}
+
+/// How the live catalogue differs from the build's, and its prices from
+/// the last read's.
+#[derive(Debug, Default, PartialEq)]
+struct Diff {
+    /// Listed ids the build does not know.
+    added: Vec<String>,
+    /// Built-in ids not listed, each with the nearest listed ones.
+    dropped: Vec<(String, Vec<String>)>,
+    /// Listed ids whose smallest request's price moved: before, after (USD).
+    repriced: Vec<(String, Option<f64>, Option<f64>)>,
+}
+
+impl Diff {
+    fn of(live: &aimlvid::LiveCatalogue, before: Option<&aimlvid::LiveCatalogue>) -> Diff {
+        let added =
+            live.models.iter().filter(|m| catalog::model(&m.id).is_none()).map(|m| m.id.clone()).collect();
+        let dropped = catalog::models()
+            .filter(|m| live.get(&m.id).is_none())
+            .map(|m| (m.id.clone(), live.nearest(&m.id, 3)))
+            .collect();
+        // The price of a model's smallest request, as `models show` quotes it.
+        let price = |listing: &aimlvid::ModelListing| {
+            let example = catalog::model(&listing.id).map(ModelSpec::example).unwrap_or_else(|| json!({}));
+            listing.pricing.as_ref().and_then(|p| p.quote_usd(&example))
+        };
+        let repriced = before
+            .map(|before| {
+                live.models
+                    .iter()
+                    .filter_map(|now| {
+                        let then = before.get(&now.id)?;
+                        (then.pricing != now.pricing).then(|| (now.id.clone(), price(then), price(now)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Diff { added, dropped, repriced }
+    }
+}
+
+/// A price as the check shows it.
+fn usd(price: Option<f64>) -> String {
+    match price {
+        Some(usd) => format!("${usd:.4}"),
+        None => "not quotable".to_owned(),
+    }
+}
+
 /// `aimlvid models show ID`.
 pub(crate) async fn show(app: &App<'_>, id: &str) -> anyhow::Result<u8> {
     let model = catalog::model(id).ok_or_else(|| {
@@ -159,5 +274,38 @@ fn plain(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalogue(prices: &[(&str, f64)]) -> aimlvid::LiveCatalogue {
+        let models = prices
+            .iter()
+            .map(|(id, usd)| {
+                serde_json::from_value(json!({
+                    "id": id,
+                    "pricing": {"kind": "fixed", "currency": "USD", "units": [{"price": usd, "per": "generation"}]},
+                }))
+                .unwrap()
+            })
+            .collect();
+        aimlvid::LiveCatalogue::new(models, None)
+    }
+
+    #[test]
+    fn a_price_change_since_the_last_read_is_listed_with_both_prices() {
+        let ids: Vec<&str> = catalog::models().map(|m| m.id.as_str()).collect();
+        let before = catalogue(&ids.iter().map(|id| (*id, 0.06)).collect::<Vec<_>>());
+        let mut now_prices: Vec<(&str, f64)> = ids.iter().skip(1).map(|id| (*id, 0.06)).collect();
+        now_prices[0].1 = 0.08;
+        now_prices.push(("acme/lumen-1", 0.1));
+        let diff = Diff::of(&catalogue(&now_prices), Some(&before));
+        assert_eq!(diff.added, ["acme/lumen-1"]);
+        assert_eq!(diff.dropped.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), [ids[0]]);
+        assert_eq!(diff.repriced, [(ids[1].to_owned(), Some(0.06), Some(0.08))]);
+        assert_eq!(Diff::of(&before, None).repriced, [], "nothing earlier to compare with");
     }
 }

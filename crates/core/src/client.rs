@@ -15,7 +15,7 @@ use crate::error::{ApiErrorBody, Error, Result, excerpt};
 use crate::model::{CreateRequest, Generation};
 use crate::observe::{CallKind, Exchange, Observer};
 use crate::poll::{JobDurations, PollPolicy, Watch, WatchPolicy, watch};
-use crate::pricing::{ModelList, ModelListing, ModelQuery};
+use crate::pricing::{LiveCatalogue, ModelList, ModelListing, ModelQuery};
 use crate::retry::{RetryPolicy, retry_after};
 use crate::trace::{ClientRequestId, CreateLookup, LogPage, LogRow, Receipt, search_window};
 
@@ -75,6 +75,12 @@ struct Inner {
     request_timeout: Duration,
     observer: Option<Arc<dyn Observer>>,
     validate: bool,
+    /// The API's catalogue as last read or given: creates resolve aliases
+    /// with it, else with the built-in catalog.
+    live: Mutex<Option<Arc<LiveCatalogue>>>,
+    /// The schemas of models only the live catalogue lists, read from
+    /// their OpenAPI documents, by id.
+    live_specs: Mutex<HashMap<String, Arc<crate::catalog::ModelSpec>>>,
 }
 
 /// The key is never shown: only the base URL and policies are.
@@ -149,8 +155,11 @@ impl ClientBuilder {
     /// Whether [`Client::create`] checks each request against its model in
     /// the [catalog](crate::catalog) first, refusing one that does not fit
     /// with [`Error::Validation`] before anything is sent (on by default).
-    /// Turn it off only when the catalog is behind the API you call. Models
-    /// the catalog does not know are sent unchecked either way.
+    /// Turn it off only when the catalog is behind the API you call. Off,
+    /// it also sends a model the live catalogue no longer lists
+    /// ([`Error::ModelNotListed`]). A model neither catalogue describes is
+    /// sent unchecked either way; one only the live catalogue lists is
+    /// checked against its document when on ([`Client::live_model_spec`]).
     pub fn validate_requests(mut self, on: bool) -> Self {
         self.validate = on;
         self
@@ -335,6 +344,8 @@ impl ClientBuilder {
                 request_timeout: self.request_timeout,
                 observer: self.observer,
                 validate: self.validate,
+                live: Mutex::default(),
+                live_specs: Mutex::default(),
             }),
         })
     }
@@ -586,6 +597,11 @@ impl Client {
 
     /// Starts a generation job and returns it as created (usually `queued`).
     ///
+    /// A model given by an alias is sent as its id ([`Client::resolve_model`]),
+    /// and validated as that model. Once the client holds the API's live
+    /// catalogue ([`Client::live_catalogue`]), a built-in model it no longer
+    /// lists is refused with [`Error::ModelNotListed`] before anything is sent.
+    ///
     /// This call costs money, so it is retried only when the API cannot
     /// have accepted it: the connection was refused before anything was
     /// sent, or the API answered 429. When the request may have been
@@ -614,10 +630,15 @@ impl Client {
             generation_id = tracing::field::Empty
         );
         async {
-            let body = serde_json::to_value(request)
+            let mut body = serde_json::to_value(request)
                 .map_err(|e| Error::InvalidInput(format!("the request could not be encoded as JSON: {e}")))?;
+            let model = self.resolve_model_of(&mut body);
             if self.inner.validate {
-                check_against_catalog(&body)?;
+                self.check_listed(&model)?;
+                match self.live_model_spec(&model).await {
+                    Some(spec) => spec.validate(&body)?,
+                    None => check_against_catalog(&body)?,
+                }
             }
             let body = Bytes::from(body.to_string());
             // Time to upload the body on the slowest link allowed, then to answer.
@@ -639,7 +660,7 @@ impl Client {
                     Ok((status, bytes, receipt)) => match decode::<Generation>(status, &bytes) {
                         Ok(mut generation) => {
                             generation.receipt = receipt;
-                            self.remember_model(&generation.id, request.model());
+                            self.remember_model(&generation.id, &model);
                             tracing::Span::current().record("generation_id", generation.id.as_str());
                             tracing::info!(status = %generation.status, "created");
                             return Ok(generation);
@@ -904,6 +925,199 @@ impl Client {
         let url = self.inner.base_url.join("v1/models").map_err(|e| Error::Config(e.to_string()))?;
         let list: ModelList = self.get_json(&url, &query.to_query(), CallKind::Models).await?;
         Ok(list.data)
+    }
+
+    /// Reads the API's video models with their prices (`GET /v1/models`)
+    /// and keeps them: from then on a create resolves a model's alias with
+    /// them ([`Client::create`]). If the client already holds a catalogue
+    /// with an ETag, the read is conditional and an unchanged catalogue
+    /// costs no body. Retried like a poll.
+    pub async fn live_catalogue(&self) -> Result<Arc<LiveCatalogue>> {
+        let url = self.inner.base_url.join("v1/models").map_err(|e| Error::Config(e.to_string()))?;
+        let query = ModelQuery::video().with_pricing().to_query();
+        let held = self.held_catalogue();
+        let read = self
+            .retrying(CallKind::Models.as_str(), || async {
+                let mut request = self
+                    .inner
+                    .http
+                    .get(url.clone())
+                    .query(&query)
+                    .header(AUTHORIZATION, self.inner.auth.clone())
+                    .timeout(self.inner.request_timeout);
+                if let Some(etag) = held.as_ref().and_then(|c| c.etag.as_deref()) {
+                    request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+                }
+                self.read_catalogue(request).await
+            })
+            .await?;
+        let catalogue = match (read, held) {
+            (Some(fresh), _) => Arc::new(fresh),
+            (None, Some(held)) => return Ok(held),
+            // A 304 to an unconditional read: nothing to keep.
+            (None, None) => {
+                return Err(Error::Decode {
+                    status: 304,
+                    reason: "304 Not Modified to a request without If-None-Match".into(),
+                    excerpt: String::new(),
+                });
+            }
+        };
+        self.set_live_catalogue_arc(catalogue.clone());
+        Ok(catalogue)
+    }
+
+    /// One read of the catalogue: `None` for 304 Not Modified.
+    async fn read_catalogue(&self, request: reqwest::RequestBuilder) -> Result<Option<LiveCatalogue>> {
+        let host = self.host();
+        let transport = |e: reqwest::Error| Error::Transport { host: host.clone(), source: e.without_url() };
+        let (http, request) = request.build_split();
+        let request = request.map_err(transport)?;
+        let (method, url) = (request.method().clone(), request.url().clone());
+        let started = std::time::Instant::now();
+        let response = match http.execute(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                log_exchange(&method, &url, Err(&e), started);
+                self.observe(CallKind::Models, None, started);
+                return Err(transport(e));
+            }
+        };
+        let status = response.status();
+        let wait = retry_after(response.headers());
+        let etag =
+            response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = response.bytes().await;
+        log_exchange(&method, &url, bytes.as_ref().map(|_| status), started);
+        self.observe(CallKind::Models, bytes.as_ref().ok().map(|_| status.as_u16()), started);
+        let bytes = bytes.map_err(transport)?;
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(status_error(status, &bytes, wait, None));
+        }
+        let list: ModelList = decode(status, &bytes)?;
+        Ok(Some(LiveCatalogue::new(list.data, etag)))
+    }
+
+    /// Gives the client a catalogue read earlier (from a cache, say), as if
+    /// [`Client::live_catalogue`] had just read it.
+    pub fn set_live_catalogue(&self, catalogue: LiveCatalogue) {
+        self.set_live_catalogue_arc(Arc::new(catalogue));
+    }
+
+    fn set_live_catalogue_arc(&self, catalogue: Arc<LiveCatalogue>) {
+        *self.inner.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(catalogue);
+    }
+
+    /// The catalogue the client holds, if it has read or been given one.
+    pub fn held_catalogue(&self) -> Option<Arc<LiveCatalogue>> {
+        self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The id of the model requested as `name`: by the live catalogue the
+    /// client holds, else by the built-in one; `name` itself when neither
+    /// knows it (the API decides).
+    pub fn resolve_model(&self, name: &str) -> String {
+        let held = self.held_catalogue();
+        held.as_ref()
+            .and_then(|live| live.get(name))
+            .map(|listing| listing.id.clone())
+            .or_else(|| crate::catalog::resolve(name).map(|spec| spec.id.clone()))
+            .unwrap_or_else(|| name.to_owned())
+    }
+
+    /// The OpenAPI document the held live catalogue links for `model`
+    /// (`info.docsJson`), as JSON; `None` when it links none. The key is
+    /// sent only to the API's own host. Retried like a poll.
+    pub async fn model_document(&self, model: &str) -> Result<Option<serde_json::Value>> {
+        let Some(link) = self
+            .held_catalogue()
+            .and_then(|live| live.get(model)?.info.get("docsJson")?.as_str().map(str::to_owned))
+        else {
+            return Ok(None);
+        };
+        let url = url::Url::parse(&link).map_err(|e| {
+            Error::InvalidInput(format!("the catalogue links {model}'s document as {link:?}: {e}"))
+        })?;
+        let own = url.origin() == self.inner.base_url.origin();
+        let document = self
+            .retrying(CallKind::Models.as_str(), || async {
+                let mut request = self.inner.http.get(url.clone()).timeout(self.inner.request_timeout);
+                if own {
+                    request = request.header(AUTHORIZATION, self.inner.auth.clone());
+                }
+                let (status, bytes, _) =
+                    self.send(request, CallKind::Models, None).await.map_err(|f| f.error)?;
+                decode::<serde_json::Value>(status, &bytes)
+            })
+            .await?;
+        Ok(Some(document))
+    }
+
+    /// The schema of a model only the held live catalogue lists, from its
+    /// OpenAPI document ([`Client::model_document`]), read once and kept;
+    /// `None` for a built-in model, or where no usable document can be had
+    /// (the API then checks the request alone).
+    pub async fn live_model_spec(&self, model: &str) -> Option<Arc<crate::catalog::ModelSpec>> {
+        if crate::catalog::model(model).is_some() {
+            return None;
+        }
+        if let Some(spec) = self.inner.live_specs.lock().unwrap_or_else(|e| e.into_inner()).get(model) {
+            return Some(spec.clone());
+        }
+        let read = match self.model_document(model).await {
+            Ok(Some(document)) => {
+                crate::catalog::ModelSpec::from_openapi(model, &document).map_err(|e| e.to_string())
+            }
+            Ok(None) => return None,
+            Err(e) => Err(e.to_string()),
+        };
+        match read {
+            Ok(spec) => {
+                let spec = Arc::new(spec);
+                self.set_live_model_spec_arc(spec.clone());
+                Some(spec)
+            }
+            Err(reason) => {
+                tracing::info!(model, %reason, "no schema for the model; the API checks it");
+                None
+            }
+        }
+    }
+
+    /// Gives the client a live-only model's schema read earlier (from a
+    /// cached document, say), as if [`Client::live_model_spec`] had read it.
+    pub fn set_live_model_spec(&self, spec: crate::catalog::ModelSpec) {
+        self.set_live_model_spec_arc(Arc::new(spec));
+    }
+
+    fn set_live_model_spec_arc(&self, spec: Arc<crate::catalog::ModelSpec>) {
+        self.inner.live_specs.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.id.clone(), spec);
+    }
+
+    /// Refuses a built-in model the live catalogue the client holds no
+    /// longer lists: the API would refuse it, perhaps after a charge.
+    fn check_listed(&self, model: &str) -> Result<()> {
+        let Some(live) = self.held_catalogue() else { return Ok(()) };
+        if live.get(model).is_some() || crate::catalog::model(model).is_none() {
+            return Ok(());
+        }
+        Err(Error::ModelNotListed { model: model.to_owned(), alternatives: live.nearest(model, 3) })
+    }
+
+    /// Puts the resolved id in a create body's `model` and returns it.
+    fn resolve_model_of(&self, body: &mut serde_json::Value) -> String {
+        let Some(given) = body.get("model").and_then(serde_json::Value::as_str).map(str::to_owned) else {
+            return String::new();
+        };
+        let id = self.resolve_model(&given);
+        if id != given {
+            tracing::debug!(alias = %given, model = %id, "alias resolved");
+            body["model"] = serde_json::Value::String(id.clone());
+        }
+        id
     }
 
     /// How long each model's recent successful jobs took

@@ -50,6 +50,17 @@ pub enum Error {
     #[error("{0}; nothing was sent")]
     Validation(#[from] crate::catalog::Invalid),
 
+    /// The built-in catalog knows the model but the API's live catalogue
+    /// ([`Client::live_catalogue`](crate::Client::live_catalogue)) no
+    /// longer lists it: a create for it would fail, so it was not sent.
+    #[error("the API no longer lists {model}{}; nothing was sent", alternatives_suffix(.alternatives))]
+    ModelNotListed {
+        /// The model's id.
+        model: String,
+        /// The listed models most like it, the likest first.
+        alternatives: Vec<String>,
+    },
+
     /// 401: the key is missing, malformed or revoked.
     #[error(
         "the API refused the key (401 {message}); check AIMLAPI_API_KEY, \
@@ -254,6 +265,13 @@ pub enum Error {
 
 fn details_suffix(details: &[String]) -> String {
     if details.is_empty() { String::new() } else { format!(": {}", details.join("; ")) }
+}
+
+fn alternatives_suffix(alternatives: &[String]) -> String {
+    match alternatives {
+        [] => String::new(),
+        some => format!("; the nearest it lists: {}", some.join(", ")),
+    }
 }
 
 fn retry_after_suffix(retry_after: &Option<Duration>) -> String {

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 /// figures put 2,480 credits at $0.00124.
 pub const CREDITS_PER_USD: f64 = 2_000_000.0;
 
-/// One model of the catalogue.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One model of the catalogue. Serialises back to the catalogue's shape.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[non_exhaustive]
 pub struct ModelListing {
     /// Canonical id, such as `google/veo3-1-fast-extend-video`.
@@ -28,8 +28,60 @@ pub struct ModelListing {
     #[serde(default)]
     pub tags: Vec<String>,
     /// Its price, when asked for ([`ModelQuery::with_pricing`]).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<Pricing>,
+}
+
+impl ModelListing {
+    /// Whether the model is requested as `name`: its id or one of its aliases.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.id == name || self.aliases.iter().any(|alias| alias == name)
+    }
+}
+
+/// The API's video models as one read of `GET /v1/models` listed them (with
+/// their prices), and the ETag that read came with, so that the next read
+/// can be a conditional one ([`crate::Client::live_catalogue`]). Serialises,
+/// so that it can be cached.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[non_exhaustive]
+pub struct LiveCatalogue {
+    /// The answer's ETag, if it had one.
+    #[serde(default)]
+    pub etag: Option<String>,
+    /// Every video model listed, in the API's order.
+    pub models: Vec<ModelListing>,
+}
+
+impl LiveCatalogue {
+    /// A catalogue of these listings, read with this ETag.
+    pub fn new(models: Vec<ModelListing>, etag: Option<String>) -> Self {
+        LiveCatalogue { etag, models }
+    }
+
+    /// The model requested as `name`, by its id or an alias.
+    pub fn get(&self, name: &str) -> Option<&ModelListing> {
+        self.models.iter().find(|m| m.id == name).or_else(|| self.models.iter().find(|m| m.answers_to(name)))
+    }
+
+    /// Up to `n` listed ids most like `name`, the likest first: what to
+    /// offer instead of a model the API no longer lists.
+    pub fn nearest(&self, name: &str, n: usize) -> Vec<String> {
+        let name = name.to_lowercase();
+        // The developer's other models come first, then the likest names.
+        let developer = name.split_once('/').map(|(d, _)| d.to_owned());
+        let mut scored: Vec<(bool, f64, &str)> = self
+            .models
+            .iter()
+            .map(|m| {
+                let id = m.id.to_lowercase();
+                let same = developer.as_ref().is_some_and(|d| id.starts_with(&format!("{d}/")));
+                (same, strsim::jaro_winkler(&name, &id), m.id.as_str())
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
+        scored.into_iter().take(n).map(|(_, _, id)| id.to_owned()).collect()
+    }
 }
 
 /// What a model costs. Read [`Pricing::quote_usd`] rather than the parts.

@@ -2,7 +2,9 @@
 //! (no key needed, filters, `include` sections, an ETag), listing the video
 //! models the simulator validates. With `include=pricing` each carries a
 //! `fixed` price per generation: what the simulator charges a create, in
-//! US dollars.
+//! US dollars. Models can be added and dropped ([`AddedModel`],
+//! [`Simulator::add_model`], [`Simulator::drop_model`]), as the upstream's
+//! catalogue moves under a build's feet.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -13,6 +15,108 @@ use sha2::Digest as _;
 use crate::Simulator;
 use crate::service::CREDITS_PER_USD;
 use aimlvid::catalog::{self, MediaKind, ModelSpec};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A model the simulator lists and accepts beyond the built-in catalog.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct AddedModel {
+    /// Its id, such as `sim/lumen-1`.
+    pub id: String,
+    /// Other names a create may give it; listed as `aliases`.
+    pub aliases: Vec<String>,
+    /// Its request body's JSON Schema: creates are validated against it,
+    /// with the same checker as the built-in models.
+    pub schema: Value,
+}
+
+impl AddedModel {
+    /// A model of this id and request schema, whose alias is its id
+    /// without the developer (`sim/lumen-1` → `lumen-1`), as the upstream
+    /// names its models' aliases.
+    pub fn new(id: impl Into<String>, schema: Value) -> Self {
+        let id = id.into();
+        let alias = id.split_once('/').map_or(id.as_str(), |(_, alias)| alias).to_owned();
+        AddedModel { aliases: vec![alias], id, schema }
+    }
+
+    /// A text-to-video model of this id: a required `prompt` and a
+    /// `duration` of 5 or 10 seconds (5 when left out).
+    pub fn text_to_video(id: impl Into<String>) -> Self {
+        let id = id.into();
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "model": {"type": "string", "enum": [id]},
+                "prompt": {"type": "string"},
+                "duration": {"type": "integer", "enum": [5, 10], "default": 5},
+            },
+            "required": ["model", "prompt"],
+        });
+        AddedModel::new(id, schema)
+    }
+}
+
+/// How the models listed differ from the built-in catalog: small, so a
+/// create copies it rather than validating under the lock.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Listed {
+    added: BTreeMap<String, (AddedModel, ModelSpec)>,
+    dropped: BTreeSet<String>,
+}
+
+impl Listed {
+    pub(crate) fn add(&mut self, model: AddedModel) {
+        self.dropped.remove(&model.id);
+        let spec = ModelSpec::from_schema(model.id.clone(), model.schema.clone());
+        self.added.insert(model.id.clone(), (model, spec));
+    }
+
+    /// Whether `id` was listed before.
+    pub(crate) fn drop(&mut self, id: &str) -> bool {
+        let added = self.added.remove(id).is_some();
+        let built_in = catalog::model(id).is_some() && self.dropped.insert(id.to_owned());
+        added || built_in
+    }
+
+    /// The added model a create names, by id or alias.
+    pub(crate) fn added(&self, name: &str) -> Option<&ModelSpec> {
+        self.added
+            .values()
+            .find(|(model, _)| model.id == name || model.aliases.iter().any(|a| a == name))
+            .map(|(_, spec)| spec)
+    }
+
+    /// Whether a built-in model is no longer listed.
+    pub(crate) fn is_dropped(&self, id: &str) -> bool {
+        self.dropped.contains(id)
+    }
+
+    /// Every listed model, built-in ones first.
+    fn entries(&self) -> Vec<Entry> {
+        let built_in =
+            catalog::models().filter(|m| !self.dropped.contains(&m.id)).map(|m| Entry::of(m, None));
+        built_in
+            .chain(self.added.values().map(|(model, spec)| Entry::of(spec, Some(&model.aliases))))
+            .collect()
+    }
+}
+
+impl Simulator {
+    /// Lists `model` in `GET /v1/models` from now on and accepts creates
+    /// for it (validated against its schema), as the upstream adds a model
+    /// a build does not know. Replaces an added model of the same id.
+    pub fn add_model(&self, model: AddedModel) {
+        self.lock().listed.add(model);
+    }
+
+    /// Stops listing the model `id` in `GET /v1/models`, and refuses
+    /// creates for it as an unknown model, as the upstream retires one.
+    /// Returns whether it was listed.
+    pub fn drop_model(&self, id: &str) -> bool {
+        self.lock().listed.drop(id)
+    }
+}
 
 /// The endpoint type the universal video endpoint's models carry.
 const VIDEO_TYPE: &str = "video";
@@ -85,13 +189,13 @@ impl Query {
 /// What the catalogue says of one model, whatever was asked.
 struct Entry {
     id: String,
-    alias: String,
+    aliases: Vec<String>,
     input: Vec<&'static str>,
     capabilities: Vec<&'static str>,
 }
 
 impl Entry {
-    fn of(model: &ModelSpec) -> Entry {
+    fn of(model: &ModelSpec, aliases: Option<&Vec<String>>) -> Entry {
         let takes = |kind: MediaKind| model.media_parameters().any(|p| p.media == Some(kind));
         let mut input = vec!["text"];
         let mut capabilities = Vec::new();
@@ -110,15 +214,17 @@ impl Entry {
             capabilities.push("text_to_video");
         }
         let id = model.id.as_str();
-        let alias = id.split_once('/').map_or(id, |(_, alias)| alias).to_owned();
-        Entry { id: id.to_owned(), alias, input, capabilities }
+        let aliases = aliases
+            .cloned()
+            .unwrap_or_else(|| vec![id.split_once('/').map_or(id, |(_, alias)| alias).to_owned()]);
+        Entry { id: id.to_owned(), aliases, input, capabilities }
     }
 
     fn keep(&self, query: &Query) -> bool {
         let any = |wanted: &[String], have: &[&str]| {
             wanted.is_empty() || wanted.iter().any(|w| have.contains(&w.as_str()))
         };
-        (query.ids.is_empty() || query.ids.iter().any(|w| *w == self.id || *w == self.alias))
+        (query.ids.is_empty() || query.ids.iter().any(|w| *w == self.id || self.aliases.contains(w)))
             && any(&query.types, &[VIDEO_TYPE])
             && any(&query.tags, &["playground:video"])
             && any(&query.modalities, &[&self.input[..], &["video"]].concat())
@@ -127,17 +233,17 @@ impl Entry {
             && any(&query.capabilities, &self.capabilities)
     }
 
-    fn render(&self, sections: &Sections, usd_per_job: f64) -> Value {
+    fn render(&self, sections: &Sections, usd_per_job: f64, docs: &str) -> Value {
         let developer = self.id.split_once('/').map_or("", |(vendor, _)| vendor);
         let mut entry = json!({
             "id": self.id,
-            "aliases": [self.alias],
+            "aliases": self.aliases,
             "type": VIDEO_TYPE,
             "info": {
-                "name": self.alias,
+                "name": self.aliases.first().unwrap_or(&self.id),
                 "developer": developer,
                 "docsJson": format!(
-                    "https://api.aimlapi.com/docs-json?model={}&endpoint=video",
+                    "{docs}/docs-json?model={}&endpoint=video",
                     url::form_urlencoded::byte_serialize(self.id.as_bytes()).collect::<String>()
                 ),
             },
@@ -164,10 +270,16 @@ impl Entry {
 pub(crate) async fn models(State(sim): State<Simulator>, headers: HeaderMap, uri: Uri) -> Response {
     let query = Query::parse(&uri);
     let usd_per_job = sim.config().credits_per_job / CREDITS_PER_USD;
-    let data: Vec<Value> = catalog::models()
-        .map(Entry::of)
+    // Documents are linked on the host asked, as the upstream links its own.
+    let docs = match headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
+        Some(host) => format!("http://{host}"),
+        None => "https://api.aimlapi.com".to_owned(),
+    };
+    let entries = sim.lock().listed.entries();
+    let data: Vec<Value> = entries
+        .into_iter()
         .filter(|entry| entry.keep(&query))
-        .map(|entry| entry.render(&query.sections, usd_per_job))
+        .map(|entry| entry.render(&query.sections, usd_per_job, &docs))
         .collect();
     let body = json!({"object": "list", "data": data}).to_string();
     let digest = sha2::Sha256::digest(body.as_bytes());
@@ -183,6 +295,39 @@ pub(crate) async fn models(State(sim): State<Simulator>, headers: HeaderMap, uri
         .into_response()
 }
 
+/// `GET /docs-json?model=ID`: a listed model's OpenAPI document, its
+/// request body under `POST /v2/video/generations` (behind a `$ref`, as the
+/// upstream's documents write it); 404 for a model not listed.
+pub(crate) async fn document(State(sim): State<Simulator>, uri: Uri) -> Response {
+    let model = crate::http::query_param(&uri, "model").unwrap_or_default();
+    let schema = {
+        let state = sim.lock();
+        match state.listed.added(&model) {
+            Some(spec) => Some(spec.schema.clone()),
+            None if state.listed.is_dropped(&model) => None,
+            None => catalog::model(&model).map(|spec| spec.schema.clone()),
+        }
+    };
+    let Some(schema) = schema else {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"message": format!("No document for model {model}"), "statusCode": 404}).to_string(),
+        )
+            .into_response();
+    };
+    let document = json!({
+        "openapi": "3.0.0",
+        "info": {"title": "AIML API", "version": "1.0.0"},
+        "paths": {"/v2/video/generations": {"post": {
+            "operationId": "_v2_video_generations",
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Request"}}}},
+        }}},
+        "components": {"schemas": {"Request": schema}},
+    });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], document.to_string()).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,10 +338,10 @@ mod tests {
             "/v1/models?include=pricing&include=bogus&id=veo3-1-fast-extend-video,nope".parse().unwrap();
         let query = Query::parse(&uri);
         assert!(query.sections.pricing && !query.sections.modalities);
-        let extend = Entry::of(catalog::model("google/veo3-1-fast-extend-video").unwrap());
+        let extend = Entry::of(catalog::model("google/veo3-1-fast-extend-video").unwrap(), None);
         assert!(extend.keep(&query), "matched by its alias");
         assert_eq!(extend.capabilities, ["video_to_video"]);
-        let rendered = extend.render(&query.sections, 0.06);
+        let rendered = extend.render(&query.sections, 0.06, "https://api.aimlapi.com");
         assert_eq!(rendered["pricing"]["units"][0], json!({"price": 0.06, "per": "generation"}));
         assert!(rendered.get("modalities").is_none());
         let chat: Uri = "/v1/models?type=openai/chat-completions".parse().unwrap();

@@ -70,9 +70,24 @@ pub struct SimArgs {
     /// Send result files at this many bytes a second (a slow downlink).
     #[arg(long, value_name = "BYTES")]
     pub download_bytes_per_sec: Option<u64>,
+    /// List and accept a text-to-video model the build does not know
+    /// (a required prompt, 5 or 10 s); repeat for several.
+    #[arg(long = "add-model", value_name = "ID")]
+    pub add_models: Vec<String>,
+    /// Stop listing a built-in model and refuse creates for it, as a
+    /// retired one; repeat for several.
+    #[arg(long = "drop-model", value_name = "ID", value_parser = parse_known_model)]
+    pub drop_models: Vec<String>,
     /// Seed for durations, failures and fault rates.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+}
+
+fn parse_known_model(id: &str) -> Result<String, String> {
+    match aimlvid::catalog::model(id.trim()) {
+        Some(model) => Ok(model.id.clone()),
+        None => Err(format!("{id:?} is not a model the simulator knows; `aimlvid models` lists them")),
+    }
 }
 
 fn parse_queue_secs(s: &str) -> Result<Spread, String> {
@@ -124,6 +139,9 @@ impl SimArgs {
                 .map_err(|_| format!("--model-generation-secs {model}={mean} is not a duration"))?;
             config.model_generation_times.insert(model.clone(), shaped_like_the_default(mean));
         }
+        config.added_models =
+            self.add_models.iter().map(|id| crate::AddedModel::text_to_video(id.trim())).collect();
+        config.dropped_models = self.drop_models.clone();
         config.failure_rate = self.failure_rate;
         config.result_size = self.result_size;
         config.max_concurrent_jobs = self.max_concurrent_jobs;

@@ -75,6 +75,16 @@ pub struct SimConfig {
     /// after the generation reports `completed`, not with it. The entry is
     /// dated when it is recorded.
     pub ledger_delay: Duration,
+    /// Models listed by `GET /v1/models` and accepted by creates beyond the
+    /// built-in catalog, as the upstream adds models a build does not know
+    /// (also at run time: [`Simulator::add_model`](crate::Simulator::add_model)).
+    /// Empty by default.
+    pub added_models: Vec<crate::AddedModel>,
+    /// Built-in model ids the upstream no longer lists: absent from
+    /// `GET /v1/models`, and a create for one is refused as an unknown model
+    /// (also at run time: [`Simulator::drop_model`](crate::Simulator::drop_model)).
+    /// Empty by default.
+    pub dropped_models: Vec<String>,
     /// Seed of the one RNG behind durations, failures and fault rates, so a
     /// run is reproducible given the same sequence of requests.
     pub seed: u64,
@@ -106,6 +116,8 @@ impl Default for SimConfig {
             logs_delay: Duration::ZERO,
             logs_requests_per_minute: 200,
             ledger_delay: Duration::ZERO,
+            added_models: Vec::new(),
+            dropped_models: Vec::new(),
             seed: 0x5EED_A1A1_2025,
         }
     }

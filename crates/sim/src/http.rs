@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::files::{RangeRequest, ResultFile, parse_range};
 use crate::service::{Receipt, valid_client_request_id};
 use crate::state::ResultState;
-use crate::validate::validate_create;
+use crate::validate::validate_listed;
 use crate::{Fault, Route, Simulator};
 
 /// Lets a handler close its own TCP connection ([`Fault::DropConnection`]);
@@ -143,6 +143,7 @@ pub(crate) fn router(sim: Simulator) -> Router {
         .route("/v2/logs", get(crate::service::logs))
         .route("/models/metrics", get(crate::service::metrics))
         .route("/v1/models", get(crate::catalogue::models))
+        .route("/docs-json", get(crate::catalogue::document))
         .route("/v2/billing/transactions", get(crate::billing::transactions))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
@@ -162,6 +163,7 @@ fn classify(method: &Method, path: &str) -> Route {
         "/v2/logs" if method == Method::GET => Route::Logs,
         "/models/metrics" if method == Method::GET => Route::Metrics,
         "/v1/models" if method == Method::GET => Route::Models,
+        "/docs-json" if method == Method::GET => Route::Documents,
         "/v2/billing/transactions" if method == Method::GET => Route::Billing,
         _ => Route::Any,
     }
@@ -399,7 +401,7 @@ fn count_bytes(response: Response, sim: Simulator) -> Response {
     Response::from_parts(parts, Body::from_stream(counted))
 }
 
-fn query_param(uri: &Uri, name: &str) -> Option<String> {
+pub(crate) fn query_param(uri: &Uri, name: &str) -> Option<String> {
     url::form_urlencoded::parse(uri.query()?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
@@ -500,7 +502,10 @@ async fn try_create(
 
     let key_index = authenticate(sim, headers)?;
     *caller = Some((key_index, body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned()));
-    let model = validate_create(&body).map_err(|rejection| ApiError {
+    // Checked on a copy of the listing: a large body is not checked under the lock.
+    let listed = sim.lock().listed.clone();
+    let checked = validate_listed(&body, &listed);
+    let model = checked.map_err(|rejection| ApiError {
         errors: Some(rejection.issues.iter().map(|i| i.to_json()).collect()),
         ..ApiError::new(400, rejection.message)
     })?;

@@ -11,7 +11,8 @@
 //!
 //! - `GET /v2/logs` and `GET /models/metrics`, the service endpoints a
 //!   client uses to find a lost create and to see how long models take,
-//! - `GET /v1/models`, the model catalogue, with each model's price,
+//! - `GET /v1/models`, the model catalogue, with each model's price, and
+//!   `GET /docs-json?model=ID`, the OpenAPI document it links for each,
 //! - `GET /v2/billing/transactions`, the account's ledger, where each
 //!   completed job's charge is recorded under its generation id,
 //!
@@ -57,6 +58,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
+pub use catalogue::AddedModel;
 pub use config::{SimConfig, Spread};
 pub use server::RunningSim;
 
@@ -100,6 +102,8 @@ pub enum Route {
     Metrics,
     /// `GET /v1/models`.
     Models,
+    /// `GET /docs-json?model=ID`, a model's OpenAPI document.
+    Documents,
     /// `GET /v2/billing/transactions`.
     Billing,
     /// Faults: every request. In a [`RequestRecord`]: a request that matched

@@ -12,6 +12,8 @@ use crate::{Faults, JobStats, RequestRecord, Route, SimConfig, Simulator, Stats}
 /// Everything behind the simulator's lock.
 #[derive(Debug)]
 pub(crate) struct State {
+    /// How the listed models differ from the built-in catalog.
+    pub(crate) listed: crate::catalogue::Listed,
     pub(crate) rng: fastrand::Rng,
     pub(crate) jobs: HashMap<String, Job>,
     pub(crate) stats: Stats,
@@ -34,7 +36,15 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn new(config: &SimConfig) -> Self {
+        let mut listed = crate::catalogue::Listed::default();
+        for model in &config.added_models {
+            listed.add(model.clone());
+        }
+        for id in &config.dropped_models {
+            listed.drop(id);
+        }
         Self {
+            listed,
             rng: fastrand::Rng::with_seed(config.seed),
             jobs: HashMap::new(),
             stats: Stats::default(),
@@ -275,7 +285,8 @@ impl Simulator {
             Route::Create => state.stats.create_requests += 1,
             Route::Poll => state.stats.poll_requests += 1,
             Route::Download => state.stats.download_requests += 1,
-            Route::Logs | Route::Metrics | Route::Models | Route::Billing | Route::Any => {}
+            Route::Logs | Route::Metrics | Route::Models | Route::Documents | Route::Billing | Route::Any => {
+            }
         }
         state.requests.push(RequestRecord {
             route,

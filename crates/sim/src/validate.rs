@@ -9,6 +9,8 @@
 use aimlvid::catalog::{self, Invalid, Issue, MODELS_DOC_URL};
 use serde_json::Value;
 
+use crate::catalogue::Listed;
+
 /// Longest quoted value echoed in a message; request values can be huge.
 const MAX_ECHO_CHARS: usize = 80;
 
@@ -26,9 +28,24 @@ pub(crate) struct Rejection {
 }
 
 /// Validates a create body; on success returns the model id.
+#[cfg(test)]
 pub(crate) fn validate_create(body: &Value) -> Result<String, Rejection> {
+    validate_listed(body, &Listed::default())
+}
+
+/// Validates a create body against the models `listed` now; on success
+/// returns the model id.
+pub(crate) fn validate_listed(body: &Value, listed: &Listed) -> Result<String, Rejection> {
     let model_path = [Value::from("model")];
-    let invalid = match catalog::validate(body) {
+    let name = body.get("model").and_then(Value::as_str).unwrap_or_default();
+    let checked = match listed.added(name) {
+        Some(spec) => spec.validate(body).map(|()| spec),
+        None if listed.is_dropped(name) => {
+            Err(Invalid::UnknownModel { given: name.to_owned(), suggestion: None })
+        }
+        None => catalog::validate(body),
+    };
+    let invalid = match checked {
         Ok(model) => return Ok(model.id.clone()),
         Err(invalid) => invalid,
     };

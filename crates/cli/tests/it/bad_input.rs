@@ -238,7 +238,7 @@ fn cached_answers_are_readable_by_their_owner_only() {
     env.cmd().args(["generate", "-m", "google/veo-3.1-t2v-fast", "-p", "x", "--dry-run"]).assert().success();
     env.cmd().args(["generate", "-m", "google/veo-3.1-t2v-fast", "-p", "x"]).assert().success();
     let files: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
-    assert!(files.iter().any(|p| p.ends_with("prices.json")), "{files:?}");
+    assert!(files.iter().any(|p| p.ends_with("catalogue.json")), "{files:?}");
     assert!(files.iter().any(|p| p.ends_with("model-metrics.json")), "{files:?}");
     for path in files {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

@@ -18,7 +18,15 @@ fn extend_writes_the_result_and_prints_its_path() {
     let err = stderr(&out);
     assert!(err.contains("created generation "), "{err}");
     assert!(err.contains("  completed  "), "{err}");
-    assert!(err.contains("120000 credits used"), "{err}");
+    // The final line, credits with their dollars beside them.
+    let last = err.lines().last().unwrap();
+    let id = only_id(&env);
+    let (took, rest) = last.strip_prefix("done in ").and_then(|l| l.split_once(" · ")).expect(last);
+    assert!(took.ends_with('s') || took.ends_with("ms"), "{last:?}");
+    let (size, generation) =
+        rest.strip_prefix("120,000 credits ($0.06) used · ").and_then(|l| l.split_once(" · ")).expect(last);
+    assert!(size.ends_with("KiB"), "{last:?}");
+    assert_eq!(generation, format!("generation {id}"));
     assert!(!err.contains('\r'), "no redraws without a terminal: {err:?}");
 
     let id = only_id(&env);
@@ -116,7 +124,7 @@ fn no_wait_then_status_wait_and_download() {
         .args(["status", &id])
         .assert()
         .success()
-        .stdout(format!("{id}  completed  120000 credits used\n"));
+        .stdout(format!("{id}  completed  120,000 credits ($0.06) used\n"));
     // The journal remembers where the result goes.
     env.cmd().args(["wait", &id]).assert().success();
     assert_result_file(&env.path("clip-extended.mp4"));

@@ -8,6 +8,7 @@
 //! polls as fast through `AIMLVID_TIME_SCALE`.
 
 mod bad_input;
+mod catalogue;
 mod exit_codes;
 mod extend;
 mod generate;

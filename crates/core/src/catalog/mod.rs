@@ -256,12 +256,175 @@ impl ModelSpec {
         if issues.is_empty() { Ok(()) } else { Err(Invalid::Refused { model: self.id.clone(), issues }) }
     }
 
+    /// A model known only by its request-body schema (from an OpenAPI
+    /// document read at run time, say), read as `cargo xtask codegen`
+    /// reads the built-in ones: media parameters are the URL-valued ones,
+    /// their kind told by their names, and its family by the media it
+    /// requires.
+    pub fn from_schema(id: impl Into<String>, schema: Value) -> ModelSpec {
+        let id = id.into();
+        let schema = normalise_defaults(schema);
+        let media: BTreeMap<String, MediaKind> = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, property)| Some((name.clone(), media_kind(name, property)?)))
+            .collect();
+        let required: Vec<&str> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let requires = |kind: MediaKind| required.iter().any(|name| media.get(*name) == Some(&kind));
+        let named = |words: &[&str]| words.iter().any(|w| id.contains(w));
+        let family = if requires(MediaKind::Audio) || named(&["lip-sync", "avatar"]) {
+            Family::Avatar
+        } else if id.contains("extend") {
+            Family::Extend
+        } else if requires(MediaKind::Video) || named(&["v2v", "video-to-video"]) {
+            Family::VideoToVideo
+        } else if requires(MediaKind::Image) || named(&["i2v", "image-to-video"]) {
+            Family::ImageToVideo
+        } else {
+            Family::TextToVideo
+        };
+        spec(id, Entry { family, media, schema, several_results: false })
+    }
+
+    /// A model from the OpenAPI document the API links for it
+    /// (`info.docsJson` in its catalogue): the request body of
+    /// `POST /v2/video/generations`, with the document's local `$ref`s
+    /// inlined. Refused when the document describes no such request, or
+    /// one for other models only.
+    pub fn from_openapi(id: impl Into<String>, document: &Value) -> Result<ModelSpec, DocumentError> {
+        let id = id.into();
+        let raw = document
+            .pointer("/paths/~1v2~1video~1generations/post/requestBody/content/application~1json/schema")
+            .ok_or_else(|| DocumentError::NoVideoRequest { model: id.clone() })?;
+        let schema =
+            inline_refs(document, raw, 0).ok_or_else(|| DocumentError::BrokenRef { model: id.clone() })?;
+        let named = schema
+            .pointer("/properties/model")
+            .map(|m| m.get("enum").and_then(Value::as_array).into_iter().flatten().chain(m.get("const")))
+            .map(|mut ids| ids.any(|named| named.as_str() == Some(id.as_str())));
+        if named == Some(false) {
+            return Err(DocumentError::OtherModel { model: id });
+        }
+        Ok(ModelSpec::from_schema(id, schema))
+    }
+
     /// A smallest body the schema accepts, with placeholder values
     /// (`https://example.com/…` for media): a starting point for a request,
     /// and what the tests send for every model.
     pub fn example(&self) -> Value {
         example_of(&self.schema)
     }
+}
+
+/// Why a model's OpenAPI document could not be read as its schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DocumentError {
+    /// It describes no `POST /v2/video/generations` body.
+    #[error(
+        "the OpenAPI document of {model} describes no POST /v2/video/generations request body; the API checks its requests alone"
+    )]
+    NoVideoRequest {
+        /// The model.
+        model: String,
+    },
+    /// A `$ref` is not local, dangles, or nests too deep.
+    #[error(
+        "the OpenAPI document of {model} has a $ref that cannot be followed; the API checks its requests alone"
+    )]
+    BrokenRef {
+        /// The model.
+        model: String,
+    },
+    /// Its request body names other models only.
+    #[error(
+        "the OpenAPI document linked for {model} describes other models; the API checks its requests alone"
+    )]
+    OtherModel {
+        /// The model.
+        model: String,
+    },
+}
+
+/// `$ref` chains deeper than this are taken for a broken document.
+const MAX_REF_DEPTH: usize = 32;
+
+/// `value` with the document's local `$ref`s (`#/...`) inlined; `None` for
+/// one that cannot be followed.
+fn inline_refs(document: &Value, value: &Value, depth: usize) -> Option<Value> {
+    if depth > MAX_REF_DEPTH {
+        return None;
+    }
+    Some(match value {
+        Value::Object(map) => {
+            if let Some(Value::String(reference)) = map.get("$ref") {
+                let target = document.pointer(reference.strip_prefix('#')?)?;
+                return inline_refs(document, target, depth + 1);
+            }
+            let mut out = Map::new();
+            for (key, v) in map {
+                out.insert(key.clone(), inline_refs(document, v, depth)?);
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| inline_refs(document, v, depth)).collect::<Option<_>>()?)
+        }
+        other => other.clone(),
+    })
+}
+
+/// Defaults written as strings on numeric or boolean properties become
+/// values of the declared type, as codegen makes them for built-in models.
+fn normalise_defaults(mut schema: Value) -> Value {
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        for property in properties.values_mut() {
+            let Value::Object(property) = property else { continue };
+            let ty = property.get("type").and_then(Value::as_str).map(str::to_owned);
+            let Some(Value::String(text)) = property.get("default") else { continue };
+            let typed = match ty.as_deref() {
+                Some("integer") => text.parse::<i64>().ok().map(Value::from),
+                Some("number") => text.parse::<f64>().ok().map(Value::from),
+                Some("boolean") => text.parse::<bool>().ok().map(Value::from),
+                _ => None,
+            };
+            if let Some(typed) = typed {
+                property.insert("default".into(), typed);
+            }
+        }
+    }
+    schema
+}
+
+/// The kind of media a top-level parameter takes, if any: a URL-valued
+/// string (or list), named for what it holds; as codegen tells them.
+fn media_kind(name: &str, schema: &Value) -> Option<MediaKind> {
+    fn is_uri(schema: &Value) -> bool {
+        let uri = |s: &Value| s.get("format").and_then(Value::as_str) == Some("uri");
+        uri(schema)
+            || schema.get("items").is_some_and(uri)
+            || ["anyOf", "oneOf"]
+                .iter()
+                .any(|key| schema.get(*key).and_then(Value::as_array).is_some_and(|b| b.iter().any(is_uri)))
+    }
+    if !(is_uri(schema) || name.ends_with("_url") || name.ends_with("_urls")) {
+        return None;
+    }
+    Some(if name.contains("audio") {
+        MediaKind::Audio
+    } else if name.contains("video") || name.starts_with("alpha") {
+        MediaKind::Video
+    } else {
+        MediaKind::Image
+    })
 }
 
 /// Why a request was refused before it was sent.
@@ -338,6 +501,17 @@ pub fn models() -> impl Iterator<Item = &'static ModelSpec> {
 /// The model with this id.
 pub fn model(id: &str) -> Option<&'static ModelSpec> {
     CATALOG.get(id)
+}
+
+/// The model called `name`: by its id, or by the alias the API gives every
+/// model, its id without the developer (`veo3-1-fast-extend-video`) when
+/// that names one model only.
+pub fn resolve(name: &str) -> Option<&'static ModelSpec> {
+    model(name).or_else(|| {
+        let mut named = models().filter(|m| m.id.split_once('/').is_some_and(|(_, alias)| alias == name));
+        // An alias two developers share names neither.
+        named.next().filter(|_| named.next().is_none())
+    })
 }
 
 /// Models whose id contains `text` (ignoring case; empty matches all), of
@@ -511,6 +685,7 @@ fn example_of(schema: &Value) -> Value {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
     use serde_json::json;
 

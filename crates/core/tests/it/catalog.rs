@@ -105,3 +105,38 @@ async fn validation_can_be_turned_off_for_a_catalog_behind_the_api() {
     assert!(matches!(client.create(&request).await, Err(Error::InvalidRequest { .. })));
     assert_eq!(sim.requests().len(), 1, "sent, and refused by the API instead");
 }
+
+#[test]
+fn a_models_openapi_document_reads_as_codegen_reads_it() {
+    let id = "google/veo3-1-fast-extend-video";
+    let document: serde_json::Value =
+        serde_json::from_str(include_str!("../../api/video-models/Google_veo3-1-fast-extend-video.json"))
+            .unwrap();
+    let read = aimlvid::catalog::ModelSpec::from_openapi(id, &document).unwrap();
+    let built_in = aimlvid::catalog::model(id).unwrap();
+    assert_eq!(read.family, built_in.family);
+    let shape = |spec: &aimlvid::catalog::ModelSpec| {
+        spec.parameters
+            .iter()
+            .map(|p| (p.name.clone(), p.required, p.media, p.default.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shape(&read), shape(built_in));
+    let body = serde_json::json!({"model": id, "prompt": "x", "video_url": "https://example.com/a.mp4", "duration": 9});
+    assert_eq!(read.validate(&body).is_err(), built_in.validate(&body).is_err());
+    assert!(read.validate(&body).is_err());
+
+    assert!(matches!(
+        aimlvid::catalog::ModelSpec::from_openapi("acme/other", &document),
+        Err(aimlvid::catalog::DocumentError::OtherModel { .. })
+    ));
+    assert!(matches!(
+        aimlvid::catalog::ModelSpec::from_openapi(id, &serde_json::json!({"paths": {}})),
+        Err(aimlvid::catalog::DocumentError::NoVideoRequest { .. })
+    ));
+    let looping = serde_json::json!({"paths": {"/v2/video/generations": {"post": {"requestBody": {"content": {"application/json": {"schema": {"$ref": "#/a"}}}}}}}, "a": {"$ref": "#/a"}});
+    assert!(matches!(
+        aimlvid::catalog::ModelSpec::from_openapi(id, &looping),
+        Err(aimlvid::catalog::DocumentError::BrokenRef { .. })
+    ));
+}
