@@ -410,8 +410,15 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Acc
     // then for one of the server's, so a key sending thousands of creates
     // at once holds a few places, and the others' creates go between its.
     let key = slot.key.clone();
-    let _key_turn = key.create_turn().await;
-    let _turn = state.upstream_create_turn().await;
+    // The create's deadline to be recorded runs from its arrival, places in
+    // line included: while storage fails, creates queued behind the ones
+    // waiting on it are answered in time too, and never sent later for a
+    // member who has long given up.
+    let deadline = Instant::now() + state.create_record_timeout();
+    let turns = async { (key.create_turn().await, state.upstream_create_turn().await) };
+    let Ok((_key_turn, _turn)) = tokio::time::timeout_at(deadline, turns).await else {
+        return Err(storage_unavailable("waiting for a turn behind creates that storage did not record"));
+    };
     // Time-ordered, so each new row goes at the end of the table's index
     // rather than on a random page that the commit must then rewrite.
     let local_id = uuid::Uuid::now_v7().to_string();
@@ -427,7 +434,6 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Acc
     };
     // Storage that refuses writes answers the create within a bounded
     // time, with nothing sent upstream, rather than holding it open.
-    let deadline = Instant::now() + state.create_record_timeout();
     match state.writer().begin_by(new_job, deadline).await {
         Ok(WriteOutcome::Begun(Begun::Inserted)) => {}
         Ok(WriteOutcome::Begun(Begun::Existing(existing))) => {
@@ -443,15 +449,7 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Acc
         Ok(other) => {
             return Err(ApiError::internal(&format!("a create was recorded as {other:?}")));
         }
-        Err(WriteError::Unavailable(cause)) => {
-            tracing::error!(cause, "a create could not be recorded in time; refused, nothing sent upstream");
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The server cannot record new generations right now (its storage is failing), so this \
-                 create was not sent upstream and nothing was charged. Try again shortly.",
-            )
-            .with_retry_after(Some(5)));
-        }
+        Err(WriteError::Unavailable(cause)) => return Err(storage_unavailable(&cause)),
         Err(e) => {
             return Err(ApiError::internal(&e));
         }
@@ -534,6 +532,18 @@ async fn accept(state: AppState, slot: Slot, create: AcceptCreate) -> Result<Acc
             Err(upstream_error(e))
         }
     }
+}
+
+/// A create refused because storage could not record it in time: nothing
+/// was sent upstream.
+fn storage_unavailable(cause: &str) -> ApiError {
+    tracing::error!(cause, "a create could not be recorded in time; refused, nothing sent upstream");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The server cannot record new generations right now (its storage is failing), so this \
+         create was not sent upstream and nothing was charged. Try again shortly.",
+    )
+    .with_retry_after(Some(5))
 }
 
 /// The answer to a create repeated with the same `Idempotency-Key`.
