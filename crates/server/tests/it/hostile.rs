@@ -82,6 +82,21 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout(
     let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let took = closed_after(&mut silent).await;
     assert!(took < Duration::from_secs(5), "{took:?}");
+    // One that completes its handshake, then sends nothing, is closed too.
+    let roots = {
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        let pem = std::fs::read(&cert).unwrap();
+        let der = pem_to_der(&pem);
+        roots.add(der.into()).unwrap();
+        roots
+    };
+    let client =
+        tokio_rustls::rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut shook = connector.connect("localhost".try_into().unwrap(), tcp).await.expect("handshake");
+    let took = closed_after(&mut shook).await;
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "{took:?}");
     // Every answer over TLS carries HSTS.
     let health = secure.http.get(format!("{}/healthz", secure.url)).send().await.unwrap();
     assert_eq!(health.headers()["strict-transport-security"], "max-age=31536000");
@@ -151,4 +166,12 @@ async fn unauthenticated_admin_uploads_are_refused_unread() {
         .unwrap();
     assert_eq!(refused.status(), 413);
     proxy.stop().await;
+}
+
+/// The DER bytes of the first PEM block in `pem`.
+fn pem_to_der(pem: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(pem).unwrap();
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
 }
