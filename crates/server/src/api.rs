@@ -334,6 +334,7 @@ async fn read_body(
     };
     let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize));
     let mut chunks = body.into_data_stream();
+    let started = tokio::time::Instant::now();
     loop {
         let wait =
             front.body_idle_timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
@@ -345,6 +346,14 @@ async fn read_body(
             return Err(too_large());
         }
         bytes.extend_from_slice(&chunk);
+        // After the first pause allowed, the body keeps up with the slowest
+        // rate as it arrives, not only by the end a large declared length
+        // allows (which would let a trickle hold a connection for an hour).
+        let owed = started.elapsed().saturating_sub(front.body_idle_timeout).as_secs_f64()
+            * front.min_body_rate.max(1) as f64;
+        if (bytes.len() as f64) < owed {
+            return Err(too_slow());
+        }
     }
     Ok(Bytes::from(bytes))
 }

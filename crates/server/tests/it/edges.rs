@@ -413,6 +413,60 @@ async fn a_create_body_that_stops_arriving_is_refused() {
     proxy.stop().await;
 }
 
+/// A body that keeps trickling, slower than the least rate allowed, is
+/// refused once it falls behind that rate, however large a length it
+/// declared (which would otherwise buy it a deadline of an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_body_that_trickles_below_the_least_rate_is_refused_as_it_falls_behind() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let front = aimlvid_server::front::FrontLimits {
+        body_idle_timeout: Duration::from_millis(200),
+        min_body_rate: 16 * 1024,
+        ..Default::default()
+    };
+    let proxy = proxy_with_front(&sim, &db, front).await;
+    let key = proxy.key("tess", KeyLimits::default()).await;
+    let address = proxy.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // 60 MB declared: at the least rate that alone would allow an hour.
+    let head = format!(
+        "POST /v2/video/generations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 60000000\r\n\r\n{{\"model\":\""
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    // About 2 KB a second, each pause well within the idle timeout.
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if writer.write_all(&[b'x'; 100]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(4), async {
+        let mut buffer = [0u8; 256];
+        while let Ok(n) = reader.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buffer[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "after {:?}: {answer:?}", started.elapsed());
+    assert_eq!(sim.stats().create_requests, 0);
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_wait_for_a_free_slot() {
     let sim = frozen_sim().await;
