@@ -161,6 +161,7 @@ pub fn is_public(ip: std::net::IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
                 || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments
+                || (a == 198 && (b & 0xfe) == 18) // benchmarking, 198.18/15
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
@@ -177,6 +178,7 @@ pub fn is_public(ip: std::net::IpAddr) -> bool {
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
                 || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated, still routed locally)
+                || (s[0] == 0x0100 && s[1..4] == [0; 3]) // discard-only, 100::/64
                 || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // local-use NAT64, 64:ff9b:1::/48
                 || s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         }
@@ -193,6 +195,10 @@ fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Vec<std::net::Ipv4Addr> {
     let from = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
     if let Some(v4) = v6.to_ipv4_mapped() {
         return vec![v4];
+    }
+    // IPv4-translated, `::ffff:0:a.b.c.d`.
+    if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
+        return vec![from(s[6], s[7])];
     }
     // `::` and `::1` are IPv6's own unspecified and loopback addresses.
     if s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1) {
@@ -337,6 +343,10 @@ mod target_tests {
             "2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo, client 127.0.0.1 (inverted)
             "2001:0:a00:1:8000:63bf:f7f7:f7f7",     // Teredo, server 10.0.0.1
             "fec0::1",                              // site-local
+            "::ffff:0:7f00:1",                      // IPv4-translated 127.0.0.1
+            "100::1",                               // discard-only
+            "198.18.0.1",                           // benchmarking
+            "198.19.255.1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }

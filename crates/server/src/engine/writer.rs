@@ -215,11 +215,19 @@ async fn run(
             gave_up = true;
             // Shutdown with storage still failing: say loudly what this run could not store.
             for unstored in batch.drain(..) {
-                tracing::error!(
-                    write = %unstored.write.subject(),
-                    "the server stopped before storage took this write; a job the upstream accepted \
-                     is found again in its request logs at the next start"
-                );
+                let write = unstored.write.subject();
+                if matches!(unstored.write, JobWrite::Begin(_)) {
+                    tracing::error!(
+                        write,
+                        "the server stopped before storage took this create; it was never sent upstream"
+                    );
+                } else {
+                    tracing::error!(
+                        write,
+                        "the server stopped before storage took this write; the job is found again \
+                         (polled, or looked up in the upstream's request logs) at the next start"
+                    );
+                }
             }
         }
     }
