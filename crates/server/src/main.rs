@@ -157,12 +157,28 @@ impl LimitArgs {
     }
 }
 
+/// `writeln!` to standard output: an error (a closed pipe, a full disk)
+/// is returned, not a panic as `println!` would.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 /// Runs the command; an error is printed once, as one line of causes
 /// (`error: opening …: …`), never as a backtrace, whatever `RUST_BACKTRACE` says.
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match start(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // A reader that stopped reading (`keys list | head -1`) is no error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -245,14 +261,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("no jobs need attention");
             }
             for job in jobs {
-                println!(
+                outln!(
                     "{}\tkey {}\t{}\t{}\t{}",
                     job.local_id,
                     job.key_id,
                     job.generation_id.as_deref().unwrap_or("(no generation id)"),
                     job.model,
                     job.note.as_deref().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ")
-                );
+                )?;
             }
             Ok(())
         }
@@ -359,25 +375,32 @@ async fn keys(
             } else {
                 eprintln!("Created key {:?}. It is shown only now; store it safely:", issued.record.name);
             }
-            println!("{}", issued.key.expose_secret());
+            outln!("{}", issued.key.expose_secret())?;
             if let Some(secret) = &issued.webhook_secret {
-                println!("{}", secret.expose_secret());
+                outln!("{}", secret.expose_secret())?;
             }
         }
         KeysCommand::List => {
-            println!(
+            outln!(
                 "{:<20} {:<12} {:<9} {:>6} {:>10} {:>12} {:>14}  {:<24}  WEBHOOK",
-                "NAME", "PREFIX", "STATE", "RPM", "UNFINISHED", "BUDGET", "CREDITS USED", "MODELS"
-            );
+                "NAME",
+                "PREFIX",
+                "STATE",
+                "RPM",
+                "UNFINISHED",
+                "BUDGET",
+                "CREDITS USED",
+                "MODELS"
+            )?;
             for key in store.keys().await? {
-                print_key(&key);
+                print_key(&key)?;
             }
         }
         KeysCommand::Rotate { name } => {
             let (record, key) = aimlvid_server::admin::rotate_key(store, &name)
                 .await?
                 .with_context(|| format!("no usable key named {name:?}"))?;
-            println!("{}", key.expose_secret());
+            outln!("{}", key.expose_secret())?;
             eprintln!(
                 "Rotated key {:?}: the line above is its new secret, shown once; the old one no longer works.",
                 record.name
@@ -399,17 +422,17 @@ async fn keys(
             let (record, webhook_secret) = aimlvid_server::admin::update_key(store, &name, &update, rules)
                 .await?
                 .with_context(|| format!("no key named {name:?}"))?;
-            print_key(&record);
+            print_key(&record)?;
             if let Some(secret) = webhook_secret {
                 eprintln!("The webhook's new signing secret, shown only now:");
-                println!("{}", secret.expose_secret());
+                outln!("{}", secret.expose_secret())?;
             }
         }
     }
     Ok(())
 }
 
-fn print_key(key: &KeyRecord) {
+fn print_key(key: &KeyRecord) -> std::io::Result<()> {
     let state = if key.revoked {
         "revoked"
     } else if key.enabled {
@@ -418,7 +441,7 @@ fn print_key(key: &KeyRecord) {
         "disabled"
     };
     let show = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    println!(
+    outln!(
         "{:<20} {:<12} {:<9} {:>6} {:>10} {:>12} {:>14}  {:<24}  {}",
         key.name,
         format!("{}…", key.prefix),
@@ -429,5 +452,6 @@ fn print_key(key: &KeyRecord) {
         key.credits_used,
         key.limits.allowed_models.as_ref().map_or_else(|| "any".to_owned(), |m| m.join(",")),
         key.webhook_url.as_deref().unwrap_or("-"),
-    );
+    )?;
+    Ok(())
 }

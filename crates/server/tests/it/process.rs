@@ -568,3 +568,28 @@ async fn an_error_line_is_in_the_log_file_when_the_process_is_killed_right_after
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("refuses this server's API key"), "{log}");
 }
+
+/// A reader that stops reading (`keys list | head -1`) ends the listing
+/// quietly: no panic, no backtrace, success.
+#[test]
+fn a_listing_whose_reader_went_away_ends_quietly() {
+    let (_dir, db) = temp_db();
+    for n in 0..3 {
+        let made =
+            Command::new(BIN).args(["keys", "create", &format!("k{n}"), "--database"]).arg(&db).output();
+        assert!(made.unwrap().status.success());
+    }
+    let mut listing = Command::new(BIN)
+        .args(["keys", "list", "--database"])
+        .arg(&db)
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the listing is written: every write fails with a broken pipe.
+    drop(listing.stdout.take());
+    let output = listing.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && !said.contains("panicked"), "{:?}: {said}", output.status);
+}
