@@ -150,7 +150,17 @@ impl FileConfig {
     /// Reads and parses a TOML file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        // toml's own message quotes the offending line, and so the value
+        // on it, which may be a secret put there by mistake: say where and
+        // what, not the line.
+        toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let message = e.message().trim().to_owned();
+            match line {
+                Some(line) => anyhow::anyhow!("parsing {}, line {line}: {message}", path.display()),
+                None => anyhow::anyhow!("parsing {}: {message}", path.display()),
+            }
+        })
     }
 }
 
@@ -208,7 +218,9 @@ impl DbArgs {
             })?;
             return Ok(Database::Postgres(settings));
         }
-        sqlite_path(spec).map(Database::Sqlite).map_err(|e| anyhow::anyhow!("--database {spec:?}: {e}"))
+        // A URL may hold a password: only a path is ever repeated.
+        let shown = if spec.contains("://") { "the database URL".to_owned() } else { format!("{spec:?}") };
+        sqlite_path(spec).map(Database::Sqlite).map_err(|e| anyhow::anyhow!("--database {shown}: {e}"))
     }
 }
 
@@ -376,12 +388,30 @@ pub struct Settings {
     pub create_record_timeout: Duration,
 }
 
+/// The longest time any setting may name: a day is already more than any
+/// wait here needs, and larger values overflow the clocks they are added to.
+const LONGEST_SETTING: Duration = Duration::from_secs(86_400);
+
 /// Seconds from a flag or the file, checked.
 fn secs(name: &str, value: Option<f64>, default: Duration) -> anyhow::Result<Duration> {
     match value {
         None => Ok(default),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-        Some(s) => anyhow::bail!("{name} must be a number of seconds, 0 or more, not {s}"),
+        Some(s) if s.is_finite() && s >= 0.0 && s <= LONGEST_SETTING.as_secs_f64() => {
+            Ok(Duration::from_secs_f64(s))
+        }
+        Some(s) => anyhow::bail!(
+            "{name} must be a number of seconds from 0 to {}, not {s}",
+            LONGEST_SETTING.as_secs()
+        ),
+    }
+}
+
+/// Whole seconds from a flag or the file, at most a day (or `max`).
+fn whole_secs(name: &str, value: Option<u64>, default: Duration, max: Duration) -> anyhow::Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(s) if s <= max.as_secs() => Ok(Duration::from_secs(s)),
+        Some(s) => anyhow::bail!("{name} must be at most {} seconds, not {s}", max.as_secs()),
     }
 }
 
@@ -489,17 +519,23 @@ impl Settings {
             .retention_days
             .or(file.retention_days)
             .map(|days| Duration::from_secs(u64::from(days.max(1)) * 86_400));
+        let year = Duration::from_secs(365 * 86_400);
         let mut database = db.database(&file)?;
-        let lease = Duration::from_secs(
-            args.lease_secs.or(file.lease_secs).unwrap_or(DEFAULT_LEASE.as_secs()).max(3),
-        );
+        let lease =
+            whole_secs("lease_secs", args.lease_secs.or(file.lease_secs), DEFAULT_LEASE, LONGEST_SETTING)?
+                .max(Duration::from_secs(3));
         if let Database::Postgres(settings) = &mut database {
             settings.lease = lease;
         }
-        let team_page = (!args.no_team_page && file.team_page.unwrap_or(true)).then(|| {
-            let hours = file.team_page_session_hours.unwrap_or(crate::page::session::DEFAULT_SESSION_HOURS);
-            Duration::from_secs(hours.max(1) * 3600)
-        });
+        let session_hours =
+            file.team_page_session_hours.unwrap_or(crate::page::session::DEFAULT_SESSION_HOURS);
+        anyhow::ensure!(
+            (1..=24 * 365).contains(&session_hours),
+            "team_page_session_hours must be from 1 to {} (a year), not {session_hours}",
+            24 * 365
+        );
+        let team_page = (!args.no_team_page && file.team_page.unwrap_or(true))
+            .then(|| Duration::from_secs(session_hours * 3600));
         let front = {
             let defaults = crate::front::FrontLimits::default();
             crate::front::FrontLimits {
@@ -507,20 +543,47 @@ impl Settings {
                     .max_connections_per_peer
                     .or(file.max_connections_per_peer)
                     .unwrap_or(defaults.max_connections_per_peer),
-                first_byte_timeout: file
-                    .first_byte_timeout_secs
-                    .map_or(defaults.first_byte_timeout, |s| Duration::from_secs(s.max(1))),
+                first_byte_timeout: whole_secs(
+                    "first_byte_timeout_secs",
+                    file.first_byte_timeout_secs,
+                    defaults.first_byte_timeout,
+                    LONGEST_SETTING,
+                )?
+                .max(Duration::from_secs(1)),
                 hsts_max_age: match file.hsts_max_age_secs {
                     None => defaults.hsts_max_age,
                     Some(0) => None,
-                    Some(s) => Some(Duration::from_secs(s)),
+                    Some(s) => Some(whole_secs("hsts_max_age_secs", Some(s), year, 2 * year)?),
                 },
                 ..defaults
             }
         };
-        let create_record_timeout = file
-            .create_record_timeout_secs
-            .map_or(crate::state::DEFAULT_CREATE_RECORD_TIMEOUT, |s| Duration::from_secs(s.max(1)));
+        let create_record_timeout = whole_secs(
+            "create_record_timeout_secs",
+            file.create_record_timeout_secs,
+            crate::state::DEFAULT_CREATE_RECORD_TIMEOUT,
+            LONGEST_SETTING,
+        )?
+        .max(Duration::from_secs(1));
+        let upstream_timeout = whole_secs(
+            "upstream_timeout_secs",
+            args.upstream_timeout_secs.or(file.upstream_timeout_secs),
+            Duration::from_secs(120),
+            LONGEST_SETTING,
+        )?;
+        anyhow::ensure!(!upstream_timeout.is_zero(), "upstream_timeout_secs must be at least 1");
+        let key_refresh = whole_secs(
+            "key_refresh_secs",
+            file.key_refresh_secs,
+            crate::state::DEFAULT_KEY_REFRESH,
+            LONGEST_SETTING,
+        )?;
+        let webhook_timeout = whole_secs(
+            "webhook_timeout_secs",
+            file.webhook_timeout_secs,
+            WebhookConfig::default().timeout,
+            LONGEST_SETTING,
+        )?;
         Ok(Settings {
             front,
             create_record_timeout,
@@ -549,19 +612,17 @@ impl Settings {
             admin_token,
             metrics_token,
             body_limit: args.body_limit.or(file.body_limit).unwrap_or(crate::DEFAULT_BODY_LIMIT),
-            upstream_timeout: Duration::from_secs(
-                args.upstream_timeout_secs.or(file.upstream_timeout_secs).unwrap_or(120),
-            ),
-            key_refresh: file
-                .key_refresh_secs
-                .map_or(crate::state::DEFAULT_KEY_REFRESH, |s| Duration::from_secs(s.max(1))),
+            upstream_timeout,
+            key_refresh: if file.key_refresh_secs.is_some() {
+                key_refresh.max(Duration::from_secs(1))
+            } else {
+                key_refresh
+            },
             webhooks: {
                 let defaults = WebhookConfig::default();
                 WebhookConfig {
                     max_attempts: file.webhook_max_attempts.unwrap_or(defaults.max_attempts).max(1),
-                    timeout: file
-                        .webhook_timeout_secs
-                        .map_or(defaults.timeout, |s| Duration::from_secs(s.max(1))),
+                    timeout: webhook_timeout.max(Duration::from_secs(1)),
                     allow_private_targets: file.webhook_allow_private_targets.unwrap_or(false),
                     allow_plain_http: file.webhook_allow_plain_http.unwrap_or(false),
                     ..defaults
@@ -584,6 +645,45 @@ fn read_secret(path: &Path) -> anyhow::Result<SecretString> {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret as _;
+
+    /// Values too large for a clock are refused with the setting's name,
+    /// not a panic when they are added to one.
+    #[test]
+    fn huge_durations_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = |_: &str| Some("x".repeat(MIN_TOKEN_LEN));
+        for (line, name) in [
+            ("team_page_session_hours = 18446744073709551615", "team_page_session_hours"),
+            ("webhook_timeout_secs = 18446744073709551615", "webhook_timeout_secs"),
+            ("lease_secs = 18446744073709551615", "lease_secs"),
+            ("[poll]\ninterval_secs = 1e308", "poll interval"),
+        ] {
+            let path = dir.path().join("server.toml");
+            std::fs::write(&path, line).unwrap();
+            let db = DbArgs { config: Some(path), ..DbArgs::default() };
+            let err = Settings::resolve(&db, &ServeArgs::default(), env).unwrap_err().to_string();
+            assert!(err.contains(name), "{line}: {err}");
+        }
+        let args = ServeArgs { poll_first_delay: Some(1e20), ..ServeArgs::default() };
+        let err = Settings::resolve(&DbArgs::default(), &args, env).unwrap_err().to_string();
+        assert!(err.contains("poll first delay"), "{err}");
+    }
+
+    /// A secret typed into the wrong place is not repeated by the error
+    /// that refuses it.
+    #[test]
+    fn errors_about_the_file_or_the_database_never_repeat_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in ["upstream_key = \"sk-TOMLSECRET-123\"", "admin_token = sk-TOMLSECRET-123"] {
+            let path = dir.path().join("server.toml");
+            std::fs::write(&path, format!("listen = \"127.0.0.1:1\"\n{text}\n")).unwrap();
+            let err = format!("{:#}", FileConfig::load(&path).unwrap_err());
+            assert!(!err.contains("TOMLSECRET") && err.contains("line 2"), "{err}");
+        }
+        let db = DbArgs { database: Some("mysql://u:MysqlSecret1@localhost/db".into()), ..DbArgs::default() };
+        let err = format!("{:#}", db.database(&FileConfig::default()).unwrap_err());
+        assert!(!err.contains("MysqlSecret1") && err.contains("not a database"), "{err}");
+    }
 
     #[test]
     fn short_admin_and_metrics_tokens_are_refused() {
