@@ -158,6 +158,9 @@ pub(crate) async fn create(
         })?
     };
     let request_hash: [u8; 32] = Sha256::digest(&body).into();
+    // The parsed body is what goes on: the raw one (up to the body limit)
+    // is not kept beside it while the create waits and runs.
+    drop(body);
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
         Some(v) => match v.to_str() {
