@@ -59,6 +59,48 @@ async fn proxy_on(
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// Runs each case on SQLite and on PostgreSQL, as `sqlite::CASE` and
+/// `postgres::CASE` (which says it is skipped without a test database).
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (dir, db) = crate::support::temp_db();
+                    super::$case(super::Storage::Sqlite(dir, db)).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(database) = crate::support::TestPostgres::create().await else { return };
+                    super::$case(super::Storage::Postgres(database)).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    lost_answers_keep_counting_against_their_key,
+    an_unlogged_create_gives_its_place_back_after_the_window,
+);
+
+/// Creates `n` jobs with `key`, each answered 200; their ids.
+async fn create_jobs(proxy: &Proxy, key: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let created =
+            post(&proxy.http, &proxy.endpoint(), Some(key), &create_body(&format!("job {i}"))).await;
+        assert_eq!(created.status, 200, "{created:?}");
+        ids.push(created.body["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
 /// Six creates per key whose answers are lost (the upstream accepted each,
 /// and may bill it) are counted like running jobs: a key allowed two
 /// unfinished jobs sends two and is refused the rest, a key whose budget
@@ -143,18 +185,6 @@ async fn lost_answers_keep_counting_against_their_key(storage: Storage) {
     storage.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_lost_answers_keep_counting_against_their_key() {
-    let (dir, db) = temp_db();
-    lost_answers_keep_counting_against_their_key(Storage::Sqlite(dir, db)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_lost_answers_keep_counting_against_their_key() {
-    let Some(database) = TestPostgres::create().await else { return };
-    lost_answers_keep_counting_against_their_key(Storage::Postgres(database)).await;
-}
-
 /// A create that never reached the upstream (its connection dropped before
 /// an answer, and no log row for it) holds its key's place only for the
 /// lookup window, then gives it back once; it is still looked up.
@@ -180,18 +210,6 @@ async fn an_unlogged_create_gives_its_place_back_after_the_window(storage: Stora
     assert_eq!(proxy.state.store().jobs_needing_attention().await.unwrap().len(), 1);
     proxy.stop().await;
     storage.finish().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_an_unlogged_create_gives_its_place_back_after_the_window() {
-    let (dir, db) = temp_db();
-    an_unlogged_create_gives_its_place_back_after_the_window(Storage::Sqlite(dir, db)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_an_unlogged_create_gives_its_place_back_after_the_window() {
-    let Some(database) = TestPostgres::create().await else { return };
-    an_unlogged_create_gives_its_place_back_after_the_window(Storage::Postgres(database)).await;
 }
 
 /// Makes `paths` immutable (`chattr +i`), or writable again; false where
@@ -225,13 +243,7 @@ async fn sqlite_storage_that_refuses_writes_recovers_without_a_restart() {
     let proxy =
         start_proxy_configured(&sim, &db, |c| c.create_record_timeout = Duration::from_millis(500)).await;
     let key = proxy.key("steady", KeyLimits { max_unfinished: None, ..KeyLimits::default() }).await;
-    let mut ids = Vec::new();
-    for n in 0..10 {
-        let created =
-            post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body(&format!("job {n}"))).await;
-        assert_eq!(created.status, 200, "{created:?}");
-        ids.push(created.body["id"].as_str().unwrap().to_owned());
-    }
+    let ids = create_jobs(&proxy, &key, 10).await;
     assert_eq!(ready(&proxy).await, 200);
     let wal = dir.path().join("server.db-wal");
     let files = [db.as_path(), wal.as_path()];
@@ -314,13 +326,7 @@ async fn postgres_backends_killed_mid_transaction_recover_without_a_restart() {
     })
     .await;
     let key = proxy.key("steady", KeyLimits { max_unfinished: None, ..KeyLimits::default() }).await;
-    let mut ids = Vec::new();
-    for n in 0..10 {
-        let created =
-            post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body(&format!("job {n}"))).await;
-        assert_eq!(created.status, 200, "{created:?}");
-        ids.push(created.body["id"].as_str().unwrap().to_owned());
-    }
+    let ids = create_jobs(&proxy, &key, 10).await;
 
     // Every write to the jobs now waits on the test's lock, inside its transaction.
     let lock = database.lock_jobs().await;
@@ -372,12 +378,7 @@ async fn a_server_stops_when_told_to_while_storage_refuses_writes() {
     let (dir, db) = temp_db();
     let proxy = start_proxy(&sim, &db).await;
     let key = proxy.key("steady", KeyLimits { max_unfinished: None, ..KeyLimits::default() }).await;
-    let mut ids = Vec::new();
-    for n in 0..5 {
-        let created =
-            post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body(&format!("job {n}"))).await;
-        ids.push(created.body["id"].as_str().unwrap().to_owned());
-    }
+    let ids = create_jobs(&proxy, &key, 5).await;
     let wal = dir.path().join("server.db-wal");
     let files = [db.as_path(), wal.as_path()];
     if !set_immutable(&files, true) {
