@@ -154,6 +154,22 @@ pub(crate) fn bearer(headers: &HeaderMap) -> &str {
         .unwrap_or_default()
 }
 
+/// A key as the admin API shows it: its record, with the dollar figures
+/// beside the credit ones (the API bills in dollars; credits are exact).
+fn key_json(record: &KeyRecord) -> serde_json::Value {
+    let mut value = serde_json::to_value(record).unwrap_or_default();
+    value["credits_used_usd"] = usd(record.credits_used).into();
+    if let Some(budget) = record.limits.credit_budget {
+        value["credit_budget_usd"] = usd(budget).into();
+    }
+    value
+}
+
+/// `credits` in dollars, as an exact decimal (`0.06`).
+pub fn usd(credits: f64) -> String {
+    aimlvid::Credits::from_f64_rounded(credits).unwrap_or_default().usd_decimal()
+}
+
 fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Conflict(what) => ApiError::new(StatusCode::CONFLICT, format!("{what} already exists")),
@@ -246,7 +262,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Response, ApiE
         .into_iter()
         .map(|record| {
             let unfinished = counts.get(&record.id).copied().unwrap_or(0);
-            let mut value = serde_json::to_value(&record).unwrap_or_default();
+            let mut value = key_json(&record);
             value["unfinished"] = unfinished.into();
             value
         })
@@ -286,7 +302,7 @@ pub(crate) async fn create(
         .await
         .map_err(issue_error)?;
     state.reload_keys().await.map_err(store_error)?;
-    let mut value = serde_json::to_value(&issued.record).map_err(|e| ApiError::internal(&e))?;
+    let mut value = key_json(&issued.record);
     value["key"] = issued.key.expose_secret().into();
     if let Some(secret) = &issued.webhook_secret {
         value["webhook_secret"] = secret.expose_secret().into();
@@ -307,7 +323,7 @@ pub(crate) async fn update(
     let (record, secret) =
         updated.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No key named {name:?}")))?;
     state.reload_keys().await.map_err(store_error)?;
-    let mut value = serde_json::to_value(&record).map_err(|e| ApiError::internal(&e))?;
+    let mut value = key_json(&record);
     if let Some(secret) = &secret {
         value["webhook_secret"] = secret.expose_secret().into();
     }
@@ -323,7 +339,7 @@ pub(crate) async fn revoke(
     let record =
         record.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No key named {name:?}")))?;
     state.reload_keys().await.map_err(store_error)?;
-    Ok(Json(record).into_response())
+    Ok(Json(key_json(&record)).into_response())
 }
 
 /// `POST /admin/keys/{name}/rotate`: a new secret for the same key, shown once.
@@ -335,7 +351,7 @@ pub(crate) async fn rotate(
     let (record, key) = rotated
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No usable key named {name:?}")))?;
     state.reload_keys().await.map_err(store_error)?;
-    let mut body = serde_json::to_value(&record).unwrap_or_default();
+    let mut body = key_json(&record);
     body["key"] = key.expose_secret().into();
     Ok(Json(body).into_response())
 }

@@ -86,6 +86,11 @@ enum KeysCommand {
     },
 }
 
+/// Dollars, exactly, as the credits they are.
+fn parse_usd(text: &str) -> Result<f64, String> {
+    aimlvid::Credits::parse_usd(text).map(|c| c.get() as f64).map_err(|e| e.to_string())
+}
+
 /// A limit, or `unlimited`.
 #[derive(Debug, Clone)]
 struct Limit<T>(Option<T>);
@@ -115,6 +120,10 @@ struct LimitArgs {
     /// Credits the key may spend, or `unlimited`.
     #[arg(long, value_name = "CREDITS|unlimited")]
     budget: Option<Limit<f64>>,
+    /// The budget in US dollars instead (2,000,000 credits a dollar), such
+    /// as `25` or `0.5`.
+    #[arg(long, value_name = "USD", conflicts_with = "budget", value_parser = parse_usd)]
+    budget_usd: Option<f64>,
     /// Renew the budget every `day`, `week` (from Monday) or `month` (UTC),
     /// or `none` for one budget for the key's life.
     #[arg(long, value_name = "day|week|month|none")]
@@ -138,7 +147,10 @@ impl LimitArgs {
             allowed_models: self.models(),
             rpm: self.rpm.clone().map(|l| l.0),
             max_unfinished: self.max_unfinished.clone().map(|l| l.0),
-            credit_budget: self.budget.clone().map(|l| l.0),
+            credit_budget: match self.budget_usd {
+                Some(credits) => Some(Some(credits)),
+                None => self.budget.clone().map(|l| l.0),
+            },
             budget_period: self.budget_period.clone().map(|l| l.0),
             enabled: None,
             webhook_url: self.webhook_url.as_deref().map(|url| (url != "none").then(|| url.to_owned())),
@@ -382,7 +394,7 @@ async fn keys(
         }
         KeysCommand::List => {
             outln!(
-                "{:<20} {:<12} {:<9} {:>6} {:>10} {:>12} {:>14}  {:<24}  WEBHOOK",
+                "{:<20} {:<12} {:<9} {:>6} {:>10} {:>12} {:>14} {:>12}  {:<24}  WEBHOOK",
                 "NAME",
                 "PREFIX",
                 "STATE",
@@ -390,6 +402,7 @@ async fn keys(
                 "UNFINISHED",
                 "BUDGET",
                 "CREDITS USED",
+                "USD USED",
                 "MODELS"
             )?;
             for key in store.keys().await? {
@@ -442,7 +455,7 @@ fn print_key(key: &KeyRecord) -> std::io::Result<()> {
     };
     let show = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     outln!(
-        "{:<20} {:<12} {:<9} {:>6} {:>10} {:>12} {:>14}  {:<24}  {}",
+        "{:<20} {:<12} {:<9} {:>6} {:>10} {:>12} {:>14} {:>12}  {:<24}  {}",
         key.name,
         format!("{}…", key.prefix),
         state,
@@ -450,6 +463,7 @@ fn print_key(key: &KeyRecord) -> std::io::Result<()> {
         show(key.limits.max_unfinished.map(|v| v.to_string())),
         show(key.limits.credit_budget.map(|v| v.to_string())),
         key.credits_used,
+        format!("${}", aimlvid_server::admin::usd(key.credits_used)),
         key.limits.allowed_models.as_ref().map_or_else(|| "any".to_owned(), |m| m.join(",")),
         key.webhook_url.as_deref().unwrap_or("-"),
     )?;

@@ -150,8 +150,14 @@ impl KeyRow {
             budget_period: opt(k.limits.budget_period.map(|p| p.as_str().to_owned())),
             allowed_models: opt(k.limits.allowed_models.as_ref().map(|m| m.join(", "))),
             spent: match k.limits.budget_period {
-                Some(p) => format!("{:.1} ({:.1} this {})", k.credits_used, k.period_credits, p.as_str()),
-                None => format!("{:.1}", k.credits_used),
+                Some(p) => format!(
+                    "{:.1} (${}; {:.1} this {})",
+                    k.credits_used,
+                    crate::admin::usd(k.credits_used),
+                    k.period_credits,
+                    p.as_str()
+                ),
+                None => format!("{:.1} (${})", k.credits_used, crate::admin::usd(k.credits_used)),
             },
             unfinished,
             webhook: opt(k.webhook_url.clone()),

@@ -347,6 +347,7 @@ async fn the_admin_makes_a_key_seen_once_and_changes_and_revokes_it() {
     let page = admin.get("/ui/admin").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.html.contains("<svg") && page.html.contains(r#"data-key="alice""#), "{}", page.html);
+    assert!(page.html.contains("0.0 ($0.00)"), "dollars beside credits: {}", page.html);
     let mut alice = Visitor::new(&proxy.url);
     alice.sign_in(&member).await;
     assert_eq!(

@@ -153,6 +153,47 @@ async fn killed_and_restarted(db: &OsStr) {
     let listed = String::from_utf8(listed.stdout).unwrap();
     assert!(listed.contains("kim") && !listed.contains(&key), "{listed}");
     assert!(listed.contains(&sim.config().credits_per_job.to_string()), "{listed}");
+    // Dollars beside credits: 120,000 credits are $0.06.
+    assert!(listed.contains("USD USED") && listed.contains("$0.06"), "{listed}");
+}
+
+/// A budget can be given in dollars; it is kept as the exact credits, and
+/// the admin API shows both.
+#[tokio::test]
+async fn a_budget_is_given_in_dollars_and_shown_in_both() {
+    let (_dir, db) = temp_db();
+    let made = Command::new(BIN)
+        .args(["keys", "create", "dee", "--budget-usd", "25", "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let bad = Command::new(BIN)
+        .args(["keys", "create", "eve", "--budget-usd", "0.0000001", "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let store = aimlvid_server::store::SqliteStore::open(&db).await.unwrap();
+    let keys = aimlvid_server::store::KeyStore::keys(&store).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].limits.credit_budget, Some(50_000_000.0));
+    store.close().await;
+    let sim = frozen_sim().await;
+    let proxy = start_proxy(&sim, &db).await;
+    let listed: serde_json::Value = proxy
+        .http
+        .get(format!("{}/admin/keys", proxy.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["credit_budget_usd"], "25.00", "{listed}");
+    assert_eq!(listed[0]["credits_used_usd"], "0.00", "{listed}");
+    proxy.stop().await;
 }
 
 #[test]
