@@ -188,7 +188,7 @@ async fn run(
     mut pending: mpsc::Receiver<Pending>,
     stop: CancellationToken,
 ) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let mut batch = Batch::default();
     // Once shutdown has given up on a failing storage, later batches get
     // one attempt each rather than a grace period each.
     let mut gave_up = false;
@@ -204,7 +204,7 @@ async fn run(
         };
         let Some(first) = first else { return };
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while batch.writes.len() < MAX_BATCH {
             match pending.try_recv() {
                 Ok(next) => batch.push(next),
                 Err(_) => break,
@@ -214,9 +214,10 @@ async fn run(
         if !attempt.commit(&mut batch, gave_up).await {
             gave_up = true;
             // Shutdown with storage still failing: say loudly what this run could not store.
-            for unstored in batch.drain(..) {
-                let write = unstored.write.subject();
-                if matches!(unstored.write, JobWrite::Begin(_)) {
+            batch.waiters.clear();
+            for unstored in batch.writes.drain(..) {
+                let write = unstored.subject();
+                if matches!(unstored, JobWrite::Begin(_)) {
                     tracing::error!(
                         write,
                         "the server stopped before storage took this create; it was never sent upstream"
@@ -230,6 +231,43 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Writes gathered into one transaction, and who waits for each: kept
+/// apart so that each attempt hands storage the writes as they are.
+#[derive(Debug, Default)]
+struct Batch {
+    writes: Vec<JobWrite>,
+    /// Beside `writes`, one for one: where to answer, and by when.
+    waiters: Vec<(Option<oneshot::Sender<Result<WriteOutcome, WriteError>>>, Option<Instant>)>,
+}
+
+impl Batch {
+    fn push(&mut self, pending: Pending) {
+        self.writes.push(pending.write);
+        self.waiters.push((pending.reply, pending.deadline));
+    }
+
+    /// Answers, and takes out, the writes whose deadline has passed.
+    fn give_up_late(&mut self, error: &StoreError) {
+        let now = Instant::now();
+        let mut kept = 0;
+        for i in 0..self.writes.len() {
+            let late = self.waiters[i].1.is_some_and(|deadline| deadline <= now);
+            if late {
+                tracing::warn!(write = %self.writes[i].subject(), "storage failed until the write's deadline; given up");
+                if let Some(reply) = self.waiters[i].0.take() {
+                    let _ = reply.send(Err(WriteError::Unavailable(error.to_string())));
+                }
+            } else {
+                self.writes.swap(kept, i);
+                self.waiters.swap(kept, i);
+                kept += 1;
+            }
+        }
+        self.writes.truncate(kept);
+        self.waiters.truncate(kept);
     }
 }
 
@@ -247,17 +285,17 @@ impl Attempt<'_> {
     /// out. `false` only if the server is stopping and the grace period ran
     /// out (or, with `once`, after one failed attempt): `batch` then holds
     /// the writes not stored.
-    async fn commit(&self, batch: &mut Vec<Pending>, once: bool) -> bool {
+    async fn commit(&self, batch: &mut Batch, once: bool) -> bool {
         let mut wait = FIRST_RETRY;
         let mut failures = 0u32;
         let mut stopping_since = None;
         loop {
-            if batch.is_empty() {
+            if batch.writes.is_empty() {
                 return true;
             }
-            let writes: Vec<JobWrite> = batch.iter().map(|p| p.write.clone()).collect();
+            let writes = &batch.writes;
             self.health.writing(Some(Instant::now()));
-            let applied = self.store.apply(&writes).await;
+            let applied = self.store.apply(writes).await;
             self.health.writing(None);
             let error = match applied {
                 Ok(outcomes) => {
@@ -270,8 +308,9 @@ impl Attempt<'_> {
                             "storage recovered; the writes are stored"
                         );
                     }
-                    for (pending, outcome) in batch.drain(..).zip(outcomes) {
-                        if let Some(reply) = pending.reply {
+                    batch.writes.clear();
+                    for ((reply, _), outcome) in batch.waiters.drain(..).zip(outcomes) {
+                        if let Some(reply) = reply {
                             let _ = reply.send(outcome.map_err(WriteError::Refused));
                         }
                     }
@@ -297,21 +336,7 @@ impl Attempt<'_> {
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_RETRY);
-            give_up_late(batch, &error);
-        }
-    }
-}
-
-/// Answers, and takes out of `batch`, the writes whose deadline has passed.
-fn give_up_late(batch: &mut Vec<Pending>, error: &StoreError) {
-    let now = Instant::now();
-    let (late, on_time): (Vec<Pending>, Vec<Pending>) =
-        batch.drain(..).partition(|p| p.deadline.is_some_and(|deadline| deadline <= now));
-    *batch = on_time;
-    for pending in late {
-        tracing::warn!(write = %pending.write.subject(), "storage failed until the write's deadline; given up");
-        if let Some(reply) = pending.reply {
-            let _ = reply.send(Err(WriteError::Unavailable(error.to_string())));
+            batch.give_up_late(&error);
         }
     }
 }
