@@ -39,9 +39,12 @@ pub enum WriteError {
     Unavailable(String),
 }
 
+/// Where a write's outcome is answered.
+type Reply = oneshot::Sender<Result<WriteOutcome, WriteError>>;
+
 struct Pending {
     write: JobWrite,
-    reply: Option<oneshot::Sender<Result<WriteOutcome, WriteError>>>,
+    reply: Option<Reply>,
     /// Only for a write that may be given up (a create not yet sent
     /// upstream): past this, it is answered [`WriteError::Unavailable`]
     /// rather than retried further.
@@ -240,7 +243,7 @@ async fn run(
 struct Batch {
     writes: Vec<JobWrite>,
     /// Beside `writes`, one for one: where to answer, and by when.
-    waiters: Vec<(Option<oneshot::Sender<Result<WriteOutcome, WriteError>>>, Option<Instant>)>,
+    waiters: Vec<(Option<Reply>, Option<Instant>)>,
 }
 
 impl Batch {
