@@ -123,6 +123,7 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/admin/keys/{name}", patch(update).delete(revoke))
         .route("/admin/keys/{name}/rotate", post(rotate))
         .route("/admin/jobs/unknown", get(unknown_jobs))
+        .route("/admin/reconcile", get(last_reconciliation).post(reconcile))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_only))
         .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
 }
@@ -289,6 +290,63 @@ pub(crate) async fn unknown_jobs(State(state): State<AppState>) -> Result<Respon
         })
         .collect();
     Ok(Json(listed).into_response())
+}
+
+/// `GET /admin/reconcile`: the last reconciliation with the upstream's
+/// ledger (the server makes one a day), or 404 before the first.
+pub(crate) async fn last_reconciliation(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let Some(run) = state.last_reconciliation().get() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "No reconciliation yet: the server makes one a few minutes after start, then daily; \
+             POST /admin/reconcile makes one now",
+        ));
+    };
+    Ok(Json(run_json(&run)).into_response())
+}
+
+/// How far back `POST /admin/reconcile` looks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReconcileQuery {
+    /// Such as `7d` or `36h`.
+    since: Option<String>,
+}
+
+/// `POST /admin/reconcile[?since=7d]`: reconciles now (adopting the lost
+/// creates found) and answers the result.
+pub(crate) async fn reconcile(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<ReconcileQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let window = match query.since.as_deref() {
+        Some(text) => parse_window(text).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?,
+        None => state.reconcile_window(),
+    };
+    let report = crate::engine::ledger::reconcile_now(&state, window)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    let run = crate::engine::ledger::ReconcileRun { at: report.until, outcome: Ok(report) };
+    Ok(Json(run_json(&run)).into_response())
+}
+
+/// A reconciliation window such as `7d`, `36h` or `90m`: at least a
+/// minute, at most a year.
+pub fn parse_window(text: &str) -> Result<std::time::Duration, String> {
+    let window = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("since: expected a span such as 7d, 36h or 90m, not {text:?} ({e})"))?;
+    if window < std::time::Duration::from_secs(60) || window > std::time::Duration::from_secs(366 * 86_400) {
+        return Err(format!("since: {text:?} is outside 1m to 366d"));
+    }
+    Ok(window)
+}
+
+fn run_json(run: &crate::engine::ledger::ReconcileRun) -> serde_json::Value {
+    match &run.outcome {
+        Ok(report) => serde_json::json!({"at": run.at, "ok": true, "reconciliation": report.as_ref()}),
+        Err(error) => serde_json::json!({"at": run.at, "ok": false, "error": error}),
+    }
 }
 
 /// `POST /admin/keys`: issues a key and shows it (and its webhook secret), once.

@@ -98,6 +98,11 @@ pub struct FileConfig {
     /// Seconds a create waits for the database to record it before it is
     /// refused with 503, nothing sent upstream (default 10).
     pub create_record_timeout_secs: Option<u64>,
+    /// Hours between reconciliations with the upstream's ledger (default
+    /// 24; 0 turns the server's own off, the `reconcile` command still works).
+    pub reconcile_interval_hours: Option<u64>,
+    /// Days each reconciliation looks back (default 7).
+    pub reconcile_window_days: Option<u64>,
 }
 
 /// The `[budget]` table.
@@ -386,6 +391,10 @@ pub struct Settings {
     pub front: crate::front::FrontLimits,
     /// How long a create waits for the database to record it.
     pub create_record_timeout: Duration,
+    /// How often the server reconciles with the ledger; `None` never.
+    pub reconcile_every: Option<Duration>,
+    /// How far back a reconciliation looks.
+    pub reconcile_window: Duration,
 }
 
 /// The longest time any setting may name: a day is already more than any
@@ -565,6 +574,17 @@ impl Settings {
             LONGEST_SETTING,
         )?
         .max(Duration::from_secs(1));
+        let reconcile_every = match file.reconcile_interval_hours {
+            Some(0) => None,
+            Some(h) if h <= 24 * 366 => Some(Duration::from_secs(h * 3600)),
+            Some(h) => anyhow::bail!("reconcile_interval_hours must be at most {}, not {h}", 24 * 366),
+            None => Some(crate::engine::ledger::DEFAULT_RECONCILE_INTERVAL),
+        };
+        let reconcile_window = match file.reconcile_window_days {
+            None => crate::reconcile::DEFAULT_WINDOW,
+            Some(d) if (1..=366).contains(&d) => Duration::from_secs(d * 86_400),
+            Some(d) => anyhow::bail!("reconcile_window_days must be 1 to 366, not {d}"),
+        };
         let upstream_timeout = whole_secs(
             "upstream_timeout_secs",
             args.upstream_timeout_secs.or(file.upstream_timeout_secs),
@@ -587,6 +607,8 @@ impl Settings {
         Ok(Settings {
             front,
             create_record_timeout,
+            reconcile_every,
+            reconcile_window,
             poll,
             costs,
             retention,

@@ -15,6 +15,7 @@
 //! - [`engine`]: the one writer (batched, never giving up) and the one
 //!   scheduler that polls every unfinished job on a learned schedule.
 //! - [`state`]: start-up, resuming jobs, key refresh.
+//! - [`reconcile`]: this server's charges set against the upstream's ledger.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`webhooks`]: signed announcements of finished jobs, retried, recorded.
 //! - [`page`]: the team page at `/ui`, for members and the admin.
@@ -34,6 +35,7 @@ pub mod keys;
 pub mod metrics;
 mod observe;
 pub mod page;
+pub mod reconcile;
 pub mod state;
 pub mod store;
 pub mod tls;

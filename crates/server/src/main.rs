@@ -3,6 +3,7 @@
 use std::str::FromStr;
 
 use aimlvid_server::config::{DbArgs, LogArgs, LogFormat, ServeArgs, Settings};
+use aimlvid_server::reconcile::{FindingKind, Reconciliation};
 use aimlvid_server::store::{KeyLimits, KeyRecord, KeyUpdate, Store};
 use aimlvid_server::{AppState, StateConfig};
 use anyhow::Context as _;
@@ -38,6 +39,24 @@ enum Command {
         /// does not know (the server keeps looking them up by itself)
         #[arg(long, required = true)]
         unknown: bool,
+    },
+    /// Compare this server's charges with the upstream's ledger: charges
+    /// for generations it does not know, its jobs the ledger has no charge
+    /// for or charged differently, and spend per key (the running server
+    /// does this daily, and adopts the lost creates found).
+    Reconcile {
+        /// How far back to look, such as `7d`, `36h` or `90m`.
+        #[arg(long, default_value = "7d", value_parser = aimlvid_server::admin::parse_window)]
+        since: std::time::Duration,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The upstream's base URL [default: `https://api.aimlapi.com`].
+        #[arg(long, env = "AIMLAPI_BASE_URL")]
+        upstream_url: Option<String>,
+        /// A file holding the upstream key (otherwise AIMLAPI_API_KEY).
+        #[arg(long)]
+        upstream_key_file: Option<std::path::PathBuf>,
     },
     /// Print a shell completion script.
     Completions {
@@ -260,6 +279,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{} is up to date.", database.describe());
             Ok(())
         }
+        Command::Reconcile { since, json, upstream_url, upstream_key_file } => {
+            let args = ServeArgs { upstream_url, upstream_key_file, ..ServeArgs::default() };
+            let settings = Settings::resolve(&cli.db, &args, |name| std::env::var(name).ok())?;
+            let upstream = aimlvid::Client::builder()
+                .api_key(settings.upstream_key.expose_secret())
+                .base_url(&settings.upstream_url)
+                .request_timeout(settings.upstream_timeout)
+                .build()?;
+            let store = settings
+                .database
+                .open_beside_server()
+                .await
+                .with_context(|| format!("opening {}", settings.database.describe()))?;
+            let from = std::time::SystemTime::now() - since;
+            let report = aimlvid_server::reconcile::reconcile(store.get(), &upstream, from).await;
+            store.close().await;
+            print_reconciliation(&report?, json)
+        }
         Command::Jobs { unknown: _ } => {
             let database = cli.db.database(&cli.db.file()?)?;
             let store = database
@@ -316,6 +353,8 @@ async fn serve(db: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         lease_check: settings.lease_check,
         front: settings.front,
         create_record_timeout: settings.create_record_timeout,
+        reconcile_every: settings.reconcile_every,
+        reconcile_window: settings.reconcile_window,
         ..StateConfig::from_builder(upstream)?
     };
     let state = AppState::start(store.shared(), config).await?;
@@ -441,6 +480,62 @@ async fn keys(
                 outln!("{}", secret.expose_secret())?;
             }
         }
+    }
+    Ok(())
+}
+
+fn print_reconciliation(report: &Reconciliation, json: bool) -> anyhow::Result<()> {
+    if json {
+        outln!("{}", serde_json::to_string_pretty(report)?)?;
+        return Ok(());
+    }
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+    if report.findings.is_empty() {
+        eprintln!("No differences: every charge on the ledger is a job of this server, charged as it says.");
+    } else {
+        outln!(
+            "{:<20} {:<36} {:<40} {:<16} {:>14} {:>14}",
+            "KIND",
+            "GENERATION",
+            "MODEL",
+            "KEY",
+            "PROXY",
+            "LEDGER"
+        )?;
+    }
+    for line in &report.findings {
+        let amount = |credits: Option<String>, usd: Option<&String>| match (credits, usd) {
+            (Some(credits), Some(usd)) => format!("{credits} (${usd})"),
+            _ => "-".to_owned(),
+        };
+        outln!(
+            "{:<20} {:<36} {:<40} {:<16} {:>14} {:>14}",
+            line.kind.as_str(),
+            line.generation_id,
+            line.model,
+            dash(line.key.as_deref()),
+            amount(line.proxy_credits.map(|c| c.to_string()), line.proxy_usd.as_ref()),
+            amount(line.ledger_credits.map(|c| c.to_string()), line.ledger_usd.as_ref()),
+        )?;
+        if line.kind == FindingKind::LostCreate {
+            outln!(
+                "  job {} of this server: the running server adopts it (records, follows and charges it)",
+                dash(line.local_id.as_deref())
+            )?;
+        }
+    }
+    outln!()?;
+    outln!("{:<20} {:>14} {:>12} {:>14} {:>12}", "SPEND", "PROXY", "PROXY USD", "LEDGER", "LEDGER USD")?;
+    for spend in report.keys.iter().chain(std::iter::once(&report.total)) {
+        outln!(
+            "{:<20} {:>14} {:>12} {:>14} {:>12}{}",
+            spend.key.as_deref().unwrap_or("(total)"),
+            spend.proxy_credits,
+            format!("${}", spend.proxy_usd),
+            spend.ledger_credits,
+            format!("${}", spend.ledger_usd),
+            if spend.agrees() { "" } else { "  differs" }
+        )?;
     }
     Ok(())
 }

@@ -114,8 +114,18 @@ impl Default for RouteMetrics {
 
 /// Outcomes of upstream calls, as the `outcome` label.
 const OUTCOMES: [&str; 5] = ["ok", "client_error", "rate_limited", "server_error", "transport_error"];
-/// The kinds of call the server makes (it never downloads; it reads the logs to find lost creates, and the catalogue for prices).
-const KINDS: [CallKind; 4] = [CallKind::Create, CallKind::Poll, CallKind::Logs, CallKind::Models];
+/// The kinds of call the server makes (it never downloads; it reads the logs to find lost creates, the
+/// catalogue for prices, and the ledger to reconcile).
+const KINDS: [CallKind; 5] =
+    [CallKind::Create, CallKind::Poll, CallKind::Logs, CallKind::Models, CallKind::Billing];
+
+/// The kinds of reconciliation finding, as the `kind` label.
+const FINDINGS: [crate::reconcile::FindingKind; 4] = [
+    crate::reconcile::FindingKind::LostCreate,
+    crate::reconcile::FindingKind::ChargedOutside,
+    crate::reconcile::FindingKind::Uncharged,
+    crate::reconcile::FindingKind::ChargedDifferently,
+];
 
 fn outcome_index(status: Option<u16>) -> usize {
     match status {
@@ -147,6 +157,12 @@ pub struct Metrics {
     storage_batches: AtomicU64,
     storage_writes: AtomicU64,
     storage_write_failures: AtomicU64,
+    reconcile_findings: [AtomicU64; FINDINGS.len()],
+    /// The proxy's spend in the last reconciliation's window, as `f64` bits.
+    reconcile_proxy_credits: AtomicU64,
+    reconcile_ledger_credits: AtomicI64,
+    reconcile_last_success: AtomicI64,
+    reconcile_failures: AtomicU64,
 }
 
 /// Outcomes of webhook attempts, as the `outcome` label.
@@ -169,6 +185,11 @@ impl Default for Metrics {
             storage_batches: AtomicU64::new(0),
             storage_writes: AtomicU64::new(0),
             storage_write_failures: AtomicU64::new(0),
+            reconcile_findings: Default::default(),
+            reconcile_proxy_credits: AtomicU64::new(0),
+            reconcile_ledger_credits: AtomicI64::new(0),
+            reconcile_last_success: AtomicI64::new(0),
+            reconcile_failures: AtomicU64::new(0),
         }
     }
 }
@@ -248,6 +269,21 @@ impl Metrics {
     /// Batches that failed to commit so far (each retried until it did).
     pub fn storage_write_failures(&self) -> u64 {
         self.storage_write_failures.load(Relaxed)
+    }
+
+    /// A reconciliation with the ledger ended with `report`.
+    pub fn reconciled(&self, report: &crate::reconcile::Reconciliation) {
+        for (kind, gauge) in FINDINGS.iter().zip(&self.reconcile_findings) {
+            gauge.store(report.count(*kind) as u64, Relaxed);
+        }
+        self.reconcile_proxy_credits.store(report.total.proxy_credits.to_bits(), Relaxed);
+        self.reconcile_ledger_credits.store(report.total.ledger_credits, Relaxed);
+        self.reconcile_last_success.store(report.until, Relaxed);
+    }
+
+    /// A reconciliation could not be made.
+    pub fn reconciliation_failed(&self) {
+        self.reconcile_failures.fetch_add(1, Relaxed);
     }
 
     /// Jobs being followed upstream now.
@@ -407,7 +443,45 @@ impl Metrics {
              # TYPE aimlvid_webhook_hosts_resting gauge\n",
         );
         let _ = writeln!(out, "aimlvid_webhook_hosts_resting {}", self.webhook_hosts_resting.load(Relaxed));
+        self.render_reconciliation(&mut out);
         out
+    }
+
+    fn render_reconciliation(&self, out: &mut String) {
+        out.push_str(
+            "# HELP aimlvid_reconcile_failures_total Reconciliations with the ledger that could not be made.\n\
+             # TYPE aimlvid_reconcile_failures_total counter\n",
+        );
+        let _ = writeln!(out, "aimlvid_reconcile_failures_total {}", self.reconcile_failures.load(Relaxed));
+        let last = self.reconcile_last_success.load(Relaxed);
+        if last == 0 {
+            return;
+        }
+        out.push_str(
+            "# HELP aimlvid_reconcile_last_success_timestamp_seconds When the last reconciliation with the \
+             upstream's ledger was made.\n# TYPE aimlvid_reconcile_last_success_timestamp_seconds gauge\n",
+        );
+        let _ = writeln!(out, "aimlvid_reconcile_last_success_timestamp_seconds {last}");
+        out.push_str(
+            "# HELP aimlvid_reconcile_findings Generations whose charge differs between this server and the \
+             ledger, by kind, in the last reconciliation.\n# TYPE aimlvid_reconcile_findings gauge\n",
+        );
+        for (kind, gauge) in FINDINGS.iter().zip(&self.reconcile_findings) {
+            let _ = writeln!(
+                out,
+                "aimlvid_reconcile_findings{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                gauge.load(Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP aimlvid_reconcile_spend_credits Credits spent in the last reconciliation's window, as \
+             this server and as the ledger count them.\n# TYPE aimlvid_reconcile_spend_credits gauge\n",
+        );
+        let proxy = f64::from_bits(self.reconcile_proxy_credits.load(Relaxed));
+        let _ = writeln!(out, "aimlvid_reconcile_spend_credits{{source=\"proxy\"}} {proxy}");
+        let ledger = self.reconcile_ledger_credits.load(Relaxed);
+        let _ = writeln!(out, "aimlvid_reconcile_spend_credits{{source=\"ledger\"}} {ledger}");
     }
 }
 

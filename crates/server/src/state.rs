@@ -94,6 +94,12 @@ pub struct StateConfig {
     /// its key while the upstream's request logs do not show it; after
     /// that it most likely never reached the upstream (it is still looked up).
     pub unknown_window: Duration,
+    /// How often this server's charges are reconciled with the upstream's
+    /// ledger; `None` never (the `reconcile` command and the admin API
+    /// still can).
+    pub reconcile_every: Option<Duration>,
+    /// How far back each reconciliation looks.
+    pub reconcile_window: Duration,
 }
 
 impl StateConfig {
@@ -121,6 +127,8 @@ impl StateConfig {
             lease_check: crate::engine::leases::DEFAULT_LEASE_CHECK,
             create_record_timeout: DEFAULT_CREATE_RECORD_TIMEOUT,
             unknown_window: crate::engine::recover::DEFAULT_UNKNOWN_WINDOW,
+            reconcile_every: Some(crate::engine::ledger::DEFAULT_RECONCILE_INTERVAL),
+            reconcile_window: crate::reconcile::DEFAULT_WINDOW,
         }
     }
 
@@ -178,6 +186,8 @@ struct Inner {
     team_page: Option<Duration>,
     create_record_timeout: Duration,
     unknown_window: Duration,
+    last_reconciliation: crate::engine::ledger::LastReconciliation,
+    reconcile_window: Duration,
     upstream_creates: tokio::sync::Semaphore,
     /// Cancelled when shutdown begins: ends event streams, so that the
     /// requests still in flight can finish.
@@ -282,6 +292,8 @@ impl AppState {
                 team_page: config.team_page,
                 create_record_timeout: config.create_record_timeout,
                 unknown_window: config.unknown_window,
+                last_reconciliation: crate::engine::ledger::LastReconciliation::default(),
+                reconcile_window: config.reconcile_window,
                 upstream_creates: tokio::sync::Semaphore::new(config.max_creates_in_flight.max(1)),
                 draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
@@ -315,6 +327,11 @@ impl AppState {
         let recoverer = state.clone();
         let stop = state.inner.stop.clone();
         state.inner.tasks.spawn(crate::engine::recover::run(recoverer, config.recover_interval, stop));
+        if let Some(every) = config.reconcile_every {
+            let (reconciler, stop) = (state.clone(), state.inner.stop.clone());
+            let window = config.reconcile_window;
+            state.inner.tasks.spawn(crate::engine::ledger::run(reconciler, every, window, stop));
+        }
         let refresher = state.clone();
         state.inner.tasks.spawn(async move { refresher.refresh_keys(config.key_refresh).await });
         let deliverer = state.clone();
@@ -424,6 +441,16 @@ impl AppState {
     }
 
     /// How long a create waits for storage to record it.
+    /// The last reconciliation with the upstream's ledger.
+    pub fn last_reconciliation(&self) -> &crate::engine::ledger::LastReconciliation {
+        &self.inner.last_reconciliation
+    }
+
+    /// How far back a reconciliation looks, unless asked otherwise.
+    pub fn reconcile_window(&self) -> Duration {
+        self.inner.reconcile_window
+    }
+
     pub(crate) fn create_record_timeout(&self) -> Duration {
         self.inner.create_record_timeout
     }

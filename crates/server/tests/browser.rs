@@ -8,7 +8,7 @@
 //! that a failure. With `AIMLVID_UI_SCREENSHOTS=DIR` it also saves the
 //! screenshots shown in docs/server.md (`cargo xtask screenshots`).
 
-#[allow(dead_code, unreachable_pub)]
+#[allow(dead_code, unreachable_pub, unused_macros, unused_imports)]
 #[path = "it/support.rs"]
 mod support;
 

@@ -5,7 +5,8 @@
 //! that restarts that database, such as `pg_ctlcluster 15 main restart`;
 //! `.ci/run` sets both); without them it says so and passes.
 
-#[allow(dead_code)]
+// This test uses a few of the helpers, and runs no case on both backends.
+#[allow(dead_code, unused_macros, unused_imports)]
 #[path = "it/support.rs"]
 mod support;
 

@@ -4,11 +4,13 @@
 //! learns ([`timing`]), and the lookup of creates whose outcome is unknown
 //! in the upstream's request logs (`recover`), and the leases replicas
 //! sharing a database follow their jobs under ([`leases`]), with each
-//! other's job changes brought into memory (`changes`).
+//! other's job changes brought into memory (`changes`), and the daily
+//! reconciliation with the upstream's ledger ([`ledger`]).
 
 pub mod breaker;
 pub(crate) mod changes;
 pub mod leases;
+pub mod ledger;
 pub(crate) mod recover;
 pub(crate) mod retention;
 pub(crate) mod scheduler;

@@ -79,8 +79,9 @@ pub(crate) async fn recover_once(
         resolved_now.insert(job.local_id.as_str());
         match state.upstream().poll_once(&row.inference_id).await {
             Ok(generation) => {
-                adopt(state, job, generation).await;
-                resolved += 1;
+                if adopt(state, job, generation).await {
+                    resolved += 1;
+                }
             }
             Err(aimlvid::Error::NotFound { .. }) if row.failed() => {
                 tracing::info!(local_id = %job.local_id, "an unknown create was refused upstream; nothing was charged");
@@ -134,8 +135,9 @@ fn give_back(state: &AppState, local_id: &str) {
     }
 }
 
-/// Gives an unknown job the generation the logs say it made, and follows it.
-async fn adopt(state: &AppState, job: &JobRecord, generation: Generation) {
+/// Gives an unknown job the generation the logs say it made, and follows
+/// it; false if storage did not take it (it stays unknown, looked up again).
+pub(crate) async fn adopt(state: &AppState, job: &JobRecord, generation: Generation) -> bool {
     let body = serde_json::to_string(&generation).unwrap_or_default();
     let created = JobWrite::Created {
         local_id: job.local_id.clone(),
@@ -147,7 +149,7 @@ async fn adopt(state: &AppState, job: &JobRecord, generation: Generation) {
     if let Err(e) = state.writer().write(created).await {
         tracing::error!(local_id = %job.local_id, generation_id = %generation.id, error = %e,
             "could not record a recovered create");
-        return;
+        return false;
     }
     tracing::info!(local_id = %job.local_id, generation_id = %generation.id, "recovered an unknown create");
     // Its place and reservation were kept while it was unknown, and now
@@ -179,4 +181,5 @@ async fn adopt(state: &AppState, job: &JobRecord, generation: Generation) {
             fresh: false,
         });
     }
+    true
 }

@@ -60,6 +60,7 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/ui/admin/keys", post(admin_create_key))
         .route("/ui/admin/keys/{name}", post(admin_update_key))
         .route("/ui/admin/keys/{name}/revoke", post(admin_revoke_key))
+        .route("/ui/admin/reconcile", post(admin_reconcile))
         .route("/ui/assets/{file}", get(asset))
         .layer(axum::middleware::from_fn(move |request, next| {
             let policy = policy.clone();
@@ -616,6 +617,7 @@ async fn admin_page(
         error,
         periods: ["", "day", "week", "month"].iter().map(|s| (*s).to_owned()).collect(),
         default_max_unfinished: crate::admin::DEFAULT_MAX_UNFINISHED,
+        reconciliation: state.last_reconciliation().get().as_ref().map(views::ReconcileView::new),
     };
     let mut response = render(&page);
     *response.status_mut() = status;
@@ -793,6 +795,20 @@ async fn admin_revoke_key(
                 .into_response())
         }
     }
+}
+
+/// `POST /ui/admin/reconcile`: reconciles with the ledger now; the admin
+/// page shows the result (or why there is none).
+async fn admin_reconcile(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Result<Response, Response> {
+    let session = posted_by(&state, &headers, &form.csrf).await?;
+    admin_only(&session).map_err(IntoResponse::into_response)?;
+    // A failure is kept as the last run, and shown there.
+    let _ = crate::engine::ledger::reconcile_now(&state, state.reconcile_window()).await;
+    Ok(see_other("/ui/admin#reconciliation"))
 }
 
 /// The page's stylesheet and script, embedded in the binary.

@@ -307,6 +307,75 @@ pub(crate) struct AdminPage {
     pub(crate) periods: Vec<String>,
     /// A new key's unfinished jobs when the field is left blank.
     pub(crate) default_max_unfinished: u32,
+    /// The last reconciliation with the upstream's ledger, if any.
+    pub(crate) reconciliation: Option<ReconcileView>,
+}
+
+/// The last reconciliation, as the admin page shows it.
+#[derive(Debug)]
+pub(crate) struct ReconcileView {
+    pub(crate) when: String,
+    pub(crate) error: Option<String>,
+    pub(crate) window_days: String,
+    /// `(kind, generation id, model, key, proxy, ledger, note)`.
+    pub(crate) lines: Vec<[String; 7]>,
+    /// `(key, proxy, ledger, differs)`.
+    pub(crate) spend: Vec<(String, String, String, bool)>,
+}
+
+impl ReconcileView {
+    pub(crate) fn new(run: &crate::engine::ledger::ReconcileRun) -> ReconcileView {
+        let money = |credits: String, usd: &str| format!("{credits} (${usd})");
+        let (lines, spend, error, window_days) = match &run.outcome {
+            Err(e) => (Vec::new(), Vec::new(), Some(e.clone()), String::new()),
+            Ok(report) => {
+                let lines = report
+                    .findings
+                    .iter()
+                    .map(|f| {
+                        let note = match (f.kind, f.adopted) {
+                            (crate::reconcile::FindingKind::LostCreate, true) => {
+                                "adopted: now followed and charged"
+                            }
+                            (crate::reconcile::FindingKind::LostCreate, false) => {
+                                "the recovery round adopts it"
+                            }
+                            _ => "",
+                        };
+                        [
+                            f.kind.describe().to_owned(),
+                            f.generation_id.clone(),
+                            f.model.clone(),
+                            f.key.clone().unwrap_or_else(|| "-".into()),
+                            f.proxy_credits
+                                .zip(f.proxy_usd.as_deref())
+                                .map_or_else(|| "-".into(), |(c, u)| money(c.to_string(), u)),
+                            f.ledger_credits
+                                .zip(f.ledger_usd.as_deref())
+                                .map_or_else(|| "-".into(), |(c, u)| money(c.to_string(), u)),
+                            note.to_owned(),
+                        ]
+                    })
+                    .collect();
+                let spend = report
+                    .keys
+                    .iter()
+                    .chain(std::iter::once(&report.total))
+                    .map(|s| {
+                        (
+                            s.key.clone().unwrap_or_else(|| "Total".into()),
+                            money(s.proxy_credits.to_string(), &s.proxy_usd),
+                            money(s.ledger_credits.to_string(), &s.ledger_usd),
+                            !s.agrees(),
+                        )
+                    })
+                    .collect();
+                let days = (report.until - report.since) as f64 / 86_400.0;
+                (lines, spend, None, format!("{days:.1}"))
+            }
+        };
+        ReconcileView { when: timestamp(run.at), error, window_days, lines, spend }
+    }
 }
 
 /// Used by the new form's template to pick a field's control.

@@ -935,6 +935,12 @@ pub trait PageStore: Send + Sync + std::fmt::Debug {
     async fn models_used(&self, key_id: Option<KeyId>) -> StoreResult<Vec<String>>;
     /// Each key's charges per day, for jobs created since `since` (unix seconds).
     async fn daily_usage(&self, since: i64) -> StoreResult<Vec<DailyUsage>>;
+    /// Jobs with a generation id that changed (for a finished job: ended)
+    /// or began at or after `since` (unix seconds): what a reconciliation
+    /// sets against the upstream's ledger.
+    async fn billed_jobs(&self, since: i64) -> StoreResult<Vec<JobSummary>>;
+    /// The job of a generation, as the page shows jobs.
+    async fn generation_summary(&self, generation_id: &str) -> StoreResult<Option<JobSummary>>;
     /// Webhook deliveries that gave up (their last attempt failed), newest first.
     async fn failed_deliveries(&self, limit: u32) -> StoreResult<Vec<WebhookAttempt>>;
     /// Stores a new session under the hash of its token, and forgets

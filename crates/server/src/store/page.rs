@@ -69,6 +69,20 @@ pub(super) fn models_used(key: Option<i64>, mark: Mark) -> String {
     }
 }
 
+/// Jobs the upstream may have billed that changed or began at or after
+/// the first bind (unix seconds): every job with a generation id.
+pub(super) fn billed_jobs(mark: Mark) -> String {
+    format!(
+        "SELECT {SUMMARY_COLUMNS} FROM jobs WHERE generation_id IS NOT NULL AND (updated_at >= {} OR created_at >= {})",
+        mark(1),
+        mark(2)
+    )
+}
+
+pub(super) fn generation_summary(mark: Mark) -> String {
+    format!("SELECT {SUMMARY_COLUMNS} FROM jobs WHERE generation_id = {}", mark(1))
+}
+
 /// `(key_id, day, credits, jobs)` rows; charges are counted on the day the
 /// job was created, which is the day a member asked for it.
 pub(super) fn daily_usage(mark: Mark) -> String {

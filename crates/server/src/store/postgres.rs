@@ -995,6 +995,16 @@ impl PageStore for PostgresStore {
         Ok(page::usage(rows))
     }
 
+    async fn billed_jobs(&self, since: i64) -> StoreResult<Vec<JobSummary>> {
+        let sql = page::billed_jobs(page::postgres_mark);
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(since).bind(since).fetch_all(&self.pool).await?)
+    }
+
+    async fn generation_summary(&self, generation_id: &str) -> StoreResult<Option<JobSummary>> {
+        let sql = page::generation_summary(page::postgres_mark);
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(generation_id).fetch_optional(&self.pool).await?)
+    }
+
     async fn failed_deliveries(&self, limit: u32) -> StoreResult<Vec<WebhookAttempt>> {
         let rows: Vec<AttemptRow> =
             sqlx::query_as(AssertSqlSafe(page::failed_deliveries(page::postgres_mark)))

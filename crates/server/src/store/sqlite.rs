@@ -881,6 +881,16 @@ impl PageStore for SqliteStore {
         Ok(page::usage(rows))
     }
 
+    async fn billed_jobs(&self, since: i64) -> StoreResult<Vec<JobSummary>> {
+        let sql = page::billed_jobs(page::sqlite_mark);
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(since).bind(since).fetch_all(&self.pool).await?)
+    }
+
+    async fn generation_summary(&self, generation_id: &str) -> StoreResult<Option<JobSummary>> {
+        let sql = page::generation_summary(page::sqlite_mark);
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(generation_id).fetch_optional(&self.pool).await?)
+    }
+
     async fn failed_deliveries(&self, limit: u32) -> StoreResult<Vec<WebhookAttempt>> {
         let rows = sqlx::query(AssertSqlSafe(page::failed_deliveries(page::sqlite_mark)))
             .bind(delivery::FAILED)

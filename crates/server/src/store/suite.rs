@@ -144,6 +144,7 @@ on_both!(
     the_page_counts_usage_per_key_per_day_and_finds_deliveries_that_gave_up,
     page_sessions_expire_and_end_when_signed_out,
     an_unknown_create_keeps_its_hold_until_given_back_once,
+    a_reconciliation_reads_what_each_job_was_charged_and_reports_each_difference_once,
 );
 
 #[tokio::test]
@@ -303,6 +304,70 @@ async fn an_unknown_create_keeps_its_hold_until_given_back_once(b: &Backend) {
         assert_eq!(store.begin_job(&job("second")).await.unwrap(), Begun::Inserted);
         assert_eq!(store.begin_job(&job("third")).await.unwrap(), full);
     }
+}
+
+/// What a reconciliation reads of the jobs: those with a generation that
+/// ended or began in the window, any other by its generation, and the
+/// lost creates; set against a ledger with three planted differences, each
+/// is reported once.
+async fn a_reconciliation_reads_what_each_job_was_charged_and_reports_each_difference_once(b: &Backend) {
+    use crate::reconcile::{FindingKind, Inputs, compare, test_charge};
+    let store = b.store();
+    let key = store.insert_key(&new_key("ana")).await.unwrap();
+    let job = |local: &str| NewJob { local_id: local.into(), ..new_job(key.id) };
+    for (local, generation, credits) in
+        [("ok", "g-ok", 6.0), ("differs", "g-differs", 6.0), ("old", "g-old", 4.0)]
+    {
+        store.begin_job(&job(local)).await.unwrap();
+        store.job_created(local, generation, "queued", "{}").await.unwrap();
+        store.job_finished(generation, &end("completed", credits)).await.unwrap();
+    }
+    store.begin_job(&job("running")).await.unwrap();
+    store.job_created("running", "g-running", "generating", "{}").await.unwrap();
+    store.begin_job(&job("lost")).await.unwrap();
+    store.job_unknown("lost", "the answer was lost").await.unwrap();
+    // `old` began and ended a day before the window.
+    b.exec("UPDATE jobs SET created_at = $1, updated_at = $1 WHERE local_id = 'old'", now() - 2 * 86_400)
+        .await;
+
+    let since = now() - 86_400;
+    let mut billed = store.billed_jobs(since).await.unwrap();
+    billed.sort_by(|a, b| a.local_id.cmp(&b.local_id));
+    let listed: Vec<_> = billed.iter().map(|j| (j.local_id.as_str(), j.credits_charged)).collect();
+    assert_eq!(listed, [("differs", Some(6.0)), ("ok", Some(6.0)), ("running", None)]);
+    let old = store.generation_summary("g-old").await.unwrap().expect("found by its generation");
+    assert_eq!((old.local_id.as_str(), old.credits_charged), ("old", Some(4.0)));
+    assert_eq!(store.generation_summary("g-nobody").await.unwrap(), None);
+    billed.push(old);
+
+    let charges = [
+        test_charge("g-ok", 6),
+        test_charge("g-differs", 9),
+        test_charge("g-old", 4),
+        test_charge("g-lost", 5),
+        test_charge("g-outside", 7),
+    ];
+    let lost: std::collections::HashMap<_, _> =
+        store.unknown_jobs().await.unwrap().into_iter().map(|j| ("g-lost".to_owned(), j)).collect();
+    let names = std::collections::HashMap::from([(key.id, "ana".to_owned())]);
+    let until = now() + crate::reconcile::LEDGER_GRACE.as_secs() as i64 + 1;
+    let report =
+        compare(&Inputs { jobs: &billed, charges: &charges, lost: &lost, names: &names, since, until });
+    let found: Vec<_> = report
+        .findings
+        .iter()
+        .map(|f| (f.kind, f.generation_id.as_str(), f.local_id.as_deref(), f.key.as_deref()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (FindingKind::LostCreate, "g-lost", Some("lost"), Some("ana")),
+            (FindingKind::ChargedOutside, "g-outside", None, None),
+            (FindingKind::ChargedDifferently, "g-differs", Some("differs"), Some("ana")),
+        ]
+    );
+    // The proxy's spend counts the jobs that ended in the window; the ledger's, every charge in it.
+    assert_eq!((report.total.proxy_credits, report.total.ledger_credits), (12.0, 31));
 }
 
 fn end(status: &str, credits: f64) -> JobEnd {

@@ -4,43 +4,14 @@
 //! resolved. The PostgreSQL cases need `AIMLVID_TEST_POSTGRES`, the SQLite
 //! fault case needs root (`chattr`); without them they say so and pass.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use aimlvid_server::store::{KeyLimits, PostgresSettings, PostgresStore, SqliteStore, Store};
+use aimlvid_server::store::{KeyLimits, PostgresSettings, PostgresStore};
 use aimlvid_sim::{Fault, Route};
 use secrecy::SecretString;
 
 use crate::support::*;
-
-/// Where a test's proxies keep their jobs: one SQLite file, or one schema
-/// of the test PostgreSQL.
-enum Storage {
-    /// The directory lives as long as the file is used.
-    Sqlite(#[allow(dead_code)] tempfile::TempDir, PathBuf),
-    Postgres(TestPostgres),
-}
-
-impl Storage {
-    async fn open(&self) -> std::sync::Arc<dyn Store> {
-        match self {
-            Storage::Sqlite(_, db) => std::sync::Arc::new(SqliteStore::open(db).await.unwrap()),
-            Storage::Postgres(database) => {
-                let settings = PostgresSettings {
-                    max_connections: 4,
-                    ..PostgresSettings::new(SecretString::from(database.url.as_str()))
-                };
-                std::sync::Arc::new(PostgresStore::open(&settings).await.unwrap())
-            }
-        }
-    }
-
-    async fn finish(self) {
-        if let Storage::Postgres(database) = self {
-            database.drop().await;
-        }
-    }
-}
 
 /// A proxy on `storage` that looks unknown creates up every `recover` (and
 /// gives a create absent from the logs up after `window`).
@@ -58,31 +29,6 @@ async fn proxy_on(
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// Runs each case on SQLite and on PostgreSQL, as `sqlite::CASE` and
-/// `postgres::CASE` (which says it is skipped without a test database).
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let (dir, db) = crate::support::temp_db();
-                    super::$case(super::Storage::Sqlite(dir, db)).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(database) = crate::support::TestPostgres::create().await else { return };
-                    super::$case(super::Storage::Postgres(database)).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     lost_answers_keep_counting_against_their_key,

@@ -12,6 +12,7 @@ mod keys;
 mod metrics;
 mod page;
 mod process;
+mod reconcile;
 mod replicas;
 mod support;
 mod tls;

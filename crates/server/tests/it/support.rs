@@ -19,6 +19,72 @@ pub(crate) const ADMIN_TOKEN: &str = "admin-token-for-tests";
 pub(crate) const LOOPBACK_WEBHOOKS: aimlvid_server::webhooks::TargetRules =
     aimlvid_server::webhooks::TargetRules { allow_private_targets: true, allow_plain_http: true };
 
+/// Where a test's proxies keep their jobs: one SQLite file, or one schema
+/// of the test PostgreSQL.
+pub(crate) enum Storage {
+    /// The directory lives as long as the file is used.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir, PathBuf),
+    Postgres(TestPostgres),
+}
+
+impl Storage {
+    pub(crate) async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Storage::Sqlite(_, db) => Arc::new(SqliteStore::open(db).await.unwrap()),
+            Storage::Postgres(database) => {
+                let settings = aimlvid_server::store::PostgresSettings {
+                    max_connections: 4,
+                    ..aimlvid_server::store::PostgresSettings::new(secrecy::SecretString::from(
+                        database.url.as_str(),
+                    ))
+                };
+                Arc::new(aimlvid_server::store::PostgresStore::open(&settings).await.unwrap())
+            }
+        }
+    }
+
+    /// The `--database` argument that opens this storage.
+    pub(crate) fn database_arg(&self) -> String {
+        match self {
+            Storage::Sqlite(_, db) => db.display().to_string(),
+            Storage::Postgres(database) => database.url.clone(),
+        }
+    }
+
+    pub(crate) async fn finish(self) {
+        if let Storage::Postgres(database) = self {
+            database.drop().await;
+        }
+    }
+}
+
+/// Runs each case on SQLite and on PostgreSQL, as `sqlite::CASE` and
+/// `postgres::CASE` (which says it is skipped without a test database).
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (dir, db) = crate::support::temp_db();
+                    super::$case(crate::support::Storage::Sqlite(dir, db)).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(database) = crate::support::TestPostgres::create().await else { return };
+                    super::$case(crate::support::Storage::Postgres(database)).await;
+                }
+            )*
+        }
+    };
+}
+
+pub(crate) use on_both_backends;
+
 /// A simulator whose time is frozen: jobs finish only when told to
 /// (`complete_now`), so tests decide when, without sleeping.
 pub(crate) async fn frozen_sim() -> RunningSim {
@@ -179,6 +245,8 @@ async fn proxy_state(
     let mut config = StateConfig {
         admin_token: Some(ADMIN_TOKEN.to_owned().into()),
         key_refresh: Duration::from_millis(50),
+        // Reconciled only when a test asks, so no test's upstream calls include one.
+        reconcile_every: None,
         // Retries within milliseconds, so tests see them without waiting long.
         webhooks: WebhookConfig {
             max_attempts: 4,
