@@ -111,12 +111,7 @@ struct Diff {
 
 impl Diff {
     fn of(live: &aimlvid::LiveCatalogue, before: Option<&aimlvid::LiveCatalogue>) -> Diff {
-        let added =
-            live.models.iter().filter(|m| catalog::model(&m.id).is_none()).map(|m| m.id.clone()).collect();
-        let dropped = catalog::models()
-            .filter(|m| live.get(&m.id).is_none())
-            .map(|m| (m.id.clone(), live.nearest(&m.id, 3)))
-            .collect();
+        let aimlvid::CatalogueChanges { added, dropped, .. } = live.changes_from_build();
         // The price of a model's smallest request, as `models show` quotes it.
         let price = |listing: &aimlvid::ModelListing| {
             let example = catalog::model(&listing.id).map(ModelSpec::example).unwrap_or_else(|| json!({}));

@@ -113,6 +113,8 @@ pub use model::{
 };
 pub use observe::{CallKind, Exchange, Observer};
 pub use poll::{JobDurations, PollPolicy, Watch};
-pub use pricing::{CREDITS_PER_USD, LiveCatalogue, ModelListing, ModelQuery, Pricing, Rate};
+pub use pricing::{
+    CREDITS_PER_USD, CatalogueChanges, LiveCatalogue, ModelListing, ModelQuery, Pricing, Rate,
+};
 pub use retry::RetryPolicy;
 pub use trace::{ClientRequestId, CreateLookup, LogCost, LogRow, Receipt};

@@ -82,6 +82,44 @@ impl LiveCatalogue {
         scored.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
         scored.into_iter().take(n).map(|(_, _, id)| id.to_owned()).collect()
     }
+
+    /// How this catalogue's models differ from the ones this build knows
+    /// ([`crate::catalog::models`]).
+    pub fn changes_from_build(&self) -> CatalogueChanges {
+        let added = self
+            .models
+            .iter()
+            .filter(|m| crate::catalog::model(&m.id).is_none())
+            .map(|m| m.id.clone())
+            .collect();
+        let dropped = crate::catalog::models()
+            .filter(|m| self.get(&m.id).is_none())
+            .map(|m| (m.id.clone(), self.nearest(&m.id, 3)))
+            .collect();
+        CatalogueChanges { listed: self.models.len(), added, dropped }
+    }
+}
+
+/// How the API's live catalogue differs from the build's
+/// ([`LiveCatalogue::changes_from_build`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct CatalogueChanges {
+    /// Video models the API lists.
+    pub listed: usize,
+    /// Ids the API lists that this build does not know: usable, checked by
+    /// the API only (or by the schema its catalogue links).
+    pub added: Vec<String>,
+    /// Ids this build knows that the API no longer lists, each with up to
+    /// three listed ids most like it: a create for one is refused.
+    pub dropped: Vec<(String, Vec<String>)>,
+}
+
+impl CatalogueChanges {
+    /// Whether the API lists exactly the models this build knows.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.dropped.is_empty()
+    }
 }
 
 /// What a model costs. Read [`Pricing::quote_usd`] rather than the parts.

@@ -209,6 +209,16 @@ pub(crate) async fn create_job(
         ));
     }
     check_against_catalog(&value)?;
+    if let Some(nearest) = state.catalogue().no_longer_listed(&model) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "The API no longer lists model {model:?}, so it would refuse this create; nothing was \
+                 created. Models like it that it lists: {}",
+                nearest.join(", ")
+            ),
+        ));
+    }
     if let Some(idem) = &idempotency_key
         && let Some(existing) =
             state.store().job_by_idempotency_key(record.id, idem).await.map_err(|e| ApiError::internal(&e))?

@@ -189,12 +189,75 @@ const PRICE_RETRY: Duration = Duration::from_secs(600);
 /// The longest the start waits for the first read of prices.
 pub(crate) const FIRST_PRICE_READ: Duration = Duration::from_secs(10);
 
-/// Reads the video models' prices from the upstream's catalogue; returns
-/// when to read them again: in a day, or in ten minutes after a failure
-/// (meanwhile estimates fall back to what is learned or configured).
-pub(crate) async fn read_prices(upstream: &aimlvid::Client, costs: &CostEstimates) -> Duration {
+/// What the last read of the upstream's catalogue said of the models this
+/// build knows: those it lists that the build does not, and those it no
+/// longer lists (a create for one is refused before anything is stored
+/// or sent: the upstream would refuse it).
+#[derive(Debug, Default)]
+pub struct CatalogueWatch {
+    last: std::sync::Mutex<Option<CatalogueRead>>,
+}
+
+/// One read of the catalogue, compared with the build's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogueRead {
+    /// When, unix seconds.
+    pub at: i64,
+    /// How it differs from the build's.
+    pub changes: aimlvid::CatalogueChanges,
+}
+
+impl CatalogueWatch {
+    /// The last read, if one succeeded.
+    pub fn last(&self) -> Option<CatalogueRead> {
+        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The listed ids most like `model`, if the catalogue no longer lists it.
+    pub fn no_longer_listed(&self, model: &str) -> Option<Vec<String>> {
+        let last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (_, nearest) = last.as_ref()?.changes.dropped.iter().find(|(id, _)| id == model)?;
+        Some(nearest.clone())
+    }
+
+    /// Keeps a read; says so in the log when it differs from the one before
+    /// (so a daily read logs a change once, not every day).
+    fn update(&self, changes: aimlvid::CatalogueChanges) {
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = last.as_ref().map(|read| &read.changes);
+        let same = before.is_some_and(|b| b.added == changes.added && b.dropped == changes.dropped);
+        if !same {
+            if changes.is_empty() {
+                tracing::info!(
+                    listed = changes.listed,
+                    "the upstream's catalogue lists exactly this build's models"
+                );
+            } else {
+                let dropped: Vec<&str> = changes.dropped.iter().map(|(id, _)| id.as_str()).collect();
+                tracing::warn!(
+                    added = ?changes.added,
+                    dropped = ?dropped,
+                    "the upstream's catalogue differs from this build's: the added models are usable and \
+                     checked by the upstream only; creates for the dropped ones are refused"
+                );
+            }
+        }
+        *last = Some(CatalogueRead { at: crate::calendar::unix_now(), changes });
+    }
+}
+
+/// Reads the video models' prices from the upstream's catalogue, and
+/// compares its models with the build's; returns when to read them again:
+/// in a day, or in ten minutes after a failure (meanwhile estimates fall
+/// back to what is learned or configured).
+pub(crate) async fn read_prices(
+    upstream: &aimlvid::Client,
+    costs: &CostEstimates,
+    catalogue: &CatalogueWatch,
+) -> Duration {
     match upstream.models(&ModelQuery::video().with_pricing()).await {
         Ok(models) => {
+            catalogue.update(aimlvid::LiveCatalogue::new(models.clone(), None).changes_from_build());
             let priced = costs.set_prices(models);
             tracing::info!(priced, "read the video models' prices from the upstream's catalogue");
             PRICE_REFRESH
@@ -211,6 +274,7 @@ pub(crate) async fn read_prices(upstream: &aimlvid::Client, costs: &CostEstimate
 pub(crate) async fn refresh_prices(
     upstream: aimlvid::Client,
     costs: std::sync::Arc<CostEstimates>,
+    catalogue: std::sync::Arc<CatalogueWatch>,
     mut wait: Duration,
     stop: CancellationToken,
 ) {
@@ -219,7 +283,7 @@ pub(crate) async fn refresh_prices(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        wait = read_prices(&upstream, &costs).await;
+        wait = read_prices(&upstream, &costs, &catalogue).await;
     }
 }
 

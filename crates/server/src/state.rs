@@ -181,6 +181,7 @@ struct Inner {
     writer: Writer,
     scheduler: Scheduler,
     costs: Arc<CostEstimates>,
+    catalogue: Arc<crate::budget::CatalogueWatch>,
     breaker: UpstreamBreaker,
     front: crate::front::FrontLimits,
     team_page: Option<Duration>,
@@ -222,11 +223,12 @@ impl AppState {
             if store.shared() { store.take_over_jobs().await? } else { store.unfinished_jobs().await? };
         let costs = Arc::new(CostEstimates::from_settings(config.costs));
         costs.seed(store.model_costs().await?);
+        let catalogue = Arc::new(crate::budget::CatalogueWatch::default());
         // Prices before the first create, so that its reservation uses them;
         // an upstream slow to answer delays the start a little, not forever.
         let next_price_read = tokio::time::timeout(
             crate::budget::FIRST_PRICE_READ,
-            crate::budget::read_prices(&config.upstream, &costs),
+            crate::budget::read_prices(&config.upstream, &costs, &catalogue),
         )
         .await
         .unwrap_or(std::time::Duration::from_secs(600));
@@ -287,6 +289,7 @@ impl AppState {
                 writer,
                 scheduler,
                 costs,
+                catalogue,
                 breaker: UpstreamBreaker::new(config.breaker_window),
                 front: config.front,
                 team_page: config.team_page,
@@ -321,9 +324,19 @@ impl AppState {
             let stop = state.inner.stop.clone();
             state.inner.tasks.spawn(crate::engine::retention::run(pruner, keep, stop));
         }
-        let (upstream, costs, stop) =
-            (state.upstream().clone(), state.inner.costs.clone(), state.inner.stop.clone());
-        state.inner.tasks.spawn(crate::budget::refresh_prices(upstream, costs, next_price_read, stop));
+        let (upstream, costs, catalogue, stop) = (
+            state.upstream().clone(),
+            state.inner.costs.clone(),
+            state.inner.catalogue.clone(),
+            state.inner.stop.clone(),
+        );
+        state.inner.tasks.spawn(crate::budget::refresh_prices(
+            upstream,
+            costs,
+            catalogue,
+            next_price_read,
+            stop,
+        ));
         let recoverer = state.clone();
         let stop = state.inner.stop.clone();
         state.inner.tasks.spawn(crate::engine::recover::run(recoverer, config.recover_interval, stop));
@@ -441,6 +454,11 @@ impl AppState {
     }
 
     /// How long a create waits for storage to record it.
+    /// What the upstream's catalogue last said of this build's models.
+    pub fn catalogue(&self) -> &crate::budget::CatalogueWatch {
+        &self.inner.catalogue
+    }
+
     /// The last reconciliation with the upstream's ledger.
     pub fn last_reconciliation(&self) -> &crate::engine::ledger::LastReconciliation {
         &self.inner.last_reconciliation

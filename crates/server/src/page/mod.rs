@@ -618,6 +618,7 @@ async fn admin_page(
         periods: ["", "day", "week", "month"].iter().map(|s| (*s).to_owned()).collect(),
         default_max_unfinished: crate::admin::DEFAULT_MAX_UNFINISHED,
         reconciliation: state.last_reconciliation().get().as_ref().map(views::ReconcileView::new),
+        catalogue: state.catalogue().last().as_ref().map(views::CatalogueView::new),
     };
     let mut response = render(&page);
     *response.status_mut() = status;

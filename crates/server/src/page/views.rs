@@ -309,6 +309,36 @@ pub(crate) struct AdminPage {
     pub(crate) default_max_unfinished: u32,
     /// The last reconciliation with the upstream's ledger, if any.
     pub(crate) reconciliation: Option<ReconcileView>,
+    /// What the upstream's catalogue last said of this build's models.
+    pub(crate) catalogue: Option<CatalogueView>,
+}
+
+/// The upstream's catalogue against the build's, as the admin page shows it.
+#[derive(Debug)]
+pub(crate) struct CatalogueView {
+    pub(crate) when: String,
+    pub(crate) listed: usize,
+    pub(crate) known: usize,
+    pub(crate) added: Vec<String>,
+    /// `(id, the listed ids most like it)`.
+    pub(crate) dropped: Vec<(String, String)>,
+}
+
+impl CatalogueView {
+    pub(crate) fn new(read: &crate::budget::CatalogueRead) -> CatalogueView {
+        CatalogueView {
+            when: timestamp(read.at),
+            listed: read.changes.listed,
+            known: aimlvid::catalog::models().count(),
+            added: read.changes.added.clone(),
+            dropped: read
+                .changes
+                .dropped
+                .iter()
+                .map(|(id, nearest)| (id.clone(), nearest.join(", ")))
+                .collect(),
+        }
+    }
 }
 
 /// The last reconciliation, as the admin page shows it.

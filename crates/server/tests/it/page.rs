@@ -428,3 +428,52 @@ async fn a_server_configured_without_the_page_answers_as_the_upstream_does() {
     }
     proxy.stop().await;
 }
+
+/// The admin page shows how the upstream's catalogue differs from the
+/// build's and the last reconciliation, which its button makes; a create
+/// for a model the catalogue no longer lists is refused, nothing sent.
+#[tokio::test]
+async fn the_admin_page_shows_the_catalogue_and_reconciles_on_demand() {
+    let dropped = "google/veo3-1-fast-extend-video";
+    let config = aimlvid_sim::SimConfig {
+        time_scale: 0.0,
+        added_models: vec![aimlvid_sim::AddedModel::new(
+            "sim/lumen-1",
+            serde_json::json!({"type": "object"}),
+        )],
+        dropped_models: vec![dropped.to_owned()],
+        ..aimlvid_sim::SimConfig::default()
+    };
+    let sim = aimlvid_sim::Simulator::start(config).await.unwrap();
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("alice", KeyLimits::default()).await;
+
+    let refused = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("dropped")).await;
+    assert_eq!(refused.status, 400, "{refused:?}");
+    let message = refused.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no longer lists") && message.contains(dropped), "{message}");
+    assert_eq!(sim.stats().create_requests, 0, "nothing sent");
+
+    let mut admin = Visitor::new(&proxy.url);
+    admin.sign_in(ADMIN_TOKEN).await;
+    let page = admin.get("/ui/admin").await;
+    let catalogue = &page.html[page.html.find("id=\"catalogue\"").expect("a catalogue section")..];
+    assert!(catalogue.contains("<code>sim/lumen-1</code>"), "{catalogue}");
+    assert!(catalogue.contains(&format!("<code>{dropped}</code>")), "{catalogue}");
+    assert!(page.html.contains("None yet: the server makes one"), "no reconciliation before the first");
+
+    let foreign = sim.add_foreign_charge("sim/lumen-1", 4000);
+    let posted = admin.post("/ui/admin/reconcile", &[("csrf", &page.csrf())]).await;
+    assert_eq!(posted.status, StatusCode::SEE_OTHER);
+    let page = admin.get("/ui/admin").await;
+    let section = &page.html[page.html.find("id=\"reconciliation\"").unwrap()..];
+    assert!(section.contains("Last made"), "{section}");
+    assert!(section.contains(&foreign) && section.contains("charged outside this proxy"), "{section}");
+    assert!(section.contains("4000 ($0.002)"), "{section}");
+    // A member cannot make one.
+    let mut member = Visitor::new(&proxy.url);
+    member.sign_in(&key).await;
+    let csrf = member.get("/ui/jobs").await.csrf();
+    assert_eq!(member.post("/ui/admin/reconcile", &[("csrf", &csrf)]).await.status, StatusCode::FORBIDDEN);
+}
