@@ -89,7 +89,7 @@ async fn main() {
         let read =
             http.get(&on_other).query(&[("generation_id", id)]).bearer_auth(&key).send().await.unwrap();
         assert!(read.status().is_success());
-        assert!(other.jobs().get(id).is_some(), "held in the other replica's memory");
+        assert!(other.views().get(id).is_some(), "held in the other replica's memory");
     }
 
     // All end upstream at once; watch both memories.
@@ -97,7 +97,7 @@ async fn main() {
         assert!(sim.complete_now(id));
     }
     let completed =
-        |state: &AppState, id: &str| state.jobs().get(id).is_some_and(|v| v.status == Status::Completed);
+        |state: &AppState, id: &str| state.views().get(id).is_some_and(|v| v.status == Status::Completed);
     let mut seen_polling: Vec<Option<Instant>> = vec![None; JOBS];
     let mut seen_other: Vec<Option<Instant>> = vec![None; JOBS];
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -324,7 +324,7 @@ pub(crate) async fn reconcile(
         Some(text) => parse_window(text).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?,
         None => state.reconcile_window(),
     };
-    let report = crate::engine::ledger::reconcile_now(&state, window)
+    let report = crate::engine::ledger::reconcile_now(state.reconciler(), window)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
     let run = crate::engine::ledger::ReconcileRun { at: report.until, outcome: Ok(report) };

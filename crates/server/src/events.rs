@@ -16,7 +16,8 @@ use crate::api::{Authorization, authenticate};
 use crate::error::ApiError;
 use crate::keys::KeyEntry;
 use crate::metrics::Metrics;
-use crate::state::{AppState, view_of};
+use crate::state::AppState;
+use crate::view::view_of;
 use crate::view::{Feed, JobView};
 
 /// The job's current state first, then one event per status change; the
@@ -28,7 +29,7 @@ pub(crate) async fn events(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = authenticate(&state, &authorization)?;
-    let changes = job_changes(&state, key, &id).await?;
+    let changes = job_changes(&state, key.key().clone(), &id).await?;
     let stream = futures_util::stream::StreamExt::map(changes, |view| {
         Ok::<_, Infallible>(Event::default().data(std::str::from_utf8(&view.body).unwrap_or_default()))
     });
@@ -54,7 +55,7 @@ pub(crate) async fn job_changes(
     }
     let slot = StreamSlot(key.clone());
     let epoch = key.epoch();
-    let feed = match state.jobs().subscribe(id) {
+    let feed = match state.views().subscribe(id) {
         Some(feed) => feed,
         None => {
             state.metrics().storage_read();
@@ -65,8 +66,8 @@ pub(crate) async fn job_changes(
                     Feed::Finished(Arc::new(view))
                 }
                 Some((id, view)) if view.key_id == key_id => {
-                    state.jobs().put(&id, view);
-                    state.jobs().subscribe(&id).ok_or_else(ApiError::not_found)?
+                    state.views().put(&id, view);
+                    state.views().subscribe(&id).ok_or_else(ApiError::not_found)?
                 }
                 _ => return Err(ApiError::not_found()),
             }

@@ -31,6 +31,7 @@ pub mod engine;
 pub mod error;
 mod events;
 pub mod front;
+pub mod jobs;
 pub mod keys;
 pub mod metrics;
 mod observe;

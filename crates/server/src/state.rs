@@ -1,13 +1,13 @@
-//! The server's shared state, its start-up (load keys and jobs, resume
-//! polling) and its background work: the writer, the scheduler, the
-//! webhook deliverer and the key refresher.
+//! The HTTP fronts' state, and the server's start-up: load keys and jobs,
+//! build the jobs service and the engine's parts, and start the background
+//! work (the writer, the scheduler, recovery, reconciliation, webhook
+//! delivery, the key refresher), each task with only the handles it uses.
 
-use crate::calendar::unix_now;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aimlvid::{Generation, Status};
+use aimlvid::Generation;
 use secrecy::{ExposeSecret as _, SecretString};
 use subtle::ConstantTimeEq as _;
 use tokio_util::sync::CancellationToken;
@@ -15,13 +15,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::budget::{CostEstimates, CostSettings};
 use crate::engine::breaker::UpstreamBreaker;
-use crate::engine::scheduler::{self, FollowJob, Scheduler};
+use crate::engine::ledger::Reconciler;
+use crate::engine::recover::Recovery;
+use crate::engine::scheduler::{self, Poller, Scheduler};
+use crate::engine::settle::Settle;
 use crate::engine::timing::{PollSettings, Timings};
-use crate::engine::writer::{WriteError, Writer};
+use crate::engine::writer::Writer;
 use crate::keys::{KeyTable, hash_key};
 use crate::metrics::{KeyFigures, Metrics, Snapshot};
-use crate::store::{JobEnd, JobRecord, JobWrite, KeyId, Store, StoreError, WriteOutcome};
-use crate::view::{JobView, JobViews, UnknownIds};
+use crate::store::{KeyId, Store, StoreError};
+use crate::view::{JobViews, UnknownIds};
 use crate::webhooks::{WebhookConfig, Webhooks};
 
 /// How often a running server checks storage for key changes made by
@@ -164,32 +167,18 @@ pub struct AppState {
 
 #[derive(Debug)]
 struct Inner {
-    store: Arc<dyn Store>,
-    upstream: aimlvid::Client,
-    keys: KeyTable,
-    /// Held from reading the keys to syncing the table, so that a reload
-    /// that read earlier cannot sync over one that read later (the
-    /// refresher would otherwise briefly undo a key just issued).
-    reloading: tokio::sync::Mutex<()>,
-    jobs: JobViews,
+    /// The jobs service every front creates and follows jobs through.
+    jobs: crate::jobs::Jobs,
+    key_reload: KeyReload,
     unknown_ids: UnknownIds,
     admin_token_hash: Option<[u8; 32]>,
     metrics_token_hash: Option<[u8; 32]>,
     body_limit: usize,
     metrics: Arc<Metrics>,
-    webhooks: Webhooks,
-    writer: Writer,
-    scheduler: Scheduler,
-    costs: Arc<CostEstimates>,
-    catalogue: Arc<crate::budget::CatalogueWatch>,
-    breaker: UpstreamBreaker,
+    webhooks: Arc<Webhooks>,
     front: crate::front::FrontLimits,
     team_page: Option<Duration>,
-    create_record_timeout: Duration,
-    unknown_window: Duration,
-    last_reconciliation: crate::engine::ledger::LastReconciliation,
-    reconcile_window: Duration,
-    upstream_creates: tokio::sync::Semaphore,
+    reconciler: Reconciler,
     /// Cancelled when shutdown begins: ends event streams, so that the
     /// requests still in flight can finish.
     draining: CancellationToken,
@@ -198,10 +187,57 @@ struct Inner {
     /// Stops the writer, once everything else has stopped writing.
     stop_writer: CancellationToken,
     tasks: TaskTracker,
-    /// Creates in flight, each in a task of its own so that a member's
-    /// disconnect cannot cut one short; shutdown waits for them.
-    creates: TaskTracker,
     writer_task: TaskTracker,
+}
+
+/// Reloads the keys from storage: when an admin changes one here, and when
+/// the refresher sees another process (the `keys` command) changed one.
+#[derive(Debug, Clone)]
+struct KeyReload {
+    store: Arc<dyn Store>,
+    keys: Arc<KeyTable>,
+    /// Held from reading the keys to syncing the table, so that a reload
+    /// that read earlier cannot sync over one that read later (the
+    /// refresher would otherwise briefly undo a key just issued).
+    reloading: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl KeyReload {
+    async fn reload(&self) -> Result<(), StoreError> {
+        let _in_order = self.reloading.lock().await;
+        let records = self.store.keys().await?;
+        // Keys new to this process have no jobs in flight here yet.
+        self.keys.sync(records, |_| (0, 0.0));
+        Ok(())
+    }
+
+    /// Checks storage for key changes every `every` until `stop`.
+    async fn run(self, every: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = None;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            // A one-row read; the keys themselves only when they changed.
+            let version = match self.store.keys_version().await {
+                Ok(version) => version,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not check keys for changes");
+                    continue;
+                }
+            };
+            if seen == Some(version) {
+                continue;
+            }
+            match self.reload().await {
+                Ok(()) => seen = Some(version),
+                Err(e) => tracing::warn!(error = %e, "could not reload keys"),
+            }
+        }
+    }
 }
 
 impl AppState {
@@ -257,14 +293,14 @@ impl AppState {
                 entry.1 += expected;
             }
         }
-        let keys = KeyTable::default();
+        let keys = Arc::new(KeyTable::default());
         keys.sync(store.keys().await?, |id| per_key.get(&id).copied().unwrap_or_default());
 
-        let jobs = JobViews::new(config.recent_jobs as usize);
+        let views = Arc::new(JobViews::new(config.recent_jobs as usize));
         // Oldest first, so that the newest count as the most recently used.
         for job in store.recent_jobs(config.recent_jobs).await?.iter().rev().chain(&unfinished) {
-            if let Some((id, view)) = view_of(job) {
-                jobs.put(&id, view);
+            if let Some((id, view)) = crate::view::view_of(job) {
+                views.put(&id, view);
             }
         }
         let timings = Timings::load(store.model_timings().await?);
@@ -273,95 +309,108 @@ impl AppState {
         let writer_task = TaskTracker::new();
         let writer = Writer::start(store.clone(), metrics.clone(), stop_writer.clone(), &writer_task);
         let (scheduler, follow_queue) = Scheduler::new();
+        let webhooks = Arc::new(Webhooks::new(config.webhooks)?);
+        let breaker = Arc::new(UpstreamBreaker::new(config.breaker_window));
+        let settle = Settle {
+            writer: writer.clone(),
+            views: views.clone(),
+            costs: costs.clone(),
+            keys: keys.clone(),
+            webhooks: webhooks.clone(),
+        };
+        let recovery = Recovery {
+            store: store.clone(),
+            upstream: config.upstream.clone(),
+            costs: costs.clone(),
+            keys: keys.clone(),
+            settle: settle.clone(),
+            scheduler: scheduler.clone(),
+            unknown_window: config.unknown_window,
+        };
+        let reconciler = Reconciler {
+            recovery: recovery.clone(),
+            metrics: metrics.clone(),
+            last: crate::engine::ledger::LastReconciliation::default(),
+            window: config.reconcile_window,
+        };
+        let poller = Poller {
+            upstream: config.upstream.clone(),
+            breaker: breaker.clone(),
+            writer: writer.clone(),
+            metrics: metrics.clone(),
+            settle: settle.clone(),
+        };
+        let jobs = crate::jobs::Jobs::new(crate::jobs::JobsParts {
+            store: store.clone(),
+            upstream: config.upstream.clone(),
+            settle,
+            scheduler: scheduler.clone(),
+            catalogue: catalogue.clone(),
+            breaker,
+            metrics: metrics.clone(),
+            max_creates_in_flight: config.max_creates_in_flight,
+            create_record_timeout: config.create_record_timeout,
+        });
         let state = AppState {
             inner: Arc::new(Inner {
-                store,
-                upstream: config.upstream,
-                keys,
-                reloading: tokio::sync::Mutex::new(()),
                 jobs,
+                key_reload: KeyReload {
+                    store: store.clone(),
+                    keys: keys.clone(),
+                    reloading: Arc::new(tokio::sync::Mutex::new(())),
+                },
                 unknown_ids: UnknownIds::default(),
                 admin_token_hash: config.admin_token.map(|t| hash_key(t.expose_secret())),
                 metrics_token_hash: config.metrics_token.map(|t| hash_key(t.expose_secret())),
                 body_limit: config.body_limit,
-                metrics,
-                webhooks: Webhooks::new(config.webhooks)?,
-                writer,
-                scheduler,
-                costs,
-                catalogue,
-                breaker: UpstreamBreaker::new(config.breaker_window),
+                metrics: metrics.clone(),
+                webhooks: webhooks.clone(),
                 front: config.front,
                 team_page: config.team_page,
-                create_record_timeout: config.create_record_timeout,
-                unknown_window: config.unknown_window,
-                last_reconciliation: crate::engine::ledger::LastReconciliation::default(),
-                reconcile_window: config.reconcile_window,
-                upstream_creates: tokio::sync::Semaphore::new(config.max_creates_in_flight.max(1)),
+                reconciler: reconciler.clone(),
                 draining: CancellationToken::new(),
                 stop: CancellationToken::new(),
                 stop_writer,
                 tasks: TaskTracker::new(),
-                creates: TaskTracker::new(),
                 writer_task,
             }),
         };
+        // Each background task gets the handles it uses, never the HTTP state.
+        let (tasks, stop) = (&state.inner.tasks, &state.inner.stop);
         tracing::info!(unfinished = unfinished.len(), "resuming polls");
         for job in unfinished {
-            state.follow_resumed(job);
+            scheduler.follow_stored(job);
         }
-        if state.store().shared() {
-            let (leaser, stop) = (state.clone(), state.inner.stop.clone());
-            state.inner.tasks.spawn(crate::engine::leases::run(leaser, config.lease_check, stop));
-            let (listener, stop) = (state.clone(), state.inner.stop.clone());
-            state.inner.tasks.spawn(crate::engine::changes::run(listener, stop));
+        if store.shared() {
+            tasks.spawn(crate::engine::leases::run(
+                store.clone(),
+                scheduler.clone(),
+                config.lease_check,
+                stop.clone(),
+            ));
+            let replicas = crate::engine::changes::Replicas { store: store.clone(), views: views.clone() };
+            tasks.spawn(crate::engine::changes::run(replicas, stop.clone()));
         }
-        let polling = state.clone();
-        let stop = state.inner.stop.clone();
-        state.inner.tasks.spawn(scheduler::run(polling, config.poll, timings, follow_queue, stop));
+        tasks.spawn(scheduler::run(poller, config.poll, timings, follow_queue, stop.clone()));
         if let Some(keep) = config.retention {
-            let pruner = state.clone();
-            let stop = state.inner.stop.clone();
-            state.inner.tasks.spawn(crate::engine::retention::run(pruner, keep, stop));
+            tasks.spawn(crate::engine::retention::run(writer.clone(), keep, stop.clone()));
         }
-        let (upstream, costs, catalogue, stop) = (
-            state.upstream().clone(),
-            state.inner.costs.clone(),
-            state.inner.catalogue.clone(),
-            state.inner.stop.clone(),
-        );
-        state.inner.tasks.spawn(crate::budget::refresh_prices(
-            upstream,
+        tasks.spawn(crate::budget::refresh_prices(
+            config.upstream.clone(),
             costs,
             catalogue,
             next_price_read,
-            stop,
+            stop.clone(),
         ));
-        let recoverer = state.clone();
-        let stop = state.inner.stop.clone();
-        state.inner.tasks.spawn(crate::engine::recover::run(recoverer, config.recover_interval, stop));
+        tasks.spawn(crate::engine::recover::run(recovery, config.recover_interval, stop.clone()));
         if let Some(every) = config.reconcile_every {
-            let (reconciler, stop) = (state.clone(), state.inner.stop.clone());
-            let window = config.reconcile_window;
-            state.inner.tasks.spawn(crate::engine::ledger::run(reconciler, every, window, stop));
+            tasks.spawn(crate::engine::ledger::run(reconciler, every, stop.clone()));
         }
-        let refresher = state.clone();
-        state.inner.tasks.spawn(async move { refresher.refresh_keys(config.key_refresh).await });
-        let deliverer = state.clone();
-        state.inner.tasks.spawn(async move {
-            let inner = &deliverer.inner;
-            inner.webhooks.run(&deliverer, &inner.stop).await;
-        });
+        let refresher = state.inner.key_reload.clone();
+        tasks.spawn(refresher.run(config.key_refresh, stop.clone()));
+        let stop = stop.clone();
+        tasks.spawn(async move { webhooks.run(&store, &metrics, &stop).await });
         Ok(state)
-    }
-
-    /// Follows a job found in storage (at start, or taken over from a
-    /// replica that stopped).
-    pub(crate) fn follow_resumed(&self, job: crate::store::JobRecord) {
-        let Some(id) = job.generation_id else { return };
-        let age = Duration::from_secs(u64::try_from(unix_now() - job.created_at).unwrap_or(0));
-        let status = Status::from(job.status.as_str());
-        self.follow(FollowJob { id, key_id: job.key_id, model: job.model, age, status, fresh: false });
     }
 
     /// Stops polling and waits for the background tasks to end. Jobs stay
@@ -371,8 +420,7 @@ impl AppState {
         inner.draining.cancel();
         let rest = async {
             // A create in flight finishes (and is recorded) even if its member left.
-            inner.creates.close();
-            inner.creates.wait().await;
+            inner.jobs.finish_creates().await;
             inner.stop.cancel();
             inner.tasks.close();
             inner.tasks.wait().await;
@@ -386,8 +434,12 @@ impl AppState {
             let started = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let failing =
-                    inner.writer.health().failing().is_some_and(|(for_, _)| for_ >= Duration::from_secs(1));
+                let failing = inner
+                    .jobs
+                    .writer()
+                    .health()
+                    .failing()
+                    .is_some_and(|(for_, _)| for_ >= Duration::from_secs(1));
                 if failing || started.elapsed() >= inner.front.shutdown_grace {
                     return;
                 }
@@ -407,29 +459,34 @@ impl AppState {
         self.inner.writer_task.wait().await;
     }
 
-    /// The storage backend.
+    /// The jobs service: every create, follow and record goes through it.
+    pub fn jobs(&self) -> &crate::jobs::Jobs {
+        &self.inner.jobs
+    }
+
     /// The webhook delivery worker.
     pub(crate) fn webhooks(&self) -> &Webhooks {
         &self.inner.webhooks
     }
 
+    /// The storage backend.
     pub fn store(&self) -> &dyn Store {
-        self.inner.store.as_ref()
+        self.inner.jobs.store()
     }
 
     /// The upstream client.
     pub fn upstream(&self) -> &aimlvid::Client {
-        &self.inner.upstream
+        self.inner.jobs.upstream()
     }
 
     /// The keys in memory.
     pub fn keys(&self) -> &KeyTable {
-        &self.inner.keys
+        self.inner.jobs.keys()
     }
 
     /// The jobs in memory.
-    pub fn jobs(&self) -> &JobViews {
-        &self.inner.jobs
+    pub fn views(&self) -> &JobViews {
+        self.inner.jobs.views()
     }
 
     /// Ids recently found in neither memory nor storage.
@@ -439,38 +496,27 @@ impl AppState {
 
     /// What creates are expected to cost, and the reservations of jobs in flight.
     pub fn costs(&self) -> &CostEstimates {
-        &self.inner.costs
+        self.inner.jobs.costs()
     }
 
-    /// A turn to send a create upstream, all keys together, first come
-    /// first served.
-    pub(crate) async fn upstream_create_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.inner.upstream_creates.acquire().await.expect("the semaphore is never closed")
-    }
-
-    /// How long an unknown create keeps counting while the logs lack it.
-    pub(crate) fn unknown_window(&self) -> Duration {
-        self.inner.unknown_window
-    }
-
-    /// How long a create waits for storage to record it.
     /// What the upstream's catalogue last said of this build's models.
     pub fn catalogue(&self) -> &crate::budget::CatalogueWatch {
-        &self.inner.catalogue
+        self.inner.jobs.catalogue()
+    }
+
+    /// Reconciles with the upstream's ledger, and keeps the last result.
+    pub fn reconciler(&self) -> &Reconciler {
+        &self.inner.reconciler
     }
 
     /// The last reconciliation with the upstream's ledger.
     pub fn last_reconciliation(&self) -> &crate::engine::ledger::LastReconciliation {
-        &self.inner.last_reconciliation
+        &self.inner.reconciler.last
     }
 
     /// How far back a reconciliation looks, unless asked otherwise.
     pub fn reconcile_window(&self) -> Duration {
-        self.inner.reconcile_window
-    }
-
-    pub(crate) fn create_record_timeout(&self) -> Duration {
-        self.inner.create_record_timeout
+        self.inner.reconciler.window
     }
 
     /// How long a team page session lasts, if the page is served.
@@ -485,12 +531,12 @@ impl AppState {
 
     /// Whether the upstream is refusing this server's key.
     pub fn breaker(&self) -> &UpstreamBreaker {
-        &self.inner.breaker
+        self.inner.jobs.breaker()
     }
 
     /// The one writer of job changes.
     pub fn writer(&self) -> &Writer {
-        &self.inner.writer
+        self.inner.jobs.writer()
     }
 
     /// The metrics registry.
@@ -515,8 +561,7 @@ impl AppState {
     /// Every metric in the Prometheus text format.
     pub fn render_metrics(&self) -> String {
         let keys = self
-            .inner
-            .keys
+            .keys()
             .entries()
             .into_iter()
             .map(|entry| KeyFigures {
@@ -525,11 +570,8 @@ impl AppState {
                 credits: entry.credits_used(),
             })
             .collect();
-        let snapshot = Snapshot {
-            keys,
-            jobs_in_memory: self.inner.jobs.counts().0,
-            jobs_evicted: self.inner.jobs.evicted(),
-        };
+        let snapshot =
+            Snapshot { keys, jobs_in_memory: self.views().counts().0, jobs_evicted: self.views().evicted() };
         self.inner.metrics.render(&snapshot)
     }
 
@@ -571,132 +613,19 @@ impl AppState {
     pub(crate) async fn unfinished_per_key(
         &self,
     ) -> Result<std::collections::HashMap<KeyId, u32>, StoreError> {
-        if let Some(counts) = self.inner.store.unfinished_counts().await? {
+        if let Some(counts) = self.store().unfinished_counts().await? {
             return Ok(counts);
         }
-        Ok(self.inner.keys.entries().into_iter().map(|entry| (entry.id(), entry.unfinished())).collect())
+        Ok(self.keys().entries().into_iter().map(|entry| (entry.id(), entry.unfinished())).collect())
     }
 
     /// Reloads keys from storage now.
     pub async fn reload_keys(&self) -> Result<(), StoreError> {
-        let _in_order = self.inner.reloading.lock().await;
-        let records = self.inner.store.keys().await?;
-        // Keys new to this process have no jobs in flight here yet.
-        self.inner.keys.sync(records, |_| (0, 0.0));
-        Ok(())
+        self.inner.key_reload.reload().await
     }
 
-    async fn refresh_keys(&self, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seen = None;
-        loop {
-            tokio::select! {
-                () = self.inner.stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            // A one-row read; the keys themselves only when they changed.
-            let version = match self.inner.store.keys_version().await {
-                Ok(version) => version,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not check keys for changes");
-                    continue;
-                }
-            };
-            if seen == Some(version) {
-                continue;
-            }
-            match self.reload_keys().await {
-                Ok(()) => seen = Some(version),
-                Err(e) => tracing::warn!(error = %e, "could not reload keys"),
-            }
-        }
-    }
-
-    /// Runs a create in a task of its own, which the request only waits
-    /// on: dropping the request (a member who disconnects) does not stop it.
-    pub(crate) fn spawn_create<F>(&self, create: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.inner.creates.spawn(create)
-    }
-
-    /// Follows a job upstream until it finishes: the one scheduler polls
-    /// it, however many members read it.
-    pub(crate) fn follow(&self, job: FollowJob) {
-        self.inner.scheduler.follow(job);
-    }
-
-    /// Records a job's new state: storage first (through the writer, which
-    /// retries until storage takes it), then the in-memory view, so that
-    /// what members are shown is always what a restart would show. Returns
-    /// whether it was stored (only a stopping server, or a write storage
-    /// refuses for good, leaves it unstored).
+    /// Records a job's new state (see [`crate::engine::settle::Settle::record`]).
     pub async fn record(&self, key_id: KeyId, generation: &Generation) -> bool {
-        let id = generation.id.as_str();
-        let status = generation.status.as_str();
-        let body = match serde_json::to_string(generation) {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::error!(generation_id = id, error = %e, "could not encode a generation");
-                return false;
-            }
-        };
-        let view = JobView::new(key_id, generation);
-        let finished = generation.status.is_finished();
-        let credits = generation.credits_used().unwrap_or(0.0);
-        let write = if finished {
-            // A webhook announces the job exactly as members read it.
-            let announcement = String::from_utf8_lossy(&view.body).into_owned();
-            let end = JobEnd { status: status.to_owned(), body, credits, announcement };
-            JobWrite::Finished { generation_id: id.to_owned(), end }
-        } else {
-            JobWrite::Changed { generation_id: id.to_owned(), status: status.to_owned(), body }
-        };
-        match self.inner.writer.write(write).await {
-            Ok(WriteOutcome::Finished(Some(charged))) => {
-                // The reservation gives way to the real charge, which also
-                // teaches the model's expected cost.
-                let hold = self.inner.costs.release(id);
-                if let Some(hold) = &hold {
-                    self.inner.costs.learn(&hold.model, credits);
-                }
-                if let Some(entry) = self.inner.keys.get(charged.key_id) {
-                    entry.job_charged(
-                        charged.key_credits_used,
-                        charged.key_period,
-                        hold.map_or(0.0, |h| h.credits),
-                    );
-                }
-                if charged.webhook_queued {
-                    self.inner.webhooks.wake();
-                }
-            }
-            Ok(_) => {}
-            Err(WriteError::Stopped) => {
-                // Not stored, so not shown: the next start polls the job again.
-                return false;
-            }
-            Err(e) => {
-                tracing::error!(generation_id = id, error = %e, "storage refused a status; not shown");
-                return false;
-            }
-        }
-        tracing::debug!(generation_id = id, status, "job status");
-        self.inner.jobs.put(id, view);
-        true
+        self.inner.jobs.record(key_id, generation).await
     }
-}
-
-/// The view of a stored job, if it has an upstream id.
-pub(crate) fn view_of(job: &JobRecord) -> Option<(String, JobView)> {
-    let id = job.generation_id.clone()?;
-    let generation = job
-        .body
-        .as_deref()
-        .and_then(|b| serde_json::from_str::<Generation>(b).ok())
-        .unwrap_or_else(|| Generation::new(id.clone(), Status::from(job.status.as_str())));
-    Some((id, JobView::new(job.key_id, &generation)))
 }

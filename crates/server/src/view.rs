@@ -296,6 +296,16 @@ impl UnknownIds {
     }
 }
 
+/// The view of a stored job, if it has an upstream id.
+pub(crate) fn view_of(job: &crate::store::JobRecord) -> Option<(String, JobView)> {
+    let id = job.generation_id.clone()?;
+    let generation =
+        job.body.as_deref().and_then(|b| serde_json::from_str::<aimlvid::Generation>(b).ok()).unwrap_or_else(
+            || aimlvid::Generation::new(id.clone(), aimlvid::Status::from(job.status.as_str())),
+        );
+    Some((id, JobView::new(job.key_id, &generation)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::state::AppState;
 use crate::store::{AttemptOutcome, DueWebhook, KeyId, Store, StoreResult, delivery};
 
 /// The signature header: `t=<unix seconds>,v1=<hex HMAC-SHA256>`.
@@ -565,8 +564,12 @@ impl Webhooks {
     /// sleeps until the next attempt is due, an attempt ends or a delivery
     /// is queued, until `stop`. Attempts cut short by `stop` are released,
     /// to be made again at the next start.
-    pub(crate) async fn run(&self, state: &AppState, stop: &CancellationToken) {
-        let (store, metrics) = (state.store(), state.metrics());
+    pub(crate) async fn run(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        metrics: &Arc<Metrics>,
+        stop: &CancellationToken,
+    ) {
         let mut hosts = Hosts::default();
         // Tasks, not futures polled here: an attempt recording its outcome
         // must not wait on this loop, which may itself wait on storage.
@@ -577,15 +580,14 @@ impl Webhooks {
             let free = CONCURRENT.saturating_sub(in_flight.len());
             let mut pause = IDLE;
             if free > 0 {
-                let next = match self.claim_due(store, &mut hosts, free, now).await {
+                let next = match self.claim_due(store.as_ref(), &mut hosts, free, now).await {
                     Ok(due) => {
                         for (due, host) in due {
                             claimed.insert(due.id);
-                            let state = state.clone();
+                            let (webhooks, store, metrics) = (self.clone(), store.clone(), metrics.clone());
                             in_flight.spawn(async move {
                                 let id = due.id;
-                                let health =
-                                    state.webhooks().attempt(due, state.store(), state.metrics()).await;
+                                let health = webhooks.attempt(due, store.as_ref(), &metrics).await;
                                 (id, host, health)
                             });
                         }

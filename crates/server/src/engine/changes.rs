@@ -9,12 +9,22 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{AppState, view_of};
+use std::sync::Arc;
+
+use crate::store::Store;
+use crate::view::{JobViews, view_of};
+
+/// What bringing other replicas' changes in needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Replicas {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) views: Arc<JobViews>,
+}
 
 /// Follows the store's change feed until `stop`.
-pub(crate) async fn run(state: AppState, stop: CancellationToken) {
+pub(crate) async fn run(state: Replicas, stop: CancellationToken) {
     let mut feed = loop {
-        match state.store().job_changes().await {
+        match state.store.job_changes().await {
             Ok(Some(feed)) => break feed,
             Ok(None) => return,
             Err(e) => {
@@ -37,7 +47,7 @@ pub(crate) async fn run(state: AppState, stop: CancellationToken) {
             Err(e) => {
                 tracing::warn!(error = %e, "lost other replicas' job changes; reading cached jobs again once \
                     the database answers");
-                while state.store().ping().await.is_err() {
+                while state.store.ping().await.is_err() {
                     if pause(&stop, Duration::from_secs(1)).await {
                         return;
                     }
@@ -57,15 +67,15 @@ async fn pause(stop: &CancellationToken, wait: Duration) -> bool {
 }
 
 /// Reads a job another replica changed, if this one holds it in memory.
-async fn refresh(state: &AppState, id: &str) {
-    if state.jobs().get(id).is_none() {
+async fn refresh(state: &Replicas, id: &str) {
+    if state.views.get(id).is_none() {
         return;
     }
-    match state.store().job_by_generation(id).await {
+    match state.store.job_by_generation(id).await {
         Ok(Some(job)) => {
             if let Some((id, view)) = view_of(&job) {
                 // `put` never moves a finished job back, whatever arrives late.
-                state.jobs().put(&id, view);
+                state.views.put(&id, view);
             }
         }
         Ok(None) => {}
@@ -76,8 +86,8 @@ async fn refresh(state: &AppState, id: &str) {
 }
 
 /// Reads every unfinished job in memory again.
-async fn refresh_all(state: &AppState) {
-    for id in state.jobs().unfinished_ids() {
+async fn refresh_all(state: &Replicas) {
+    for id in state.views.unfinished_ids() {
         refresh(state, &id).await;
     }
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
+use std::sync::Arc;
+
+use crate::engine::scheduler::Scheduler;
+use crate::store::Store;
 
 /// How often leases are renewed and lapsed ones looked for, by default: a
 /// third of the default lease, so one slow round never loses a lease.
@@ -17,13 +20,17 @@ pub const DEFAULT_LEASE_CHECK: Duration = Duration::from_secs(5);
 /// Renews this server's leases and takes over lapsed ones every `every`,
 /// until `stop`; then gives its leases up, so another replica takes its
 /// jobs over at once.
-pub(crate) async fn run(state: AppState, every: Duration, stop: CancellationToken) {
+pub(crate) async fn run(
+    store: Arc<dyn Store>,
+    scheduler: Scheduler,
+    every: Duration,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(every) => {}
         }
-        let store = state.store();
         if let Err(e) = store.renew_leases().await {
             // Kept in memory and polled still; another replica may take the
             // jobs over once the leases lapse, which costs a few duplicate polls.
@@ -33,7 +40,7 @@ pub(crate) async fn run(state: AppState, every: Duration, stop: CancellationToke
             Ok(jobs) if !jobs.is_empty() => {
                 tracing::warn!(jobs = jobs.len(), "took over jobs whose server stopped renewing its leases");
                 for job in jobs {
-                    state.follow_resumed(job);
+                    scheduler.follow_stored(job);
                 }
             }
             Ok(_) => {}
@@ -47,7 +54,7 @@ pub(crate) async fn run(state: AppState, every: Duration, stop: CancellationToke
             Err(e) => tracing::warn!(error = %e, "could not look for creates lost with a server"),
         }
     }
-    if let Err(e) = state.store().release_leases().await {
+    if let Err(e) = store.release_leases().await {
         tracing::warn!(error = %e, "could not give this server's job leases up; they lapse instead");
     }
 }

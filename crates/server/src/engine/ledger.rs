@@ -9,8 +9,20 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::recover::Recovery;
+use crate::metrics::Metrics;
 use crate::reconcile::{FindingKind, ReconcileError, Reconciliation};
-use crate::state::AppState;
+
+/// What reconciling needs: recovery's handles (to read and to adopt), the
+/// metrics, and where the last result is kept. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reconciler {
+    pub(crate) recovery: Recovery,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) last: LastReconciliation,
+    /// How far back a reconciliation looks, unless asked otherwise.
+    pub(crate) window: Duration,
+}
 
 /// How often the server reconciles, unless configured otherwise.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(86_400);
@@ -44,8 +56,9 @@ impl LastReconciliation {
     }
 }
 
-/// Reconciles every `every`, over the last `window`, until `stop`.
-pub(crate) async fn run(state: AppState, every: Duration, window: Duration, stop: CancellationToken) {
+/// Reconciles every `every`, over the reconciler's window, until `stop`.
+pub(crate) async fn run(state: Reconciler, every: Duration, stop: CancellationToken) {
+    let window = state.window;
     let first = tokio::time::Instant::now() + FIRST_RECONCILE.min(every);
     let mut tick = tokio::time::interval_at(first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -62,22 +75,23 @@ pub(crate) async fn run(state: AppState, every: Duration, window: Duration, stop
 /// Reconciles the last `window` now, adopts the lost creates found, and
 /// keeps the result.
 pub async fn reconcile_now(
-    state: &AppState,
+    state: &Reconciler,
     window: Duration,
 ) -> Result<Arc<Reconciliation>, ReconcileError> {
     let since = SystemTime::now().checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
-    let result = crate::reconcile::reconcile(state.store(), state.upstream(), since).await;
+    let recovery = &state.recovery;
+    let result = crate::reconcile::reconcile(recovery.store.as_ref(), &recovery.upstream, since).await;
     let at = crate::calendar::unix_now();
     let mut report = match result {
         Ok(report) => report,
         Err(e) => {
             tracing::warn!(error = %e, "could not reconcile with the upstream's ledger; trying again at the next run");
-            state.metrics().reconciliation_failed();
-            state.last_reconciliation().set(ReconcileRun { at, outcome: Err(e.to_string()) });
+            state.metrics.reconciliation_failed();
+            state.last.set(ReconcileRun { at, outcome: Err(e.to_string()) });
             return Err(e);
         }
     };
-    adopt_lost_creates(state, &mut report).await;
+    adopt_lost_creates(recovery, &mut report).await;
     for line in &report.findings {
         tracing::warn!(
             kind = ?line.kind,
@@ -97,19 +111,19 @@ pub async fn reconcile_now(
         ledger_credits = report.total.ledger_credits,
         "reconciled this server's charges with the upstream's ledger"
     );
-    state.metrics().reconciled(&report);
+    state.metrics.reconciled(&report);
     let report = Arc::new(report);
-    state.last_reconciliation().set(ReconcileRun { at, outcome: Ok(report.clone()) });
+    state.last.set(ReconcileRun { at, outcome: Ok(report.clone()) });
     Ok(report)
 }
 
 /// Records each lost create's generation on its job, as the recovery
 /// round would have; one that cannot be read now is left for that round.
-async fn adopt_lost_creates(state: &AppState, report: &mut Reconciliation) {
+async fn adopt_lost_creates(state: &Recovery, report: &mut Reconciliation) {
     if report.count(FindingKind::LostCreate) == 0 {
         return;
     }
-    let unknown = match state.store().unknown_jobs().await {
+    let unknown = match state.store.unknown_jobs().await {
         Ok(jobs) => jobs,
         Err(e) => {
             tracing::warn!(error = %e, "could not read the unknown creates to adopt; the recovery round will");
@@ -120,7 +134,7 @@ async fn adopt_lost_creates(state: &AppState, report: &mut Reconciliation) {
         let Some(job) = unknown.iter().find(|j| Some(&j.local_id) == line.local_id.as_ref()) else {
             continue;
         };
-        match state.upstream().poll_once(&line.generation_id).await {
+        match state.upstream.poll_once(&line.generation_id).await {
             Ok(generation) => line.adopted = crate::engine::recover::adopt(state, job, generation).await,
             Err(e) => {
                 tracing::warn!(local_id = %job.local_id, generation_id = %line.generation_id, error = %e,

@@ -14,5 +14,6 @@ pub mod ledger;
 pub(crate) mod recover;
 pub(crate) mod retention;
 pub(crate) mod scheduler;
+pub mod settle;
 pub mod timing;
 pub mod writer;

@@ -12,14 +12,30 @@
 //! round: the logs lag the API, and nothing paid is ever given up on.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aimlvid::{ClientRequestId, Generation, Receipt};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::scheduler::FollowJob;
-use crate::state::AppState;
-use crate::store::{JobRecord, JobWrite, WriteOutcome};
+use crate::budget::CostEstimates;
+use crate::engine::scheduler::{FollowJob, Scheduler};
+use crate::engine::settle::Settle;
+use crate::keys::KeyTable;
+use crate::store::{JobRecord, JobWrite, Store, WriteOutcome};
+
+/// What looking unknown creates up, and adopting the ones found, needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Recovery {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) upstream: aimlvid::Client,
+    pub(crate) costs: Arc<CostEstimates>,
+    pub(crate) keys: Arc<KeyTable>,
+    pub(crate) settle: Settle,
+    pub(crate) scheduler: Scheduler,
+    /// How long an unknown create keeps counting while the logs lack it.
+    pub(crate) unknown_window: Duration,
+}
 
 /// How often unknown creates are looked up, by default.
 pub(crate) const DEFAULT_RECOVER_INTERVAL: Duration = Duration::from_secs(60);
@@ -40,7 +56,7 @@ pub(crate) fn receipt_json(receipt: &Receipt) -> String {
 }
 
 /// Looks unknown creates up every `every` until `stop`.
-pub(crate) async fn run(state: AppState, every: Duration, stop: CancellationToken) {
+pub(crate) async fn run(state: Recovery, every: Duration, stop: CancellationToken) {
     let mut reported = std::collections::HashSet::new();
     // The first round one interval after start: a create that just failed
     // is not in the logs yet anyway.
@@ -59,10 +75,10 @@ pub(crate) async fn run(state: AppState, every: Duration, stop: CancellationToke
 
 /// One round; returns how many unknown creates were resolved.
 pub(crate) async fn recover_once(
-    state: &AppState,
+    state: &Recovery,
     reported: &mut std::collections::HashSet<String>,
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
-    let unknown = state.store().unknown_jobs().await?;
+    let unknown = state.store.unknown_jobs().await?;
     if unknown.is_empty() {
         return Ok(0);
     }
@@ -71,13 +87,13 @@ pub(crate) async fn recover_once(
         unknown.iter().filter_map(|j| ClientRequestId::new(j.local_id.clone()).ok()).collect();
     let oldest = unknown.iter().map(|j| j.created_at).min().unwrap_or(0);
     let since = UNIX_EPOCH + Duration::from_secs(u64::try_from(oldest).unwrap_or(0));
-    let rows = state.upstream().find_logged_creates(&ids, None, since).await?;
+    let rows = state.upstream.find_logged_creates(&ids, None, since).await?;
     let mut resolved = 0;
     let mut resolved_now = std::collections::HashSet::new();
     for row in rows {
         let Some(job) = row.client_request_id.as_deref().and_then(|id| by_id.get(id)) else { continue };
         resolved_now.insert(job.local_id.as_str());
-        match state.upstream().poll_once(&row.inference_id).await {
+        match state.upstream.poll_once(&row.inference_id).await {
             Ok(generation) => {
                 if adopt(state, job, generation).await {
                     resolved += 1;
@@ -85,7 +101,7 @@ pub(crate) async fn recover_once(
             }
             Err(aimlvid::Error::NotFound { .. }) if row.failed() => {
                 tracing::info!(local_id = %job.local_id, "an unknown create was refused upstream; nothing was charged");
-                state.writer().write(JobWrite::Abandon { local_id: job.local_id.clone() }).await?;
+                state.settle.writer.write(JobWrite::Abandon { local_id: job.local_id.clone() }).await?;
                 give_back(state, &job.local_id);
                 resolved += 1;
             }
@@ -98,14 +114,14 @@ pub(crate) async fn recover_once(
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     for job in &unknown {
         let age = Duration::from_secs(u64::try_from(now - job.created_at).unwrap_or(0));
-        if age < state.unknown_window() || resolved_now.contains(job.local_id.as_str()) {
+        if age < state.unknown_window || resolved_now.contains(job.local_id.as_str()) {
             continue;
         }
         // Past the window, it most likely never reached the upstream: its
         // key's place and reservation go back, once; it is still looked up.
         if !job.hold_released {
             let release = JobWrite::ReleaseHold { local_id: job.local_id.clone() };
-            if let WriteOutcome::HoldReleased(true) = state.writer().write(release).await? {
+            if let WriteOutcome::HoldReleased(true) = state.settle.writer.write(release).await? {
                 give_back(state, &job.local_id);
             }
         }
@@ -127,9 +143,9 @@ pub(crate) async fn recover_once(
 
 /// Gives back what a create whose outcome was unknown kept of its key's
 /// limits on this server, if it kept anything here.
-fn give_back(state: &AppState, local_id: &str) {
-    if let Some(kept) = state.costs().take_unknown(local_id)
-        && let Some(key) = state.keys().get(kept.key_id)
+fn give_back(state: &Recovery, local_id: &str) {
+    if let Some(kept) = state.costs.take_unknown(local_id)
+        && let Some(key) = state.keys.get(kept.key_id)
     {
         key.job_ended(kept.credits);
     }
@@ -137,7 +153,7 @@ fn give_back(state: &AppState, local_id: &str) {
 
 /// Gives an unknown job the generation the logs say it made, and follows
 /// it; false if storage did not take it (it stays unknown, looked up again).
-pub(crate) async fn adopt(state: &AppState, job: &JobRecord, generation: Generation) -> bool {
+pub(crate) async fn adopt(state: &Recovery, job: &JobRecord, generation: Generation) -> bool {
     let body = serde_json::to_string(&generation).unwrap_or_default();
     let created = JobWrite::Created {
         local_id: job.local_id.clone(),
@@ -146,7 +162,7 @@ pub(crate) async fn adopt(state: &AppState, job: &JobRecord, generation: Generat
         body,
         receipt: None,
     };
-    if let Err(e) = state.writer().write(created).await {
+    if let Err(e) = state.settle.writer.write(created).await {
         tracing::error!(local_id = %job.local_id, generation_id = %generation.id, error = %e,
             "could not record a recovered create");
         return false;
@@ -156,23 +172,23 @@ pub(crate) async fn adopt(state: &AppState, job: &JobRecord, generation: Generat
     // belong to the running job; if they were given back (the lookup window
     // passed, or this server started since, or a shared store holds them),
     // it counts here again now.
-    let expected = match state.costs().take_unknown(&job.local_id) {
+    let expected = match state.costs.take_unknown(&job.local_id) {
         Some(kept) => kept.credits,
         None => {
-            let expected = state.costs().estimate(&job.model, &serde_json::Value::Null);
-            if let Some(key) = state.keys().get(job.key_id) {
+            let expected = state.costs.estimate(&job.model, &serde_json::Value::Null);
+            if let Some(key) = state.keys.get(job.key_id) {
                 key.job_resumed(expected);
             }
             expected
         }
     };
-    state.costs().hold(&generation.id, &job.model, expected);
+    state.costs.hold(&generation.id, &job.model, expected);
     if generation.status.is_finished() {
-        state.record(job.key_id, &generation).await;
+        state.settle.record(job.key_id, &generation).await;
     } else {
-        state.jobs().put(&generation.id, crate::view::JobView::new(job.key_id, &generation));
+        state.settle.views.put(&generation.id, crate::view::JobView::new(job.key_id, &generation));
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        state.follow(FollowJob {
+        state.scheduler.follow(FollowJob {
             id: generation.id.clone(),
             key_id: job.key_id,
             model: job.model.clone(),

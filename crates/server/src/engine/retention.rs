@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
+use crate::engine::writer::Writer;
 use crate::store::{JobWrite, WriteOutcome};
 
 /// Jobs forgotten per write.
@@ -14,7 +14,7 @@ const BATCH: u32 = 1000;
 const EVERY: Duration = Duration::from_secs(3600);
 
 /// Every hour until `stop`, forgets finished jobs created more than `keep` ago.
-pub(crate) async fn run(state: AppState, keep: Duration, stop: CancellationToken) {
+pub(crate) async fn run(writer: Writer, keep: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -22,7 +22,7 @@ pub(crate) async fn run(state: AppState, keep: Duration, stop: CancellationToken
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let pruned = prune(&state, keep).await;
+        let pruned = prune(&writer, keep).await;
         if pruned > 0 {
             tracing::info!(
                 jobs = pruned,
@@ -34,12 +34,12 @@ pub(crate) async fn run(state: AppState, keep: Duration, stop: CancellationToken
 }
 
 /// Forgets what is past `keep` now; returns how many jobs.
-pub(crate) async fn prune(state: &AppState, keep: Duration) -> u64 {
+pub(crate) async fn prune(writer: &Writer, keep: Duration) -> u64 {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let before = now - i64::try_from(keep.as_secs()).unwrap_or(i64::MAX);
     let mut total = 0;
     loop {
-        match state.writer().write(JobWrite::Prune { before, limit: BATCH }).await {
+        match writer.write(JobWrite::Prune { before, limit: BATCH }).await {
             Ok(WriteOutcome::Pruned(n)) => {
                 total += n;
                 if n < u64::from(BATCH) {

@@ -16,9 +16,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::breaker::UpstreamBreaker;
+use super::settle::Settle;
 use super::timing::{Plan, PollSettings, Timings};
-use crate::state::AppState;
-use crate::store::{JobWrite, KeyId, status};
+use super::writer::Writer;
+use crate::metrics::Metrics;
+use crate::store::{JobRecord, JobWrite, KeyId, status};
 
 /// The slowest pace the scheduler falls to, in polls per second.
 const MIN_RATE: f64 = 1.0;
@@ -65,18 +68,38 @@ impl Scheduler {
             tracing::debug!(generation_id = refused.0.id, "not followed: the server is stopping");
         }
     }
+
+    /// Follows a job found in storage (at start, or taken over from a
+    /// replica that stopped); one without an upstream id yet has nothing to poll.
+    pub(crate) fn follow_stored(&self, job: JobRecord) {
+        let Some(id) = job.generation_id else { return };
+        let age =
+            Duration::from_secs(u64::try_from(crate::calendar::unix_now() - job.created_at).unwrap_or(0));
+        let status = Status::from(job.status.as_str());
+        self.follow(FollowJob { id, key_id: job.key_id, model: job.model, age, status, fresh: false });
+    }
 }
 
-/// Runs the scheduler until `stop`: polls through `state`'s upstream client
-/// and records what it sees through `state`.
+/// What the scheduler polls and records with, and no more.
+#[derive(Debug, Clone)]
+pub(crate) struct Poller {
+    pub(crate) upstream: aimlvid::Client,
+    pub(crate) breaker: Arc<UpstreamBreaker>,
+    pub(crate) writer: Writer,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) settle: Settle,
+}
+
+/// Runs the scheduler until `stop`: polls through `poller`'s upstream
+/// client and records what it sees through its [`Settle`].
 pub(crate) async fn run(
-    state: AppState,
+    poller: Poller,
     settings: PollSettings,
     timings: Timings,
     queue: FollowQueue,
     stop: CancellationToken,
 ) {
-    Engine::new(state, settings, timings).run(queue.0, stop).await;
+    Engine::new(poller, settings, timings).run(queue.0, stop).await;
 }
 
 /// A followed job: what the scheduler needs, and no more.
@@ -121,7 +144,7 @@ enum Polled {
 const GONE_INTERVAL: Duration = Duration::from_secs(3600);
 
 struct Engine {
-    state: AppState,
+    poller: Poller,
     settings: PollSettings,
     timings: Timings,
     models: HashSet<Arc<str>>,
@@ -170,10 +193,10 @@ impl Ready {
 }
 
 impl Engine {
-    fn new(state: AppState, settings: PollSettings, timings: Timings) -> Self {
+    fn new(poller: Poller, settings: PollSettings, timings: Timings) -> Self {
         let pace = Pace::new(settings.max_rate);
         Engine {
-            state,
+            poller,
             settings,
             timings,
             models: HashSet::new(),
@@ -222,9 +245,9 @@ impl Engine {
                         // A job marked gone is recorded again whatever it says: its row says `unknown`.
                         let status =
                             if job.gone { Status::Other(status::UNKNOWN.into()) } else { job.status.clone() };
-                        let (state, key_id) = (self.state.clone(), job.key_id);
+                        let (poller, key_id) = (self.poller.clone(), job.key_id);
                         in_flight.spawn(async move {
-                            let polled = poll(&state, &id, key_id, status).await;
+                            let polled = poll(&poller, &id, key_id, status).await;
                             (id, polled)
                         });
                     }
@@ -259,7 +282,7 @@ impl Engine {
             wait += fastrand::f64() * plan.next_wait(1, entry.age(now)).max(1.0);
         }
         self.jobs.insert(id.clone(), entry);
-        self.state.metrics().followed(1);
+        self.poller.metrics.followed(1);
         self.schedule(id, now, wait);
     }
 
@@ -288,12 +311,12 @@ impl Engine {
                 self.pace.recover();
                 if status.is_finished() {
                     let job = self.jobs.remove(&id).expect("present above");
-                    self.state.metrics().followed(-1);
+                    self.poller.metrics.followed(-1);
                     if job.fresh && self.settings.learn {
                         let timing = self.timings.learn(&job.model, job.running_at, age);
                         if let Ok(timing) = serde_json::to_string(timing) {
                             let write = JobWrite::ModelTiming { model: job.model.to_string(), timing };
-                            self.state.writer().write_later(write);
+                            self.poller.writer.write_later(write);
                         }
                     }
                     return;
@@ -317,7 +340,7 @@ impl Engine {
                     job.gone = true;
                     tracing::warn!(generation_id = %id, note, "the upstream does not know a followed job; \
                         marked unknown for an admin, asked again hourly");
-                    self.state.writer().write_later(JobWrite::Gone { generation_id: id.to_string(), note });
+                    self.poller.writer.write_later(JobWrite::Gone { generation_id: id.to_string(), note });
                 }
                 GONE_INTERVAL.as_secs_f64()
             }
@@ -327,12 +350,12 @@ impl Engine {
 }
 
 /// One poll of one job; a changed status is stored, then shown, before it returns.
-async fn poll(state: &AppState, id: &str, key_id: KeyId, last: Status) -> Polled {
+async fn poll(poller: &Poller, id: &str, key_id: KeyId, last: Status) -> Polled {
     use aimlvid::Error as E;
-    match state.upstream().poll_once(id).await {
+    match poller.upstream.poll_once(id).await {
         Ok(generation) => {
-            state.breaker().succeeded();
-            if generation.status != last && !state.record(key_id, &generation).await {
+            poller.breaker.succeeded();
+            if generation.status != last && !poller.settle.record(key_id, &generation).await {
                 // Not stored, so not the job's status yet: seen again at a later poll.
                 return Polled::Failed;
             }
@@ -344,8 +367,8 @@ async fn poll(state: &AppState, id: &str, key_id: KeyId, last: Status) -> Polled
         Err(e @ E::Upstream { .. }) if e.is_transient() => Polled::Strained { retry_after: e.retry_after() },
         // Nothing works until the key is replaced: pause everyone.
         Err(E::Unauthorized { .. }) => {
-            state.breaker().trip();
-            Polled::Strained { retry_after: Some(state.breaker().window()) }
+            poller.breaker.trip();
+            Polled::Strained { retry_after: Some(poller.breaker.window()) }
         }
         Err(e @ (E::NotFound { .. } | E::InvalidRequest { .. } | E::OutOfCredits { .. })) => {
             Polled::Gone(e.to_string())

@@ -529,7 +529,7 @@ async fn create(
         }
     }
     let session = posted_by(&state, &headers, &csrf).await?;
-    let Viewer::Member { key, record } = &session.viewer else {
+    let Viewer::Member { key, .. } = &session.viewer else {
         return Err(PageError::forbidden("Generations are started with a team key; sign in with one.")
             .into_response());
     };
@@ -547,16 +547,18 @@ async fn create(
             return Ok(new_page(&session, &model, &typed, Some(e.to_string()), StatusCode::BAD_REQUEST));
         }
     };
-    if let Err(refusal) = key.take_request(record, tokio::time::Instant::now()) {
-        let error = crate::api::refusal_message(refusal);
-        return Ok(new_page(&session, &model, &typed, Some(error), StatusCode::TOO_MANY_REQUESTS));
-    }
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let request_hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
-    match crate::api::create_job(&state, key.clone(), body, request_hash, idempotency).await {
+    let create = crate::jobs::NewCreate { value: body, request_hash, idempotency_key: idempotency };
+    let jobs = state.jobs();
+    let result = match jobs.admit(key.clone()) {
+        Ok(member) => jobs.create(&member, create).await,
+        Err(refusal) => Err(refusal),
+    };
+    match result {
         Ok(accepted) => Ok(see_other(&format!("/ui/jobs/{}", accepted.local_id))),
         // Refused as the API refuses it, with its status: a 429 stays a 429.
-        Err(e) => Ok(new_page(&session, &model, &typed, Some(e.message().to_owned()), e.status())),
+        Err(refusal) => Ok(new_page(&session, &model, &typed, Some(refusal.message), refusal.status)),
     }
 }
 
@@ -808,7 +810,7 @@ async fn admin_reconcile(
     let session = posted_by(&state, &headers, &form.csrf).await?;
     admin_only(&session).map_err(IntoResponse::into_response)?;
     // A failure is kept as the last run, and shown there.
-    let _ = crate::engine::ledger::reconcile_now(&state, state.reconcile_window()).await;
+    let _ = crate::engine::ledger::reconcile_now(state.reconciler(), state.reconcile_window()).await;
     Ok(see_other("/ui/admin#reconciliation"))
 }
 

@@ -56,7 +56,7 @@ async fn all_completed(proxy: &Proxy, ids: &[String], within: Duration) {
     loop {
         let left = ids
             .iter()
-            .filter(|id| proxy.state.jobs().get(id).is_some_and(|view| view.status != Status::Completed))
+            .filter(|id| proxy.state.views().get(id).is_some_and(|view| view.status != Status::Completed))
             .count();
         if left == 0 {
             return;
@@ -130,7 +130,7 @@ async fn storage_locked_for_a_while_delays_statuses_and_loses_none() {
     }
     // Seen upstream, not stored: so not shown either.
     for id in &ids {
-        let view = proxy.state.jobs().get(id).unwrap();
+        let view = proxy.state.views().get(id).unwrap();
         assert_eq!(view.status, Status::Queued, "a status was shown before it was stored");
         let answer = get(&proxy.http, &proxy.endpoint(), Some(&key), Some(id)).await;
         assert_eq!(answer.body["status"], "queued");
@@ -177,7 +177,7 @@ async fn sequential_jobs(duration: Duration, jobs: usize, scale: f64) -> Vec<(u6
         let created =
             post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body(&format!("job {i}"))).await;
         let id = created.body["id"].as_str().unwrap().to_owned();
-        while !proxy.state.jobs().get(&id).is_some_and(|v| v.status == Status::Completed) {
+        while !proxy.state.views().get(&id).is_some_and(|v| v.status == Status::Completed) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let job = sim.sim().job(&id).unwrap();
@@ -312,7 +312,7 @@ async fn one_keys_backlog_does_not_delay_anothers_polls() {
     all_completed(&proxy, &mine, Duration::from_secs(30)).await;
     let polled_before = backlog
         .iter()
-        .filter(|id| proxy.state.jobs().get(id).is_some_and(|view| view.status == Status::Completed))
+        .filter(|id| proxy.state.views().get(id).is_some_and(|view| view.status == Status::Completed))
         .count();
     assert!(polled_before <= 100, "{polled_before} of the busy key's 200 polls went first");
     proxy.stop().await;

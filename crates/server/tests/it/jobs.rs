@@ -60,7 +60,7 @@ async fn fifty_members_polling_one_job_cost_no_more_upstream_polls_than_one() {
     });
     let readers: Vec<_> = readers.collect();
     // Let the members read a while (by counting their reads, not by sleeping a guess).
-    while proxy.state.jobs().get(&id).is_some() && sim.job(&id).unwrap().polls < 5 {
+    while proxy.state.views().get(&id).is_some() && sim.job(&id).unwrap().polls < 5 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(sim.complete_now(&id));
@@ -256,9 +256,9 @@ async fn finished_jobs_beyond_the_bound_leave_memory_and_come_back_from_storage_
         };
         finished.push((id, done));
     }
-    assert_eq!(proxy.state.jobs().counts(), (2, 2), "two finished jobs stay in memory");
+    assert_eq!(proxy.state.views().counts(), (2, 2), "two finished jobs stay in memory");
     assert_eq!(metric(&proxy, "aimlvid_jobs_evicted_total"), 2.0);
-    assert!(proxy.state.jobs().get(&finished[0].0).is_none(), "the least recently used left");
+    assert!(proxy.state.views().get(&finished[0].0).is_none(), "the least recently used left");
     let misses = metric(&proxy, "aimlvid_job_storage_reads_total");
 
     // The oldest is read from storage once, the same as before, then from memory again.
@@ -268,11 +268,11 @@ async fn finished_jobs_beyond_the_bound_leave_memory_and_come_back_from_storage_
     assert_eq!(metric(&proxy, "aimlvid_job_storage_reads_total"), misses + 1.0);
     assert_eq!(get(http, &endpoint, Some(&key), Some(oldest)).await.body, *body);
     assert_eq!(metric(&proxy, "aimlvid_job_storage_reads_total"), misses + 1.0, "now in memory again");
-    assert_eq!(proxy.state.jobs().counts(), (2, 2), "and another left in its place");
+    assert_eq!(proxy.state.views().counts(), (2, 2), "and another left in its place");
 
     // An evicted job is still another key's 404, and still streams its last state.
     let (evicted, body) = &finished[1];
-    assert!(proxy.state.jobs().get(evicted).is_none());
+    assert!(proxy.state.views().get(evicted).is_none());
     assert_eq!(get(http, &endpoint, Some(&other), Some(evicted)).await.status, 404);
     let stream = http
         .get(format!("{}/v2/video/generations/{evicted}/events", proxy.url))

@@ -336,6 +336,45 @@ async fn a_create_over_the_keys_limits_is_refused_on_the_page_with_its_status() 
     proxy.stop().await;
 }
 
+/// The page's create is admitted as the API's is: a key past its request
+/// rate is answered 429 with why, and nothing goes upstream.
+#[tokio::test]
+async fn a_page_create_past_the_keys_rate_is_answered_429_with_why() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("slow", KeyLimits { rpm: Some(1), ..KeyLimits::default() }).await;
+    let mut browser = Visitor::new(&proxy.url);
+    browser.sign_in(&key).await;
+    let mut statuses = Vec::new();
+    for prompt in ["first", "second"] {
+        let csrf = browser.get("/ui/new").await.csrf();
+        let answer = browser
+            .http
+            .post(format!("{}/ui/new", proxy.url))
+            .header(COOKIE, browser.cookie_header())
+            .header("origin", &proxy.url)
+            .multipart(
+                reqwest::multipart::Form::new()
+                    .text("csrf", csrf)
+                    .text("model", "google/veo3-1-fast-extend-video")
+                    .text("p.prompt", prompt)
+                    .text("p.video_url", "https://example.com/a.mp4"),
+            )
+            .send()
+            .await
+            .unwrap();
+        statuses.push(answer.status());
+        if answer.status() == StatusCode::TOO_MANY_REQUESTS {
+            let html = answer.text().await.unwrap();
+            assert!(html.contains("Too many requests for this API key") && html.contains("second"), "{html}");
+        }
+    }
+    assert_eq!(statuses, [StatusCode::SEE_OTHER, StatusCode::TOO_MANY_REQUESTS]);
+    assert_eq!(sim.stats().create_requests, 1, "the refused create never went upstream");
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn the_admin_makes_a_key_seen_once_and_changes_and_revokes_it() {
     let sim = frozen_sim().await;

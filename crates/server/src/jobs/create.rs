@@ -1,0 +1,465 @@
+//! The one create path: a create whose key was admitted and whose body was
+//! read is checked (the key's models, the catalog, the upstream's
+//! catalogue, the breaker, the key's limits), recorded before it is sent,
+//! sent once, and followed. The API and the team page both come here and
+//! render its result in their own way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aimlvid::CreateRequest;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde::{Serialize, Serializer};
+use tokio::time::Instant;
+
+use super::{Admitted, Jobs, Refusal};
+use crate::budget::UnknownHold;
+use crate::engine::scheduler::FollowJob;
+use crate::engine::writer::WriteError;
+use crate::keys::{KeyEntry, Refusal as LimitRefusal};
+use crate::store::{Begun, JobRecord, JobWrite, LimitReached, NewJob, WriteOutcome, status};
+use crate::view::view_of;
+
+const UNKNOWN_OUTCOME: &str = "The upstream may have accepted this create, but its answer was lost: \
+    a generation may exist and be billed. It was not retried, so that it is not paid for twice. \
+    The server looks it up in the upstream's request logs: repeat this request with the same \
+    Idempotency-Key in a minute to get the job once it is found, and do not create it again without one.";
+
+pub(crate) fn refused(refusal: LimitRefusal) -> Refusal {
+    match refusal {
+        LimitRefusal::Rate(wait) => Refusal::too_many("Too many requests for this API key; slow down", wait),
+        LimitRefusal::Unfinished(max) => Refusal::too_many(
+            format!("This API key already has {max} unfinished generations; wait for one to finish"),
+            Duration::from_secs(5),
+        ),
+        LimitRefusal::Budget { remaining, expected } => Refusal::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "This API key's credit budget does not cover this generation: about {expected:.0} credits \
+                 expected, {remaining:.0} left once the generations in progress are paid for"
+            ),
+        ),
+    }
+}
+
+/// A create body passed on as the member sent it (as parsed JSON).
+#[derive(Debug)]
+struct RawBody {
+    model: String,
+    value: serde_json::Value,
+}
+
+impl Serialize for RawBody {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+impl CreateRequest for RawBody {
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// A create the upstream accepted (or an earlier one with the same
+/// `Idempotency-Key`): what each front renders in its own way.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    /// This server's id for the job.
+    pub(crate) local_id: String,
+    /// The generation as members read it, encoded.
+    pub(crate) body: Bytes,
+}
+
+/// A create as a front read it.
+#[derive(Debug)]
+pub(crate) struct NewCreate {
+    /// The body, as the upstream's create takes it.
+    pub(crate) value: serde_json::Value,
+    /// SHA-256 of the body as sent, to tell a repeated create from a different one.
+    pub(crate) request_hash: [u8; 32],
+    /// The member's `Idempotency-Key`, if any.
+    pub(crate) idempotency_key: Option<String>,
+}
+
+impl Jobs {
+    /// The one create path: checked against the key's models and limits,
+    /// the catalog and the upstream's catalogue, then recorded, sent and
+    /// followed. A refusal carries the status and message the upstream's
+    /// API would answer.
+    pub(crate) async fn create(&self, member: &Admitted, create: NewCreate) -> Result<Accepted, Refusal> {
+        create_job(self, member.key().clone(), create).await
+    }
+}
+
+async fn create_job(jobs: &Jobs, key: Arc<KeyEntry>, create: NewCreate) -> Result<Accepted, Refusal> {
+    let NewCreate { value, request_hash, idempotency_key } = create;
+    let jobs = jobs.clone();
+    let model = value.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
+    let record = key.record();
+    if let Some(allowed) = &record.limits.allowed_models
+        && !allowed.iter().any(|pattern| model_fits(pattern, &model))
+    {
+        return Err(Refusal::new(StatusCode::FORBIDDEN, format!("This API key may not use model {model:?}")));
+    }
+    check_against_catalog(&value)?;
+    if let Some(nearest) = jobs.catalogue().no_longer_listed(&model) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "The API no longer lists model {model:?}, so it would refuse this create; nothing was \
+                 created. Models like it that it lists: {}",
+                nearest.join(", ")
+            ),
+        ));
+    }
+    if let Some(idem) = &idempotency_key
+        && let Some(existing) =
+            jobs.store().job_by_idempotency_key(record.id, idem).await.map_err(|e| Refusal::internal(&e))?
+    {
+        return replay(&jobs, &existing, &request_hash);
+    }
+
+    if let Some(left) = jobs.breaker().open_for() {
+        return Err(key_refused_upstream(left));
+    }
+    let slot = Slot::reserve(key, jobs.costs().estimate(&model, &value)).map_err(refused)?;
+    let accepted = AcceptCreate { record, model, value, idempotency_key, request_hash };
+    let task = jobs.spawn_create(accept(jobs.clone(), slot, accepted));
+    task.await.map_err(|e| Refusal::internal(&format!("a create task ended abnormally: {e}")))?
+}
+
+/// The longest prompt kept beside a job, in characters.
+const MAX_PROMPT_KEPT: usize = 4000;
+
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// What a job starts from, to show beside it: each media parameter's URL,
+/// or for media sent inline its type and size (never the data, which may
+/// be tens of megabytes).
+fn describe_inputs(model: &str, value: &serde_json::Value) -> Option<String> {
+    let names: Vec<&str> = match aimlvid::catalog::model(model) {
+        Some(spec) => spec.media_parameters().map(|p| p.name.as_str()).collect(),
+        None => vec!["video_url", "image_url", "audio_url"],
+    };
+    let describe = |v: &serde_json::Value| -> Option<String> {
+        let text = v.as_str()?;
+        Some(match text.strip_prefix("data:") {
+            Some(rest) => {
+                let mime = rest.split([';', ',']).next().unwrap_or("");
+                let encoded = rest.split_once(',').map_or(0, |(_, data)| data.len());
+                let bytes = encoded as f64 * 0.75;
+                if bytes < 1e6 {
+                    format!("uploaded {mime}, {:.0} KB", bytes / 1e3)
+                } else {
+                    format!("uploaded {mime}, {:.1} MB", bytes / 1e6)
+                }
+            }
+            None => clip(text, 2000),
+        })
+    };
+    let mut parts = Vec::new();
+    for name in names {
+        match value.get(name) {
+            Some(serde_json::Value::Array(items)) => parts.extend(items.iter().filter_map(describe)),
+            Some(v) => parts.extend(describe(v)),
+            None => {}
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("\n"))
+}
+
+/// Whether an allowlist entry (an id, or a pattern with `*`) admits `model`.
+fn model_fits(pattern: &str, model: &str) -> bool {
+    aimlvid::catalog::ModelPattern::new(pattern).is_ok_and(|p| p.matches(model))
+}
+
+/// Refuses, before anything is recorded or sent upstream, a body that its
+/// model's schema refuses: a 400 in the upstream's own shape, so members
+/// see what the upstream would have said. A model the catalog does not
+/// know may be newer than it, and goes to the upstream to judge.
+fn check_against_catalog(value: &serde_json::Value) -> Result<(), Refusal> {
+    use aimlvid::catalog::Invalid;
+    match aimlvid::catalog::validate(value) {
+        Ok(_) | Err(Invalid::UnknownModel { .. }) => Ok(()),
+        Err(Invalid::Refused { issues, .. }) => {
+            let errors: Vec<_> = issues.iter().map(aimlvid::catalog::Issue::to_json).collect();
+            Err(Refusal::new(StatusCode::BAD_REQUEST, "Body validation error").with_errors(errors.into()))
+        }
+        Err(other) => Err(Refusal::new(StatusCode::BAD_REQUEST, other.to_string())),
+    }
+}
+
+/// The answer while the upstream refuses this server's key: the member
+/// can do nothing about it but wait; the operator must replace the key.
+fn key_refused_upstream(retry_after: Duration) -> Refusal {
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The upstream refuses this server's API key, so creates are paused; the server's operator \
+         must replace it. Nothing was created.",
+    )
+    .with_retry_after(Some(retry_after.as_secs().max(1)))
+}
+
+/// A key's slot for one unfinished job, given back when dropped unless the
+/// job was handed to the scheduler (which gives it back when the job ends).
+/// A guard, so that no early return, refusal or panic can leak it.
+struct Slot {
+    key: Arc<KeyEntry>,
+    /// The credits reserved against the key's budget.
+    expected: f64,
+    kept: bool,
+}
+
+impl Slot {
+    fn reserve(key: Arc<KeyEntry>, expected: f64) -> Result<Slot, LimitRefusal> {
+        key.reserve_job(expected)?;
+        Ok(Slot { key, expected, kept: false })
+    }
+
+    /// The job runs upstream now as `generation_id`; its end settles the
+    /// reservation and releases the slot.
+    fn keep(mut self, jobs: &Jobs, generation_id: &str, model: &str) {
+        jobs.costs().hold(generation_id, model, self.expected);
+        self.kept = true;
+    }
+
+    /// The create's outcome is unknown: it may be billed, so it keeps
+    /// counting against its key until the upstream's logs resolve it. A
+    /// shared store holds its place and reservation itself (in the row it
+    /// recorded), so this server's own count lets it go.
+    fn keep_while_unknown(mut self, jobs: &Jobs, local_id: &str, model: &str) {
+        if jobs.store().shared() {
+            return;
+        }
+        let hold = UnknownHold { key_id: self.key.id(), model: model.to_owned(), credits: self.expected };
+        jobs.costs().hold_unknown(local_id, hold);
+        self.kept = true;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.key.job_ended(self.expected);
+        }
+    }
+}
+
+/// A create that passed the checks.
+struct AcceptCreate {
+    record: Arc<crate::store::KeyRecord>,
+    model: String,
+    value: serde_json::Value,
+    idempotency_key: Option<String>,
+    request_hash: [u8; 32],
+}
+
+/// Records, sends and follows one create; runs in its own task.
+async fn accept(jobs: Jobs, slot: Slot, create: AcceptCreate) -> Result<Accepted, Refusal> {
+    let AcceptCreate { record, model, value, idempotency_key, request_hash } = create;
+    // Fair shares of the upstream: a key waits for one of its own places,
+    // then for one of the server's, so a key sending thousands of creates
+    // at once holds a few places, and the others' creates go between its.
+    let key = slot.key.clone();
+    // The create's deadline to be recorded runs from its arrival, places in
+    // line included: while storage fails, creates queued behind the ones
+    // waiting on it are answered in time too, and never sent later for a
+    // member who has long given up.
+    let deadline = Instant::now() + jobs.create_record_timeout();
+    let turns = async { (key.create_turn().await, jobs.upstream_create_turn().await) };
+    let Ok((_key_turn, _turn)) = tokio::time::timeout_at(deadline, turns).await else {
+        return Err(storage_unavailable("waiting for a turn behind creates that storage did not record"));
+    };
+    // Time-ordered, so each new row goes at the end of the table's index
+    // rather than on a random page that the commit must then rewrite.
+    let local_id = uuid::Uuid::now_v7().to_string();
+    let new_job = NewJob {
+        local_id: local_id.clone(),
+        key_id: record.id,
+        model: model.clone(),
+        idempotency_key,
+        request_hash,
+        reserved: slot.expected,
+        prompt: value.get("prompt").and_then(|p| p.as_str()).map(|p| clip(p, MAX_PROMPT_KEPT)),
+        input: describe_inputs(&model, &value),
+    };
+    // Storage that refuses writes answers the create within a bounded
+    // time, with nothing sent upstream, rather than holding it open.
+    match jobs.writer().begin_by(new_job, deadline).await {
+        Ok(WriteOutcome::Begun(Begun::Inserted)) => {}
+        Ok(WriteOutcome::Begun(Begun::Existing(existing))) => {
+            return replay(&jobs, &existing, &request_hash);
+        }
+        // Counted across every replica sharing the store: this one's own count had room.
+        Ok(WriteOutcome::Begun(Begun::OverLimit(reached))) => {
+            return Err(refused(match reached {
+                LimitReached::Unfinished(max) => LimitRefusal::Unfinished(max),
+                LimitReached::Budget { remaining, expected } => LimitRefusal::Budget { remaining, expected },
+            }));
+        }
+        Ok(other) => {
+            return Err(Refusal::internal(&format!("a create was recorded as {other:?}")));
+        }
+        Err(WriteError::Unavailable(cause)) => return Err(storage_unavailable(&cause)),
+        Err(e) => {
+            return Err(Refusal::internal(&e));
+        }
+    }
+
+    // Our job id goes upstream as X-Client-Request-Id, so that a create
+    // whose answer is lost can be found in the upstream's request logs.
+    let client_request_id =
+        aimlvid::ClientRequestId::new(local_id.clone()).map_err(|e| Refusal::internal(&e))?;
+    match jobs.upstream().create_with_id(&RawBody { model: model.clone(), value }, &client_request_id).await {
+        Ok(generation) => {
+            jobs.breaker().succeeded();
+            let body = serde_json::to_string(&generation).map_err(|e| Refusal::internal(&e))?;
+            let answer = crate::view::encode(&generation);
+            let created = JobWrite::Created {
+                local_id: local_id.clone(),
+                generation_id: generation.id.clone(),
+                status: generation.status.as_str().to_owned(),
+                body,
+                receipt: generation.receipt.as_ref().map(crate::engine::recover::receipt_json),
+            };
+            // The writer retries until storage takes it. Only a stopping
+            // server (or a write storage refuses) gets here without it: then
+            // the row stays `pending`, becomes `unknown` at the next start
+            // and is found again in the upstream's logs; the member is told,
+            // never answered 200 for a job the server has not stored.
+            if let Err(e) = jobs.writer().write(created).await {
+                tracing::error!(generation_id = %generation.id, local_id, error = %e, "could not record a created job");
+                return Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "The upstream accepted this create as generation {}, but the server could not \
+                         record it yet; it will be found again after a restart. Ask the server's operator, \
+                         and do not create it again.",
+                        generation.id
+                    ),
+                ));
+            }
+            slot.keep(&jobs, &generation.id, &model);
+            tracing::debug!(generation_id = %generation.id, key = %record.name, "created");
+            if generation.status.is_finished() {
+                // Not stored only if the server is stopping; the answer still names the job.
+                jobs.record(record.id, &generation).await;
+            } else {
+                let view = crate::view::JobView {
+                    key_id: record.id,
+                    status: generation.status.clone(),
+                    body: answer.clone(),
+                };
+                jobs.views().put(&generation.id, view);
+                jobs.follow(FollowJob {
+                    id: generation.id.clone(),
+                    key_id: record.id,
+                    model,
+                    age: Duration::ZERO,
+                    status: generation.status.clone(),
+                    fresh: true,
+                });
+            }
+            Ok(Accepted { local_id, body: answer })
+        }
+        Err(aimlvid::Error::CreateOutcomeUnknown { cause, .. }) => {
+            tracing::error!(local_id, cause, "create outcome unknown; not retried");
+            jobs.metrics().create_unknown();
+            slot.keep_while_unknown(&jobs, &local_id, &model);
+            let unknown = JobWrite::Unknown { local_id: local_id.clone(), note: cause };
+            if let Err(e) = jobs.writer().write(unknown).await {
+                tracing::error!(local_id, error = %e, "could not record an unknown create");
+            }
+            Err(Refusal::new(StatusCode::BAD_GATEWAY, UNKNOWN_OUTCOME))
+        }
+        Err(e) => {
+            if matches!(e, aimlvid::Error::Unauthorized { .. }) {
+                jobs.breaker().trip();
+            }
+            if let Err(e) = jobs.writer().write(JobWrite::Abandon { local_id: local_id.clone() }).await {
+                tracing::error!(local_id, error = %e, "could not forget a refused create");
+            }
+            Err(upstream_error(e))
+        }
+    }
+}
+
+/// A create refused because storage could not record it in time: nothing
+/// was sent upstream.
+fn storage_unavailable(cause: &str) -> Refusal {
+    tracing::error!(cause, "a create could not be recorded in time; refused, nothing sent upstream");
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The server cannot record new generations right now (its storage is failing), so this \
+         create was not sent upstream and nothing was charged. Try again shortly.",
+    )
+    .with_retry_after(Some(5))
+}
+
+/// The answer to a create repeated with the same `Idempotency-Key`.
+fn replay(jobs: &Jobs, existing: &JobRecord, request_hash: &[u8; 32]) -> Result<Accepted, Refusal> {
+    if existing.request_hash.as_slice() != request_hash {
+        return Err(Refusal::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "This Idempotency-Key was already used with a different request body",
+        ));
+    }
+    if let Some(id) = &existing.generation_id {
+        let view = jobs.views().get(id);
+        let body = match view {
+            Some(view) => view.body.clone(),
+            None => view_of(existing).map(|(_, v)| v.body).unwrap_or_default(),
+        };
+        return Ok(Accepted { local_id: existing.local_id.clone(), body });
+    }
+    if existing.status == status::PENDING {
+        return Err(Refusal::new(
+            StatusCode::CONFLICT,
+            "A request with this Idempotency-Key is still in progress; try again shortly",
+        ));
+    }
+    Err(Refusal::new(StatusCode::BAD_GATEWAY, UNKNOWN_OUTCOME))
+}
+
+/// An upstream refusal as the member should see it: the upstream's own
+/// status and message where they concern the member's request, a 502
+/// where they concern this server.
+fn upstream_error(error: aimlvid::Error) -> Refusal {
+    use aimlvid::Error as E;
+    match error {
+        E::InvalidRequest { message, details, .. } => {
+            let errors: Vec<_> = details.into_iter().map(|d| serde_json::json!({ "message": d })).collect();
+            let error = Refusal::new(StatusCode::BAD_REQUEST, message);
+            if errors.is_empty() { error } else { error.with_errors(errors.into()) }
+        }
+        // The team's balance is the operator's business, not the member's.
+        E::OutOfCredits { message, .. } => {
+            tracing::error!(upstream_message = %message, "the upstream refused a create for the team's credits");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The upstream refused this create for the team's account (credits or billing); the \
+                 server's operator has been told. Nothing was created.",
+            )
+        }
+        E::NotFound { .. } => Refusal::new(StatusCode::NOT_FOUND, "Generation not found"),
+        E::RateLimited { message, retry_after } => {
+            Refusal::too_many(message, retry_after.unwrap_or(Duration::from_secs(1)))
+        }
+        E::Upstream { status, message, retry_after, .. } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            Refusal::new(status, message).with_retry_after(retry_after.map(|d| d.as_secs().max(1)))
+        }
+        E::Unauthorized { .. } => key_refused_upstream(crate::engine::breaker::DEFAULT_BREAKER_WINDOW),
+        other => {
+            tracing::warn!(error = %other, "upstream call failed");
+            Refusal::new(StatusCode::BAD_GATEWAY, "The upstream could not be reached")
+        }
+    }
+}
