@@ -15,10 +15,14 @@ use serde::Deserialize;
 use secrecy::SecretString;
 
 use crate::error::ApiError;
+use crate::keys::limits::{self, LimitsError, NumberOrUnlimited};
 use crate::keys::{WEBHOOK_SECRET_PREFIX, generate_key, generate_secret, hash_key, key_prefix};
 use crate::state::AppState;
 use crate::store::{KeyLimits, KeyRecord, KeyStore, KeyUpdate, NewKey, StoreError, Webhook};
 use crate::webhooks::TargetRules;
+
+/// Also known by this path, where it was before the key limits had a module.
+pub use crate::keys::limits::DEFAULT_MAX_UNFINISHED;
 
 /// Why a key could not be issued or changed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +34,9 @@ pub enum IssueError {
     /// The webhook URL is refused, for the reason given.
     #[error("webhook URL refused: {0}")]
     BadWebhookUrl(String),
+    /// A limit is refused, for the reason given.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
     /// Storage refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -51,7 +58,8 @@ pub struct Issued {
 
 /// Issues a key, with a webhook if `webhook_url` is given: stores the key's
 /// hash (and the webhook's secret, which signing needs) and returns the
-/// secrets, the only time they are ever available.
+/// secrets, the only time they are ever available. Every way of issuing a
+/// key comes here, so the limits are checked here ([`limits::check`]).
 pub async fn issue_key(
     store: &dyn KeyStore,
     name: &str,
@@ -65,6 +73,7 @@ pub async fn issue_key(
     if !valid {
         return Err(IssueError::BadName);
     }
+    limits::check(&limits)?;
     let webhook = webhook_url.map(|url| new_webhook(url, rules)).transpose()?;
     let webhook_secret = webhook.as_ref().map(|w| w.secret.clone());
     let key = generate_key()?;
@@ -88,13 +97,15 @@ pub async fn rotate_key(
 }
 
 /// Changes a key; a new webhook URL gets a new secret, returned here once.
-/// `None` if there is no such key.
+/// `None` if there is no such key. Every way of changing a key comes here,
+/// so the limits it sets are checked here.
 pub async fn update_key(
     store: &dyn KeyStore,
     name: &str,
     update: &KeyUpdate,
     rules: TargetRules,
 ) -> Result<Option<(KeyRecord, Option<SecretString>)>, IssueError> {
+    limits::check_update(update)?;
     let secret = match &update.webhook_url {
         Some(Some(url)) => Some(new_webhook(url, rules)?.secret),
         _ => None,
@@ -180,7 +191,7 @@ fn store_error(e: StoreError) -> ApiError {
 
 fn issue_error(e: IssueError) -> ApiError {
     match e {
-        e @ (IssueError::BadName | IssueError::BadWebhookUrl(_)) => {
+        e @ (IssueError::BadName | IssueError::BadWebhookUrl(_) | IssueError::Limits(_)) => {
             ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
         }
         IssueError::Store(e) => store_error(e),
@@ -221,37 +232,18 @@ pub(crate) struct CreateKey {
     webhook_url: Option<String>,
 }
 
-/// A limit given as a number, or as the word `unlimited`.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(untagged)]
-enum NumberOrUnlimited {
-    Number(u32),
-    Word(Unlimited),
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Unlimited {
-    Unlimited,
-}
-
-/// Unfinished jobs a new key may have at once unless its issuer says
-/// otherwise: a leaked key cannot start thousands of paid jobs at once.
-pub const DEFAULT_MAX_UNFINISHED: u32 = 10;
-
 impl CreateKey {
+    /// The key's limits: what the body asks, over the defaults every way
+    /// of issuing a key shares. (They are checked when the key is issued.)
     fn limits(&self) -> KeyLimits {
-        KeyLimits {
-            allowed_models: self.allowed_models.clone(),
-            rpm: self.rpm,
-            max_unfinished: match self.max_unfinished {
-                None => Some(DEFAULT_MAX_UNFINISHED),
-                Some(NumberOrUnlimited::Number(n)) => Some(n),
-                Some(NumberOrUnlimited::Word(Unlimited::Unlimited)) => None,
-            },
-            credit_budget: self.credit_budget,
-            budget_period: self.budget_period,
-        }
+        limits::with_defaults(&KeyUpdate {
+            allowed_models: self.allowed_models.clone().map(Some),
+            rpm: self.rpm.map(Some),
+            max_unfinished: self.max_unfinished.map(NumberOrUnlimited::limit),
+            credit_budget: self.credit_budget.map(Some),
+            budget_period: self.budget_period.map(Some),
+            ..KeyUpdate::default()
+        })
     }
 }
 

@@ -1,10 +1,9 @@
 //! `aimlvid-server`: run the team proxy, or manage its keys.
 
-use std::str::FromStr;
-
 use aimlvid_server::config::{DbArgs, LogArgs, LogFormat, ServeArgs, Settings};
+use aimlvid_server::keys::limits::{self, LimitsError, LimitsText};
 use aimlvid_server::reconcile::{FindingKind, Reconciliation};
-use aimlvid_server::store::{KeyLimits, KeyRecord, KeyUpdate, Store};
+use aimlvid_server::store::{KeyRecord, KeyUpdate, Store};
 use aimlvid_server::{AppState, StateConfig};
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
@@ -105,26 +104,8 @@ enum KeysCommand {
     },
 }
 
-/// Dollars, exactly, as the credits they are.
-fn parse_usd(text: &str) -> Result<f64, String> {
-    aimlvid::Credits::parse_usd(text).map(|c| c.get() as f64).map_err(|e| e.to_string())
-}
-
-/// A limit, or `unlimited`.
-#[derive(Debug, Clone)]
-struct Limit<T>(Option<T>);
-
-impl<T: FromStr> FromStr for Limit<T> {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if matches!(s, "unlimited" | "none" | "any") {
-            return Ok(Limit(None));
-        }
-        s.parse().map(|v| Limit(Some(v))).map_err(|_| format!("expected a number or `unlimited`, not {s:?}"))
-    }
-}
-
+/// A key's limits as flags: text, read by the parser every way of issuing
+/// a key shares ([`LimitsText`]).
 #[derive(Debug, Clone, clap::Args)]
 struct LimitArgs {
     /// Models the key may use, comma-separated, or `any`.
@@ -132,21 +113,21 @@ struct LimitArgs {
     models: Option<String>,
     /// Requests per minute, or `unlimited`.
     #[arg(long, value_name = "N|unlimited")]
-    rpm: Option<Limit<u32>>,
+    rpm: Option<String>,
     /// Unfinished jobs at once, or `unlimited` [default for a new key: 10].
     #[arg(long, value_name = "N|unlimited")]
-    max_unfinished: Option<Limit<u32>>,
+    max_unfinished: Option<String>,
     /// Credits the key may spend, or `unlimited`.
     #[arg(long, value_name = "CREDITS|unlimited")]
-    budget: Option<Limit<f64>>,
+    budget: Option<String>,
     /// The budget in US dollars instead (2,000,000 credits a dollar), such
     /// as `25` or `0.5`.
-    #[arg(long, value_name = "USD", conflicts_with = "budget", value_parser = parse_usd)]
-    budget_usd: Option<f64>,
+    #[arg(long, value_name = "USD", conflicts_with = "budget")]
+    budget_usd: Option<String>,
     /// Renew the budget every `day`, `week` (from Monday) or `month` (UTC),
     /// or `none` for one budget for the key's life.
     #[arg(long, value_name = "day|week|month|none")]
-    budget_period: Option<Limit<aimlvid_server::store::BudgetPeriod>>,
+    budget_period: Option<String>,
     /// POST the key's finished jobs to this URL, signed with a new secret
     /// that is printed once; `none` removes the webhook.
     #[arg(long, value_name = "URL|none")]
@@ -154,37 +135,18 @@ struct LimitArgs {
 }
 
 impl LimitArgs {
-    fn models(&self) -> Option<Option<Vec<String>>> {
-        self.models.as_deref().map(|m| {
-            (m != "any")
-                .then(|| m.split(',').map(str::trim).filter(|m| !m.is_empty()).map(str::to_owned).collect())
-        })
-    }
-
-    fn update(&self) -> KeyUpdate {
-        KeyUpdate {
-            allowed_models: self.models(),
-            rpm: self.rpm.clone().map(|l| l.0),
-            max_unfinished: self.max_unfinished.clone().map(|l| l.0),
-            credit_budget: match self.budget_usd {
-                Some(credits) => Some(Some(credits)),
-                None => self.budget.clone().map(|l| l.0),
-            },
-            budget_period: self.budget_period.clone().map(|l| l.0),
-            enabled: None,
-            webhook_url: self.webhook_url.as_deref().map(|url| (url != "none").then(|| url.to_owned())),
+    /// The change the flags ask for.
+    fn asked(&self) -> Result<KeyUpdate, LimitsError> {
+        LimitsText {
+            models: self.models.as_deref(),
+            rpm: self.rpm.as_deref(),
+            max_unfinished: self.max_unfinished.as_deref(),
+            budget: self.budget.as_deref(),
+            budget_usd: self.budget_usd.as_deref(),
+            budget_period: self.budget_period.as_deref(),
+            webhook_url: self.webhook_url.as_deref(),
         }
-    }
-
-    /// A new key's limits: a finite concurrency limit unless `unlimited`
-    /// was asked for.
-    fn limits(&self) -> KeyLimits {
-        let mut limits = KeyLimits {
-            max_unfinished: Some(aimlvid_server::admin::DEFAULT_MAX_UNFINISHED),
-            ..KeyLimits::default()
-        };
-        self.update().apply(&mut limits, &mut true);
-        limits
+        .parse()
     }
 }
 
@@ -257,6 +219,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(command) => {
+            // A mistyped limit is reported before the database is opened.
+            if let KeysCommand::Create { limits, .. } | KeysCommand::Update { limits, .. } = &command {
+                limits.asked()?;
+            }
             let database = cli.db.database(&cli.db.file()?)?;
             let store = database
                 .open_beside_server()
@@ -407,12 +373,13 @@ async fn keys(
     rules: aimlvid_server::webhooks::TargetRules,
 ) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Create { name, limits } => {
-            let webhook_url = limits.update().webhook_url.flatten();
+        KeysCommand::Create { name, limits: flags } => {
+            let asked = flags.asked()?;
+            let webhook_url = asked.webhook_url.clone().flatten();
             let issued = aimlvid_server::admin::issue_key(
                 store,
                 &name,
-                limits.limits(),
+                limits::with_defaults(&asked),
                 webhook_url.as_deref(),
                 rules,
             )
@@ -463,7 +430,7 @@ async fn keys(
             eprintln!("Revoked key {:?}.", record.name);
         }
         KeysCommand::Update { name, limits, enable, disable } => {
-            let mut update = limits.update();
+            let mut update = limits.asked()?;
             update.enabled = if enable {
                 Some(true)
             } else if disable {

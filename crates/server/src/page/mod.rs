@@ -31,8 +31,9 @@ use serde::Deserialize;
 
 use crate::admin::{IssueError, issue_key, update_key};
 use crate::calendar::unix_now;
+use crate::keys::limits::{self, LimitsText};
 use crate::state::AppState;
-use crate::store::{BudgetPeriod, JobFilter, KeyLimits, KeyUpdate, StoreError};
+use crate::store::{JobFilter, KeyUpdate, StoreError};
 use session::{SIGN_IN_COOKIE, Session, Viewer};
 use views::*;
 
@@ -618,7 +619,7 @@ async fn admin_page(
         issued,
         error,
         periods: ["", "day", "week", "month"].iter().map(|s| (*s).to_owned()).collect(),
-        default_max_unfinished: crate::admin::DEFAULT_MAX_UNFINISHED,
+        default_max_unfinished: limits::DEFAULT_MAX_UNFINISHED,
         reconciliation: state.last_reconciliation().get().as_ref().map(views::ReconcileView::new),
         catalogue: state.catalogue().last().as_ref().map(views::CatalogueView::new),
     };
@@ -627,9 +628,10 @@ async fn admin_page(
     Ok(response)
 }
 
-/// The key form's fields; blank is "no limit", but for a new key's
-/// unfinished jobs, where blank is the default every way of issuing a key
-/// uses ([`crate::admin::DEFAULT_MAX_UNFINISHED`]) and `unlimited` is no limit.
+/// The key form's fields, as the `keys` command reads its flags
+/// ([`LimitsText`]): blank is not given, so a new key gets the defaults
+/// every way of issuing a key shares; the key table's rows show every
+/// limit, so there a blank one is lifted ([`limits::lift_unset`]).
 #[derive(Debug, Deserialize)]
 struct KeyForm {
     csrf: String,
@@ -652,55 +654,17 @@ struct KeyForm {
 }
 
 impl KeyForm {
-    fn limits(&self, new: bool) -> Result<KeyLimits, String> {
-        let count = |name: &str, text: &str| -> Result<Option<u32>, String> {
-            let text = text.trim();
-            if text.is_empty() {
-                Ok(None)
-            } else {
-                text.parse()
-                    .map(Some)
-                    .map_err(|_| format!("{name} must be a whole number, or blank for no limit"))
-            }
+    fn asked(&self) -> Result<KeyUpdate, String> {
+        let text = LimitsText {
+            models: Some(&self.allowed_models),
+            rpm: Some(&self.rpm),
+            max_unfinished: Some(&self.max_unfinished),
+            budget: Some(&self.credit_budget),
+            budget_usd: None,
+            budget_period: Some(&self.budget_period),
+            webhook_url: Some(&self.webhook_url),
         };
-        let budget = self.credit_budget.trim();
-        let credit_budget = if budget.is_empty() {
-            None
-        } else {
-            Some(
-                budget
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|b| b.is_finite() && *b >= 0.0)
-                    .ok_or("credit budget must be a number of credits, or blank for none")?,
-            )
-        };
-        let budget_period = match self.budget_period.trim() {
-            "" => None,
-            p => Some(p.parse::<BudgetPeriod>()?),
-        };
-        let models: Vec<String> = self
-            .allowed_models
-            .split([',', ' ', '\n'])
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(str::to_owned)
-            .collect();
-        for pattern in &models {
-            aimlvid::catalog::ModelPattern::new(pattern.clone())
-                .map_err(|e| format!("allowed models: {e}"))?;
-        }
-        Ok(KeyLimits {
-            allowed_models: (!models.is_empty()).then_some(models),
-            rpm: count("requests per minute", &self.rpm)?,
-            max_unfinished: match self.max_unfinished.trim() {
-                "unlimited" | "none" => None,
-                "" if new => Some(crate::admin::DEFAULT_MAX_UNFINISHED),
-                text => count("unfinished jobs", text)?,
-            },
-            credit_budget,
-            budget_period,
-        })
+        text.parse().map_err(|e| e.to_string())
     }
 }
 
@@ -712,12 +676,13 @@ async fn admin_create_key(
 ) -> Result<Response, Response> {
     let session = posted_by(&state, &headers, &form.csrf).await?;
     admin_only(&session).map_err(IntoResponse::into_response)?;
-    let limits = match form.limits(true) {
-        Ok(limits) => limits,
+    let asked = match form.asked() {
+        Ok(asked) => asked,
         Err(e) => return admin_page(&state, &session, None, Some(e), StatusCode::BAD_REQUEST).await,
     };
-    let webhook = Some(form.webhook_url.trim()).filter(|u| !u.is_empty());
-    match issue_key(state.store(), form.name.trim(), limits, webhook, state.webhooks().target_rules()).await {
+    let webhook = asked.webhook_url.clone().flatten();
+    let (new_limits, rules) = (limits::with_defaults(&asked), state.webhooks().target_rules());
+    match issue_key(state.store(), form.name.trim(), new_limits, webhook.as_deref(), rules).await {
         Ok(issued) => {
             state.reload_keys().await.map_err(page_error)?;
             let shown = IssuedKey {
@@ -752,19 +717,13 @@ async fn admin_update_key(
 ) -> Result<Response, Response> {
     let session = posted_by(&state, &headers, &form.csrf).await?;
     admin_only(&session).map_err(IntoResponse::into_response)?;
-    let limits = match form.limits(false) {
-        Ok(limits) => limits,
+    let asked = match form.asked() {
+        Ok(asked) => asked,
         Err(e) => return admin_page(&state, &session, None, Some(e), StatusCode::BAD_REQUEST).await,
     };
-    let update = KeyUpdate {
-        allowed_models: Some(limits.allowed_models),
-        rpm: Some(limits.rpm),
-        max_unfinished: Some(limits.max_unfinished),
-        credit_budget: Some(limits.credit_budget),
-        budget_period: Some(limits.budget_period),
-        enabled: Some(form.enabled.is_some()),
-        webhook_url: None,
-    };
+    // The row has no webhook field: the webhook stays as it is.
+    let update =
+        KeyUpdate { enabled: Some(form.enabled.is_some()), webhook_url: None, ..limits::lift_unset(asked) };
     match update_key(state.store(), &name, &update, state.webhooks().target_rules()).await {
         Ok(Some(_)) => {
             state.reload_keys().await.map_err(page_error)?;

@@ -5,6 +5,7 @@
 mod page;
 mod postgres;
 mod rows;
+mod sql;
 mod sqlite;
 #[cfg(test)]
 mod suite;

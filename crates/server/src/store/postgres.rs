@@ -10,18 +10,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret as _, SecretString};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
 use super::rows::{
-    ATTEMPT_COLUMNS, AttemptRow, DueRow, FINISHED, JOB_COLUMNS, KEY_COLUMNS, KeyRow, is_constraint,
+    ATTEMPT_COLUMNS, AttemptRow, DueRow, JOB_COLUMNS, KEY_COLUMNS, KeyRow, is_constraint,
     is_unique_violation, models_json, now, now_ms, records,
 };
 use super::{
     AttemptOutcome, BatchResult, Begun, Charged, DailyUsage, DueWebhook, JobChangeFeed, JobEnd, JobFilter,
     JobRecord, JobStore, JobSummary, JobWrite, KeyId, KeyRecord, KeyStore, KeyUpdate, LimitReached, NewJob,
     NewKey, PageSession, PageStore, Store, StoreError, StoreResult, WebhookAttempt, WebhookStore,
-    WriteOutcome, delivery, page, status,
+    WriteOutcome, delivery, page, sql, status,
 };
 
 /// How to reach the database.
@@ -230,40 +230,17 @@ impl KeyStore for PostgresStore {
         update: &KeyUpdate,
         webhook_secret: Option<&SecretString>,
     ) -> StoreResult<Option<KeyRecord>> {
-        if matches!(update.webhook_url, Some(Some(_))) && webhook_secret.is_none() {
-            return Err(StoreError::Invalid("a new webhook URL needs a new secret".into()));
-        }
+        sql::check_key_update(update, webhook_secret)?;
         let mut tx = self.pool.begin().await?;
-        let row: Option<KeyRow> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM keys WHERE name = $1 FOR UPDATE"
-        )))
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
+        // Replicas may change the key at once: the row is locked until commit.
+        let row: Option<KeyRow> = sqlx::query_as(AssertSqlSafe(sql::key_by_name("FOR UPDATE", MARK)))
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let mut key = KeyRecord::try_from(row)?;
-        update.apply(&mut key.limits, &mut key.enabled);
-        sqlx::query(
-            "UPDATE keys SET allowed_models = $1, rpm = $2, max_unfinished = $3, credit_budget = $4, \
-             budget_period = $5, enabled = $6 WHERE id = $7",
-        )
-        .bind(models_json(&key.limits.allowed_models))
-        .bind(key.limits.rpm.map(i64::from))
-        .bind(key.limits.max_unfinished.map(i64::from))
-        .bind(key.limits.credit_budget)
-        .bind(key.limits.budget_period.map(|p| p.as_str()))
-        .bind(key.enabled)
-        .bind(key.id)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(url) = &update.webhook_url {
-            sqlx::query("UPDATE keys SET webhook_url = $1, webhook_secret = $2 WHERE id = $3")
-                .bind(url)
-                .bind(url.as_ref().and(webhook_secret).map(|s| s.expose_secret()))
-                .bind(key.id)
-                .execute(&mut *tx)
-                .await?;
-            key.webhook_url.clone_from(url);
+        for statement in sql::update_key(&mut key, update, webhook_secret, MARK) {
+            run(&mut tx, statement).await?;
         }
         tx.commit().await?;
         Ok(Some(key))
@@ -300,6 +277,8 @@ impl KeyStore for PostgresStore {
 /// One job write inside the batch's transaction. `Ok(Err(_))` is a write
 /// refused for good (the batch goes on, from a savepoint, since PostgreSQL
 /// aborts a transaction at its first error); `Err(_)` aborts the batch.
+/// SQL the backends share is in [`sql`]; what is here keeps each key's
+/// places and the job's lease in their rows, for every replica to see.
 async fn apply_write(
     tx: &mut Transaction<'_, Postgres>,
     write: &JobWrite,
@@ -352,26 +331,11 @@ async fn apply_write(
             }
         }
         JobWrite::Unknown { local_id, note } => {
-            sqlx::query("UPDATE jobs SET status = $1, note = $2, updated_at = $3 WHERE local_id = $4")
-                .bind(status::UNKNOWN)
-                .bind(note)
-                .bind(now)
-                .bind(local_id)
-                .execute(&mut **tx)
-                .await?;
+            run(tx, sql::unknown(local_id, note, now, MARK)).await?;
             done
         }
         JobWrite::Gone { generation_id, note } => {
-            sqlx::query(AssertSqlSafe(format!(
-                "UPDATE jobs SET status = $1, note = $2, updated_at = $3 \
-                 WHERE generation_id = $4 AND status NOT IN {FINISHED}"
-            )))
-            .bind(status::UNKNOWN)
-            .bind(note)
-            .bind(now)
-            .bind(generation_id)
-            .execute(&mut **tx)
-            .await?;
+            run(tx, sql::gone(generation_id, note, now, MARK)).await?;
             done
         }
         JobWrite::ReleaseHold { local_id } => {
@@ -403,57 +367,42 @@ async fn apply_write(
             done
         }
         JobWrite::Changed { generation_id, status, body } => {
-            // Never moves a finished job back: a late, reordered answer must not undo its end.
-            sqlx::query(AssertSqlSafe(format!(
-                "UPDATE jobs SET status = $1, body = $2, updated_at = $3 \
-                 WHERE generation_id = $4 AND status NOT IN {FINISHED}"
-            )))
-            .bind(status)
-            .bind(body)
-            .bind(now)
-            .bind(generation_id)
-            .execute(&mut **tx)
-            .await?;
+            run(tx, sql::changed(generation_id, status, body, now, MARK)).await?;
             done
         }
         JobWrite::Finished { generation_id, end } => {
             Ok(WriteOutcome::Finished(finish_job(tx, generation_id, end, now).await?))
         }
         JobWrite::Prune { before, limit } => {
-            let doomed = "SELECT generation_id FROM jobs \
-                 WHERE created_at < $1 AND credits_charged IS NOT NULL \
-                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
-                     WHERE d.generation_id = jobs.generation_id AND d.state = 'pending') \
-                 ORDER BY created_at LIMIT $2";
-            sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM webhook_deliveries WHERE generation_id IN ({doomed})"
-            )))
-            .bind(before)
-            .bind(i64::from(*limit))
-            .execute(&mut **tx)
-            .await?;
-            let pruned =
-                sqlx::query(AssertSqlSafe(format!("DELETE FROM jobs WHERE generation_id IN ({doomed})")))
-                    .bind(before)
-                    .bind(i64::from(*limit))
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-            Ok(WriteOutcome::Pruned(pruned))
+            let [deliveries, jobs] = sql::prune(*before, *limit, "jobs", MARK);
+            run(tx, deliveries).await?;
+            Ok(WriteOutcome::Pruned(run(tx, jobs).await?))
         }
         JobWrite::ModelTiming { model, timing } => {
-            sqlx::query(
-                "INSERT INTO model_timings (model, timing, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (model) DO UPDATE SET timing = excluded.timing, updated_at = excluded.updated_at",
-            )
-            .bind(model)
-            .bind(timing)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+            run(tx, sql::model_timing(model, timing, now, MARK)).await?;
             done
         }
     })
+}
+
+/// This backend's placeholders, for the SQL written once in [`sql`].
+const MARK: page::Mark = page::postgres_mark;
+
+/// Runs a statement written in [`sql`]; the rows it changed.
+async fn run(conn: &mut PgConnection, statement: sql::Statement<'_>) -> Result<u64, sqlx::Error> {
+    let mut query = sqlx::query(AssertSqlSafe(statement.sql));
+    for value in statement.values {
+        query = match value {
+            sql::Value::Int(v) => query.bind(v),
+            sql::Value::Text(v) => query.bind(v),
+            sql::Value::OptInt(v) => query.bind(v),
+            sql::Value::OptReal(v) => query.bind(v),
+            sql::Value::OptText(v) => query.bind(v),
+            sql::Value::OptString(v) => query.bind(v),
+            sql::Value::Bool(v) => query.bind(v),
+        };
+    }
+    Ok(query.execute(conn).await?.rows_affected())
 }
 
 /// [`JobWrite::Begin`]s in one `INSERT … SELECT FROM UNNEST(…)`; rows that

@@ -18,14 +18,14 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Connection as _, FromRow as _, Row as _, Sqlite, Transaction};
 
 use super::rows::{
-    ATTEMPT_COLUMNS, AttemptRow, DueRow, FINISHED, JOB_COLUMNS, KEY_COLUMNS, KeyRow, is_constraint,
+    ATTEMPT_COLUMNS, AttemptRow, DueRow, JOB_COLUMNS, KEY_COLUMNS, KeyRow, is_constraint,
     is_unique_violation, models_json, now, now_ms,
 };
 use super::{
     AttemptOutcome, BatchResult, Begun, Charged, DailyUsage, DueWebhook, JobEnd, JobFilter, JobRecord,
     JobStore, JobSummary, JobWrite, KeyId, KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, PageSession,
     PageStore, Store, StoreError, StoreResult, WebhookAttempt, WebhookStore, WriteOutcome, delivery, page,
-    status,
+    sql, status,
 };
 
 // Column lists and the finished-status set are constants spliced into
@@ -256,12 +256,12 @@ impl KeyStore for SqliteStore {
         update: &KeyUpdate,
         webhook_secret: Option<&SecretString>,
     ) -> StoreResult<Option<KeyRecord>> {
-        if matches!(update.webhook_url, Some(Some(_))) && webhook_secret.is_none() {
-            return Err(StoreError::Invalid("a new webhook URL needs a new secret".into()));
-        }
+        sql::check_key_update(update, webhook_secret)?;
         let mut writing = self.writing().await?;
+        // IMMEDIATE takes SQLite's one write lock before the read, so the
+        // key cannot change between the two (no row lock: `key_by_name("")`).
         let mut tx = writing.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(row) = sqlx::query(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?")))
+        let Some(row) = sqlx::query(AssertSqlSafe(sql::key_by_name("", MARK)))
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?
@@ -269,28 +269,8 @@ impl KeyStore for SqliteStore {
             return Ok(None);
         };
         let mut key = key_from_row(&row)?;
-        update.apply(&mut key.limits, &mut key.enabled);
-        sqlx::query(
-            "UPDATE keys SET allowed_models = ?, rpm = ?, max_unfinished = ?, credit_budget = ?, budget_period = ?, \
-             enabled = ? WHERE id = ?",
-        )
-        .bind(models_json(&key.limits.allowed_models))
-        .bind(key.limits.rpm.map(i64::from))
-        .bind(key.limits.max_unfinished.map(i64::from))
-        .bind(key.limits.credit_budget)
-        .bind(key.limits.budget_period.map(|p| p.as_str()))
-        .bind(key.enabled)
-        .bind(key.id)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(url) = &update.webhook_url {
-            sqlx::query("UPDATE keys SET webhook_url = ?, webhook_secret = ? WHERE id = ?")
-                .bind(url)
-                .bind(url.as_ref().and(webhook_secret).map(|s| s.expose_secret()))
-                .bind(key.id)
-                .execute(&mut *tx)
-                .await?;
-            key.webhook_url.clone_from(url);
+        for statement in sql::update_key(&mut key, update, webhook_secret, MARK) {
+            run(&mut tx, statement).await?;
         }
         tx.commit().await?;
         writing.done();
@@ -329,7 +309,9 @@ impl KeyStore for SqliteStore {
 }
 
 /// One job write inside the batch's transaction. `Ok(Err(_))` is a write
-/// refused for good (the batch goes on); `Err(_)` aborts the batch.
+/// refused for good (the batch goes on); `Err(_)` aborts the batch. SQL
+/// the backends share is in [`sql`]; what is here touches only the job,
+/// one server per file counting places and holds in memory.
 async fn apply_write(
     tx: &mut Transaction<'_, Sqlite>,
     write: &JobWrite,
@@ -361,25 +343,11 @@ async fn apply_write(
             }
         }
         JobWrite::Unknown { local_id, note } => {
-            sqlx::query("UPDATE jobs SET status = ?, note = ?, updated_at = ? WHERE local_id = ?")
-                .bind(status::UNKNOWN)
-                .bind(note)
-                .bind(now)
-                .bind(local_id)
-                .execute(&mut **tx)
-                .await?;
+            run(tx, sql::unknown(local_id, note, now, MARK)).await?;
             done
         }
         JobWrite::Gone { generation_id, note } => {
-            sqlx::query(AssertSqlSafe(format!(
-                "UPDATE jobs SET status = ?, note = ?, updated_at = ? WHERE generation_id = ? AND status NOT IN {FINISHED}"
-            )))
-            .bind(status::UNKNOWN)
-            .bind(note)
-            .bind(now)
-            .bind(generation_id)
-            .execute(&mut **tx)
-            .await?;
+            run(tx, sql::gone(generation_id, note, now, MARK)).await?;
             done
         }
         JobWrite::ReleaseHold { local_id } => {
@@ -402,56 +370,42 @@ async fn apply_write(
             done
         }
         JobWrite::Changed { generation_id, status, body } => {
-            // Never moves a finished job back: a late, reordered answer must not undo its end.
-            sqlx::query(AssertSqlSafe(format!(
-                "UPDATE jobs SET status = ?, body = ?, updated_at = ? WHERE generation_id = ? AND status NOT IN {FINISHED}"
-            )))
-            .bind(status)
-            .bind(body)
-            .bind(now)
-            .bind(generation_id)
-            .execute(&mut **tx)
-            .await?;
+            run(tx, sql::changed(generation_id, status, body, now, MARK)).await?;
             done
         }
         JobWrite::Finished { generation_id, end } => {
             Ok(WriteOutcome::Finished(finish_job(tx, generation_id, end, now).await?))
         }
         JobWrite::Prune { before, limit } => {
-            let doomed = "SELECT generation_id FROM jobs INDEXED BY jobs_by_created \
-                 WHERE created_at < ?1 AND credits_charged IS NOT NULL \
-                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
-                     WHERE d.generation_id = jobs.generation_id AND d.state = 'pending') \
-                 ORDER BY created_at LIMIT ?2";
-            sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM webhook_deliveries WHERE generation_id IN ({doomed})"
-            )))
-            .bind(before)
-            .bind(i64::from(*limit))
-            .execute(&mut **tx)
-            .await?;
-            let pruned =
-                sqlx::query(AssertSqlSafe(format!("DELETE FROM jobs WHERE generation_id IN ({doomed})")))
-                    .bind(before)
-                    .bind(i64::from(*limit))
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-            Ok(WriteOutcome::Pruned(pruned))
+            let [deliveries, jobs] = sql::prune(*before, *limit, "jobs INDEXED BY jobs_by_created", MARK);
+            run(tx, deliveries).await?;
+            Ok(WriteOutcome::Pruned(run(tx, jobs).await?))
         }
         JobWrite::ModelTiming { model, timing } => {
-            sqlx::query(
-                "INSERT INTO model_timings (model, timing, updated_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (model) DO UPDATE SET timing = excluded.timing, updated_at = excluded.updated_at",
-            )
-            .bind(model)
-            .bind(timing)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+            run(tx, sql::model_timing(model, timing, now, MARK)).await?;
             done
         }
     })
+}
+
+/// This backend's placeholders, for the SQL written once in [`sql`].
+const MARK: page::Mark = page::sqlite_mark;
+
+/// Runs a statement written in [`sql`]; the rows it changed.
+async fn run(conn: &mut SqliteConnection, statement: sql::Statement<'_>) -> Result<u64, sqlx::Error> {
+    let mut query = sqlx::query(AssertSqlSafe(statement.sql));
+    for value in statement.values {
+        query = match value {
+            sql::Value::Int(v) => query.bind(v),
+            sql::Value::Text(v) => query.bind(v),
+            sql::Value::OptInt(v) => query.bind(v),
+            sql::Value::OptReal(v) => query.bind(v),
+            sql::Value::OptText(v) => query.bind(v),
+            sql::Value::OptString(v) => query.bind(v),
+            sql::Value::Bool(v) => query.bind(v),
+        };
+    }
+    Ok(query.execute(conn).await?.rows_affected())
 }
 
 /// Rows in one multi-row statement at most (SQLite allows 32,766 bound values).

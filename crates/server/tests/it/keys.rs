@@ -84,6 +84,31 @@ async fn the_admin_api_issues_lists_updates_and_revokes_keys() {
 }
 
 #[tokio::test]
+async fn the_admin_api_refuses_the_limits_every_other_way_of_issuing_a_key_refuses() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    use reqwest::Method;
+
+    for body in
+        [json!({"name": "neg", "credit_budget": -5.0}), json!({"name": "blank", "allowed_models": [" "]})]
+    {
+        let (status, answer) = admin(&proxy, Method::POST, "/admin/keys", ADMIN_TOKEN, Some(body)).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer["message"].as_str().is_some_and(|m| m.contains("; ")), "says what to write: {answer}");
+    }
+    admin(&proxy, Method::POST, "/admin/keys", ADMIN_TOKEN, Some(json!({"name": "ok"}))).await;
+    let (status, answer) =
+        admin(&proxy, Method::PATCH, "/admin/keys/ok", ADMIN_TOKEN, Some(json!({"credit_budget": -1.0})))
+            .await;
+    assert_eq!(status, 400, "{answer}");
+    let (_, listed) = admin(&proxy, Method::GET, "/admin/keys", ADMIN_TOKEN, None).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "only the good key: {listed}");
+    assert_eq!(listed[0]["credit_budget"], Value::Null, "the refused change changed nothing");
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn requests_per_minute_are_limited_with_retry_after() {
     let sim = frozen_sim().await;
     let (_dir, db) = temp_db();

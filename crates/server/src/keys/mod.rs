@@ -1,6 +1,8 @@
 //! Team keys: generating, hashing, and the in-memory table that
 //! authenticates every request without touching the database.
 
+pub mod limits;
+
 use crate::calendar::unix_now;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
