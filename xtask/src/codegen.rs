@@ -11,6 +11,13 @@
 //! embeds that table; the library validates requests against it before
 //! sending, and the simulator validates them with the same code, so the two
 //! cannot disagree.
+//!
+//! One explicit override: the models in [`FROM_SUBMIT_PAYLOAD`] have pages
+//! whose schema is a sibling's, so no page's `model` enum names them. Their
+//! schemas are taken instead from their own entries in the API-wide create
+//! schema, `Video.v2.SubmitVideoPayload`: from the documents in the folder
+//! when they carry it (the upstream's raw ones), else from the extract
+//! `api import` keeps beside the folder, `crates/core/api/submit-video-payload.json`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,6 +25,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
+
+use crate::api::{self, PayloadPick};
 
 /// The generated table, relative to the workspace root.
 const OUTPUT: &str = "crates/core/src/catalog/models.json";
@@ -50,6 +59,20 @@ const KEPT_KEYWORDS: &[&str] = &[
     "anyOf",
     "oneOf",
     "allOf",
+];
+
+/// Models whose schema comes from their entry in `Video.v2.SubmitVideoPayload`,
+/// not from a page: each is a real model (the API-wide schema lists it with
+/// its own entry, the page's code samples use it), but its page copies a
+/// sibling's request schema, `model` enum included, so no page names it.
+/// `crates/core/api/README.md` tells the story; codegen fails once a page
+/// names one of them (the override is then stale and should go).
+const FROM_SUBMIT_PAYLOAD: &[&str] = &[
+    // `Kling-AI_v1.5-standard-text-to-video.json` carries the
+    // image-to-video schema and enum.
+    "kling-video/v1.5/standard/text-to-video",
+    // `VEED_fabric-1.0-fast.json` copies `veed/fabric-1.0`'s schema.
+    "veed/fabric-1.0-fast",
 ];
 
 /// `$ref` chains deeper than this are treated as a broken document.
@@ -122,10 +145,13 @@ fn build_table(openapi_dir: &Path) -> Result<Map<String, Value>> {
     files.sort();
 
     let mut by_model: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    let mut payload = PayloadPick::default();
     for path in &files {
         let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let doc: Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        payload.offer(&file_name, &doc);
         let Some(raw) =
             doc.pointer("/paths/~1v2~1video~1generations/post/requestBody/content/application~1json/schema")
         else {
@@ -139,7 +165,6 @@ fn build_table(openapi_dir: &Path) -> Result<Map<String, Value>> {
             continue;
         }
         let title = schema.get("title").and_then(Value::as_str);
-        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let stripped = strip(&schema);
         let several_results = match doc
             .pointer("/paths/~1v2~1video~1generations/post/responses/200/content/application~1json/schema")
@@ -165,7 +190,7 @@ fn build_table(openapi_dir: &Path) -> Result<Map<String, Value>> {
     // renamed copy). Pick deterministically: prefer the document whose schema
     // `title` is the model id (the page written for that model), then the
     // first file name in byte order.
-    let mut table = Map::new();
+    let mut table: BTreeMap<String, Value> = BTreeMap::new();
     for (id, mut candidates) in by_model {
         candidates.sort_by(|a, b| {
             b.title_matches.cmp(&a.title_matches).then_with(|| a.file_name.cmp(&b.file_name))
@@ -177,7 +202,78 @@ fn build_table(openapi_dir: &Path) -> Result<Map<String, Value>> {
     if table.is_empty() {
         bail!("no document in {} describes {CREATE_PATH}", openapi_dir.display());
     }
-    Ok(table)
+
+    let payload = match payload.extract()? {
+        Some((extract, _, _)) => extract,
+        None => {
+            let path = openapi_dir.parent().unwrap_or(openapi_dir).join(api::PAYLOAD_FILE);
+            let text = fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading {} (no document in {} carries {}, which the schemas of {} come from)",
+                    path.display(),
+                    openapi_dir.display(),
+                    api::PAYLOAD_SCHEMA,
+                    FROM_SUBMIT_PAYLOAD.join(" and ")
+                )
+            })?;
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+    };
+    for id in FROM_SUBMIT_PAYLOAD {
+        if table.contains_key(*id) {
+            bail!(
+                "a page in {} now documents {id}; remove it from FROM_SUBMIT_PAYLOAD in xtask/src/codegen.rs \
+                 and from the notes in crates/core/api/README.md",
+                openapi_dir.display()
+            );
+        }
+        let schema = payload_entry(&payload, id)?;
+        // The create schema describes no answer: one video, as most models.
+        table.insert((*id).to_owned(), entry(id, normalise_defaults(strip(&schema)), false));
+    }
+    Ok(table.into_iter().collect())
+}
+
+/// Model `id`'s request schema from its entry in `Video.v2.SubmitVideoPayload`
+/// (an `anyOf` of one object schema per model or group of models), `$ref`s
+/// inlined. An entry for a group names several models in its `model` enum;
+/// it is narrowed to `id`, as every page's names its own model only. Fails
+/// unless exactly one entry names `id` (or several, all alike).
+fn payload_entry(payload: &Value, id: &str) -> Result<Value> {
+    let raw = payload
+        .pointer(&api::payload_pointer())
+        .with_context(|| format!("no {} in the create schema's document", api::PAYLOAD_SCHEMA))?;
+    let resolved = resolve_refs(payload, raw, 0)
+        .with_context(|| format!("resolving $ref in {}", api::PAYLOAD_SCHEMA))?;
+    let mut found: Vec<Value> = Vec::new();
+    collect_entries(&resolved, id, &mut found);
+    let mut schema = match found.len() {
+        1 => found.remove(0),
+        0 => bail!("{} has no entry for {id}", api::PAYLOAD_SCHEMA),
+        n => bail!("{} has {n} different entries for {id}", api::PAYLOAD_SCHEMA),
+    };
+    let model = schema
+        .pointer_mut("/properties/model")
+        .and_then(Value::as_object_mut)
+        .with_context(|| format!("the {} entry for {id} has no `model` property", api::PAYLOAD_SCHEMA))?;
+    model.remove("const");
+    model.insert("enum".into(), Value::Array(vec![id.into()]));
+    Ok(schema)
+}
+
+/// The object schemas among `schema`'s `anyOf`/`oneOf` branches (nested
+/// ones too) whose `model` names `id`.
+fn collect_entries(schema: &Value, id: &str, found: &mut Vec<Value>) {
+    let branches = ["anyOf", "oneOf"].iter().filter_map(|key| schema.get(*key).and_then(Value::as_array));
+    for branch in branches.flatten() {
+        if model_ids(branch).iter().any(|named| named == id) {
+            if !found.contains(branch) {
+                found.push(branch.clone());
+            }
+        } else {
+            collect_entries(branch, id, found);
+        }
+    }
 }
 
 /// Whether a schema is a list, or a union with a list among its branches.
@@ -363,4 +459,100 @@ fn strip(schema: &Value) -> Value {
         out.insert(key.clone(), kept);
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A document carrying the create schema: one entry per override, one
+    /// of them shared by a group and reached through `$ref`.
+    fn payload() -> Value {
+        json!({
+            "paths": {},
+            "components": {"schemas": {
+                "Video.v2.SubmitVideoPayload": {"anyOf": [
+                    {"type": "object", "properties": {"model": {"type": "string", "enum": ["a/other"]}}},
+                    {"$ref": "#/components/schemas/Group"},
+                    {"type": "object", "description": "prose",
+                     "properties": {"model": {"type": "string", "enum": ["veed/fabric-1.0-fast"]},
+                                    "audio_url": {"type": "string", "format": "uri"},
+                                    "steps": {"type": "integer", "default": "7"}},
+                     "required": ["model", "audio_url"]},
+                ]},
+                "Group": {"type": "object", "properties": {
+                    "model": {"type": "string", "enum": ["a/first", "kling-video/v1.5/standard/text-to-video"]},
+                    "prompt": {"type": "string"},
+                }, "required": ["model", "prompt"]},
+            }},
+        })
+    }
+
+    /// A page for `id`, describing the create endpoint.
+    fn page(id: &str) -> Value {
+        json!({"paths": {"/v2/video/generations": {"post": {"requestBody": {"content": {"application/json": {
+            "schema": {"type": "object", "properties": {"model": {"type": "string", "enum": [id]}}, "required": ["model"]}
+        }}}}}}})
+    }
+
+    #[test]
+    fn an_entry_for_a_group_is_narrowed_to_the_one_model() {
+        let kling = payload_entry(&payload(), "kling-video/v1.5/standard/text-to-video").unwrap();
+        assert_eq!(
+            kling["properties"]["model"],
+            json!({"type": "string", "enum": ["kling-video/v1.5/standard/text-to-video"]})
+        );
+        assert_eq!(kling["required"], json!(["model", "prompt"]));
+        assert!(
+            payload_entry(&payload(), "acme/absent")
+                .unwrap_err()
+                .to_string()
+                .contains("no entry for acme/absent")
+        );
+
+        let mut twice = payload();
+        twice["components"]["schemas"]["Video.v2.SubmitVideoPayload"]["anyOf"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "object", "properties": {"model": {"enum": ["veed/fabric-1.0-fast"]}}}));
+        let error = payload_entry(&twice, "veed/fabric-1.0-fast").unwrap_err().to_string();
+        assert!(error.contains("2 different entries"), "{error}");
+    }
+
+    #[test]
+    fn the_overrides_join_the_pages_and_go_stale_once_a_page_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, doc: &Value| fs::write(dir.path().join(name), doc.to_string()).unwrap();
+        write("a_page.json", &page("a/other"));
+        // A legacy document: no create path, but the create schema.
+        write("legacy.json", &payload());
+        let table = build_table(dir.path()).unwrap();
+        assert_eq!(
+            table.keys().collect::<Vec<_>>(),
+            ["a/other", "kling-video/v1.5/standard/text-to-video", "veed/fabric-1.0-fast"]
+        );
+        let fabric = &table["veed/fabric-1.0-fast"];
+        assert_eq!(fabric["family"], "avatar");
+        assert_eq!(fabric["media"], json!({"audio_url": "audio"}));
+        // Stripped of prose, defaults typed, as a page's schema is.
+        assert_eq!(fabric["schema"]["properties"]["steps"], json!({"type": "integer", "default": 7}));
+        assert!(fabric["schema"].get("description").is_none());
+
+        write("fast_page.json", &page("veed/fabric-1.0-fast"));
+        let error = build_table(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("now documents veed/fabric-1.0-fast"), "{error}");
+    }
+
+    #[test]
+    fn without_the_create_schema_the_extract_beside_the_folder_is_read() {
+        let root = tempfile::tempdir().unwrap();
+        let pages = root.path().join("video-models");
+        fs::create_dir(&pages).unwrap();
+        fs::write(pages.join("a_page.json"), page("a/other").to_string()).unwrap();
+        let error = format!("{:#}", build_table(&pages).unwrap_err());
+        assert!(error.contains(api::PAYLOAD_FILE) && error.contains("veed/fabric-1.0-fast"), "{error}");
+        fs::write(root.path().join(api::PAYLOAD_FILE), payload().to_string()).unwrap();
+        assert_eq!(build_table(&pages).unwrap().len(), 3);
+    }
 }

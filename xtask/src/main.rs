@@ -25,9 +25,12 @@
 //! - `bench replicas`: how far behind a read on another replica is, on the
 //!   PostgreSQL in `AIMLVID_TEST_POSTGRES`.
 //! - `api import --from DIR`: copies the upstream's OpenAPI documents for
-//!   its video models into `crates/core/api/video-models/`.
+//!   its video models into `crates/core/api/video-models/`, and the
+//!   API-wide create schema (`Video.v2.SubmitVideoPayload`) into
+//!   `crates/core/api/submit-video-payload.json`.
 //! - `codegen [--check]`: regenerates the model catalog from those copies
-//!   (`--openapi-dir DIR` reads another folder).
+//!   (`--openapi-dir DIR` reads another folder), with the models whose
+//!   pages copy a sibling's schema taken from the create schema.
 
 mod api;
 mod bench_proxy;

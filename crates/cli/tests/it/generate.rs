@@ -147,6 +147,31 @@ fn models_json_lists_every_id_and_show_prints_the_parameters() {
 }
 
 #[test]
+fn models_lists_the_two_whose_schemas_come_from_the_create_schema() {
+    let env = Env::new();
+    let out = env.cmd().args(["models", "fabric"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> =
+        stdout(&out).lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(
+        lines,
+        ["veed/fabric-1.0 avatar audio_url* image_url*", "veed/fabric-1.0-fast avatar audio_url* image_url*"]
+    );
+
+    let out = env.cmd().args(["models", "v1.5/standard", "--family", "text-to-video"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).split_whitespace().next(), Some("kling-video/v1.5/standard/text-to-video"));
+
+    let show = env.cmd().args(["models", "show", "veed/fabric-1.0-fast"]).output().unwrap();
+    assert!(show.status.success(), "{}", stderr(&show));
+    let text = stdout(&show);
+    assert!(
+        text.lines().any(|l| l.starts_with("resolution") && l.contains("yes") && l.contains("480p, 720p")),
+        "{text}"
+    );
+}
+
+#[test]
 fn polling_follows_the_models_durations_as_the_journal_learns_them() {
     // A five-minute model (3 s of real time at 100×), against its family's guess of one.
     // Slower than the other tests' 1000×, so that a loaded machine's scheduling

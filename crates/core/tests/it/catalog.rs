@@ -140,3 +140,87 @@ fn a_models_openapi_document_reads_as_codegen_reads_it() {
         Err(aimlvid::catalog::DocumentError::BrokenRef { .. })
     ));
 }
+
+/// The two models whose pages copy a sibling's schema have their own, from
+/// the API-wide create schema (crates/core/api/README.md): a correct
+/// request is accepted and sent, a wrong one refused before sending.
+#[tokio::test]
+async fn the_models_whose_pages_copy_a_siblings_schema_validate_by_their_own() {
+    let shape = |id: &str| {
+        let model = catalog::model(id).unwrap_or_else(|| panic!("{id} is in the catalog"));
+        let parameters: Vec<(&str, bool)> =
+            model.parameters.iter().map(|p| (p.name.as_str(), p.required)).collect();
+        (model.family, parameters)
+    };
+    assert_eq!(
+        shape("veed/fabric-1.0-fast"),
+        (catalog::Family::Avatar, vec![("audio_url", true), ("image_url", true), ("resolution", true)])
+    );
+    let fabric = catalog::model("veed/fabric-1.0-fast").unwrap();
+    assert_eq!(fabric.parameter("resolution").unwrap().allowed, [json!("480p"), json!("720p")]);
+    assert_eq!(fabric.parameter("audio_url").unwrap().media, Some(catalog::MediaKind::Audio));
+    assert_eq!(
+        shape("kling-video/v1.5/standard/text-to-video"),
+        (
+            catalog::Family::TextToVideo,
+            vec![
+                ("prompt", true),
+                ("aspect_ratio", false),
+                ("camera_control", false),
+                ("cfg_scale", false),
+                ("duration", false),
+                ("external_task_id", false),
+                ("negative_prompt", false),
+                ("type", false),
+            ]
+        )
+    );
+
+    let (sim, client) = start(config()).await;
+    let fabric = json!({
+        "model": "veed/fabric-1.0-fast",
+        "image_url": "https://example.com/face.png",
+        "audio_url": "https://example.com/song.mp3",
+        "resolution": "480p",
+    });
+    let kling = json!({
+        "model": "kling-video/v1.5/standard/text-to-video",
+        "prompt": "A lighthouse in a storm",
+        "aspect_ratio": "9:16",
+        "cfg_scale": 0.7,
+        "camera_control": {"type": "forward_up"},
+    });
+    // The sibling's schema would refuse both: fabric-1.0 has no `-fast` in
+    // its enum, the Kling page asks for `image_url`.
+    for good in [&fabric, &kling] {
+        assert_eq!(catalog::validate(good).map(|m| m.id.as_str()), Ok(good["model"].as_str().unwrap()));
+        client.create(&request_of(good)).await.unwrap_or_else(|e| panic!("{good} was refused: {e}"));
+    }
+    assert_eq!(sim.requests().len(), 2);
+
+    let wrong = |body: &Value, field: &str, value: Option<Value>| {
+        let mut body = body.clone();
+        match value {
+            Some(value) => body[field] = value,
+            None => {
+                body.as_object_mut().unwrap().remove(field);
+            }
+        }
+        body
+    };
+    for (bad, says) in [
+        (wrong(&fabric, "resolution", None), "resolution is required (string) but was not given"),
+        (wrong(&fabric, "resolution", Some(json!("1080p"))), "resolution: Invalid enum value"),
+        (wrong(&kling, "prompt", None), "prompt is required (string) but was not given"),
+        (wrong(&kling, "cfg_scale", Some(json!(2))), "cfg_scale"),
+        (wrong(&kling, "camera_control", Some(json!({"type": "spin"}))), "camera_control.type"),
+    ] {
+        let message = catalog::validate(&bad).unwrap_err().to_string();
+        assert!(message.contains(bad["model"].as_str().unwrap()) && message.contains(says), "{message:?}");
+        match client.create(&request_of(&bad)).await {
+            Err(Error::Validation(_)) => {}
+            other => panic!("{bad} was not refused client-side: {other:?}"),
+        }
+    }
+    assert_eq!(sim.requests().len(), 2, "a refused request reached the API");
+}

@@ -198,3 +198,60 @@ async fn ids_are_per_key_and_unknown_ids_are_404() {
     let path = error_body(path, 404, "/v1/nothing/here").await;
     assert_eq!(path["message"], "Cannot GET /v1/nothing/here");
 }
+
+/// The two models whose pages copy a sibling's schema (their schemas come
+/// from the API-wide create schema; crates/core/api/README.md) are served
+/// like any other: listed, documented, their creates validated.
+#[tokio::test]
+async fn the_models_from_the_create_schema_are_listed_documented_and_validated() {
+    let sim = start(SimConfig::fast()).await;
+    let fabric = json!({
+        "model": "veed/fabric-1.0-fast",
+        "image_url": "https://example.com/face.png",
+        "audio_url": "https://example.com/song.mp3",
+        "resolution": "720p",
+    });
+    let kling = json!({
+        "model": "kling-video/v1.5/standard/text-to-video",
+        "prompt": "A lighthouse in a storm",
+        "camera_control": {"type": "simple", "config": {"zoom": 5}},
+        "duration": 10,
+    });
+    for (good, field, bad) in [
+        // `resolution` has no default for the fast model: it must be given.
+        (&fabric, "resolution", None),
+        (&kling, "duration", Some(json!(7))),
+    ] {
+        let id = good["model"].as_str().unwrap();
+        let created = create_with(&sim, DEFAULT_API_KEY, good).await;
+        assert_eq!(created.status(), 200, "{id}: {}", created.text().await.unwrap());
+
+        let mut wrong = good.clone();
+        match bad {
+            Some(bad) => wrong[field] = bad,
+            None => {
+                wrong.as_object_mut().unwrap().remove(field);
+            }
+        }
+        let answer = error_body(create_with(&sim, DEFAULT_API_KEY, &wrong).await, 400, CREATE_PATH).await;
+        assert_eq!(answer["message"], "Body validation error", "{id}");
+        assert_eq!(answer["errors"][0]["path"], json!([field]), "{id}: {answer}");
+
+        let listed: Value = client()
+            .get(format!("{}/v1/models", sim.base_url()))
+            .query(&[("id", id)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["data"][0]["id"], id, "{listed}");
+        let docs = listed["data"][0]["info"]["docsJson"].as_str().unwrap();
+        let document: Value = client().get(docs).send().await.unwrap().json().await.unwrap();
+        let schema = &document["components"]["schemas"]["Request"];
+        assert_eq!(schema["properties"]["model"]["enum"], json!([id]), "{id}");
+        assert_eq!(schema, &aimlvid::catalog::model(id).unwrap().schema);
+    }
+    assert_eq!(sim.stats().jobs_created, 2);
+}
