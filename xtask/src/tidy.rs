@@ -112,6 +112,182 @@ fn the_command_lines_modules_import_downwards_only() {
     assert!(offenders.is_empty(), "{offenders:#?}");
 }
 
+/// The server's modules in layers, lowest first: a module imports only
+/// from its own layer or those before it. The fronts (the API, the page,
+/// the admin API) sit on the HTTP state, the state on the jobs service,
+/// the jobs service on the engine's parts, and those on storage, keys,
+/// budgets, views and metrics, so no part below can reach up into a
+/// front, and a background task never holds the HTTP state. `lib` is the
+/// crate root (`crate::app`, `crate::serve`).
+const SERVER_LAYERS: &[&[&str]] = &[
+    &["calendar", "connection"],
+    &["store", "view", "metrics", "keys", "budget", "webhooks", "reconcile"],
+    &["engine"],
+    &["jobs"],
+    &["state"],
+    &["error", "observe", "api", "events", "admin", "page"],
+    &["front", "tls", "config", "lib"],
+];
+
+/// Items the crate root re-exports, by the module that defines them.
+const SERVER_ROOT_ITEMS: &[(&str, &str)] = &[
+    ("AppState", "state"),
+    ("StartError", "state"),
+    ("StateConfig", "state"),
+    ("DEFAULT_BODY_LIMIT", "state"),
+    ("REQUEST_ID", "observe"),
+    ("ApiError", "error"),
+    ("CREATE_STATUS", "api"),
+    ("IDEMPOTENCY_KEY", "api"),
+];
+
+/// A server source file's module path (`engine::scheduler`), and what it
+/// names with `crate::` and `super::` outside comments, as module paths.
+fn server_modules() -> Vec<(String, Vec<(usize, String)>)> {
+    let src = project_root().join("crates/server/src");
+    let mut modules = Vec::new();
+    visit(&src, &mut |path, text| {
+        let relative = path.strip_prefix(&src).unwrap().with_extension("");
+        let mut parts: Vec<String> = relative.iter().map(|p| p.to_str().unwrap().to_owned()).collect();
+        if parts.last().is_some_and(|p| p == "mod") {
+            parts.pop();
+        }
+        let module = parts.join("::");
+        let parent = parts[..parts.len().saturating_sub(1)].join("::");
+        let mut uses = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            for (prefix, base) in [("crate::", None), ("super::", Some(parent.as_str()))] {
+                for used in code.split(prefix).skip(1) {
+                    let path: String = used
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                        .collect();
+                    let mut named: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
+                    // Only module names (lower case) make the path; an item ends it.
+                    if let Some(first) = named.first()
+                        && let Some((_, owner)) = SERVER_ROOT_ITEMS.iter().find(|(item, _)| item == first)
+                        && base.is_none()
+                    {
+                        named = vec![owner];
+                    }
+                    let modules: Vec<&str> = named
+                        .into_iter()
+                        .take_while(|p| p.starts_with(|c: char| c.is_ascii_lowercase()))
+                        .collect();
+                    let target = match base {
+                        None => modules.join("::"),
+                        // `super::*` or `super::Item`: the parent's own items (in a
+                        // test module, the file's), never another module.
+                        Some(_) if modules.is_empty() => continue,
+                        Some("") => modules.join("::"),
+                        Some(base) => std::iter::once(base).chain(modules).collect::<Vec<_>>().join("::"),
+                    };
+                    uses.push((n + 1, if target.is_empty() { "lib".to_owned() } else { target }));
+                }
+            }
+        }
+        modules.push((module, uses));
+    });
+    modules
+}
+
+fn server_layer(module: &str) -> Option<usize> {
+    let top = module.split("::").next().unwrap_or(module);
+    SERVER_LAYERS.iter().position(|layer| layer.contains(&top))
+}
+
+#[test]
+fn the_servers_modules_import_downwards_only() {
+    let mut offenders = Vec::new();
+    for (module, uses) in server_modules() {
+        if module == "main" {
+            continue; // the binary, which uses the library from outside
+        }
+        let Some(level) = server_layer(&module) else {
+            offenders.push(format!("{module} is not in SERVER_LAYERS; add it where it belongs"));
+            continue;
+        };
+        for (line, target) in uses {
+            if let Some(target_level) = server_layer(&target)
+                && target_level > level
+            {
+                offenders.push(format!("{module}:{line} uses crate::{target}, a layer above it"));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
+
+/// No two of the server's modules import each other, directly or round a
+/// circle (a module and its own submodules aside).
+#[test]
+fn the_servers_modules_import_in_no_circle() {
+    let modules = server_modules();
+    let names: Vec<&str> = modules.iter().map(|(m, _)| m.as_str()).collect();
+    // The module a path names: the longest module path it starts with.
+    let resolve = |target: &str| -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (i, name) in names.iter().enumerate() {
+            let matches = target == *name || target.starts_with(&format!("{name}::"));
+            if matches && best.is_none_or(|b| names[b].len() < name.len()) {
+                best = Some(i);
+            }
+        }
+        best
+    };
+    let related = |a: &str, b: &str| a.starts_with(&format!("{b}::")) || b.starts_with(&format!("{a}::"));
+    let edges: Vec<Vec<usize>> = modules
+        .iter()
+        .map(|(module, uses)| {
+            let mut to: Vec<usize> = uses
+                .iter()
+                .filter_map(|(_, target)| resolve(target))
+                .filter(|&t| names[t] != module && !related(module, names[t]))
+                .collect();
+            to.sort_unstable();
+            to.dedup();
+            to
+        })
+        .collect();
+    // Depth-first search for a back edge; the circle is the path from its target.
+    fn visit_from(
+        at: usize,
+        edges: &[Vec<usize>],
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        state[at] = 1;
+        path.push(at);
+        for &next in &edges[at] {
+            if state[next] == 1 {
+                let start = path.iter().position(|&p| p == next).unwrap();
+                return Some(path[start..].to_vec());
+            }
+            if state[next] == 0
+                && let Some(circle) = visit_from(next, edges, state, path)
+            {
+                return Some(circle);
+            }
+        }
+        path.pop();
+        state[at] = 2;
+        None
+    }
+    let mut state = vec![0u8; names.len()];
+    for start in 0..names.len() {
+        if state[start] == 0
+            && let Some(circle) = visit_from(start, &edges, &mut state, &mut Vec::new())
+        {
+            let circle: Vec<&str> = circle.iter().map(|&i| names[i]).collect();
+            panic!("the server's modules import round a circle: {}", circle.join(" -> "));
+        }
+    }
+}
+
 fn visit(dir: &Path, f: &mut dyn FnMut(&Path, &str)) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries {

@@ -136,7 +136,7 @@ async fn read_body(
     body: axum::body::Body,
     headers: &HeaderMap,
     limit: usize,
-    front: &crate::front::FrontLimits,
+    front: &crate::connection::FrontLimits,
 ) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(

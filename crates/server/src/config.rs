@@ -388,7 +388,7 @@ pub struct Settings {
     /// How often job leases are renewed (with PostgreSQL).
     pub lease_check: Duration,
     /// The HTTP front's limits.
-    pub front: crate::front::FrontLimits,
+    pub front: crate::connection::FrontLimits,
     /// How long a create waits for the database to record it.
     pub create_record_timeout: Duration,
     /// How often the server reconciles with the ledger; `None` never.
@@ -546,8 +546,8 @@ impl Settings {
         let team_page = (!args.no_team_page && file.team_page.unwrap_or(true))
             .then(|| Duration::from_secs(session_hours * 3600));
         let front = {
-            let defaults = crate::front::FrontLimits::default();
-            crate::front::FrontLimits {
+            let defaults = crate::connection::FrontLimits::default();
+            crate::connection::FrontLimits {
                 max_connections_per_peer: args
                     .max_connections_per_peer
                     .or(file.max_connections_per_peer)

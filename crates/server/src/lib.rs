@@ -27,6 +27,7 @@ mod api;
 pub mod budget;
 mod calendar;
 pub mod config;
+pub mod connection;
 pub mod engine;
 pub mod error;
 mod events;
@@ -56,15 +57,8 @@ use tracing::Level;
 
 pub use api::{CREATE_STATUS, IDEMPOTENCY_KEY};
 pub use error::ApiError;
-pub use state::{AppState, StartError, StateConfig};
-
-/// The request id header, set on every request that lacks one and echoed
-/// in every answer and error body.
-pub const REQUEST_ID: &str = "x-request-id";
-
-/// The default body limit: 64 MiB, room for a real clip sent inline as a
-/// `data:` URI (base64 adds a third).
-pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+pub use observe::REQUEST_ID;
+pub use state::{AppState, DEFAULT_BODY_LIMIT, StartError, StateConfig};
 
 /// The server's routes and middleware.
 ///

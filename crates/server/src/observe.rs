@@ -21,8 +21,11 @@ use axum::response::Response;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RouteId};
 
-/// The request id header (see [`crate::REQUEST_ID`]).
-static REQUEST_ID: HeaderName = HeaderName::from_static(crate::REQUEST_ID);
+/// The request id header, set on every request that lacks one and echoed
+/// in every answer and error body.
+pub const REQUEST_ID: &str = "x-request-id";
+
+static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// Makes [`Observed`] services.
 #[derive(Debug, Clone)]
@@ -72,14 +75,15 @@ where
             RouteId::of(request.method(), request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
         // A caller's id is kept only if it is a plain token: it is echoed
         // and logged, so it must not carry a log line or markup of its own.
-        let request_id = match request.headers().get(&REQUEST_ID).filter(|id| is_plain_id(id.as_bytes())) {
-            Some(id) => id.clone(),
-            None => {
-                let id = self.ids.next();
-                request.headers_mut().insert(REQUEST_ID.clone(), id.clone());
-                id
-            }
-        };
+        let request_id =
+            match request.headers().get(&REQUEST_ID_HEADER).filter(|id| is_plain_id(id.as_bytes())) {
+                Some(id) => id.clone(),
+                None => {
+                    let id = self.ids.next();
+                    request.headers_mut().insert(REQUEST_ID_HEADER.clone(), id.clone());
+                    id
+                }
+            };
         // The URI shares its buffer: cloning it copies no bytes.
         let uri = request.uri().clone();
         let future = self.inner.call(request);
@@ -91,7 +95,7 @@ where
                 response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 *response.body_mut() = axum::body::Body::from(body);
             }
-            response.headers_mut().insert(REQUEST_ID.clone(), request_id);
+            response.headers_mut().insert(REQUEST_ID_HEADER.clone(), request_id);
             metrics.request(route, response.status().as_u16(), started.elapsed());
             Ok(response)
         })

@@ -77,7 +77,7 @@ pub struct StateConfig {
     /// refuses this server's key, before trying again.
     pub breaker_window: Duration,
     /// The HTTP front's timeouts and caps.
-    pub front: crate::front::FrontLimits,
+    pub front: crate::connection::FrontLimits,
     /// How long finished jobs (and their webhook attempts) are kept;
     /// `None` keeps them for ever.
     pub retention: Option<Duration>,
@@ -115,7 +115,7 @@ impl StateConfig {
             upstream,
             admin_token: None,
             metrics_token: None,
-            body_limit: crate::DEFAULT_BODY_LIMIT,
+            body_limit: DEFAULT_BODY_LIMIT,
             key_refresh: DEFAULT_KEY_REFRESH,
             recent_jobs: crate::view::DEFAULT_RECENT_JOBS as u32,
             metrics: Arc::default(),
@@ -123,9 +123,9 @@ impl StateConfig {
             recover_interval: crate::engine::recover::DEFAULT_RECOVER_INTERVAL,
             costs: CostSettings::default(),
             breaker_window: crate::engine::breaker::DEFAULT_BREAKER_WINDOW,
-            front: crate::front::FrontLimits::default(),
+            front: crate::connection::FrontLimits::default(),
             retention: None,
-            team_page: Some(crate::page::session::DEFAULT_SESSION_LIFETIME),
+            team_page: Some(DEFAULT_SESSION_LIFETIME),
             max_creates_in_flight: 64,
             lease_check: crate::engine::leases::DEFAULT_LEASE_CHECK,
             create_record_timeout: DEFAULT_CREATE_RECORD_TIMEOUT,
@@ -153,6 +153,16 @@ impl StateConfig {
     }
 }
 
+/// The default body limit: 64 MiB, room for a real clip sent inline as a
+/// `data:` URI (base64 adds a third).
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// How long a team page session lasts from sign-in, unless configured
+/// (`team_page_session_hours`).
+pub const DEFAULT_SESSION_HOURS: u64 = 12;
+/// [`DEFAULT_SESSION_HOURS`] as a duration.
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(DEFAULT_SESSION_HOURS * 3600);
+
 /// How long a create waits for storage, unless configured otherwise.
 pub const DEFAULT_CREATE_RECORD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -176,7 +186,7 @@ struct Inner {
     body_limit: usize,
     metrics: Arc<Metrics>,
     webhooks: Arc<Webhooks>,
-    front: crate::front::FrontLimits,
+    front: crate::connection::FrontLimits,
     team_page: Option<Duration>,
     reconciler: Reconciler,
     /// Cancelled when shutdown begins: ends event streams, so that the
@@ -525,7 +535,7 @@ impl AppState {
     }
 
     /// The HTTP front's timeouts and caps.
-    pub fn front_limits(&self) -> &crate::front::FrontLimits {
+    pub fn front_limits(&self) -> &crate::connection::FrontLimits {
         &self.inner.front
     }
 

@@ -100,7 +100,7 @@ async fn secure_headers(
 
 /// Whether cookies must be `Secure`: the page is served over TLS here, or
 /// a TLS-terminating proxy in front says so.
-fn over_tls(headers: &HeaderMap, tls: Option<&axum::Extension<crate::front::OverTls>>) -> bool {
+fn over_tls(headers: &HeaderMap, tls: Option<&axum::Extension<crate::connection::OverTls>>) -> bool {
     tls.is_some()
         || headers.get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
 }
@@ -196,7 +196,7 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
 async fn sign_in_form(
     State(state): State<AppState>,
     headers: HeaderMap,
-    tls: Option<axum::Extension<crate::front::OverTls>>,
+    tls: Option<axum::Extension<crate::connection::OverTls>>,
 ) -> Result<Response, PageError> {
     if let Ok(Some(_)) = session::current(&state, &headers).await {
         return Ok(see_other("/ui"));
@@ -206,7 +206,7 @@ async fn sign_in_form(
 
 fn sign_in_page(
     headers: &HeaderMap,
-    tls: Option<&axum::Extension<crate::front::OverTls>>,
+    tls: Option<&axum::Extension<crate::connection::OverTls>>,
     error: Option<String>,
     status: StatusCode,
 ) -> Result<Response, PageError> {
@@ -230,7 +230,7 @@ struct SignInForm {
 async fn sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
-    tls: Option<axum::Extension<crate::front::OverTls>>,
+    tls: Option<axum::Extension<crate::connection::OverTls>>,
     axum::Form(form): axum::Form<SignInForm>,
 ) -> Result<Response, PageError> {
     let expected = session::cookie_value(&headers, SIGN_IN_COOKIE).unwrap_or_default();
@@ -263,7 +263,7 @@ struct CsrfForm {
 async fn sign_out(
     State(state): State<AppState>,
     headers: HeaderMap,
-    tls: Option<axum::Extension<crate::front::OverTls>>,
+    tls: Option<axum::Extension<crate::connection::OverTls>>,
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Result<Response, Response> {
     let session = posted_by(&state, &headers, &form.csrf).await?;

@@ -5,7 +5,6 @@
 //! their key is rotated, disabled or revoked, or the admin token changes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
@@ -22,11 +21,7 @@ pub(crate) const SESSION_COOKIE: &str = "aimlvid_session";
 /// session to hold it yet).
 pub(crate) const SIGN_IN_COOKIE: &str = "aimlvid_sign_in";
 
-/// How long a session lasts from sign-in, unless configured
-/// (`team_page_session_hours`).
-pub const DEFAULT_SESSION_HOURS: u64 = 12;
-/// [`DEFAULT_SESSION_HOURS`] as a duration.
-pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(DEFAULT_SESSION_HOURS * 3600);
+pub use crate::state::{DEFAULT_SESSION_HOURS, DEFAULT_SESSION_LIFETIME};
 
 /// Who is signed in.
 #[derive(Clone)]
