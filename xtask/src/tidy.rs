@@ -121,7 +121,7 @@ fn the_command_lines_modules_import_downwards_only() {
 /// crate root (`crate::app`, `crate::serve`).
 const SERVER_LAYERS: &[&[&str]] = &[
     &["calendar", "connection"],
-    &["store", "view", "metrics", "keys", "budget", "webhooks", "reconcile"],
+    &["store", "view", "metrics", "keys", "budget", "reservations", "webhooks", "reconcile"],
     &["engine"],
     &["jobs"],
     &["state"],

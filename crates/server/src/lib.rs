@@ -38,6 +38,7 @@ pub mod metrics;
 mod observe;
 pub mod page;
 pub mod reconcile;
+pub mod reservations;
 pub mod state;
 pub mod store;
 pub mod tls;

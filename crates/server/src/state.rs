@@ -3,7 +3,6 @@
 //! work (the writer, the scheduler, recovery, reconciliation, webhook
 //! delivery, the key refresher), each task with only the handles it uses.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use crate::engine::timing::{PollSettings, Timings};
 use crate::engine::writer::Writer;
 use crate::keys::{KeyTable, hash_key};
 use crate::metrics::{KeyFigures, Metrics, Snapshot};
+use crate::reservations::Reservations;
 use crate::store::{KeyId, Store, StoreError};
 use crate::view::{JobViews, UnknownIds};
 use crate::webhooks::{WebhookConfig, Webhooks};
@@ -278,32 +278,12 @@ impl AppState {
         )
         .await
         .unwrap_or(std::time::Duration::from_secs(600));
-        // Each unfinished job holds its expected cost against its key's budget.
-        let mut per_key: HashMap<KeyId, (u32, f64)> = HashMap::new();
-        for job in &unfinished {
-            let expected = costs.estimate(&job.model, &serde_json::Value::Null);
-            if let Some(id) = &job.generation_id {
-                costs.hold(id, &job.model, expected);
-            }
-            let entry = per_key.entry(job.key_id).or_default();
-            entry.0 += 1;
-            entry.1 += expected;
-        }
-        // On a store of one server, creates whose outcome is unknown keep
-        // counting against their keys until resolved or given up on (a
-        // shared store counts them in the database).
-        if !store.shared() {
-            for job in store.unknown_jobs().await?.into_iter().filter(|job| !job.hold_released) {
-                let expected = costs.estimate(&job.model, &serde_json::Value::Null);
-                let hold =
-                    crate::budget::UnknownHold { key_id: job.key_id, model: job.model, credits: expected };
-                costs.hold_unknown(&job.local_id, hold);
-                let entry = per_key.entry(job.key_id).or_default();
-                entry.0 += 1;
-                entry.1 += expected;
-            }
-        }
+        // Each unfinished job, and on a store of one server each create whose
+        // outcome is unknown, holds its place and expected cost against its key.
         let keys = Arc::new(KeyTable::default());
+        let reservations = Reservations::new(costs.clone(), keys.clone(), store.shared());
+        let unknown = if store.shared() { Vec::new() } else { store.unknown_jobs().await? };
+        let per_key = reservations.resume(&unfinished, &unknown);
         keys.sync(store.keys().await?, |id| per_key.get(&id).copied().unwrap_or_default());
 
         let views = Arc::new(JobViews::new(config.recent_jobs as usize));
@@ -324,15 +304,12 @@ impl AppState {
         let settle = Settle {
             writer: writer.clone(),
             views: views.clone(),
-            costs: costs.clone(),
-            keys: keys.clone(),
+            reservations: reservations.clone(),
             webhooks: webhooks.clone(),
         };
         let recovery = Recovery {
             store: store.clone(),
             upstream: config.upstream.clone(),
-            costs: costs.clone(),
-            keys: keys.clone(),
             settle: settle.clone(),
             scheduler: scheduler.clone(),
             unknown_window: config.unknown_window,
@@ -353,6 +330,9 @@ impl AppState {
         let jobs = crate::jobs::Jobs::new(crate::jobs::JobsParts {
             store: store.clone(),
             upstream: config.upstream.clone(),
+            keys: keys.clone(),
+            costs: costs.clone(),
+            reservations,
             settle,
             scheduler: scheduler.clone(),
             catalogue: catalogue.clone(),

@@ -18,10 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aimlvid::{ClientRequestId, Generation, Receipt};
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::CostEstimates;
 use crate::engine::scheduler::{FollowJob, Scheduler};
 use crate::engine::settle::Settle;
-use crate::keys::KeyTable;
 use crate::store::{JobRecord, JobWrite, Store, WriteOutcome};
 
 /// What looking unknown creates up, and adopting the ones found, needs.
@@ -29,8 +27,6 @@ use crate::store::{JobRecord, JobWrite, Store, WriteOutcome};
 pub(crate) struct Recovery {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) upstream: aimlvid::Client,
-    pub(crate) costs: Arc<CostEstimates>,
-    pub(crate) keys: Arc<KeyTable>,
     pub(crate) settle: Settle,
     pub(crate) scheduler: Scheduler,
     /// How long an unknown create keeps counting while the logs lack it.
@@ -102,7 +98,7 @@ pub(crate) async fn recover_once(
             Err(aimlvid::Error::NotFound { .. }) if row.failed() => {
                 tracing::info!(local_id = %job.local_id, "an unknown create was refused upstream; nothing was charged");
                 state.settle.writer.write(JobWrite::Abandon { local_id: job.local_id.clone() }).await?;
-                give_back(state, &job.local_id);
+                state.settle.reservations.give_back_unknown(&job.local_id);
                 resolved += 1;
             }
             Err(e) => {
@@ -122,7 +118,7 @@ pub(crate) async fn recover_once(
         if !job.hold_released {
             let release = JobWrite::ReleaseHold { local_id: job.local_id.clone() };
             if let WriteOutcome::HoldReleased(true) = state.settle.writer.write(release).await? {
-                give_back(state, &job.local_id);
+                state.settle.reservations.give_back_unknown(&job.local_id);
             }
         }
         if reported.insert(job.local_id.clone()) {
@@ -139,16 +135,6 @@ pub(crate) async fn recover_once(
         );
     }
     Ok(resolved)
-}
-
-/// Gives back what a create whose outcome was unknown kept of its key's
-/// limits on this server, if it kept anything here.
-fn give_back(state: &Recovery, local_id: &str) {
-    if let Some(kept) = state.costs.take_unknown(local_id)
-        && let Some(key) = state.keys.get(kept.key_id)
-    {
-        key.job_ended(kept.credits);
-    }
 }
 
 /// Gives an unknown job the generation the logs say it made, and follows
@@ -172,17 +158,7 @@ pub(crate) async fn adopt(state: &Recovery, job: &JobRecord, generation: Generat
     // belong to the running job; if they were given back (the lookup window
     // passed, or this server started since, or a shared store holds them),
     // it counts here again now.
-    let expected = match state.costs.take_unknown(&job.local_id) {
-        Some(kept) => kept.credits,
-        None => {
-            let expected = state.costs.estimate(&job.model, &serde_json::Value::Null);
-            if let Some(key) = state.keys.get(job.key_id) {
-                key.job_resumed(expected);
-            }
-            expected
-        }
-    };
-    state.costs.hold(&generation.id, &job.model, expected);
+    state.settle.reservations.adopt(job, &generation.id);
     if generation.status.is_finished() {
         state.settle.record(job.key_id, &generation).await;
     } else {

@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use aimlvid::Generation;
 
-use crate::budget::CostEstimates;
 use crate::engine::writer::{WriteError, Writer};
-use crate::keys::KeyTable;
+use crate::reservations::Reservations;
 use crate::store::{JobEnd, JobWrite, KeyId, WriteOutcome};
 use crate::view::{JobView, JobViews};
 use crate::webhooks::Webhooks;
@@ -20,8 +19,7 @@ use crate::webhooks::Webhooks;
 pub struct Settle {
     pub(crate) writer: Writer,
     pub(crate) views: Arc<JobViews>,
-    pub(crate) costs: Arc<CostEstimates>,
-    pub(crate) keys: Arc<KeyTable>,
+    pub(crate) reservations: Reservations,
     pub(crate) webhooks: Arc<Webhooks>,
 }
 
@@ -52,19 +50,7 @@ impl Settle {
         };
         match self.writer.write(write).await {
             Ok(WriteOutcome::Finished(Some(charged))) => {
-                // The reservation gives way to the real charge, which also
-                // teaches the model's expected cost.
-                let hold = self.costs.release(id);
-                if let Some(hold) = &hold {
-                    self.costs.learn(&hold.model, credits);
-                }
-                if let Some(entry) = self.keys.get(charged.key_id) {
-                    entry.job_charged(
-                        charged.key_credits_used,
-                        charged.key_period,
-                        hold.map_or(0.0, |h| h.credits),
-                    );
-                }
+                self.reservations.settle(id, &charged, credits);
                 if charged.webhook_queued {
                     self.webhooks.wake();
                 }

@@ -14,10 +14,10 @@ use serde::{Serialize, Serializer};
 use tokio::time::Instant;
 
 use super::{Admitted, Jobs, Refusal};
-use crate::budget::UnknownHold;
 use crate::engine::scheduler::FollowJob;
 use crate::engine::writer::WriteError;
 use crate::keys::{KeyEntry, Refusal as LimitRefusal};
+use crate::reservations::Reservation;
 use crate::store::{Begun, JobRecord, JobWrite, LimitReached, NewJob, WriteOutcome, status};
 use crate::view::view_of;
 
@@ -124,8 +124,8 @@ async fn create_job(jobs: &Jobs, key: Arc<KeyEntry>, create: NewCreate) -> Resul
     if let Some(left) = jobs.breaker().open_for() {
         return Err(key_refused_upstream(left));
     }
-    let slot = Slot::reserve(key, jobs.costs().estimate(&model, &value)).map_err(refused)?;
-    let accepted = AcceptCreate { record, model, value, idempotency_key, request_hash };
+    let slot = jobs.reservations().reserve(key.clone(), &model, &value).map_err(refused)?;
+    let accepted = AcceptCreate { key, record, model, value, idempotency_key, request_hash };
     let task = jobs.spawn_create(accept(jobs.clone(), slot, accepted));
     task.await.map_err(|e| Refusal::internal(&format!("a create task ended abnormally: {e}")))?
 }
@@ -207,53 +207,9 @@ fn key_refused_upstream(retry_after: Duration) -> Refusal {
     .with_retry_after(Some(retry_after.as_secs().max(1)))
 }
 
-/// A key's slot for one unfinished job, given back when dropped unless the
-/// job was handed to the scheduler (which gives it back when the job ends).
-/// A guard, so that no early return, refusal or panic can leak it.
-struct Slot {
-    key: Arc<KeyEntry>,
-    /// The credits reserved against the key's budget.
-    expected: f64,
-    kept: bool,
-}
-
-impl Slot {
-    fn reserve(key: Arc<KeyEntry>, expected: f64) -> Result<Slot, LimitRefusal> {
-        key.reserve_job(expected)?;
-        Ok(Slot { key, expected, kept: false })
-    }
-
-    /// The job runs upstream now as `generation_id`; its end settles the
-    /// reservation and releases the slot.
-    fn keep(mut self, jobs: &Jobs, generation_id: &str, model: &str) {
-        jobs.costs().hold(generation_id, model, self.expected);
-        self.kept = true;
-    }
-
-    /// The create's outcome is unknown: it may be billed, so it keeps
-    /// counting against its key until the upstream's logs resolve it. A
-    /// shared store holds its place and reservation itself (in the row it
-    /// recorded), so this server's own count lets it go.
-    fn keep_while_unknown(mut self, jobs: &Jobs, local_id: &str, model: &str) {
-        if jobs.store().shared() {
-            return;
-        }
-        let hold = UnknownHold { key_id: self.key.id(), model: model.to_owned(), credits: self.expected };
-        jobs.costs().hold_unknown(local_id, hold);
-        self.kept = true;
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if !self.kept {
-            self.key.job_ended(self.expected);
-        }
-    }
-}
-
 /// A create that passed the checks.
 struct AcceptCreate {
+    key: Arc<KeyEntry>,
     record: Arc<crate::store::KeyRecord>,
     model: String,
     value: serde_json::Value,
@@ -262,12 +218,11 @@ struct AcceptCreate {
 }
 
 /// Records, sends and follows one create; runs in its own task.
-async fn accept(jobs: Jobs, slot: Slot, create: AcceptCreate) -> Result<Accepted, Refusal> {
-    let AcceptCreate { record, model, value, idempotency_key, request_hash } = create;
+async fn accept(jobs: Jobs, slot: Reservation, create: AcceptCreate) -> Result<Accepted, Refusal> {
+    let AcceptCreate { key, record, model, value, idempotency_key, request_hash } = create;
     // Fair shares of the upstream: a key waits for one of its own places,
     // then for one of the server's, so a key sending thousands of creates
     // at once holds a few places, and the others' creates go between its.
-    let key = slot.key.clone();
     // The create's deadline to be recorded runs from its arrival, places in
     // line included: while storage fails, creates queued behind the ones
     // waiting on it are answered in time too, and never sent later for a
@@ -286,7 +241,7 @@ async fn accept(jobs: Jobs, slot: Slot, create: AcceptCreate) -> Result<Accepted
         model: model.clone(),
         idempotency_key,
         request_hash,
-        reserved: slot.expected,
+        reserved: slot.credits(),
         prompt: value.get("prompt").and_then(|p| p.as_str()).map(|p| clip(p, MAX_PROMPT_KEPT)),
         input: describe_inputs(&model, &value),
     };
@@ -346,7 +301,7 @@ async fn accept(jobs: Jobs, slot: Slot, create: AcceptCreate) -> Result<Accepted
                     ),
                 ));
             }
-            slot.keep(&jobs, &generation.id, &model);
+            slot.running(&generation.id);
             tracing::debug!(generation_id = %generation.id, key = %record.name, "created");
             if generation.status.is_finished() {
                 // Not stored only if the server is stopping; the answer still names the job.
@@ -372,7 +327,7 @@ async fn accept(jobs: Jobs, slot: Slot, create: AcceptCreate) -> Result<Accepted
         Err(aimlvid::Error::CreateOutcomeUnknown { cause, .. }) => {
             tracing::error!(local_id, cause, "create outcome unknown; not retried");
             jobs.metrics().create_unknown();
-            slot.keep_while_unknown(&jobs, &local_id, &model);
+            slot.unknown(&local_id);
             let unknown = JobWrite::Unknown { local_id: local_id.clone(), note: cause };
             if let Err(e) = jobs.writer().write(unknown).await {
                 tracing::error!(local_id, error = %e, "could not record an unknown create");

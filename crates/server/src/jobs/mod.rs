@@ -25,6 +25,7 @@ use crate::engine::settle::Settle;
 use crate::engine::writer::Writer;
 use crate::keys::{KeyEntry, KeyTable};
 use crate::metrics::Metrics;
+use crate::reservations::Reservations;
 use crate::store::{KeyId, Store};
 use crate::view::JobViews;
 
@@ -94,6 +95,9 @@ impl Admitted {
 pub(crate) struct JobsParts {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) upstream: aimlvid::Client,
+    pub(crate) keys: Arc<KeyTable>,
+    pub(crate) costs: Arc<CostEstimates>,
+    pub(crate) reservations: Reservations,
     pub(crate) settle: Settle,
     pub(crate) scheduler: Scheduler,
     pub(crate) catalogue: Arc<CatalogueWatch>,
@@ -158,7 +162,7 @@ impl Jobs {
 
     /// The keys in memory.
     pub fn keys(&self) -> &KeyTable {
-        &self.inner.parts.settle.keys
+        &self.inner.parts.keys
     }
 
     /// The jobs in memory.
@@ -168,7 +172,12 @@ impl Jobs {
 
     /// What creates are expected to cost, and the reservations of jobs in flight.
     pub fn costs(&self) -> &CostEstimates {
-        &self.inner.parts.settle.costs
+        &self.inner.parts.costs
+    }
+
+    /// Every create's place and credits against its key.
+    pub(crate) fn reservations(&self) -> &Reservations {
+        &self.inner.parts.reservations
     }
 
     /// What the upstream's catalogue last said of this build's models.
