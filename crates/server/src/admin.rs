@@ -290,8 +290,8 @@ pub(crate) async fn last_reconciliation(State(state): State<AppState>) -> Result
     let Some(run) = state.last_reconciliation().get() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "No reconciliation yet: the server makes one a few minutes after start, then daily; \
-             POST /admin/reconcile makes one now",
+            "No reconciliation yet (the server makes one a few minutes after start and then every \
+             reconcile_interval_hours, unless that is 0); POST /admin/reconcile makes one now",
         ));
     };
     Ok(Json(run_json(&run)).into_response())
@@ -319,7 +319,7 @@ pub(crate) async fn reconcile(
     let report = crate::engine::ledger::reconcile_now(state.reconciler(), window)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
-    let run = crate::engine::ledger::ReconcileRun { at: report.until, outcome: Ok(report) };
+    let run = crate::engine::ledger::ReconcileRun { made: Some((report.until, report)), failed: None };
     Ok(Json(run_json(&run)).into_response())
 }
 
@@ -334,11 +334,18 @@ pub fn parse_window(text: &str) -> Result<std::time::Duration, String> {
     Ok(window)
 }
 
+/// The last reconciliation made (`at`, `reconciliation`), and whether the
+/// last attempt failed since (`ok`, `error`): a failure hides no result.
 fn run_json(run: &crate::engine::ledger::ReconcileRun) -> serde_json::Value {
-    match &run.outcome {
-        Ok(report) => serde_json::json!({"at": run.at, "ok": true, "reconciliation": report.as_ref()}),
-        Err(error) => serde_json::json!({"at": run.at, "ok": false, "error": error}),
+    let mut value = match &run.made {
+        Some((at, report)) => serde_json::json!({"at": at, "reconciliation": report.as_ref()}),
+        None => serde_json::json!({"at": null, "reconciliation": null}),
+    };
+    value["ok"] = run.failed.is_none().into();
+    if let Some((at, why)) = &run.failed {
+        value["error"] = serde_json::json!({"at": at, "message": why});
     }
+    value
 }
 
 /// `POST /admin/keys`: issues a key and shows it (and its webhook secret), once.

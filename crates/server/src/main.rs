@@ -44,9 +44,10 @@ enum Command {
     /// for or charged differently, and spend per key (the running server
     /// does this daily, and adopts the lost creates found).
     Reconcile {
-        /// How far back to look, such as `7d`, `36h` or `90m`.
-        #[arg(long, default_value = "7d", value_parser = aimlvid_server::admin::parse_window)]
-        since: std::time::Duration,
+        /// How far back to look, such as `7d`, `36h` or `90m` [default: the
+        /// configuration's `reconcile_window_days`, else 7d].
+        #[arg(long, value_parser = aimlvid_server::admin::parse_window)]
+        since: Option<std::time::Duration>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -253,18 +254,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .base_url(&settings.upstream_url)
                 .request_timeout(settings.upstream_timeout)
                 .build()?;
+            require_existing(&settings.database)?;
             let store = settings
                 .database
                 .open_beside_server()
                 .await
                 .with_context(|| format!("opening {}", settings.database.describe()))?;
-            let from = std::time::SystemTime::now() - since;
+            let from = std::time::SystemTime::now() - since.unwrap_or(settings.reconcile_window);
             let report = aimlvid_server::reconcile::reconcile(store.get(), &upstream, from).await;
             store.close().await;
             print_reconciliation(&report?, json)
         }
         Command::Jobs { unknown: _ } => {
             let database = cli.db.database(&cli.db.file()?)?;
+            require_existing(&database)?;
             let store = database
                 .open_beside_server()
                 .await
@@ -451,17 +454,38 @@ async fn keys(
     Ok(())
 }
 
+/// Refuses a SQLite database that is not there (or is an empty file) for
+/// a command that only reads: opening it would create an empty one, and
+/// report on that instead of the server's.
+fn require_existing(database: &aimlvid_server::store::Database) -> anyhow::Result<()> {
+    if let aimlvid_server::store::Database::Sqlite(path) = database
+        && !std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0)
+    {
+        anyhow::bail!(
+            "there is no aimlvid-server database at {}: pass the server's --database (or set \
+             AIMLVID_DATABASE, or `database` in the configuration file)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn print_reconciliation(report: &Reconciliation, json: bool) -> anyhow::Result<()> {
     if json {
         outln!("{}", serde_json::to_string_pretty(report)?)?;
         return Ok(());
     }
     let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
-    if report.findings.is_empty() {
+    if report.findings.is_empty() && report.total.agrees() {
         eprintln!("No differences: every charge on the ledger is a job of this server, charged as it says.");
+    } else if report.findings.is_empty() {
+        eprintln!(
+            "No generation differs, but the spend does (below): charges near the window's edges, or \
+             jobs that ended within the ledger's 10 minutes' grace."
+        );
     } else {
         outln!(
-            "{:<20} {:<36} {:<40} {:<16} {:>14} {:>14}",
+            "{:<20} {:<36} {:<40} {:<16} {:>24} {:>24}",
             "KIND",
             "GENERATION",
             "MODEL",
@@ -476,7 +500,7 @@ fn print_reconciliation(report: &Reconciliation, json: bool) -> anyhow::Result<(
             _ => "-".to_owned(),
         };
         outln!(
-            "{:<20} {:<36} {:<40} {:<16} {:>14} {:>14}",
+            "{:<20} {:<36} {:<40} {:<16} {:>24} {:>24}",
             line.kind.as_str(),
             line.generation_id,
             line.model,
@@ -492,10 +516,11 @@ fn print_reconciliation(report: &Reconciliation, json: bool) -> anyhow::Result<(
         }
     }
     outln!()?;
-    outln!("{:<20} {:>14} {:>12} {:>14} {:>12}", "SPEND", "PROXY", "PROXY USD", "LEDGER", "LEDGER USD")?;
+    let width = report.keys.iter().filter_map(|k| k.key.as_deref()).map(str::len).max().unwrap_or(0).max(20);
+    outln!("{:<width$} {:>14} {:>14} {:>14} {:>14}", "SPEND", "PROXY", "PROXY USD", "LEDGER", "LEDGER USD")?;
     for spend in report.keys.iter().chain(std::iter::once(&report.total)) {
         outln!(
-            "{:<20} {:>14} {:>12} {:>14} {:>12}{}",
+            "{:<width$} {:>14} {:>14} {:>14} {:>14}{}",
             spend.key.as_deref().unwrap_or("(total)"),
             spend.proxy_credits,
             format!("${}", spend.proxy_usd),

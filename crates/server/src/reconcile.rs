@@ -38,12 +38,25 @@ pub const LEDGER_GRACE: Duration = Duration::from_secs(10 * 60);
 /// Why a reconciliation could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    /// The ledger or the request logs could not be read.
+    /// The ledger or the request logs could not be read. (The cause is in
+    /// the message, not a `source`, so that a report of the chain says it once.)
     #[error("could not read the upstream's ledger or logs: {0}")]
-    Upstream(#[from] aimlvid::Error),
+    Upstream(aimlvid::Error),
     /// The proxy's own records could not be read.
     #[error("could not read this server's jobs: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<aimlvid::Error> for ReconcileError {
+    fn from(e: aimlvid::Error) -> Self {
+        ReconcileError::Upstream(e)
+    }
+}
+
+impl From<StoreError> for ReconcileError {
+    fn from(e: StoreError) -> Self {
+        ReconcileError::Store(e)
+    }
 }
 
 /// What kind of difference a [`Finding`] is.
@@ -341,7 +354,8 @@ pub(crate) fn compare(inputs: &Inputs<'_>) -> Reconciliation {
         })
         .collect();
     keys.sort_by(|a, b| a.key.cmp(&b.key));
-    let total = Spend::new(None, proxy_per_key.values().sum(), ledger_total);
+    // `+ 0.0`: an empty sum of floats is -0.0, which would print as "-0".
+    let total = Spend::new(None, proxy_per_key.values().sum::<f64>() + 0.0, ledger_total);
     Reconciliation { since, until, findings, keys, total }
 }
 

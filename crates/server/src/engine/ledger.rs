@@ -34,25 +34,33 @@ const FIRST_RECONCILE: Duration = Duration::from_secs(5 * 60);
 
 /// The last reconciliation the server made, and how it went.
 #[derive(Debug, Clone, Default)]
-pub struct LastReconciliation(Arc<Mutex<Option<ReconcileRun>>>);
+pub struct LastReconciliation(Arc<Mutex<ReconcileRun>>);
 
-/// One reconciliation run.
-#[derive(Debug, Clone)]
+/// The last reconciliations: the last that was made, and a failure since.
+#[derive(Debug, Clone, Default)]
 pub struct ReconcileRun {
-    /// When it ended, unix seconds.
-    pub at: i64,
-    /// Its result, or why there is none.
-    pub outcome: Result<Arc<Reconciliation>, String>,
+    /// The last reconciliation made: when (unix seconds), and its result.
+    /// A failure later does not hide it.
+    pub made: Option<(i64, Arc<Reconciliation>)>,
+    /// The last attempt, if it failed after `made`: when, and why.
+    pub failed: Option<(i64, String)>,
 }
 
 impl LastReconciliation {
-    /// The last run, if there was one.
+    /// The last runs, if there was one.
     pub fn get(&self) -> Option<ReconcileRun> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        let runs = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        (runs.made.is_some() || runs.failed.is_some()).then_some(runs)
     }
 
-    fn set(&self, run: ReconcileRun) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(run);
+    fn made(&self, at: i64, report: Arc<Reconciliation>) -> Option<Arc<Reconciliation>> {
+        let mut runs = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        runs.failed = None;
+        runs.made.replace((at, report)).map(|(_, before)| before)
+    }
+
+    fn failed(&self, at: i64, why: String) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).failed = Some((at, why));
     }
 }
 
@@ -87,19 +95,35 @@ pub async fn reconcile_now(
         Err(e) => {
             tracing::warn!(error = %e, "could not reconcile with the upstream's ledger; trying again at the next run");
             state.metrics.reconciliation_failed();
-            state.last.set(ReconcileRun { at, outcome: Err(e.to_string()) });
+            state.last.failed(at, e.to_string());
             return Err(e);
         }
     };
     adopt_lost_creates(recovery, &mut report).await;
-    for line in &report.findings {
+    state.metrics.reconciled(&report);
+    let report = Arc::new(report);
+    let before = state.last.made(at, report.clone());
+    // A difference is logged once, when a run first finds it; the admin
+    // page, the admin API and /metrics show every one each time.
+    let new: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|line| {
+            before.as_ref().is_none_or(|b| {
+                !b.findings.iter().any(|f| f.kind == line.kind && f.generation_id == line.generation_id)
+            })
+        })
+        .collect();
+    for line in &new {
         tracing::warn!(
-            kind = ?line.kind,
+            kind = line.kind.as_str(),
             generation_id = %line.generation_id,
             model = %line.model,
             key = line.key.as_deref().unwrap_or("-"),
-            proxy_credits = line.proxy_credits.unwrap_or(0.0),
-            ledger_credits = line.ledger_credits.unwrap_or(0),
+            proxy_credits = line.proxy_credits,
+            proxy_usd = line.proxy_usd.as_deref(),
+            ledger_credits = line.ledger_credits,
+            ledger_usd = line.ledger_usd.as_deref(),
             adopted = line.adopted,
             "reconciliation: {}",
             line.kind.describe()
@@ -107,13 +131,11 @@ pub async fn reconcile_now(
     }
     tracing::info!(
         findings = report.findings.len(),
+        new = new.len(),
         proxy_credits = report.total.proxy_credits,
         ledger_credits = report.total.ledger_credits,
         "reconciled this server's charges with the upstream's ledger"
     );
-    state.metrics.reconciled(&report);
-    let report = Arc::new(report);
-    state.last.set(ReconcileRun { at, outcome: Ok(report.clone()) });
     Ok(report)
 }
 

@@ -104,7 +104,8 @@ async fn create_job(jobs: &Jobs, key: Arc<KeyEntry>, create: NewCreate) -> Resul
         return Err(Refusal::new(StatusCode::FORBIDDEN, format!("This API key may not use model {model:?}")));
     }
     check_against_catalog(&value)?;
-    if let Some(nearest) = jobs.catalogue().no_longer_listed(&model) {
+    // By its id: the client sends an alias as the id it stands for.
+    if let Some(nearest) = jobs.catalogue().no_longer_listed(&jobs.upstream().resolve_model(&model)) {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             format!(

@@ -344,9 +344,11 @@ impl CatalogueView {
 /// The last reconciliation, as the admin page shows it.
 #[derive(Debug)]
 pub(crate) struct ReconcileView {
-    pub(crate) when: String,
+    /// When the last one was made, if one was.
+    pub(crate) when: Option<String>,
+    /// A failure since, if the last attempt failed.
     pub(crate) error: Option<String>,
-    pub(crate) window_days: String,
+    pub(crate) window: String,
     /// `(kind, generation id, model, key, proxy, ledger, note)`.
     pub(crate) lines: Vec<[String; 7]>,
     /// `(key, proxy, ledger, differs)`.
@@ -356,55 +358,58 @@ pub(crate) struct ReconcileView {
 impl ReconcileView {
     pub(crate) fn new(run: &crate::engine::ledger::ReconcileRun) -> ReconcileView {
         let money = |credits: String, usd: &str| format!("{credits} (${usd})");
-        let (lines, spend, error, window_days) = match &run.outcome {
-            Err(e) => (Vec::new(), Vec::new(), Some(e.clone()), String::new()),
-            Ok(report) => {
-                let lines = report
-                    .findings
-                    .iter()
-                    .map(|f| {
-                        let note = match (f.kind, f.adopted) {
-                            (crate::reconcile::FindingKind::LostCreate, true) => {
-                                "adopted: now followed and charged"
-                            }
-                            (crate::reconcile::FindingKind::LostCreate, false) => {
-                                "the recovery round adopts it"
-                            }
-                            _ => "",
-                        };
-                        [
-                            f.kind.describe().to_owned(),
-                            f.generation_id.clone(),
-                            f.model.clone(),
-                            f.key.clone().unwrap_or_else(|| "-".into()),
-                            f.proxy_credits
-                                .zip(f.proxy_usd.as_deref())
-                                .map_or_else(|| "-".into(), |(c, u)| money(c.to_string(), u)),
-                            f.ledger_credits
-                                .zip(f.ledger_usd.as_deref())
-                                .map_or_else(|| "-".into(), |(c, u)| money(c.to_string(), u)),
-                            note.to_owned(),
-                        ]
-                    })
-                    .collect();
-                let spend = report
-                    .keys
-                    .iter()
-                    .chain(std::iter::once(&report.total))
-                    .map(|s| {
-                        (
-                            s.key.clone().unwrap_or_else(|| "Total".into()),
-                            money(s.proxy_credits.to_string(), &s.proxy_usd),
-                            money(s.ledger_credits.to_string(), &s.ledger_usd),
-                            !s.agrees(),
-                        )
-                    })
-                    .collect();
-                let days = (report.until - report.since) as f64 / 86_400.0;
-                (lines, spend, None, format!("{days:.1}"))
-            }
+        let error =
+            run.failed.as_ref().map(|(at, why)| format!("The attempt of {} failed: {why}", timestamp(*at)));
+        let Some((at, report)) = &run.made else {
+            return ReconcileView {
+                when: None,
+                error,
+                window: String::new(),
+                lines: Vec::new(),
+                spend: Vec::new(),
+            };
         };
-        ReconcileView { when: timestamp(run.at), error, window_days, lines, spend }
+        let lines = report
+            .findings
+            .iter()
+            .map(|f| {
+                let note = match (f.kind, f.adopted) {
+                    (crate::reconcile::FindingKind::LostCreate, true) => "adopted: now followed and charged",
+                    (crate::reconcile::FindingKind::LostCreate, false) => "the recovery round adopts it",
+                    _ => "",
+                };
+                [
+                    f.kind.describe().to_owned(),
+                    f.generation_id.clone(),
+                    f.model.clone(),
+                    f.key.clone().unwrap_or_else(|| "-".into()),
+                    f.proxy_credits
+                        .zip(f.proxy_usd.as_deref())
+                        .map_or_else(|| "-".into(), |(c, u)| money(c.to_string(), u)),
+                    f.ledger_credits
+                        .zip(f.ledger_usd.as_deref())
+                        .map_or_else(|| "-".into(), |(c, u)| money(c.to_string(), u)),
+                    note.to_owned(),
+                ]
+            })
+            .collect();
+        let spend = report
+            .keys
+            .iter()
+            .chain(std::iter::once(&report.total))
+            .map(|s| {
+                (
+                    s.key.clone().unwrap_or_else(|| "Total".into()),
+                    money(s.proxy_credits.to_string(), &s.proxy_usd),
+                    money(s.ledger_credits.to_string(), &s.ledger_usd),
+                    !s.agrees(),
+                )
+            })
+            .collect();
+        let hours = (report.until - report.since) as f64 / 3600.0;
+        let window =
+            if hours < 48.0 { format!("{hours:.1} hours") } else { format!("{:.1} days", hours / 24.0) };
+        ReconcileView { when: Some(timestamp(*at)), error, window, lines, spend }
     }
 }
 

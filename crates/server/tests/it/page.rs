@@ -492,6 +492,9 @@ async fn the_admin_page_shows_the_catalogue_and_reconciles_on_demand() {
     assert_eq!(refused.status, 400, "{refused:?}");
     let message = refused.body["message"].as_str().unwrap_or_default();
     assert!(message.contains("no longer lists") && message.contains(dropped), "{message}");
+    let by_alias = serde_json::json!({"model": "veo3-1-fast-extend-video", "prompt": "p", "video_url": "https://example.com/a.mp4"});
+    let refused = post(&proxy.http, &proxy.endpoint(), Some(&key), &by_alias).await;
+    assert_eq!(refused.status, 400, "by its alias too: {refused:?}");
     assert_eq!(sim.stats().create_requests, 0, "nothing sent");
 
     let mut admin = Visitor::new(&proxy.url);

@@ -124,6 +124,25 @@ async fn reconcile_reports_each_planted_difference_once(storage: Storage) {
     assert_eq!(ana["ledger_credits"], (5.0 * per_job) as i64);
     assert_eq!(credits_used(&proxy).await, 3.0 * per_job, "charged once, reconciled twice");
 
+    // A run that cannot read the ledger says so, and hides nothing it found before.
+    sim.inject(Route::Billing, Fault::Status(400), 1);
+    let failed =
+        proxy.http.post(format!("{}/admin/reconcile", proxy.url)).bearer_auth(ADMIN_TOKEN).send().await;
+    assert_eq!(failed.unwrap().status(), 502);
+    let last: Value = proxy
+        .http
+        .get(format!("{}/admin/reconcile", proxy.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(last["ok"], false, "{last:#}");
+    assert!(last["error"]["message"].as_str().is_some_and(|m| m.contains("ledger")), "{last:#}");
+    assert_eq!(kinds(&last), kinds(&again), "the last result is still shown");
+
     let metrics = proxy.http.get(format!("{}/metrics", proxy.url)).bearer_auth(ADMIN_TOKEN).send().await;
     let metrics = metrics.unwrap().text().await.unwrap();
     for line in [
@@ -149,4 +168,32 @@ async fn reconcile_reports_each_planted_difference_once(storage: Storage) {
     let printed = serde_json::json!({ "reconciliation": printed });
     assert_eq!(kinds(&printed), kinds(&again), "{printed:#}");
     storage.finish().await;
+}
+
+/// The command reads the server's database: a path where there is none is
+/// refused, not created empty and reported on (which would list every
+/// charge as made outside this proxy).
+#[tokio::test]
+async fn the_command_refuses_a_database_that_is_not_there() {
+    let sim = frozen_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.db");
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    for database in [&missing, &empty] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_aimlvid-server"));
+        command
+            .args(["--database", database.to_str().unwrap(), "reconcile"])
+            .env("AIMLAPI_API_KEY", aimlvid_sim::DEFAULT_API_KEY)
+            .env("AIMLAPI_BASE_URL", sim.base_url())
+            .env_remove("AIMLVID_CONFIG");
+        let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains("there is no aimlvid-server database"),
+            "{stderr}"
+        );
+    }
+    assert!(!missing.exists(), "nothing created");
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "nothing written");
 }
