@@ -249,4 +249,3 @@ mod target_tests {
         assert!(check_url("https://user:pass@example.com/", loose).is_err(), "credentials never");
     }
 }
-
