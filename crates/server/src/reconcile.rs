@@ -222,7 +222,15 @@ async fn lost_creates(
     store: &dyn Store,
     upstream: &aimlvid::Client,
 ) -> Result<HashMap<String, JobRecord>, ReconcileError> {
-    let unknown = store.unknown_jobs().await?;
+    // Read-only (`unknown_jobs` would lease them on a shared store, and the
+    // command runs beside live servers): the unknown creates, without the
+    // followed jobs the upstream does not know, which have their generation.
+    let unknown: Vec<JobRecord> = store
+        .jobs_needing_attention()
+        .await?
+        .into_iter()
+        .filter(|j| j.generation_id.is_none() && j.status == crate::store::status::UNKNOWN)
+        .collect();
     if unknown.is_empty() {
         return Ok(HashMap::new());
     }

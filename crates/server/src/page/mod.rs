@@ -462,12 +462,25 @@ async fn new_form(
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let values: serde_json::Map<String, serde_json::Value> =
         query.iter().filter(|(k, _)| *k != "model").map(|(k, v)| (k.clone(), v.clone().into())).collect();
-    let model =
-        query.get("model").cloned().unwrap_or_else(|| aimlvid::ExtendModel::default().id().to_owned());
-    Ok(new_page(&session, &model, &values, None, StatusCode::OK))
+    // The headline model, unless the API no longer lists it: then the first it does.
+    let listed = listed_models(&state);
+    let headline = aimlvid::ExtendModel::default().id();
+    let default = match listed.iter().find(|m| m.id == headline).or(listed.first()) {
+        Some(choice) => choice.id.clone(),
+        None => headline.to_owned(),
+    };
+    let model = query.get("model").cloned().unwrap_or(default);
+    Ok(new_page(&state, &session, &model, &values, None, StatusCode::OK))
+}
+
+/// The catalog's models, but those the upstream's catalogue no longer lists.
+fn listed_models(state: &AppState) -> Vec<form::ModelChoice> {
+    let catalogue = state.catalogue();
+    form::model_choices().into_iter().filter(|m| catalogue.no_longer_listed(&m.id).is_none()).collect()
 }
 
 fn new_page(
+    state: &AppState,
     session: &Session,
     model: &str,
     values: &serde_json::Map<String, serde_json::Value>,
@@ -478,7 +491,7 @@ fn new_page(
     let page = NewPage {
         title: "New generation".into(),
         nav: Nav::of(session, "new"),
-        models: form::model_choices(),
+        models: listed_models(state),
         model: model.to_owned(),
         fields: spec.map(|s| form::fields(s, values)).unwrap_or_default(),
         error: error.or_else(|| {
@@ -542,7 +555,14 @@ async fn create(
     let body = match form::body(&model, &posted) {
         Ok(body) => body,
         Err(e) => {
-            return Ok(new_page(&session, &model, &typed, Some(e.to_string()), StatusCode::BAD_REQUEST));
+            return Ok(new_page(
+                &state,
+                &session,
+                &model,
+                &typed,
+                Some(e.to_string()),
+                StatusCode::BAD_REQUEST,
+            ));
         }
     };
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
@@ -556,7 +576,7 @@ async fn create(
     match result {
         Ok(accepted) => Ok(see_other(&format!("/ui/jobs/{}", accepted.local_id))),
         // Refused as the API refuses it, with its status: a 429 stays a 429.
-        Err(refusal) => Ok(new_page(&session, &model, &typed, Some(refusal.message), refusal.status)),
+        Err(refusal) => Ok(new_page(&state, &session, &model, &typed, Some(refusal.message), refusal.status)),
     }
 }
 
