@@ -23,7 +23,7 @@ use crate::engine::writer::Writer;
 use crate::keys::{KeyTable, hash_key};
 use crate::metrics::{KeyFigures, Metrics, Snapshot};
 use crate::reservations::Reservations;
-use crate::store::{KeyId, Store, StoreError};
+use crate::store::{Backend, JobLeases, JobWrites, KeyId, Store, StoreError};
 use crate::view::{JobViews, UnknownIds};
 use crate::webhooks::{WebhookConfig, Webhooks};
 
@@ -251,11 +251,18 @@ impl KeyReload {
 }
 
 impl AppState {
-    /// Loads keys and jobs from `store`, marks creates a previous run left
+    /// Loads keys and jobs from `backend`, marks creates a previous run left
     /// in flight as `unknown`, starts polling every unfinished job, and
     /// resumes pending webhook deliveries.
-    pub async fn start(store: Arc<dyn Store>, config: StateConfig) -> Result<AppState, StartError> {
-        let orphans = store.pending_to_unknown().await?;
+    ///
+    /// The backend is split here: its job writes go to the writer alone, its
+    /// leases to start-up and the lease task, and everything else (this
+    /// state included) holds [`Store`], which cannot write a job.
+    pub async fn start(backend: Arc<dyn Backend>, config: StateConfig) -> Result<AppState, StartError> {
+        let writes: Arc<dyn JobWrites> = backend.clone();
+        let leases: Arc<dyn JobLeases> = backend.clone();
+        let store: Arc<dyn Store> = backend;
+        let orphans = leases.pending_to_unknown().await?;
         if orphans > 0 {
             tracing::warn!(
                 jobs = orphans,
@@ -266,7 +273,7 @@ impl AppState {
         // a shared store, those no live replica follows (the others' jobs end,
         // and are counted, where they are followed); on a SQLite file, all.
         let unfinished =
-            if store.shared() { store.take_over_jobs().await? } else { store.unfinished_jobs().await? };
+            if store.shared() { leases.take_over_jobs().await? } else { store.unfinished_jobs().await? };
         let costs = Arc::new(CostEstimates::from_settings(config.costs));
         costs.seed(store.model_costs().await?);
         let catalogue = Arc::new(crate::budget::CatalogueWatch::default());
@@ -297,7 +304,7 @@ impl AppState {
         let metrics = config.metrics;
         let stop_writer = CancellationToken::new();
         let writer_task = TaskTracker::new();
-        let writer = Writer::start(store.clone(), metrics.clone(), stop_writer.clone(), &writer_task);
+        let writer = Writer::start(writes, metrics.clone(), stop_writer.clone(), &writer_task);
         let (scheduler, follow_queue) = Scheduler::new();
         let webhooks = Arc::new(Webhooks::new(config.webhooks)?);
         let breaker = Arc::new(UpstreamBreaker::new(config.breaker_window));
@@ -373,7 +380,7 @@ impl AppState {
         }
         if store.shared() {
             tasks.spawn(crate::engine::leases::run(
-                store.clone(),
+                leases,
                 scheduler.clone(),
                 config.lease_check,
                 stop.clone(),

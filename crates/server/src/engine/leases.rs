@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use crate::engine::scheduler::Scheduler;
-use crate::store::Store;
+use crate::store::JobLeases;
 
 /// How often leases are renewed and lapsed ones looked for, by default: a
 /// third of the default lease, so one slow round never loses a lease.
@@ -19,9 +19,10 @@ pub const DEFAULT_LEASE_CHECK: Duration = Duration::from_secs(5);
 
 /// Renews this server's leases and takes over lapsed ones every `every`,
 /// until `stop`; then gives its leases up, so another replica takes its
-/// jobs over at once.
+/// jobs over at once. It holds the leases alone ([`JobLeases`]), not the
+/// writes: the leases must not wait behind the writer's queue.
 pub(crate) async fn run(
-    store: Arc<dyn Store>,
+    store: Arc<dyn JobLeases>,
     scheduler: Scheduler,
     every: Duration,
     stop: CancellationToken,

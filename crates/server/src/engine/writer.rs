@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{Begun, JobWrite, NewJob, StoreError, WriteOutcome};
+use crate::store::{Begun, JobWrite, JobWrites, NewJob, StoreError, WriteOutcome};
 
 /// Writes gathered into one transaction at most.
 const MAX_BATCH: usize = 2048;
@@ -112,10 +112,11 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Writer {
-    /// Starts the writer on `store`. It ends once `stop` is cancelled and
-    /// every write submitted before has been stored (or the grace period ran out).
+    /// Starts the writer on `store`, the job writes: the one place they go
+    /// (see [`JobWrites`]). It ends once `stop` is cancelled and every write
+    /// submitted before has been stored (or the grace period ran out).
     pub fn start(
-        store: Arc<dyn crate::store::Store>,
+        store: Arc<dyn JobWrites>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
         tasks: &tokio_util::task::TaskTracker,
@@ -185,7 +186,7 @@ impl Writer {
 }
 
 async fn run(
-    store: Arc<dyn crate::store::Store>,
+    store: Arc<dyn JobWrites>,
     metrics: Arc<Metrics>,
     health: Arc<StorageHealth>,
     mut pending: mpsc::Receiver<Pending>,
@@ -276,7 +277,7 @@ impl Batch {
 
 /// One batch's way into storage.
 struct Attempt<'a> {
-    store: &'a dyn crate::store::Store,
+    store: &'a dyn JobWrites,
     metrics: &'a Metrics,
     health: &'a StorageHealth,
     stop: &'a CancellationToken,

@@ -288,7 +288,7 @@ pub struct NewJob {
     /// SHA-256 of the create body.
     pub request_hash: [u8; 32],
     /// Credits held against the key's budget until the job ends. A
-    /// [shared](JobStore::shared) store holds them itself, and refuses the
+    /// [shared](JobReads::shared) store holds them itself, and refuses the
     /// job ([`Begun::OverLimit`]) if the key's limits would be passed.
     pub reserved: f64,
     /// The request's prompt, shown on the team page.
@@ -298,7 +298,7 @@ pub struct NewJob {
     pub input: Option<String>,
 }
 
-/// A job's end, as [`JobStore::job_finished`] records it.
+/// A job's end, as [`JobWrite::Finished`] records it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobEnd {
     /// The final status.
@@ -311,7 +311,7 @@ pub struct JobEnd {
     pub announcement: String,
 }
 
-/// What [`JobStore::job_finished`] did.
+/// What [`JobWrite::Finished`] did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Charged {
     /// The key charged.
@@ -325,7 +325,7 @@ pub struct Charged {
     pub key_period: Option<(i64, f64)>,
 }
 
-/// The result of [`JobStore::begin_job`].
+/// What [`JobWrite::Begin`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begun {
     /// The job was recorded as pending.
@@ -352,7 +352,7 @@ pub enum LimitReached {
 }
 
 /// One change to the jobs. The server's writer gathers many of them, from
-/// every request and poll, into one transaction ([`JobStore::apply`]).
+/// every request and poll, into one transaction ([`JobWrites::apply`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobWrite {
     /// Record a create before it is sent upstream (or find the job an
@@ -475,7 +475,7 @@ pub enum WriteOutcome {
     HoldReleased(bool),
 }
 
-/// The result of [`JobStore::apply`]: `Err` if nothing was committed (try
+/// The result of [`JobWrites::apply`]: `Err` if nothing was committed (try
 /// again), else one result per write, `Err` for a write refused for good
 /// (such as a broken uniqueness rule) while the others were committed.
 pub type BatchResult = StoreResult<Vec<StoreResult<WriteOutcome>>>;
@@ -514,66 +514,9 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     async fn rotate_key(&self, name: &str, hash: &[u8; 32], prefix: &str) -> StoreResult<Option<KeyRecord>>;
 }
 
-/// Jobs.
+/// What is read of the jobs: everything that holds storage may read them.
 #[async_trait]
-pub trait JobStore: Send + Sync + std::fmt::Debug {
-    /// Applies `writes` in order, in one transaction: one commit, one log
-    /// sync, however many writes. See [`BatchResult`].
-    async fn apply(&self, writes: &[JobWrite]) -> BatchResult;
-
-    /// Records a create before it is sent upstream, or finds the job an
-    /// earlier create with the same key and `Idempotency-Key` recorded.
-    async fn begin_job(&self, job: &NewJob) -> StoreResult<Begun> {
-        match apply_one(self, JobWrite::Begin(job.clone())).await? {
-            WriteOutcome::Begun(begun) => Ok(begun),
-            other => Err(StoreError::Corrupt(format!("a create was recorded as {other:?}"))),
-        }
-    }
-    /// Records the upstream's answer to a create.
-    async fn job_created(
-        &self,
-        local_id: &str,
-        generation_id: &str,
-        status: &str,
-        body: &str,
-    ) -> StoreResult<()> {
-        let write = JobWrite::Created {
-            local_id: local_id.into(),
-            generation_id: generation_id.into(),
-            status: status.into(),
-            body: body.into(),
-            receipt: None,
-        };
-        apply_one(self, write).await.map(drop)
-    }
-    /// Records that a create's fate is unknown.
-    async fn job_unknown(&self, local_id: &str, note: &str) -> StoreResult<()> {
-        apply_one(self, JobWrite::Unknown { local_id: local_id.into(), note: note.into() }).await.map(drop)
-    }
-    /// Forgets a create the upstream definitely refused.
-    async fn abandon_job(&self, local_id: &str) -> StoreResult<()> {
-        apply_one(self, JobWrite::Abandon { local_id: local_id.into() }).await.map(drop)
-    }
-    /// Records a status change of an unfinished job.
-    async fn job_changed(&self, generation_id: &str, status: &str, body: &str) -> StoreResult<()> {
-        let write = JobWrite::Changed {
-            generation_id: generation_id.into(),
-            status: status.into(),
-            body: body.into(),
-        };
-        apply_one(self, write).await.map(drop)
-    }
-    /// Records a job's end and charges its key, both at most once, and in
-    /// the same transaction queues the first attempt of the webhook
-    /// delivery, if the key has a webhook. Returns what was charged, or
-    /// `None` if the job was already finished.
-    async fn job_finished(&self, generation_id: &str, end: &JobEnd) -> StoreResult<Option<Charged>> {
-        let write = JobWrite::Finished { generation_id: generation_id.into(), end: end.clone() };
-        match apply_one(self, write).await? {
-            WriteOutcome::Finished(charged) => Ok(charged),
-            other => Err(StoreError::Corrupt(format!("a job's end was recorded as {other:?}"))),
-        }
-    }
+pub trait JobReads: Send + Sync + std::fmt::Debug {
     /// The job a key created with this `Idempotency-Key`, if any.
     async fn job_by_idempotency_key(
         &self,
@@ -585,8 +528,11 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Jobs with an upstream id that have not finished, to be polled.
     async fn unfinished_jobs(&self) -> StoreResult<Vec<JobRecord>>;
     /// Creates whose outcome is unknown (no upstream id), oldest first, for
-    /// this server to look up: on a [shared](JobStore::shared) store, those
+    /// this server to look up: on a [shared](JobReads::shared) store, those
     /// no other replica is looking up, leased to this one while it does.
+    // A read although it leases: the lease only says which replica looks
+    // a lost create up (its owner and lease time), never what the job is;
+    // every change to a job's state still goes through the writer.
     async fn unknown_jobs(&self) -> StoreResult<Vec<JobRecord>>;
     /// Every job marked `unknown`, with or without an upstream id: lost
     /// creates and jobs the upstream does not know. Oldest first.
@@ -597,18 +543,56 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn model_costs(&self) -> StoreResult<Vec<(String, f64, u64)>>;
     /// The most recently created jobs with an upstream id, newest first.
     async fn recent_jobs(&self, limit: u32) -> StoreResult<Vec<JobRecord>>;
-    /// Marks creates left `pending` by a previous run as `unknown`: that
-    /// run may or may not have reached the upstream. Returns how many.
-    async fn pending_to_unknown(&self) -> StoreResult<u64>;
     /// Whether several servers may share this store, each following the
-    /// jobs it holds a lease on ([`JobStore::take_over_jobs`]). A SQLite
+    /// jobs it holds a lease on ([`JobLeases::take_over_jobs`]). A SQLite
     /// file has one server, which follows every unfinished job.
     fn shared(&self) -> bool {
         false
     }
+    /// Changes other servers sharing this store make to jobs, as they
+    /// commit; `None` for a store with one server.
+    async fn job_changes(&self) -> StoreResult<Option<Box<dyn JobChangeFeed>>> {
+        Ok(None)
+    }
+    /// What was learned of each model's job durations, as
+    /// [`JobWrite::ModelTiming`] stored it: `(model, timing)` pairs.
+    async fn model_timings(&self) -> StoreResult<Vec<(String, String)>>;
+}
+
+/// Changes to the jobs. Only the writer ([`crate::engine::writer`]) holds
+/// this: [`Store`], which the HTTP state and every reader hold, leaves it
+/// out, so nothing else can change a job:
+///
+/// ```compile_fail
+/// use aimlvid_server::store::JobWrites as _;
+/// async fn write_from_a_handler(state: aimlvid_server::AppState) {
+///     let _ = state.store().apply(&[]).await; // `Store` has no `apply`
+/// }
+/// ```
+#[async_trait]
+pub trait JobWrites: Send + Sync + std::fmt::Debug {
+    /// Applies `writes` in order, in one transaction: one commit, one log
+    /// sync, however many writes. See [`BatchResult`].
+    async fn apply(&self, writes: &[JobWrite]) -> BatchResult;
+}
+
+/// Which server follows which jobs, and the creates a stopped server left
+/// in flight: job writes made outside the writer, by start-up and the lease
+/// task only (nothing else is given this).
+///
+/// They stay out of the writer because they are not changes a request or
+/// a poll makes: start-up runs them before the writer exists, and a lease
+/// renewal queued behind a busy or retrying writer could come too late (a
+/// lapsed lease hands this server's jobs to another). Taking jobs over
+/// also returns them, to follow, which the writer's batches do not.
+#[async_trait]
+pub trait JobLeases: Send + Sync + std::fmt::Debug {
+    /// Marks creates left `pending` by a previous run as `unknown`: that
+    /// run may or may not have reached the upstream. Returns how many.
+    async fn pending_to_unknown(&self) -> StoreResult<u64>;
     /// Unfinished jobs no live server follows (never leased, or their
     /// lease lapsed), now leased to this one, which is to follow them.
-    /// Only for a [shared](JobStore::shared) store.
+    /// Only for a [shared](JobReads::shared) store.
     async fn take_over_jobs(&self) -> StoreResult<Vec<JobRecord>> {
         Ok(Vec::new())
     }
@@ -621,24 +605,6 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn release_leases(&self) -> StoreResult<()> {
         Ok(())
     }
-    /// Changes other servers sharing this store make to jobs, as they
-    /// commit; `None` for a store with one server.
-    async fn job_changes(&self) -> StoreResult<Option<Box<dyn JobChangeFeed>>> {
-        Ok(None)
-    }
-
-    /// What was learned of each model's job durations, as
-    /// [`JobWrite::ModelTiming`] stored it: `(model, timing)` pairs.
-    async fn model_timings(&self) -> StoreResult<Vec<(String, String)>>;
-}
-
-/// Applies one write in a transaction of its own.
-async fn apply_one<S: JobStore + ?Sized>(store: &S, write: JobWrite) -> StoreResult<WriteOutcome> {
-    store
-        .apply(std::slice::from_ref(&write))
-        .await?
-        .pop()
-        .unwrap_or_else(|| Err(StoreError::Corrupt("a write went unanswered".into())))
 }
 
 /// The states of a webhook attempt.
@@ -817,15 +783,15 @@ pub enum OpenStore {
 }
 
 impl OpenStore {
-    /// The store, to share with a server.
-    pub fn shared(&self) -> std::sync::Arc<dyn Store> {
+    /// The whole backend, to start a server on.
+    pub fn shared(&self) -> std::sync::Arc<dyn Backend> {
         match self {
             OpenStore::Sqlite(store) => std::sync::Arc::new(store.clone()),
             OpenStore::Postgres(store) => std::sync::Arc::new(store.clone()),
         }
     }
 
-    /// The store, to use here.
+    /// The store, to read and manage keys with here (never to write jobs).
     pub fn get(&self) -> &dyn Store {
         match self {
             OpenStore::Sqlite(store) => store,
@@ -954,9 +920,19 @@ pub trait PageStore: Send + Sync + std::fmt::Debug {
     async fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()>;
 }
 
-/// A complete storage backend.
+/// Storage as the server's readers use it: keys, webhooks and the page,
+/// and the jobs to read. The HTTP state and the engine's tasks hold this;
+/// it has no job writes ([`JobWrites`], [`JobLeases`]), so code holding it
+/// cannot change a job.
 #[async_trait]
-pub trait Store: KeyStore + JobStore + WebhookStore + PageStore {
+pub trait Store: KeyStore + JobReads + WebhookStore + PageStore {
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 }
+
+/// A complete storage backend, as opened: [`Store`] and the job writes.
+/// Only [`AppState::start`](crate::AppState::start) takes one, to hand the
+/// writes to the writer and the lease task, and [`Store`] to the rest.
+pub trait Backend: Store + JobWrites + JobLeases {}
+
+impl<T: Store + JobWrites + JobLeases + ?Sized> Backend for T {}

@@ -19,9 +19,9 @@ use super::rows::{
 };
 use super::{
     AttemptOutcome, BatchResult, Begun, Charged, DailyUsage, DueWebhook, JobChangeFeed, JobEnd, JobFilter,
-    JobRecord, JobStore, JobSummary, JobWrite, KeyId, KeyRecord, KeyStore, KeyUpdate, LimitReached, NewJob,
-    NewKey, PageSession, PageStore, Store, StoreError, StoreResult, WebhookAttempt, WebhookStore,
-    WriteOutcome, delivery, page, sql, status,
+    JobLeases, JobReads, JobRecord, JobSummary, JobWrite, JobWrites, KeyId, KeyRecord, KeyStore, KeyUpdate,
+    LimitReached, NewJob, NewKey, PageSession, PageStore, Store, StoreError, StoreResult, WebhookAttempt,
+    WebhookStore, WriteOutcome, delivery, page, sql, status,
 };
 
 /// How to reach the database.
@@ -609,7 +609,7 @@ async fn finish_job(
 }
 
 #[async_trait]
-impl JobStore for PostgresStore {
+impl JobWrites for PostgresStore {
     async fn apply(&self, writes: &[JobWrite]) -> BatchResult {
         let mut tx = self.pool.begin().await?;
         let now = now();
@@ -654,7 +654,68 @@ impl JobStore for PostgresStore {
         tx.commit().await?;
         Ok(outcomes)
     }
+}
 
+#[async_trait]
+impl JobLeases for PostgresStore {
+    async fn pending_to_unknown(&self) -> StoreResult<u64> {
+        // Other replicas' creates may be in flight right now: only those
+        // pending far longer than any create takes were lost with a server.
+        let done = sqlx::query(
+            "UPDATE jobs SET status = $1, note = $2, updated_at = $3 WHERE status = $4 AND updated_at < $5",
+        )
+        .bind(status::UNKNOWN)
+        .bind("the server stopped while the create was in flight")
+        .bind(now())
+        .bind(status::PENDING)
+        .bind(now() - PENDING_LOST_AFTER)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn take_over_jobs(&self) -> StoreResult<Vec<JobRecord>> {
+        // SKIP LOCKED: replicas taking over at once each get different jobs.
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE jobs SET owner = $1, lease_until = $2 WHERE local_id IN ( \
+                 SELECT local_id FROM jobs \
+                 WHERE generation_id IS NOT NULL AND credits_charged IS NULL \
+                 AND (owner IS NULL OR lease_until < $3) \
+                 ORDER BY created_at LIMIT 50000 FOR UPDATE SKIP LOCKED) \
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(&self.replica.id)
+        .bind(self.replica.lease_until())
+        .bind(now())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn renew_leases(&self) -> StoreResult<u64> {
+        let renewed = sqlx::query(
+            "UPDATE jobs SET lease_until = $2 WHERE owner = $1 AND credits_charged IS NULL \
+             AND generation_id IS NOT NULL",
+        )
+        .bind(&self.replica.id)
+        .bind(self.replica.lease_until())
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected())
+    }
+
+    async fn release_leases(&self) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE owner = $1 AND credits_charged IS NULL",
+        )
+        .bind(&self.replica.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobReads for PostgresStore {
     async fn job_by_idempotency_key(
         &self,
         key_id: KeyId,
@@ -736,69 +797,14 @@ impl JobStore for PostgresStore {
         .await?)
     }
 
-    async fn pending_to_unknown(&self) -> StoreResult<u64> {
-        // Other replicas' creates may be in flight right now: only those
-        // pending far longer than any create takes were lost with a server.
-        let done = sqlx::query(
-            "UPDATE jobs SET status = $1, note = $2, updated_at = $3 WHERE status = $4 AND updated_at < $5",
-        )
-        .bind(status::UNKNOWN)
-        .bind("the server stopped while the create was in flight")
-        .bind(now())
-        .bind(status::PENDING)
-        .bind(now() - PENDING_LOST_AFTER)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
     fn shared(&self) -> bool {
         true
-    }
-
-    async fn take_over_jobs(&self) -> StoreResult<Vec<JobRecord>> {
-        // SKIP LOCKED: replicas taking over at once each get different jobs.
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "UPDATE jobs SET owner = $1, lease_until = $2 WHERE local_id IN ( \
-                 SELECT local_id FROM jobs \
-                 WHERE generation_id IS NOT NULL AND credits_charged IS NULL \
-                 AND (owner IS NULL OR lease_until < $3) \
-                 ORDER BY created_at LIMIT 50000 FOR UPDATE SKIP LOCKED) \
-             RETURNING {JOB_COLUMNS}"
-        )))
-        .bind(&self.replica.id)
-        .bind(self.replica.lease_until())
-        .bind(now())
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    async fn renew_leases(&self) -> StoreResult<u64> {
-        let renewed = sqlx::query(
-            "UPDATE jobs SET lease_until = $2 WHERE owner = $1 AND credits_charged IS NULL \
-             AND generation_id IS NOT NULL",
-        )
-        .bind(&self.replica.id)
-        .bind(self.replica.lease_until())
-        .execute(&self.pool)
-        .await?;
-        Ok(renewed.rows_affected())
     }
 
     async fn job_changes(&self) -> StoreResult<Option<Box<dyn JobChangeFeed>>> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(JOB_CHANGES).await?;
         Ok(Some(Box::new(ChangeFeed { listener, me: self.replica.id.clone() })))
-    }
-
-    async fn release_leases(&self) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE owner = $1 AND credits_charged IS NULL",
-        )
-        .bind(&self.replica.id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     async fn model_timings(&self) -> StoreResult<Vec<(String, String)>> {

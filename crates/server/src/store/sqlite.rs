@@ -22,10 +22,10 @@ use super::rows::{
     is_unique_violation, models_json, now, now_ms,
 };
 use super::{
-    AttemptOutcome, BatchResult, Begun, Charged, DailyUsage, DueWebhook, JobEnd, JobFilter, JobRecord,
-    JobStore, JobSummary, JobWrite, KeyId, KeyRecord, KeyStore, KeyUpdate, NewJob, NewKey, PageSession,
-    PageStore, Store, StoreError, StoreResult, WebhookAttempt, WebhookStore, WriteOutcome, delivery, page,
-    sql, status,
+    AttemptOutcome, BatchResult, Begun, Charged, DailyUsage, DueWebhook, JobEnd, JobFilter, JobLeases,
+    JobReads, JobRecord, JobSummary, JobWrite, JobWrites, KeyId, KeyRecord, KeyStore, KeyUpdate, NewJob,
+    NewKey, PageSession, PageStore, Store, StoreError, StoreResult, WebhookAttempt, WebhookStore,
+    WriteOutcome, delivery, page, sql, status,
 };
 
 // Column lists and the finished-status set are constants spliced into
@@ -559,7 +559,7 @@ async fn finish_job(
 }
 
 #[async_trait]
-impl JobStore for SqliteStore {
+impl JobWrites for SqliteStore {
     async fn apply(&self, writes: &[JobWrite]) -> BatchResult {
         // IMMEDIATE takes the write lock at once, waiting out `busy_timeout`
         // for another process's writer; a plain BEGIN would fail with BUSY
@@ -598,7 +598,26 @@ impl JobStore for SqliteStore {
         writing.done();
         Ok(outcomes)
     }
+}
 
+#[async_trait]
+impl JobLeases for SqliteStore {
+    async fn pending_to_unknown(&self) -> StoreResult<u64> {
+        let mut writing = self.writing().await?;
+        let done = sqlx::query("UPDATE jobs SET status = ?, note = ?, updated_at = ? WHERE status = ?")
+            .bind(status::UNKNOWN)
+            .bind("the server stopped while the create was in flight")
+            .bind(now())
+            .bind(status::PENDING)
+            .execute(&mut *writing)
+            .await?;
+        writing.done();
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl JobReads for SqliteStore {
     async fn job_by_idempotency_key(
         &self,
         key_id: KeyId,
@@ -674,19 +693,6 @@ impl JobStore for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(job_from_row).collect()
-    }
-
-    async fn pending_to_unknown(&self) -> StoreResult<u64> {
-        let mut writing = self.writing().await?;
-        let done = sqlx::query("UPDATE jobs SET status = ?, note = ?, updated_at = ? WHERE status = ?")
-            .bind(status::UNKNOWN)
-            .bind("the server stopped while the create was in flight")
-            .bind(now())
-            .bind(status::PENDING)
-            .execute(&mut *writing)
-            .await?;
-        writing.done();
-        Ok(done.rows_affected())
     }
 
     async fn model_timings(&self) -> StoreResult<Vec<(String, String)>> {

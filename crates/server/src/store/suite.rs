@@ -11,6 +11,75 @@ use super::*;
 /// The variable that names the test database.
 pub(crate) const POSTGRES_ENV: &str = "AIMLVID_TEST_POSTGRES";
 
+/// Applies one write in a transaction of its own.
+pub(crate) async fn apply_one<S: JobWrites + ?Sized>(
+    store: &S,
+    write: JobWrite,
+) -> StoreResult<WriteOutcome> {
+    store
+        .apply(std::slice::from_ref(&write))
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Corrupt("a write went unanswered".into())))
+}
+
+/// One write at a time, for the cases to read simply. Only tests have
+/// these: the server writes jobs only through its writer, in batches.
+pub(crate) trait JobWritesExt: JobWrites {
+    /// [`JobWrite::Begin`].
+    async fn begin_job(&self, job: &NewJob) -> StoreResult<Begun> {
+        match apply_one(self, JobWrite::Begin(job.clone())).await? {
+            WriteOutcome::Begun(begun) => Ok(begun),
+            other => Err(StoreError::Corrupt(format!("a create was recorded as {other:?}"))),
+        }
+    }
+    /// [`JobWrite::Created`], without a receipt.
+    async fn job_created(
+        &self,
+        local_id: &str,
+        generation_id: &str,
+        status: &str,
+        body: &str,
+    ) -> StoreResult<()> {
+        let write = JobWrite::Created {
+            local_id: local_id.into(),
+            generation_id: generation_id.into(),
+            status: status.into(),
+            body: body.into(),
+            receipt: None,
+        };
+        apply_one(self, write).await.map(drop)
+    }
+    /// [`JobWrite::Unknown`].
+    async fn job_unknown(&self, local_id: &str, note: &str) -> StoreResult<()> {
+        apply_one(self, JobWrite::Unknown { local_id: local_id.into(), note: note.into() }).await.map(drop)
+    }
+    /// [`JobWrite::Abandon`].
+    async fn abandon_job(&self, local_id: &str) -> StoreResult<()> {
+        apply_one(self, JobWrite::Abandon { local_id: local_id.into() }).await.map(drop)
+    }
+    /// [`JobWrite::Changed`].
+    async fn job_changed(&self, generation_id: &str, status: &str, body: &str) -> StoreResult<()> {
+        let write = JobWrite::Changed {
+            generation_id: generation_id.into(),
+            status: status.into(),
+            body: body.into(),
+        };
+        apply_one(self, write).await.map(drop)
+    }
+    /// [`JobWrite::Finished`]: what was charged, or `None` if the job had
+    /// already finished.
+    async fn job_finished(&self, generation_id: &str, end: &JobEnd) -> StoreResult<Option<Charged>> {
+        let write = JobWrite::Finished { generation_id: generation_id.into(), end: end.clone() };
+        match apply_one(self, write).await? {
+            WriteOutcome::Finished(charged) => Ok(charged),
+            other => Err(StoreError::Corrupt(format!("a job's end was recorded as {other:?}"))),
+        }
+    }
+}
+
+impl<S: JobWrites + ?Sized> JobWritesExt for S {}
+
 /// A store to test, and what it takes to reach its tables directly.
 pub(crate) enum Backend {
     /// The directory is kept for as long as its database is used.
@@ -44,7 +113,8 @@ impl Backend {
         Some(Backend::Postgres { store, admin, schema })
     }
 
-    pub(crate) fn store(&self) -> &dyn Store {
+    /// The whole backend: the suite checks the writes too.
+    pub(crate) fn store(&self) -> &dyn super::Backend {
         match self {
             Backend::Sqlite { store, .. } => store,
             Backend::Postgres { store, .. } => store,

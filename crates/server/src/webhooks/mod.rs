@@ -2,7 +2,7 @@
 //! URL, signed with the key's webhook secret.
 //!
 //! A delivery is queued in storage in the transaction that finishes the job
-//! (see [`JobStore::job_finished`](crate::store::JobStore::job_finished)),
+//! (see [`JobWrite::Finished`](crate::store::JobWrite::Finished)),
 //! and made by one background task, which retries failures with
 //! exponential backoff up to a bounded number of attempts and records
 //! every attempt. Pending deliveries are resumed at the next start, so

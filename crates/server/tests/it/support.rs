@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aimlvid::{PollPolicy, RetryPolicy};
-use aimlvid_server::store::{KeyLimits, SqliteStore, Store};
+use aimlvid_server::store::{Backend, KeyLimits, SqliteStore};
 use aimlvid_server::webhooks::WebhookConfig;
 use aimlvid_server::{AppState, StateConfig};
 use aimlvid_sim::{RunningSim, SimConfig, Simulator, Spread};
@@ -28,7 +28,7 @@ pub(crate) enum Storage {
 }
 
 impl Storage {
-    pub(crate) async fn open(&self) -> Arc<dyn Store> {
+    pub(crate) async fn open(&self) -> Arc<dyn Backend> {
         match self {
             Storage::Sqlite(_, db) => Arc::new(SqliteStore::open(db).await.unwrap()),
             Storage::Postgres(database) => {
@@ -169,7 +169,7 @@ pub(crate) async fn start_proxy_tweaked(
 }
 
 /// [`start_proxy_tweaked`] on a store opened by the caller.
-pub(crate) async fn start_proxy_on<S: Store + 'static>(
+pub(crate) async fn start_proxy_on<S: Backend + 'static>(
     sim: &RunningSim,
     store: S,
     policy: PollPolicy,
@@ -181,7 +181,7 @@ pub(crate) async fn start_proxy_on<S: Store + 'static>(
 /// [`start_proxy_on`], on whichever backend `store` is.
 pub(crate) async fn start_proxy_dyn(
     sim: &RunningSim,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Backend>,
     policy: PollPolicy,
     tweak: impl FnOnce(&mut StateConfig),
 ) -> Proxy {
@@ -233,7 +233,7 @@ pub(crate) async fn start_tls_proxy_configured(
 /// The state of a proxy in front of `sim`, storing in `db`.
 async fn proxy_state(
     sim: &RunningSim,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Backend>,
     policy: PollPolicy,
     tweak: impl FnOnce(&mut StateConfig),
 ) -> AppState {
