@@ -2,6 +2,9 @@
 //! overriding the one before. Secrets (the upstream key, the admin token)
 //! come only from the environment or from files, never from a flag's value
 //! (visible in `ps`) or the TOML file itself.
+//!
+//! A quarter of the file is its unit tests; the rest is one flat list of
+//! settings, each with its flag, variable, field and check.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

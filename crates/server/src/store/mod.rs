@@ -1,6 +1,10 @@
 //! Storage: what must survive a restart (keys, jobs, usage), behind traits
 //! so that another backend (PostgreSQL) can be added without touching the
 //! handlers. The hot path never reaches it: see [`crate::view`].
+//!
+//! Longer than most files on purpose: it is the storage's whole vocabulary
+//! (records, writes, outcomes, filters) and its traits, which the backends,
+//! the writer and every reader share; the code is in the backends.
 
 mod page;
 mod postgres;

@@ -5,6 +5,11 @@
 //! writer: a charge is `UPDATE … WHERE credits_charged IS NULL RETURNING`,
 //! a webhook claim is `FOR UPDATE SKIP LOCKED`, so replicas sharing the
 //! database never charge or claim anything twice.
+//!
+//! Longer than most files on purpose: it implements every storage trait
+//! for one backend, with what it shares with SQLite already in `sql.rs`
+//! and `page.rs`; what is left differs in locking (`FOR UPDATE`, `SKIP
+//! LOCKED`, leases) and in keeping each key's places in the database.
 
 use std::time::Duration;
 

@@ -3,6 +3,12 @@
 //! WAL with `synchronous = NORMAL` makes every committed transaction
 //! survive the process being killed (`kill -9`): the log is in the OS's
 //! hands once a commit returns. Only a power cut may lose the last commits.
+//!
+//! Longer than most files on purpose: it implements every storage trait
+//! (keys, job reads, job writes, leases, webhooks, the team page) for one
+//! backend, with what it shares with PostgreSQL already in `sql.rs` and
+//! `page.rs`; what is left differs in locking (one writer connection,
+//! `BEGIN IMMEDIATE`) and in counting places in memory.
 
 use std::path::Path;
 use std::str::FromStr as _;
