@@ -82,6 +82,26 @@ impl Visitor {
         self.keep(response).await
     }
 
+    /// Posts the New generation form for the headline model, as a browser
+    /// sends it (multipart, with the form's CSRF token).
+    async fn create_on_page(&mut self, prompt: &str) -> reqwest::Response {
+        let csrf = self.get("/ui/new").await.csrf();
+        self.http
+            .post(format!("{}/ui/new", self.base))
+            .header(COOKIE, self.cookie_header())
+            .header("origin", &self.base)
+            .multipart(
+                reqwest::multipart::Form::new()
+                    .text("csrf", csrf)
+                    .text("model", "google/veo3-1-fast-extend-video")
+                    .text("p.prompt", prompt.to_owned())
+                    .text("p.video_url", "https://example.com/a.mp4"),
+            )
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn sign_in(&mut self, secret: &str) -> Page {
         let form = self.get("/ui/sign-in").await;
         self.post("/ui/sign-in", &[("secret", secret), ("csrf", &form.csrf())]).await
@@ -313,22 +333,7 @@ async fn a_create_over_the_keys_limits_is_refused_on_the_page_with_its_status() 
     assert_eq!(running.status, 200, "{running:?}");
     let mut browser = Visitor::new(&proxy.url);
     browser.sign_in(&key).await;
-    let csrf = browser.get("/ui/new").await.csrf();
-    let refused = browser
-        .http
-        .post(format!("{}/ui/new", proxy.url))
-        .header(COOKIE, browser.cookie_header())
-        .header("origin", &proxy.url)
-        .multipart(
-            reqwest::multipart::Form::new()
-                .text("csrf", csrf)
-                .text("model", "google/veo3-1-fast-extend-video")
-                .text("p.prompt", "one too many")
-                .text("p.video_url", "https://example.com/a.mp4"),
-        )
-        .send()
-        .await
-        .unwrap();
+    let refused = browser.create_on_page("one too many").await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     let html = refused.text().await.unwrap();
     assert!(html.contains("already has 1 unfinished") && html.contains("one too many"), "{html}");
@@ -348,22 +353,7 @@ async fn a_page_create_past_the_keys_rate_is_answered_429_with_why() {
     browser.sign_in(&key).await;
     let mut statuses = Vec::new();
     for prompt in ["first", "second"] {
-        let csrf = browser.get("/ui/new").await.csrf();
-        let answer = browser
-            .http
-            .post(format!("{}/ui/new", proxy.url))
-            .header(COOKIE, browser.cookie_header())
-            .header("origin", &proxy.url)
-            .multipart(
-                reqwest::multipart::Form::new()
-                    .text("csrf", csrf)
-                    .text("model", "google/veo3-1-fast-extend-video")
-                    .text("p.prompt", prompt)
-                    .text("p.video_url", "https://example.com/a.mp4"),
-            )
-            .send()
-            .await
-            .unwrap();
+        let answer = browser.create_on_page(prompt).await;
         statuses.push(answer.status());
         if answer.status() == StatusCode::TOO_MANY_REQUESTS {
             let html = answer.text().await.unwrap();

@@ -26,16 +26,20 @@ fn kinds(report: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `POST` (a reconciliation now, over a day) or `GET` (the last) of
+/// `/admin/reconcile`: the status and the body.
+async fn admin_reconcile(proxy: &Proxy, now: bool) -> (u16, Value) {
+    let url = format!("{}/admin/reconcile", proxy.url);
+    let request = if now { proxy.http.post(format!("{url}?since=1d")) } else { proxy.http.get(url) };
+    let answer = request.bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or(Value::Null))
+}
+
 async fn reconcile_now(proxy: &Proxy) -> Value {
-    let answer = proxy
-        .http
-        .post(format!("{}/admin/reconcile?since=1d", proxy.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    answer.json().await.unwrap()
+    let (status, body) = admin_reconcile(proxy, true).await;
+    assert_eq!(status, 200, "{body:#}");
+    body
 }
 
 async fn credits_used(proxy: &Proxy) -> f64 {
@@ -126,19 +130,8 @@ async fn reconcile_reports_each_planted_difference_once(storage: Storage) {
 
     // A run that cannot read the ledger says so, and hides nothing it found before.
     sim.inject(Route::Billing, Fault::Status(400), 1);
-    let failed =
-        proxy.http.post(format!("{}/admin/reconcile", proxy.url)).bearer_auth(ADMIN_TOKEN).send().await;
-    assert_eq!(failed.unwrap().status(), 502);
-    let last: Value = proxy
-        .http
-        .get(format!("{}/admin/reconcile", proxy.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(admin_reconcile(&proxy, true).await.0, 502);
+    let (_, last) = admin_reconcile(&proxy, false).await;
     assert_eq!(last["ok"], false, "{last:#}");
     assert!(last["error"]["message"].as_str().is_some_and(|m| m.contains("ledger")), "{last:#}");
     assert_eq!(kinds(&last), kinds(&again), "the last result is still shown");
