@@ -125,7 +125,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
     &["engine"],
     &["jobs"],
     &["state"],
-    &["error", "observe", "api", "events", "admin", "page"],
+    &["error", "observe", "api", "events", "admin", "page", "openai"],
     &["front", "tls", "config", "lib"],
 ];
 

@@ -38,6 +38,13 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 #[derive(Debug)]
 pub(crate) struct Authorization(Option<HeaderValue>);
 
+impl Authorization {
+    /// The header's value, if sent.
+    pub(crate) fn value(&self) -> Option<&HeaderValue> {
+        self.0.as_ref()
+    }
+}
+
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Authorization {
     type Rejection = std::convert::Infallible;
 
@@ -76,7 +83,7 @@ pub(crate) fn authenticate(state: &AppState, authorization: &Authorization) -> R
     Ok(state.jobs().admit(key)?)
 }
 
-fn json(status: StatusCode, body: Bytes) -> Response {
+pub(crate) fn json(status: StatusCode, body: Bytes) -> Response {
     let mut response = (status, body).into_response();
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
@@ -132,7 +139,7 @@ pub(crate) async fn create(
 /// before reading it, or as soon as it grows past `limit`; and one that
 /// pauses too long or arrives too slowly, so that a slow sender cannot hold
 /// a connection and its memory for ever.
-async fn read_body(
+pub(crate) async fn read_body(
     body: axum::body::Body,
     headers: &HeaderMap,
     limit: usize,

@@ -36,6 +36,7 @@ pub mod jobs;
 pub mod keys;
 pub mod metrics;
 mod observe;
+mod openai;
 pub mod page;
 pub mod reconcile;
 pub mod reservations;
@@ -87,6 +88,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v2/video/generations", get(api::get).post(api::create))
         .route("/v2/video/generations/{id}/events", get(events::events))
+        .merge(openai::routes())
         .merge(admin::routes(&state))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

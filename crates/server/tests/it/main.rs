@@ -10,6 +10,7 @@ mod hostile;
 mod jobs;
 mod keys;
 mod metrics;
+mod openai;
 mod page;
 mod process;
 mod reconcile;

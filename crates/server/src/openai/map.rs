@@ -1,0 +1,261 @@
+//! OpenAI's video fields to a catalog model's parameters and back, read
+//! from the model's schema in `aimlvid::catalog`: `seconds` is its
+//! `duration`, `size` (`WIDTHxHEIGHT`) its `aspect_ratio` and `resolution`.
+//! Pure, so each rule is unit-tested here.
+
+use aimlvid::catalog::{ModelSpec, ParamType, Parameter};
+use serde_json::Value;
+
+/// A field the model cannot take: the message names what it allows.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Unfit {
+    pub(crate) param: &'static str,
+    pub(crate) message: String,
+}
+
+fn unfit(param: &'static str, message: String) -> Unfit {
+    Unfit { param, message }
+}
+
+/// OpenAI's model names, as this API's ids. `with_image`: an
+/// `input_reference` was given, so the image-to-video variant.
+pub(crate) fn model_id(name: &str, with_image: bool) -> String {
+    // The dated snapshots (`sora-2-2025-10-06`) are the same models.
+    let base = if name.starts_with("sora-2-pro") {
+        "openai/sora-2-pro"
+    } else if name.starts_with("sora-2") {
+        "openai/sora-2"
+    } else {
+        return name.to_owned();
+    };
+    format!("{base}-{}", if with_image { "i2v" } else { "t2v" })
+}
+
+fn allowed_list(p: &Parameter) -> String {
+    p.allowed
+        .iter()
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `seconds` as the model's `duration`, in the type its schema declares.
+pub(crate) fn duration(spec: &ModelSpec, seconds: &str) -> Result<(String, Value), Unfit> {
+    let Some(p) = spec.parameter("duration") else {
+        return Err(unfit("seconds", format!("Model '{}' takes no duration; omit `seconds`", spec.id)));
+    };
+    let bad = |why: String| {
+        unfit("seconds", format!("Invalid 'seconds' {seconds:?} for model '{}': {why}", spec.id))
+    };
+    let n: f64 = seconds.trim().parse().map_err(|_| bad("expected a number of seconds".into()))?;
+    if !p.allowed.is_empty() {
+        // The enum may list numbers or strings of them.
+        let hit = p
+            .allowed
+            .iter()
+            .find(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())) == Some(n));
+        return match hit {
+            Some(v) => Ok(("duration".into(), v.clone())),
+            None => Err(bad(format!("it allows {}", allowed_list(p)))),
+        };
+    }
+    let (lo, hi) = (p.minimum.unwrap_or(f64::MIN), p.maximum.unwrap_or(f64::MAX));
+    if n < lo || n > hi {
+        return Err(bad(format!(
+            "it allows {} to {} seconds",
+            p.minimum.unwrap_or(0.0),
+            p.maximum.unwrap_or(f64::INFINITY)
+        )));
+    }
+    let value = match p.ty {
+        ParamType::Integer if n.fract() != 0.0 => return Err(bad("it allows whole seconds only".into())),
+        ParamType::Integer => Value::from(n as i64),
+        ParamType::String => Value::from(format!("{n}")),
+        _ => serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
+    };
+    Ok(("duration".into(), value))
+}
+
+/// `WIDTHxHEIGHT`.
+fn dimensions(size: &str) -> Option<(u32, u32)> {
+    let (w, h) = size.trim().split_once(['x', 'X'])?;
+    let (w, h) = (w.parse().ok()?, h.parse().ok()?);
+    (w > 0 && h > 0).then_some((w, h))
+}
+
+/// `a:b` as a ratio.
+fn ratio(text: &str) -> Option<f64> {
+    let (a, b) = text.split_once(':')?;
+    let (a, b): (f64, f64) = (a.parse().ok()?, b.parse().ok()?);
+    (a > 0.0 && b > 0.0).then(|| a / b)
+}
+
+/// `720p` as 720 (`4k` as 2160).
+fn lines(text: &str) -> Option<u32> {
+    let t = text.to_ascii_lowercase();
+    if t == "4k" {
+        return Some(2160);
+    }
+    t.strip_suffix('p')?.parse().ok()
+}
+
+/// Sizes that fit each of a model's aspect ratios, to name in a refusal.
+fn example_sizes(spec: &ModelSpec) -> String {
+    let short = spec
+        .parameter("resolution")
+        .and_then(|p| p.default.as_ref().or(p.allowed.first()))
+        .and_then(|v| v.as_str().and_then(lines))
+        .unwrap_or(720);
+    let ratios: Vec<&str> = spec
+        .parameter("aspect_ratio")
+        .map(|p| p.allowed.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    ratios.iter().filter_map(|r| size_of(r, short)).collect::<Vec<_>>().join(", ")
+}
+
+/// The size of an aspect ratio at `short` lines.
+fn size_of(aspect: &str, short: u32) -> Option<String> {
+    let r = ratio(aspect)?;
+    let long = |x: f64| ((short as f64 * x / 2.0).round() as u32) * 2;
+    Some(if r >= 1.0 { format!("{}x{short}", long(r)) } else { format!("{short}x{}", long(1.0 / r)) })
+}
+
+/// `size` as the model's `aspect_ratio` and `resolution`: the ratio within
+/// 2% of one it allows (1792x1024 is Sora's 16:9), the shorter side within
+/// 10% of a resolution it allows (1024 lines is Sora's 1080p tier).
+pub(crate) fn size(spec: &ModelSpec, size: &str) -> Result<Vec<(String, Value)>, Unfit> {
+    let bad = |why: String| unfit("size", format!("Invalid 'size' {size:?} for model '{}': {why}", spec.id));
+    let (w, h) = dimensions(size).ok_or_else(|| bad("expected WIDTHxHEIGHT, such as 1280x720".into()))?;
+    let (aspect, resolution) = (spec.parameter("aspect_ratio"), spec.parameter("resolution"));
+    if aspect.is_none() && resolution.is_none() {
+        return Err(unfit("size", format!("Model '{}' takes no size; omit `size`", spec.id)));
+    }
+    let mut out = Vec::new();
+    if let Some(p) = aspect {
+        let wanted = w as f64 / h as f64;
+        let hit = p
+            .allowed
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|a| ratio(a).is_some_and(|r| (r / wanted - 1.0).abs() < 0.02));
+        match hit {
+            Some(a) => out.push(("aspect_ratio".into(), Value::from(a))),
+            None if p.allowed.is_empty() => {
+                let g = gcd(w, h);
+                out.push(("aspect_ratio".into(), Value::from(format!("{}:{}", w / g, h / g))));
+            }
+            None => {
+                return Err(bad(format!(
+                    "it allows aspect ratios {} (sizes such as {})",
+                    allowed_list(p),
+                    example_sizes(spec)
+                )));
+            }
+        }
+    }
+    if let Some(p) = resolution {
+        let short = w.min(h);
+        let hit = p
+            .allowed
+            .iter()
+            .filter_map(|v| v.as_str().and_then(|s| Some((s, lines(s)?))))
+            .filter(|(_, n)| (*n as f64 / short as f64 - 1.0).abs() <= 0.1)
+            .min_by_key(|(_, n)| n.abs_diff(short));
+        match hit {
+            Some((r, _)) => out.push(("resolution".into(), Value::from(r))),
+            None => return Err(bad(format!("it allows resolutions {}", allowed_list(p)))),
+        }
+    }
+    Ok(out)
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// `seconds` of a request body, as OpenAI writes it (a string): its
+/// `duration`, else the model's default.
+pub(crate) fn seconds_of(spec: Option<&ModelSpec>, body: &Value) -> String {
+    let default = || spec.and_then(|s| s.parameter("duration")).and_then(|p| p.default.clone());
+    match body.get("duration").cloned().or_else(default) {
+        Some(Value::String(s)) => s,
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// `size` of a request body: its `aspect_ratio` at its `resolution`, else
+/// the model's defaults (720 lines when it names none).
+pub(crate) fn size_of_body(spec: Option<&ModelSpec>, body: &Value) -> String {
+    let pick = |name: &str| {
+        body.get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| spec?.parameter(name)?.default.as_ref()?.as_str().map(str::to_owned))
+    };
+    let short = pick("resolution").as_deref().and_then(lines).unwrap_or(720);
+    pick("aspect_ratio").and_then(|a| size_of(&a, short)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str) -> &'static ModelSpec {
+        aimlvid::catalog::model(id).unwrap()
+    }
+
+    #[test]
+    fn sora_names_map_to_this_apis_ids() {
+        assert_eq!(model_id("sora-2", false), "openai/sora-2-t2v");
+        assert_eq!(model_id("sora-2-pro", true), "openai/sora-2-pro-i2v");
+        assert_eq!(model_id("sora-2-pro-2025-10-06", false), "openai/sora-2-pro-t2v");
+        assert_eq!(model_id("google/veo-3.1-t2v-fast", true), "google/veo-3.1-t2v-fast");
+    }
+
+    #[test]
+    fn seconds_become_a_duration_of_the_declared_type_or_a_refusal_naming_the_choices() {
+        let veo = spec("google/veo-3.1-t2v-fast");
+        assert_eq!(duration(veo, "6").unwrap(), ("duration".into(), Value::from(6)));
+        let refused = duration(veo, "5").unwrap_err();
+        assert_eq!(refused.param, "seconds");
+        assert!(refused.message.contains("4, 6, 8"), "{}", refused.message);
+        assert!(duration(veo, "eight").is_err());
+    }
+
+    #[test]
+    fn sizes_become_aspect_ratio_and_resolution() {
+        let pro = spec("openai/sora-2-pro-t2v");
+        let got = size(pro, "1280x720").unwrap();
+        assert_eq!(
+            got,
+            vec![("aspect_ratio".into(), Value::from("16:9")), ("resolution".into(), Value::from("720p"))]
+        );
+        let got = size(pro, "1024x1792").unwrap();
+        assert_eq!(
+            got,
+            vec![("aspect_ratio".into(), Value::from("9:16")), ("resolution".into(), Value::from("1080p"))]
+        );
+        let square = size(pro, "1024x1024").unwrap_err();
+        assert_eq!(square.param, "size");
+        assert!(
+            square.message.contains("16:9, 9:16") && square.message.contains("1920x1080"),
+            "{}",
+            square.message
+        );
+        assert!(size(pro, "1280x480").is_err(), "480 lines is no resolution sora-2-pro has");
+        assert!(size(pro, "big").is_err());
+    }
+
+    #[test]
+    fn a_body_reads_back_as_seconds_and_size() {
+        let veo = spec("google/veo-3.1-t2v-fast");
+        let body = serde_json::json!({"duration": 4, "aspect_ratio": "9:16", "resolution": "720p"});
+        assert_eq!(seconds_of(Some(veo), &body), "4");
+        assert_eq!(size_of_body(Some(veo), &body), "720x1280");
+        // Defaults: 8 s at 1080p; veo declares no default ratio, so none.
+        assert_eq!(seconds_of(Some(veo), &serde_json::json!({})), "8");
+        let sora = spec("openai/sora-2-t2v");
+        assert_eq!(size_of_body(Some(sora), &serde_json::json!({})), "1280x720");
+    }
+}

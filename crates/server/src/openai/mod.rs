@@ -1,0 +1,438 @@
+//! OpenAI's videos API (`/v1/videos`, as openai-python's `client.videos`
+//! calls it) in front of every video model: a front like `api.rs`, which
+//! reads requests in OpenAI's shape, creates through the one create path
+//! ([`crate::jobs::Jobs::create`]) and answers `video` objects and
+//! OpenAI's error shape.
+//!
+//! A video's id is the upstream's generation id, the id the native API
+//! and the team page show: one job has one id whichever door a member
+//! uses, and a status read is answered from the same in-memory views.
+
+mod map;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aimlvid::catalog::{MediaKind, ModelSpec, ParamType};
+use axum::Router;
+use axum::extract::{FromRequest as _, Multipart, Path, Request, State};
+use axum::http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::api::{Authorization, IDEMPOTENCY_KEY};
+use crate::jobs::{Admitted, NewCreate, Refusal};
+use crate::state::AppState;
+
+/// The routes of this front.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/videos", post(create).fallback(unsupported))
+        .route("/v1/videos/{id}", get(retrieve).fallback(unsupported))
+        .route("/v1/videos/{id}/{*rest}", any(unsupported))
+}
+
+/// What this front does not serve yet, in its own error shape rather than
+/// the member API's, naming what it does serve.
+async fn unsupported(method: Method, uri: Uri) -> OpenAiError {
+    OpenAiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!(
+            "{method} {} is not served by this server; it serves POST /v1/videos and GET /v1/videos/{{video_id}}",
+            uri.path()
+        ),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("unknown_url"),
+        retry_after: None,
+    }
+}
+
+/// An error in OpenAI's shape: `{"error": {message, type, param, code}}`.
+#[derive(Debug)]
+pub(crate) struct OpenAiError {
+    status: StatusCode,
+    message: String,
+    kind: &'static str,
+    param: Option<String>,
+    code: Option<&'static str>,
+    retry_after: Option<u64>,
+}
+
+impl OpenAiError {
+    fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        OpenAiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: Some(param.into()),
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    /// A video that does not exist and one of another member's read alike.
+    fn not_found(id: &str) -> Self {
+        OpenAiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("Video with id '{id}' not found."),
+            kind: "invalid_request_error",
+            param: Some("video_id".into()),
+            code: Some("not_found"),
+            retry_after: None,
+        }
+    }
+
+    fn internal(cause: &dyn std::fmt::Display) -> Self {
+        Refusal::internal(cause).into()
+    }
+}
+
+impl From<Refusal> for OpenAiError {
+    fn from(refusal: Refusal) -> Self {
+        let status = refusal.status;
+        // The catalog's 400 says "Body validation error" and lists the
+        // issues: OpenAI's shape has one message and one param, so the
+        // issues are the message and the first one's field the param.
+        let (mut message, mut param) = (refusal.message, None);
+        if let Some(Value::Array(issues)) = &refusal.issues {
+            let said: Vec<String> = issues
+                .iter()
+                .map(|i| {
+                    let path = i["path"].as_array().map(|p| {
+                        p.iter().map(|s| s.to_string().replace('"', "")).collect::<Vec<_>>().join(".")
+                    });
+                    format!("{}: {}", path.unwrap_or_default(), i["message"].as_str().unwrap_or(""))
+                })
+                .collect();
+            param = issues.first().and_then(|i| i["path"][0].as_str()).map(str::to_owned);
+            message = format!("{message}: {}", said.join("; "));
+        }
+        let (kind, code) = match status.as_u16() {
+            401 => ("invalid_request_error", Some("invalid_api_key")),
+            402 => ("insufficient_quota", Some("insufficient_quota")),
+            // The jobs service words a budget refusal so; a disabled key
+            // or a model the key may not use is a permission matter.
+            403 if message.contains("budget") => ("insufficient_quota", Some("insufficient_quota")),
+            403 => ("invalid_request_error", Some("permission_denied")),
+            429 => ("requests", Some("rate_limit_exceeded")),
+            s if s >= 500 => ("server_error", None),
+            _ => ("invalid_request_error", None),
+        };
+        OpenAiError { status, message, kind, param, code, retry_after: refusal.retry_after }
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {
+            "message": self.message, "type": self.kind, "param": self.param, "code": self.code,
+        }});
+        let mut response =
+            (self.status, [(CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// The member's key from `Authorization: Bearer KEY`, admitted by the jobs
+/// service (enabled, within its request rate).
+fn authenticate(state: &AppState, authorization: &Authorization) -> Result<Admitted, OpenAiError> {
+    let unauthorized = |message: &str| OpenAiError::from(Refusal::new(StatusCode::UNAUTHORIZED, message));
+    let presented = authorization
+        .value()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, key) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+        })
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            unauthorized("You didn't provide an API key: send it as `Authorization: Bearer <key>`")
+        })?;
+    // Never the key itself in the message: it may be a real secret pasted by mistake.
+    let (key, _) =
+        state.keys().authenticate(presented).ok_or_else(|| unauthorized("Incorrect API key provided."))?;
+    Ok(state.jobs().admit(key)?)
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `POST /v1/videos`: JSON, or multipart as openai-python always sends it.
+async fn create(
+    State(state): State<AppState>,
+    authorization: Authorization,
+    request: Request,
+) -> Result<Response, OpenAiError> {
+    let key = authenticate(&state, &authorization)?;
+    let headers = request.headers().clone();
+    let fields = read_fields(&state, request).await?;
+    let value = request_body(fields)?;
+    let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
+            _ => {
+                return Err(OpenAiError::invalid(
+                    "Idempotency-Key",
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                ));
+            }
+        },
+    };
+    // The body as sent upstream, so the same video asked for in JSON or
+    // multipart is the same create to its Idempotency-Key.
+    let request_hash: [u8; 32] = Sha256::digest(value.to_string().as_bytes()).into();
+    let model = value["model"].as_str().unwrap_or_default().to_owned();
+    let prompt = value["prompt"].as_str().map(str::to_owned);
+    let spec = aimlvid::catalog::model(&model);
+    let (seconds, size) = (map::seconds_of(spec, &value), map::size_of_body(spec, &value));
+    let accepted = state.jobs().create(&key, NewCreate { value, request_hash, idempotency_key }).await?;
+    let generation: Value = serde_json::from_slice(&accepted.body).map_err(|e| OpenAiError::internal(&e))?;
+    let video = Video {
+        model: &model,
+        prompt: prompt.as_deref(),
+        seconds,
+        size,
+        created_at: now_secs(),
+        updated_at: now_secs(),
+    };
+    Ok(answer(video.object(spec, &generation)))
+}
+
+/// A create's fields as JSON values: the JSON body's, or the multipart
+/// form's (text as strings, a file as a `data:` URI, as the CLI sends media).
+async fn read_fields(state: &AppState, request: Request) -> Result<Map<String, Value>, OpenAiError> {
+    let content_type =
+        request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    // Whole first, as the native API reads it: within the body limit, and
+    // at a pace a slow sender cannot stretch to hold the connection.
+    let (parts, body) = request.into_parts();
+    let bytes = crate::api::read_body(body, &parts.headers, state.body_limit(), state.front_limits())
+        .await
+        .map_err(|e| OpenAiError::from(Refusal::new(e.status(), e.message())))?;
+    if content_type.starts_with("multipart/form-data") {
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let mut form = Multipart::from_request(request, state)
+            .await
+            .map_err(|e| OpenAiError::invalid("body", format!("The form could not be read: {e}")))?;
+        let mut fields = Map::new();
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| OpenAiError::invalid("body", format!("The form could not be read: {e}")))?
+        {
+            let name = field.name().unwrap_or_default().to_owned();
+            let file = field.file_name().is_some();
+            let mime = field.content_type().unwrap_or("application/octet-stream").to_owned();
+            let bytes = field.bytes().await.map_err(|e| {
+                OpenAiError::invalid(name.clone(), format!("The form could not be read: {e}"))
+            })?;
+            let value = if file {
+                Value::from(format!(
+                    "data:{mime};base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(&bytes)
+                ))
+            } else {
+                Value::from(String::from_utf8_lossy(&bytes).into_owned())
+            };
+            fields.insert(name, value);
+        }
+        return Ok(fields);
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        _ => Err(OpenAiError::invalid("body", "The body must be a JSON object, or a multipart form")),
+    }
+}
+
+/// OpenAI's fields as the model's create body: `model` by this API's id,
+/// `seconds` and `size` as its parameters, `input_reference` on its image
+/// parameter, every other field passed through.
+fn request_body(mut fields: Map<String, Value>) -> Result<Value, OpenAiError> {
+    let text = |v: Value| match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let reference = fields.remove("input_reference").and_then(|r| match r {
+        Value::Object(o) => o.get("image_url").and_then(Value::as_str).map(str::to_owned),
+        Value::String(s) => Some(s),
+        _ => None,
+    });
+    let name = fields.remove("model").map(text).unwrap_or_else(|| "sora-2".into());
+    let id = map::model_id(&name, reference.is_some());
+    let spec: Option<&ModelSpec> = aimlvid::catalog::model(&id).or_else(|| aimlvid::catalog::resolve(&id));
+    let id = spec.map_or(id, |s| s.id.clone());
+    let (seconds, size) = (fields.remove("seconds").map(text), fields.remove("size").map(text));
+    let mut body = Map::new();
+    if let Some(spec) = spec {
+        // A multipart form sends every field as text: a field the model
+        // declares as a number or a flag is read as one.
+        for (name, value) in fields.iter_mut() {
+            let typed = spec
+                .parameter(name)
+                .is_some_and(|p| matches!(p.ty, ParamType::Integer | ParamType::Number | ParamType::Boolean));
+            if let (true, Value::String(s)) = (typed, &*value)
+                && let Ok(parsed) = serde_json::from_str::<Value>(s)
+            {
+                *value = parsed;
+            }
+        }
+    }
+    body.extend(fields);
+    body.insert("model".into(), Value::from(id.clone()));
+    let unfit = |u: map::Unfit| OpenAiError::invalid(u.param, u.message);
+    match (spec, seconds) {
+        (Some(spec), Some(s)) => {
+            let (name, value) = map::duration(spec, &s).map_err(unfit)?;
+            body.insert(name, value);
+        }
+        (None, Some(s)) => {
+            let n: i64 = s.parse().map_err(|_| {
+                OpenAiError::invalid("seconds", format!("Invalid 'seconds' {s:?}: expected whole seconds"))
+            })?;
+            body.insert("duration".into(), Value::from(n));
+        }
+        (_, None) => {}
+    }
+    match (spec, size) {
+        (Some(spec), Some(s)) => body.extend(map::size(spec, &s).map_err(unfit)?),
+        (None, Some(_)) => {
+            return Err(OpenAiError::invalid(
+                "size",
+                format!(
+                    "Model '{id}' is not in this server's catalog, so `size` cannot be mapped; send its own aspect_ratio or resolution instead"
+                ),
+            ));
+        }
+        (_, None) => {}
+    }
+    if let Some(url) = reference {
+        let target = spec
+            .and_then(|s| s.media_parameters().find(|p| p.media == Some(MediaKind::Image)))
+            .map_or("image_url".to_owned(), |p| p.name.clone());
+        body.insert(target, Value::from(url));
+    }
+    Ok(Value::Object(body))
+}
+
+/// `GET /v1/videos/{id}`.
+async fn retrieve(
+    State(state): State<AppState>,
+    authorization: Authorization,
+    Path(id): Path<String>,
+) -> Result<Response, OpenAiError> {
+    let key = authenticate(&state, &authorization)?;
+    let key_id = key.key().id();
+    let view = state.views().get(&id);
+    if view.as_ref().is_some_and(|v| v.key_id != key_id) {
+        return Err(OpenAiError::not_found(&id));
+    }
+    // The model, prompt and times are kept in storage beside the job.
+    let summary = state.store().generation_summary(&id).await.map_err(|e| OpenAiError::internal(&e))?;
+    let Some(summary) = summary.filter(|s| s.key_id == key_id) else {
+        return Err(OpenAiError::not_found(&id));
+    };
+    // The view is ahead of storage, whose writes are batched.
+    let generation: Value = match (&view, &summary.body) {
+        (Some(v), _) => serde_json::from_slice(&v.body).map_err(|e| OpenAiError::internal(&e))?,
+        (None, Some(body)) => serde_json::from_str(body).map_err(|e| OpenAiError::internal(&e))?,
+        (None, None) => json!({"id": id, "status": "queued"}),
+    };
+    let spec = aimlvid::catalog::model(&summary.model);
+    // The request's own duration and size are not stored: the model's defaults stand for them.
+    let video = Video {
+        model: &summary.model,
+        prompt: summary.prompt.as_deref(),
+        seconds: map::seconds_of(spec, &json!({})),
+        size: map::size_of_body(spec, &json!({})),
+        created_at: summary.created_at,
+        updated_at: summary.updated_at,
+    };
+    Ok(answer(video.object(spec, &generation)))
+}
+
+/// What a `video` object says besides the generation's state.
+struct Video<'a> {
+    model: &'a str,
+    prompt: Option<&'a str>,
+    seconds: String,
+    size: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// A `video` object, with `openai-poll-after-ms` while it is unfinished.
+struct VideoAnswer {
+    object: Value,
+    poll_after_ms: Option<u64>,
+}
+
+impl Video<'_> {
+    fn object(&self, spec: Option<&ModelSpec>, generation: &Value) -> VideoAnswer {
+        let typical = spec
+            .map_or(aimlvid::JobDurations::typical_of(aimlvid::catalog::Family::TextToVideo), |s| {
+                aimlvid::JobDurations::typical_of(s.family)
+            });
+        let now = now_secs();
+        let status = match generation["status"].as_str().unwrap_or("queued") {
+            "completed" | "complete" => "completed",
+            "error" | "failed" => "failed",
+            "generating" | "in_progress" => "in_progress",
+            _ => "queued",
+        };
+        // Estimated from the model's typical duration: at most 99 until done.
+        let progress = match status {
+            "completed" => 100,
+            "queued" => 0,
+            "failed" => 0,
+            _ => {
+                let elapsed = (now - self.created_at).max(0) as f64;
+                (elapsed / typical.p50.as_secs_f64().max(1.0) * 100.0).clamp(1.0, 99.0) as u64
+            }
+        };
+        let finished = matches!(status, "completed" | "failed");
+        let error = (status == "failed").then(|| {
+            let e = &generation["error"];
+            let code = e["name"].as_str().filter(|s| !s.is_empty()).unwrap_or("video_generation_failed");
+            let message =
+                e["message"].as_str().filter(|s| !s.is_empty()).unwrap_or("The video generation failed");
+            json!({"code": code, "message": message})
+        });
+        let object = json!({
+            "id": generation["id"],
+            "object": "video",
+            "model": self.model,
+            "status": status,
+            "progress": progress,
+            "created_at": self.created_at,
+            "completed_at": finished.then_some(self.updated_at.max(self.created_at)),
+            "expires_at": Value::Null,
+            "prompt": self.prompt,
+            "seconds": self.seconds,
+            "size": self.size,
+            "remixed_from_video_id": Value::Null,
+            "error": error,
+        });
+        // A tenth of the typical duration, so the SDK's poll() reads a
+        // job some ten times rather than once a second.
+        let poll_after_ms = (!finished).then(|| (typical.p50.as_millis() as u64 / 10).clamp(1000, 10_000));
+        VideoAnswer { object, poll_after_ms }
+    }
+}
+
+fn answer(video: VideoAnswer) -> Response {
+    let mut response = crate::api::json(StatusCode::OK, Bytes::from(video.object.to_string()));
+    if let Some(ms) = video.poll_after_ms {
+        response.headers_mut().insert("openai-poll-after-ms", HeaderValue::from(ms));
+    }
+    response
+}
