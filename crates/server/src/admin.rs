@@ -73,6 +73,15 @@ pub async fn issue_key(
     if !valid {
         return Err(IssueError::BadName);
     }
+    // The limits read as every front reads them, and checked.
+    let asked = KeyUpdate {
+        allowed_models: Some(limits.allowed_models.clone()),
+        credit_budget: Some(limits.credit_budget),
+        ..KeyUpdate::default()
+    };
+    let asked = limits::normalize(asked)?;
+    let mut limits = limits;
+    asked.apply(&mut limits, &mut true);
     limits::check(&limits)?;
     let webhook = webhook_url.map(|url| new_webhook(url, rules)).transpose()?;
     let webhook_secret = webhook.as_ref().map(|w| w.secret.clone());
@@ -105,7 +114,7 @@ pub async fn update_key(
     update: &KeyUpdate,
     rules: TargetRules,
 ) -> Result<Option<(KeyRecord, Option<SecretString>)>, IssueError> {
-    limits::check_update(update)?;
+    let update = &limits::normalize(update.clone())?;
     let secret = match &update.webhook_url {
         Some(Some(url)) => Some(new_webhook(url, rules)?.secret),
         _ => None,
@@ -218,8 +227,9 @@ pub(crate) struct CreateKey {
     name: String,
     #[serde(default)]
     allowed_models: Option<Vec<String>>,
+    /// A number, or `"unlimited"`.
     #[serde(default)]
-    rpm: Option<u32>,
+    rpm: Option<NumberOrUnlimited>,
     /// A number, or `"unlimited"`; absent, [`DEFAULT_MAX_UNFINISHED`].
     #[serde(default)]
     max_unfinished: Option<NumberOrUnlimited>,
@@ -238,7 +248,7 @@ impl CreateKey {
     fn limits(&self) -> KeyLimits {
         limits::with_defaults(&KeyUpdate {
             allowed_models: self.allowed_models.clone().map(Some),
-            rpm: self.rpm.map(Some),
+            rpm: self.rpm.map(NumberOrUnlimited::limit),
             max_unfinished: self.max_unfinished.map(NumberOrUnlimited::limit),
             credit_budget: self.credit_budget.map(Some),
             budget_period: self.budget_period.map(Some),

@@ -138,6 +138,10 @@ struct LimitArgs {
 impl LimitArgs {
     /// The change the flags ask for.
     fn asked(&self) -> Result<KeyUpdate, LimitsError> {
+        // On the command line an empty `--models` is a mistake, not "not given".
+        if self.models.as_deref().is_some_and(|m| m.trim().is_empty()) {
+            return Err(LimitsError::NoModels);
+        }
         LimitsText {
             models: self.models.as_deref(),
             rpm: self.rpm.as_deref(),

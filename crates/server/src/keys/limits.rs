@@ -42,7 +42,20 @@ pub enum LimitsError {
     /// An allowed-models entry that is not a model id or pattern.
     #[error("allowed models: {0}; list model ids or patterns such as google/*, or `any` for every model")]
     BadModel(String),
+    /// An allowed-models list with nothing in it, which would allow no model.
+    #[error(
+        "allowed models: none given, which would allow no model; list model ids or patterns such as \
+         google/*, or `any` for every model"
+    )]
+    NoModels,
+    /// A budget too large to be meant.
+    #[error("the credit budget must be at most 1e15 credits ($500,000,000); not {0}")]
+    BudgetTooLarge(String),
 }
+
+/// The largest budget a key may have, in credits ($500,000,000): anything
+/// larger is a typo, and would print as hundreds of digits.
+pub const MAX_BUDGET: f64 = 1e15;
 
 /// A key's limits written as text, as the `keys` command's flags and the
 /// team page's form give them. `None`, or blank, is "not given": the
@@ -76,7 +89,7 @@ impl LimitsText<'_> {
             (None, None) => None,
         };
         let update = KeyUpdate {
-            allowed_models: given(self.models).and_then(models),
+            allowed_models: given(self.models).map(|text| models_of([text])).transpose()?,
             rpm: given(self.rpm).map(|t| lifted_or(t, |t| count("requests per minute", t))).transpose()?,
             max_unfinished: given(self.max_unfinished)
                 .map(|t| lifted_or(t, |t| count("unfinished jobs", t)))
@@ -104,18 +117,51 @@ fn lifted_or<T>(
     if NO_LIMIT.contains(&text) { Ok(None) } else { parse(text).map(Some) }
 }
 
-/// `any` lifts the allowlist; ids are separated by commas or white space
-/// (ids have neither). No ids at all is the same as a blank field.
-fn models(text: &str) -> Option<Option<Vec<String>>> {
-    if text == "any" {
-        return Some(None);
-    }
-    let models: Vec<String> = text
-        .split(|c: char| c == ',' || c.is_whitespace())
+/// An allowlist as written, by text or as a JSON list: ids and patterns
+/// separated by commas or white space (ids have neither), `any` alone for
+/// every model. Nothing at all is refused: it would allow no model.
+pub fn models_of<'a>(written: impl IntoIterator<Item = &'a str>) -> Result<Option<Vec<String>>, LimitsError> {
+    let models: Vec<String> = written
+        .into_iter()
+        .flat_map(|item| item.split(|c: char| c == ',' || c.is_whitespace()))
         .filter(|m| !m.is_empty())
         .map(str::to_owned)
         .collect();
-    (!models.is_empty()).then_some(Some(models))
+    match models.as_slice() {
+        [] => Err(LimitsError::NoModels),
+        [only] if only == "any" => Ok(None),
+        many if many.iter().any(|m| m == "any") => {
+            Err(LimitsError::BadModel("`any` stands alone, not beside other models".into()))
+        }
+        _ => Ok(Some(models)),
+    }
+}
+
+/// A budget as given: refused if negative, not a number, or past [`MAX_BUDGET`].
+fn budget(credits: f64) -> Result<f64, LimitsError> {
+    if !budget_ok(credits) {
+        return Err(LimitsError::BadBudget(credits.to_string()));
+    }
+    if credits > MAX_BUDGET {
+        return Err(LimitsError::BudgetTooLarge(format!("{credits:e}")));
+    }
+    // `+ 0.0`: -0.0 is stored and shown as 0.
+    Ok(credits + 0.0)
+}
+
+/// A change to a key as every front gives it, made the same whichever way
+/// it came in: its allowlist read as [`models_of`] reads one (so `["any"]`
+/// in JSON is every model, as `any` is on the command line), its budget
+/// checked. Every way of issuing or changing a key goes through this.
+pub fn normalize(mut update: KeyUpdate) -> Result<KeyUpdate, LimitsError> {
+    if let Some(Some(list)) = &update.allowed_models {
+        update.allowed_models = Some(models_of(list.iter().map(String::as_str))?);
+    }
+    if let Some(Some(credits)) = update.credit_budget {
+        update.credit_budget = Some(Some(budget(credits)?));
+    }
+    check_update(&update)?;
+    Ok(update)
 }
 
 fn count(what: &'static str, text: &str) -> Result<u32, LimitsError> {
@@ -123,15 +169,18 @@ fn count(what: &'static str, text: &str) -> Result<u32, LimitsError> {
 }
 
 fn credits(text: &str) -> Result<f64, LimitsError> {
-    text.parse::<f64>().ok().filter(|b| budget_ok(*b)).ok_or_else(|| LimitsError::BadBudget(text.to_owned()))
+    budget(text.parse::<f64>().map_err(|_| LimitsError::BadBudget(text.to_owned()))?)
 }
 
 /// Dollars, exactly, as the credits they are.
 fn usd(text: &str) -> Result<f64, LimitsError> {
     let credits = aimlvid::Credits::parse_usd(text).map_err(|e| LimitsError::BadUsd(e.to_string()))?;
-    Some(credits.get() as f64)
-        .filter(|b| budget_ok(*b))
-        .ok_or_else(|| LimitsError::BadBudget(text.to_owned()))
+    // The error quotes what was written, not the credits it came to.
+    budget(credits.get() as f64).map_err(|e| match e {
+        LimitsError::BadBudget(_) => LimitsError::BadBudget(text.to_owned()),
+        LimitsError::BudgetTooLarge(_) => LimitsError::BudgetTooLarge(text.to_owned()),
+        other => other,
+    })
 }
 
 fn period(text: &str) -> Result<BudgetPeriod, LimitsError> {
@@ -211,6 +260,32 @@ impl NumberOrUnlimited {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_allowlist_reads_alike_as_text_and_as_a_list() {
+        let every = Ok(None);
+        assert_eq!(models_of(["any"]), every);
+        assert_eq!(models_of([" any "]), every);
+        assert_eq!(models_of(["google/*, kling/*"]), models_of(["google/*", " kling/* "]));
+        assert_eq!(models_of(["a,,b"]), Ok(Some(vec!["a".into(), "b".into()])));
+        for nothing in [&[][..], &[","], &[" , "], &[""]] {
+            assert_eq!(models_of(nothing.iter().copied()), Err(LimitsError::NoModels), "{nothing:?}");
+        }
+        assert!(matches!(models_of(["any", "google/*"]), Err(LimitsError::BadModel(_))));
+        let text = LimitsText { models: Some(","), ..LimitsText::default() };
+        assert_eq!(text.parse(), Err(LimitsError::NoModels), "the command and the page refuse it too");
+    }
+
+    #[test]
+    fn a_budget_is_refused_past_the_largest_and_never_kept_as_minus_zero() {
+        let update = |credits: f64| KeyUpdate { credit_budget: Some(Some(credits)), ..KeyUpdate::default() };
+        assert!(matches!(normalize(update(1e300)), Err(LimitsError::BudgetTooLarge(_))));
+        assert!(matches!(normalize(update(f64::NAN)), Err(LimitsError::BadBudget(_))));
+        let zero = normalize(update(-0.0)).unwrap().credit_budget.flatten().unwrap();
+        assert!(zero.is_sign_positive());
+        let text = LimitsText { budget: Some("1e300"), ..LimitsText::default() };
+        assert!(matches!(text.parse(), Err(LimitsError::BudgetTooLarge(_))));
+    }
 
     fn parse(text: LimitsText<'_>) -> Result<KeyUpdate, LimitsError> {
         text.parse()

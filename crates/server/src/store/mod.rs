@@ -187,11 +187,11 @@ pub struct KeyUpdate {
     /// New allowed models.
     #[serde(default, deserialize_with = "present")]
     pub allowed_models: Option<Option<Vec<String>>>,
-    /// New requests per minute.
-    #[serde(default, deserialize_with = "present")]
+    /// New requests per minute (`null` or `"unlimited"`: no limit).
+    #[serde(default, deserialize_with = "limit_present")]
     pub rpm: Option<Option<u32>>,
-    /// New maximum of unfinished jobs.
-    #[serde(default, deserialize_with = "present")]
+    /// New maximum of unfinished jobs (`null` or `"unlimited"`: no limit).
+    #[serde(default, deserialize_with = "limit_present")]
     pub max_unfinished: Option<Option<u32>>,
     /// New credit budget.
     #[serde(default, deserialize_with = "present")]
@@ -211,6 +211,25 @@ pub struct KeyUpdate {
 /// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// A count limit in a change, present: a number, or `null` or `"unlimited"`
+/// (no limit), as a new key's JSON takes it too.
+fn limit_present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Limit {
+        Number(u32),
+        Word(String),
+    }
+    match Option::<Limit>::deserialize(d)? {
+        None => Ok(Some(None)),
+        Some(Limit::Number(n)) => Ok(Some(Some(n))),
+        Some(Limit::Word(word)) if word == "unlimited" => Ok(Some(None)),
+        Some(Limit::Word(word)) => Err(serde::de::Error::custom(format!(
+            "expected a whole number from 0 to 4294967295, null or \"unlimited\", not {word:?}"
+        ))),
+    }
 }
 
 impl KeyUpdate {

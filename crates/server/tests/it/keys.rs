@@ -90,9 +90,13 @@ async fn the_admin_api_refuses_the_limits_every_other_way_of_issuing_a_key_refus
     let proxy = start_proxy(&sim, &db).await;
     use reqwest::Method;
 
-    for body in
-        [json!({"name": "neg", "credit_budget": -5.0}), json!({"name": "blank", "allowed_models": [" "]})]
-    {
+    for body in [
+        json!({"name": "neg", "credit_budget": -5.0}),
+        json!({"name": "blank", "allowed_models": [" "]}),
+        json!({"name": "comma", "allowed_models": [","]}),
+        json!({"name": "none", "allowed_models": []}),
+        json!({"name": "huge", "credit_budget": 1e300}),
+    ] {
         let (status, answer) = admin(&proxy, Method::POST, "/admin/keys", ADMIN_TOKEN, Some(body)).await;
         assert_eq!(status, 400, "{answer}");
         assert!(answer["message"].as_str().is_some_and(|m| m.contains("; ")), "says what to write: {answer}");
@@ -105,6 +109,24 @@ async fn the_admin_api_refuses_the_limits_every_other_way_of_issuing_a_key_refus
     let (_, listed) = admin(&proxy, Method::GET, "/admin/keys", ADMIN_TOKEN, None).await;
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "only the good key: {listed}");
     assert_eq!(listed[0]["credit_budget"], Value::Null, "the refused change changed nothing");
+
+    // Read as the command and the page read them: `any` is every model, a
+    // list may be written as one comma-separated entry, spaces are trimmed.
+    let (_, any) = admin(
+        &proxy,
+        Method::POST,
+        "/admin/keys",
+        ADMIN_TOKEN,
+        Some(json!({"name": "any", "allowed_models": ["any"]})),
+    )
+    .await;
+    assert_eq!(any["allowed_models"], Value::Null, "{any}");
+    let body = json!({"name": "two", "allowed_models": [" alibaba/* ,google/*"], "rpm": "unlimited"});
+    let (_, two) = admin(&proxy, Method::POST, "/admin/keys", ADMIN_TOKEN, Some(body)).await;
+    assert_eq!(two["allowed_models"], json!(["alibaba/*", "google/*"]), "{two}");
+    let change = json!({"max_unfinished": "unlimited", "rpm": "unlimited"});
+    let (status, changed) = admin(&proxy, Method::PATCH, "/admin/keys/two", ADMIN_TOKEN, Some(change)).await;
+    assert_eq!((status, &changed["max_unfinished"]), (200, &Value::Null), "{changed}");
     proxy.stop().await;
 }
 
