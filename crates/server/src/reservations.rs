@@ -2,17 +2,17 @@
 //! key's unfinished jobs and the credits it holds against the key's budget.
 //! How each state of a create counts is decided here, once:
 //!
-//! - **pending** (recorded, on its way upstream): counts. A [`Reservation`]
+//! - **pending** (recorded, on its way upstream): counts. A `Reservation`
 //!   guard gives it back if the create ends without a job, whatever way it ends.
 //! - **running** (the upstream made a job): counts, held against its
-//!   generation until its end settles it ([`Reservation::running`]).
+//!   generation until its end settles it (`Reservation::running`).
 //! - **unknown** (its answer was lost; it may be billed): counts, across
-//!   restarts, until the upstream's logs resolve it ([`Reservations::adopt`])
-//!   or the lookup window passes ([`Reservations::give_back_unknown`], once).
+//!   restarts, until the upstream's logs resolve it (`Reservations::adopt`)
+//!   or the lookup window passes (`Reservations::give_back_unknown`, once).
 //! - **finished**: the hold gives way to the real charge, which teaches the
-//!   model's expected cost ([`Reservations::settle`]).
+//!   model's expected cost (`Reservations::settle`).
 //! - **refused**: given back at once (the guard, or
-//!   [`Reservations::give_back_unknown`] for an unknown one refused later).
+//!   `Reservations::give_back_unknown` for an unknown one refused later).
 //!
 //! On a shared (PostgreSQL) store, the database keeps each key's places and
 //! holds for every replica: a create is refused there when over the limit,
@@ -20,7 +20,7 @@
 //! in the same transaction. This server's counters then count the jobs it
 //! follows, and an unknown create is the database's alone. On a SQLite
 //! store the counters here are the only ones, so they keep unknown creates
-//! too, and are rebuilt from storage at start ([`Reservations::resume`]).
+//! too, and are rebuilt from storage at start (`Reservations::resume`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The jobs service: one way to admit a key's request, create a job and
 //! follow it, under every front (the API, the team page, the OpenAI-shaped
 //! API). A front reads the request in its own shape, calls [`Jobs`], and
-//! renders the domain result ([`Accepted`] or [`Refusal`]) in its own shape;
+//! renders the domain result (`Accepted` or [`Refusal`]) in its own shape;
 //! it cannot skip a check, because the checks are here and not in it.
 //!
 //! `Jobs` is a cheap-to-clone handle on what a job's life needs: the
