@@ -27,6 +27,13 @@ fn admin_only(session: &Session) -> Result<(), PageError> {
     }
 }
 
+/// A post's session, if it is the admin's and carries its CSRF token.
+async fn posted_by_admin(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
+    let session = posted_by(state, headers, csrf).await?;
+    admin_only(&session).map_err(IntoResponse::into_response)?;
+    Ok(session)
+}
+
 /// `GET /ui/admin`.
 pub(super) async fn admin(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Response> {
     let session = signed_in(&state, &headers).await?;
@@ -130,8 +137,7 @@ pub(super) async fn admin_create_key(
     headers: HeaderMap,
     axum::Form(form): axum::Form<KeyForm>,
 ) -> Result<Response, Response> {
-    let session = posted_by(&state, &headers, &form.csrf).await?;
-    admin_only(&session).map_err(IntoResponse::into_response)?;
+    let session = posted_by_admin(&state, &headers, &form.csrf).await?;
     let asked = match form.asked() {
         Ok(asked) => asked,
         Err(e) => return admin_page(&state, &session, None, Some(e), StatusCode::BAD_REQUEST).await,
@@ -171,8 +177,7 @@ pub(super) async fn admin_update_key(
     Path(name): Path<String>,
     axum::Form(form): axum::Form<KeyForm>,
 ) -> Result<Response, Response> {
-    let session = posted_by(&state, &headers, &form.csrf).await?;
-    admin_only(&session).map_err(IntoResponse::into_response)?;
+    let session = posted_by_admin(&state, &headers, &form.csrf).await?;
     let asked = match form.asked() {
         Ok(asked) => asked,
         Err(e) => return admin_page(&state, &session, None, Some(e), StatusCode::BAD_REQUEST).await,
@@ -201,8 +206,7 @@ pub(super) async fn admin_revoke_key(
     Path(name): Path<String>,
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Result<Response, Response> {
-    let session = posted_by(&state, &headers, &form.csrf).await?;
-    admin_only(&session).map_err(IntoResponse::into_response)?;
+    posted_by_admin(&state, &headers, &form.csrf).await?;
     match state.store().revoke_key(&name).await.map_err(page_error)? {
         Some(_) => {
             state.reload_keys().await.map_err(page_error)?;
@@ -222,8 +226,7 @@ pub(super) async fn admin_reconcile(
     headers: HeaderMap,
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Result<Response, Response> {
-    let session = posted_by(&state, &headers, &form.csrf).await?;
-    admin_only(&session).map_err(IntoResponse::into_response)?;
+    posted_by_admin(&state, &headers, &form.csrf).await?;
     // A failure is kept as the last run, and shown there.
     let _ = crate::engine::ledger::reconcile_now(state.reconciler(), state.reconcile_window()).await;
     Ok(see_other("/ui/admin#reconciliation"))
