@@ -101,19 +101,24 @@ fn lines(text: &str) -> Option<u32> {
 
 /// Sizes that fit each of a model's aspect ratios, to name in a refusal.
 fn example_sizes(spec: &ModelSpec) -> String {
-    let short = spec
+    // Every resolution the model takes (or 720 lines when it names none)
+    // at every aspect ratio it takes.
+    let shorts: Vec<u32> = spec
         .parameter("resolution")
-        .and_then(|p| p.default.as_ref().or(p.allowed.first()))
-        .and_then(|v| v.as_str().and_then(lines))
-        .unwrap_or(720);
+        .map(|p| p.allowed.iter().filter_map(|v| v.as_str().and_then(lines)).collect())
+        .filter(|l: &Vec<u32>| !l.is_empty())
+        .unwrap_or_else(|| vec![720]);
     let ratios: Vec<&str> = spec
         .parameter("aspect_ratio")
         .map(|p| p.allowed.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    ratios.iter().filter_map(|r| size_of(r, short)).collect::<Vec<_>>().join(", ")
+    shorts
+        .iter()
+        .flat_map(|&short| ratios.iter().filter_map(move |r| size_of(r, short)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// The size of an aspect ratio at `short` lines.
 fn size_of(aspect: &str, short: u32) -> Option<String> {
     let r = ratio(aspect)?;
     let long = |x: f64| ((short as f64 * x / 2.0).round() as u32) * 2;
@@ -191,7 +196,12 @@ pub(crate) fn size_of_body(spec: Option<&ModelSpec>, body: &Value) -> String {
         body.get(name)
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .or_else(|| spec?.parameter(name)?.default.as_ref()?.as_str().map(str::to_owned))
+            .or_else(|| {
+                // A parameter whose schema names no default is reported as its
+                // first allowed value, rather than as no size at all.
+                let p = spec?.parameter(name)?;
+                p.default.as_ref().or(p.allowed.first())?.as_str().map(str::to_owned)
+            })
     };
     let short = pick("resolution").as_deref().and_then(lines).unwrap_or(720);
     pick("aspect_ratio").and_then(|a| size_of(&a, short)).unwrap_or_default()
@@ -239,7 +249,8 @@ mod tests {
         let square = size(pro, "1024x1024").unwrap_err();
         assert_eq!(square.param, "size");
         assert!(
-            square.message.contains("16:9, 9:16") && square.message.contains("1920x1080"),
+            square.message.contains("16:9, 9:16")
+                && square.message.contains("1280x720, 720x1280, 1920x1080, 1080x1920"),
             "{}",
             square.message
         );
@@ -253,8 +264,9 @@ mod tests {
         let body = serde_json::json!({"duration": 4, "aspect_ratio": "9:16", "resolution": "720p"});
         assert_eq!(seconds_of(Some(veo), &body), "4");
         assert_eq!(size_of_body(Some(veo), &body), "720x1280");
-        // Defaults: 8 s at 1080p; veo declares no default ratio, so none.
+        // Defaults: 8 s at 1080p; veo declares no default ratio, so its first, 16:9.
         assert_eq!(seconds_of(Some(veo), &serde_json::json!({})), "8");
+        assert_eq!(size_of_body(Some(veo), &serde_json::json!({})), "1920x1080");
         let sora = spec("openai/sora-2-t2v");
         assert_eq!(size_of_body(Some(sora), &serde_json::json!({})), "1280x720");
     }

@@ -15,6 +15,7 @@ mod page;
 mod process;
 mod reconcile;
 mod replicas;
+mod sdk;
 mod support;
 mod tls;
 mod webhooks;
