@@ -193,18 +193,51 @@ pub(crate) fn seconds_of(spec: Option<&ModelSpec>, body: &Value) -> String {
 /// the model's defaults (720 lines when it names none).
 pub(crate) fn size_of_body(spec: Option<&ModelSpec>, body: &Value) -> String {
     let pick = |name: &str| {
-        body.get(name)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .or_else(|| {
-                // A parameter whose schema names no default is reported as its
-                // first allowed value, rather than as no size at all.
-                let p = spec?.parameter(name)?;
-                p.default.as_ref().or(p.allowed.first())?.as_str().map(str::to_owned)
-            })
+        body.get(name).and_then(Value::as_str).map(str::to_owned).or_else(|| {
+            // A parameter whose schema names no default is reported as its
+            // first allowed value, rather than as no size at all.
+            let p = spec?.parameter(name)?;
+            p.default.as_ref().or(p.allowed.first())?.as_str().map(str::to_owned)
+        })
     };
     let short = pick("resolution").as_deref().and_then(lines).unwrap_or(720);
     pick("aspect_ratio").and_then(|a| size_of(&a, short)).unwrap_or_default()
+}
+
+/// A multipart form's fields as the JSON object they were flattened from:
+/// the openai SDKs send a nested value as `name[key]` (`video[id]`,
+/// `input_reference[image_url]`) and a list as `name[]`, each part one
+/// leaf. A name that is not of that shape is kept as it came.
+pub(crate) fn nest_form_fields(fields: Vec<(String, Value)>) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (name, value) in fields {
+        let Some((head, rest)) = name.split_once('[').filter(|(h, r)| !h.is_empty() && r.ends_with(']'))
+        else {
+            out.insert(name, value);
+            continue;
+        };
+        // `a[b][]` is the path ["a", "b", ""]; an empty step appends.
+        let steps: Vec<&str> = rest[..rest.len() - 1].split("][").collect();
+        let mut slot = out.entry(head.to_owned()).or_insert(Value::Null);
+        for step in steps {
+            if step.is_empty() {
+                if !slot.is_array() {
+                    *slot = Value::Array(Vec::new());
+                }
+                let Value::Array(items) = slot else { unreachable!("made an array above") };
+                items.push(Value::Null);
+                slot = items.last_mut().expect("pushed above");
+            } else {
+                if !slot.is_object() {
+                    *slot = Value::Object(serde_json::Map::new());
+                }
+                let Value::Object(map) = slot else { unreachable!("made an object above") };
+                slot = map.entry(step.to_owned()).or_insert(Value::Null);
+            }
+        }
+        *slot = value;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -269,5 +302,29 @@ mod tests {
         assert_eq!(size_of_body(Some(veo), &serde_json::json!({})), "1920x1080");
         let sora = spec("openai/sora-2-t2v");
         assert_eq!(size_of_body(Some(sora), &serde_json::json!({})), "1280x720");
+    }
+
+    #[test]
+    fn a_flattened_form_reads_back_as_the_object_the_sdk_flattened() {
+        let form = |pairs: &[(&str, &str)]| {
+            nest_form_fields(pairs.iter().map(|(k, v)| ((*k).to_owned(), Value::from(*v))).collect())
+        };
+        assert_eq!(
+            Value::Object(form(&[
+                ("prompt", "p"),
+                ("video[id]", "v1"),
+                ("input_reference[image_url]", "https://i")
+            ])),
+            serde_json::json!({"prompt": "p", "video": {"id": "v1"}, "input_reference": {"image_url": "https://i"}})
+        );
+        assert_eq!(
+            Value::Object(form(&[("tags[]", "a"), ("tags[]", "b"), ("x[y][z]", "1")])),
+            serde_json::json!({"tags": ["a", "b"], "x": {"y": {"z": "1"}}})
+        );
+        // Not of the SDK's shape: kept as it came.
+        assert_eq!(
+            Value::Object(form(&[("[id]", "1"), ("odd[", "2"), ("plain", "3")])),
+            serde_json::json!({"[id]": "1", "odd[": "2", "plain": "3"})
+        );
     }
 }

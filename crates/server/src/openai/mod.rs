@@ -224,7 +224,7 @@ async fn read_fields(state: &AppState, request: Request) -> Result<Map<String, V
         let mut form = Multipart::from_request(request, state)
             .await
             .map_err(|e| OpenAiError::invalid("body", format!("The form could not be read: {e}")))?;
-        let mut fields = Map::new();
+        let mut fields = Vec::new();
         while let Some(field) = form
             .next_field()
             .await
@@ -244,9 +244,9 @@ async fn read_fields(state: &AppState, request: Request) -> Result<Map<String, V
             } else {
                 Value::from(String::from_utf8_lossy(&bytes).into_owned())
             };
-            fields.insert(name, value);
+            fields.push((name, value));
         }
-        return Ok(fields);
+        return Ok(map::nest_form_fields(fields));
     }
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(fields)) => Ok(fields),
@@ -262,11 +262,24 @@ fn request_body(mut fields: Map<String, Value>) -> Result<Value, OpenAiError> {
         Value::String(s) => s,
         other => other.to_string(),
     };
-    let reference = fields.remove("input_reference").and_then(|r| match r {
-        Value::Object(o) => o.get("image_url").and_then(Value::as_str).map(str::to_owned),
-        Value::String(s) => Some(s),
-        _ => None,
-    });
+    let unreadable = |why: &str| OpenAiError::invalid("input_reference", why);
+    let reference = match fields.remove("input_reference") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Object(o)) if o.contains_key("file_id") => {
+            return Err(unreadable(
+                "This server keeps no files, so `input_reference.file_id` cannot be read: upload the image, or send {\"image_url\": \"https://…\"}",
+            ));
+        }
+        Some(Value::Object(o)) if o.get("image_url").is_some_and(Value::is_string) => {
+            o.get("image_url").and_then(Value::as_str).map(str::to_owned)
+        }
+        Some(_) => {
+            return Err(unreadable(
+                "`input_reference` must be an uploaded image or {\"image_url\": \"https://…\"}",
+            ));
+        }
+    };
     let name = fields.remove("model").map(text).unwrap_or_else(|| "sora-2".into());
     let id = map::model_id(&name, reference.is_some());
     let spec: Option<&ModelSpec> = aimlvid::catalog::model(&id).or_else(|| aimlvid::catalog::resolve(&id));

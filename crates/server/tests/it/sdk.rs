@@ -137,6 +137,8 @@ async fn python_create_and_poll_uploads_an_input_reference() {
     let job = run.sim.job(id_of(&run.figures["id"])).unwrap();
     let image = job.request["image_url"].as_str().unwrap_or_default();
     assert!(image.starts_with("data:image/png;base64,"), "the upload went inline: {}", job.request);
+    let by_url = run.sim.job(id_of(&run.figures["by_url"])).unwrap();
+    assert_eq!(by_url.request["image_url"], "https://example.com/first.png");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +148,14 @@ async fn python_extends_a_finished_video() {
     assert_eq!(job.model, "google/veo3-1-fast-extend-video");
     let source = id_of(&run.figures["source"]);
     let url = job.request["video_url"].as_str().unwrap_or_default();
-    assert!(url.contains(&format!("/files/{source}")), "the source went by its upstream URL: {}", job.request);
+    assert!(
+        url.contains(&format!("/files/{source}")),
+        "the source went by its upstream URL: {}",
+        job.request
+    );
+    let uploaded = run.sim.job(id_of(&run.figures["uploaded"])).unwrap();
+    let clip = uploaded.request["video_url"].as_str().unwrap_or_default();
+    assert!(clip.starts_with("data:video/mp4;base64,"), "the upload went inline: {}", uploaded.request);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,16 +206,17 @@ async fn python_polls_at_the_pace_the_proxy_asks() {
     let honoured = &run.figures["honoured"];
     let every_second = &run.figures["every_second"];
     let (few, many) = (honoured["retrieves"].as_u64().unwrap(), every_second["retrieves"].as_u64().unwrap());
-    let upstream: Vec<u64> = [honoured, every_second]
-        .iter()
-        .map(|v| run.sim.job(id_of(&v["id"])).unwrap().polls)
-        .collect();
+    let upstream: Vec<u64> =
+        [honoured, every_second].iter().map(|v| run.sim.job(id_of(&v["id"])).unwrap().polls).collect();
     eprintln!(
         "a 60 s job: {few} SDK retrieves with openai-poll-after-ms, {many} at 1 s; upstream polls {upstream:?}"
     );
     assert!(many >= 55, "at 1 s a minute's job is read about 60 times, not {many}");
     assert!(few * 5 <= many, "{few} retrieves with the header against {many} at 1 s");
-    assert!(upstream[0].abs_diff(upstream[1]) <= 2, "upstream polls follow the proxy's schedule: {upstream:?}");
+    assert!(
+        upstream[0].abs_diff(upstream[1]) <= 2,
+        "upstream polls follow the proxy's schedule: {upstream:?}"
+    );
 }
 
 /// The openai npm package on Node: create, wait, download, once.

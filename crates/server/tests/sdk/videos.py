@@ -79,17 +79,39 @@ def image_to_video():
         video = client().videos.create_and_poll(model=I2V, prompt="the frame comes alive", input_reference=f)
     finished(video, "image-to-video")
     check(video.model == I2V, f"model {video.model}")
-    return {"id": video.id}
+    # The other form of input_reference, an image by its URL, the SDK will
+    # not send (it takes every input_reference for a file): its low-level
+    # `post` sends it as JSON.
+    by_url = client().post(
+        "/videos",
+        cast_to=openai.types.Video,
+        body={"model": I2V, "prompt": "the frame comes alive", "input_reference": {"image_url": "https://example.com/first.png"}},
+    )
+    return {"id": video.id, "by_url": by_url.id}
 
 
 def extend():
     c = client()
     source = finished(c.videos.create_and_poll(model=T2V, prompt="waves at dusk"), "source")
-    # Veo 3.1 extend makes 7 s extensions only (the SDK types list Sora's 4 to 20).
-    extension = c.videos.extend(video={"id": source.id}, prompt="the sun sets", seconds="7")
-    check(extension.id != source.id, "the extension is a new video")
-    extension = finished(c.videos.poll(extension.id), "extension")
-    return {"source": source.id, "id": extension.id, "model": extension.model}
+    # openai-python (3.57 to 3.60 at least) refuses `video={"id": ...}`
+    # before sending anything: it takes every `video` for a file to upload.
+    # Its own low-level `post` sends the same request as JSON, as the npm
+    # package's `videos.extend` does.
+    by_id = c.post(
+        "/videos/extensions",
+        cast_to=openai.types.Video,
+        # Veo 3.1 extend makes 7 s extensions only (the SDK types list Sora's 4 to 20).
+        body={"video": {"id": source.id}, "prompt": "the sun sets", "seconds": "7"},
+    )
+    check(by_id.id != source.id, "the extension is a new video")
+    by_id = finished(c.videos.poll(by_id.id), "extension by id")
+    # And a clip of the member's own, uploaded: this one the SDK sends itself.
+    clip = os.path.join(OUT, "clip.mp4")
+    c.videos.download_content(source.id).write_to_file(clip)
+    with open(clip, "rb") as f:
+        uploaded = c.videos.extend(video=f, prompt="the tide comes in", seconds="7")
+    uploaded = finished(c.videos.poll(uploaded.id), "extension of an upload")
+    return {"source": source.id, "id": by_id.id, "model": by_id.model, "uploaded": uploaded.id}
 
 
 def remix():
