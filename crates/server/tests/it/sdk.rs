@@ -235,3 +235,82 @@ async fn node_creates_polls_and_downloads() {
     let job = run.sim.job(id_of(&run.figures["id"])).unwrap();
     assert_eq!(job.request["duration"], 4, "{}", job.request);
 }
+
+/// async-openai, the Rust client, in-process on the frozen simulator: its
+/// videos types read this proxy's answers for a video at one of Sora's four
+/// sizes. It reads `size` as one of those four only, so a video at
+/// another size (Veo's default 1920x1080) is an error to it: the docs say so.
+#[allow(deprecated)] // async-openai marks the videos API deprecated, as OpenAI did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_openai_creates_retrieves_lists_extends_remixes_downloads_and_deletes() {
+    use async_openai::Client;
+    use async_openai::config::OpenAIConfig;
+    use async_openai::traits::RequestOptionsBuilder as _;
+    use async_openai::types::videos::{
+        CreateVideoExtendRequestArgs, CreateVideoRequestArgs, RemixVideoRequestArgs, VideoEditInput,
+        VideoReferenceInputParam, VideoSeconds, VideoSize, VideoStatus,
+    };
+
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("ana", KeyLimits::default()).await;
+    let client =
+        Client::with_config(OpenAIConfig::new().with_api_base(format!("{}/v1", proxy.url)).with_api_key(key));
+    let videos = || client.videos();
+
+    let request = CreateVideoRequestArgs::default()
+        .model("google/veo-3.1-t2v-fast")
+        .prompt("a heron")
+        .size(VideoSize::S1280x720)
+        .seconds(VideoSeconds::Four)
+        .build()
+        .unwrap();
+    let video = videos().create(request).await.unwrap();
+    assert!(matches!(video.status, VideoStatus::Queued), "{video:?}");
+    assert_eq!((video.seconds.clone(), video.size.clone()), (VideoSeconds::Four, VideoSize::S1280x720));
+    let job = sim.job(&video.id).unwrap();
+    assert_eq!(
+        (job.request["duration"].clone(), job.request["resolution"].clone()),
+        (4.into(), "720p".into())
+    );
+
+    assert!(sim.complete_now(&video.id));
+    let done = eventually("the video completes", || async {
+        let read = videos().retrieve(&video.id).await.unwrap();
+        matches!(read.status, VideoStatus::Completed).then_some(read)
+    })
+    .await;
+    assert_eq!((done.progress, done.size.clone()), (100, VideoSize::S1280x720));
+
+    let bytes = videos().download_content(&video.id).await.unwrap();
+    assert_eq!(&bytes[..], aimlvid_sim::SAMPLE_RESULT);
+
+    // async-openai sends `video` as the JSON of the reference, in a text field.
+    let extend = CreateVideoExtendRequestArgs::default()
+        .video(VideoEditInput::Reference(VideoReferenceInputParam { id: video.id.clone() }))
+        .prompt("the heron flies off")
+        .seconds(VideoSeconds::Other("7".into()))
+        .build()
+        .unwrap();
+    let extension = videos().extend(extend).await.unwrap();
+    let job = sim.job(&extension.id).unwrap();
+    assert_eq!(job.model, "google/veo3-1-fast-extend-video");
+    assert!(job.request["video_url"].as_str().unwrap_or_default().contains(&video.id), "{}", job.request);
+
+    let remix = videos()
+        .remix(&video.id, RemixVideoRequestArgs::default().prompt("a stork").build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(remix.remixed_from_video_id.as_deref(), Some(video.id.as_str()));
+
+    let page = videos().query(&[("limit", "2"), ("order", "asc")]).unwrap().list().await.unwrap();
+    let ids: Vec<&str> = page.data.iter().map(|v| v.id.as_str()).collect();
+    assert_eq!(ids, [video.id.as_str(), extension.id.as_str()]);
+    assert!(page.has_more);
+
+    let deleted = videos().delete(&video.id).await.unwrap();
+    assert!(deleted.deleted && deleted.id == video.id);
+    let gone = videos().retrieve(&video.id).await.unwrap_err();
+    assert!(gone.to_string().contains("not found"), "{gone}");
+}
