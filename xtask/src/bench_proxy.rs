@@ -4,7 +4,8 @@
 //! id (`$request_id`) and `GET` answers the id it was asked for, `queued`
 //! until the wave, then `completed`. The release server and nginx are
 //! pinned to core 0, oha to core 1. It prints, side by side: status reads
-//! (req/s, CPU µs per request at a fixed rate, p99), creates (req/s, p99),
+//! (req/s, CPU µs per request at a fixed rate, p99), the same read through
+//! the OpenAI-shaped `GET /v1/videos/{id}` (req/s), creates (req/s, p99),
 //! RSS per unfinished job, and the completion wave. It installs nginx
 //! (Debian's `nginx-light`) and oha (`cargo install oha --locked`) if missing.
 
@@ -100,6 +101,17 @@ pub(crate) fn run(sh: &Shell, target_dir: &TargetDir, options: &Options) -> anyh
         "p99 at {FIXED_RATE}/s  proxy {:>6.3} ms   nginx {:>6.3} ms   (goal <= 0.3 ms)",
         proxy_cpu.1.p99 * 1e3,
         nginx_cpu.1.p99 * 1e3
+    );
+
+    // The same job read through the OpenAI-shaped front, against the native read above.
+    println!("\n== OpenAI retrieves: GET /v1/videos/ID, 64 connections, {} s", options.seconds);
+    let openai_read = format!("http://127.0.0.1:{}/v1/videos/{id}", server.port);
+    let openai_max = load.run(&openai_read, &auth, None, false)?;
+    println!(
+        "req/s        openai {:>9.0}   native {:>9.0}   ratio {:.2} (goal >= 0.9)",
+        openai_max.rps,
+        proxy_max.rps,
+        openai_max.rps / proxy_max.rps
     );
 
     println!("\n== creates: POST, 64 connections, {} s each", options.seconds);
