@@ -81,10 +81,18 @@ fn seconds(ns: u64) -> String {
 
 /// The routes requests are counted under, as `(method, route)` labels. The
 /// route is the router's pattern, so ids never become labels.
-const ROUTES: [(&str, &str); 11] = [
+const ROUTES: [(&str, &str); 18] = [
     ("POST", "/v2/video/generations"),
     ("GET", "/v2/video/generations"),
     ("GET", "/v2/video/generations/{id}/events"),
+    // OpenAI's videos API.
+    ("POST", "/v1/videos"),
+    ("GET", "/v1/videos"),
+    ("GET", "/v1/videos/{id}"),
+    ("DELETE", "/v1/videos/{id}"),
+    ("GET", "/v1/videos/{id}/content"),
+    ("POST", "/v1/videos/{id}/remix"),
+    ("POST", "/v1/videos/extensions"),
     ("GET", "/admin/keys"),
     ("POST", "/admin/keys"),
     ("PATCH", "/admin/keys/{name}"),
