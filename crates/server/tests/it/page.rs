@@ -509,3 +509,36 @@ async fn the_admin_page_shows_the_catalogue_and_reconciles_on_demand() {
     let csrf = member.get("/ui/jobs").await.csrf();
     assert_eq!(member.post("/ui/admin/reconcile", &[("csrf", &csrf)]).await.status, StatusCode::FORBIDDEN);
 }
+
+/// A video made through OpenAI's API is a job like any other on the team page.
+#[tokio::test]
+async fn the_page_lists_a_video_made_through_the_openai_api() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let alice = proxy.key("alice", KeyLimits::default()).await;
+    let created = proxy
+        .http
+        .post(format!("{}/v1/videos", proxy.url))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"model": "sora-2", "prompt": "a paper boat on a river", "seconds": "8"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let video: serde_json::Value = created.json().await.unwrap();
+    let job = proxy.state.store().job_by_generation(video["id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(job.model, "openai/sora-2-t2v");
+
+    let mut a = Visitor::new(&proxy.url);
+    a.sign_in(&alice).await;
+    let list = a.get("/ui/jobs").await;
+    assert!(list.html.contains(&format!("/ui/jobs/{}", job.local_id)), "{}", list.html);
+    let page = a.get(&format!("/ui/jobs/{}", job.local_id)).await;
+    assert!(
+        page.html.contains("a paper boat on a river") && page.html.contains("openai/sora-2-t2v"),
+        "{}",
+        page.html
+    );
+    proxy.stop().await;
+}
