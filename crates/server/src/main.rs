@@ -133,6 +133,11 @@ struct LimitArgs {
     /// that is printed once; `none` removes the webhook.
     #[arg(long, value_name = "URL|none")]
     webhook_url: Option<String>,
+    /// The shape of the webhook's deliveries: `aimlvid` (the job's JSON,
+    /// the default) or `openai` (OpenAI's `video.completed` and
+    /// `video.failed` events, for openai-python's `client.webhooks.unwrap`).
+    #[arg(long, value_name = "aimlvid|openai")]
+    webhook_format: Option<String>,
 }
 
 impl LimitArgs {
@@ -150,6 +155,7 @@ impl LimitArgs {
             budget_usd: self.budget_usd.as_deref(),
             budget_period: self.budget_period.as_deref(),
             webhook_url: self.webhook_url.as_deref(),
+            webhook_format: self.webhook_format.as_deref(),
         }
         .parse()
     }
@@ -383,11 +389,12 @@ async fn keys(
         KeysCommand::Create { name, limits: flags } => {
             let asked = flags.asked()?;
             let webhook_url = asked.webhook_url.clone().flatten();
-            let issued = aimlvid_server::admin::issue_key(
+            let issued = aimlvid_server::admin::issue_key_with_format(
                 store,
                 &name,
                 limits::with_defaults(&asked),
                 webhook_url.as_deref(),
+                asked.webhook_format.unwrap_or_default(),
                 rules,
             )
             .await?;

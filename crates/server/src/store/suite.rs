@@ -295,6 +295,7 @@ fn new_key(name: &str) -> NewKey {
         prefix: "amv_x".into(),
         limits: KeyLimits::default(),
         webhook: None,
+        webhook_format: WebhookFormat::Aimlvid,
     }
 }
 
