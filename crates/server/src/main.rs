@@ -465,6 +465,16 @@ async fn keys(
     Ok(())
 }
 
+/// A key's webhook as listed: its URL, and its format unless the default.
+fn webhook_shown(key: &aimlvid_server::store::KeyRecord) -> String {
+    use aimlvid_server::store::WebhookFormat;
+    match (&key.webhook_url, key.webhook_format) {
+        (None, _) => "-".into(),
+        (Some(url), WebhookFormat::Aimlvid) => url.clone(),
+        (Some(url), format) => format!("{url} ({format})"),
+    }
+}
+
 /// Refuses a SQLite database that is not there (or is an empty file) for
 /// a command that only reads: opening it would create an empty one, and
 /// report on that instead of the server's.
@@ -563,7 +573,7 @@ fn print_key(key: &KeyRecord) -> std::io::Result<()> {
         key.credits_used,
         format!("${}", aimlvid_server::admin::usd(key.credits_used)),
         key.limits.allowed_models.as_ref().map_or_else(|| "any".to_owned(), |m| m.join(",")),
-        key.webhook_url.as_deref().unwrap_or("-"),
+        webhook_shown(key),
     )?;
     Ok(())
 }
