@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::keys::limits::{self, LimitsError, NumberOrUnlimited};
 use crate::keys::{WEBHOOK_SECRET_PREFIX, generate_key, generate_secret, hash_key, key_prefix};
 use crate::state::AppState;
-use crate::store::{KeyLimits, KeyRecord, KeyStore, KeyUpdate, NewKey, StoreError, Webhook};
+use crate::store::{KeyLimits, KeyRecord, KeyStore, KeyUpdate, NewKey, StoreError, Webhook, WebhookFormat};
 use crate::webhooks::TargetRules;
 
 /// Also known by this path, where it was before the key limits had a module.
@@ -67,6 +67,18 @@ pub async fn issue_key(
     webhook_url: Option<&str>,
     rules: TargetRules,
 ) -> Result<Issued, IssueError> {
+    issue_key_with_format(store, name, limits, webhook_url, WebhookFormat::default(), rules).await
+}
+
+/// [`issue_key`], with the shape its webhook deliveries take.
+pub async fn issue_key_with_format(
+    store: &dyn KeyStore,
+    name: &str,
+    limits: KeyLimits,
+    webhook_url: Option<&str>,
+    webhook_format: WebhookFormat,
+    rules: TargetRules,
+) -> Result<Issued, IssueError> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
@@ -86,8 +98,14 @@ pub async fn issue_key(
     let webhook = webhook_url.map(|url| new_webhook(url, rules)).transpose()?;
     let webhook_secret = webhook.as_ref().map(|w| w.secret.clone());
     let key = generate_key()?;
-    let new_key =
-        NewKey { name: name.to_owned(), hash: hash_key(&key), prefix: key_prefix(&key), limits, webhook };
+    let new_key = NewKey {
+        name: name.to_owned(),
+        hash: hash_key(&key),
+        prefix: key_prefix(&key),
+        limits,
+        webhook,
+        webhook_format,
+    };
     let record = store.insert_key(&new_key).await?;
     Ok(Issued { key: key.into(), webhook_secret, record })
 }
@@ -240,6 +258,9 @@ pub(crate) struct CreateKey {
     budget_period: Option<crate::store::BudgetPeriod>,
     #[serde(default)]
     webhook_url: Option<String>,
+    /// `aimlvid` (absent) or `openai`.
+    #[serde(default)]
+    webhook_format: Option<WebhookFormat>,
 }
 
 impl CreateKey {
@@ -365,9 +386,17 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(bad_json)?;
     let rules = state.webhooks().target_rules();
-    let issued = issue_key(state.store(), &body.name, body.limits(), body.webhook_url.as_deref(), rules)
-        .await
-        .map_err(issue_error)?;
+    let format = body.webhook_format.unwrap_or_default();
+    let issued = issue_key_with_format(
+        state.store(),
+        &body.name,
+        body.limits(),
+        body.webhook_url.as_deref(),
+        format,
+        rules,
+    )
+    .await
+    .map_err(issue_error)?;
     state.reload_keys().await.map_err(store_error)?;
     let mut value = key_json(&issued.record);
     value["key"] = issued.key.expose_secret().into();

@@ -133,6 +133,11 @@ struct LimitArgs {
     /// that is printed once; `none` removes the webhook.
     #[arg(long, value_name = "URL|none")]
     webhook_url: Option<String>,
+    /// The shape of the webhook's deliveries: `aimlvid` (the job's JSON,
+    /// the default) or `openai` (OpenAI's `video.completed` and
+    /// `video.failed` events, for openai-python's `client.webhooks.unwrap`).
+    #[arg(long, value_name = "aimlvid|openai")]
+    webhook_format: Option<String>,
 }
 
 impl LimitArgs {
@@ -150,6 +155,7 @@ impl LimitArgs {
             budget_usd: self.budget_usd.as_deref(),
             budget_period: self.budget_period.as_deref(),
             webhook_url: self.webhook_url.as_deref(),
+            webhook_format: self.webhook_format.as_deref(),
         }
         .parse()
     }
@@ -383,11 +389,12 @@ async fn keys(
         KeysCommand::Create { name, limits: flags } => {
             let asked = flags.asked()?;
             let webhook_url = asked.webhook_url.clone().flatten();
-            let issued = aimlvid_server::admin::issue_key(
+            let issued = aimlvid_server::admin::issue_key_with_format(
                 store,
                 &name,
                 limits::with_defaults(&asked),
                 webhook_url.as_deref(),
+                asked.webhook_format.unwrap_or_default(),
                 rules,
             )
             .await?;
@@ -456,6 +463,16 @@ async fn keys(
         }
     }
     Ok(())
+}
+
+/// A key's webhook as listed: its URL, and its format unless the default.
+fn webhook_shown(key: &aimlvid_server::store::KeyRecord) -> String {
+    use aimlvid_server::store::WebhookFormat;
+    match (&key.webhook_url, key.webhook_format) {
+        (None, _) => "-".into(),
+        (Some(url), WebhookFormat::Aimlvid) => url.clone(),
+        (Some(url), format) => format!("{url} ({format})"),
+    }
 }
 
 /// Refuses a SQLite database that is not there (or is an empty file) for
@@ -556,7 +573,7 @@ fn print_key(key: &KeyRecord) -> std::io::Result<()> {
         key.credits_used,
         format!("${}", aimlvid_server::admin::usd(key.credits_used)),
         key.limits.allowed_models.as_ref().map_or_else(|| "any".to_owned(), |m| m.join(",")),
-        key.webhook_url.as_deref().unwrap_or("-"),
+        webhook_shown(key),
     )?;
     Ok(())
 }

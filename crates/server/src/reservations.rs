@@ -201,6 +201,7 @@ mod tests {
             revoked: false,
             created_at: 0,
             webhook_url: None,
+            webhook_format: crate::store::WebhookFormat::Aimlvid,
         };
         keys.sync(vec![record], |_| (0, 0.0));
         let costs = Arc::new(CostEstimates::new(10.0, HashMap::new()));

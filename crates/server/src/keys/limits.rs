@@ -48,6 +48,9 @@ pub enum LimitsError {
          google/*, or `any` for every model"
     )]
     NoModels,
+    /// A webhook format that is not one; says which there are.
+    #[error("{0}")]
+    BadWebhookFormat(String),
     /// A budget too large to be meant.
     #[error("the credit budget must be at most 1e15 credits ($500,000,000); not {0}")]
     BudgetTooLarge(String),
@@ -77,6 +80,8 @@ pub struct LimitsText<'a> {
     /// A webhook URL, or `none` to remove the webhook. (The URL itself is
     /// checked where it is saved, against the server's webhook rules.)
     pub webhook_url: Option<&'a str>,
+    /// The shape of the webhook's deliveries: `aimlvid` or `openai`.
+    pub webhook_format: Option<&'a str>,
 }
 
 impl LimitsText<'_> {
@@ -98,6 +103,10 @@ impl LimitsText<'_> {
             budget_period: given(self.budget_period).map(|t| lifted_or(t, period)).transpose()?,
             enabled: None,
             webhook_url: given(self.webhook_url).map(|url| (url != "none").then(|| url.to_owned())),
+            webhook_format: given(self.webhook_format)
+                .map(str::parse)
+                .transpose()
+                .map_err(LimitsError::BadWebhookFormat)?,
         };
         check_update(&update)?;
         Ok(update)
@@ -300,6 +309,7 @@ mod tests {
             budget: Some(""),
             budget_period: Some(""),
             webhook_url: Some(""),
+            webhook_format: Some(" "),
             ..LimitsText::default()
         };
         let asked = parse(blank).unwrap();
@@ -377,6 +387,10 @@ mod tests {
         let period =
             parse(LimitsText { budget_period: Some("fortnight"), ..LimitsText::default() }).unwrap_err();
         assert!(period.to_string().contains("day, week or month"), "{period}");
+        let format = parse(LimitsText { webhook_format: Some("svix"), ..LimitsText::default() }).unwrap_err();
+        assert_eq!(format.to_string(), "the webhook format must be aimlvid or openai, not \"svix\"");
+        let openai = parse(LimitsText { webhook_format: Some(" openai "), ..LimitsText::default() }).unwrap();
+        assert_eq!(openai.webhook_format, Some(crate::store::WebhookFormat::Openai));
     }
 
     #[test]

@@ -388,6 +388,7 @@ mod tests {
             revoked: false,
             created_at: 0,
             webhook_url: None,
+            webhook_format: crate::store::WebhookFormat::Aimlvid,
         }
     }
 

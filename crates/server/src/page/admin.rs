@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::session::{Session, Viewer};
 use super::views::*;
 use super::{CHART_DAYS, CsrfForm, PageError, chart, page_error, posted_by, render, see_other, signed_in};
-use crate::admin::{IssueError, issue_key, update_key};
+use crate::admin::{IssueError, issue_key_with_format, update_key};
 use crate::calendar::unix_now;
 use crate::keys::limits::{self, LimitsText};
 use crate::state::AppState;
@@ -113,6 +113,8 @@ pub(super) struct KeyForm {
     #[serde(default)]
     webhook_url: String,
     #[serde(default)]
+    webhook_format: String,
+    #[serde(default)]
     enabled: Option<String>,
 }
 
@@ -126,6 +128,7 @@ impl KeyForm {
             budget_usd: None,
             budget_period: Some(&self.budget_period),
             webhook_url: Some(&self.webhook_url),
+            webhook_format: Some(&self.webhook_format),
         };
         text.parse().map_err(|e| e.to_string())
     }
@@ -144,7 +147,17 @@ pub(super) async fn admin_create_key(
     };
     let webhook = asked.webhook_url.clone().flatten();
     let (new_limits, rules) = (limits::with_defaults(&asked), state.webhooks().target_rules());
-    match issue_key(state.store(), form.name.trim(), new_limits, webhook.as_deref(), rules).await {
+    let format = asked.webhook_format.unwrap_or_default();
+    match issue_key_with_format(
+        state.store(),
+        form.name.trim(),
+        new_limits,
+        webhook.as_deref(),
+        format,
+        rules,
+    )
+    .await
+    {
         Ok(issued) => {
             state.reload_keys().await.map_err(page_error)?;
             let shown = IssuedKey {
@@ -183,8 +196,12 @@ pub(super) async fn admin_update_key(
         Err(e) => return admin_page(&state, &session, None, Some(e), StatusCode::BAD_REQUEST).await,
     };
     // The row has no webhook field: the webhook stays as it is.
-    let update =
-        KeyUpdate { enabled: Some(form.enabled.is_some()), webhook_url: None, ..limits::lift_unset(asked) };
+    let update = KeyUpdate {
+        enabled: Some(form.enabled.is_some()),
+        webhook_url: None,
+        webhook_format: None,
+        ..limits::lift_unset(asked)
+    };
     match update_key(state.store(), &name, &update, state.webhooks().target_rules()).await {
         Ok(Some(_)) => {
             state.reload_keys().await.map_err(page_error)?;

@@ -121,6 +121,55 @@ impl std::str::FromStr for BudgetPeriod {
     }
 }
 
+/// The shape a key's webhook deliveries take. The webhook's URL and secret
+/// are the same whichever it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// This server's own: the job's JSON, signed with `X-Aimlvid-Signature`.
+    #[default]
+    Aimlvid,
+    /// OpenAI's video events (`video.completed`, `video.failed`), signed
+    /// per Standard Webhooks, as openai-python's `client.webhooks.unwrap`
+    /// verifies them.
+    Openai,
+}
+
+impl WebhookFormat {
+    /// Its name, as stored and written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Aimlvid => "aimlvid",
+            WebhookFormat::Openai => "openai",
+        }
+    }
+}
+
+impl std::fmt::Display for WebhookFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WebhookFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "aimlvid" => Ok(WebhookFormat::Aimlvid),
+            "openai" => Ok(WebhookFormat::Openai),
+            other => Err(format!("the webhook format must be aimlvid or openai, not {other:?}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WebhookFormat {
+    /// From its name, refusing any other with a message naming the two.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A team key as stored. The key itself is never stored, only its SHA-256.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KeyRecord {
@@ -152,6 +201,8 @@ pub struct KeyRecord {
     /// Where the key's finished jobs are announced, if anywhere. (Its
     /// secret is not part of the record, so it cannot be listed by mistake.)
     pub webhook_url: Option<String>,
+    /// The shape its webhook deliveries take.
+    pub webhook_format: WebhookFormat,
 }
 
 /// A key's webhook: where to announce its finished jobs, and the secret
@@ -177,6 +228,8 @@ pub struct NewKey {
     pub limits: KeyLimits,
     /// Its webhook, if any.
     pub webhook: Option<Webhook>,
+    /// The shape its webhook deliveries take (kept without a webhook too).
+    pub webhook_format: WebhookFormat,
 }
 
 /// Changes to a key; each `None` leaves a setting as it is, and an inner
@@ -206,6 +259,9 @@ pub struct KeyUpdate {
     /// webhook and its secret.
     #[serde(default, deserialize_with = "present")]
     pub webhook_url: Option<Option<String>>,
+    /// A new shape for its webhook deliveries; the secret stays.
+    #[serde(default)]
+    pub webhook_format: Option<WebhookFormat>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
@@ -655,10 +711,17 @@ pub struct DueWebhook {
     pub key_id: KeyId,
     /// The job.
     pub generation_id: String,
-    /// The JSON to send.
+    /// The job's final status.
+    pub event: String,
+    /// The JSON to send, in the [`WebhookFormat::Aimlvid`] shape.
     pub body: String,
+    /// When the delivery was queued (unix milliseconds): the same on
+    /// every attempt of it.
+    pub queued_at_ms: i64,
     /// The key's webhook as it is now; `None` if it was removed or the key revoked.
     pub target: Option<Webhook>,
+    /// The shape the key's deliveries take now.
+    pub format: WebhookFormat,
 }
 
 /// How an attempt went, to record.

@@ -192,8 +192,8 @@ impl KeyStore for PostgresStore {
     async fn insert_key(&self, key: &NewKey) -> StoreResult<KeyRecord> {
         let inserted: Result<KeyRow, sqlx::Error> = sqlx::query_as(AssertSqlSafe(format!(
             "INSERT INTO keys (name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, \
-             budget_period, created_at, webhook_url, webhook_secret) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {KEY_COLUMNS}"
+             budget_period, created_at, webhook_url, webhook_secret, webhook_format) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {KEY_COLUMNS}"
         )))
         .bind(&key.name)
         .bind(key.hash.as_slice())
@@ -206,6 +206,7 @@ impl KeyStore for PostgresStore {
         .bind(now())
         .bind(key.webhook.as_ref().map(|w| w.url.as_str()))
         .bind(key.webhook.as_ref().map(|w| w.secret.expose_secret()))
+        .bind(key.webhook_format.as_str())
         .fetch_one(&self.pool)
         .await;
         match inserted {
@@ -835,9 +836,11 @@ impl WebhookStore for PostgresStore {
                  SELECT id FROM webhook_deliveries \
                  WHERE state = $1 AND due_at <= $2 AND NOT (key_id = ANY($5)) \
                  ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING d.id, d.delivery_id, d.attempt, d.key_id, d.generation_id, d.body, \
+             RETURNING d.id, d.delivery_id, d.attempt, d.key_id, d.generation_id, d.event, d.body, \
+                 (SELECT MIN(f.created_at) FROM webhook_deliveries f WHERE f.delivery_id = d.delivery_id) \
+                     AS queued_at, \
                  CASE WHEN k.revoked_at IS NULL AND k.enabled THEN k.webhook_url END AS url, \
-                 k.webhook_secret AS secret",
+                 k.webhook_secret AS secret, k.webhook_format AS format",
         )
         .bind(delivery::PENDING)
         .bind(now_ms)

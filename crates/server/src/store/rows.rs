@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
     BudgetPeriod, DueWebhook, KeyLimits, KeyRecord, StoreError, StoreResult, Webhook, WebhookAttempt,
+    WebhookFormat,
 };
 
 /// Statuses after which a job never changes, as SQL.
@@ -14,7 +15,7 @@ pub(super) const JOB_COLUMNS: &str = "local_id, key_id, generation_id, status, m
 // The webhook secret is deliberately absent: only `due_webhooks` reads it.
 pub(super) const KEY_COLUMNS: &str = "id, name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, \
                            budget_period, period_start, period_credits, credits_used, enabled, revoked_at, \
-                           created_at, webhook_url";
+                           created_at, webhook_url, webhook_format";
 pub(super) const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt, key_id, generation_id, event, state, due_at, url, \
                                response_status, error, attempted_at, duration_ms";
 
@@ -37,6 +38,7 @@ pub(super) struct KeyRow {
     revoked_at: Option<i64>,
     created_at: i64,
     webhook_url: Option<String>,
+    webhook_format: String,
 }
 
 impl TryFrom<KeyRow> for KeyRecord {
@@ -75,6 +77,7 @@ impl TryFrom<KeyRow> for KeyRecord {
             revoked: row.revoked_at.is_some(),
             created_at: row.created_at,
             webhook_url: row.webhook_url,
+            webhook_format: format(&row.webhook_format)?,
         })
     }
 }
@@ -128,9 +131,12 @@ pub(super) struct DueRow {
     attempt: i64,
     key_id: i64,
     generation_id: String,
+    event: String,
     body: String,
+    queued_at: i64,
     url: Option<String>,
     secret: Option<String>,
+    format: String,
 }
 
 impl DueRow {
@@ -149,10 +155,18 @@ impl TryFrom<DueRow> for DueWebhook {
             attempt: u32::try_from(row.attempt).map_err(|_| StoreError::Corrupt("webhook attempt".into()))?,
             key_id: row.key_id,
             generation_id: row.generation_id,
+            event: row.event,
             body: row.body,
+            queued_at_ms: row.queued_at,
             target: row.url.zip(row.secret).map(|(url, secret)| Webhook { url, secret: secret.into() }),
+            format: format(&row.format)?,
         })
     }
+}
+
+/// A webhook format as stored.
+fn format(stored: &str) -> StoreResult<WebhookFormat> {
+    stored.parse().map_err(|_| StoreError::Corrupt("webhook_format".into()))
 }
 
 /// Converts decoded rows to records, stopping at the first bad one.

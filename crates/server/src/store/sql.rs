@@ -159,17 +159,21 @@ pub(super) fn update_key<'a>(
     mark: Mark,
 ) -> Vec<Statement<'a>> {
     update.apply(&mut key.limits, &mut key.enabled);
+    if let Some(format) = update.webhook_format {
+        key.webhook_format = format;
+    }
     let limits = &key.limits;
     let mut w = Writer::new(mark);
     let sql = format!(
         "UPDATE keys SET allowed_models = {}, rpm = {}, max_unfinished = {}, credit_budget = {}, \
-         budget_period = {}, enabled = {} WHERE id = {}",
+         budget_period = {}, enabled = {}, webhook_format = {} WHERE id = {}",
         w.bind(Value::OptString(models_json(&limits.allowed_models))),
         w.bind(Value::OptInt(limits.rpm.map(i64::from))),
         w.bind(Value::OptInt(limits.max_unfinished.map(i64::from))),
         w.bind(Value::OptReal(limits.credit_budget)),
         w.bind(Value::OptText(limits.budget_period.map(|p| p.as_str()))),
         w.bind(Value::Bool(key.enabled)),
+        w.bind(Value::Text(key.webhook_format.as_str())),
         w.bind(Value::Int(key.id)),
     );
     let mut statements = vec![w.statement(sql)];
@@ -223,6 +227,7 @@ mod tests {
             revoked: false,
             created_at: 0,
             webhook_url: Some("https://a.example".into()),
+            webhook_format: crate::store::WebhookFormat::Aimlvid,
         };
         let mut kept = key();
         let update = KeyUpdate { rpm: Some(Some(5)), ..KeyUpdate::default() };

@@ -219,7 +219,7 @@ impl KeyStore for SqliteStore {
         let mut writing = self.writing().await?;
         let inserted = sqlx::query(
             "INSERT INTO keys (name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, budget_period, \
-             created_at, webhook_url, webhook_secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at, webhook_url, webhook_secret, webhook_format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.name)
         .bind(key.hash.as_slice())
@@ -232,6 +232,7 @@ impl KeyStore for SqliteStore {
         .bind(now())
         .bind(key.webhook.as_ref().map(|w| w.url.as_str()))
         .bind(key.webhook.as_ref().map(|w| w.secret.expose_secret()))
+        .bind(key.webhook_format.as_str())
         .execute(&mut *writing)
         .await;
         match inserted {
@@ -721,8 +722,10 @@ impl WebhookStore for SqliteStore {
         let mut writing = self.writing().await?;
         let mut tx = writing.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT d.id, d.delivery_id, d.attempt, d.key_id, d.generation_id, d.body, \
-             CASE WHEN k.revoked_at IS NULL AND k.enabled = 1 THEN k.webhook_url END AS url, k.webhook_secret AS secret \
+            "SELECT d.id, d.delivery_id, d.attempt, d.key_id, d.generation_id, d.event, d.body, \
+             (SELECT MIN(f.created_at) FROM webhook_deliveries f WHERE f.delivery_id = d.delivery_id) AS queued_at, \
+             CASE WHEN k.revoked_at IS NULL AND k.enabled = 1 THEN k.webhook_url END AS url, k.webhook_secret AS secret, \
+             k.webhook_format AS format \
              FROM webhook_deliveries d JOIN keys k ON k.id = d.key_id \
              WHERE d.state = ? AND d.due_at <= ?{} ORDER BY d.due_at, d.id LIMIT ?",
             not_in("d.key_id", skip.len())

@@ -295,6 +295,7 @@ fn new_key(name: &str) -> NewKey {
         prefix: "amv_x".into(),
         limits: KeyLimits::default(),
         webhook: None,
+        webhook_format: WebhookFormat::Aimlvid,
     }
 }
 
@@ -604,8 +605,10 @@ async fn a_finished_job_queues_its_webhook_and_each_attempt_queues_the_next(b: &
     let mut with_hook = new_key("hooked");
     with_hook.webhook =
         Some(Webhook { url: "http://127.0.0.1:9/hook".into(), secret: "whsec_s".to_owned().into() });
+    with_hook.webhook_format = WebhookFormat::Openai;
     let key = store.insert_key(&with_hook).await.unwrap();
     assert_eq!(key.webhook_url.as_deref(), Some("http://127.0.0.1:9/hook"));
+    assert_eq!(key.webhook_format, WebhookFormat::Openai);
     let job = new_job(key.id);
     store.begin_job(&job).await.unwrap();
     store.job_created("l1", "g1", "queued", "{}").await.unwrap();
@@ -625,6 +628,8 @@ async fn a_finished_job_queues_its_webhook_and_each_attempt_queues_the_next(b: &
     assert_eq!(store.next_webhook_due(&[]).await.unwrap(), Some(lease), "due again if never recorded");
     let first = &due[0];
     assert_eq!((first.attempt, first.body.as_str()), (1, "{\"id\":\"g1\"}"));
+    assert_eq!((first.event.as_str(), first.format), ("completed", WebhookFormat::Openai));
+    assert!((now_ms() - first.queued_at_ms).abs() < 60_000, "queued just now: {}", first.queued_at_ms);
     let target = first.target.as_ref().unwrap();
     assert_eq!(target.secret.expose_secret(), "whsec_s");
     let retry_at = now_ms() + 60_000;
@@ -643,6 +648,16 @@ async fn a_finished_job_queues_its_webhook_and_each_attempt_queues_the_next(b: &
         "the retry is not due yet"
     );
     assert_eq!(store.next_webhook_due(&[]).await.unwrap(), Some(retry_at));
+
+    // The format is the key's when the attempt is claimed; the queuing time is the delivery's.
+    let plain = KeyUpdate { webhook_format: Some(WebhookFormat::Aimlvid), ..KeyUpdate::default() };
+    let updated = store.update_key("hooked", &plain, None).await.unwrap().unwrap();
+    assert_eq!(updated.webhook_format, WebhookFormat::Aimlvid);
+    let retry = store.claim_due_webhooks(retry_at, 10, &[], lease).await.unwrap();
+    assert_eq!((retry[0].attempt, retry[0].format), (2, WebhookFormat::Aimlvid));
+    assert_eq!(retry[0].queued_at_ms, first.queued_at_ms, "the same on every attempt");
+    assert_eq!(retry[0].target.as_ref().unwrap().secret.expose_secret(), "whsec_s", "the secret stays");
+    store.release_webhooks(&[retry[0].id], retry_at).await.unwrap();
 
     // Once the key is revoked, the retry finds no webhook to go to.
     store.revoke_key("hooked").await.unwrap();

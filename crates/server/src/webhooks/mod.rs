@@ -24,6 +24,15 @@
 //! raw request body. Recompute it over the body as received, compare in
 //! constant time, and refuse a `t` far from now (say five minutes) to stop
 //! replays. [`verify`] does exactly that.
+//!
+//! # The `openai` format
+//!
+//! A key whose [`WebhookFormat`] is `openai` gets OpenAI's video events
+//! instead, signed per Standard Webhooks: see [`standard`]. The format is
+//! applied when each attempt is made, from the key as it is then (as its
+//! URL and secret are): what is queued is the job's end, so changing a
+//! key's format changes its pending deliveries too, and a receiver gets
+//! the shape it was last set up for.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -37,8 +46,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{AttemptOutcome, DueWebhook, KeyId, Store, StoreResult, delivery};
+use crate::store::{AttemptOutcome, DueWebhook, KeyId, Store, StoreResult, WebhookFormat, delivery};
 
+pub mod standard;
 mod targets;
 
 use targets::PublicAddressesOnly;
@@ -457,18 +467,14 @@ impl Webhooks {
             self.settle(&due, target, sent, attempted_at_ms, started, store, metrics).await;
             return Health::NotAsked;
         }
-        let signature = sign(target.secret.expose_secret(), attempted_at_ms / 1000, due.body.as_bytes());
-        let sent = self
-            .http
-            .post(&target.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, signature)
-            .header(DELIVERY_HEADER, &due.delivery_id)
-            .header(ATTEMPT_HEADER, due.attempt)
-            .body(due.body.clone())
-            .send()
-            .await
-            .map_err(|e| describe(&e));
+        let request = match self.request(&due, target, attempted_at_ms / 1000) {
+            Ok(request) => request,
+            Err(refusal) => {
+                self.settle(&due, target, Err(refusal), attempted_at_ms, started, store, metrics).await;
+                return Health::NotAsked;
+            }
+        };
+        let sent = request.send().await.map_err(|e| describe(&e));
         let health = match &sent {
             Ok(answer) if answer.status().is_server_error() || answer.status() == 429 => Health::Failing,
             Ok(_) => Health::Answered,
@@ -478,6 +484,36 @@ impl Webhooks {
         };
         self.settle(&due, target, sent, attempted_at_ms, started, store, metrics).await;
         health
+    }
+
+    /// The attempt's request, in the key's format, signed at `timestamp`.
+    fn request(
+        &self,
+        due: &DueWebhook,
+        target: &crate::store::Webhook,
+        timestamp: i64,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let secret = target.secret.expose_secret();
+        let request = self.http.post(&target.url).header(reqwest::header::CONTENT_TYPE, "application/json");
+        Ok(match due.format {
+            WebhookFormat::Aimlvid => request
+                .header(SIGNATURE_HEADER, sign(secret, timestamp, due.body.as_bytes()))
+                .header(DELIVERY_HEADER, &due.delivery_id)
+                .header(ATTEMPT_HEADER, due.attempt)
+                .body(due.body.clone()),
+            WebhookFormat::Openai => {
+                let id = standard::message_id(&due.delivery_id);
+                let body =
+                    standard::video_event(&due.delivery_id, &due.generation_id, &due.event, due.queued_at_ms);
+                let signature = standard::sign(secret, &id, timestamp, body.as_bytes())
+                    .map_err(|e| format!("refused: {e}"))?;
+                request
+                    .header(standard::ID_HEADER, id)
+                    .header(standard::TIMESTAMP_HEADER, timestamp)
+                    .header(standard::SIGNATURE_HEADER, signature)
+                    .body(body)
+            }
+        })
     }
 
     /// Refuses a target the configuration does not allow, before any

@@ -404,9 +404,29 @@ async fn the_admin_makes_a_key_seen_once_and_changes_and_revokes_it() {
         .unwrap();
     assert_eq!(by_api.status(), StatusCode::CREATED);
     let unlimited = admin
-        .post("/ui/admin/keys", &[("csrf", &page.csrf()), ("name", "ed"), ("max_unfinished", "unlimited")])
+        .post(
+            "/ui/admin/keys",
+            &[
+                ("csrf", &page.csrf()),
+                ("name", "ed"),
+                ("max_unfinished", "unlimited"),
+                ("webhook_format", "openai"),
+            ],
+        )
         .await;
     assert_eq!(unlimited.status, StatusCode::CREATED, "{}", unlimited.html);
+    let bad_format = admin
+        .post("/ui/admin/keys", &[("csrf", &page.csrf()), ("name", "fay"), ("webhook_format", "x")])
+        .await;
+    assert_eq!(bad_format.status, StatusCode::BAD_REQUEST);
+    assert!(bad_format.html.contains("aimlvid or openai"), "{}", bad_format.html);
+    // A row's update has no webhook field: the format stays.
+    let saved = admin.post("/ui/admin/keys/ed", &[("csrf", &page.csrf()), ("rpm", "7")]).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER);
+    let formats: std::collections::HashMap<String, aimlvid_server::store::WebhookFormat> =
+        proxy.state.store().keys().await.unwrap().into_iter().map(|k| (k.name, k.webhook_format)).collect();
+    assert_eq!(formats["ed"], aimlvid_server::store::WebhookFormat::Openai);
+    assert_eq!(formats["carol"], aimlvid_server::store::WebhookFormat::Aimlvid);
     let limits: std::collections::HashMap<String, Option<u32>> = proxy
         .state
         .store()

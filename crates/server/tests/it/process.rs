@@ -230,6 +230,33 @@ fn a_webhook_secret_is_printed_once_and_never_listed() {
     assert!(said.contains("webhook URL refused") && said.contains("https://"), "{said}");
 }
 
+#[test]
+fn a_keys_webhook_format_is_set_listed_and_checked() {
+    let (_dir, db) = temp_db();
+    let run = |args: &[&str]| Command::new(BIN).args(args).arg("--database").arg(&db).output().unwrap();
+    let url = "https://hooks.example.com/openai";
+    let created = run(&["keys", "create", "sdk", "--webhook-url", url, "--webhook-format", "openai"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let secret = String::from_utf8(created.stdout).unwrap().lines().nth(1).unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let listed = String::from_utf8(run(&["keys", "list"]).stdout).unwrap();
+    assert!(listed.contains(&format!("{url} (openai)")), "{listed}");
+
+    // Back to the default: the secret stays (none is printed), the listing shows the URL alone.
+    let updated = run(&["keys", "update", "sdk", "--webhook-format", "aimlvid"]);
+    assert!(updated.status.success(), "{}", String::from_utf8_lossy(&updated.stderr));
+    let updated = String::from_utf8(updated.stdout).unwrap();
+    assert!(
+        !updated.contains("whsec_") && updated.contains(url) && !updated.contains("(openai)"),
+        "{updated}"
+    );
+
+    let refused = run(&["keys", "update", "sdk", "--webhook-format", "svix"]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("aimlvid or openai") && said.contains("svix"), "{said}");
+}
+
 /// A configuration error stops the server with one line saying what is
 /// wrong, even with `RUST_BACKTRACE=1` in its environment.
 #[test]

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aimlvid_server::store::{SqliteStore, WebhookAttempt, WebhookStore as _};
+use aimlvid_server::store::{SqliteStore, WebhookAttempt, WebhookFormat, WebhookStore as _};
 use aimlvid_server::webhooks::{ATTEMPT_HEADER, DELIVERY_HEADER, SIGNATURE_HEADER, verify};
 use aimlvid_sim::{SimConfig, Simulator, Spread};
 use axum::http::{HeaderMap, StatusCode};
@@ -456,5 +456,186 @@ async fn a_webhook_url_that_could_never_be_delivered_to_is_refused_when_saved() 
     .await
     .unwrap();
     assert_eq!(good.status(), 200);
+    proxy.stop().await;
+}
+
+/// Checks an `openai`-format delivery as a Standard Webhooks receiver
+/// would; returns the event.
+fn assert_standard_signed(received: &Received, secret: &str) -> Value {
+    use aimlvid_server::webhooks::standard;
+    for aimlvid_header in [SIGNATURE_HEADER, DELIVERY_HEADER, ATTEMPT_HEADER] {
+        assert!(received.headers.get(aimlvid_header).is_none(), "{aimlvid_header} is not sent");
+    }
+    assert_eq!(received.header("content-type"), "application/json");
+    let (id, timestamp) = (received.header(standard::ID_HEADER), received.header(standard::TIMESTAMP_HEADER));
+    let signature = received.header(standard::SIGNATURE_HEADER);
+    assert!(id.starts_with("wh_") && signature.starts_with("v1,"), "{id} {signature}");
+    // By hand, as the specification says: the key is the secret after
+    // `whsec_`, base64-decoded; the signed text is "<id>.<timestamp>.<body>".
+    use base64::Engine as _;
+    let key =
+        base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(&received.body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert_eq!(signature, format!("v1,{expected}"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let tolerance = Duration::from_secs(300);
+    assert!(standard::verify(secret, id, timestamp, signature, &received.body, now, tolerance));
+    assert!(!standard::verify(secret, "wh_other", timestamp, signature, &received.body, now, tolerance));
+    serde_json::from_slice(&received.body).unwrap()
+}
+
+/// OpenAI's event shape, exactly: its five fields, `data` holding the id only.
+fn assert_video_event(event: &Value, kind: &str, video_id: &str) {
+    let fields: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(fields.len(), 5, "{event}");
+    assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
+    assert_eq!((event["object"].as_str(), event["type"].as_str()), (Some("event"), Some(kind)), "{event}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((now - event["created_at"].as_i64().unwrap()).abs() <= 60, "unix seconds: {event}");
+    assert_eq!(event["data"], json!({"id": video_id}));
+}
+
+#[tokio::test]
+async fn an_openai_format_key_gets_openais_video_events_signed_per_standard_webhooks() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    // The first attempt fails: the retry must be the same delivery, byte for byte.
+    let mut receiver = Receiver::start(&[Reply::Status(500)]).await;
+    let create_key = |body: Value| {
+        proxy.http.post(format!("{}/admin/keys", proxy.url)).bearer_auth(ADMIN_TOKEN).json(&body).send()
+    };
+
+    let refused = create_key(json!({"name": "sdk", "webhook_url": receiver.url, "webhook_format": "svix"}))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let refused = refused.text().await.unwrap();
+    assert!(refused.contains("aimlvid or openai"), "{refused}");
+
+    let created = create_key(json!({"name": "sdk", "webhook_url": receiver.url, "webhook_format": "openai"}))
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["webhook_format"], "openai");
+    let (key, secret) = (created["key"].as_str().unwrap(), created["webhook_secret"].as_str().unwrap());
+    assert!(secret.starts_with("whsec_"), "{secret}");
+
+    // A job made through the native API completes.
+    let job = post(&proxy.http, &proxy.endpoint(), Some(key), &create_body("announce me")).await;
+    let completed = job.body["id"].as_str().unwrap().to_owned();
+    assert!(sim.complete_now(&completed));
+    let (first, retried) = (receiver.next().await, receiver.next().await);
+    let event = assert_standard_signed(&first, secret);
+    assert_video_event(&event, "video.completed", &completed);
+    assert_eq!(assert_standard_signed(&retried, secret), event);
+    assert_eq!(retried.header("webhook-id"), first.header("webhook-id"), "one delivery, two attempts");
+    assert_eq!(retried.body, first.body, "the same event, byte for byte");
+    let attempts =
+        attempts_when(&proxy, &completed, |a| a.last().is_some_and(|a| a.state == "delivered")).await;
+    let outcomes: Vec<_> = attempts.iter().map(|a| (a.attempt, a.state.as_str())).collect();
+    assert_eq!(outcomes, [(1, "failed"), (2, "delivered")]);
+    assert_eq!(first.header("webhook-id"), format!("wh_{}", attempts[0].delivery_id));
+
+    // A video made through OpenAI's API fails.
+    let video = proxy
+        .http
+        .post(format!("{}/v1/videos", proxy.url))
+        .bearer_auth(key)
+        .json(&json!({"model": "google/veo-3.1-t2v-fast", "prompt": "doomed", "seconds": "4"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(video.status(), 200);
+    let failed = video.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    assert!(sim.fail_now(&failed));
+    let received = receiver.next().await;
+    let event = assert_standard_signed(&received, secret);
+    assert_video_event(&event, "video.failed", &failed);
+    assert_ne!(received.header("webhook-id"), first.header("webhook-id"));
+
+    // Back to the default format, with the same secret: today's body and signature.
+    let patched = proxy
+        .http
+        .patch(format!("{}/admin/keys/sdk", proxy.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"webhook_format": "aimlvid"}))
+        .send()
+        .await
+        .unwrap();
+    let patched: Value = patched.json().await.unwrap();
+    assert_eq!(patched["webhook_format"], "aimlvid");
+    assert!(patched.get("webhook_secret").is_none(), "the secret stays");
+    let job = post(&proxy.http, &proxy.endpoint(), Some(key), &create_body("plain")).await;
+    let plain = job.body["id"].as_str().unwrap().to_owned();
+    assert!(sim.complete_now(&plain));
+    let received = receiver.next().await;
+    assert_signed(&received, secret);
+    let announced: Value = serde_json::from_slice(&received.body).unwrap();
+    assert_eq!(announced, get(&proxy.http, &proxy.endpoint(), Some(key), Some(&plain)).await.body);
+    proxy.stop().await;
+}
+
+/// openai-python's `client.webhooks.unwrap` accepts a delivery as sent.
+/// Runs where `python3` (or `AIMLVID_TEST_PYTHON`) can import `openai`;
+/// says it is skipped elsewhere.
+#[tokio::test]
+async fn openai_python_unwraps_a_delivery() {
+    let python = std::env::var("AIMLVID_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let importable = std::process::Command::new(&python).args(["-c", "import openai"]).output();
+    if !importable.is_ok_and(|out| out.status.success()) {
+        eprintln!("skipped: {python} cannot import openai (set AIMLVID_TEST_PYTHON to one that can)");
+        return;
+    }
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let mut receiver = Receiver::start(&[]).await;
+    let (key, secret) = proxy.key_with_webhook("python", &receiver.url).await;
+    let update = aimlvid_server::store::KeyUpdate {
+        webhook_format: Some(WebhookFormat::Openai),
+        ..Default::default()
+    };
+    aimlvid_server::admin::update_key(proxy.state.store(), "python", &update, LOOPBACK_WEBHOOKS)
+        .await
+        .unwrap()
+        .unwrap();
+    let job = post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body("unwrap me")).await;
+    let id = job.body["id"].as_str().unwrap().to_owned();
+    assert!(sim.complete_now(&id));
+    let received = receiver.next().await;
+
+    let headers: serde_json::Map<String, Value> = ["webhook-id", "webhook-timestamp", "webhook-signature"]
+        .into_iter()
+        .map(|name| (name.to_owned(), received.header(name).into()))
+        .collect();
+    let script = r#"
+import json, sys, openai
+body, headers, secret = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+client = openai.OpenAI(api_key="x", webhook_secret=secret)
+event = client.webhooks.unwrap(body, headers)
+print(json.dumps({"type": event.type, "id": event.id, "video": event.data.id}))
+try:
+    client.webhooks.unwrap(body + " ", headers)
+    print("tampered body accepted")
+except openai.InvalidWebhookSignatureError:
+    pass
+"#;
+    let body = String::from_utf8(received.body.to_vec()).unwrap();
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, &body, &Value::Object(headers).to_string(), &secret])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let unwrapped: Value = serde_json::from_str(lines[0]).unwrap();
+    let event: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(unwrapped, json!({"type": "video.completed", "id": event["id"], "video": id}));
     proxy.stop().await;
 }
