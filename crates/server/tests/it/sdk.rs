@@ -24,34 +24,6 @@ fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk")
 }
 
-fn required() -> bool {
-    std::env::var_os("AIMLVID_REQUIRE_SDKS").is_some_and(|v| v == "1")
-}
-
-/// Says the test is skipped, or fails it where the SDKs are required.
-fn skip(why: &str) {
-    assert!(!required(), "AIMLVID_REQUIRE_SDKS=1, but {why}");
-    eprintln!("skipped: {why}");
-}
-
-/// A Python whose `openai` has the videos API, or `None` (said skipped).
-async fn python() -> Option<String> {
-    let python = std::env::var("AIMLVID_OPENAI_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = tokio::process::Command::new(&python)
-        .args(["-c", "from openai.resources.videos import Videos; Videos.extend"])
-        .output()
-        .await;
-    match probe {
-        Ok(out) if out.status.success() => Some(python),
-        _ => {
-            skip(&format!(
-                "{python} has no openai SDK with the videos API (pip install openai, then set AIMLVID_OPENAI_PYTHON)"
-            ));
-            None
-        }
-    }
-}
-
 /// A simulator in real time, as the SDK sleeps in real time between
 /// retrieves: a job is queued half a second and generates for two, but
 /// [`SLOW_MODEL`]'s for a minute.
@@ -81,7 +53,7 @@ async fn run_python(scenario: &str) -> Option<Run> {
 
 /// [`run_python`], with the proxy polling the upstream by `policy`.
 async fn run_python_with(scenario: &str, policy: PollPolicy) -> Option<Run> {
-    let python = python().await?;
+    let python = openai_python().await?;
     let mut command = tokio::process::Command::new(python);
     command.arg(scripts().join("videos.py")).arg(scenario);
     Some(run_script(scenario, command, policy).await)
@@ -224,7 +196,7 @@ async fn python_polls_at_the_pace_the_proxy_asks() {
 async fn node_creates_polls_and_downloads() {
     let modules = std::env::var_os("AIMLVID_OPENAI_NODE_MODULES").map(PathBuf::from);
     let Some(modules) = modules.filter(|m| m.join("openai/package.json").is_file()) else {
-        return skip(
+        return skip_without_sdk(
             "AIMLVID_OPENAI_NODE_MODULES names no node_modules with openai in it (npm install openai, then set it)",
         );
     };

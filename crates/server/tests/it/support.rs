@@ -497,3 +497,28 @@ impl JobsLock {
         sqlx::Connection::close(self.holder).await.unwrap();
     }
 }
+
+/// Says a test of a real client is skipped for want of it, or fails the
+/// test where `AIMLVID_REQUIRE_SDKS=1` (CI, whose `.ci/run` installs them).
+pub(crate) fn skip_without_sdk(why: &str) {
+    let required = std::env::var_os("AIMLVID_REQUIRE_SDKS").is_some_and(|v| v == "1");
+    assert!(!required, "AIMLVID_REQUIRE_SDKS=1, but {why}");
+    eprintln!("skipped: {why}");
+}
+
+/// A Python whose openai SDK has the videos API: `AIMLVID_OPENAI_PYTHON`,
+/// or `python3`; `None` (the test skipped) if it has none.
+pub(crate) async fn openai_python() -> Option<String> {
+    let python = std::env::var("AIMLVID_OPENAI_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = tokio::process::Command::new(&python)
+        .args(["-c", "from openai.resources.videos import Videos; Videos.extend"])
+        .output()
+        .await;
+    if probe.is_ok_and(|out| out.status.success()) {
+        return Some(python);
+    }
+    skip_without_sdk(&format!(
+        "{python} has no openai SDK with the videos API (pip install openai, then set AIMLVID_OPENAI_PYTHON)"
+    ));
+    None
+}

@@ -581,16 +581,10 @@ async fn an_openai_format_key_gets_openais_video_events_signed_per_standard_webh
 }
 
 /// openai-python's `client.webhooks.unwrap` accepts a delivery as sent.
-/// Runs where `python3` (or `AIMLVID_TEST_PYTHON`) can import `openai`;
-/// says it is skipped elsewhere.
+/// Runs where the openai SDK is installed (see [`openai_python`]).
 #[tokio::test]
 async fn openai_python_unwraps_a_delivery() {
-    let python = std::env::var("AIMLVID_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let importable = std::process::Command::new(&python).args(["-c", "import openai"]).output();
-    if !importable.is_ok_and(|out| out.status.success()) {
-        eprintln!("skipped: {python} cannot import openai (set AIMLVID_TEST_PYTHON to one that can)");
-        return;
-    }
+    let Some(python) = openai_python().await else { return };
     let sim = frozen_sim().await;
     let (_dir, db) = temp_db();
     let proxy = start_proxy(&sim, &db).await;
