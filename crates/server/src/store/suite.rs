@@ -309,6 +309,10 @@ fn new_job(key_id: KeyId) -> NewJob {
         reserved: 0.0,
         prompt: None,
         input: None,
+        created_at: now(),
+        params: None,
+        inline_media: None,
+        remixed_from: None,
     }
 }
 
