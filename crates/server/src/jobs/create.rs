@@ -474,3 +474,25 @@ fn upstream_error(error: aimlvid::Error) -> Refusal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_media_is_left_out_of_the_stored_parameters_and_named() {
+        let body = serde_json::json!({
+            "model": "m",
+            "prompt": "p",
+            "image_url": "data:image/png;base64,AAAA",
+            "reference_images": ["https://example.com/a.png", "data:image/jpeg;base64,BBBB"],
+            "video_url": "https://example.com/v.mp4",
+        });
+        let (params, inline) = stored_params(&body);
+        assert_eq!(params["image_url"], serde_json::Value::Null);
+        assert_eq!(params["reference_images"], serde_json::json!(["https://example.com/a.png", null]));
+        assert_eq!((&params["video_url"], &params["prompt"]), (&body["video_url"], &body["prompt"]));
+        assert_eq!(inline.as_deref(), Some("image_url,reference_images"));
+        assert_eq!(stored_params(&serde_json::json!({"prompt": "p"})).1, None);
+    }
+}

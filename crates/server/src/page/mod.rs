@@ -359,7 +359,11 @@ async fn visible_job(
     id: &str,
 ) -> Result<crate::store::JobSummary, Response> {
     let job = state.store().job_summary(id).await.map_err(page_error)?;
-    job.filter(|j| session.viewer.may_see(j.key_id)).ok_or_else(|| PageError::not_found().into_response())
+    // A video its member deleted is gone for them; the admin still sees it.
+    let deleted =
+        |j: &crate::store::JobSummary| j.hidden_at.is_some() && !matches!(session.viewer, Viewer::Admin);
+    job.filter(|j| session.viewer.may_see(j.key_id) && !deleted(j))
+        .ok_or_else(|| PageError::not_found().into_response())
 }
 
 async fn job(
