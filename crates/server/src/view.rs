@@ -550,13 +550,14 @@ mod tests {
             requests.put(&format!("j{i}"), asked(1));
         }
         assert!(requests.get("j0").is_some(), "read: now the most recently used");
-        for i in 1000..1063 {
+        // A sixteenth over the bound is let be, so that sweeps are rare.
+        for i in 1000..1062 {
             requests.put(&format!("j{i}"), asked(1));
         }
-        assert_eq!(requests.len(), 1063, "within the slack");
-        requests.put("j1063", asked(1));
+        assert_eq!(requests.len(), 1062, "within the slack");
+        requests.put("j1062", asked(1));
         assert_eq!(requests.len(), 1000);
-        assert!(requests.get("j0").is_some() && requests.get("j1063").is_some());
+        assert!(requests.get("j0").is_some() && requests.get("j1062").is_some());
         assert!(requests.get("j1").is_none(), "the least recently used went");
     }
 
