@@ -234,8 +234,9 @@ fn stored_params(value: &serde_json::Value) -> (serde_json::Value, Option<String
                 *value = serde_json::Value::Null;
                 true
             }
-            serde_json::Value::Array(items) => items.iter_mut().fold(false, |any, v| strip(v) || any),
-            serde_json::Value::Object(map) => map.values_mut().fold(false, |any, v| strip(v) || any),
+            // Every value is stripped: no short cut past the first found.
+            serde_json::Value::Array(items) => items.iter_mut().map(strip).filter(|&found| found).count() > 0,
+            serde_json::Value::Object(map) => map.values_mut().map(strip).filter(|&found| found).count() > 0,
             _ => false,
         }
     }
