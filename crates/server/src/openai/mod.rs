@@ -192,7 +192,8 @@ async fn created(state: &AppState, key: &Admitted, body: &[u8]) -> Result<Respon
     let generation: Value = serde_json::from_slice(body).map_err(|e| OpenAiError::internal(&e))?;
     let id = generation["id"].as_str().unwrap_or_default();
     let request = videos::own_video(state, key.key().id(), id).await?;
-    Ok(answer(videos::video_of(state, id, &request, std::str::from_utf8(body).ok())?))
+    let view = state.views().get(id);
+    Ok(answer(videos::video_of(id, &request, view, std::str::from_utf8(body).ok())?))
 }
 
 /// A create's fields as JSON values: the JSON body's, or the multipart

@@ -85,15 +85,16 @@ fn view_of_summary(id: &str, summary: &JobSummary) -> JobView {
     JobView::new(summary.key_id, &generation)
 }
 
-/// A video object for a job: its state from memory (or `stored`, the body
-/// storage holds, when memory has none), the rest from what it was asked for.
+/// A video object for a job: its state from memory (`view`, or `stored`,
+/// the body storage holds, when memory has none), the rest from what it
+/// was asked for.
 pub(super) fn video_of(
-    state: &AppState,
     id: &str,
     request: &JobRequest,
+    view: Option<Arc<JobView>>,
     stored: Option<&str>,
 ) -> Result<super::VideoAnswer, OpenAiError> {
-    let generation: Value = match (state.views().get(id), stored) {
+    let generation: Value = match (view, stored) {
         (Some(view), _) => serde_json::from_slice(&view.body).map_err(|e| OpenAiError::internal(&e))?,
         (None, Some(body)) => serde_json::from_str(body).map_err(|e| OpenAiError::internal(&e))?,
         (None, None) => json!({"id": id, "status": "queued"}),
@@ -123,11 +124,13 @@ pub(super) async fn retrieve(
     let key = authenticate(&state, &authorization)?;
     let key_id = key.key().id();
     let mut request = own_video(&state, key_id, &id).await?;
+    let mut view = state.views().get(&id);
     // When it ended is read from storage once, when storage has the end.
-    if request.finished_at.is_none() && state.views().get(&id).is_some_and(|v| v.is_finished()) {
+    if request.finished_at.is_none() && view.as_ref().is_some_and(|v| v.is_finished()) {
         request = read_video(&state, &id).await?.unwrap_or(request);
+        view = state.views().get(&id);
     }
-    Ok(answer(video_of(&state, &id, &request, None)?))
+    Ok(answer(video_of(&id, &request, view, None)?))
 }
 
 /// `GET /v1/videos`'s query.
@@ -195,7 +198,7 @@ pub(super) async fn list(
     let mut data = Vec::with_capacity(rows.len());
     for row in &rows {
         let Some((id, request)) = JobRequest::of_summary(row) else { continue };
-        data.push(video_of(&state, &id, &request, row.body.as_deref())?.object);
+        data.push(video_of(&id, &request, state.views().get(&id), row.body.as_deref())?.object);
     }
     let body = json!({
         "object": "list",
