@@ -440,3 +440,43 @@ async fn a_video_reads_back_its_own_seconds_and_size_after_a_restart_and_then_fr
     assert_eq!(metric(&proxy, "aimlvid_job_storage_reads_total"), reads, "read once, then from memory");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replicas_video_is_read_from_storage_once_and_its_deletion_reaches_every_replica() {
+    let Some(database) = TestPostgres::create().await else { return };
+    let sim = frozen_sim().await;
+    let open = || async {
+        let settings = aimlvid_server::store::PostgresSettings {
+            max_connections: 4,
+            ..aimlvid_server::store::PostgresSettings::new(secrecy::SecretString::from(database.url.as_str()))
+        };
+        aimlvid_server::store::PostgresStore::open(&settings).await.unwrap()
+    };
+    let a = start_proxy_on(&sim, open().await, quick_polls(), |_| {}).await;
+    let b = start_proxy_on(&sim, open().await, quick_polls(), |_| {}).await;
+    let key = a.key("tia", KeyLimits::default()).await;
+    let fields = [("model", "google/veo-3.1-t2v-fast"), ("prompt", "shared"), ("seconds", "6")];
+    let (_, video, _) = create_form(&a, Some(&key), &fields).await;
+    let id = video["id"].as_str().unwrap().to_owned();
+
+    // B learns of the key, then reads the video from storage, once.
+    let read = eventually("the other replica knows the key", || async {
+        let (status, read, _) = retrieve(&b, &key, &id).await;
+        (status == 200).then_some(read)
+    })
+    .await;
+    assert_eq!((read["seconds"].as_str(), read["prompt"].as_str()), (Some("6"), Some("shared")));
+    let reads = metric(&b, "aimlvid_job_storage_reads_total");
+    assert_eq!(retrieve(&b, &key, &id).await.0, 200);
+    assert_eq!(metric(&b, "aimlvid_job_storage_reads_total"), reads, "then from memory");
+
+    // Deleted on A: B, which holds it in memory, hears of it.
+    assert_eq!(delete(&a, &key, &id).await.0, 200);
+    eventually("the deletion reaches the other replica", || async {
+        (retrieve(&b, &key, &id).await.0 == 404).then_some(())
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+    database.drop().await;
+}
