@@ -125,8 +125,9 @@ pub(super) async fn retrieve(
     let key_id = key.key().id();
     let mut request = own_video(&state, key_id, &id).await?;
     let mut view = state.views().get(&id);
-    // When it ended is read from storage once, when storage has the end.
-    if request.finished_at.is_none() && view.as_ref().is_some_and(|v| v.is_finished()) {
+    // Storage once: for when it ended, once storage has the end; for its
+    // state, if memory let that go (a finished job pushed out of the views).
+    if view.is_none() || (request.finished_at.is_none() && view.as_ref().is_some_and(|v| v.is_finished())) {
         request = read_video(&state, &id).await?.unwrap_or(request);
         view = state.views().get(&id);
     }

@@ -480,3 +480,30 @@ async fn another_replicas_video_is_read_from_storage_once_and_its_deletion_reach
     b.stop().await;
     database.drop().await;
 }
+
+#[tokio::test]
+async fn a_finished_video_pushed_out_of_memory_still_reads_completed() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    // One finished job kept in the views: the first video's state is let go.
+    let proxy = start_proxy_tweaked(&sim, &db, quick_polls(), |c| c.recent_jobs = 1).await;
+    let key = proxy.key("uma", KeyLimits::default()).await;
+    let mut ids = Vec::new();
+    for prompt in ["first", "second"] {
+        let (_, video, _) = create_json(&proxy, &key, &json!({"model": "sora-2", "prompt": prompt})).await;
+        let id = video["id"].as_str().unwrap().to_owned();
+        assert!(sim.complete_now(&id));
+        eventually("the video completes", || async {
+            (retrieve(&proxy, &key, &id).await.1["status"] == "completed").then_some(())
+        })
+        .await;
+        ids.push(id);
+    }
+    let (status, read, _) = retrieve(&proxy, &key, &ids[0]).await;
+    assert_eq!(
+        (status, read["status"].as_str(), read["prompt"].as_str()),
+        (200, Some("completed"), Some("first"))
+    );
+    assert!(read["completed_at"].as_i64().is_some(), "{read}");
+    proxy.stop().await;
+}
