@@ -382,6 +382,13 @@ async fn a_remix_keeps_the_model_and_parameters_with_a_new_prompt() {
     let (status, again) = remix(&proxy, &key, &source_id, &json!({"prompt": "a crane"}), Some("r1")).await;
     assert_eq!((status, &again["id"]), (200, &remixed["id"]), "{again}");
     assert_eq!(sim.stats().create_requests, created + 1);
+    // As a multipart form too, like a create.
+    let form = reqwest::multipart::Form::new().text("prompt", "a stork");
+    let url = format!("{}/v1/videos/{source_id}/remix", proxy.url);
+    let (status, by_form, _) =
+        reply(proxy.http.post(url).bearer_auth(&key).multipart(form).send().await.unwrap()).await;
+    assert_eq!((status, by_form["prompt"].as_str()), (200, Some("a stork")), "{by_form}");
+    assert_eq!(by_form["remixed_from_video_id"], source_id.as_str());
     let stored =
         proxy.state.store().generation_summary(remixed["id"].as_str().unwrap()).await.unwrap().unwrap();
     let params: Value = serde_json::from_str(stored.params.as_deref().unwrap()).unwrap();
