@@ -131,7 +131,10 @@ pub(crate) async fn create(
             }
         },
     };
-    let accepted = state.jobs().create(&key, NewCreate { value, request_hash, idempotency_key }).await?;
+    let accepted = state
+        .jobs()
+        .create(&key, NewCreate { value, request_hash, idempotency_key, remixed_from: None })
+        .await?;
     Ok(json(CREATE_STATUS, accepted.body))
 }
 

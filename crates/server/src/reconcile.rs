@@ -445,6 +445,10 @@ mod tests {
             input: None,
             created_at: ended - 60,
             updated_at: ended,
+            params: None,
+            inline_media: None,
+            remixed_from: None,
+            hidden_at: None,
         }
     }
 
@@ -467,6 +471,10 @@ mod tests {
             receipt: None,
             note: None,
             hold_released: false,
+            params: None,
+            inline_media: None,
+            remixed_from: None,
+            hidden_at: None,
         }
     }
 

@@ -224,6 +224,10 @@ mod tests {
             receipt: None,
             note: None,
             hold_released: false,
+            params: None,
+            inline_media: None,
+            remixed_from: None,
+            hidden_at: None,
         }
     }
 

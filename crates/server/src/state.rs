@@ -24,7 +24,7 @@ use crate::keys::{KeyTable, hash_key};
 use crate::metrics::{KeyFigures, Metrics, Snapshot};
 use crate::reservations::Reservations;
 use crate::store::{Backend, JobLeases, JobWrites, KeyId, Store, StoreError};
-use crate::view::{JobViews, UnknownIds};
+use crate::view::{JobRequests, JobViews, UnknownIds};
 use crate::webhooks::{WebhookConfig, Webhooks};
 
 /// How often a running server checks storage for key changes made by
@@ -294,6 +294,7 @@ impl AppState {
         keys.sync(store.keys().await?, |id| per_key.get(&id).copied().unwrap_or_default());
 
         let views = Arc::new(JobViews::new(config.recent_jobs as usize));
+        let requests = Arc::new(JobRequests::new(config.recent_jobs as usize));
         // Oldest first, so that the newest count as the most recently used.
         for job in store.recent_jobs(config.recent_jobs).await?.iter().rev().chain(&unfinished) {
             if let Some((id, view)) = crate::view::view_of(job) {
@@ -345,6 +346,7 @@ impl AppState {
             catalogue: catalogue.clone(),
             breaker,
             metrics: metrics.clone(),
+            requests: requests.clone(),
             max_creates_in_flight: config.max_creates_in_flight,
             create_record_timeout: config.create_record_timeout,
         });
@@ -385,7 +387,8 @@ impl AppState {
                 config.lease_check,
                 stop.clone(),
             ));
-            let replicas = crate::engine::changes::Replicas { store: store.clone(), views: views.clone() };
+            let replicas =
+                crate::engine::changes::Replicas { store: store.clone(), views: views.clone(), requests };
             tasks.spawn(crate::engine::changes::run(replicas, stop.clone()));
         }
         tasks.spawn(scheduler::run(poller, config.poll, timings, follow_queue, stop.clone()));

@@ -296,6 +296,147 @@ impl UnknownIds {
     }
 }
 
+/// What a job was asked for, as OpenAI's videos API shows it beside the
+/// job's state: it never changes after the create, but for the member
+/// deleting it. Kept in memory ([`JobRequests`]) so that a video's read
+/// touches no storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRequest {
+    /// The key that created it; only that key may see it.
+    pub key_id: KeyId,
+    /// The model asked for.
+    pub model: String,
+    /// The prompt, as kept beside the job.
+    pub prompt: Option<String>,
+    /// The create body as sent upstream, media sent inline left out.
+    pub params: Option<Arc<serde_json::Value>>,
+    /// The parameters whose inline media `params` leaves out.
+    pub inline_media: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When storage recorded its end (unix seconds), if it had when read.
+    pub finished_at: Option<i64>,
+    /// The video this one remixes.
+    pub remixed_from: Option<String>,
+    /// Whether its member deleted it.
+    pub hidden: bool,
+}
+
+impl JobRequest {
+    /// What a stored job was asked for; `None` without an upstream id.
+    pub fn of_summary(job: &crate::store::JobSummary) -> Option<(String, JobRequest)> {
+        let id = job.generation_id.clone()?;
+        let params = job.params.as_deref().and_then(|p| serde_json::from_str(p).ok()).map(Arc::new);
+        Some((
+            id,
+            JobRequest {
+                key_id: job.key_id,
+                model: job.model.clone(),
+                prompt: job.prompt.clone(),
+                params,
+                inline_media: job.inline_media.clone(),
+                created_at: job.created_at,
+                finished_at: job.credits_charged.is_some().then_some(job.updated_at),
+                remixed_from: job.remixed_from.clone(),
+                hidden: job.hidden_at.is_some(),
+            },
+        ))
+    }
+}
+
+/// What recent jobs were asked for, by generation id: filled by each
+/// create and by the first read of a job from storage, so that a hot read
+/// needs no storage. Bounded: beyond its size, plus some slack, the least
+/// recently used are forgotten (and read from storage again if asked for).
+/// On a shared store another replica's deletion reaches it as a change
+/// ([`JobRequests::forget`]).
+#[derive(Debug)]
+pub struct JobRequests {
+    by_id: DashMap<String, (Arc<JobRequest>, AtomicU64)>,
+    max: usize,
+    clock: AtomicU64,
+    sweeping: AtomicBool,
+}
+
+impl JobRequests {
+    /// An empty cache of about `max` jobs (at least a thousand).
+    pub fn new(max: usize) -> Self {
+        JobRequests {
+            by_id: DashMap::new(),
+            max: max.max(1000),
+            clock: AtomicU64::new(0),
+            sweeping: AtomicBool::new(false),
+        }
+    }
+
+    /// What a job was asked for, if in memory.
+    pub fn get(&self, id: &str) -> Option<Arc<JobRequest>> {
+        let slot = self.by_id.get(id)?;
+        let now = self.clock.load(Relaxed);
+        // Written only when stale, as in `JobViews::get`.
+        if slot.1.load(Relaxed) != now {
+            slot.1.store(now, Relaxed);
+        }
+        Some(slot.0.clone())
+    }
+
+    /// Remembers what a job was asked for.
+    pub fn put(&self, id: &str, request: JobRequest) {
+        let now = self.clock.fetch_add(1, Relaxed) + 1;
+        self.by_id.insert(id.to_owned(), (Arc::new(request), AtomicU64::new(now)));
+        if self.by_id.len() > self.max + self.max / 16 {
+            self.sweep();
+        }
+    }
+
+    /// Marks a job in memory as deleted by its member.
+    pub fn hide(&self, id: &str) {
+        if let Some(mut slot) = self.by_id.get_mut(id)
+            && !slot.0.hidden
+        {
+            slot.0 = Arc::new(JobRequest { hidden: true, ..(*slot.0).clone() });
+        }
+    }
+
+    /// Forgets a job, so that its next read goes to storage (another
+    /// replica changed it).
+    pub fn forget(&self, id: &str) {
+        self.by_id.remove(id);
+    }
+
+    /// Forgets every job (changes to them may have been missed).
+    pub fn clear(&self) {
+        self.by_id.clear();
+    }
+
+    /// How many jobs are in memory.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Forgets the least recently used down to the bound; one sweep at a time.
+    fn sweep(&self) {
+        if self.sweeping.swap(true, Acquire) {
+            return;
+        }
+        let mut all: Vec<(u64, String)> =
+            self.by_id.iter().map(|slot| (slot.1.load(Relaxed), slot.key().clone())).collect();
+        let excess = all.len().saturating_sub(self.max);
+        if excess > 0 {
+            all.select_nth_unstable_by_key(excess - 1, |(used, _)| *used);
+            for (_, id) in &all[..excess] {
+                self.by_id.remove(id);
+            }
+        }
+        self.sweeping.store(false, Release);
+    }
+}
+
 /// The view of a stored job, if it has an upstream id.
 pub(crate) fn view_of(job: &crate::store::JobRecord) -> Option<(String, JobView)> {
     let id = job.generation_id.clone()?;
@@ -379,6 +520,45 @@ mod tests {
         assert!(unknown.known_absent("x") && !unknown.known_absent("y"));
         tokio::time::advance(UnknownIds::REMEMBERED_FOR).await;
         assert!(!unknown.known_absent("x"), "forgotten after a while");
+    }
+
+    fn asked(key_id: KeyId) -> JobRequest {
+        JobRequest {
+            key_id,
+            model: "m".into(),
+            prompt: Some("a cat".into()),
+            params: Some(Arc::new(serde_json::json!({"duration": 4}))),
+            inline_media: None,
+            created_at: 7,
+            finished_at: None,
+            remixed_from: None,
+            hidden: false,
+        }
+    }
+
+    #[test]
+    fn what_jobs_asked_for_is_kept_hidden_on_delete_and_bounded() {
+        let requests = JobRequests::new(0);
+        requests.put("g", asked(1));
+        assert_eq!(requests.get("g").as_deref(), Some(&asked(1)));
+        requests.hide("g");
+        assert!(requests.get("g").unwrap().hidden);
+        requests.forget("g");
+        assert!(requests.get("g").is_none());
+        // At least a thousand are kept; the least recently used go beyond.
+        for i in 0..1000 {
+            requests.put(&format!("j{i}"), asked(1));
+        }
+        assert!(requests.get("j0").is_some(), "read: now the most recently used");
+        // A sixteenth over the bound is let be, so that sweeps are rare.
+        for i in 1000..1062 {
+            requests.put(&format!("j{i}"), asked(1));
+        }
+        assert_eq!(requests.len(), 1062, "within the slack");
+        requests.put("j1062", asked(1));
+        assert_eq!(requests.len(), 1000);
+        assert!(requests.get("j0").is_some() && requests.get("j1062").is_some());
+        assert!(requests.get("j1").is_none(), "the least recently used went");
     }
 
     #[test]

@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use crate::store::Store;
-use crate::view::{JobViews, view_of};
+use crate::view::{JobRequests, JobViews, view_of};
 
 /// What bringing other replicas' changes in needs.
 #[derive(Debug, Clone)]
 pub(crate) struct Replicas {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) views: Arc<JobViews>,
+    pub(crate) requests: Arc<JobRequests>,
 }
 
 /// Follows the store's change feed until `stop`.
@@ -68,6 +69,9 @@ async fn pause(stop: &CancellationToken, wait: Duration) -> bool {
 
 /// Reads a job another replica changed, if this one holds it in memory.
 async fn refresh(state: &Replicas, id: &str) {
+    // What it was asked for changes only when its member deletes it:
+    // read again from storage at its next read.
+    state.requests.forget(id);
     if state.views.get(id).is_none() {
         return;
     }
@@ -87,6 +91,7 @@ async fn refresh(state: &Replicas, id: &str) {
 
 /// Reads every unfinished job in memory again.
 async fn refresh_all(state: &Replicas) {
+    state.requests.clear();
     for id in state.views.unfinished_ids() {
         refresh(state, &id).await;
     }

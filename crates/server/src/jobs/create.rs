@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::{Serialize, Serializer};
 use tokio::time::Instant;
 
-use super::{Admitted, Jobs, Refusal};
+use super::{Admitted, Jobs, Refusal, RefusalKind};
 use crate::engine::scheduler::FollowJob;
 use crate::engine::writer::WriteError;
 use crate::keys::{KeyEntry, Refusal as LimitRefusal};
@@ -39,7 +39,8 @@ pub(crate) fn refused(refusal: LimitRefusal) -> Refusal {
                 "This API key's credit budget does not cover this generation: about {expected:.0} credits \
                  expected, {remaining:.0} left once the generations in progress are paid for"
             ),
-        ),
+        )
+        .of_kind(RefusalKind::Budget),
     }
 }
 
@@ -81,6 +82,8 @@ pub(crate) struct NewCreate {
     pub(crate) request_hash: [u8; 32],
     /// The member's `Idempotency-Key`, if any.
     pub(crate) idempotency_key: Option<String>,
+    /// The video (generation id) this create remixes, if it is a remix.
+    pub(crate) remixed_from: Option<String>,
 }
 
 impl Jobs {
@@ -94,14 +97,15 @@ impl Jobs {
 }
 
 async fn create_job(jobs: &Jobs, key: Arc<KeyEntry>, create: NewCreate) -> Result<Accepted, Refusal> {
-    let NewCreate { value, request_hash, idempotency_key } = create;
+    let NewCreate { value, request_hash, idempotency_key, remixed_from } = create;
     let jobs = jobs.clone();
     let model = value.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
     let record = key.record();
     if let Some(allowed) = &record.limits.allowed_models
         && !allowed.iter().any(|pattern| model_fits(pattern, &model))
     {
-        return Err(Refusal::new(StatusCode::FORBIDDEN, format!("This API key may not use model {model:?}")));
+        return Err(Refusal::new(StatusCode::FORBIDDEN, format!("This API key may not use model {model:?}"))
+            .of_kind(RefusalKind::Permission));
     }
     check_against_catalog(&value)?;
     // By its id: the client sends an alias as the id it stands for.
@@ -126,7 +130,7 @@ async fn create_job(jobs: &Jobs, key: Arc<KeyEntry>, create: NewCreate) -> Resul
         return Err(key_refused_upstream(left));
     }
     let slot = jobs.reservations().reserve(key.clone(), &model, &value).map_err(refused)?;
-    let accepted = AcceptCreate { key, record, model, value, idempotency_key, request_hash };
+    let accepted = AcceptCreate { key, record, model, value, idempotency_key, request_hash, remixed_from };
     let task = jobs.spawn_create(accept(jobs.clone(), slot, accepted));
     task.await.map_err(|e| Refusal::internal(&format!("a create task ended abnormally: {e}")))?
 }
@@ -216,11 +220,46 @@ struct AcceptCreate {
     value: serde_json::Value,
     idempotency_key: Option<String>,
     request_hash: [u8; 32],
+    remixed_from: Option<String>,
+}
+
+/// The create body as kept beside the job: each media value sent inline
+/// (a `data:` URI, wherever it is) replaced by `null`, and the names of
+/// the parameters that held one. Never the data, which may be tens of
+/// megabytes, and is the member's.
+fn stored_params(value: &serde_json::Value) -> (serde_json::Value, Option<String>) {
+    fn strip(value: &mut serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(s) if s.starts_with("data:") => {
+                *value = serde_json::Value::Null;
+                true
+            }
+            // Every value is stripped: no short cut past the first found.
+            serde_json::Value::Array(items) => items.iter_mut().map(strip).filter(|&found| found).count() > 0,
+            serde_json::Value::Object(map) => map.values_mut().map(strip).filter(|&found| found).count() > 0,
+            _ => false,
+        }
+    }
+    let mut params = value.clone();
+    let mut inline = Vec::new();
+    if let serde_json::Value::Object(map) = &mut params {
+        for (name, v) in map.iter_mut() {
+            if strip(v) {
+                inline.push(name.clone());
+            }
+        }
+    }
+    (params, (!inline.is_empty()).then(|| inline.join(",")))
+}
+
+/// Unix seconds.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Records, sends and follows one create; runs in its own task.
 async fn accept(jobs: Jobs, slot: Reservation, create: AcceptCreate) -> Result<Accepted, Refusal> {
-    let AcceptCreate { key, record, model, value, idempotency_key, request_hash } = create;
+    let AcceptCreate { key, record, model, value, idempotency_key, request_hash, remixed_from } = create;
     // Fair shares of the upstream: a key waits for one of its own places,
     // then for one of the server's, so a key sending thousands of creates
     // at once holds a few places, and the others' creates go between its.
@@ -236,6 +275,18 @@ async fn accept(jobs: Jobs, slot: Reservation, create: AcceptCreate) -> Result<A
     // Time-ordered, so each new row goes at the end of the table's index
     // rather than on a random page that the commit must then rewrite.
     let local_id = uuid::Uuid::now_v7().to_string();
+    let (params, inline_media) = stored_params(&value);
+    let asked = crate::view::JobRequest {
+        key_id: record.id,
+        model: model.clone(),
+        prompt: value.get("prompt").and_then(|p| p.as_str()).map(|p| clip(p, MAX_PROMPT_KEPT)),
+        params: Some(Arc::new(params)),
+        inline_media,
+        created_at: now_secs(),
+        finished_at: None,
+        remixed_from,
+        hidden: false,
+    };
     let new_job = NewJob {
         local_id: local_id.clone(),
         key_id: record.id,
@@ -243,8 +294,12 @@ async fn accept(jobs: Jobs, slot: Reservation, create: AcceptCreate) -> Result<A
         idempotency_key,
         request_hash,
         reserved: slot.credits(),
-        prompt: value.get("prompt").and_then(|p| p.as_str()).map(|p| clip(p, MAX_PROMPT_KEPT)),
+        prompt: asked.prompt.clone(),
         input: describe_inputs(&model, &value),
+        created_at: asked.created_at,
+        params: asked.params.as_ref().map(|p| p.to_string()),
+        inline_media: asked.inline_media.clone(),
+        remixed_from: asked.remixed_from.clone(),
     };
     // Storage that refuses writes answers the create within a bounded
     // time, with nothing sent upstream, rather than holding it open.
@@ -303,6 +358,7 @@ async fn accept(jobs: Jobs, slot: Reservation, create: AcceptCreate) -> Result<A
                 ));
             }
             slot.running(&generation.id);
+            jobs.requests().put(&generation.id, asked);
             tracing::debug!(generation_id = %generation.id, key = %record.name, "created");
             if generation.status.is_finished() {
                 // Not stored only if the server is stopping; the answer still names the job.
@@ -417,5 +473,27 @@ fn upstream_error(error: aimlvid::Error) -> Refusal {
             tracing::warn!(error = %other, "upstream call failed");
             Refusal::new(StatusCode::BAD_GATEWAY, "The upstream could not be reached")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_media_is_left_out_of_the_stored_parameters_and_named() {
+        let body = serde_json::json!({
+            "model": "m",
+            "prompt": "p",
+            "image_url": "data:image/png;base64,AAAA",
+            "reference_images": ["https://example.com/a.png", "data:image/jpeg;base64,BBBB"],
+            "video_url": "https://example.com/v.mp4",
+        });
+        let (params, inline) = stored_params(&body);
+        assert_eq!(params["image_url"], serde_json::Value::Null);
+        assert_eq!(params["reference_images"], serde_json::json!(["https://example.com/a.png", null]));
+        assert_eq!((&params["video_url"], &params["prompt"]), (&body["video_url"], &body["prompt"]));
+        assert_eq!(inline.as_deref(), Some("image_url,reference_images"));
+        assert_eq!(stored_params(&serde_json::json!({"prompt": "p"})).1, None);
     }
 }

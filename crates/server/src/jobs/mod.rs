@@ -27,9 +27,43 @@ use crate::keys::{KeyEntry, KeyTable};
 use crate::metrics::Metrics;
 use crate::reservations::Reservations;
 use crate::store::{KeyId, Store};
-use crate::view::JobViews;
+use crate::view::{JobRequests, JobViews};
 
 pub(crate) use create::NewCreate;
+
+/// What kind of refusal a [`Refusal`] is, so that a front whose shape
+/// tells them apart (OpenAI's `insufficient_quota` from a permission
+/// error, both 403 upstream) need not read the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalKind {
+    /// The request itself is wrong (a 400, 404, 409, 422…).
+    Request,
+    /// No key, or one not known.
+    Unauthenticated,
+    /// The key may not do this: disabled, or not allowed the model.
+    Permission,
+    /// The key's credit budget does not cover the job.
+    Budget,
+    /// Too many requests, or too many unfinished jobs, for the key.
+    Rate,
+    /// The server or the upstream cannot take it now, or failed.
+    Unavailable,
+}
+
+impl RefusalKind {
+    /// The kind a status stands for, where nothing more is known.
+    fn of_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            401 => RefusalKind::Unauthenticated,
+            402 => RefusalKind::Budget,
+            403 => RefusalKind::Permission,
+            429 => RefusalKind::Rate,
+            s if s >= 500 => RefusalKind::Unavailable,
+            _ => RefusalKind::Request,
+        }
+    }
+}
 
 /// Why a request was refused: the status and message the upstream's API
 /// would answer (a front renders them in its own shape).
@@ -37,6 +71,8 @@ pub(crate) use create::NewCreate;
 pub struct Refusal {
     /// The HTTP status, as the upstream would answer it.
     pub status: StatusCode,
+    /// What kind of refusal it is, set where the refusal is made.
+    pub kind: RefusalKind,
     /// What was wrong and what to do, in the member's words; never a
     /// secret or an internal detail.
     pub message: String,
@@ -47,9 +83,17 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    /// A refusal with this status and message.
+    /// A refusal with this status and message, of the kind the status
+    /// stands for ([`Refusal::of_kind`] sets another).
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Refusal { status, message: message.into(), retry_after: None, issues: None }
+        let kind = RefusalKind::of_status(status);
+        Refusal { status, kind, message: message.into(), retry_after: None, issues: None }
+    }
+
+    /// Sets the refusal's kind.
+    pub fn of_kind(mut self, kind: RefusalKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     /// 429 with `Retry-After` in whole seconds (at least 1).
@@ -103,6 +147,8 @@ pub(crate) struct JobsParts {
     pub(crate) catalogue: Arc<CatalogueWatch>,
     pub(crate) breaker: Arc<UpstreamBreaker>,
     pub(crate) metrics: Arc<Metrics>,
+    /// What recent jobs were asked for, filled by each create.
+    pub(crate) requests: Arc<JobRequests>,
     pub(crate) max_creates_in_flight: usize,
     pub(crate) create_record_timeout: Duration,
 }
@@ -133,7 +179,8 @@ impl Jobs {
     pub(crate) fn admit(&self, key: Arc<KeyEntry>) -> Result<Admitted, Refusal> {
         let record = key.record();
         if !record.enabled {
-            return Err(Refusal::new(StatusCode::FORBIDDEN, "This API key is disabled"));
+            return Err(Refusal::new(StatusCode::FORBIDDEN, "This API key is disabled")
+                .of_kind(RefusalKind::Permission));
         }
         key.take_request(&record, tokio::time::Instant::now()).map_err(create::refused)?;
         Ok(Admitted(key))
@@ -170,6 +217,11 @@ impl Jobs {
         &self.inner.parts.settle.views
     }
 
+    /// What recent jobs were asked for (see [`JobRequests`]).
+    pub fn requests(&self) -> &JobRequests {
+        &self.inner.parts.requests
+    }
+
     /// What creates are expected to cost, and the reservations of jobs in flight.
     pub fn costs(&self) -> &CostEstimates {
         &self.inner.parts.costs
@@ -183,6 +235,27 @@ impl Jobs {
     /// What the upstream's catalogue last said of this build's models.
     pub fn catalogue(&self) -> &CatalogueWatch {
         &self.inner.parts.catalogue
+    }
+
+    /// Hides a video from its member (OpenAI's `DELETE /v1/videos/{id}`),
+    /// through the writer: the job is kept, followed and charged as before.
+    pub(crate) async fn hide(&self, generation_id: &str) -> Result<(), Refusal> {
+        let write = crate::store::JobWrite::Hide { generation_id: generation_id.to_owned() };
+        match self.writer().write(write).await {
+            Ok(_) => {
+                self.requests().hide(generation_id);
+                Ok(())
+            }
+            Err(crate::engine::writer::WriteError::Unavailable(cause)) => {
+                tracing::error!(cause, "a deletion could not be recorded");
+                Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The server cannot record this right now (its storage is failing); try again shortly.",
+                )
+                .with_retry_after(Some(5)))
+            }
+            Err(e) => Err(Refusal::internal(&e)),
+        }
     }
 
     /// Whether the upstream is refusing this server's key.

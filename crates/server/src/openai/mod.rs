@@ -9,24 +9,26 @@
 //! uses, and a status read is answered from the same in-memory views.
 
 mod map;
+mod videos;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aimlvid::catalog::{MediaKind, ModelSpec, ParamType};
 use axum::Router;
-use axum::extract::{FromRequest as _, Multipart, Path, Request, State};
+use axum::extract::{FromRequest as _, Multipart, Request, State};
 use axum::http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::api::{Authorization, IDEMPOTENCY_KEY};
-use crate::jobs::{Admitted, NewCreate, Refusal};
+use crate::api::Authorization;
+use crate::jobs::{Admitted, NewCreate, Refusal, RefusalKind};
 use crate::state::AppState;
+use videos::retrieve;
 
 /// The routes of this front.
 pub(crate) fn routes() -> Router<AppState> {
@@ -34,6 +36,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/videos", post(create).fallback(unsupported))
         .route("/v1/videos/{id}", get(retrieve).fallback(unsupported))
         .route("/v1/videos/{id}/{*rest}", any(unsupported))
+        .route("/v1/videos", get(videos::list))
+        .route("/v1/videos/{id}", delete(videos::delete))
+        .route("/v1/videos/{id}/remix", post(videos::remix))
 }
 
 /// What this front does not serve yet, in its own error shape rather than
@@ -112,15 +117,12 @@ impl From<Refusal> for OpenAiError {
             param = issues.first().and_then(|i| i["path"][0].as_str()).map(str::to_owned);
             message = format!("{message}: {}", said.join("; "));
         }
-        let (kind, code) = match status.as_u16() {
-            401 => ("invalid_request_error", Some("invalid_api_key")),
-            402 => ("insufficient_quota", Some("insufficient_quota")),
-            // The jobs service words a budget refusal so; a disabled key
-            // or a model the key may not use is a permission matter.
-            403 if message.contains("budget") => ("insufficient_quota", Some("insufficient_quota")),
-            403 => ("invalid_request_error", Some("permission_denied")),
-            429 => ("requests", Some("rate_limit_exceeded")),
-            s if s >= 500 => ("server_error", None),
+        let (kind, code) = match refusal.kind {
+            RefusalKind::Unauthenticated => ("invalid_request_error", Some("invalid_api_key")),
+            RefusalKind::Budget => ("insufficient_quota", Some("insufficient_quota")),
+            RefusalKind::Permission => ("invalid_request_error", Some("permission_denied")),
+            RefusalKind::Rate => ("requests", Some("rate_limit_exceeded")),
+            _ if status.is_server_error() => ("server_error", None),
             _ => ("invalid_request_error", None),
         };
         OpenAiError { status, message, kind, param, code, retry_after: refusal.retry_after }
@@ -173,39 +175,25 @@ async fn create(
     request: Request,
 ) -> Result<Response, OpenAiError> {
     let key = authenticate(&state, &authorization)?;
-    let headers = request.headers().clone();
+    let idempotency_key = videos::idempotency_key(request.headers())?;
     let fields = read_fields(&state, request).await?;
     let value = request_body(fields)?;
-    let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
-            _ => {
-                return Err(OpenAiError::invalid(
-                    "Idempotency-Key",
-                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                ));
-            }
-        },
-    };
     // The body as sent upstream, so the same video asked for in JSON or
     // multipart is the same create to its Idempotency-Key.
     let request_hash: [u8; 32] = Sha256::digest(value.to_string().as_bytes()).into();
-    let model = value["model"].as_str().unwrap_or_default().to_owned();
-    let prompt = value["prompt"].as_str().map(str::to_owned);
-    let spec = aimlvid::catalog::model(&model);
-    let (seconds, size) = (map::seconds_of(spec, &value), map::size_of_body(spec, &value));
-    let accepted = state.jobs().create(&key, NewCreate { value, request_hash, idempotency_key }).await?;
-    let generation: Value = serde_json::from_slice(&accepted.body).map_err(|e| OpenAiError::internal(&e))?;
-    let video = Video {
-        model: &model,
-        prompt: prompt.as_deref(),
-        seconds,
-        size,
-        created_at: now_secs(),
-        updated_at: now_secs(),
-    };
-    Ok(answer(video.object(spec, &generation)))
+    let create = NewCreate { value, request_hash, idempotency_key, remixed_from: None };
+    let accepted = state.jobs().create(&key, create).await?;
+    created(&state, &key, &accepted.body).await
+}
+
+/// The answer to a create the jobs service accepted (or replayed): the
+/// video, as a read of it would answer.
+async fn created(state: &AppState, key: &Admitted, body: &[u8]) -> Result<Response, OpenAiError> {
+    let generation: Value = serde_json::from_slice(body).map_err(|e| OpenAiError::internal(&e))?;
+    let id = generation["id"].as_str().unwrap_or_default();
+    let request = videos::own_video(state, key.key().id(), id).await?;
+    let view = state.views().get(id);
+    Ok(answer(videos::video_of(id, &request, view, std::str::from_utf8(body).ok())?))
 }
 
 /// A create's fields as JSON values: the JSON body's, or the multipart
@@ -337,42 +325,6 @@ fn request_body(mut fields: Map<String, Value>) -> Result<Value, OpenAiError> {
     Ok(Value::Object(body))
 }
 
-/// `GET /v1/videos/{id}`.
-async fn retrieve(
-    State(state): State<AppState>,
-    authorization: Authorization,
-    Path(id): Path<String>,
-) -> Result<Response, OpenAiError> {
-    let key = authenticate(&state, &authorization)?;
-    let key_id = key.key().id();
-    let view = state.views().get(&id);
-    if view.as_ref().is_some_and(|v| v.key_id != key_id) {
-        return Err(OpenAiError::not_found(&id));
-    }
-    // The model, prompt and times are kept in storage beside the job.
-    let summary = state.store().generation_summary(&id).await.map_err(|e| OpenAiError::internal(&e))?;
-    let Some(summary) = summary.filter(|s| s.key_id == key_id) else {
-        return Err(OpenAiError::not_found(&id));
-    };
-    // The view is ahead of storage, whose writes are batched.
-    let generation: Value = match (&view, &summary.body) {
-        (Some(v), _) => serde_json::from_slice(&v.body).map_err(|e| OpenAiError::internal(&e))?,
-        (None, Some(body)) => serde_json::from_str(body).map_err(|e| OpenAiError::internal(&e))?,
-        (None, None) => json!({"id": id, "status": "queued"}),
-    };
-    let spec = aimlvid::catalog::model(&summary.model);
-    // The request's own duration and size are not stored: the model's defaults stand for them.
-    let video = Video {
-        model: &summary.model,
-        prompt: summary.prompt.as_deref(),
-        seconds: map::seconds_of(spec, &json!({})),
-        size: map::size_of_body(spec, &json!({})),
-        created_at: summary.created_at,
-        updated_at: summary.updated_at,
-    };
-    Ok(answer(video.object(spec, &generation)))
-}
-
 /// What a `video` object says besides the generation's state.
 struct Video<'a> {
     model: &'a str,
@@ -380,7 +332,9 @@ struct Video<'a> {
     seconds: String,
     size: String,
     created_at: i64,
-    updated_at: i64,
+    /// When storage recorded its end, if it has.
+    completed_at: Option<i64>,
+    remixed_from: Option<&'a str>,
 }
 
 /// A `video` object, with `openai-poll-after-ms` while it is unfinished.
@@ -427,12 +381,12 @@ impl Video<'_> {
             "status": status,
             "progress": progress,
             "created_at": self.created_at,
-            "completed_at": finished.then_some(self.updated_at.max(self.created_at)),
+            "completed_at": finished.then(|| self.completed_at.unwrap_or(now).max(self.created_at)),
             "expires_at": Value::Null,
             "prompt": self.prompt,
             "seconds": self.seconds,
             "size": self.size,
-            "remixed_from_video_id": Value::Null,
+            "remixed_from_video_id": self.remixed_from,
             "error": error,
         });
         // A tenth of the typical duration, so the SDK's poll() reads a

@@ -301,7 +301,10 @@ async fn jobs(
             let (at, id) = b.split_once('.')?;
             Some((at.parse().ok()?, id.to_owned()))
         }),
+        // A member's deleted videos are gone from their page; the admin sees every job.
+        visible_only: key_id.is_some(),
         limit: PAGE_SIZE,
+        ..JobFilter::default()
     };
     let rows = state.store().job_history(&filter).await.map_err(page_error)?;
     let models = state.store().models_used(key_id).await.map_err(page_error)?;
@@ -356,7 +359,11 @@ async fn visible_job(
     id: &str,
 ) -> Result<crate::store::JobSummary, Response> {
     let job = state.store().job_summary(id).await.map_err(page_error)?;
-    job.filter(|j| session.viewer.may_see(j.key_id)).ok_or_else(|| PageError::not_found().into_response())
+    // A video its member deleted is gone for them; the admin still sees it.
+    let deleted =
+        |j: &crate::store::JobSummary| j.hidden_at.is_some() && !matches!(session.viewer, Viewer::Admin);
+    job.filter(|j| session.viewer.may_see(j.key_id) && !deleted(j))
+        .ok_or_else(|| PageError::not_found().into_response())
 }
 
 async fn job(
@@ -567,7 +574,12 @@ async fn create(
     };
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let request_hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
-    let create = crate::jobs::NewCreate { value: body, request_hash, idempotency_key: idempotency };
+    let create = crate::jobs::NewCreate {
+        value: body,
+        request_hash,
+        idempotency_key: idempotency,
+        remixed_from: None,
+    };
     let jobs = state.jobs();
     let result = match jobs.admit(key.clone()) {
         Ok(member) => jobs.create(&member, create).await,

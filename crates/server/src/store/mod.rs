@@ -351,6 +351,16 @@ pub struct JobRecord {
     /// place and budget hold back, the lookup window having passed
     /// ([`JobWrite::ReleaseHold`]).
     pub hold_released: bool,
+    /// The create body as sent upstream, as JSON, media sent inline left
+    /// out (see [`NewJob::params`]).
+    pub params: Option<String>,
+    /// The parameters whose inline media [`JobRecord::params`] leaves out.
+    pub inline_media: Option<String>,
+    /// The video (generation id) this job remixes.
+    pub remixed_from: Option<String>,
+    /// When its member deleted it (unix seconds): hidden from them, kept
+    /// for billing and the admin.
+    pub hidden_at: Option<i64>,
 }
 
 /// A create about to be sent upstream.
@@ -375,6 +385,17 @@ pub struct NewJob {
     /// What the job started from, shown on the team page: the input's URL,
     /// or a description of media sent inline (never the data itself).
     pub input: Option<String>,
+    /// When it was asked for, unix seconds.
+    pub created_at: i64,
+    /// The create body as sent upstream, as JSON, with each media value
+    /// sent inline (a `data:` URI) replaced by `null`: never the data,
+    /// which may be tens of megabytes.
+    pub params: Option<String>,
+    /// The parameters whose inline media `params` leaves out,
+    /// comma-separated; `None` if there were none.
+    pub inline_media: Option<String>,
+    /// The video (generation id) this job remixes, if it is a remix.
+    pub remixed_from: Option<String>,
 }
 
 /// A job's end, as [`JobWrite::Finished`] records it.
@@ -478,6 +499,12 @@ pub enum JobWrite {
         /// This server's id for the job.
         local_id: String,
     },
+    /// Hide a job from its member (OpenAI's `DELETE /v1/videos/{id}`): it
+    /// stays, charged and followed as before; the first hiding's time is kept.
+    Hide {
+        /// The upstream's id.
+        generation_id: String,
+    },
     /// Record a status change of an unfinished job (never undoing an end).
     Changed {
         /// The upstream's id.
@@ -526,6 +553,7 @@ impl JobWrite {
             JobWrite::Gone { generation_id, .. } => format!("generation {generation_id} unknown upstream"),
             JobWrite::Abandon { local_id } => format!("create {local_id} refused upstream"),
             JobWrite::ReleaseHold { local_id } => format!("create {local_id} given up looking for"),
+            JobWrite::Hide { generation_id } => format!("generation {generation_id} hidden by its member"),
             JobWrite::Changed { generation_id, status, .. } => {
                 format!("generation {generation_id} now {status}")
             }
@@ -894,8 +922,8 @@ impl OpenStore {
     }
 }
 
-/// Which jobs a listing holds: newest first, [`JobFilter::limit`] at a
-/// time, after the cursor of the previous page.
+/// Which jobs a listing holds: newest first (or oldest first),
+/// [`JobFilter::limit`] at a time, past the cursor of the previous page.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {
     /// One key's jobs; `None` for every key's.
@@ -907,6 +935,15 @@ pub struct JobFilter {
     /// Only jobs older than this one: `(created_at, local_id)` of the last
     /// job of the previous page.
     pub before: Option<(i64, String)>,
+    /// Only jobs newer than this one: `(created_at, local_id)` of the last
+    /// job of the previous page, oldest first.
+    pub after: Option<(i64, String)>,
+    /// Oldest first rather than newest first.
+    pub oldest_first: bool,
+    /// Only jobs the upstream accepted (with a generation id).
+    pub accepted_only: bool,
+    /// Leave out jobs their member deleted ([`JobWrite::Hide`]).
+    pub visible_only: bool,
     /// At most this many.
     pub limit: u32,
 }
@@ -938,6 +975,15 @@ pub struct JobSummary {
     pub created_at: i64,
     /// When it last changed (for a finished job, when it finished), unix seconds.
     pub updated_at: i64,
+    /// The create body as sent upstream, media sent inline left out (see
+    /// [`NewJob::params`]).
+    pub params: Option<String>,
+    /// The parameters whose inline media `params` leaves out.
+    pub inline_media: Option<String>,
+    /// The video (generation id) this job remixes.
+    pub remixed_from: Option<String>,
+    /// When its member deleted it, unix seconds.
+    pub hidden_at: Option<i64>,
 }
 
 /// One key's charges on one UTC day.

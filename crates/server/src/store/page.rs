@@ -4,7 +4,8 @@
 use super::JobFilter;
 
 pub(super) const SUMMARY_COLUMNS: &str = "local_id, key_id, generation_id, status, model, body, credits_charged, \
-                               note, prompt, input, created_at, updated_at";
+                               note, prompt, input, created_at, updated_at, params, inline_media, remixed_from, \
+                               hidden_at";
 
 /// A value to bind, in order.
 #[derive(Debug, PartialEq)]
@@ -25,8 +26,9 @@ pub(super) fn postgres_mark(n: usize) -> String {
     format!("${n}")
 }
 
-/// A page of jobs, newest first, as `filter` asks. Ties in `created_at`
-/// are broken by `local_id`, so a page's cursor never skips or repeats one.
+/// A page of jobs, newest (or oldest) first, as `filter` asks. Ties in
+/// `created_at` are broken by `local_id`, so a page's cursor never skips
+/// or repeats one.
 pub(super) fn history(filter: &JobFilter, mark: Mark) -> (String, Vec<Bind>) {
     let mut conditions = Vec::new();
     let mut binds = Vec::new();
@@ -49,11 +51,24 @@ pub(super) fn history(filter: &JobFilter, mark: Mark) -> (String, Vec<Bind>) {
         let c = next(Bind::Text(local_id.clone()), &mut binds);
         conditions.push(format!("(created_at < {a} OR (created_at = {b} AND local_id < {c}))"));
     }
+    if let Some((created_at, local_id)) = &filter.after {
+        let a = next(Bind::Int(*created_at), &mut binds);
+        let b = next(Bind::Int(*created_at), &mut binds);
+        let c = next(Bind::Text(local_id.clone()), &mut binds);
+        conditions.push(format!("(created_at > {a} OR (created_at = {b} AND local_id > {c}))"));
+    }
+    if filter.accepted_only {
+        conditions.push("generation_id IS NOT NULL".to_owned());
+    }
+    if filter.visible_only {
+        conditions.push("hidden_at IS NULL".to_owned());
+    }
     let filter_sql =
         if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
     let limit = next(Bind::Int(i64::from(filter.limit)), &mut binds);
+    let order = if filter.oldest_first { "ASC" } else { "DESC" };
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM jobs{filter_sql} ORDER BY created_at DESC, local_id DESC LIMIT {limit}"
+        "SELECT {SUMMARY_COLUMNS} FROM jobs{filter_sql} ORDER BY created_at {order}, local_id {order} LIMIT {limit}"
     );
     (sql, binds)
 }
@@ -181,9 +196,9 @@ mod tests {
         let filter = JobFilter {
             key_id: Some(3),
             status: Some("error".into()),
-            model: None,
             before: Some((100, "b".into())),
             limit: 20,
+            ..JobFilter::default()
         };
         let (sql, binds) = history(&filter, postgres_mark);
         assert!(
@@ -207,5 +222,24 @@ mod tests {
         let (sql, binds) = history(&JobFilter { limit: 5, ..JobFilter::default() }, sqlite_mark);
         assert!(!sql.contains("WHERE"), "{sql}");
         assert_eq!(binds, [Bind::Int(5)]);
+        let videos = JobFilter {
+            key_id: Some(3),
+            after: Some((100, "b".into())),
+            oldest_first: true,
+            accepted_only: true,
+            visible_only: true,
+            limit: 2,
+            ..JobFilter::default()
+        };
+        let (sql, binds) = history(&videos, postgres_mark);
+        assert!(
+            sql.contains(
+                "key_id = $1 AND (created_at > $2 OR (created_at = $3 AND local_id > $4)) \
+                 AND generation_id IS NOT NULL AND hidden_at IS NULL"
+            ),
+            "{sql}"
+        );
+        assert!(sql.ends_with("ORDER BY created_at ASC, local_id ASC LIMIT $5"), "{sql}");
+        assert_eq!(binds.len(), 5);
     }
 }

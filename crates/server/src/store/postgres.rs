@@ -372,6 +372,10 @@ async fn apply_write(
             }
             done
         }
+        JobWrite::Hide { generation_id } => {
+            run(tx, sql::hide(generation_id, now, MARK)).await?;
+            done
+        }
         JobWrite::Changed { generation_id, status, body } => {
             run(tx, sql::changed(generation_id, status, body, now, MARK)).await?;
             done
@@ -422,11 +426,13 @@ async fn begin_many(
         writes.iter().filter_map(|w| if let JobWrite::Begin(j) = w { Some(j) } else { None }).collect();
     let inserted: Vec<String> = sqlx::query_scalar(
         "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, reserved, \
-         created_at, updated_at, prompt, input) \
-         SELECT local_id, key_id, $3, model, idempotency_key, request_hash, reserved, $7, $7, prompt, input \
+         created_at, updated_at, prompt, input, params, inline_media, remixed_from) \
+         SELECT local_id, key_id, $3, model, idempotency_key, request_hash, reserved, created_at, $7, prompt, \
+                input, params, inline_media, remixed_from \
          FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::text[], $6::bytea[], $8::float8[], \
-                     $9::text[], $10::text[]) \
-             AS j (local_id, key_id, model, idempotency_key, request_hash, reserved, prompt, input) \
+                     $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[]) \
+             AS j (local_id, key_id, model, idempotency_key, request_hash, reserved, prompt, input, created_at, \
+                   params, inline_media, remixed_from) \
          ON CONFLICT DO NOTHING RETURNING local_id",
     )
     .bind(jobs.iter().map(|j| j.local_id.clone()).collect::<Vec<_>>())
@@ -439,6 +445,10 @@ async fn begin_many(
     .bind(jobs.iter().map(|j| j.reserved).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.prompt.clone()).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.input.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.created_at).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.params.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.inline_media.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.remixed_from.clone()).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
     .await?;
     let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
@@ -644,7 +654,8 @@ impl JobWrites for PostgresStore {
                 JobWrite::Created { generation_id, .. }
                 | JobWrite::Changed { generation_id, .. }
                 | JobWrite::Finished { generation_id, .. }
-                | JobWrite::Gone { generation_id, .. } => {
+                | JobWrite::Gone { generation_id, .. }
+                | JobWrite::Hide { generation_id } => {
                     Some(format!("{}{CHANGE_SEPARATOR}{generation_id}", self.replica.id))
                 }
                 _ => None,

@@ -11,7 +11,8 @@ use super::{
 /// Statuses after which a job never changes, as SQL.
 pub(super) const FINISHED: &str = "('completed', 'complete', 'error', 'failed', 'cancelled', 'canceled')";
 pub(super) const JOB_COLUMNS: &str = "local_id, key_id, generation_id, status, model, body, idempotency_key, \
-                           request_hash, credits_charged, created_at, receipt, note, hold_released";
+                           request_hash, credits_charged, created_at, receipt, note, hold_released, params, \
+                           inline_media, remixed_from, hidden_at";
 // The webhook secret is deliberately absent: only `due_webhooks` reads it.
 pub(super) const KEY_COLUMNS: &str = "id, name, hash, prefix, allowed_models, rpm, max_unfinished, credit_budget, \
                            budget_period, period_start, period_credits, credits_used, enabled, revoked_at, \

@@ -78,6 +78,17 @@ pub(super) fn gone<'a>(generation_id: &'a str, note: &'a str, now: i64, mark: Ma
     w.statement(sql)
 }
 
+/// [`JobWrite::Hide`](super::JobWrite::Hide): the first hiding's time stays.
+pub(super) fn hide(generation_id: &str, now: i64, mark: Mark) -> Statement<'_> {
+    let mut w = Writer::new(mark);
+    let sql = format!(
+        "UPDATE jobs SET hidden_at = {} WHERE generation_id = {} AND hidden_at IS NULL",
+        w.bind(Value::Int(now)),
+        w.bind(Value::Text(generation_id)),
+    );
+    w.statement(sql)
+}
+
 /// [`JobWrite::Changed`](super::JobWrite::Changed). Never moves a finished
 /// job back: a late, reordered answer must not undo its end.
 pub(super) fn changed<'a>(

@@ -376,6 +376,10 @@ async fn apply_write(
                 .await?;
             done
         }
+        JobWrite::Hide { generation_id } => {
+            run(tx, sql::hide(generation_id, now, MARK)).await?;
+            done
+        }
         JobWrite::Changed { generation_id, status, body } => {
             run(tx, sql::changed(generation_id, status, body, now, MARK)).await?;
             done
@@ -435,8 +439,8 @@ async fn begin_many(
         writes.iter().filter_map(|w| if let JobWrite::Begin(j) = w { Some(j) } else { None }).collect();
     let sql = format!(
         "INSERT INTO jobs (local_id, key_id, status, model, idempotency_key, request_hash, created_at, updated_at, \
-         prompt, input) VALUES {} ON CONFLICT DO NOTHING RETURNING local_id",
-        placeholders(jobs.len(), 10)
+         prompt, input, params, inline_media, remixed_from) VALUES {} ON CONFLICT DO NOTHING RETURNING local_id",
+        placeholders(jobs.len(), 13)
     );
     let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
     for job in &jobs {
@@ -447,10 +451,13 @@ async fn begin_many(
             .bind(&job.model)
             .bind(&job.idempotency_key)
             .bind(job.request_hash.as_slice())
-            .bind(now)
+            .bind(job.created_at)
             .bind(now)
             .bind(&job.prompt)
-            .bind(&job.input);
+            .bind(&job.input)
+            .bind(&job.params)
+            .bind(&job.inline_media)
+            .bind(&job.remixed_from);
     }
     let inserted: std::collections::HashSet<String> = query.fetch_all(&mut **tx).await?.into_iter().collect();
     let mut outcomes = Vec::with_capacity(jobs.len());
@@ -1040,6 +1047,10 @@ mod tests {
             reserved: 0.0,
             prompt: None,
             input: None,
+            created_at: crate::store::rows::now(),
+            params: None,
+            inline_media: None,
+            remixed_from: None,
         })
     }
 

@@ -211,6 +211,7 @@ on_both!(
     a_finished_job_queues_its_webhook_and_each_attempt_queues_the_next,
     a_webhook_url_is_set_only_with_a_secret_and_removed_with_it,
     the_page_lists_a_keys_jobs_newest_first_page_by_page,
+    videos_keep_their_parameters_list_oldest_first_and_hide_without_losing_the_job,
     the_page_counts_usage_per_key_per_day_and_finds_deliveries_that_gave_up,
     page_sessions_expire_and_end_when_signed_out,
     an_unknown_create_keeps_its_hold_until_given_back_once,
@@ -310,6 +311,10 @@ fn new_job(key_id: KeyId) -> NewJob {
         reserved: 0.0,
         prompt: None,
         input: None,
+        created_at: now(),
+        params: None,
+        inline_media: None,
+        remixed_from: None,
     }
 }
 
@@ -733,6 +738,58 @@ async fn the_page_lists_a_keys_jobs_newest_first_page_by_page(b: &Backend) {
     assert_eq!(store.job_summary("nope").await.unwrap(), None);
     assert_eq!(store.models_used(Some(a.id)).await.unwrap(), ["even", "odd"]);
     assert_eq!(store.models_used(None).await.unwrap(), ["even", "m", "odd"]);
+}
+
+async fn videos_keep_their_parameters_list_oldest_first_and_hide_without_losing_the_job(b: &Backend) {
+    let store = b.store();
+    let a = store.insert_key(&new_key("a")).await.unwrap();
+    for i in 0..4 {
+        let job = NewJob {
+            local_id: format!("v{i}"),
+            created_at: 1000 + i64::from(i / 2),
+            params: Some(format!(r#"{{"model":"m","prompt":"p{i}","image_url":null}}"#)),
+            inline_media: Some("image_url".into()),
+            remixed_from: (i > 0).then(|| "g-v0".into()),
+            ..new_job(a.id)
+        };
+        store.begin_job(&job).await.unwrap();
+        if i < 3 {
+            store.job_created(&job.local_id, &format!("g-v{i}"), "queued", "{}").await.unwrap();
+        }
+    }
+    // v3 has no generation id: it is no video (yet).
+    let videos = |after: Option<(i64, String)>| JobFilter {
+        key_id: Some(a.id),
+        after,
+        oldest_first: true,
+        accepted_only: true,
+        visible_only: true,
+        limit: 2,
+        ..JobFilter::default()
+    };
+    let first = store.job_history(&videos(None)).await.unwrap();
+    let ids: Vec<_> = first.iter().map(|j| j.local_id.as_str()).collect();
+    assert_eq!(ids, ["v0", "v1"]);
+    assert_eq!((first[0].created_at, first[1].remixed_from.as_deref()), (1000, Some("g-v0")));
+    assert_eq!(first[1].params.as_deref(), Some(r#"{"model":"m","prompt":"p1","image_url":null}"#));
+    assert_eq!(first[1].inline_media.as_deref(), Some("image_url"));
+    let last = &first[1];
+    let rest = store.job_history(&videos(Some((last.created_at, last.local_id.clone())))).await.unwrap();
+    assert_eq!(rest.iter().map(|j| j.local_id.as_str()).collect::<Vec<_>>(), ["v2"]);
+
+    let hide = JobWrite::Hide { generation_id: "g-v1".into() };
+    assert_eq!(apply_one(store, hide.clone()).await.unwrap(), WriteOutcome::Done);
+    let hidden_at = store.generation_summary("g-v1").await.unwrap().unwrap().hidden_at;
+    assert!(hidden_at.is_some_and(|at| at >= now() - 60));
+    b.exec("UPDATE jobs SET hidden_at = $1 WHERE local_id = 'v1'", 5).await;
+    apply_one(store, hide).await.unwrap();
+    let job = store.job_by_generation("g-v1").await.unwrap().unwrap();
+    assert_eq!(job.hidden_at, Some(5), "the first deletion's time stays");
+    assert_eq!(job.remixed_from.as_deref(), Some("g-v0"));
+    let shown = store.job_history(&videos(None)).await.unwrap();
+    assert_eq!(shown.iter().map(|j| j.local_id.as_str()).collect::<Vec<_>>(), ["v0", "v2"]);
+    let all = store.job_history(&JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+    assert_eq!(all.len(), 4, "the admin's listing keeps every job");
 }
 
 async fn the_page_counts_usage_per_key_per_day_and_finds_deliveries_that_gave_up(b: &Backend) {

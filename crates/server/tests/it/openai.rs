@@ -192,3 +192,325 @@ async fn keys_limits_and_other_members_videos_answer_in_openais_error_shape() {
     assert_eq!(sim.stats().create_requests, 2, "only the two admitted creates went upstream");
     proxy.stop().await;
 }
+
+async fn list(proxy: &Proxy, key: &str, query: &str) -> (u16, Value) {
+    let url = format!("{}/v1/videos{query}", proxy.url);
+    let (status, body, _) = reply(proxy.http.get(url).bearer_auth(key).send().await.unwrap()).await;
+    (status, body)
+}
+
+async fn delete(proxy: &Proxy, key: &str, id: &str) -> (u16, Value) {
+    let url = format!("{}/v1/videos/{id}", proxy.url);
+    let (status, body, _) = reply(proxy.http.delete(url).bearer_auth(key).send().await.unwrap()).await;
+    (status, body)
+}
+
+async fn remix(proxy: &Proxy, key: &str, id: &str, body: &Value, idempotency: Option<&str>) -> (u16, Value) {
+    let mut request =
+        proxy.http.post(format!("{}/v1/videos/{id}/remix", proxy.url)).bearer_auth(key).json(body);
+    if let Some(idem) = idempotency {
+        request = request.header("Idempotency-Key", idem);
+    }
+    let (status, body, _) = reply(request.send().await.unwrap()).await;
+    (status, body)
+}
+
+/// The ids of a list page's videos.
+fn ids(page: &Value) -> Vec<String> {
+    page["data"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_owned()).collect()
+}
+
+on_both_backends!(
+    the_list_pages_a_members_own_videos_in_both_orders,
+    a_deleted_video_is_gone_for_its_member_but_kept_followed_and_charged_once,
+);
+
+async fn the_list_pages_a_members_own_videos_in_both_orders(storage: Storage) {
+    let sim = frozen_sim().await;
+    let proxy = start_proxy_dyn(&sim, storage.open().await, quick_polls(), |_| {}).await;
+    let key = proxy.key("lia", KeyLimits::default()).await;
+    let other = proxy.key("max", KeyLimits::default()).await;
+    let mut made = Vec::new();
+    for i in 0..25 {
+        let body = json!({"model": "google/veo-3.1-t2v-fast", "prompt": format!("v{i}"), "seconds": "4"});
+        let (status, video, _) = create_json(&proxy, &key, &body).await;
+        assert_eq!(status, 200, "{video}");
+        made.push(video["id"].as_str().unwrap().to_owned());
+    }
+    let (_, theirs, _) = create_json(&proxy, &other, &json!({"model": "sora-2", "prompt": "theirs"})).await;
+
+    // Newest first, 20 at a time by default.
+    let (status, page) = list(&proxy, &key, "").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(shape(&page), ["data", "first_id", "has_more", "last_id", "object"]);
+    assert_eq!(page["object"], "list");
+    let newest: Vec<String> = made.iter().rev().cloned().collect();
+    assert_eq!(ids(&page), newest[..20]);
+    assert_eq!(
+        (page["first_id"].as_str(), page["has_more"].as_bool()),
+        (Some(newest[0].as_str()), Some(true))
+    );
+    assert_eq!(page["data"][0]["object"], "video");
+    assert_eq!(
+        (page["data"][0]["seconds"].as_str(), page["data"][0]["prompt"].as_str()),
+        (Some("4"), Some("v24"))
+    );
+    let last = page["last_id"].as_str().unwrap();
+    let (_, rest) = list(&proxy, &key, &format!("?after={last}")).await;
+    assert_eq!(ids(&rest), newest[20..]);
+    assert_eq!(rest["has_more"], false);
+
+    // Oldest first, 10 at a time.
+    let mut seen = Vec::new();
+    let mut query = "?order=asc&limit=10".to_owned();
+    loop {
+        let (status, page) = list(&proxy, &key, &query).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(ids(&page));
+        if page["has_more"] == false {
+            break;
+        }
+        query = format!("?order=asc&limit=10&after={}", page["last_id"].as_str().unwrap());
+    }
+    assert_eq!(seen, made);
+
+    // Only their own: the other member sees theirs alone, and may not page from another's video.
+    let (_, page) = list(&proxy, &other, "").await;
+    assert_eq!(ids(&page), [theirs["id"].as_str().unwrap()]);
+    let (status, error) = list(&proxy, &other, &format!("?after={}", made[0])).await;
+    assert_eq!((status, &error["error"]["param"]), (400, &json!("after")), "{error}");
+    let (_, empty) = list(&proxy, &proxy.key("ned", KeyLimits::default()).await, "").await;
+    assert_eq!(
+        empty,
+        json!({"object": "list", "data": [], "first_id": null, "last_id": null, "has_more": false})
+    );
+
+    for (query, param) in
+        [("?limit=0", "limit"), ("?limit=101", "limit"), ("?limit=x", "limit"), ("?order=up", "order")]
+    {
+        let (status, error) = list(&proxy, &key, query).await;
+        assert_eq!(status, 400, "{query}");
+        assert_openai_error(&error);
+        assert_eq!(error["error"]["param"], param, "{query}");
+    }
+    proxy.stop().await;
+    storage.finish().await;
+}
+
+async fn a_deleted_video_is_gone_for_its_member_but_kept_followed_and_charged_once(storage: Storage) {
+    let sim = frozen_sim().await;
+    let proxy = start_proxy_dyn(&sim, storage.open().await, quick_polls(), |_| {}).await;
+    let key = proxy.key("ola", KeyLimits::default()).await;
+    let other = proxy.key("pam", KeyLimits::default()).await;
+    let body = json!({"model": "google/veo-3.1-t2v-fast", "prompt": "gone"});
+    let (_, kept, _) = create_json(&proxy, &key, &body).await;
+    let (_, video, _) = create_json(&proxy, &key, &body).await;
+    let id = video["id"].as_str().unwrap().to_owned();
+
+    let (status, error) = delete(&proxy, &other, &id).await;
+    assert_eq!(status, 404, "another member's video reads as absent");
+    assert_openai_error(&error);
+    // Deleted while unfinished.
+    let (status, deleted) = delete(&proxy, &key, &id).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted, json!({"id": id, "object": "video.deleted", "deleted": true}));
+    let (status, error, _) = retrieve(&proxy, &key, &id).await;
+    assert_eq!((status, &error["error"]["code"]), (404, &json!("not_found")), "{error}");
+    assert_openai_error(&error);
+    assert_eq!(delete(&proxy, &key, &id).await.0, 404, "deleted once");
+    let (status, error) = remix(&proxy, &key, &id, &json!({"prompt": "again"}), None).await;
+    assert_eq!(status, 404, "{error}");
+    let (_, page) = list(&proxy, &key, "").await;
+    assert_eq!(ids(&page), [kept["id"].as_str().unwrap()]);
+
+    // Still followed to its end, and charged once; the admin still sees it.
+    assert!(sim.complete_now(&id));
+    let store = proxy.state.store();
+    let job = eventually("the deleted video is charged", || async {
+        store.generation_summary(&id).await.unwrap().filter(|j| j.credits_charged.is_some())
+    })
+    .await;
+    assert!(job.hidden_at.is_some());
+    let credits = job.credits_charged.unwrap();
+    assert!(credits > 0.0);
+    let everyone = aimlvid_server::store::JobFilter { limit: 10, ..Default::default() };
+    assert!(
+        store
+            .job_history(&everyone)
+            .await
+            .unwrap()
+            .iter()
+            .any(|j| j.generation_id.as_deref() == Some(id.as_str()))
+    );
+    let used = store.keys().await.unwrap().into_iter().find(|k| k.name == "ola").unwrap().credits_used;
+    assert_eq!(used, credits, "charged once, the other video being unfinished");
+    proxy.stop().await;
+    storage.finish().await;
+}
+
+#[tokio::test]
+async fn a_remix_keeps_the_model_and_parameters_with_a_new_prompt() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("quin", KeyLimits::default()).await;
+    let other = proxy.key("rae", KeyLimits::default()).await;
+    let fields =
+        [("model", "google/veo-3.1-t2v-fast"), ("prompt", "a heron"), ("seconds", "4"), ("size", "720x1280")];
+    let (_, source, _) = create_form(&proxy, Some(&key), &fields).await;
+    let source_id = source["id"].as_str().unwrap().to_owned();
+
+    let (status, error) = remix(&proxy, &key, &source_id, &json!({}), None).await;
+    assert_eq!((status, &error["error"]["param"]), (400, &json!("prompt")), "{error}");
+    assert_eq!(remix(&proxy, &other, &source_id, &json!({"prompt": "mine"}), None).await.0, 404);
+    let created = sim.stats().create_requests;
+
+    let (status, remixed) = remix(&proxy, &key, &source_id, &json!({"prompt": "a crane"}), Some("r1")).await;
+    assert_eq!(status, 200, "{remixed}");
+    assert_ne!(remixed["id"], source["id"]);
+    assert_eq!(remixed["model"], "google/veo-3.1-t2v-fast");
+    assert_eq!((remixed["seconds"].as_str(), remixed["size"].as_str()), (Some("4"), Some("720x1280")));
+    assert_eq!(
+        (remixed["prompt"].as_str(), remixed["remixed_from_video_id"].as_str()),
+        (Some("a crane"), Some(source_id.as_str()))
+    );
+    let (_, read, _) = retrieve(&proxy, &key, remixed["id"].as_str().unwrap()).await;
+    assert_eq!(read["remixed_from_video_id"], source_id.as_str());
+    let (_, read, _) = retrieve(&proxy, &key, &source_id).await;
+    assert!(read["remixed_from_video_id"].is_null());
+    // The same remix under the same Idempotency-Key is the same video, created once.
+    let (status, again) = remix(&proxy, &key, &source_id, &json!({"prompt": "a crane"}), Some("r1")).await;
+    assert_eq!((status, &again["id"]), (200, &remixed["id"]), "{again}");
+    assert_eq!(sim.stats().create_requests, created + 1);
+    // As a multipart form too, like a create.
+    let form = reqwest::multipart::Form::new().text("prompt", "a stork");
+    let url = format!("{}/v1/videos/{source_id}/remix", proxy.url);
+    let (status, by_form, _) =
+        reply(proxy.http.post(url).bearer_auth(&key).multipart(form).send().await.unwrap()).await;
+    assert_eq!((status, by_form["prompt"].as_str()), (200, Some("a stork")), "{by_form}");
+    assert_eq!(by_form["remixed_from_video_id"], source_id.as_str());
+    let stored =
+        proxy.state.store().generation_summary(remixed["id"].as_str().unwrap()).await.unwrap().unwrap();
+    let params: Value = serde_json::from_str(stored.params.as_deref().unwrap()).unwrap();
+    assert_eq!(params["prompt"], "a crane");
+    assert_eq!((&params["duration"], &params["aspect_ratio"]), (&json!(4), &json!("9:16")));
+
+    // Media sent inline is not kept, so a video made from it cannot be remixed.
+    let image = format!("data:image/png;base64,{}", "A".repeat(64));
+    let body = json!({"model": "sora-2", "prompt": "from a photo", "input_reference": {"image_url": image}});
+    let (status, inline, _) = create_json(&proxy, &key, &body).await;
+    assert_eq!(status, 200, "{inline}");
+    let inline_id = inline["id"].as_str().unwrap();
+    let stored = proxy.state.store().generation_summary(inline_id).await.unwrap().unwrap();
+    assert!(!stored.params.as_deref().unwrap().contains("AAAA"), "the data is never stored");
+    let (status, error) = remix(&proxy, &key, inline_id, &json!({"prompt": "again"}), None).await;
+    assert_eq!(status, 400, "{error}");
+    assert_openai_error(&error);
+    assert!(error["error"]["message"].as_str().unwrap().contains("inline"), "{error}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_video_reads_back_its_own_seconds_and_size_after_a_restart_and_then_from_memory() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("sol", KeyLimits::default()).await;
+    let fields =
+        [("model", "google/veo-3.1-t2v-fast"), ("prompt", "a heron"), ("seconds", "6"), ("size", "720x1280")];
+    let (_, video, _) = create_form(&proxy, Some(&key), &fields).await;
+    let id = video["id"].as_str().unwrap().to_owned();
+    // Created here: every read is answered from memory.
+    let reads = metric(&proxy, "aimlvid_job_storage_reads_total");
+    for _ in 0..20 {
+        let (status, read, _) = retrieve(&proxy, &key, &id).await;
+        assert_eq!(
+            (status, read["seconds"].as_str(), read["size"].as_str()),
+            (200, Some("6"), Some("720x1280"))
+        );
+    }
+    assert_eq!(metric(&proxy, "aimlvid_job_storage_reads_total"), reads, "a hot read touches no storage");
+    proxy.stop().await;
+
+    let proxy = start_proxy(&sim, &db).await;
+    let (status, read, _) = retrieve(&proxy, &key, &id).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!((read["seconds"].as_str(), read["size"].as_str()), (Some("6"), Some("720x1280")));
+    assert_eq!(
+        (read["prompt"].as_str(), read["created_at"].as_i64()),
+        (Some("a heron"), video["created_at"].as_i64())
+    );
+    let reads = metric(&proxy, "aimlvid_job_storage_reads_total");
+    for _ in 0..5 {
+        assert_eq!(retrieve(&proxy, &key, &id).await.0, 200);
+    }
+    assert_eq!(metric(&proxy, "aimlvid_job_storage_reads_total"), reads, "read once, then from memory");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replicas_video_is_read_from_storage_once_and_its_deletion_reaches_every_replica() {
+    let Some(database) = TestPostgres::create().await else { return };
+    let sim = frozen_sim().await;
+    let open = || async {
+        let settings = aimlvid_server::store::PostgresSettings {
+            max_connections: 4,
+            ..aimlvid_server::store::PostgresSettings::new(secrecy::SecretString::from(database.url.as_str()))
+        };
+        aimlvid_server::store::PostgresStore::open(&settings).await.unwrap()
+    };
+    let a = start_proxy_on(&sim, open().await, quick_polls(), |_| {}).await;
+    let b = start_proxy_on(&sim, open().await, quick_polls(), |_| {}).await;
+    let key = a.key("tia", KeyLimits::default()).await;
+    let fields = [("model", "google/veo-3.1-t2v-fast"), ("prompt", "shared"), ("seconds", "6")];
+    let (_, video, _) = create_form(&a, Some(&key), &fields).await;
+    let id = video["id"].as_str().unwrap().to_owned();
+
+    // B learns of the key, then reads the video from storage, once.
+    let read = eventually("the other replica knows the key", || async {
+        let (status, read, _) = retrieve(&b, &key, &id).await;
+        (status == 200).then_some(read)
+    })
+    .await;
+    assert_eq!((read["seconds"].as_str(), read["prompt"].as_str()), (Some("6"), Some("shared")));
+    let reads = metric(&b, "aimlvid_job_storage_reads_total");
+    assert_eq!(retrieve(&b, &key, &id).await.0, 200);
+    assert_eq!(metric(&b, "aimlvid_job_storage_reads_total"), reads, "then from memory");
+
+    // Deleted on A: B, which holds it in memory, hears of it.
+    assert_eq!(delete(&a, &key, &id).await.0, 200);
+    eventually("the deletion reaches the other replica", || async {
+        (retrieve(&b, &key, &id).await.0 == 404).then_some(())
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+    database.drop().await;
+}
+
+#[tokio::test]
+async fn a_finished_video_pushed_out_of_memory_still_reads_completed() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    // One finished job kept in the views: the first video's state is let go.
+    let proxy = start_proxy_tweaked(&sim, &db, quick_polls(), |c| c.recent_jobs = 1).await;
+    let key = proxy.key("uma", KeyLimits::default()).await;
+    let mut ids = Vec::new();
+    for prompt in ["first", "second"] {
+        let (_, video, _) = create_json(&proxy, &key, &json!({"model": "sora-2", "prompt": prompt})).await;
+        let id = video["id"].as_str().unwrap().to_owned();
+        assert!(sim.complete_now(&id));
+        eventually("the video completes", || async {
+            (retrieve(&proxy, &key, &id).await.1["status"] == "completed").then_some(())
+        })
+        .await;
+        ids.push(id);
+    }
+    let (status, read, _) = retrieve(&proxy, &key, &ids[0]).await;
+    assert_eq!(
+        (status, read["status"].as_str(), read["prompt"].as_str()),
+        (200, Some("completed"), Some("first"))
+    );
+    assert!(read["completed_at"].as_i64().is_some(), "{read}");
+    proxy.stop().await;
+}
