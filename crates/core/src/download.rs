@@ -287,9 +287,9 @@ impl OpenedFile {
     /// with [`Error::Transport`].
     pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<bytes::Bytes>> + Send + 'static {
         let host = self.host;
-        self.response
-            .bytes_stream()
-            .map(move |chunk| chunk.map_err(|e| Error::Transport { host: host.clone(), source: e.without_url() }))
+        self.response.bytes_stream().map(move |chunk| {
+            chunk.map_err(|e| Error::Transport { host: host.clone(), source: e.without_url() })
+        })
     }
 }
 
@@ -320,7 +320,9 @@ impl Client {
         let response =
             response.map_err(|e| Error::Transport { host: host.clone(), source: e.without_url() })?;
         match response.status() {
-            s if s.is_success() || s == StatusCode::RANGE_NOT_SATISFIABLE => Ok(OpenedFile { response, host }),
+            s if s.is_success() || s == StatusCode::RANGE_NOT_SATISFIABLE => {
+                Ok(OpenedFile { response, host })
+            }
             s @ (StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE) => {
                 let body = response.bytes().await.unwrap_or_default();
                 Err(Error::ResultUnavailable {

@@ -8,6 +8,8 @@
 //! and the team page show: one job has one id whichever door a member
 //! uses, and a status read is answered from the same in-memory views.
 
+mod content;
+mod extend;
 mod map;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,16 +35,40 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/videos", post(create).fallback(unsupported))
         .route("/v1/videos/{id}", get(retrieve).fallback(unsupported))
+        .route("/v1/videos/{id}/content", get(content::content).fallback(unsupported))
+        .route("/v1/videos/extensions", post(extend::extend).fallback(unsupported))
+        .route("/v1/videos/edits", any(not_offered))
+        .route("/v1/videos/characters", any(not_offered))
+        .route("/v1/videos/characters/{id}", any(not_offered))
         .route("/v1/videos/{id}/{*rest}", any(unsupported))
 }
 
-/// What this front does not serve yet, in its own error shape rather than
+/// Every route this front serves, as its 404s name them.
+const SERVED: &str = "POST /v1/videos, GET /v1/videos, GET /v1/videos/{video_id}, \
+    DELETE /v1/videos/{video_id}, POST /v1/videos/{video_id}/remix, \
+    GET /v1/videos/{video_id}/content and POST /v1/videos/extensions";
+
+/// What this front does not serve, in its own error shape rather than
 /// the member API's, naming what it does serve.
 async fn unsupported(method: Method, uri: Uri) -> OpenAiError {
     OpenAiError {
         status: StatusCode::NOT_FOUND,
+        message: format!("{method} {} is not served by this server; it serves {SERVED}", uri.path()),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("unknown_url"),
+        retry_after: None,
+    }
+}
+
+/// Video edits and characters: Sora's own features, which no model behind
+/// this server offers in OpenAI's way, so they are not served at all.
+async fn not_offered(method: Method, uri: Uri) -> OpenAiError {
+    let what = if uri.path().starts_with("/v1/videos/edits") { "Video edits" } else { "Video characters" };
+    OpenAiError {
+        status: StatusCode::NOT_FOUND,
         message: format!(
-            "{method} {} is not served by this server; it serves POST /v1/videos and GET /v1/videos/{{video_id}}",
+            "{method} {}: {what} are not offered by this server (no model behind it has them); it serves {SERVED}",
             uri.path()
         ),
         kind: "invalid_request_error",
@@ -173,21 +199,35 @@ async fn create(
     request: Request,
 ) -> Result<Response, OpenAiError> {
     let key = authenticate(&state, &authorization)?;
-    let headers = request.headers().clone();
+    let idempotency_key = idempotency_key(request.headers())?;
     let fields = read_fields(&state, request).await?;
     let value = request_body(fields)?;
-    let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
+    create_video(&state, &key, value, idempotency_key).await
+}
+
+/// The member's `Idempotency-Key`, if sent.
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, OpenAiError> {
+    match headers.get(IDEMPOTENCY_KEY) {
+        None => Ok(None),
         Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
-            _ => {
-                return Err(OpenAiError::invalid(
-                    "Idempotency-Key",
-                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                ));
-            }
+            Ok(k) if !k.is_empty() && k.len() <= 255 => Ok(Some(k.to_owned())),
+            _ => Err(OpenAiError::invalid(
+                "Idempotency-Key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )),
         },
-    };
+    }
+}
+
+/// Creates `value` (the upstream's create body) through the one create
+/// path and answers the new `video` object: every create of this front
+/// comes here.
+async fn create_video(
+    state: &AppState,
+    key: &Admitted,
+    value: Value,
+    idempotency_key: Option<String>,
+) -> Result<Response, OpenAiError> {
     // The body as sent upstream, so the same video asked for in JSON or
     // multipart is the same create to its Idempotency-Key.
     let request_hash: [u8; 32] = Sha256::digest(value.to_string().as_bytes()).into();
@@ -195,7 +235,7 @@ async fn create(
     let prompt = value["prompt"].as_str().map(str::to_owned);
     let spec = aimlvid::catalog::model(&model);
     let (seconds, size) = (map::seconds_of(spec, &value), map::size_of_body(spec, &value));
-    let accepted = state.jobs().create(&key, NewCreate { value, request_hash, idempotency_key }).await?;
+    let accepted = state.jobs().create(key, NewCreate { value, request_hash, idempotency_key }).await?;
     let generation: Value = serde_json::from_slice(&accepted.body).map_err(|e| OpenAiError::internal(&e))?;
     let video = Video {
         model: &model,
@@ -206,6 +246,69 @@ async fn create(
         updated_at: now_secs(),
     };
     Ok(answer(video.object(spec, &generation)))
+}
+
+/// The member's own generation `id`, as last seen: another member's and
+/// an unknown id are the same 404.
+async fn own_generation(state: &AppState, key: &Admitted, id: &str) -> Result<Value, OpenAiError> {
+    let key_id = key.key().id();
+    let view = state.views().get(id);
+    if view.as_ref().is_some_and(|v| v.key_id != key_id) {
+        return Err(OpenAiError::not_found(id));
+    }
+    let summary = state.store().generation_summary(id).await.map_err(|e| OpenAiError::internal(&e))?;
+    let Some(summary) = summary.filter(|s| s.key_id == key_id) else {
+        return Err(OpenAiError::not_found(id));
+    };
+    // The view is ahead of storage, whose writes are batched.
+    match (&view, &summary.body) {
+        (Some(v), _) => serde_json::from_slice(&v.body).map_err(|e| OpenAiError::internal(&e)),
+        (None, Some(body)) => serde_json::from_str(body).map_err(|e| OpenAiError::internal(&e)),
+        (None, None) => Ok(json!({"id": id, "status": "queued"})),
+    }
+}
+
+/// A finished video's file URL on the upstream's file host, or why there
+/// is none in OpenAI's shape: the video is not finished, or failed.
+fn finished_file_url(id: &str, generation: &Value) -> Result<String, OpenAiError> {
+    let status = generation["status"].as_str().unwrap_or("queued");
+    let not_ready = |message: String| OpenAiError {
+        status: StatusCode::CONFLICT,
+        message,
+        kind: "invalid_request_error",
+        param: Some("video_id".into()),
+        code: Some("video_not_ready"),
+        retry_after: None,
+    };
+    match status {
+        "completed" | "complete" => {}
+        "error" | "failed" => {
+            let reason = generation["error"]["message"].as_str().filter(|m| !m.is_empty());
+            return Err(OpenAiError {
+                code: Some("video_failed"),
+                ..not_ready(format!(
+                    "Video '{id}' failed, so it has no content{}",
+                    reason.map_or(String::new(), |r| format!(": {r}"))
+                ))
+            });
+        }
+        other => {
+            let status = if matches!(other, "generating" | "in_progress") { "in_progress" } else { "queued" };
+            return Err(not_ready(format!(
+                "Video '{id}' is not finished: its status is {status}. Its content can be read once it is completed."
+            )));
+        }
+    }
+    let video = &generation["video"];
+    let url = video["url"].as_str().or_else(|| video[0]["url"].as_str());
+    url.map(str::to_owned).ok_or_else(|| OpenAiError {
+        status: StatusCode::BAD_GATEWAY,
+        message: format!("Video '{id}' is completed but the upstream named no file for it"),
+        kind: "server_error",
+        param: None,
+        code: None,
+        retry_after: None,
+    })
 }
 
 /// A create's fields as JSON values: the JSON body's, or the multipart
@@ -274,18 +377,7 @@ fn request_body(mut fields: Map<String, Value>) -> Result<Value, OpenAiError> {
     let (seconds, size) = (fields.remove("seconds").map(text), fields.remove("size").map(text));
     let mut body = Map::new();
     if let Some(spec) = spec {
-        // A multipart form sends every field as text: a field the model
-        // declares as a number or a flag is read as one.
-        for (name, value) in fields.iter_mut() {
-            let typed = spec
-                .parameter(name)
-                .is_some_and(|p| matches!(p.ty, ParamType::Integer | ParamType::Number | ParamType::Boolean));
-            if let (true, Value::String(s)) = (typed, &*value)
-                && let Ok(parsed) = serde_json::from_str::<Value>(s)
-            {
-                *value = parsed;
-            }
-        }
+        typed_fields(spec, &mut fields);
     }
     body.extend(fields);
     body.insert("model".into(), Value::from(id.clone()));
@@ -322,6 +414,21 @@ fn request_body(mut fields: Map<String, Value>) -> Result<Value, OpenAiError> {
         body.insert(target, Value::from(url));
     }
     Ok(Value::Object(body))
+}
+
+/// A multipart form sends every field as text: a field the model declares
+/// as a number or a flag is read as one.
+fn typed_fields(spec: &ModelSpec, fields: &mut Map<String, Value>) {
+    for (name, value) in fields.iter_mut() {
+        let typed = spec
+            .parameter(name)
+            .is_some_and(|p| matches!(p.ty, ParamType::Integer | ParamType::Number | ParamType::Boolean));
+        if let (true, Value::String(s)) = (typed, &*value)
+            && let Ok(parsed) = serde_json::from_str::<Value>(s)
+        {
+            *value = parsed;
+        }
+    }
 }
 
 /// `GET /v1/videos/{id}`.

@@ -169,7 +169,7 @@ async fn keys_limits_and_other_members_videos_answer_in_openais_error_shape() {
     let (status, error, _) = reply(
         proxy
             .http
-            .get(format!("{}/v1/videos/{id}/content", proxy.url))
+            .get(format!("{}/v1/videos/{id}/thumbnails", proxy.url))
             .bearer_auth(&owner)
             .send()
             .await
