@@ -278,7 +278,7 @@ impl OpenedFile {
         self.header(CONTENT_RANGE)
     }
 
-    /// `ETag`, to pass on for the reader's own `If-Range`.
+    /// `ETag`: which version of the file this is, as the host said.
     pub fn etag(&self) -> Option<&str> {
         self.header(ETAG)
     }
