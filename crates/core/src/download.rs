@@ -237,6 +237,109 @@ impl Client {
     }
 }
 
+/// A result file as its host answered one read of it ([`Client::open_file`]):
+/// the whole file (200), a range of it (206) or a range it cannot serve
+/// (416), with the body not yet read, so that it can be passed on as it
+/// arrives. `Debug` never shows the URL, which may carry a signature.
+pub struct OpenedFile {
+    response: reqwest::Response,
+    host: String,
+}
+
+impl std::fmt::Debug for OpenedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedFile").field("status", &self.status()).field("host", &self.host).finish()
+    }
+}
+
+impl OpenedFile {
+    /// The HTTP status: 200, 206 or 416.
+    pub fn status(&self) -> u16 {
+        self.response.status().as_u16()
+    }
+
+    fn header(&self, name: reqwest::header::HeaderName) -> Option<&str> {
+        self.response.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `Content-Type`, as the host said.
+    pub fn content_type(&self) -> Option<&str> {
+        self.header(reqwest::header::CONTENT_TYPE)
+    }
+
+    /// `Content-Length`: the bytes of this answer (of the range, for a 206),
+    /// as the host said; it is said for a `HEAD` too.
+    pub fn content_length(&self) -> Option<u64> {
+        self.header(reqwest::header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok())
+    }
+
+    /// `Content-Range` (`bytes 0-99/1000`, or `bytes */1000` with a 416).
+    pub fn content_range(&self) -> Option<&str> {
+        self.header(CONTENT_RANGE)
+    }
+
+    /// `ETag`: which version of the file this is, as the host said.
+    pub fn etag(&self) -> Option<&str> {
+        self.header(ETAG)
+    }
+
+    /// The body, chunk by chunk as it arrives; a broken connection ends it
+    /// with [`Error::Transport`].
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<bytes::Bytes>> + Send + 'static {
+        let host = self.host;
+        self.response.bytes_stream().map(move |chunk| {
+            chunk.map_err(|e| Error::Transport { host: host.clone(), source: e.without_url() })
+        })
+    }
+}
+
+impl Client {
+    /// Opens a result file (a generation's `video.url`) for reading, with
+    /// `range` (a `Range` header value such as `bytes=0-99`) passed on, and
+    /// only its headers when `head` (a `HEAD` request). Sent once: the
+    /// reader has the answer within the first byte, and a reader that
+    /// retries re-reads from where it stopped with a range. As with
+    /// [`Client::download_url`], the API key is not sent.
+    ///
+    /// A URL the host says has expired or never was (403, 404, 410) is
+    /// [`Error::ResultUnavailable`]; other refusals are the errors a poll's
+    /// would be; a 416 is an answer ([`OpenedFile::status`]), not an error.
+    pub async fn open_file(&self, url: &str, range: Option<&str>, head: bool) -> Result<OpenedFile> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::InvalidInput(format!("the video URL is not valid ({e})")))?;
+        let host = parsed.host_str().unwrap_or("the file host").to_owned();
+        let method = if head { reqwest::Method::HEAD } else { reqwest::Method::GET };
+        let mut request = self.http().request(method.clone(), parsed.clone());
+        if let Some(range) = range {
+            request = request.header(RANGE, range);
+        }
+        let started = std::time::Instant::now();
+        let response = request.send().await;
+        crate::client::log_exchange(&method, &parsed, response.as_ref().map(|r| r.status()), started);
+        self.observe(CallKind::Download, response.as_ref().ok().map(|r| r.status().as_u16()), started);
+        let response =
+            response.map_err(|e| Error::Transport { host: host.clone(), source: e.without_url() })?;
+        match response.status() {
+            s if s.is_success() || s == StatusCode::RANGE_NOT_SATISFIABLE => {
+                Ok(OpenedFile { response, host })
+            }
+            s @ (StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE) => {
+                let body = response.bytes().await.unwrap_or_default();
+                Err(Error::ResultUnavailable {
+                    url_host: host,
+                    status: s.as_u16(),
+                    message: crate::error::excerpt(&body),
+                })
+            }
+            s => {
+                let wait = retry_after(response.headers());
+                let body = response.bytes().await.unwrap_or_default();
+                Err(status_error(s, &body, wait, None))
+            }
+        }
+    }
+}
+
 /// Drops a part file that cannot be resumed, and reports a retryable error.
 async fn restart(part: &Path, host: &str, offset: u64) -> Result<Error> {
     remove_if_there(part).await?;

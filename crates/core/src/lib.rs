@@ -104,7 +104,7 @@ pub use client::{
     TIME_SCALE_ENV_VAR, is_local_url,
 };
 pub use credits::{Credits, UsdParseError};
-pub use download::{DownloadProgress, Downloaded, partial_path};
+pub use download::{DownloadProgress, Downloaded, OpenedFile, partial_path};
 pub use error::{Error, Result};
 pub use input::{DEFAULT_MAX_INLINE_BYTES, MediaInput, VideoInput};
 pub use model::{

@@ -64,6 +64,13 @@ pub struct SimConfig {
     /// the URL answers 403 (`Request has expired`), as a signed storage URL
     /// does. `None` keeps results for ever.
     pub result_ttl: Option<Duration>,
+    /// Where completed jobs' files are announced (`video.url`), as a CDN
+    /// in front of the upstream would serve them: `Some("https://cdn.example")`
+    /// announces `https://cdn.example/files/{id}.mp4`. The real upstream's
+    /// file URLs are https, which a create's `video_url` requires, so a
+    /// finished result can be extended by its URL only under such a base.
+    /// `None` announces this server's own address, where it serves them.
+    pub files_url: Option<String>,
     /// Virtual time before a create shows in `GET /v2/logs`: the upstream's
     /// analytics pipeline is not instant.
     pub logs_delay: Duration,
@@ -113,6 +120,7 @@ impl Default for SimConfig {
             upload_bytes_per_sec: None,
             download_bytes_per_sec: None,
             result_ttl: None,
+            files_url: None,
             logs_delay: Duration::ZERO,
             logs_requests_per_minute: 200,
             ledger_delay: Duration::ZERO,

@@ -536,7 +536,7 @@ async fn poll(
         }
         .into_response();
     };
-    let mut response = match sim.poll_job(key_index, &id, &base_url(&headers, &uri), lost.is_none()) {
+    let mut response = match sim.poll_job(key_index, &id, &files_base(&sim, &headers, &uri), lost.is_none()) {
         Some(answer) => (StatusCode::OK, axum::Json(answer)).into_response(),
         None => ApiError::new(404, "Generation not found").into_response(),
     };
@@ -544,6 +544,14 @@ async fn poll(
     let inference_id = uuid::Uuid::parse_str(&id).is_ok().then_some(id);
     response.extensions_mut().insert(Receipt { inference_id, credits: Some(0.0) });
     response
+}
+
+/// Where result files are announced: the configured CDN, else this server.
+fn files_base(sim: &Simulator, headers: &HeaderMap, uri: &Uri) -> String {
+    match &sim.config().files_url {
+        Some(base) => base.trim_end_matches('/').to_owned(),
+        None => base_url(headers, uri),
+    }
 }
 
 /// Where this server is reachable, as the client addressed it.

@@ -19,6 +19,15 @@ fn unfit(param: &'static str, message: String) -> Unfit {
 
 /// OpenAI's model names, as this API's ids. `with_image`: an
 /// `input_reference` was given, so the image-to-video variant.
+/// What Sora makes when `size` is left out (openai-python's `VideoCreateParams`).
+pub(crate) const SORA_DEFAULT_SIZE: &str = "720x1280";
+
+/// Whether `name` is one of OpenAI's own model names (`sora-2`, `sora-2-pro`,
+/// their dated snapshots), not a catalog id.
+pub(crate) fn is_openai_name(name: &str) -> bool {
+    name.starts_with("sora-2")
+}
+
 pub(crate) fn model_id(name: &str, with_image: bool) -> String {
     // The dated snapshots (`sora-2-2025-10-06`) are the same models.
     let base = if name.starts_with("sora-2-pro") {
@@ -137,13 +146,7 @@ pub(crate) fn size(spec: &ModelSpec, size: &str) -> Result<Vec<(String, Value)>,
     }
     let mut out = Vec::new();
     if let Some(p) = aspect {
-        let wanted = w as f64 / h as f64;
-        let hit = p
-            .allowed
-            .iter()
-            .filter_map(Value::as_str)
-            .find(|a| ratio(a).is_some_and(|r| (r / wanted - 1.0).abs() < 0.02));
-        match hit {
+        match matching_aspect(p, w, h) {
             Some(a) => out.push(("aspect_ratio".into(), Value::from(a))),
             None if p.allowed.is_empty() => {
                 let g = gcd(w, h);
@@ -172,6 +175,22 @@ pub(crate) fn size(spec: &ModelSpec, size: &str) -> Result<Vec<(String, Value)>,
         }
     }
     Ok(out)
+}
+
+/// The allowed aspect ratio of `p` within 2% of `w`:`h`.
+fn matching_aspect(p: &Parameter, w: u32, h: u32) -> Option<&str> {
+    let wanted = w as f64 / h as f64;
+    p.allowed
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|a| ratio(a).is_some_and(|r| (r / wanted - 1.0).abs() < 0.02))
+}
+
+/// The aspect ratio `spec` allows that matches a video of `size`
+/// (`WIDTHxHEIGHT`), if it has one: an extension keeps its source's shape.
+pub(crate) fn aspect_for(spec: &ModelSpec, size: &str) -> Option<String> {
+    let (w, h) = dimensions(size)?;
+    matching_aspect(spec.parameter("aspect_ratio")?, w, h).map(str::to_owned)
 }
 
 fn gcd(a: u32, b: u32) -> u32 {

@@ -8,6 +8,8 @@
 //! and the team page show: one job has one id whichever door a member
 //! uses, and a status read is answered from the same in-memory views.
 
+mod content;
+mod extend;
 mod map;
 mod videos;
 
@@ -19,7 +21,7 @@ use axum::extract::{FromRequest as _, Multipart, Request, State};
 use axum::http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, get, post};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -33,21 +35,43 @@ use videos::retrieve;
 /// The routes of this front.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/videos", post(create).fallback(unsupported))
-        .route("/v1/videos/{id}", get(retrieve).fallback(unsupported))
+        .route("/v1/videos", post(create).get(videos::list).fallback(unsupported))
+        .route("/v1/videos/{id}", get(retrieve).delete(videos::delete).fallback(unsupported))
+        .route("/v1/videos/{id}/content", get(content::content).fallback(unsupported))
+        .route("/v1/videos/{id}/remix", post(videos::remix).fallback(unsupported))
+        .route("/v1/videos/extensions", post(extend::extend).fallback(unsupported))
+        .route("/v1/videos/edits", any(not_offered))
+        .route("/v1/videos/characters", any(not_offered))
+        .route("/v1/videos/characters/{id}", any(not_offered))
         .route("/v1/videos/{id}/{*rest}", any(unsupported))
-        .route("/v1/videos", get(videos::list))
-        .route("/v1/videos/{id}", delete(videos::delete))
-        .route("/v1/videos/{id}/remix", post(videos::remix))
 }
 
-/// What this front does not serve yet, in its own error shape rather than
+/// Every route this front serves, as its 404s name them.
+const SERVED: &str = "POST /v1/videos, GET /v1/videos, GET /v1/videos/{video_id}, \
+    DELETE /v1/videos/{video_id}, POST /v1/videos/{video_id}/remix, \
+    GET /v1/videos/{video_id}/content and POST /v1/videos/extensions";
+
+/// What this front does not serve, in its own error shape rather than
 /// the member API's, naming what it does serve.
 async fn unsupported(method: Method, uri: Uri) -> OpenAiError {
     OpenAiError {
         status: StatusCode::NOT_FOUND,
+        message: format!("{method} {} is not served by this server; it serves {SERVED}", uri.path()),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("unknown_url"),
+        retry_after: None,
+    }
+}
+
+/// Video edits and characters: Sora's own features, which no model behind
+/// this server offers in OpenAI's way, so they are not served at all.
+async fn not_offered(method: Method, uri: Uri) -> OpenAiError {
+    let what = if uri.path().starts_with("/v1/videos/edits") { "Video edits" } else { "Video characters" };
+    OpenAiError {
+        status: StatusCode::NOT_FOUND,
         message: format!(
-            "{method} {} is not served by this server; it serves POST /v1/videos and GET /v1/videos/{{video_id}}",
+            "{method} {}: {what} are not offered by this server (no model behind it has them); it serves {SERVED}",
             uri.path()
         ),
         kind: "invalid_request_error",
@@ -178,12 +202,24 @@ async fn create(
     let idempotency_key = videos::idempotency_key(request.headers())?;
     let fields = read_fields(&state, request).await?;
     let value = request_body(fields)?;
+    create_video(&state, &key, value, idempotency_key).await
+}
+
+/// Creates `value` (the upstream's create body) through the one create
+/// path and answers the new `video` object: every create of this front
+/// comes here but a remix's, whose request hash also names its source.
+async fn create_video(
+    state: &AppState,
+    key: &Admitted,
+    value: Value,
+    idempotency_key: Option<String>,
+) -> Result<Response, OpenAiError> {
     // The body as sent upstream, so the same video asked for in JSON or
     // multipart is the same create to its Idempotency-Key.
     let request_hash: [u8; 32] = Sha256::digest(value.to_string().as_bytes()).into();
     let create = NewCreate { value, request_hash, idempotency_key, remixed_from: None };
-    let accepted = state.jobs().create(&key, create).await?;
-    created(&state, &key, &accepted.body).await
+    let accepted = state.jobs().create(key, create).await?;
+    created(state, key, &accepted.body).await
 }
 
 /// The answer to a create the jobs service accepted (or replayed): the
@@ -194,6 +230,59 @@ async fn created(state: &AppState, key: &Admitted, body: &[u8]) -> Result<Respon
     let request = videos::own_video(state, key.key().id(), id).await?;
     let view = state.views().get(id);
     Ok(answer(videos::video_of(id, &request, view, std::str::from_utf8(body).ok())?))
+}
+
+/// The member's own generation `id`, as last seen: another member's, a
+/// deleted and an unknown id are the same 404.
+async fn own_generation(state: &AppState, key: &Admitted, id: &str) -> Result<Value, OpenAiError> {
+    let (_, view) = videos::own_state(state, key.key().id(), id).await?;
+    match view {
+        Some(view) => serde_json::from_slice(&view.body).map_err(|e| OpenAiError::internal(&e)),
+        None => Ok(json!({"id": id, "status": "queued"})),
+    }
+}
+
+/// A finished video's file URL on the upstream's file host, or why there
+/// is none in OpenAI's shape: the video is not finished, or failed.
+fn finished_file_url(id: &str, generation: &Value) -> Result<String, OpenAiError> {
+    let status = generation["status"].as_str().unwrap_or("queued");
+    let not_ready = |message: String| OpenAiError {
+        status: StatusCode::CONFLICT,
+        message,
+        kind: "invalid_request_error",
+        param: Some("video_id".into()),
+        code: Some("video_not_ready"),
+        retry_after: None,
+    };
+    match status {
+        "completed" | "complete" => {}
+        "error" | "failed" => {
+            let reason = generation["error"]["message"].as_str().filter(|m| !m.is_empty());
+            return Err(OpenAiError {
+                code: Some("video_failed"),
+                ..not_ready(format!(
+                    "Video '{id}' failed, so it has no content{}",
+                    reason.map_or(String::new(), |r| format!(": {r}"))
+                ))
+            });
+        }
+        other => {
+            let status = if matches!(other, "generating" | "in_progress") { "in_progress" } else { "queued" };
+            return Err(not_ready(format!(
+                "Video '{id}' is not finished: its status is {status}. Its content can be read once it is completed."
+            )));
+        }
+    }
+    let video = &generation["video"];
+    let url = video["url"].as_str().or_else(|| video[0]["url"].as_str());
+    url.map(str::to_owned).ok_or_else(|| OpenAiError {
+        status: StatusCode::BAD_GATEWAY,
+        message: format!("Video '{id}' is completed but the upstream named no file for it"),
+        kind: "server_error",
+        param: None,
+        code: None,
+        retry_after: None,
+    })
 }
 
 /// A create's fields as JSON values: the JSON body's, or the multipart
@@ -272,21 +361,15 @@ fn request_body(mut fields: Map<String, Value>) -> Result<Value, OpenAiError> {
     let id = map::model_id(&name, reference.is_some());
     let spec: Option<&ModelSpec> = aimlvid::catalog::model(&id).or_else(|| aimlvid::catalog::resolve(&id));
     let id = spec.map_or(id, |s| s.id.clone());
-    let (seconds, size) = (fields.remove("seconds").map(text), fields.remove("size").map(text));
+    let (seconds, mut size) = (fields.remove("seconds").map(text), fields.remove("size").map(text));
+    // Code written for Sora that leaves `size` out gets Sora's default,
+    // portrait 720x1280, not the catalog model's landscape one.
+    if size.is_none() && map::is_openai_name(&name) && !body_sets_shape(&fields) {
+        size = Some(map::SORA_DEFAULT_SIZE.to_owned());
+    }
     let mut body = Map::new();
     if let Some(spec) = spec {
-        // A multipart form sends every field as text: a field the model
-        // declares as a number or a flag is read as one.
-        for (name, value) in fields.iter_mut() {
-            let typed = spec
-                .parameter(name)
-                .is_some_and(|p| matches!(p.ty, ParamType::Integer | ParamType::Number | ParamType::Boolean));
-            if let (true, Value::String(s)) = (typed, &*value)
-                && let Ok(parsed) = serde_json::from_str::<Value>(s)
-            {
-                *value = parsed;
-            }
-        }
+        typed_fields(spec, &mut fields);
     }
     body.extend(fields);
     body.insert("model".into(), Value::from(id.clone()));
@@ -323,6 +406,27 @@ fn request_body(mut fields: Map<String, Value>) -> Result<Value, OpenAiError> {
         body.insert(target, Value::from(url));
     }
     Ok(Value::Object(body))
+}
+
+/// Whether the member set the model's own shape parameters (`extra_body`),
+/// which then stand for `size`.
+fn body_sets_shape(fields: &Map<String, Value>) -> bool {
+    fields.contains_key("aspect_ratio") || fields.contains_key("resolution")
+}
+
+/// A multipart form sends every field as text: a field the model declares
+/// as a number or a flag is read as one.
+fn typed_fields(spec: &ModelSpec, fields: &mut Map<String, Value>) {
+    for (name, value) in fields.iter_mut() {
+        let typed = spec
+            .parameter(name)
+            .is_some_and(|p| matches!(p.ty, ParamType::Integer | ParamType::Number | ParamType::Boolean));
+        if let (true, Value::String(s)) = (typed, &*value)
+            && let Ok(parsed) = serde_json::from_str::<Value>(s)
+        {
+            *value = parsed;
+        }
+    }
 }
 
 /// What a `video` object says besides the generation's state.

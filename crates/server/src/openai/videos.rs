@@ -122,16 +122,26 @@ pub(super) async fn retrieve(
     Path(id): Path<String>,
 ) -> Result<Response, OpenAiError> {
     let key = authenticate(&state, &authorization)?;
-    let key_id = key.key().id();
-    let mut request = own_video(&state, key_id, &id).await?;
-    let mut view = state.views().get(&id);
-    // Storage once: for when it ended, once storage has the end; for its
-    // state, if memory let that go (a finished job pushed out of the views).
-    if view.is_none() || (request.finished_at.is_none() && view.as_ref().is_some_and(|v| v.is_finished())) {
-        request = read_video(&state, &id).await?.unwrap_or(request);
-        view = state.views().get(&id);
-    }
+    let (request, view) = own_state(&state, key.key().id(), &id).await?;
     Ok(answer(video_of(&id, &request, view, None)?))
+}
+
+/// A video of `key_id`'s ([`own_video`]) and its state: from memory alone
+/// once the video was read (or created here), else storage once: for when
+/// it ended, once storage has the end; for its state, if memory let that
+/// go (a finished job pushed out of the views).
+pub(super) async fn own_state(
+    state: &AppState,
+    key_id: KeyId,
+    id: &str,
+) -> Result<(Arc<JobRequest>, Option<Arc<JobView>>), OpenAiError> {
+    let mut request = own_video(state, key_id, id).await?;
+    let mut view = state.views().get(id);
+    if view.is_none() || (request.finished_at.is_none() && view.as_ref().is_some_and(|v| v.is_finished())) {
+        request = read_video(state, id).await?.unwrap_or(request);
+        view = state.views().get(id);
+    }
+    Ok((request, view))
 }
 
 /// `GET /v1/videos`'s query.

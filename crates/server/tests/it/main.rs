@@ -11,6 +11,7 @@ mod jobs;
 mod keys;
 mod metrics;
 mod openai;
+mod openai_media;
 mod page;
 mod process;
 mod reconcile;

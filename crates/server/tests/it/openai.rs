@@ -99,8 +99,10 @@ async fn a_failed_video_reads_failed_with_an_error_code_and_message() {
     assert_eq!(status, 200, "{video}");
     // OpenAI's name is this API's Sora 2 text-to-video id.
     assert_eq!(video["model"], "openai/sora-2-t2v");
-    assert_eq!((video["seconds"].as_str(), video["size"].as_str()), (Some("4"), Some("1280x720")));
+    // Sora's defaults: 4 s, portrait 720x1280 (the catalog model's own ratio default is 16:9).
+    assert_eq!((video["seconds"].as_str(), video["size"].as_str()), (Some("4"), Some("720x1280")));
     let id = video["id"].as_str().unwrap().to_owned();
+    assert_eq!(sim.job(&id).unwrap().request["aspect_ratio"], "9:16");
     assert!(sim.fail_now(&id));
     let read = eventually("the video fails", || async {
         let (_, read, _) = retrieve(&proxy, &key, &id).await;
@@ -169,7 +171,7 @@ async fn keys_limits_and_other_members_videos_answer_in_openais_error_shape() {
     let (status, error, _) = reply(
         proxy
             .http
-            .get(format!("{}/v1/videos/{id}/content", proxy.url))
+            .get(format!("{}/v1/videos/{id}/thumbnails", proxy.url))
             .bearer_auth(&owner)
             .send()
             .await

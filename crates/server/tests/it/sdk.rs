@@ -27,14 +27,15 @@ fn scripts() -> PathBuf {
 /// A simulator in real time, as the SDK sleeps in real time between
 /// retrieves: a job is queued half a second and generates for two, but
 /// [`SLOW_MODEL`]'s for a minute.
-async fn real_time_sim() -> RunningSim {
-    let config = SimConfig {
+async fn real_time_sim(tweak: impl FnOnce(&mut SimConfig)) -> RunningSim {
+    let mut config = SimConfig {
         time_scale: 1.0,
         queue_time: Spread::Fixed(Duration::from_millis(500)),
         generation_time: Spread::Fixed(Duration::from_secs(2)),
         model_generation_times: [(SLOW_MODEL.to_owned(), Spread::Fixed(Duration::from_secs(60)))].into(),
         ..SimConfig::default()
     };
+    tweak(&mut config);
     Simulator::start(config).await.unwrap()
 }
 
@@ -48,24 +49,37 @@ struct Run {
 /// Runs `scenario` of `videos.py` with two members' keys; fails the test
 /// with the script's own account if a check of it failed.
 async fn run_python(scenario: &str) -> Option<Run> {
-    run_python_with(scenario, quick_polls()).await
+    run_python_with(scenario, quick_polls(), |_| {}).await
 }
 
-/// [`run_python`], with the proxy polling the upstream by `policy`.
-async fn run_python_with(scenario: &str, policy: PollPolicy) -> Option<Run> {
+/// [`run_python`], with the proxy polling the upstream by `policy` and the
+/// simulator's configuration changed by `tweak`.
+async fn run_python_with(
+    scenario: &str,
+    policy: PollPolicy,
+    tweak: impl FnOnce(&mut SimConfig),
+) -> Option<Run> {
     let python = openai_python().await?;
     let mut command = tokio::process::Command::new(python);
     command.arg(scripts().join("videos.py")).arg(scenario);
-    Some(run_script(scenario, command, policy).await)
+    Some(run_script(scenario, command, policy, tweak).await)
 }
 
 /// Runs an SDK script against a fresh proxy in front of a real-time
 /// simulator, with two members' keys in its environment, and reads the
 /// JSON of its last line.
-async fn run_script(label: &str, mut command: tokio::process::Command, policy: PollPolicy) -> Run {
-    let sim = real_time_sim().await;
+async fn run_script(
+    label: &str,
+    mut command: tokio::process::Command,
+    policy: PollPolicy,
+    tweak: impl FnOnce(&mut SimConfig),
+) -> Run {
+    let sim = real_time_sim(tweak).await;
     let (dir, db) = temp_db();
     let proxy = start_proxy_with(&sim, &db, policy).await;
+    // A clip of the member's own to upload.
+    let clip = dir.path().join("clip.mp4");
+    std::fs::write(&clip, aimlvid_sim::SAMPLE_INPUT).unwrap();
     let key = proxy.key("ana", KeyLimits::default()).await;
     let other = proxy.key("ben", KeyLimits::default()).await;
     command
@@ -73,6 +87,7 @@ async fn run_script(label: &str, mut command: tokio::process::Command, policy: P
         .env("AIMLVID_KEY", &key)
         .env("AIMLVID_OTHER_KEY", &other)
         .env("AIMLVID_OUT", dir.path())
+        .env("AIMLVID_CLIP", &clip)
         .env("AIMLVID_SLOW_MODEL", SLOW_MODEL)
         // Nothing written beside the scripts in the source tree.
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -115,7 +130,11 @@ async fn python_create_and_poll_uploads_an_input_reference() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_extends_a_finished_video() {
-    let Some(run) = run_python("extend").await else { return };
+    // The upstream's files are on an https CDN, so a finished video can be
+    // extended by its URL.
+    let Some(run) = run_python_with("extend", quick_polls(), |c| c.files_url = Some(CDN.into())).await else {
+        return;
+    };
     let job = run.sim.job(id_of(&run.figures["id"])).unwrap();
     assert_eq!(job.model, "google/veo3-1-fast-extend-video");
     let source = id_of(&run.figures["source"]);
@@ -174,7 +193,7 @@ async fn python_sees_openai_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_polls_at_the_pace_the_proxy_asks() {
     // The proxy polls as it does in production, so upstream polls count.
-    let Some(run) = run_python_with("polls", PollPolicy::default()).await else { return };
+    let Some(run) = run_python_with("polls", PollPolicy::default(), |_| {}).await else { return };
     let honoured = &run.figures["honoured"];
     let every_second = &run.figures["every_second"];
     let (few, many) = (honoured["retrieves"].as_u64().unwrap(), every_second["retrieves"].as_u64().unwrap());
@@ -202,35 +221,30 @@ async fn node_creates_polls_and_downloads() {
     };
     let mut command = tokio::process::Command::new("node");
     command.arg(scripts().join("videos.mjs")).env("AIMLVID_OPENAI_NODE_MODULES", &modules);
-    let run = run_script("node", command, quick_polls()).await;
+    let run = run_script("node", command, quick_polls(), |_| {}).await;
     assert_eq!(run.figures["bytes"].as_u64(), Some(aimlvid_sim::SAMPLE_RESULT.len() as u64));
     let job = run.sim.job(id_of(&run.figures["id"])).unwrap();
     assert_eq!(job.request["duration"], 4, "{}", job.request);
 }
 
-/// async-openai, the Rust client, in-process on the frozen simulator: its
-/// videos types read this proxy's answers for a video at one of Sora's four
-/// sizes. It reads `size` as one of those four only, so a video at
-/// another size (Veo's default 1920x1080) is an error to it: the docs say so.
+/// async-openai, the Rust client, on a client for `key` at `proxy`.
 #[allow(deprecated)] // async-openai marks the videos API deprecated, as OpenAI did.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn async_openai_creates_retrieves_lists_extends_remixes_downloads_and_deletes() {
-    use async_openai::Client;
-    use async_openai::config::OpenAIConfig;
-    use async_openai::traits::RequestOptionsBuilder as _;
-    use async_openai::types::videos::{
-        CreateVideoExtendRequestArgs, CreateVideoRequestArgs, RemixVideoRequestArgs, VideoEditInput,
-        VideoReferenceInputParam, VideoSeconds, VideoSize, VideoStatus,
-    };
+fn async_openai(proxy: &Proxy, key: String) -> async_openai::Client<async_openai::config::OpenAIConfig> {
+    let config = async_openai::config::OpenAIConfig::new()
+        .with_api_base(format!("{}/v1", proxy.url))
+        .with_api_key(key);
+    async_openai::Client::with_config(config)
+}
 
-    let sim = frozen_sim().await;
-    let (_dir, db) = temp_db();
-    let proxy = start_proxy(&sim, &db).await;
-    let key = proxy.key("ana", KeyLimits::default()).await;
-    let client =
-        Client::with_config(OpenAIConfig::new().with_api_base(format!("{}/v1", proxy.url)).with_api_key(key));
-    let videos = || client.videos();
-
+/// async-openai's create, in-process on the frozen simulator: a video at
+/// one of Sora's four sizes. It reads `size` as one of those four only,
+/// so a video at another size (Veo's default 1920x1080) is an error to
+/// it: the docs say so.
+#[allow(deprecated)]
+async fn async_openai_video(
+    client: &async_openai::Client<async_openai::config::OpenAIConfig>,
+) -> async_openai::types::videos::VideoResource {
+    use async_openai::types::videos::{CreateVideoRequestArgs, VideoSeconds, VideoSize};
     let request = CreateVideoRequestArgs::default()
         .model("google/veo-3.1-t2v-fast")
         .prompt("a heron")
@@ -238,7 +252,22 @@ async fn async_openai_creates_retrieves_lists_extends_remixes_downloads_and_dele
         .seconds(VideoSeconds::Four)
         .build()
         .unwrap();
-    let video = videos().create(request).await.unwrap();
+    client.videos().create(request).await.unwrap()
+}
+
+#[allow(deprecated)] // async-openai marks the videos API deprecated, as OpenAI did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_openai_creates_retrieves_lists_downloads_remixes_and_deletes() {
+    use async_openai::traits::RequestOptionsBuilder as _;
+    use async_openai::types::videos::{RemixVideoRequestArgs, VideoSeconds, VideoSize, VideoStatus};
+
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let client = async_openai(&proxy, proxy.key("ana", KeyLimits::default()).await);
+    let videos = || client.videos();
+
+    let video = async_openai_video(&client).await;
     assert!(matches!(video.status, VideoStatus::Queued), "{video:?}");
     assert_eq!((video.seconds.clone(), video.size.clone()), (VideoSeconds::Four, VideoSize::S1280x720));
     let job = sim.job(&video.id).unwrap();
@@ -258,31 +287,53 @@ async fn async_openai_creates_retrieves_lists_extends_remixes_downloads_and_dele
     let bytes = videos().download_content(&video.id).await.unwrap();
     assert_eq!(&bytes[..], aimlvid_sim::SAMPLE_RESULT);
 
-    // async-openai sends `video` as the JSON of the reference, in a text field.
-    let extend = CreateVideoExtendRequestArgs::default()
-        .video(VideoEditInput::Reference(VideoReferenceInputParam { id: video.id.clone() }))
-        .prompt("the heron flies off")
-        .seconds(VideoSeconds::Other("7".into()))
-        .build()
-        .unwrap();
-    let extension = videos().extend(extend).await.unwrap();
-    let job = sim.job(&extension.id).unwrap();
-    assert_eq!(job.model, "google/veo3-1-fast-extend-video");
-    assert!(job.request["video_url"].as_str().unwrap_or_default().contains(&video.id), "{}", job.request);
-
     let remix = videos()
         .remix(&video.id, RemixVideoRequestArgs::default().prompt("a stork").build().unwrap())
         .await
         .unwrap();
     assert_eq!(remix.remixed_from_video_id.as_deref(), Some(video.id.as_str()));
 
-    let page = videos().query(&[("limit", "2"), ("order", "asc")]).unwrap().list().await.unwrap();
+    let page = videos().query(&[("limit", "1"), ("order", "asc")]).unwrap().list().await.unwrap();
     let ids: Vec<&str> = page.data.iter().map(|v| v.id.as_str()).collect();
-    assert_eq!(ids, [video.id.as_str(), extension.id.as_str()]);
+    assert_eq!(ids, [video.id.as_str()]);
     assert!(page.has_more);
 
     let deleted = videos().delete(&video.id).await.unwrap();
     assert!(deleted.deleted && deleted.id == video.id);
     let gone = videos().retrieve(&video.id).await.unwrap_err();
     assert!(gone.to_string().contains("not found"), "{gone}");
+}
+
+/// async-openai sends an extension's `video` reference as the JSON of it,
+/// in a text field.
+#[allow(deprecated)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_openai_extends_a_video_by_reference() {
+    use async_openai::types::videos::{
+        CreateVideoExtendRequestArgs, VideoEditInput, VideoReferenceInputParam, VideoSeconds,
+    };
+
+    let sim = frozen_sim_with(|c| c.files_url = Some(CDN.into())).await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let client = async_openai(&proxy, proxy.key("ana", KeyLimits::default()).await);
+    let video = async_openai_video(&client).await;
+    assert!(sim.complete_now(&video.id));
+    eventually("the proxy sees the video complete", || async {
+        proxy.state.views().get(&video.id).filter(|v| v.is_finished())
+    })
+    .await;
+    let extend = CreateVideoExtendRequestArgs::default()
+        .video(VideoEditInput::Reference(VideoReferenceInputParam { id: video.id.clone() }))
+        .prompt("the heron flies off")
+        .seconds(VideoSeconds::Other("7".into()))
+        .build()
+        .unwrap();
+    let extension = client.videos().extend(extend).await.unwrap();
+    // It keeps its source's shape, so it reads back at a size async-openai knows.
+    assert_eq!(extension.size, async_openai::types::videos::VideoSize::S1280x720);
+    let job = sim.job(&extension.id).unwrap();
+    assert_eq!(job.model, "google/veo3-1-fast-extend-video");
+    let url = job.request["video_url"].as_str().unwrap_or_default();
+    assert!(url.starts_with(CDN) && url.contains(&video.id), "{}", job.request);
 }

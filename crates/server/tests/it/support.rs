@@ -88,14 +88,25 @@ pub(crate) use on_both_backends;
 /// A simulator whose time is frozen: jobs finish only when told to
 /// (`complete_now`), so tests decide when, without sleeping.
 pub(crate) async fn frozen_sim() -> RunningSim {
-    let config = SimConfig {
+    frozen_sim_with(|_| {}).await
+}
+
+/// [`frozen_sim`] with `tweak` applied.
+pub(crate) async fn frozen_sim_with(tweak: impl FnOnce(&mut SimConfig)) -> RunningSim {
+    let mut config = SimConfig {
         time_scale: 0.0,
         queue_time: Spread::Fixed(Duration::from_secs(2)),
         generation_time: Spread::Fixed(Duration::from_secs(100)),
         ..SimConfig::default()
     };
+    tweak(&mut config);
     Simulator::start(config).await.unwrap()
 }
+
+/// Where the simulator announces files when they are on an https CDN, as
+/// the upstream's are (so a result can be extended by its URL): a port
+/// nothing listens on, so reading them fails as a lost host does.
+pub(crate) const CDN: &str = "https://127.0.0.1:9";
 
 /// A simulator 1000 times faster than real time: a job takes about 100 ms.
 pub(crate) async fn fast_sim() -> RunningSim {

@@ -6,7 +6,7 @@
 
 import { createRequire } from "node:module";
 import { execFileSync } from "node:child_process";
-import { writeFileSync, statSync } from "node:fs";
+import { readFileSync, writeFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 const require = createRequire(join(process.env.AIMLVID_OPENAI_NODE_MODULES, "noop.js"));
@@ -54,4 +54,5 @@ try {
   check(e instanceof NotFoundError, `an unknown id: ${e}`);
 }
 
-console.log(JSON.stringify({ openai: require("openai/package.json").version, id: video.id, retrieves, bytes: statSync(path).size }));
+const { version } = JSON.parse(readFileSync(join(process.env.AIMLVID_OPENAI_NODE_MODULES, "openai/package.json")));
+console.log(JSON.stringify({ openai: version, id: video.id, retrieves, bytes: statSync(path).size }));

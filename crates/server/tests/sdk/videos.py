@@ -5,7 +5,8 @@ Run by crates/server/tests/it/sdk.rs, one scenario per call:
     python videos.py SCENARIO
 
 with AIMLVID_BASE_URL (the proxy's `/v1`), AIMLVID_KEY and AIMLVID_OTHER_KEY
-(two members' team keys) and AIMLVID_OUT (a scratch directory) set. Each
+(two members' team keys), AIMLVID_OUT (a scratch directory) and
+AIMLVID_CLIP (a short MP4 to upload) set. Each
 scenario checks what a Sora user's code relies on and raises on the first
 thing that differs; on success it prints one line of JSON with what it
 measured, for the Rust side to check against the simulator.
@@ -106,9 +107,7 @@ def extend():
     check(by_id.id != source.id, "the extension is a new video")
     by_id = finished(c.videos.poll(by_id.id), "extension by id")
     # And a clip of the member's own, uploaded: this one the SDK sends itself.
-    clip = os.path.join(OUT, "clip.mp4")
-    c.videos.download_content(source.id).write_to_file(clip)
-    with open(clip, "rb") as f:
+    with open(os.environ["AIMLVID_CLIP"], "rb") as f:
         uploaded = c.videos.extend(video=f, prompt="the tide comes in", seconds="7")
     uploaded = finished(c.videos.poll(uploaded.id), "extension of an upload")
     return {"source": source.id, "id": by_id.id, "model": by_id.model, "uploaded": uploaded.id}

@@ -258,3 +258,23 @@ async fn results_expire_like_signed_urls() {
     let served = client().get(answer["video"]["url"].as_str().unwrap()).send().await.unwrap();
     assert_eq!(served.status(), 200);
 }
+
+#[tokio::test]
+async fn files_are_announced_under_a_configured_cdn_which_a_create_may_name_as_its_video() {
+    let sim = start(SimConfig { files_url: Some("https://cdn.sim.test/".into()), ..SimConfig::fast() }).await;
+    let id = create_job(&sim).await;
+    let answer = wait_finished(&sim, &id).await;
+    let url = answer["video"]["url"].as_str().unwrap().to_owned();
+    assert_eq!(url, format!("https://cdn.sim.test/files/{id}.mp4"));
+    // It is served here all the same, as the CDN's origin.
+    let served = client().get(format!("{}/files/{id}.mp4", sim.base_url())).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+    // An https URL is what a create's video_url takes; the sim's own
+    // plain-http address is refused as the real API refuses one.
+    let extend = |video_url: &str| json!({"model": "google/veo3-1-fast-extend-video", "prompt": "on", "video_url": video_url});
+    let taken = create_with(&sim, DEFAULT_API_KEY, &extend(&url)).await;
+    assert!(taken.status().is_success(), "the CDN's https URL is taken: {}", taken.status());
+    let own = format!("{}/files/{id}.mp4", sim.base_url());
+    let refused = create_with(&sim, DEFAULT_API_KEY, &extend(&own)).await;
+    assert_eq!(refused.status(), 400);
+}
