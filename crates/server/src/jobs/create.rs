@@ -21,10 +21,23 @@ use crate::reservations::Reservation;
 use crate::store::{Begun, JobRecord, JobWrite, LimitReached, NewJob, WriteOutcome, status};
 use crate::view::view_of;
 
-const UNKNOWN_OUTCOME: &str = "The upstream may have accepted this create, but its answer was lost: \
-    a generation may exist and be billed. It was not retried, so that it is not paid for twice. \
-    The server looks it up in the upstream's request logs: repeat this request with the same \
-    Idempotency-Key in a minute to get the job once it is found, and do not create it again without one.";
+/// Why a create whose answer was lost is not retried, and what to do: with
+/// an `Idempotency-Key`, repeat it; without one, wait for the server to
+/// find the job, and never create it again.
+fn unknown_outcome(with_idempotency_key: bool) -> String {
+    let then = if with_idempotency_key {
+        "repeat this request with the same Idempotency-Key in a minute to get the job once it is found, \
+         and do not create it again without one."
+    } else {
+        "once found, the job is followed and listed with this key's jobs. Do not create it again; \
+         send an Idempotency-Key with creates so that a repeat finds the first."
+    };
+    format!(
+        "The upstream may have accepted this create, but its answer was lost: a generation may exist \
+         and be billed. It was not retried, so that it is not paid for twice. The server looks it up in \
+         the upstream's request logs: {then}"
+    )
+}
 
 pub(crate) fn refused(refusal: LimitRefusal) -> Refusal {
     match refusal {
@@ -108,6 +121,7 @@ async fn create_job(jobs: &Jobs, key: Arc<KeyEntry>, create: NewCreate) -> Resul
             .of_kind(RefusalKind::Permission));
     }
     check_against_catalog(&value)?;
+    check_parameter_size(&value)?;
     // By its id: the client sends an alias as the id it stands for.
     if let Some(nearest) = jobs.catalogue().no_longer_listed(&jobs.upstream().resolve_model(&model)) {
         return Err(Refusal::new(
@@ -133,6 +147,35 @@ async fn create_job(jobs: &Jobs, key: Arc<KeyEntry>, create: NewCreate) -> Resul
     let accepted = AcceptCreate { key, record, model, value, idempotency_key, request_hash, remixed_from };
     let task = jobs.spawn_create(accept(jobs.clone(), slot, accepted));
     task.await.map_err(|e| Refusal::internal(&format!("a create task ended abnormally: {e}")))?
+}
+
+/// The most a create's parameters may take, media sent inline aside: they
+/// are kept beside the job and in memory, so a prompt or a passed-through
+/// field of megabytes would cost every read of the job.
+const MAX_PARAMETER_BYTES: usize = 64 * 1024;
+
+fn check_parameter_size(value: &serde_json::Value) -> Result<(), Refusal> {
+    fn text_bytes(value: &serde_json::Value) -> usize {
+        use serde_json::Value;
+        match value {
+            Value::String(s) if s.starts_with("data:") => 0,
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(text_bytes).sum(),
+            Value::Object(map) => map.iter().map(|(k, v)| k.len() + text_bytes(v)).sum(),
+            _ => 8,
+        }
+    }
+    let bytes = text_bytes(value);
+    if bytes > MAX_PARAMETER_BYTES {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "The create's parameters take {bytes} bytes (media sent inline aside); at most {MAX_PARAMETER_BYTES} \
+                 are taken: shorten the prompt or leave out fields the model does not use"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The longest prompt kept beside a job, in characters.
@@ -269,6 +312,7 @@ async fn accept(jobs: Jobs, slot: Reservation, create: AcceptCreate) -> Result<A
     // member who has long given up.
     let deadline = Instant::now() + jobs.create_record_timeout();
     let turns = async { (key.create_turn().await, jobs.upstream_create_turn().await) };
+    let with_idempotency_key = idempotency_key.is_some();
     let Ok((_key_turn, _turn)) = tokio::time::timeout_at(deadline, turns).await else {
         return Err(storage_unavailable("waiting for a turn behind creates that storage did not record"));
     };
@@ -389,7 +433,7 @@ async fn accept(jobs: Jobs, slot: Reservation, create: AcceptCreate) -> Result<A
             if let Err(e) = jobs.writer().write(unknown).await {
                 tracing::error!(local_id, error = %e, "could not record an unknown create");
             }
-            Err(Refusal::new(StatusCode::BAD_GATEWAY, UNKNOWN_OUTCOME))
+            Err(Refusal::new(StatusCode::BAD_GATEWAY, unknown_outcome(with_idempotency_key)))
         }
         Err(e) => {
             if matches!(e, aimlvid::Error::Unauthorized { .. }) {
@@ -437,7 +481,7 @@ fn replay(jobs: &Jobs, existing: &JobRecord, request_hash: &[u8; 32]) -> Result<
             "A request with this Idempotency-Key is still in progress; try again shortly",
         ));
     }
-    Err(Refusal::new(StatusCode::BAD_GATEWAY, UNKNOWN_OUTCOME))
+    Err(Refusal::new(StatusCode::BAD_GATEWAY, unknown_outcome(true)))
 }
 
 /// An upstream refusal as the member should see it: the upstream's own
@@ -479,6 +523,18 @@ fn upstream_error(error: aimlvid::Error) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_past_64_kib_are_refused_but_inline_media_does_not_count() {
+        let long = "x".repeat(MAX_PARAMETER_BYTES + 1);
+        let refused = check_parameter_size(&serde_json::json!({"prompt": long})).unwrap_err();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(refused.message.contains("at most 65536"), "{}", refused.message);
+        let junk = serde_json::json!({"prompt": "p", "junk": {"deep": [long]}});
+        assert!(check_parameter_size(&junk).is_err());
+        let media = format!("data:video/mp4;base64,{}", "A".repeat(10 * MAX_PARAMETER_BYTES));
+        assert!(check_parameter_size(&serde_json::json!({"prompt": "p", "video_url": media})).is_ok());
+    }
 
     #[test]
     fn inline_media_is_left_out_of_the_stored_parameters_and_named() {

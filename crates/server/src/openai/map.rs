@@ -54,7 +54,7 @@ pub(crate) fn duration(spec: &ModelSpec, seconds: &str) -> Result<(String, Value
         return Err(unfit("seconds", format!("Model '{}' takes no duration; omit `seconds`", spec.id)));
     };
     let bad = |why: String| {
-        unfit("seconds", format!("Invalid 'seconds' {seconds:?} for model '{}': {why}", spec.id))
+        unfit("seconds", format!("Invalid 'seconds' {} for model '{}': {why}", shown(seconds), spec.id))
     };
     let n: f64 = seconds.trim().parse().map_err(|_| bad("expected a number of seconds".into()))?;
     if !p.allowed.is_empty() {
@@ -138,7 +138,8 @@ fn size_of(aspect: &str, short: u32) -> Option<String> {
 /// 2% of one it allows (1792x1024 is Sora's 16:9), the shorter side within
 /// 10% of a resolution it allows (1024 lines is Sora's 1080p tier).
 pub(crate) fn size(spec: &ModelSpec, size: &str) -> Result<Vec<(String, Value)>, Unfit> {
-    let bad = |why: String| unfit("size", format!("Invalid 'size' {size:?} for model '{}': {why}", spec.id));
+    let bad =
+        |why: String| unfit("size", format!("Invalid 'size' {} for model '{}': {why}", shown(size), spec.id));
     let (w, h) = dimensions(size).ok_or_else(|| bad("expected WIDTHxHEIGHT, such as 1280x720".into()))?;
     let (aspect, resolution) = (spec.parameter("aspect_ratio"), spec.parameter("resolution"));
     if aspect.is_none() && resolution.is_none() {
@@ -227,7 +228,12 @@ pub(crate) fn size_of_body(spec: Option<&ModelSpec>, body: &Value) -> String {
 /// the openai SDKs send a nested value as `name[key]` (`video[id]`,
 /// `input_reference[image_url]`) and a list as `name[]`, each part one
 /// leaf. A name that is not of that shape is kept as it came.
-pub(crate) fn nest_form_fields(fields: Vec<(String, Value)>) -> serde_json::Map<String, Value> {
+/// A name nested deeper than [`MAX_FORM_DEPTH`] is refused (`Err` names
+/// it, shortened): the SDKs nest one or two levels, and a value nested
+/// thousands deep would take the stack to build, hash and drop.
+pub(crate) fn nest_form_fields(
+    fields: Vec<(String, Value)>,
+) -> Result<serde_json::Map<String, Value>, String> {
     let mut out = serde_json::Map::new();
     for (name, value) in fields {
         let Some((head, rest)) = name.split_once('[').filter(|(h, r)| !h.is_empty() && r.ends_with(']'))
@@ -237,6 +243,9 @@ pub(crate) fn nest_form_fields(fields: Vec<(String, Value)>) -> serde_json::Map<
         };
         // `a[b][]` is the path ["a", "b", ""]; an empty step appends.
         let steps: Vec<&str> = rest[..rest.len() - 1].split("][").collect();
+        if steps.len() > MAX_FORM_DEPTH {
+            return Err(shown(&name));
+        }
         let mut slot = out.entry(head.to_owned()).or_insert(Value::Null);
         for step in steps {
             if step.is_empty() {
@@ -256,7 +265,19 @@ pub(crate) fn nest_form_fields(fields: Vec<(String, Value)>) -> serde_json::Map<
         }
         *slot = value;
     }
-    out
+    Ok(out)
+}
+
+/// How deep a form field's name may nest (`a[b][c][d]` is three).
+pub(crate) const MAX_FORM_DEPTH: usize = 4;
+
+/// A member's text as an error message quotes it: at most 64 characters,
+/// so a refusal never echoes a file or a megabyte back.
+pub(crate) fn shown(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+        None => format!("{text:?}"),
+    }
 }
 
 #[cfg(test)]
@@ -326,7 +347,7 @@ mod tests {
     #[test]
     fn a_flattened_form_reads_back_as_the_object_the_sdk_flattened() {
         let form = |pairs: &[(&str, &str)]| {
-            nest_form_fields(pairs.iter().map(|(k, v)| ((*k).to_owned(), Value::from(*v))).collect())
+            nest_form_fields(pairs.iter().map(|(k, v)| ((*k).to_owned(), Value::from(*v))).collect()).unwrap()
         };
         assert_eq!(
             Value::Object(form(&[
@@ -345,5 +366,14 @@ mod tests {
             Value::Object(form(&[("[id]", "1"), ("odd[", "2"), ("plain", "3")])),
             serde_json::json!({"[id]": "1", "odd[": "2", "plain": "3"})
         );
+    }
+
+    #[test]
+    fn a_form_name_nested_past_four_levels_is_refused_not_built() {
+        let deep = format!("x{}", "[a]".repeat(3000));
+        let refused = nest_form_fields(vec![(deep, Value::from("1"))]).unwrap_err();
+        assert!(refused.len() < 100, "the name is shortened: {refused}");
+        assert!(nest_form_fields(vec![("x[a][b][c][d]".into(), Value::from("1"))]).is_ok());
+        assert!(nest_form_fields(vec![("x[a][b][c][d][e]".into(), Value::from("1"))]).is_err());
     }
 }

@@ -163,6 +163,13 @@ impl IntoResponse for OpenAiError {
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }
+        // The openai SDKs retry a 502 by themselves, without an
+        // Idempotency-Key unless the member set one: a create whose answer
+        // was lost must not be sent again (it may be paid for), and this
+        // header is the one they heed.
+        if self.status == StatusCode::BAD_GATEWAY {
+            response.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
+        }
         response
     }
 }
@@ -285,6 +292,9 @@ fn finished_file_url(id: &str, generation: &Value) -> Result<String, OpenAiError
     })
 }
 
+/// The most fields a create's form may have: the SDKs send a handful.
+const MAX_FORM_FIELDS: usize = 256;
+
 /// A create's fields as JSON values: the JSON body's, or the multipart
 /// form's (text as strings, a file as a `data:` URI, as the CLI sends media).
 async fn read_fields(state: &AppState, request: Request) -> Result<Map<String, Value>, OpenAiError> {
@@ -322,8 +332,19 @@ async fn read_fields(state: &AppState, request: Request) -> Result<Map<String, V
                 Value::from(String::from_utf8_lossy(&bytes).into_owned())
             };
             fields.push((name, value));
+            if fields.len() > MAX_FORM_FIELDS {
+                return Err(OpenAiError::invalid(
+                    "body",
+                    format!("The form has more than {MAX_FORM_FIELDS} fields; a video takes a few"),
+                ));
+            }
         }
-        return Ok(map::nest_form_fields(fields));
+        return map::nest_form_fields(fields).map_err(|name| {
+            OpenAiError::invalid(
+                "body",
+                format!("The form field {name} nests deeper than {} levels", map::MAX_FORM_DEPTH),
+            )
+        });
     }
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(fields)) => Ok(fields),

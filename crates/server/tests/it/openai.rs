@@ -516,3 +516,59 @@ async fn a_finished_video_pushed_out_of_memory_still_reads_completed() {
     assert!(read["completed_at"].as_i64().is_some(), "{read}");
     proxy.stop().await;
 }
+
+/// A create whose answer was lost is a 502 the openai SDKs do not retry by
+/// themselves (`x-should-retry: false`), saying not to create it again.
+#[tokio::test]
+async fn a_lost_create_answer_tells_the_sdk_not_to_retry() {
+    use aimlvid_sim::{Fault, Route};
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("ana", KeyLimits::default()).await;
+    sim.inject(Route::Create, Fault::AfterAccept(Box::new(Fault::DropConnection)), 1);
+    let (status, body, headers) =
+        create_json(&proxy, &key, &json!({"model": "sora-2", "prompt": "lost on the way back"})).await;
+    assert_eq!(status, 502, "{body}");
+    assert_openai_error(&body);
+    assert_eq!(headers["x-should-retry"], "false");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Do not create it again"), "{message}");
+    assert_eq!(sim.stats().create_requests, 1);
+    proxy.stop().await;
+}
+
+/// The SDKs nest a form's fields a level or two; a name nested thousands
+/// deep is refused, not built (it would overflow the stack), and a form of
+/// thousands of fields too.
+#[tokio::test]
+async fn a_hostile_form_is_refused_before_anything_is_sent() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("ana", KeyLimits::default()).await;
+    let deep = format!("x{}", "[a]".repeat(3000));
+    let (status, body, _) = create_form(
+        &proxy,
+        Some(&key),
+        &[("model", "google/veo-3.1-t2v-fast"), ("prompt", "p"), (&deep, "1")],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_openai_error(&body);
+    let many: Vec<(String, String)> = (0..300).map(|i| (format!("f{i}"), "1".to_owned())).collect();
+    let mut fields: Vec<(&str, &str)> = vec![("model", "google/veo-3.1-t2v-fast"), ("prompt", "p")];
+    fields.extend(many.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let (status, body, _) = create_form(&proxy, Some(&key), &fields).await;
+    assert_eq!(status, 400, "{body}");
+    // A prompt of megabytes is refused too, on every front.
+    let long = "x".repeat(100_000);
+    let (status, body, _) = create_json(&proxy, &key, &json!({"model": "sora-2", "prompt": long})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("at most 65536"), "{body}");
+    assert_eq!(sim.stats().create_requests, 0);
+    // The server still answers.
+    let (status, _, _) = create_json(&proxy, &key, &json!({"model": "sora-2", "prompt": "fine"})).await;
+    assert_eq!(status, 200);
+    proxy.stop().await;
+}
