@@ -177,18 +177,24 @@ impl MediaInput {
     ) -> Result<Self> {
         let path = path.as_ref();
         let bytes = read_limited(path, max_bytes).await?;
-        let mime = infer::get(&bytes).filter(|t| t.matcher_type() == matcher_of(kind)).map(|t| t.mime_type());
+        Self::encode(&bytes, kind, &path.display().to_string())
+    }
+
+    /// Encodes media bytes held in memory (an upload, say) as a `data:`
+    /// URI, checking from the bytes themselves that they are `kind`.
+    pub fn from_bytes(bytes: &[u8], kind: MediaKind) -> Result<Self> {
+        Self::encode(bytes, kind, "the data given")
+    }
+
+    fn encode(bytes: &[u8], kind: MediaKind, what: &str) -> Result<Self> {
+        let mime = infer::get(bytes).filter(|t| t.matcher_type() == matcher_of(kind)).map(|t| t.mime_type());
         let mime = mime.ok_or_else(|| {
-            let found = infer::get(&bytes).map_or("not a recognised media file".to_owned(), |t| {
+            let found = infer::get(bytes).map_or("not a recognised media file".to_owned(), |t| {
                 format!("a file of type {}", t.mime_type())
             });
-            Error::InvalidInput(format!(
-                "{} is {found}, not {kind}; give {} file",
-                path.display(),
-                a_kind(kind)
-            ))
+            Error::InvalidInput(format!("{what} is {found}, not {kind}; give {} file", a_kind(kind)))
         })?;
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
         Ok(MediaInput { kind, value: format!("data:{mime};base64,{encoded}") })
     }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse as _, Response};
@@ -20,7 +20,7 @@ pub(super) async fn content(
     State(state): State<AppState>,
     authorization: Authorization,
     method: Method,
-    Path(id): Path<String>,
+    super::VideoId(id): super::VideoId,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, OpenAiError> {

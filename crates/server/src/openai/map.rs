@@ -221,7 +221,17 @@ pub(crate) fn size_of_body(spec: Option<&ModelSpec>, body: &Value) -> String {
         })
     };
     let short = pick("resolution").as_deref().and_then(lines).unwrap_or(720);
-    pick("aspect_ratio").and_then(|a| size_of(&a, short)).unwrap_or_default()
+    let aspect = pick("aspect_ratio");
+    // Sora 2 at 1080p reads back as the sizes Sora names it by, which
+    // clients such as async-openai take as the only ones there are.
+    if spec.is_some_and(|s| s.id.starts_with("openai/sora-2")) && short >= 1024 {
+        match aspect.as_deref() {
+            Some("16:9") => return "1792x1024".into(),
+            Some("9:16") => return "1024x1792".into(),
+            _ => {}
+        }
+    }
+    aspect.and_then(|a| size_of(&a, short)).unwrap_or_default()
 }
 
 /// A multipart form's fields as the JSON object they were flattened from:
@@ -342,6 +352,12 @@ mod tests {
         assert_eq!(size_of_body(Some(veo), &serde_json::json!({})), "1920x1080");
         let sora = spec("openai/sora-2-t2v");
         assert_eq!(size_of_body(Some(sora), &serde_json::json!({})), "1280x720");
+        // Sora 2 Pro's sizes read back as asked.
+        let pro = spec("openai/sora-2-pro-t2v");
+        for asked in ["1024x1792", "1792x1024", "720x1280", "1280x720"] {
+            let body: serde_json::Map<String, Value> = size(pro, asked).unwrap().into_iter().collect();
+            assert_eq!(size_of_body(Some(pro), &Value::Object(body)), asked);
+        }
     }
 
     #[test]

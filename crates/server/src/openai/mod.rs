@@ -44,6 +44,31 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/videos/characters", any(not_offered))
         .route("/v1/videos/characters/{id}", any(not_offered))
         .route("/v1/videos/{id}/{*rest}", any(unsupported))
+        .route("/v1/videos/", any(unsupported))
+}
+
+/// A video id from the path: one that cannot be read (bad UTF-8) or is
+/// far longer than any id is a 404 in this front's shape, naming at most
+/// the first characters of what was sent.
+pub(super) struct VideoId(pub(super) String);
+
+/// Longer than any generation id the upstream gives.
+const MAX_VIDEO_ID: usize = 200;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for VideoId {
+    type Rejection = OpenAiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, OpenAiError> {
+        let id = axum::extract::Path::<String>::from_request_parts(parts, state).await.map(|p| p.0);
+        match id {
+            Ok(id) if id.len() <= MAX_VIDEO_ID => Ok(VideoId(id)),
+            Ok(id) => Err(OpenAiError::not_found(&map::shown(&id))),
+            Err(_) => Err(OpenAiError::not_found("(not UTF-8)")),
+        }
+    }
 }
 
 /// Every route this front serves, as its 404s name them.
@@ -276,7 +301,7 @@ fn finished_file_url(id: &str, generation: &Value) -> Result<String, OpenAiError
         other => {
             let status = if matches!(other, "generating" | "in_progress") { "in_progress" } else { "queued" };
             return Err(not_ready(format!(
-                "Video '{id}' is not finished: its status is {status}. Its content can be read once it is completed."
+                "Video '{id}' is not finished: its status is {status}. Try again once it is completed."
             )));
         }
     }
@@ -421,12 +446,38 @@ fn request_body(mut fields: Map<String, Value>) -> Result<Value, OpenAiError> {
         (_, None) => {}
     }
     if let Some(url) = reference {
-        let target = spec
-            .and_then(|s| s.media_parameters().find(|p| p.media == Some(MediaKind::Image)))
-            .map_or("image_url".to_owned(), |p| p.name.clone());
-        body.insert(target, Value::from(url));
+        let image = spec.map(|s| s.media_parameters().find(|p| p.media == Some(MediaKind::Image)));
+        let target = match image {
+            Some(Some(p)) => p.name.clone(),
+            // A catalog model without an image to start from would take it
+            // as an unknown field, and be charged for a video that ignores it.
+            Some(None) => {
+                return Err(unreadable(&format!(
+                    "Model '{id}' takes no image to start from; leave out `input_reference`, or use an \
+                     image-to-video model"
+                )));
+            }
+            None => "image_url".to_owned(),
+        };
+        body.insert(target, Value::from(uploaded_image(url)?));
     }
     Ok(Value::Object(body))
+}
+
+/// An `input_reference` as sent upstream: a URL as given, an upload
+/// checked from its bytes to be an image (the SDK labels a file by its
+/// name, often as application/octet-stream) and labelled by them.
+fn uploaded_image(reference: String) -> Result<String, OpenAiError> {
+    let Some(encoded) = reference.strip_prefix("data:").and_then(|r| r.split_once(',')).map(|(_, d)| d)
+    else {
+        return Ok(reference);
+    };
+    let not_image =
+        || OpenAiError::invalid("input_reference", "The uploaded `input_reference` is not an image");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| not_image())?;
+    aimlvid::MediaInput::from_bytes(&bytes, MediaKind::Image)
+        .map(aimlvid::MediaInput::into_string)
+        .map_err(|_| not_image())
 }
 
 /// Whether the member set the model's own shape parameters (`extra_body`),

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
@@ -119,7 +119,7 @@ pub(super) fn video_of(
 pub(super) async fn retrieve(
     State(state): State<AppState>,
     authorization: Authorization,
-    Path(id): Path<String>,
+    super::VideoId(id): super::VideoId,
 ) -> Result<Response, OpenAiError> {
     let key = authenticate(&state, &authorization)?;
     let (request, view) = own_state(&state, key.key().id(), &id).await?;
@@ -228,7 +228,7 @@ pub(super) async fn list(
 pub(super) async fn delete(
     State(state): State<AppState>,
     authorization: Authorization,
-    Path(id): Path<String>,
+    super::VideoId(id): super::VideoId,
 ) -> Result<Response, OpenAiError> {
     let key = authenticate(&state, &authorization)?;
     own_video(&state, key.key().id(), &id).await?;
@@ -257,7 +257,7 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Ope
 pub(super) async fn remix(
     State(state): State<AppState>,
     authorization: Authorization,
-    Path(id): Path<String>,
+    super::VideoId(id): super::VideoId,
     request: Request,
 ) -> Result<Response, OpenAiError> {
     let key = authenticate(&state, &authorization)?;
@@ -286,6 +286,9 @@ pub(super) async fn remix(
             ),
         ));
     };
+    // As Sora did: only a completed video is remixed (a failed one's
+    // parameters may be why it failed; an unfinished one may yet fail).
+    super::finished_file_url(&id, &super::own_generation(&state, &key, &id).await?)?;
     let mut value = Value::clone(params);
     value["prompt"] = Value::from(prompt);
     // The source is part of what was asked: the same prompt on another

@@ -365,6 +365,14 @@ async fn a_remix_keeps_the_model_and_parameters_with_a_new_prompt() {
     let (status, error) = remix(&proxy, &key, &source_id, &json!({}), None).await;
     assert_eq!((status, &error["error"]["param"]), (400, &json!("prompt")), "{error}");
     assert_eq!(remix(&proxy, &other, &source_id, &json!({"prompt": "mine"}), None).await.0, 404);
+    // Only a completed video is remixed.
+    let (status, error) = remix(&proxy, &key, &source_id, &json!({"prompt": "too soon"}), None).await;
+    assert_eq!((status, &error["error"]["code"]), (409, &json!("video_not_ready")), "{error}");
+    assert!(sim.complete_now(&source_id));
+    eventually("the source completes", || async {
+        proxy.state.views().get(&source_id).filter(|v| v.is_finished())
+    })
+    .await;
     let created = sim.stats().create_requests;
 
     let (status, remixed) = remix(&proxy, &key, &source_id, &json!({"prompt": "a crane"}), Some("r1")).await;
@@ -398,13 +406,14 @@ async fn a_remix_keeps_the_model_and_parameters_with_a_new_prompt() {
     assert_eq!((&params["duration"], &params["aspect_ratio"]), (&json!(4), &json!("9:16")));
 
     // Media sent inline is not kept, so a video made from it cannot be remixed.
-    let image = format!("data:image/png;base64,{}", "A".repeat(64));
+    // A PNG by its first bytes, which is what the server checks of an image.
+    let image = "data:image/png;base64,iVBORw0KGgoAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     let body = json!({"model": "sora-2", "prompt": "from a photo", "input_reference": {"image_url": image}});
     let (status, inline, _) = create_json(&proxy, &key, &body).await;
     assert_eq!(status, 200, "{inline}");
     let inline_id = inline["id"].as_str().unwrap();
     let stored = proxy.state.store().generation_summary(inline_id).await.unwrap().unwrap();
-    assert!(!stored.params.as_deref().unwrap().contains("AAAA"), "the data is never stored");
+    assert!(!stored.params.as_deref().unwrap().contains("iVBOR"), "the data is never stored");
     let (status, error) = remix(&proxy, &key, inline_id, &json!({"prompt": "again"}), None).await;
     assert_eq!(status, 400, "{error}");
     assert_openai_error(&error);
@@ -570,5 +579,40 @@ async fn a_hostile_form_is_refused_before_anything_is_sent() {
     // The server still answers.
     let (status, _, _) = create_json(&proxy, &key, &json!({"model": "sora-2", "prompt": "fine"})).await;
     assert_eq!(status, 200);
+    proxy.stop().await;
+}
+
+/// What the outside attack found, each answered in OpenAI's shape with
+/// nothing sent upstream: an image for a model that takes none, an upload
+/// that is not an image, unreadable and overlong ids, a trailing slash.
+#[tokio::test]
+async fn inputs_a_model_cannot_use_and_unreadable_paths_are_refused_in_openais_shape() {
+    let sim = frozen_sim().await;
+    let (_dir, db) = temp_db();
+    let proxy = start_proxy(&sim, &db).await;
+    let key = proxy.key("ana", KeyLimits::default()).await;
+    let png = "data:image/png;base64,iVBORw0KGgoAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let to_t2v =
+        json!({"model": "google/veo-3.1-t2v-fast", "prompt": "p", "input_reference": {"image_url": png}});
+    let (status, body, _) = create_json(&proxy, &key, &to_t2v).await;
+    assert_eq!((status, &body["error"]["param"]), (400, &json!("input_reference")), "{body}");
+    let text = "data:image/png;base64,aGVsbG8=";
+    let not_image = json!({"model": "sora-2", "prompt": "p", "input_reference": {"image_url": text}});
+    let (status, body, _) = create_json(&proxy, &key, &not_image).await;
+    assert_eq!((status, &body["error"]["param"]), (400, &json!("input_reference")), "{body}");
+    assert_eq!(sim.stats().create_requests, 0);
+
+    for path in ["/v1/videos/%FF%FE", "/v1/videos/", &format!("/v1/videos/{}", "x".repeat(5000))] {
+        let response = proxy.http.get(format!("{}{path}", proxy.url)).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_openai_error(&body);
+        assert!(body["error"]["message"].as_str().unwrap().len() < 300, "{body}");
+    }
+
+    // Sora 2 Pro's portrait 1080p reads back as the size Sora names it by.
+    let pro = json!({"model": "sora-2-pro", "prompt": "p", "size": "1024x1792"});
+    let (status, video, _) = create_json(&proxy, &key, &pro).await;
+    assert_eq!((status, video["size"].as_str()), (200, Some("1024x1792")), "{video}");
     proxy.stop().await;
 }
