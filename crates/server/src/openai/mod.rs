@@ -514,19 +514,47 @@ struct Video<'a> {
 }
 
 /// A `video` object, with `openai-poll-after-ms` while it is unfinished.
-struct VideoAnswer {
-    object: Value,
+pub(super) struct VideoAnswer {
+    pub(super) object: VideoObject,
     poll_after_ms: Option<u64>,
 }
 
+/// The `video` object, field for field as openai-python's `Video` reads it,
+/// serialized straight from here (a status read is the hot path).
+#[derive(Debug, serde::Serialize)]
+pub(super) struct VideoObject {
+    id: String,
+    object: &'static str,
+    model: String,
+    status: &'static str,
+    progress: u64,
+    created_at: i64,
+    completed_at: Option<i64>,
+    expires_at: Option<i64>,
+    prompt: Option<String>,
+    seconds: String,
+    size: String,
+    remixed_from_video_id: Option<String>,
+    error: Option<VideoError>,
+}
+
+/// Why a video failed, from the upstream's reason.
+#[derive(Debug, serde::Serialize)]
+struct VideoError {
+    code: String,
+    message: String,
+}
+
 impl Video<'_> {
-    fn object(&self, spec: Option<&ModelSpec>, generation: &Value) -> VideoAnswer {
+    /// The video `id` in `status` (the upstream's word for it), with the
+    /// upstream's `error` object for a failed one.
+    fn object(&self, id: &str, spec: Option<&ModelSpec>, status: &str, error: Option<&Value>) -> VideoAnswer {
         let typical = spec
             .map_or(aimlvid::JobDurations::typical_of(aimlvid::catalog::Family::TextToVideo), |s| {
                 aimlvid::JobDurations::typical_of(s.family)
             });
         let now = now_secs();
-        let status = match generation["status"].as_str().unwrap_or("queued") {
+        let status = match status {
             "completed" | "complete" => "completed",
             "error" | "failed" => "failed",
             "generating" | "in_progress" => "in_progress",
@@ -535,8 +563,7 @@ impl Video<'_> {
         // Estimated from the model's typical duration: at most 99 until done.
         let progress = match status {
             "completed" => 100,
-            "queued" => 0,
-            "failed" => 0,
+            "queued" | "failed" => 0,
             _ => {
                 let elapsed = (now - self.created_at).max(0) as f64;
                 (elapsed / typical.p50.as_secs_f64().max(1.0) * 100.0).clamp(1.0, 99.0) as u64
@@ -544,27 +571,27 @@ impl Video<'_> {
         };
         let finished = matches!(status, "completed" | "failed");
         let error = (status == "failed").then(|| {
-            let e = &generation["error"];
+            let e = error.unwrap_or(&Value::Null);
             let code = e["name"].as_str().filter(|s| !s.is_empty()).unwrap_or("video_generation_failed");
             let message =
                 e["message"].as_str().filter(|s| !s.is_empty()).unwrap_or("The video generation failed");
-            json!({"code": code, "message": message})
+            VideoError { code: code.to_owned(), message: message.to_owned() }
         });
-        let object = json!({
-            "id": generation["id"],
-            "object": "video",
-            "model": self.model,
-            "status": status,
-            "progress": progress,
-            "created_at": self.created_at,
-            "completed_at": finished.then(|| self.completed_at.unwrap_or(now).max(self.created_at)),
-            "expires_at": Value::Null,
-            "prompt": self.prompt,
-            "seconds": self.seconds,
-            "size": self.size,
-            "remixed_from_video_id": self.remixed_from,
-            "error": error,
-        });
+        let object = VideoObject {
+            id: id.to_owned(),
+            object: "video",
+            model: self.model.to_owned(),
+            status,
+            progress,
+            created_at: self.created_at,
+            completed_at: finished.then(|| self.completed_at.unwrap_or(now).max(self.created_at)),
+            expires_at: None,
+            prompt: self.prompt.map(str::to_owned),
+            seconds: self.seconds.clone(),
+            size: self.size.clone(),
+            remixed_from_video_id: self.remixed_from.map(str::to_owned),
+            error,
+        };
         // A tenth of the typical duration, so the SDK's poll() reads a
         // job some ten times rather than once a second.
         let poll_after_ms = (!finished).then(|| (typical.p50.as_millis() as u64 / 10).clamp(1000, 10_000));
@@ -573,7 +600,8 @@ impl Video<'_> {
 }
 
 fn answer(video: VideoAnswer) -> Response {
-    let mut response = crate::api::json(StatusCode::OK, Bytes::from(video.object.to_string()));
+    let body = serde_json::to_vec(&video.object).unwrap_or_default();
+    let mut response = crate::api::json(StatusCode::OK, Bytes::from(body));
     if let Some(ms) = video.poll_after_ms {
         response.headers_mut().insert("openai-poll-after-ms", HeaderValue::from(ms));
     }

@@ -94,10 +94,24 @@ pub(super) fn video_of(
     view: Option<Arc<JobView>>,
     stored: Option<&str>,
 ) -> Result<super::VideoAnswer, OpenAiError> {
-    let generation: Value = match (view, stored) {
-        (Some(view), _) => serde_json::from_slice(&view.body).map_err(|e| OpenAiError::internal(&e))?,
-        (None, Some(body)) => serde_json::from_str(body).map_err(|e| OpenAiError::internal(&e))?,
-        (None, None) => json!({"id": id, "status": "queued"}),
+    // The status from memory as it is; the body is read only for a failed
+    // job's reason (a status read is the hot path, and most jobs succeed).
+    let (status, failed_body): (&str, Option<Value>) = match (&view, stored) {
+        (Some(view), _) if view.status.is_failure() => {
+            ("error", Some(serde_json::from_slice(&view.body).map_err(|e| OpenAiError::internal(&e))?))
+        }
+        (Some(view), _) => (view.status.as_str(), None),
+        (None, Some(body)) => {
+            let generation: Value = serde_json::from_str(body).map_err(|e| OpenAiError::internal(&e))?;
+            let status = match generation["status"].as_str() {
+                Some("error" | "failed") => "error",
+                Some("completed" | "complete") => "completed",
+                Some("generating" | "in_progress") => "generating",
+                _ => "queued",
+            };
+            (status, Some(generation))
+        }
+        (None, None) => ("queued", None),
     };
     let spec = aimlvid::catalog::model(&request.model);
     let empty = Value::Object(Default::default());
@@ -111,7 +125,7 @@ pub(super) fn video_of(
         completed_at: request.finished_at,
         remixed_from: request.remixed_from.as_deref(),
     };
-    Ok(video.object(spec, &generation))
+    Ok(video.object(id, spec, status, failed_body.as_ref().map(|g| &g["error"])))
 }
 
 /// `GET /v1/videos/{id}`: from memory alone once the video was read (or
