@@ -320,10 +320,6 @@ pub struct JobRequest {
     pub remixed_from: Option<String>,
     /// Whether its member deleted it.
     pub hidden: bool,
-    /// What a front made of this request, once: the OpenAI front keeps the
-    /// `video` object's unchanging fields here, encoded, so that a hot
-    /// read does not work them out again.
-    pub encoded: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl JobRequest {
@@ -343,7 +339,6 @@ impl JobRequest {
                 finished_at: job.credits_charged.is_some().then_some(job.updated_at),
                 remixed_from: job.remixed_from.clone(),
                 hidden: job.hidden_at.is_some(),
-                encoded: std::sync::OnceLock::new(),
             },
         ))
     }
@@ -538,7 +533,6 @@ mod tests {
             finished_at: None,
             remixed_from: None,
             hidden: false,
-            encoded: std::sync::OnceLock::new(),
         }
     }
 

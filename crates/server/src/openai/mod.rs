@@ -501,41 +501,40 @@ fn typed_fields(spec: &ModelSpec, fields: &mut Map<String, Value>) {
     }
 }
 
-/// A `video` object, encoded, with `openai-poll-after-ms` while it is unfinished.
+/// What a `video` object says besides the generation's state.
+struct Video<'a> {
+    model: &'a str,
+    prompt: Option<&'a str>,
+    seconds: String,
+    size: String,
+    created_at: i64,
+    /// When storage recorded its end, if it has.
+    completed_at: Option<i64>,
+    remixed_from: Option<&'a str>,
+}
+
+/// A `video` object, with `openai-poll-after-ms` while it is unfinished.
 pub(super) struct VideoAnswer {
-    pub(super) body: Vec<u8>,
+    pub(super) object: VideoObject,
     poll_after_ms: Option<u64>,
 }
 
-/// The `video` object's fields that never change for a job, in the order
-/// openai-python's `Video` lists them where it matters to no parser.
-#[derive(serde::Serialize)]
-pub(super) struct FixedFields<'a> {
-    pub(super) id: &'a str,
-    pub(super) object: &'static str,
-    pub(super) model: &'a str,
-    pub(super) created_at: i64,
-    pub(super) expires_at: Option<i64>,
-    pub(super) prompt: Option<&'a str>,
-    pub(super) seconds: String,
-    pub(super) size: String,
-    pub(super) remixed_from_video_id: Option<&'a str>,
-}
-
-/// The fixed fields as the start of a JSON object, without its closing
-/// brace: the moving ones follow on each read.
-pub(super) fn encode_fixed(fixed: &FixedFields<'_>) -> Bytes {
-    let mut encoded = serde_json::to_vec(fixed).unwrap_or_else(|_| b"{}".to_vec());
-    encoded.pop();
-    Bytes::from(encoded)
-}
-
-/// The `video` object's fields that move with the job and the clock.
-#[derive(serde::Serialize)]
-struct MovingFields {
+/// The `video` object, field for field as openai-python's `Video` reads it,
+/// serialized straight from here (a status read is the hot path).
+#[derive(Debug, serde::Serialize)]
+pub(super) struct VideoObject {
+    id: String,
+    object: &'static str,
+    model: String,
     status: &'static str,
     progress: u64,
+    created_at: i64,
     completed_at: Option<i64>,
+    expires_at: Option<i64>,
+    prompt: Option<String>,
+    seconds: String,
+    size: String,
+    remixed_from_video_id: Option<String>,
     error: Option<VideoError>,
 }
 
@@ -546,65 +545,63 @@ struct VideoError {
     message: String,
 }
 
-/// The `video` object of a job whose fixed fields are `fixed` (from
-/// [`encode_fixed`]), in `status` (the upstream's word for it), with the
-/// upstream's `error` object for a failed one.
-pub(super) fn video_answer(
-    fixed: &[u8],
-    spec: Option<&ModelSpec>,
-    created_at: i64,
-    finished_at: Option<i64>,
-    status: &str,
-    error: Option<&Value>,
-) -> VideoAnswer {
-    let typical = spec
-        .map_or(aimlvid::JobDurations::typical_of(aimlvid::catalog::Family::TextToVideo), |s| {
-            aimlvid::JobDurations::typical_of(s.family)
+impl Video<'_> {
+    /// The video `id` in `status` (the upstream's word for it), with the
+    /// upstream's `error` object for a failed one.
+    fn object(&self, id: &str, spec: Option<&ModelSpec>, status: &str, error: Option<&Value>) -> VideoAnswer {
+        let typical = spec
+            .map_or(aimlvid::JobDurations::typical_of(aimlvid::catalog::Family::TextToVideo), |s| {
+                aimlvid::JobDurations::typical_of(s.family)
+            });
+        let now = now_secs();
+        let status = match status {
+            "completed" | "complete" => "completed",
+            "error" | "failed" => "failed",
+            "generating" | "in_progress" => "in_progress",
+            _ => "queued",
+        };
+        // Estimated from the model's typical duration: at most 99 until done.
+        let progress = match status {
+            "completed" => 100,
+            "queued" | "failed" => 0,
+            _ => {
+                let elapsed = (now - self.created_at).max(0) as f64;
+                (elapsed / typical.p50.as_secs_f64().max(1.0) * 100.0).clamp(1.0, 99.0) as u64
+            }
+        };
+        let finished = matches!(status, "completed" | "failed");
+        let error = (status == "failed").then(|| {
+            let e = error.unwrap_or(&Value::Null);
+            let code = e["name"].as_str().filter(|s| !s.is_empty()).unwrap_or("video_generation_failed");
+            let message =
+                e["message"].as_str().filter(|s| !s.is_empty()).unwrap_or("The video generation failed");
+            VideoError { code: code.to_owned(), message: message.to_owned() }
         });
-    let now = now_secs();
-    let status = match status {
-        "completed" | "complete" => "completed",
-        "error" | "failed" => "failed",
-        "generating" | "in_progress" => "in_progress",
-        _ => "queued",
-    };
-    // Estimated from the model's typical duration: at most 99 until done.
-    let progress = match status {
-        "completed" => 100,
-        "queued" | "failed" => 0,
-        _ => {
-            let elapsed = (now - created_at).max(0) as f64;
-            (elapsed / typical.p50.as_secs_f64().max(1.0) * 100.0).clamp(1.0, 99.0) as u64
-        }
-    };
-    let finished = matches!(status, "completed" | "failed");
-    let error = (status == "failed").then(|| {
-        let e = error.unwrap_or(&Value::Null);
-        let code = e["name"].as_str().filter(|s| !s.is_empty()).unwrap_or("video_generation_failed");
-        let message =
-            e["message"].as_str().filter(|s| !s.is_empty()).unwrap_or("The video generation failed");
-        VideoError { code: code.to_owned(), message: message.to_owned() }
-    });
-    let moving = MovingFields {
-        status,
-        progress,
-        completed_at: finished.then(|| finished_at.unwrap_or(now).max(created_at)),
-        error,
-    };
-    let mut body = Vec::with_capacity(fixed.len() + 96);
-    body.extend_from_slice(fixed);
-    body.push(b',');
-    // The moving fields' object without its opening brace closes the whole.
-    let moving = serde_json::to_vec(&moving).unwrap_or_else(|_| b"{}".to_vec());
-    body.extend_from_slice(&moving[1..]);
-    // A tenth of the typical duration, so the SDK's poll() reads a
-    // job some ten times rather than once a second.
-    let poll_after_ms = (!finished).then(|| (typical.p50.as_millis() as u64 / 10).clamp(1000, 10_000));
-    VideoAnswer { body, poll_after_ms }
+        let object = VideoObject {
+            id: id.to_owned(),
+            object: "video",
+            model: self.model.to_owned(),
+            status,
+            progress,
+            created_at: self.created_at,
+            completed_at: finished.then(|| self.completed_at.unwrap_or(now).max(self.created_at)),
+            expires_at: None,
+            prompt: self.prompt.map(str::to_owned),
+            seconds: self.seconds.clone(),
+            size: self.size.clone(),
+            remixed_from_video_id: self.remixed_from.map(str::to_owned),
+            error,
+        };
+        // A tenth of the typical duration, so the SDK's poll() reads a
+        // job some ten times rather than once a second.
+        let poll_after_ms = (!finished).then(|| (typical.p50.as_millis() as u64 / 10).clamp(1000, 10_000));
+        VideoAnswer { object, poll_after_ms }
+    }
 }
 
 fn answer(video: VideoAnswer) -> Response {
-    let mut response = crate::api::json(StatusCode::OK, Bytes::from(video.body));
+    let body = serde_json::to_vec(&video.object).unwrap_or_default();
+    let mut response = crate::api::json(StatusCode::OK, Bytes::from(body));
     if let Some(ms) = video.poll_after_ms {
         response.headers_mut().insert("openai-poll-after-ms", HeaderValue::from(ms));
     }

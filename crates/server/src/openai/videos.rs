@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::{OpenAiError, answer, authenticate, map, read_fields};
+use super::{OpenAiError, Video, answer, authenticate, map, read_fields};
 use crate::api::{Authorization, IDEMPOTENCY_KEY};
 use crate::jobs::NewCreate;
 use crate::state::AppState;
@@ -114,24 +114,18 @@ pub(super) fn video_of(
         (None, None) => ("queued", None),
     };
     let spec = aimlvid::catalog::model(&request.model);
-    // What never changes, worked out and encoded once per job in memory.
-    let fixed = request.encoded.get_or_init(|| {
-        let empty = Value::Object(Default::default());
-        let params = request.params.as_deref().unwrap_or(&empty);
-        super::encode_fixed(&super::FixedFields {
-            id,
-            object: "video",
-            model: &request.model,
-            created_at: request.created_at,
-            expires_at: None,
-            prompt: request.prompt.as_deref(),
-            seconds: map::seconds_of(spec, params),
-            size: map::size_of_body(spec, params),
-            remixed_from_video_id: request.remixed_from.as_deref(),
-        })
-    });
-    let error = failed_body.as_ref().map(|g| &g["error"]);
-    Ok(super::video_answer(fixed, spec, request.created_at, request.finished_at, status, error))
+    let empty = Value::Object(Default::default());
+    let params = request.params.as_deref().unwrap_or(&empty);
+    let video = Video {
+        model: &request.model,
+        prompt: request.prompt.as_deref(),
+        seconds: map::seconds_of(spec, params),
+        size: map::size_of_body(spec, params),
+        created_at: request.created_at,
+        completed_at: request.finished_at,
+        remixed_from: request.remixed_from.as_deref(),
+    };
+    Ok(video.object(id, spec, status, failed_body.as_ref().map(|g| &g["error"])))
 }
 
 /// `GET /v1/videos/{id}`: from memory alone once the video was read (or
@@ -226,24 +220,19 @@ pub(super) async fn list(
     let mut rows = state.store().job_history(&filter).await.map_err(|e| OpenAiError::internal(&e))?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    // The videos are encoded already: the list is written around them.
-    let mut body = br#"{"object":"list","data":["#.to_vec();
-    let mut first = true;
+    let mut data = Vec::with_capacity(rows.len());
     for row in &rows {
         let Some((id, request)) = JobRequest::of_summary(row) else { continue };
-        if !std::mem::take(&mut first) {
-            body.push(b',');
-        }
-        body.extend_from_slice(&video_of(&id, &request, state.views().get(&id), row.body.as_deref())?.body);
+        data.push(video_of(&id, &request, state.views().get(&id), row.body.as_deref())?.object);
     }
-    let ends = json!({
+    let body = json!({
+        "object": "list",
+        "data": data,
         "first_id": rows.first().and_then(|r| r.generation_id.as_deref()),
         "last_id": rows.last().and_then(|r| r.generation_id.as_deref()),
         "has_more": has_more,
     });
-    body.extend_from_slice(b"],");
-    body.extend_from_slice(&ends.to_string().as_bytes()[1..]);
-    Ok(crate::api::json(StatusCode::OK, Bytes::from(body)))
+    Ok(crate::api::json(StatusCode::OK, Bytes::from(body.to_string())))
 }
 
 /// `DELETE /v1/videos/{id}`: hides the video from its member. The job
