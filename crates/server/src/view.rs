@@ -320,6 +320,10 @@ pub struct JobRequest {
     pub remixed_from: Option<String>,
     /// Whether its member deleted it.
     pub hidden: bool,
+    /// The OpenAI front's `video` object for this job, as far as it never
+    /// changes: worked out on the first read, so that a hot read does
+    /// not work it out again.
+    pub(crate) openai_video: std::sync::OnceLock<crate::openai::FixedVideo>,
 }
 
 impl JobRequest {
@@ -339,6 +343,7 @@ impl JobRequest {
                 finished_at: job.credits_charged.is_some().then_some(job.updated_at),
                 remixed_from: job.remixed_from.clone(),
                 hidden: job.hidden_at.is_some(),
+                openai_video: std::sync::OnceLock::new(),
             },
         ))
     }
@@ -533,6 +538,7 @@ mod tests {
             finished_at: None,
             remixed_from: None,
             hidden: false,
+            openai_video: std::sync::OnceLock::new(),
         }
     }
 

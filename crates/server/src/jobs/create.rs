@@ -330,6 +330,7 @@ async fn accept(jobs: Jobs, slot: Reservation, create: AcceptCreate) -> Result<A
         finished_at: None,
         remixed_from,
         hidden: false,
+        openai_video: std::sync::OnceLock::new(),
     };
     let new_job = NewJob {
         local_id: local_id.clone(),

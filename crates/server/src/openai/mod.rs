@@ -11,6 +11,7 @@
 mod content;
 mod extend;
 mod map;
+mod object;
 mod videos;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,14 +24,16 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use base64::Engine as _;
-use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::api::Authorization;
 use crate::jobs::{Admitted, NewCreate, Refusal, RefusalKind};
 use crate::state::AppState;
+use object::answer;
 use videos::retrieve;
+
+pub(crate) use object::FixedVideo;
 
 /// The routes of this front.
 pub(crate) fn routes() -> Router<AppState> {
@@ -499,111 +502,4 @@ fn typed_fields(spec: &ModelSpec, fields: &mut Map<String, Value>) {
             *value = parsed;
         }
     }
-}
-
-/// What a `video` object says besides the generation's state.
-struct Video<'a> {
-    model: &'a str,
-    prompt: Option<&'a str>,
-    seconds: String,
-    size: String,
-    created_at: i64,
-    /// When storage recorded its end, if it has.
-    completed_at: Option<i64>,
-    remixed_from: Option<&'a str>,
-}
-
-/// A `video` object, with `openai-poll-after-ms` while it is unfinished.
-pub(super) struct VideoAnswer {
-    pub(super) object: VideoObject,
-    poll_after_ms: Option<u64>,
-}
-
-/// The `video` object, field for field as openai-python's `Video` reads it,
-/// serialized straight from here (a status read is the hot path).
-#[derive(Debug, serde::Serialize)]
-pub(super) struct VideoObject {
-    id: String,
-    object: &'static str,
-    model: String,
-    status: &'static str,
-    progress: u64,
-    created_at: i64,
-    completed_at: Option<i64>,
-    expires_at: Option<i64>,
-    prompt: Option<String>,
-    seconds: String,
-    size: String,
-    remixed_from_video_id: Option<String>,
-    error: Option<VideoError>,
-}
-
-/// Why a video failed, from the upstream's reason.
-#[derive(Debug, serde::Serialize)]
-struct VideoError {
-    code: String,
-    message: String,
-}
-
-impl Video<'_> {
-    /// The video `id` in `status` (the upstream's word for it), with the
-    /// upstream's `error` object for a failed one.
-    fn object(&self, id: &str, spec: Option<&ModelSpec>, status: &str, error: Option<&Value>) -> VideoAnswer {
-        let typical = spec
-            .map_or(aimlvid::JobDurations::typical_of(aimlvid::catalog::Family::TextToVideo), |s| {
-                aimlvid::JobDurations::typical_of(s.family)
-            });
-        let now = now_secs();
-        let status = match status {
-            "completed" | "complete" => "completed",
-            "error" | "failed" => "failed",
-            "generating" | "in_progress" => "in_progress",
-            _ => "queued",
-        };
-        // Estimated from the model's typical duration: at most 99 until done.
-        let progress = match status {
-            "completed" => 100,
-            "queued" | "failed" => 0,
-            _ => {
-                let elapsed = (now - self.created_at).max(0) as f64;
-                (elapsed / typical.p50.as_secs_f64().max(1.0) * 100.0).clamp(1.0, 99.0) as u64
-            }
-        };
-        let finished = matches!(status, "completed" | "failed");
-        let error = (status == "failed").then(|| {
-            let e = error.unwrap_or(&Value::Null);
-            let code = e["name"].as_str().filter(|s| !s.is_empty()).unwrap_or("video_generation_failed");
-            let message =
-                e["message"].as_str().filter(|s| !s.is_empty()).unwrap_or("The video generation failed");
-            VideoError { code: code.to_owned(), message: message.to_owned() }
-        });
-        let object = VideoObject {
-            id: id.to_owned(),
-            object: "video",
-            model: self.model.to_owned(),
-            status,
-            progress,
-            created_at: self.created_at,
-            completed_at: finished.then(|| self.completed_at.unwrap_or(now).max(self.created_at)),
-            expires_at: None,
-            prompt: self.prompt.map(str::to_owned),
-            seconds: self.seconds.clone(),
-            size: self.size.clone(),
-            remixed_from_video_id: self.remixed_from.map(str::to_owned),
-            error,
-        };
-        // A tenth of the typical duration, so the SDK's poll() reads a
-        // job some ten times rather than once a second.
-        let poll_after_ms = (!finished).then(|| (typical.p50.as_millis() as u64 / 10).clamp(1000, 10_000));
-        VideoAnswer { object, poll_after_ms }
-    }
-}
-
-fn answer(video: VideoAnswer) -> Response {
-    let body = serde_json::to_vec(&video.object).unwrap_or_default();
-    let mut response = crate::api::json(StatusCode::OK, Bytes::from(body));
-    if let Some(ms) = video.poll_after_ms {
-        response.headers_mut().insert("openai-poll-after-ms", HeaderValue::from(ms));
-    }
-    response
 }

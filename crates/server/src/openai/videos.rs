@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::{OpenAiError, Video, answer, authenticate, map, read_fields};
+use super::object::{self, FixedVideo, VideoAnswer};
+use super::{OpenAiError, answer, authenticate, read_fields};
 use crate::api::{Authorization, IDEMPOTENCY_KEY};
 use crate::jobs::NewCreate;
 use crate::state::AppState;
@@ -93,7 +94,7 @@ pub(super) fn video_of(
     request: &JobRequest,
     view: Option<Arc<JobView>>,
     stored: Option<&str>,
-) -> Result<super::VideoAnswer, OpenAiError> {
+) -> Result<VideoAnswer, OpenAiError> {
     // The status from memory as it is; the body is read only for a failed
     // job's reason (a status read is the hot path, and most jobs succeed).
     let (status, failed_body): (&str, Option<Value>) = match (&view, stored) {
@@ -113,19 +114,10 @@ pub(super) fn video_of(
         }
         (None, None) => ("queued", None),
     };
-    let spec = aimlvid::catalog::model(&request.model);
-    let empty = Value::Object(Default::default());
-    let params = request.params.as_deref().unwrap_or(&empty);
-    let video = Video {
-        model: &request.model,
-        prompt: request.prompt.as_deref(),
-        seconds: map::seconds_of(spec, params),
-        size: map::size_of_body(spec, params),
-        created_at: request.created_at,
-        completed_at: request.finished_at,
-        remixed_from: request.remixed_from.as_deref(),
-    };
-    Ok(video.object(id, spec, status, failed_body.as_ref().map(|g| &g["error"])))
+    // What never changes, worked out once per job in memory.
+    let fixed = request.openai_video.get_or_init(|| FixedVideo::of(id, request));
+    let error = failed_body.as_ref().map(|g| &g["error"]);
+    Ok(object::video_answer(fixed, request, status, error, super::now_secs()))
 }
 
 /// `GET /v1/videos/{id}`: from memory alone once the video was read (or
@@ -220,19 +212,24 @@ pub(super) async fn list(
     let mut rows = state.store().job_history(&filter).await.map_err(|e| OpenAiError::internal(&e))?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let mut data = Vec::with_capacity(rows.len());
+    // The videos are encoded already: the list is written around them.
+    let mut body = br#"{"object":"list","data":["#.to_vec();
+    let mut first = true;
     for row in &rows {
         let Some((id, request)) = JobRequest::of_summary(row) else { continue };
-        data.push(video_of(&id, &request, state.views().get(&id), row.body.as_deref())?.object);
+        if !std::mem::take(&mut first) {
+            body.push(b',');
+        }
+        body.extend_from_slice(&video_of(&id, &request, state.views().get(&id), row.body.as_deref())?.body);
     }
-    let body = json!({
-        "object": "list",
-        "data": data,
+    let ends = json!({
         "first_id": rows.first().and_then(|r| r.generation_id.as_deref()),
         "last_id": rows.last().and_then(|r| r.generation_id.as_deref()),
         "has_more": has_more,
     });
-    Ok(crate::api::json(StatusCode::OK, Bytes::from(body.to_string())))
+    body.extend_from_slice(b"],");
+    body.extend_from_slice(&ends.to_string().as_bytes()[1..]);
+    Ok(crate::api::json(StatusCode::OK, Bytes::from(body)))
 }
 
 /// `DELETE /v1/videos/{id}`: hides the video from its member. The job

@@ -1,0 +1,255 @@
+//! The `video` object, field for field as openai-python's `Video` reads
+//! it. A status read is this front's hot path, so what never changes in a
+//! job's object is worked out and encoded once ([`FixedVideo`], kept with
+//! what the job was asked for), and a read writes only what moves with
+//! the job and the clock: `status`, `progress`, `completed_at`, `error`.
+
+use axum::http::StatusCode;
+use axum::http::header::{HeaderName, HeaderValue};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::map;
+use crate::view::JobRequest;
+
+/// openai-python's `poll()` waits this long between retrieves when the
+/// answer names it, and a second when it does not.
+const POLL_AFTER_MS: HeaderName = HeaderName::from_static("openai-poll-after-ms");
+
+/// What a job's `video` object says that never changes, worked out once.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FixedVideo {
+    /// The unchanging fields, encoded as the start of a JSON object with
+    /// no closing brace: the moving ones follow it on each read.
+    head: Bytes,
+    /// The model family's typical duration, which `progress` is
+    /// estimated from.
+    typical_secs: f64,
+    /// `openai-poll-after-ms` while the video is unfinished.
+    poll_after: HeaderValue,
+}
+
+/// The unchanging fields, in the order openai-python's `Video` lists them
+/// where the order matters to no parser.
+#[derive(serde::Serialize)]
+struct FixedFields<'a> {
+    id: &'a str,
+    object: &'static str,
+    model: &'a str,
+    created_at: i64,
+    expires_at: Option<i64>,
+    prompt: Option<&'a str>,
+    seconds: String,
+    size: String,
+    remixed_from_video_id: Option<&'a str>,
+}
+
+impl FixedVideo {
+    /// The fixed part of video `id`, which was asked for as `request` says.
+    pub(super) fn of(id: &str, request: &JobRequest) -> FixedVideo {
+        let spec = aimlvid::catalog::model(&request.model);
+        let family = spec.map_or(aimlvid::catalog::Family::TextToVideo, |s| s.family);
+        let typical = aimlvid::JobDurations::typical_of(family).p50;
+        let empty = Value::Object(Default::default());
+        let params = request.params.as_deref().unwrap_or(&empty);
+        let fields = FixedFields {
+            id,
+            object: "video",
+            model: &request.model,
+            created_at: request.created_at,
+            expires_at: None,
+            prompt: request.prompt.as_deref(),
+            seconds: map::seconds_of(spec, params),
+            size: map::size_of_body(spec, params),
+            remixed_from_video_id: request.remixed_from.as_deref(),
+        };
+        // Strings and numbers only: encoding cannot fail.
+        let mut head = serde_json::to_vec(&fields).unwrap_or_else(|_| b"{}".to_vec());
+        head.pop();
+        // A tenth of the typical duration, so the SDK's poll() reads a
+        // job some ten times rather than once a second.
+        let poll_after_ms = (typical.as_millis() as u64 / 10).clamp(1000, 10_000);
+        FixedVideo {
+            head: Bytes::from(head),
+            typical_secs: typical.as_secs_f64().max(1.0),
+            poll_after: HeaderValue::from(poll_after_ms),
+        }
+    }
+}
+
+/// A `video` object, encoded, with `openai-poll-after-ms` while it is
+/// unfinished.
+pub(super) struct VideoAnswer {
+    pub(super) body: Vec<u8>,
+    poll_after: Option<HeaderValue>,
+}
+
+/// Why a video failed, from the upstream's reason.
+#[derive(serde::Serialize)]
+struct VideoError<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// The `video` object of a job asked for as `request` (whose fixed part
+/// is `fixed`), in `status` (the upstream's word for it), with the
+/// upstream's `error` object for a failed one, as of `now` (unix seconds).
+pub(super) fn video_answer(
+    fixed: &FixedVideo,
+    request: &JobRequest,
+    status: &str,
+    error: Option<&Value>,
+    now: i64,
+) -> VideoAnswer {
+    let status = match status {
+        "completed" | "complete" => "completed",
+        "error" | "failed" => "failed",
+        "generating" | "in_progress" => "in_progress",
+        _ => "queued",
+    };
+    // Estimated from the model's typical duration: at most 99 until done.
+    let progress = match status {
+        "completed" => 100,
+        "queued" | "failed" => 0,
+        _ => {
+            let elapsed = (now - request.created_at).max(0) as f64;
+            (elapsed / fixed.typical_secs * 100.0).clamp(1.0, 99.0) as u64
+        }
+    };
+    let finished = matches!(status, "completed" | "failed");
+    let mut progress_digits = itoa::Buffer::new();
+    let mut completed_digits = itoa::Buffer::new();
+    let completed_at = match finished {
+        true => completed_digits.format(request.finished_at.unwrap_or(now).max(request.created_at)),
+        false => "null",
+    };
+    let error = match status {
+        "failed" => {
+            let e = error.unwrap_or(&Value::Null);
+            let code = e["name"].as_str().filter(|s| !s.is_empty()).unwrap_or("video_generation_failed");
+            let message =
+                e["message"].as_str().filter(|s| !s.is_empty()).unwrap_or("The video generation failed");
+            // Two strings: encoding cannot fail.
+            serde_json::to_vec(&VideoError { code, message }).unwrap_or_else(|_| b"null".to_vec()).into()
+        }
+        _ => std::borrow::Cow::Borrowed(&b"null"[..]),
+    };
+    let parts: [&[u8]; 10] = [
+        &fixed.head,
+        br#","status":""#,
+        status.as_bytes(),
+        br#"","progress":"#,
+        progress_digits.format(progress).as_bytes(),
+        br#","completed_at":"#,
+        completed_at.as_bytes(),
+        br#","error":"#,
+        &error,
+        b"}",
+    ];
+    // Exactly as long as the object, so that it becomes the body without
+    // another allocation.
+    let mut body = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        body.extend_from_slice(part);
+    }
+    VideoAnswer { body, poll_after: (!finished).then(|| fixed.poll_after.clone()) }
+}
+
+/// The answer to a read of one video.
+pub(super) fn answer(video: VideoAnswer) -> Response {
+    let mut response = crate::api::json(StatusCode::OK, Bytes::from(video.body));
+    if let Some(after) = video.poll_after {
+        response.headers_mut().insert(POLL_AFTER_MS, after);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn asked(model: &str, params: Value) -> JobRequest {
+        JobRequest {
+            key_id: 1,
+            model: model.to_owned(),
+            prompt: Some("a \"quoted\" prompt\n".to_owned()),
+            params: Some(Arc::new(params)),
+            inline_media: None,
+            created_at: 1_000,
+            finished_at: None,
+            remixed_from: Some("video_1".to_owned()),
+            hidden: false,
+            openai_video: Default::default(),
+        }
+    }
+
+    fn read(
+        request: &JobRequest,
+        status: &str,
+        error: Option<&Value>,
+        now: i64,
+    ) -> (Value, Option<HeaderValue>) {
+        let fixed = FixedVideo::of("gen-1", request);
+        let answer = video_answer(&fixed, request, status, error, now);
+        (serde_json::from_slice(&answer.body).expect("the object is JSON"), answer.poll_after)
+    }
+
+    #[test]
+    fn an_unfinished_video_has_every_field_and_a_poll_interval() {
+        let request =
+            asked("google/veo-3.1-t2v-fast", serde_json::json!({"duration": 8, "aspect_ratio": "16:9"}));
+        let (video, poll_after) = read(&request, "generating", None, 1_010);
+        assert_eq!(video["id"], "gen-1");
+        assert_eq!(video["object"], "video");
+        assert_eq!(video["model"], "google/veo-3.1-t2v-fast");
+        assert_eq!(video["status"], "in_progress");
+        assert_eq!(video["prompt"], "a \"quoted\" prompt\n");
+        assert_eq!(video["seconds"], "8");
+        assert_eq!(video["created_at"], 1_000);
+        assert_eq!(video["remixed_from_video_id"], "video_1");
+        for null in ["completed_at", "expires_at", "error"] {
+            assert!(video[null].is_null(), "{null} should be null: {video}");
+        }
+        let progress = video["progress"].as_u64().expect("progress is a number");
+        assert!((1..=99).contains(&progress), "{progress}");
+        let ms: u64 = poll_after.expect("unfinished: a poll interval").to_str().unwrap().parse().unwrap();
+        assert!((1000..=10_000).contains(&ms), "{ms}");
+        assert_eq!(video.as_object().map(|o| o.len()), Some(13), "{video}");
+    }
+
+    #[test]
+    fn progress_never_reaches_100_before_completion() {
+        let request = asked("google/veo-3.1-t2v-fast", serde_json::json!({}));
+        let (video, _) = read(&request, "generating", None, 1_000_000);
+        assert_eq!(video["progress"], 99);
+        let (video, _) = read(&request, "queued", None, 1_000_000);
+        assert_eq!(video["progress"], 0);
+    }
+
+    #[test]
+    fn a_finished_video_says_when_and_has_no_poll_interval() {
+        let mut request = asked("google/veo-3.1-t2v-fast", serde_json::json!({}));
+        request.finished_at = Some(1_090);
+        let (video, poll_after) = read(&request, "completed", None, 2_000);
+        assert_eq!((video["status"].as_str(), video["progress"].as_u64()), (Some("completed"), Some(100)));
+        assert_eq!(video["completed_at"], 1_090);
+        assert!(poll_after.is_none());
+    }
+
+    #[test]
+    fn a_failed_video_carries_the_upstream_reason_escaped() {
+        let request = asked("google/veo-3.1-t2v-fast", serde_json::json!({}));
+        let reason = serde_json::json!({"name": "content_policy", "message": "refused: \"unsafe\""});
+        let (video, poll_after) = read(&request, "error", Some(&reason), 1_050);
+        assert_eq!(video["status"], "failed");
+        assert_eq!(video["error"]["code"], "content_policy");
+        assert_eq!(video["error"]["message"], "refused: \"unsafe\"");
+        assert_eq!(video["completed_at"], 1_050);
+        assert!(poll_after.is_none());
+        let (video, _) = read(&request, "error", None, 1_050);
+        assert_eq!(video["error"]["code"], "video_generation_failed");
+    }
+}
