@@ -30,9 +30,6 @@ impl From<Refusal> for ApiError {
 /// The status the upstream answers an accepted create with.
 pub const CREATE_STATUS: StatusCode = StatusCode::OK;
 
-/// The header that makes a create safe to repeat.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
 /// A request's `Authorization` header, and nothing else of its headers:
 /// taking the whole `HeaderMap` would copy it on every status read.
 #[derive(Debug)]
@@ -119,18 +116,7 @@ pub(crate) async fn create(
     // The parsed body is what goes on: the raw one (up to the body limit)
     // is not kept beside it while the create waits and runs.
     drop(body);
-    let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                ));
-            }
-        },
-    };
+    let idempotency_key = crate::jobs::idempotency_key(&headers)?;
     let accepted = state
         .jobs()
         .create(&key, NewCreate { value, request_hash, idempotency_key, remixed_from: None })

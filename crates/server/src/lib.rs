@@ -57,8 +57,9 @@ use axum::routing::get;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-pub use api::{CREATE_STATUS, IDEMPOTENCY_KEY};
+pub use api::CREATE_STATUS;
 pub use error::ApiError;
+pub use jobs::IDEMPOTENCY_KEY;
 pub use observe::REQUEST_ID;
 pub use state::{AppState, DEFAULT_BODY_LIMIT, StartError, StateConfig};
 

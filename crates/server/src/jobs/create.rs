@@ -99,6 +99,22 @@ pub(crate) struct NewCreate {
     pub(crate) remixed_from: Option<String>,
 }
 
+/// The header that makes a create safe to repeat.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// A create's `Idempotency-Key`, if it sent one, as every front takes it:
+/// 1 to 255 visible ASCII characters.
+pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Refusal> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= 255 => Ok(Some(key.to_owned())),
+        _ => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
 impl Jobs {
     /// The one create path: checked against the key's models and limits,
     /// the catalog and the upstream's catalogue, then recorded, sent and

@@ -29,7 +29,8 @@ use crate::reservations::Reservations;
 use crate::store::{KeyId, Store};
 use crate::view::{JobRequests, JobViews};
 
-pub(crate) use create::NewCreate;
+pub use create::IDEMPOTENCY_KEY;
+pub(crate) use create::{NewCreate, idempotency_key};
 
 /// What kind of refusal a [`Refusal`] is, so that a front whose shape
 /// tells them apart (OpenAI's `insufficient_quota` from a permission

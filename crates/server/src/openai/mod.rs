@@ -121,6 +121,11 @@ pub(crate) struct OpenAiError {
 }
 
 impl OpenAiError {
+    /// The same error, naming the request parameter it is about.
+    fn on_param(self, param: &str) -> Self {
+        OpenAiError { param: Some(param.to_owned()), ..self }
+    }
+
     fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
         OpenAiError {
             status: StatusCode::BAD_REQUEST,

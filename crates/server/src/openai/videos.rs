@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::object::{self, FixedVideo, VideoAnswer};
 use super::{OpenAiError, answer, authenticate, read_fields};
-use crate::api::{Authorization, IDEMPOTENCY_KEY};
+use crate::api::Authorization;
 use crate::jobs::NewCreate;
 use crate::state::AppState;
 use crate::store::{JobFilter, JobSummary, KeyId};
@@ -250,16 +250,8 @@ pub(super) async fn delete(
 
 /// The member's `Idempotency-Key`, if any, as the native API takes it.
 pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, OpenAiError> {
-    match headers.get(IDEMPOTENCY_KEY) {
-        None => Ok(None),
-        Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= 255 => Ok(Some(k.to_owned())),
-            _ => Err(OpenAiError::invalid(
-                "Idempotency-Key",
-                "Idempotency-Key must be 1 to 255 visible ASCII characters",
-            )),
-        },
-    }
+    crate::jobs::idempotency_key(headers)
+        .map_err(|refusal| OpenAiError::from(refusal).on_param("Idempotency-Key"))
 }
 
 /// `POST /v1/videos/{id}/remix` with `{"prompt"}` (JSON or multipart): the

@@ -30,6 +30,11 @@ async fn a_repeated_idempotency_key_returns_the_same_job_without_a_second_create
     assert_eq!(theirs.status, 200);
     assert_ne!(theirs.body["id"], first.body["id"]);
     assert_eq!(sim.stats().create_requests, 2);
+    // A key too long to be one is refused, saying what a key may be, before anything is sent.
+    let overlong = post_with(http, &endpoint, Some(&key), &body, Some(&"k".repeat(256))).await;
+    assert_eq!(overlong.status, 400, "{overlong:?}");
+    assert!(overlong.body["message"].as_str().unwrap_or("").contains("1 to 255"), "{overlong:?}");
+    assert_eq!(sim.stats().create_requests, 2);
     proxy.stop().await;
 }
 

@@ -392,6 +392,13 @@ async fn a_remix_keeps_the_model_and_parameters_with_a_new_prompt() {
     let (status, again) = remix(&proxy, &key, &source_id, &json!({"prompt": "a crane"}), Some("r1")).await;
     assert_eq!((status, &again["id"]), (200, &remixed["id"]), "{again}");
     assert_eq!(sim.stats().create_requests, created + 1);
+    // An Idempotency-Key no front takes is refused, named, before anything is sent.
+    let overlong = "k".repeat(256);
+    let (status, error) =
+        remix(&proxy, &key, &source_id, &json!({"prompt": "a crane"}), Some(&overlong)).await;
+    assert_eq!((status, &error["error"]["param"]), (400, &json!("Idempotency-Key")), "{error}");
+    assert_openai_error(&error);
+    assert_eq!(sim.stats().create_requests, created + 1);
     // As a multipart form too, like a create.
     let form = reqwest::multipart::Form::new().text("prompt", "a stork");
     let url = format!("{}/v1/videos/{source_id}/remix", proxy.url);
