@@ -26,7 +26,7 @@ pub(super) async fn content(
 ) -> Result<Response, OpenAiError> {
     let key = authenticate(&state, &authorization)?;
     variant(query.get("variant").map(String::as_str))?;
-    let generation = own_generation(&state, &key, &id).await?;
+    let (_, generation) = own_generation(&state, &key, &id).await?;
     let url = finished_file_url(&id, &generation)?;
     let range = headers.get(RANGE).and_then(|v| v.to_str().ok()).filter(|r| single_range(r));
     let opened = state

@@ -11,10 +11,9 @@ use serde_json::{Map, Value};
 
 use super::{
     OpenAiError, authenticate, create_video, finished_file_url, map, own_generation, read_fields,
-    typed_fields, videos, videos::idempotency_key,
+    typed_fields, videos::idempotency_key,
 };
 use crate::api::Authorization;
-use crate::jobs::Admitted;
 use crate::state::AppState;
 
 /// The extend model used when none is named: the fast one.
@@ -38,14 +37,14 @@ pub(super) async fn extend(
             // Said outright rather than left `auto`, which comes to the
             // same for the upstream, so the extension reads back with its
             // source's size (clients such as async-openai need one).
-            let source = videos::own_video(&state, key.key().id(), &id).await?;
+            let (source, generation) = own_generation(&state, &key, &id).await?;
             let empty = Value::Object(Map::new());
             let params = source.params.as_deref().unwrap_or(&empty);
             let size = map::size_of_body(aimlvid::catalog::model(&source.model), params);
             if let Some(aspect) = map::aspect_for(spec, &size) {
                 body.insert("aspect_ratio".into(), Value::from(aspect));
             }
-            source_url(&state, &key, &id).await?
+            source_url(&id, &generation)?
         }
         Source::Clip(data_uri) => inline_clip(&data_uri)?,
     };
@@ -127,11 +126,11 @@ fn source(fields: &mut Map<String, Value>) -> Result<Source, OpenAiError> {
     }
 }
 
-/// The upstream's own file URL of the member's completed video `id`.
-async fn source_url(state: &AppState, key: &Admitted, id: &str) -> Result<String, OpenAiError> {
-    let generation = own_generation(state, key, id).await?;
+/// The upstream's own file URL of the member's completed video `id`,
+/// whose generation is `generation`.
+fn source_url(id: &str, generation: &Value) -> Result<String, OpenAiError> {
     let url =
-        finished_file_url(id, &generation).map_err(|e| OpenAiError { param: Some("video".into()), ..e })?;
+        finished_file_url(id, generation).map_err(|e| OpenAiError { param: Some("video".into()), ..e })?;
     // The upstream takes an https URL or the video inline; its files are
     // served over https, so another scheme (a simulator on this machine)
     // cannot be passed on, and the catalog check would name only the scheme.

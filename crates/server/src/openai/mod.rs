@@ -14,6 +14,7 @@ mod map;
 mod object;
 mod videos;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aimlvid::catalog::{MediaKind, ModelSpec, ParamType};
@@ -30,6 +31,7 @@ use sha2::{Digest as _, Sha256};
 use crate::api::Authorization;
 use crate::jobs::{Admitted, NewCreate, Refusal, RefusalKind};
 use crate::state::AppState;
+use crate::view::JobRequest;
 use object::answer;
 use videos::retrieve;
 
@@ -272,14 +274,20 @@ async fn created(state: &AppState, key: &Admitted, body: &[u8]) -> Result<Respon
     Ok(answer(videos::video_of(id, &request, view, std::str::from_utf8(body).ok())?))
 }
 
-/// The member's own generation `id`, as last seen: another member's, a
-/// deleted and an unknown id are the same 404.
-async fn own_generation(state: &AppState, key: &Admitted, id: &str) -> Result<Value, OpenAiError> {
-    let (_, view) = videos::own_state(state, key.key().id(), id).await?;
-    match view {
-        Some(view) => serde_json::from_slice(&view.body).map_err(|e| OpenAiError::internal(&e)),
-        None => Ok(json!({"id": id, "status": "queued"})),
-    }
+/// The member's own video `id`: what it was asked for and its generation
+/// as last seen. Another member's, a deleted and an unknown id are the
+/// same 404.
+async fn own_generation(
+    state: &AppState,
+    key: &Admitted,
+    id: &str,
+) -> Result<(Arc<JobRequest>, Value), OpenAiError> {
+    let (request, view) = videos::own_state(state, key.key().id(), id).await?;
+    let generation = match view {
+        Some(view) => serde_json::from_slice(&view.body).map_err(|e| OpenAiError::internal(&e))?,
+        None => json!({"id": id, "status": "queued"}),
+    };
+    Ok((request, generation))
 }
 
 /// A finished video's file URL on the upstream's file host, or why there

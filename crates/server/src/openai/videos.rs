@@ -270,7 +270,7 @@ pub(super) async fn remix(
         Some(Value::String(p)) if !p.trim().is_empty() => p.clone(),
         _ => return Err(OpenAiError::invalid("prompt", "A remix needs a `prompt`: what to change")),
     };
-    let source = own_video(&state, key.key().id(), &id).await?;
+    let (source, generation) = super::own_generation(&state, &key, &id).await?;
     if let Some(inline) = &source.inline_media {
         return Err(OpenAiError::invalid(
             "video_id",
@@ -291,7 +291,7 @@ pub(super) async fn remix(
     };
     // As Sora did: only a completed video is remixed (a failed one's
     // parameters may be why it failed; an unfinished one may yet fail).
-    super::finished_file_url(&id, &super::own_generation(&state, &key, &id).await?)?;
+    super::finished_file_url(&id, &generation)?;
     let mut value = Value::clone(params);
     value["prompt"] = Value::from(prompt);
     // The source is part of what was asked: the same prompt on another
