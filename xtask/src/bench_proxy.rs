@@ -5,7 +5,8 @@
 //! until the wave, then `completed`. The release server and nginx are
 //! pinned to core 0, oha to core 1. It prints, side by side: status reads
 //! (req/s, CPU µs per request at a fixed rate, p99), the same read through
-//! the OpenAI-shaped `GET /v1/videos/{id}` (req/s), creates (req/s, p99),
+//! the OpenAI-shaped `GET /v1/videos/{id}` (req/s, alternating with the
+//! native read in three pairs), creates (req/s, p99),
 //! RSS per unfinished job, and the completion wave. It installs nginx
 //! (Debian's `nginx-light`) and oha (`cargo install oha --locked`) if missing.
 
@@ -103,16 +104,28 @@ pub(crate) fn run(sh: &Shell, target_dir: &TargetDir, options: &Options) -> anyh
         nginx_cpu.1.p99 * 1e3
     );
 
-    // The same job read through the OpenAI-shaped front, against the native read above.
-    println!("\n== OpenAI retrieves: GET /v1/videos/ID, 64 connections, {} s", options.seconds);
-    let openai_read = format!("http://127.0.0.1:{}/v1/videos/{id}", server.port);
-    let openai_max = load.run(&openai_read, &auth, None, false)?;
+    // The same job read through the OpenAI-shaped front, against the native
+    // read. Reads taken minutes apart drift by more than the goal's margin
+    // on a shared machine, so the two alternate, three pairs, and the
+    // median pair's ratio is the figure.
     println!(
-        "req/s        openai {:>9.0}   native {:>9.0}   ratio {:.2} (goal >= 0.9)",
-        openai_max.rps,
-        proxy_max.rps,
-        openai_max.rps / proxy_max.rps
+        "\n== OpenAI retrieves: GET /v1/videos/ID against the native read, 64 connections, 3 pairs of {} s",
+        options.seconds
     );
+    let openai_read = format!("http://127.0.0.1:{}/v1/videos/{id}", server.port);
+    let mut ratios = Vec::new();
+    for pair in 1..=3 {
+        let native = load.run(&read_proxy, &auth, None, false)?;
+        let openai = load.run(&openai_read, &auth, None, false)?;
+        let ratio = openai.rps / native.rps;
+        println!(
+            "pair {pair}       openai {:>9.0}   native {:>9.0}   ratio {ratio:.2}",
+            openai.rps, native.rps
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!("req/s ratio  median {:.2} (goal >= 0.9)", ratios[1]);
 
     println!("\n== creates: POST, 64 connections, {} s each", options.seconds);
     let proxy_creates = load.run(&proxy_url, &auth, None, true)?;
