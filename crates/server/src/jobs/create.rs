@@ -103,16 +103,25 @@ pub(crate) struct NewCreate {
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// A create's `Idempotency-Key`, if it sent one, as every front takes it:
-/// 1 to 255 visible ASCII characters.
+/// one header of 1 to 255 visible ASCII characters (no spaces).
 pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Refusal> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
-    match value.to_str() {
-        Ok(key) if !key.is_empty() && key.len() <= 255 => Ok(Some(key.to_owned())),
-        _ => Err(Refusal::new(
+    let mut sent = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = sent.next() else { return Ok(None) };
+    // Two keys could each name a different job: which was meant is not ours to guess.
+    if sent.next().is_some() {
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        )),
+            "Idempotency-Key was sent more than once; send it once per request",
+        ));
     }
+    let key = value.as_bytes();
+    if key.is_empty() || key.len() > 255 || !key.iter().all(u8::is_ascii_graphic) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be 1 to 255 visible ASCII characters, without spaces",
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(key).into_owned()))
 }
 
 impl Jobs {
@@ -540,6 +549,27 @@ fn upstream_error(error: aimlvid::Error) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idempotency_key_is_one_header_of_visible_ascii() {
+        let key = |values: &[&[u8]]| {
+            let mut headers = axum::http::HeaderMap::new();
+            for value in values {
+                headers.append(IDEMPOTENCY_KEY, axum::http::HeaderValue::from_bytes(value).unwrap());
+            }
+            idempotency_key(&headers)
+        };
+        assert_eq!(key(&[]), Ok(None));
+        assert_eq!(key(&[b"order-17"]), Ok(Some("order-17".to_owned())));
+        assert_eq!(key(&["k".repeat(255).as_bytes()]), Ok(Some("k".repeat(255))));
+        for bad in [&b""[..], b"a b", b"a\tb", "caf\u{e9}".as_bytes(), b"\xe9", "k".repeat(256).as_bytes()] {
+            let refusal = key(&[bad]).expect_err("refused");
+            assert_eq!(refusal.status, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert!(refusal.message.contains("1 to 255 visible ASCII"), "{}", refusal.message);
+        }
+        let twice = key(&[b"one", b"two"]).expect_err("two keys are refused");
+        assert!(twice.message.contains("more than once"), "{}", twice.message);
+    }
 
     #[test]
     fn parameters_past_64_kib_are_refused_but_inline_media_does_not_count() {

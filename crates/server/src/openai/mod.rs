@@ -58,7 +58,7 @@ pub(crate) fn routes() -> Router<AppState> {
 pub(super) struct VideoId(pub(super) String);
 
 /// Longer than any generation id the upstream gives.
-const MAX_VIDEO_ID: usize = 200;
+pub(super) const MAX_VIDEO_ID: usize = 200;
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for VideoId {
     type Rejection = OpenAiError;
@@ -70,8 +70,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for VideoId {
         let id = axum::extract::Path::<String>::from_request_parts(parts, state).await.map(|p| p.0);
         match id {
             Ok(id) if id.len() <= MAX_VIDEO_ID => Ok(VideoId(id)),
-            Ok(id) => Err(OpenAiError::not_found(&map::shown(&id))),
-            Err(_) => Err(OpenAiError::not_found("(not UTF-8)")),
+            Ok(id) => Err(OpenAiError::not_found(&id)),
+            Err(_) => Err(OpenAiError {
+                message: "No video has this id: it is not UTF-8.".into(),
+                ..OpenAiError::not_found("")
+            }),
         }
     }
 }
@@ -141,9 +144,14 @@ impl OpenAiError {
 
     /// A video that does not exist and one of another member's read alike.
     fn not_found(id: &str) -> Self {
+        // An id as ids look is named as OpenAI names it; anything else
+        // (long, quoted, with spaces or control characters) cut short and
+        // escaped, so a refusal never echoes what a client made up.
+        let plain = id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic() && !b"'\"\\".contains(&b));
+        let named = if plain { format!("'{id}'") } else { map::shown(id) };
         OpenAiError {
             status: StatusCode::NOT_FOUND,
-            message: format!("Video with id '{id}' not found."),
+            message: format!("Video with id {named} not found."),
             kind: "invalid_request_error",
             param: Some("video_id".into()),
             code: Some("not_found"),
@@ -514,5 +522,20 @@ fn typed_fields(spec: &ModelSpec, fields: &mut Map<String, Value>) {
         {
             *value = parsed;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_video_is_named_as_sent_only_when_it_looks_like_an_id() {
+        let message = |id: &str| OpenAiError::not_found(id).message;
+        assert_eq!(message("video_123"), "Video with id 'video_123' not found.");
+        let long = message(&"a".repeat(5000));
+        assert!(long.len() < 100 && long.contains('…'), "{long}");
+        assert_eq!(message("it's"), r#"Video with id "it's" not found."#);
+        assert_eq!(message("a\u{1}b"), r#"Video with id "a\u{1}b" not found."#);
     }
 }

@@ -35,6 +35,10 @@ pub(super) async fn own_video(
     key_id: KeyId,
     id: &str,
 ) -> Result<Arc<JobRequest>, OpenAiError> {
+    // Longer than any id the upstream gives: not worth a storage read.
+    if id.len() > super::MAX_VIDEO_ID {
+        return Err(OpenAiError::not_found(id));
+    }
     let requests = state.jobs().requests();
     let found = match requests.get(id) {
         Some(found) => found,
