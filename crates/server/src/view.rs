@@ -323,7 +323,22 @@ pub struct JobRequest {
     /// The OpenAI front's `video` object for this job, as far as it never
     /// changes: worked out on the first read, so that a hot read does
     /// not work it out again.
-    pub(crate) openai_video: std::sync::OnceLock<crate::openai::FixedVideo>,
+    pub(crate) openai_video: std::sync::OnceLock<FixedVideo>,
+}
+
+/// A job's `video` object (OpenAI's videos API) as far as it never
+/// changes: the OpenAI front works it out on the job's first read
+/// (`openai/object.rs`), so that a hot read writes only what moves.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FixedVideo {
+    /// The unchanging fields, encoded as the start of a JSON object with
+    /// no closing brace: the moving ones follow it on each read.
+    pub(crate) head: bytes::Bytes,
+    /// The model family's typical duration, in seconds, which `progress`
+    /// is estimated from.
+    pub(crate) typical_secs: f64,
+    /// `openai-poll-after-ms` while the video is unfinished.
+    pub(crate) poll_after: axum::http::HeaderValue,
 }
 
 impl JobRequest {

@@ -35,8 +35,6 @@ use crate::view::JobRequest;
 use object::answer;
 use videos::retrieve;
 
-pub(crate) use object::FixedVideo;
-
 /// The routes of this front.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()

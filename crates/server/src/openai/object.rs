@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
 use super::map;
-use crate::view::JobRequest;
+use crate::view::{FixedVideo, JobRequest};
 
 /// Each runtime thread writes the objects it answers one after another
 /// into blocks of this size, rather than one allocation per object: a
@@ -43,19 +43,6 @@ fn body_of(parts: &[&[u8]]) -> Bytes {
 /// openai-python's `poll()` waits this long between retrieves when the
 /// answer names it, and a second when it does not.
 const POLL_AFTER_MS: HeaderName = HeaderName::from_static("openai-poll-after-ms");
-
-/// What a job's `video` object says that never changes, worked out once.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct FixedVideo {
-    /// The unchanging fields, encoded as the start of a JSON object with
-    /// no closing brace: the moving ones follow it on each read.
-    head: Bytes,
-    /// The model family's typical duration, which `progress` is
-    /// estimated from.
-    typical_secs: f64,
-    /// `openai-poll-after-ms` while the video is unfinished.
-    poll_after: HeaderValue,
-}
 
 /// The unchanging fields, in the order openai-python's `Video` lists them
 /// where the order matters to no parser.

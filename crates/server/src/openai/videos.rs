@@ -14,13 +14,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::object::{self, FixedVideo, VideoAnswer};
+use super::object::{self, VideoAnswer};
 use super::{OpenAiError, answer, authenticate, read_fields};
 use crate::api::Authorization;
 use crate::jobs::NewCreate;
 use crate::state::AppState;
 use crate::store::{JobFilter, JobSummary, KeyId};
-use crate::view::{JobRequest, JobView};
+use crate::view::{FixedVideo, JobRequest, JobView};
 
 /// Videos listed at most per page, and unless asked otherwise.
 const MAX_LIMIT: u32 = 100;
