@@ -320,11 +320,6 @@ fn stored_params(value: &serde_json::Value) -> (serde_json::Value, Option<String
     (params, (!inline.is_empty()).then(|| inline.join(",")))
 }
 
-/// Unix seconds.
-fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Records, sends and follows one create; runs in its own task.
 async fn accept(jobs: Jobs, slot: Reservation, create: AcceptCreate) -> Result<Accepted, Refusal> {
     let AcceptCreate { key, record, model, value, idempotency_key, request_hash, remixed_from } = create;
@@ -351,7 +346,7 @@ async fn accept(jobs: Jobs, slot: Reservation, create: AcceptCreate) -> Result<A
         prompt: value.get("prompt").and_then(|p| p.as_str()).map(|p| clip(p, MAX_PROMPT_KEPT)),
         params: Some(Arc::new(params)),
         inline_media,
-        created_at: now_secs(),
+        created_at: crate::calendar::unix_now(),
         finished_at: None,
         remixed_from,
         hidden: false,

@@ -15,7 +15,6 @@ mod object;
 mod videos;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aimlvid::catalog::{MediaKind, ModelSpec, ParamType};
 use axum::Router;
@@ -234,10 +233,6 @@ fn authenticate(state: &AppState, authorization: &Authorization) -> Result<Admit
     let (key, _) =
         state.keys().authenticate(presented).ok_or_else(|| unauthorized("Incorrect API key provided."))?;
     Ok(state.jobs().admit(key)?)
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// `POST /v1/videos`: JSON, or multipart as openai-python always sends it.

@@ -121,7 +121,7 @@ pub(super) fn video_of(
     // What never changes, worked out once per job in memory.
     let fixed = request.openai_video.get_or_init(|| FixedVideo::of(id, request));
     let error = failed_body.as_ref().map(|g| &g["error"]);
-    Ok(object::video_answer(fixed, request, status, error, super::now_secs()))
+    Ok(object::video_answer(fixed, request, status, error, crate::calendar::unix_now()))
 }
 
 /// `GET /v1/videos/{id}`: from memory alone once the video was read (or
