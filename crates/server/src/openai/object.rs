@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 
+use aimlvid::Status;
 use axum::http::StatusCode;
 use axum::http::header::{HeaderName, HeaderValue};
 use axum::response::Response;
@@ -107,19 +108,20 @@ struct VideoError<'a> {
 }
 
 /// The `video` object of a job asked for as `request` (whose fixed part
-/// is `fixed`), in `status` (the upstream's word for it), with the
-/// upstream's `error` object for a failed one, as of `now` (unix seconds).
+/// is `fixed`), in `status`, with the upstream's `error` object for a
+/// failed one, as of `now` (unix seconds).
 pub(super) fn video_answer(
     fixed: &FixedVideo,
     request: &JobRequest,
-    status: &str,
+    status: &Status,
     error: Option<&Value>,
     now: i64,
 ) -> VideoAnswer {
     let status = match status {
-        "completed" | "complete" => "completed",
-        "error" | "failed" => "failed",
-        "generating" | "in_progress" => "in_progress",
+        s if s.is_failure() => "failed",
+        Status::Completed => "completed",
+        Status::Generating => "in_progress",
+        Status::Other(s) if s == "in_progress" => "in_progress",
         _ => "queued",
     };
     // Estimated from the model's typical duration: at most 99 until done.
@@ -202,7 +204,7 @@ mod tests {
         now: i64,
     ) -> (Value, Option<HeaderValue>) {
         let fixed = FixedVideo::of("gen-1", request);
-        let answer = video_answer(&fixed, request, status, error, now);
+        let answer = video_answer(&fixed, request, &Status::from(status), error, now);
         (serde_json::from_slice(&answer.body).expect("the object is JSON"), answer.poll_after)
     }
 
@@ -282,5 +284,8 @@ mod tests {
         assert!(poll_after.is_none());
         let (video, _) = read(&request, "error", None, 1_050);
         assert_eq!(video["error"]["code"], "video_generation_failed");
+        // The words some models use for an end without a result count too.
+        let (video, _) = read(&request, "cancelled", None, 1_050);
+        assert_eq!(video["status"], "failed");
     }
 }

@@ -101,22 +101,18 @@ pub(super) fn video_of(
 ) -> Result<VideoAnswer, OpenAiError> {
     // The status from memory as it is; the body is read only for a failed
     // job's reason (a status read is the hot path, and most jobs succeed).
-    let (status, failed_body): (&str, Option<Value>) = match (&view, stored) {
+    let stored_status;
+    let (status, failed_body): (&aimlvid::Status, Option<Value>) = match (&view, stored) {
         (Some(view), _) if view.status.is_failure() => {
-            ("error", Some(serde_json::from_slice(&view.body).map_err(|e| OpenAiError::internal(&e))?))
+            (&view.status, Some(serde_json::from_slice(&view.body).map_err(|e| OpenAiError::internal(&e))?))
         }
-        (Some(view), _) => (view.status.as_str(), None),
+        (Some(view), _) => (&view.status, None),
         (None, Some(body)) => {
             let generation: Value = serde_json::from_str(body).map_err(|e| OpenAiError::internal(&e))?;
-            let status = match generation["status"].as_str() {
-                Some("error" | "failed") => "error",
-                Some("completed" | "complete") => "completed",
-                Some("generating" | "in_progress") => "generating",
-                _ => "queued",
-            };
-            (status, Some(generation))
+            stored_status = aimlvid::Status::from(generation["status"].as_str().unwrap_or("queued"));
+            (&stored_status, Some(generation))
         }
-        (None, None) => ("queued", None),
+        (None, None) => (&aimlvid::Status::Queued, None),
     };
     // What never changes, worked out once per job in memory.
     let fixed = request.openai_video.get_or_init(|| FixedVideo::of(id, request));
