@@ -400,13 +400,15 @@ impl JobRequests {
         Some(slot.0.clone())
     }
 
-    /// Remembers what a job was asked for.
-    pub fn put(&self, id: &str, request: JobRequest) {
+    /// Remembers what a job was asked for, and hands it back as kept.
+    pub fn put(&self, id: &str, request: JobRequest) -> Arc<JobRequest> {
         let now = self.clock.fetch_add(1, Relaxed) + 1;
-        self.by_id.insert(id.to_owned(), (Arc::new(request), AtomicU64::new(now)));
+        let request = Arc::new(request);
+        self.by_id.insert(id.to_owned(), (request.clone(), AtomicU64::new(now)));
         if self.by_id.len() > self.max + self.max / 16 {
             self.sweep();
         }
+        request
     }
 
     /// Marks a job in memory as deleted by its member.
@@ -460,11 +462,17 @@ impl JobRequests {
 /// The view of a stored job, if it has an upstream id.
 pub(crate) fn view_of(job: &crate::store::JobRecord) -> Option<(String, JobView)> {
     let id = job.generation_id.clone()?;
-    let generation =
-        job.body.as_deref().and_then(|b| serde_json::from_str::<aimlvid::Generation>(b).ok()).unwrap_or_else(
-            || aimlvid::Generation::new(id.clone(), aimlvid::Status::from(job.status.as_str())),
-        );
-    Some((id, JobView::new(job.key_id, &generation)))
+    let view = stored_view(&id, job.key_id, job.body.as_deref(), &job.status);
+    Some((id, view))
+}
+
+/// The view of stored job `id` of `key_id`'s: from the body storage holds,
+/// else (none yet, or unreadable) from its recorded status alone.
+pub(crate) fn stored_view(id: &str, key_id: KeyId, body: Option<&str>, status: &str) -> JobView {
+    let generation = body
+        .and_then(|b| serde_json::from_str::<aimlvid::Generation>(b).ok())
+        .unwrap_or_else(|| aimlvid::Generation::new(id.to_owned(), aimlvid::Status::from(status)));
+    JobView::new(key_id, &generation)
 }
 
 #[cfg(test)]

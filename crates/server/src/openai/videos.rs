@@ -72,22 +72,10 @@ async fn read_video(state: &AppState, id: &str) -> Result<Option<Arc<JobRequest>
 fn remember(state: &AppState, summary: &JobSummary) -> Option<Arc<JobRequest>> {
     let (id, request) = JobRequest::of_summary(summary)?;
     if state.views().get(&id).is_none() {
-        state.views().put(&id, view_of_summary(&id, summary));
+        let view = crate::view::stored_view(&id, summary.key_id, summary.body.as_deref(), &summary.status);
+        state.views().put(&id, view);
     }
-    state.jobs().requests().put(&id, request);
-    state.jobs().requests().get(&id)
-}
-
-/// A stored job's view, as [`crate::view::view_of`] makes it from a record.
-fn view_of_summary(id: &str, summary: &JobSummary) -> JobView {
-    let generation = summary
-        .body
-        .as_deref()
-        .and_then(|b| serde_json::from_str::<aimlvid::Generation>(b).ok())
-        .unwrap_or_else(|| {
-            aimlvid::Generation::new(id.to_owned(), aimlvid::Status::from(summary.status.as_str()))
-        });
-    JobView::new(summary.key_id, &generation)
+    Some(state.jobs().requests().put(&id, request))
 }
 
 /// A video object for a job: its state from memory (`view`, or `stored`,
