@@ -306,7 +306,7 @@ impl AppState {
         let stop_writer = CancellationToken::new();
         let writer_task = TaskTracker::new();
         let writer = Writer::start(writes, metrics.clone(), stop_writer.clone(), &writer_task);
-        let (scheduler, follow_queue) = Scheduler::new();
+        let (scheduler, follow_queue) = Scheduler::new(&config.poll, &timings);
         let webhooks = Arc::new(Webhooks::new(config.webhooks)?);
         let breaker = Arc::new(UpstreamBreaker::new(config.breaker_window));
         let settle = Settle {

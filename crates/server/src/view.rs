@@ -337,8 +337,11 @@ pub(crate) struct FixedVideo {
     /// The model family's typical duration, in seconds, which `progress`
     /// is estimated from.
     pub(crate) typical_secs: f64,
-    /// `openai-poll-after-ms` while the video is unfinished.
-    pub(crate) poll_after: axum::http::HeaderValue,
+    /// Seconds from create to the proxy's first upstream poll of the job,
+    /// by its model's schedule when it was first read.
+    pub(crate) first_poll_secs: f64,
+    /// Seconds between the proxy's later upstream polls, at most.
+    pub(crate) poll_interval_secs: f64,
 }
 
 impl JobRequest {

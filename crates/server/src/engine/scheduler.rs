@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::breaker::UpstreamBreaker;
 use super::settle::Settle;
-use super::timing::{Plan, PollSettings, Timings};
+use super::timing::{Plan, PollSettings, Schedules, Timings};
 use super::writer::Writer;
 use crate::metrics::Metrics;
 use crate::store::{JobRecord, JobWrite, KeyId, status};
@@ -47,17 +47,26 @@ pub(crate) struct FollowJob {
 #[derive(Debug, Clone)]
 pub(crate) struct Scheduler {
     follow: mpsc::UnboundedSender<FollowJob>,
+    schedules: Arc<Schedules>,
 }
 
-/// The scheduler's side of [`Scheduler`]: the jobs to follow.
+/// The scheduler's side of [`Scheduler`]: the jobs to follow, and where
+/// to publish each model's schedule as it learns.
 #[derive(Debug)]
-pub(crate) struct FollowQueue(mpsc::UnboundedReceiver<FollowJob>);
+pub(crate) struct FollowQueue(mpsc::UnboundedReceiver<FollowJob>, Arc<Schedules>);
 
 impl Scheduler {
-    /// A handle, and the queue [`run`] takes its jobs from.
-    pub(crate) fn new() -> (Scheduler, FollowQueue) {
+    /// A handle, and the queue [`run`] takes its jobs from; jobs follow
+    /// `settings` and what `timings` learned.
+    pub(crate) fn new(settings: &PollSettings, timings: &Timings) -> (Scheduler, FollowQueue) {
         let (follow, queue) = mpsc::unbounded_channel();
-        (Scheduler { follow }, FollowQueue(queue))
+        let schedules = Arc::new(Schedules::new(settings.clone(), timings));
+        (Scheduler { follow, schedules: schedules.clone() }, FollowQueue(queue, schedules))
+    }
+
+    /// The schedule a new job of `model` is polled by.
+    pub(crate) fn plan(&self, model: &str) -> Plan {
+        self.schedules.plan(model)
     }
 
     /// Follows a job until it finishes.
@@ -99,7 +108,7 @@ pub(crate) async fn run(
     queue: FollowQueue,
     stop: CancellationToken,
 ) {
-    Engine::new(poller, settings, timings).run(queue.0, stop).await;
+    Engine::new(poller, settings, timings, queue.1).run(queue.0, stop).await;
 }
 
 /// A followed job: what the scheduler needs, and no more.
@@ -147,6 +156,7 @@ struct Engine {
     poller: Poller,
     settings: PollSettings,
     timings: Timings,
+    schedules: Arc<Schedules>,
     models: HashSet<Arc<str>>,
     jobs: HashMap<Arc<str>, Job>,
     due: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
@@ -193,12 +203,13 @@ impl Ready {
 }
 
 impl Engine {
-    fn new(poller: Poller, settings: PollSettings, timings: Timings) -> Self {
+    fn new(poller: Poller, settings: PollSettings, timings: Timings, schedules: Arc<Schedules>) -> Self {
         let pace = Pace::new(settings.max_rate);
         Engine {
             poller,
             settings,
             timings,
+            schedules,
             models: HashSet::new(),
             jobs: HashMap::new(),
             due: BinaryHeap::new(),
@@ -318,6 +329,7 @@ impl Engine {
                             let write = JobWrite::ModelTiming { model: job.model.to_string(), timing };
                             self.poller.writer.write_later(write);
                         }
+                        self.schedules.publish(&job.model, self.timings.plan(&self.settings, &job.model));
                     }
                     return;
                 }

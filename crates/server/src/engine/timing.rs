@@ -10,6 +10,7 @@
 //! (between their 10th and 90th percentiles) and sparsely elsewhere.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -157,6 +158,52 @@ impl Plan {
             self.interval.max((age - self.dense_until) * 0.25)
         };
         wait.clamp(self.min.min(self.max), self.max)
+    }
+
+    /// Seconds from age `age` until a poll by this plan may next see a
+    /// job change: its first poll if that is still to come, else at most
+    /// one interval away (where in the interval, a reader cannot know).
+    pub(crate) fn until_news(&self, age: f64) -> f64 {
+        if age < self.first { self.first - age } else { self.next_wait(1, age) }
+    }
+}
+
+/// Each model's schedule as the scheduler last worked it out, for the
+/// fronts that tell a client when to ask again (`openai-poll-after-ms`).
+/// The scheduler publishes a model's plan when it learns; a model it has
+/// learned nothing of follows the settings.
+#[derive(Debug)]
+pub(crate) struct Schedules {
+    settings: PollSettings,
+    learned: RwLock<HashMap<String, Plan>>,
+}
+
+impl Schedules {
+    /// The schedules of `settings`, with what `timings` learned so far.
+    pub(crate) fn new(settings: PollSettings, timings: &Timings) -> Self {
+        let learned =
+            timings.by_model.keys().map(|model| (model.clone(), timings.plan(&settings, model))).collect();
+        Schedules { settings, learned: RwLock::new(learned) }
+    }
+
+    /// The plan a new job of `model` follows.
+    pub(crate) fn plan(&self, model: &str) -> Plan {
+        let learned = self.learned.read().unwrap_or_else(|e| e.into_inner());
+        match learned.get(model) {
+            Some(plan) => *plan,
+            None => Timings::default().plan(&self.settings, model),
+        }
+    }
+
+    /// Publishes `model`'s plan as the scheduler now works it out.
+    pub(crate) fn publish(&self, model: &str, plan: Plan) {
+        let mut learned = self.learned.write().unwrap_or_else(|e| e.into_inner());
+        match learned.get_mut(model) {
+            Some(known) => *known = plan,
+            None => {
+                learned.insert(model.to_owned(), plan);
+            }
+        }
     }
 }
 
@@ -334,5 +381,26 @@ mod tests {
         let json = serde_json::to_string(&timings.by_model["m"]).unwrap();
         let back = Timings::load(vec![("m".into(), json)]);
         assert_eq!(back.by_model["m"], timings.by_model["m"]);
+    }
+
+    #[test]
+    fn schedules_tell_readers_what_the_scheduler_would_do() {
+        let mut timings = Timings::default();
+        for (running, done) in [(5.0, 7.0), (5.5, 6.5), (6.0, 7.0)] {
+            timings.learn("learned", Some(running), done);
+        }
+        let schedules = Schedules::new(settings(), &timings);
+        assert_eq!(schedules.plan("learned"), timings.plan(&settings(), "learned"), "loaded timings hold");
+        assert_eq!(schedules.plan("new"), Timings::default().plan(&settings(), "new"));
+        timings.learn("new", Some(30.0), 32.0);
+        let plan = timings.plan(&settings(), "new");
+        schedules.publish("new", plan);
+        assert_eq!(schedules.plan("new"), plan);
+
+        // News comes with the first poll, then an interval at most apart.
+        let never_seen = Timings::default().plan(&settings(), "m");
+        assert_eq!(never_seen.until_news(0.0), 85.0);
+        assert_eq!(never_seen.until_news(80.0), 5.0);
+        assert_eq!(never_seen.until_news(90.0), 3.5);
     }
 }

@@ -193,6 +193,12 @@ impl Jobs {
         self.inner.parts.scheduler.follow(job);
     }
 
+    /// The schedule the upstream is polled by for a new job of `model`:
+    /// when the proxy may next know more of it.
+    pub(crate) fn poll_plan(&self, model: &str) -> crate::engine::timing::Plan {
+        self.inner.parts.scheduler.plan(model)
+    }
+
     /// Records a job's new state (see [`Settle::record`]).
     pub async fn record(&self, key_id: KeyId, generation: &Generation) -> bool {
         self.inner.parts.settle.record(key_id, generation).await

@@ -272,7 +272,7 @@ async fn created(state: &AppState, key: &Admitted, body: &[u8]) -> Result<Respon
     let id = generation["id"].as_str().unwrap_or_default();
     let request = videos::own_video(state, key.key().id(), id).await?;
     let view = state.views().get(id);
-    Ok(answer(videos::video_of(id, &request, view, std::str::from_utf8(body).ok())?))
+    Ok(answer(videos::video_of(state, id, &request, view, std::str::from_utf8(body).ok())?))
 }
 
 /// The member's own video `id`: what it was asked for and its generation

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
 use super::map;
+use crate::engine::timing::Plan;
 use crate::view::{FixedVideo, JobRequest};
 
 /// Each runtime thread writes the objects it answers one after another
@@ -42,8 +43,29 @@ fn body_of(parts: &[&[u8]]) -> Bytes {
 }
 
 /// openai-python's `poll()` waits this long between retrieves when the
-/// answer names it, and a second when it does not.
+/// answer names it, and a second when it does not. It reads the first
+/// answer's only and keeps that pace; the Node package reads every one.
 const POLL_AFTER_MS: HeaderName = HeaderName::from_static("openai-poll-after-ms");
+
+/// A client is asked back this long after the proxy's own upstream poll
+/// is due, so that it finds what that poll saw.
+const POLL_AFTER_MARGIN_SECS: f64 = 1.0;
+
+/// `openai-poll-after-ms`, in whole seconds from 1 to 10: never longer, so
+/// that `progress` moves between retrieves and a pace kept for the whole
+/// wait (openai-python's) is never late by more than that.
+static POLL_AFTER: [HeaderValue; 10] = [
+    HeaderValue::from_static("1000"),
+    HeaderValue::from_static("2000"),
+    HeaderValue::from_static("3000"),
+    HeaderValue::from_static("4000"),
+    HeaderValue::from_static("5000"),
+    HeaderValue::from_static("6000"),
+    HeaderValue::from_static("7000"),
+    HeaderValue::from_static("8000"),
+    HeaderValue::from_static("9000"),
+    HeaderValue::from_static("10000"),
+];
 
 /// The unchanging fields, in the order openai-python's `Video` lists them
 /// where the order matters to no parser.
@@ -61,8 +83,9 @@ struct FixedFields<'a> {
 }
 
 impl FixedVideo {
-    /// The fixed part of video `id`, which was asked for as `request` says.
-    pub(super) fn of(id: &str, request: &JobRequest) -> FixedVideo {
+    /// The fixed part of video `id`, which was asked for as `request` says
+    /// and is polled upstream by `plan`.
+    pub(super) fn of(id: &str, request: &JobRequest, plan: &Plan) -> FixedVideo {
         let spec = aimlvid::catalog::model(&request.model);
         let family = spec.map_or(aimlvid::catalog::Family::TextToVideo, |s| s.family);
         let typical = aimlvid::JobDurations::typical_of(family).p50;
@@ -82,13 +105,12 @@ impl FixedVideo {
         // Strings and numbers only: encoding cannot fail.
         let mut head = serde_json::to_vec(&fields).unwrap_or_else(|_| b"{}".to_vec());
         head.pop();
-        // A tenth of the typical duration, so the SDK's poll() reads a
-        // job some ten times rather than once a second.
-        let poll_after_ms = (typical.as_millis() as u64 / 10).clamp(1000, 10_000);
+        let first_poll_secs = plan.until_news(0.0);
         FixedVideo {
             head: Bytes::from(head),
             typical_secs: typical.as_secs_f64().max(1.0),
-            poll_after: HeaderValue::from(poll_after_ms),
+            first_poll_secs,
+            poll_interval_secs: plan.until_news(first_poll_secs),
         }
     }
 }
@@ -164,7 +186,18 @@ pub(super) fn video_answer(
         b"}",
     ];
     let body = body_of(&parts);
-    VideoAnswer { body, poll_after: (!finished).then(|| fixed.poll_after.clone()) }
+    VideoAnswer { body, poll_after: (!finished).then(|| poll_after(fixed, now - request.created_at)) }
+}
+
+/// When a client should ask again about an unfinished video of age
+/// `age` seconds: just after the proxy's next upstream poll of it (the
+/// first, if still to come, else an interval away), within 1 to 10 s.
+fn poll_after(fixed: &FixedVideo, age: i64) -> HeaderValue {
+    let age = age.max(0) as f64;
+    let until =
+        if age < fixed.first_poll_secs { fixed.first_poll_secs - age } else { fixed.poll_interval_secs };
+    let secs = (until + POLL_AFTER_MARGIN_SECS).ceil().clamp(1.0, POLL_AFTER.len() as f64) as usize;
+    POLL_AFTER[secs - 1].clone()
 }
 
 /// The answer to a read of one video.
@@ -181,6 +214,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::engine::timing::{PollSettings, Timings};
 
     fn asked(model: &str, params: Value) -> JobRequest {
         JobRequest {
@@ -203,7 +237,8 @@ mod tests {
         error: Option<&Value>,
         now: i64,
     ) -> (Value, Option<HeaderValue>) {
-        let fixed = FixedVideo::of("gen-1", request);
+        let plan = Timings::default().plan(&PollSettings::default(), &request.model);
+        let fixed = FixedVideo::of("gen-1", request, &plan);
         let answer = video_answer(&fixed, request, &Status::from(status), error, now);
         (serde_json::from_slice(&answer.body).expect("the object is JSON"), answer.poll_after)
     }
@@ -251,6 +286,33 @@ mod tests {
         for (text, body) in &kept {
             assert_eq!(&body[..], text.as_bytes(), "a kept body changed");
         }
+    }
+
+    fn poll_after_secs(fixed: &FixedVideo, age: i64) -> u64 {
+        poll_after(fixed, age).to_str().unwrap().parse::<u64>().unwrap() / 1000
+    }
+
+    #[test]
+    fn the_poll_interval_asks_back_just_after_the_proxys_next_upstream_poll() {
+        let request = asked("m", serde_json::json!({}));
+        // A model never seen, polled first at 85 s, then every 3.5 s.
+        let settings = PollSettings::from_policy(&aimlvid::PollPolicy::default());
+        let plan = Timings::default().plan(&settings, "m");
+        let fixed = FixedVideo::of("gen-1", &request, &plan);
+        assert_eq!(poll_after_secs(&fixed, 0), 10, "at most 10 s, so progress moves");
+        assert_eq!(poll_after_secs(&fixed, 80), 6, "a second after the first poll");
+        assert_eq!(poll_after_secs(&fixed, 90), 5, "an interval and a second after");
+        assert_eq!(poll_after_secs(&fixed, -5), 10, "a clock behind the creation");
+
+        // A model learned to take 6 to 7 s is polled first before 6 s.
+        let mut timings = Timings::default();
+        for (running, done) in [(5.0, 7.0), (5.5, 6.5), (6.0, 7.0)] {
+            timings.learn("m", Some(running), done);
+        }
+        let fixed = FixedVideo::of("gen-1", &request, &timings.plan(&settings, "m"));
+        let first = poll_after_secs(&fixed, 0);
+        assert!((5..=7).contains(&first), "{first}");
+        assert_eq!(poll_after_secs(&fixed, 30), 2, "its 1 s interval, and a second");
     }
 
     #[test]

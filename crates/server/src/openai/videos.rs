@@ -82,6 +82,7 @@ fn remember(state: &AppState, summary: &JobSummary) -> Option<Arc<JobRequest>> {
 /// the body storage holds, when memory has none), the rest from what it
 /// was asked for.
 pub(super) fn video_of(
+    state: &AppState,
     id: &str,
     request: &JobRequest,
     view: Option<Arc<JobView>>,
@@ -103,7 +104,9 @@ pub(super) fn video_of(
         (None, None) => (&aimlvid::Status::Queued, None),
     };
     // What never changes, worked out once per job in memory.
-    let fixed = request.openai_video.get_or_init(|| FixedVideo::of(id, request));
+    let fixed = request
+        .openai_video
+        .get_or_init(|| FixedVideo::of(id, request, &state.jobs().poll_plan(&request.model)));
     let error = failed_body.as_ref().map(|g| &g["error"]);
     Ok(object::video_answer(fixed, request, status, error, crate::calendar::unix_now()))
 }
@@ -117,7 +120,7 @@ pub(super) async fn retrieve(
 ) -> Result<Response, OpenAiError> {
     let key = authenticate(&state, &authorization)?;
     let (request, view) = own_state(&state, key.key().id(), &id).await?;
-    Ok(answer(video_of(&id, &request, view, None)?))
+    Ok(answer(video_of(&state, &id, &request, view, None)?))
 }
 
 /// A video of `key_id`'s ([`own_video`]) and its state: from memory alone
@@ -208,7 +211,9 @@ pub(super) async fn list(
         if !std::mem::take(&mut first) {
             body.push(b',');
         }
-        body.extend_from_slice(&video_of(&id, &request, state.views().get(&id), row.body.as_deref())?.body);
+        body.extend_from_slice(
+            &video_of(&state, &id, &request, state.views().get(&id), row.body.as_deref())?.body,
+        );
     }
     let ends = json!({
         "first_id": rows.first().and_then(|r| r.generation_id.as_deref()),

@@ -187,9 +187,11 @@ async fn python_sees_openai_errors() {
 }
 
 /// A minute's job, waited for by the SDK's `poll()` as it comes (honouring
-/// `openai-poll-after-ms`) and at a fixed second: the header saves the
+/// `openai-poll-after-ms`, which asks back at most 10 s later, and keeping
+/// the first value it reads) and at a fixed second: the header saves the
 /// member some nine retrieves in ten, and neither changes how often the
-/// proxy asks the upstream.
+/// proxy asks the upstream. The proxy first polls at 85 s (jittered by a
+/// tenth): some 80 to 95 retrieves at 1 s, 9 to 11 with the header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_polls_at_the_pace_the_proxy_asks() {
     // The proxy polls as it does in production, so upstream polls count.
@@ -203,7 +205,7 @@ async fn python_polls_at_the_pace_the_proxy_asks() {
         "a 60 s job: {few} SDK retrieves with openai-poll-after-ms, {many} at 1 s; upstream polls {upstream:?}"
     );
     assert!(many >= 55, "at 1 s a minute's job is read about 60 times, not {many}");
-    assert!(few * 5 <= many, "{few} retrieves with the header against {many} at 1 s");
+    assert!(few * 6 <= many, "{few} retrieves with the header against {many} at 1 s");
     assert!(
         upstream[0].abs_diff(upstream[1]) <= 2,
         "upstream polls follow the proxy's schedule: {upstream:?}"
