@@ -46,7 +46,14 @@ pub(super) async fn extend(
             }
             source_url(&id, &generation)?
         }
-        Source::Clip(data_uri) => inline_clip(&data_uri)?,
+        Source::Clip(data_uri) => {
+            let clip = inline_clip(&data_uri)?;
+            // As for a video by id: the clip's own shape, said outright.
+            if let Some(aspect) = clip.frame.and_then(|(w, h)| map::aspect_of_frame(spec, w, h)) {
+                body.insert("aspect_ratio".into(), Value::from(aspect));
+            }
+            clip.url
+        }
     };
     let text = |v: Value| match v {
         Value::String(s) => s,
@@ -146,9 +153,18 @@ fn source_url(id: &str, generation: &Value) -> Result<String, OpenAiError> {
     Ok(url)
 }
 
+/// An uploaded clip, checked.
+#[derive(Debug)]
+struct Clip {
+    /// The clip as the upstream takes it inline.
+    url: String,
+    /// Its frame as shown (width, height), when its container says.
+    frame: Option<(u32, u32)>,
+}
+
 /// An uploaded clip, as the upstream takes it inline: a video, within the
 /// size the library sends inline.
-fn inline_clip(data_uri: &str) -> Result<String, OpenAiError> {
+fn inline_clip(data_uri: &str) -> Result<Clip, OpenAiError> {
     let encoded = data_uri.split_once(',').map_or("", |(_, data)| data);
     let limit = aimlvid::DEFAULT_MAX_INLINE_BYTES;
     // The size from the encoding's length, before decoding megabytes that are refused anyway.
@@ -171,7 +187,21 @@ fn inline_clip(data_uri: &str) -> Result<String, OpenAiError> {
     let clip = aimlvid::VideoInput::from_bytes(&bytes).map_err(|_| {
         OpenAiError::invalid("video", "The uploaded file is not a video (MP4, MOV, WebM, MKV, AVI…)")
     })?;
-    Ok(clip.into_string())
+    Ok(Clip { url: clip.into_string(), frame: frame_of(&bytes) })
+}
+
+/// The frame of an MP4 or QuickTime clip's first video track as it is
+/// shown: its track header's size, turned by a quarter if the track is;
+/// `None` for other containers, or a header that says nothing.
+fn frame_of(bytes: &[u8]) -> Option<(u32, u32)> {
+    let context = mp4parse::read_mp4(&mut std::io::Cursor::new(bytes)).ok()?;
+    let track = context.tracks.iter().find(|t| t.track_type == mp4parse::TrackType::Video)?;
+    let header = track.tkhd.as_ref()?;
+    // Sizes are 16.16 fixed point.
+    let (w, h) = (header.width >> 16, header.height >> 16);
+    let quarter_turn = header.matrix.a == 0 && header.matrix.d == 0;
+    let (w, h) = if quarter_turn { (h, w) } else { (w, h) };
+    (w > 0 && h > 0).then_some((w, h))
 }
 
 #[cfg(test)]
@@ -213,9 +243,46 @@ mod tests {
         assert!(refused.message.contains("google/veo3-1-extend-video"), "{}", refused.message);
     }
 
+    /// The sample clip with its video track header's size and turn
+    /// rewritten: (width, height) and whether it is turned a quarter.
+    fn reshaped(width: u32, height: u32, quarter_turn: bool) -> Vec<u8> {
+        let mut clip = aimlvid_sim::SAMPLE_INPUT.to_vec();
+        // The first `tkhd` is the video track's. After its type (version
+        // 0): 36 bytes of fields, the 3x3 matrix (36), width, height.
+        let at = clip.windows(4).position(|w| w == b"tkhd").unwrap() + 4;
+        assert_eq!(clip[at], 0, "a version 0 track header");
+        let (matrix, size) = (at + 40, at + 76);
+        if quarter_turn {
+            // The matrix is stored a, b, u, c, d, v, x, y, w: a quarter turn
+            // has a = d = 0, b = 1, c = -1 (16.16).
+            for (i, v) in [(0, 0i32), (1, 0x10000), (3, -0x10000), (4, 0)] {
+                clip[matrix + 4 * i..matrix + 4 * i + 4].copy_from_slice(&v.to_be_bytes());
+            }
+        }
+        clip[size..size + 4].copy_from_slice(&(width << 16).to_be_bytes());
+        clip[size + 4..size + 8].copy_from_slice(&(height << 16).to_be_bytes());
+        clip
+    }
+
+    #[test]
+    fn an_uploaded_clips_shape_is_read_from_its_track_header() {
+        assert_eq!(frame_of(&reshaped(320, 180, false)), Some((320, 180)));
+        assert_eq!(frame_of(&reshaped(180, 320, false)), Some((180, 320)));
+        assert_eq!(frame_of(&reshaped(320, 180, true)), Some((180, 320)), "a phone's turned clip");
+        assert_eq!(frame_of(&reshaped(0, 0, false)), None);
+        assert_eq!(frame_of(b"\x1a\x45\xdf\xa3 a WebM header and nothing more"), None);
+        let spec = aimlvid::catalog::model(DEFAULT_MODEL).unwrap();
+        assert_eq!(map::aspect_of_frame(spec, 180, 320).as_deref(), Some("9:16"));
+        assert_eq!(map::aspect_of_frame(spec, 640, 480), None, "4:3 stays auto");
+    }
+
     #[test]
     fn an_uploaded_clip_must_be_a_video_within_the_inline_limit() {
         let text = base64::engine::general_purpose::STANDARD.encode(b"not a video at all");
+        let sample = base64::engine::general_purpose::STANDARD.encode(aimlvid_sim::SAMPLE_INPUT);
+        let clip = inline_clip(&format!("data:video/mp4;base64,{sample}")).unwrap();
+        assert_eq!(clip.frame, Some((320, 180)), "the sample's frame, from its track header");
+        assert!(clip.url.starts_with("data:video/mp4;base64,"));
         assert!(inline_clip(&format!("data:video/mp4;base64,{text}")).is_err());
         let huge = "A".repeat((aimlvid::DEFAULT_MAX_INLINE_BYTES as usize / 3 + 2) * 4);
         let refused = inline_clip(&format!("data:video/mp4;base64,{huge}")).unwrap_err();

@@ -191,6 +191,11 @@ fn matching_aspect(p: &Parameter, w: u32, h: u32) -> Option<&str> {
 /// (`WIDTHxHEIGHT`), if it has one: an extension keeps its source's shape.
 pub(crate) fn aspect_for(spec: &ModelSpec, size: &str) -> Option<String> {
     let (w, h) = dimensions(size)?;
+    aspect_of_frame(spec, w, h)
+}
+
+/// The aspect ratio `spec` allows that matches a frame of `w` by `h`.
+pub(crate) fn aspect_of_frame(spec: &ModelSpec, w: u32, h: u32) -> Option<String> {
     matching_aspect(spec.parameter("aspect_ratio")?, w, h).map(str::to_owned)
 }
 

@@ -244,6 +244,9 @@ async fn an_uploaded_clip_is_extended_inline_and_a_file_that_is_no_video_is_refu
     let sent = sim.job(extension["id"].as_str().unwrap()).unwrap().request;
     let video_url = sent["video_url"].as_str().unwrap();
     assert!(video_url.starts_with("data:video/mp4;base64,"), "{video_url}");
+    // The clip is 320x180: its shape is asked for outright, and reads back.
+    assert_eq!(sent["aspect_ratio"], "16:9", "{sent}");
+    assert_eq!(extension["size"], "1280x720", "{extension}");
 
     let text = reqwest::multipart::Part::bytes(b"not a video".to_vec()).file_name("notes.mp4");
     let form = reqwest::multipart::Form::new().part("video", text).text("prompt", "x");

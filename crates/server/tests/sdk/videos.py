@@ -110,6 +110,8 @@ def extend():
     with open(os.environ["AIMLVID_CLIP"], "rb") as f:
         uploaded = c.videos.extend(video=f, prompt="the tide comes in", seconds="7")
     uploaded = finished(c.videos.poll(uploaded.id), "extension of an upload")
+    # The clip is 16:9 (320x180): the extension keeps that shape, at 720p.
+    check(uploaded.size == "1280x720", f"extension of an upload: size {uploaded.size!r}")
     return {"source": source.id, "id": by_id.id, "model": by_id.model, "uploaded": uploaded.id}
 
 
