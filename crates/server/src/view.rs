@@ -334,8 +334,9 @@ pub(crate) struct FixedVideo {
     /// The unchanging fields, encoded as the start of a JSON object with
     /// no closing brace: the moving ones follow it on each read.
     pub(crate) head: bytes::Bytes,
-    /// The model family's typical duration, in seconds, which `progress`
-    /// is estimated from.
+    /// How long the model's jobs take, in seconds, as the server learned
+    /// it (else the model family's typical duration): `progress` is
+    /// estimated from it.
     pub(crate) typical_secs: f64,
     /// Seconds from create to the proxy's first upstream poll of the job,
     /// by its model's schedule when it was first read.

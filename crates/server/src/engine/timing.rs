@@ -141,6 +141,8 @@ pub(crate) struct Plan {
     /// Until this age, polls come every `interval`; after it, they thin out.
     dense_until: f64,
     min: f64,
+    /// The median of the durations learned, once there are enough.
+    median: Option<f64>,
 }
 
 impl Plan {
@@ -158,6 +160,12 @@ impl Plan {
             self.interval.max((age - self.dense_until) * 0.25)
         };
         wait.clamp(self.min.min(self.max), self.max)
+    }
+
+    /// How long the model's jobs take, in seconds, as learned (the median
+    /// of the recent ones), once enough have been seen.
+    pub(crate) fn learned_duration(&self) -> Option<f64> {
+        self.median
     }
 
     /// Seconds from age `age` until a poll by this plan may next see a
@@ -240,6 +248,7 @@ impl Timings {
             max: base.max,
             dense_until: 0.0,
             min: 0.0,
+            median: None,
         };
         let timing = match self.by_model.get(model) {
             Some(timing) if !base.fixed => timing,
@@ -259,6 +268,7 @@ impl Timings {
                 max: base.max,
                 dense_until: hi * 1.25 + interval,
                 min,
+                median: Some(median),
             };
         }
         match timing.done_by {
@@ -348,6 +358,8 @@ mod tests {
             timings.learn("m", Some(running), done);
         }
         let plan = timings.plan(&settings(), "m");
+        assert_eq!(plan.learned_duration(), Some(6.0));
+        assert_eq!(Timings::default().plan(&settings(), "m").learned_duration(), None);
         let first = plan.next_wait(0, 0.0);
         assert!((4.0..6.0).contains(&first), "first poll just before the shortest: {first}");
         let interval = plan.next_wait(1, first);

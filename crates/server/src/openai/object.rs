@@ -88,7 +88,10 @@ impl FixedVideo {
     pub(super) fn of(id: &str, request: &JobRequest, plan: &Plan) -> FixedVideo {
         let spec = aimlvid::catalog::model(&request.model);
         let family = spec.map_or(aimlvid::catalog::Family::TextToVideo, |s| s.family);
-        let typical = aimlvid::JobDurations::typical_of(family).p50;
+        // The model's jobs' learned duration, else its family's typical one.
+        let typical = plan
+            .learned_duration()
+            .unwrap_or_else(|| aimlvid::JobDurations::typical_of(family).p50.as_secs_f64());
         let empty = Value::Object(Default::default());
         let params = request.params.as_deref().unwrap_or(&empty);
         let fields = FixedFields {
@@ -108,7 +111,7 @@ impl FixedVideo {
         let first_poll_secs = plan.until_news(0.0);
         FixedVideo {
             head: Bytes::from(head),
-            typical_secs: typical.as_secs_f64().max(1.0),
+            typical_secs: typical.max(1.0),
             first_poll_secs,
             poll_interval_secs: plan.until_news(first_poll_secs),
         }
@@ -146,7 +149,7 @@ pub(super) fn video_answer(
         Status::Other(s) if s == "in_progress" => "in_progress",
         _ => "queued",
     };
-    // Estimated from the model's typical duration: at most 99 until done.
+    // Estimated from how long the model's jobs take: at most 99 until done.
     let progress = match status {
         "completed" => 100,
         "queued" | "failed" => 0,
@@ -313,6 +316,20 @@ mod tests {
         let first = poll_after_secs(&fixed, 0);
         assert!((5..=7).contains(&first), "{first}");
         assert_eq!(poll_after_secs(&fixed, 30), 2, "its 1 s interval, and a second");
+    }
+
+    #[test]
+    fn progress_follows_the_models_learned_duration_once_there_is_one() {
+        let request = asked("m", serde_json::json!({}));
+        let settings = PollSettings::default();
+        let mut timings = Timings::default();
+        for (running, done) in [(18.0, 22.0), (19.0, 21.0), (20.0, 20.0)] {
+            timings.learn("m", Some(running), done);
+        }
+        let fixed = FixedVideo::of("gen-1", &request, &timings.plan(&settings, "m"));
+        let answer = video_answer(&fixed, &request, &Status::Generating, None, request.created_at + 10);
+        let video: Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(video["progress"], 50, "10 s into jobs that take 20 s");
     }
 
     #[test]
