@@ -47,7 +47,11 @@ pub(super) async fn extend(
             source_url(&id, &generation)?
         }
         Source::Clip(data_uri) => {
-            let clip = inline_clip(&data_uri)?;
+            // Decoding and reading up to 20 MiB takes a while: off the
+            // threads that answer requests.
+            let clip = tokio::task::spawn_blocking(move || inline_clip(&data_uri))
+                .await
+                .map_err(|e| OpenAiError::internal(&e))??;
             // As for a video by id: the clip's own shape, said outright.
             if let Some(aspect) = clip.frame.and_then(|(w, h)| map::aspect_of_frame(spec, w, h)) {
                 body.insert("aspect_ratio".into(), Value::from(aspect));
