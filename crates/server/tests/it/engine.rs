@@ -147,8 +147,9 @@ async fn storage_locked_for_a_while_delays_statuses_and_loses_none() {
 /// default poll settings, in front of a simulator whose jobs take
 /// `duration`; both run `scale` times faster than real time. Returns each
 /// job's polls and lag (from finishing to being noticed), in the
-/// simulator's time.
-async fn sequential_jobs(duration: Duration, jobs: usize, scale: f64) -> Vec<(u64, Duration)> {
+/// simulator's time, and the `openai-poll-after-ms` its first read as an
+/// OpenAI video answered (in real milliseconds).
+async fn sequential_jobs(duration: Duration, jobs: usize, scale: f64) -> Vec<(u64, Duration, u64)> {
     let sim = Simulator::start(SimConfig {
         time_scale: scale,
         queue_time: Spread::Fixed(Duration::from_secs(1)),
@@ -177,11 +178,16 @@ async fn sequential_jobs(duration: Duration, jobs: usize, scale: f64) -> Vec<(u6
         let created =
             post(&proxy.http, &proxy.endpoint(), Some(&key), &create_body(&format!("job {i}"))).await;
         let id = created.body["id"].as_str().unwrap().to_owned();
+        let read =
+            proxy.http.get(format!("{}/v1/videos/{id}", proxy.url)).bearer_auth(&key).send().await.unwrap();
+        let poll_after =
+            read.headers().get("openai-poll-after-ms").map(|v| v.to_str().unwrap().parse().unwrap());
         while !proxy.state.views().get(&id).is_some_and(|v| v.status == Status::Completed) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let job = sim.sim().job(&id).unwrap();
-        seen.push((job.polls, job.first_finished_answer_at.unwrap() - job.finishes_at));
+        let poll_after = poll_after.unwrap_or_else(|| panic!("job {i} was read unfinished, with a pace"));
+        seen.push((job.polls, job.first_finished_answer_at.unwrap() - job.finishes_at, poll_after));
     }
     proxy.stop().await;
     seen
@@ -191,13 +197,18 @@ async fn sequential_jobs(duration: Duration, jobs: usize, scale: f64) -> Vec<(u6
 async fn a_quick_model_is_learned_and_noticed_within_seconds() {
     let seen = sequential_jobs(Duration::from_secs(10), 10, 20.0).await;
     eprintln!("10 s model, (polls, lag) per job: {seen:?}");
-    let (first_polls, first_lag) = seen[0];
+    let (first_polls, first_lag, first_pace) = seen[0];
     assert_eq!(first_polls, 1, "the library's default: one poll, at 85 s: {seen:?}");
     assert!(first_lag > Duration::from_secs(60), "{seen:?}");
-    for (polls, lag) in &seen[8..] {
+    // An OpenAI client is asked back a second after the proxy's own first
+    // poll: 85 s / 20 (+ 1 s, less a second if one turned between the
+    // create and the read) before learning; under a second after.
+    assert!((5000..=6000).contains(&first_pace), "{seen:?}");
+    for (polls, lag, pace) in &seen[8..] {
         assert!(*lag <= Duration::from_millis(3500), "learned, so noticed soon: {seen:?}");
         // A fixed loop at the learned schedule's finest step (1 s) would make 10.
         assert!(*polls < 10, "{seen:?}");
+        assert!(*pace <= 2000, "the learned schedule sets the pace: {seen:?}");
     }
 }
 
@@ -205,9 +216,9 @@ async fn a_quick_model_is_learned_and_noticed_within_seconds() {
 async fn a_slow_model_is_learned_and_polled_fewer_times_than_the_default() {
     let seen = sequential_jobs(Duration::from_secs(300), 6, 200.0).await;
     eprintln!("300 s model, (polls, lag) per job: {seen:?}");
-    let (default_polls, _) = seen[0];
+    let (default_polls, ..) = seen[0];
     assert!(default_polls >= 20, "the library's default polls a 5-minute job often: {seen:?}");
-    for (polls, lag) in &seen[4..] {
+    for (polls, lag, _) in &seen[4..] {
         assert!(*polls * 2 <= default_polls, "at most half the default's polls: {seen:?}");
         assert!(*lag <= Duration::from_secs(10), "and noticed as soon: {seen:?}");
     }
